@@ -1,0 +1,23 @@
+PYTHON ?= python
+SOURCES = fcn tests bench train.py evaluate.py predict.py
+
+.PHONY: install lint format verify_format run_tests pre_push_test demo
+
+install:
+	$(PYTHON) -m pip install -r requirements.dev.txt
+
+lint:
+	$(PYTHON) -m ruff check $(SOURCES)
+
+format:
+	$(PYTHON) -m ruff check --select I --fix $(SOURCES)
+	$(PYTHON) -m ruff format $(SOURCES)
+
+verify_format:
+	$(PYTHON) -m ruff format --check $(SOURCES)
+	$(PYTHON) -m ruff check --select I $(SOURCES)
+
+run_tests:
+	$(PYTHON) -m pytest
+
+pre_push_test: verify_format lint run_tests

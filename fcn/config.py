@@ -1,0 +1,482 @@
+"""The typed configuration: every key, its type, its default and what it means.
+
+A run's configuration is the schema below, merged with one or more YAML files
+(``config.yml`` or ``predefined_configs/*.yml``, which hold only differences
+from these defaults) and then with ``key=value`` overrides from the command
+line. It is validated once, made read-only, and never changed afterwards.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+BACKBONES = (
+    "vgg16",
+    "vgg16_bn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "mobilenet_v3_large",
+)
+VGG_BACKBONES = ("vgg16", "vgg16_bn")
+DATASETS = ("voc", "sbd", "voc_aug", "folder")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key and its source."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "fcn8s"
+    """Which FCN: fcn32s, fcn16s, fcn8s or fcn8s_atonce (the paper's four)."""
+    backbone: str = "vgg16"
+    """torchvision backbone: vgg16 (the paper), vgg16_bn, resnet18/34/50/101, mobilenet_v3_large."""
+    num_classes: int = 21
+    """Number of classes including background (21 for PASCAL VOC)."""
+    pretrained: str = "true"
+    """Backbone init: 'false' (random), 'true' (torchvision's ImageNet weights) or a path to a
+    local file holding torchvision's state dict for that backbone."""
+    geometry: str = "paper"
+    """'paper': conv1_1 padded by 100, unpadded fc6 and the reference crops (VGG only);
+    'same': no padding of 100, padded fc6, fusion aligned without magic offsets."""
+    upsampling: str = "transposed"
+    """'transposed' (the paper: deconvolution with bilinear init), 'bilinear' (interpolation),
+    or 'nearest_conv' (nearest upsampling followed by a 1x1 convolution)."""
+    learnable_upsampling: bool = False
+    """Train the bilinear-initialised deconvolutions; the reference freezes them (lr_mult 0)."""
+    fusion: str = "skip"
+    """'skip': the paper's sequential skip fusion; 'full': stride-32/16/8 scores each brought to
+    the input size and combined with learned weights."""
+    dropout: str = "element"
+    """Dropout after fc6/fc7: 'element' (the reference's Caffe Dropout) or 'channel' (Dropout2d)."""
+    dropout_p: float = 0.5
+    """Dropout probability after fc6 and fc7 (the reference: 0.5)."""
+    init_from: str = ""
+    """Staged training: a checkpoint (e.g. a trained FCN-32s) whose matching tensors initialise
+    this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "voc"
+    """'voc' (PASCAL VOC 2012), 'sbd' (benchmark_RELEASE), 'voc_aug' (VOC 2012 train + SBD
+    train/val minus VOC 2012 val; 10,582 images) or 'folder' (any dataset in VOC layout)."""
+    root: str = "data"
+    """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
+    dataset's own root for 'folder' (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)."""
+    split: str = "train"
+    """Split name: voc: train, val, trainval, seg11valid; sbd: train, val; voc_aug: train;
+    folder: any ImageSets/Segmentation/<split>.txt."""
+
+
+@dataclass
+class TransformConfig:
+    preset: str = "standard"
+    """Training transforms: 'paper' (native size, normalisation only, as the reference trained)
+    or 'standard' (random scale, pad, crop, flip, colour jitter). Evaluation always uses 'eval'
+    (native resolution, masks never resized)."""
+    normalization: str = "torchvision"
+    """'torchvision' (RGB, ImageNet mean/std) or 'caffe' (BGR, 0-255, minus the reference's mean),
+    the latter for weights converted from the authors' Caffe models."""
+    crop_size: int = 500
+    """Side of the square training crop of the 'standard' preset (the paper's images are <=500)."""
+    scale_min: float = 0.5
+    """Smallest random rescale factor of the 'standard' preset."""
+    scale_max: float = 2.0
+    """Largest random rescale factor of the 'standard' preset."""
+    max_shift: int = 0
+    """'standard' preset: extra random translation in pixels (image 0, mask 255 fill)."""
+    hflip: bool = True
+    """'standard' preset: random horizontal flip with probability 0.5."""
+    color_jitter: float = 0.0
+    """'standard' preset: strength of brightness/contrast/saturation jitter (0 = off)."""
+
+
+@dataclass
+class MixingConfig:
+    cutmix_p: float = 0.0
+    """Probability that a batch gets CutMix (a box from another image pasted with its mask)."""
+    mixup_p: float = 0.0
+    """Probability that a batch gets MixUp (images blended; the loss mixes both targets)."""
+    mosaic_p: float = 0.0
+    """Probability that a batch gets Mosaic (four images tiled, masks tiled alike)."""
+    alpha: float = 1.0
+    """Beta(alpha, alpha) parameter for the CutMix box area and the MixUp weight."""
+
+
+@dataclass
+class DataConfig:
+    train: DatasetConfig = field(default_factory=lambda: DatasetConfig("sbd", "data", "train"))
+    """Training set (the paper: SBD train, 8,498 images)."""
+    val: DatasetConfig = field(default_factory=lambda: DatasetConfig("voc", "data", "seg11valid"))
+    """Validation set (the paper: seg11valid, 736 images)."""
+    classes: List[str] = field(default_factory=list)
+    """Class names, index order; empty means the dataset's own (PASCAL VOC's 21). Required for
+    'folder' datasets."""
+    palette: List[List[int]] = field(default_factory=list)
+    """RGB colour per class, index order; empty means the PASCAL VOC palette. A 'folder' dataset
+    whose masks are RGB colour images is converted through it."""
+    transforms: TransformConfig = field(default_factory=TransformConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    batch_size: int = 20
+    """Training images per step per process (under torchrun, per process)."""
+    val_batch_size: int = 1
+    """Evaluation batch size; >1 pads images (metrics ignore the padding)."""
+    pad_collate: bool = False
+    """Pad variable-size images in a batch (image 0, mask 255); required with the 'paper'
+    preset and batch_size > 1."""
+    num_workers: int = 4
+    """Data-loader worker processes per training process."""
+
+
+@dataclass
+class LossConfig:
+    normalize: bool = True
+    """Average the cross-entropy over labelled pixels; false sums it, as the reference did
+    (loss_param { normalize: false }) with its tiny learning rates."""
+    class_weights: List[float] = field(default_factory=list)
+    """Optional per-class weights for the cross-entropy (empty = uniform)."""
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    """'sgd' (with momentum, as the paper) or 'adamw'."""
+    lr: float = 1e-4
+    """Base learning rate (of weights; biases get lr * bias_lr_mult)."""
+    momentum: float = 0.99
+    """SGD momentum (the paper: 0.99 with batch 1; 0.9 is common with mini-batches)."""
+    weight_decay: float = 5e-4
+    """Weight decay of weights (the paper: 5e-4)."""
+    bias_lr_mult: float = 2.0
+    """Learning-rate multiplier of biases (the reference: lr_mult 2)."""
+    bias_weight_decay: bool = False
+    """Decay biases too; the reference does not (decay_mult 0)."""
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "fixed"
+    """'fixed' (the paper's lr_policy), 'poly' or 'cosine'; stepped every iteration."""
+    power: float = 0.9
+    """Exponent of the 'poly' schedule."""
+    min_lr: float = 0.0
+    """Floor of the 'poly' and 'cosine' schedules."""
+    warmup_iters: int = 0
+    """Linear warm-up iterations (0 = none)."""
+    warmup_factor: float = 0.001
+    """Learning-rate factor at the first warm-up iteration."""
+
+
+@dataclass
+class TrainingConfig:
+    run_dir: str = "runs/fcn8s"
+    """Directory of this run: config, checkpoints/, TensorBoard events, PNGs, metrics.jsonl."""
+    epochs: int = 30
+    """Epochs to train; ignored when iters > 0."""
+    iters: int = 0
+    """Iterations (optimizer steps) to train; 0 means train by epochs."""
+    accumulate: int = 1
+    """Batches accumulated per optimizer step (the paper's batch of 20 = 20 batches of 1)."""
+    clip_grad_norm: float = 0.0
+    """Clip the gradient norm to this value (0 = off)."""
+    amp: str = "none"
+    """Mixed precision: 'none', 'bf16' (autocast; works on the CPU) or 'fp16' (CUDA, scaler)."""
+    channels_last: bool = False
+    """Use the channels-last memory format for the model and inputs."""
+    compile: bool = False
+    """Compile the model with torch.compile."""
+    ema_decay: float = 0.0
+    """Decay of an exponential moving average of the weights, evaluated alongside (0 = off)."""
+    eval_every: int = 0
+    """Evaluate (and save last.pt/best.pt) every N iterations; 0 = at the end of each epoch."""
+    checkpoint_every: int = 0
+    """Also save last.pt every N iterations between evaluations (0 = only at evaluations)."""
+    log_every: int = 20
+    """Write training scalars to TensorBoard every N iterations."""
+    vis_images: int = 4
+    """Validation images in the fixed prediction grid (PNG and TensorBoard); 0 = none."""
+    seed: int = 0
+    """Seed for Python, NumPy, torch and every data-loader worker."""
+    deterministic: bool = False
+    """Use deterministic algorithms only (slower; needed for bitwise-exact resume)."""
+    resume: str = ""
+    """'' (start fresh), 'auto' (run_dir's checkpoints/last.pt if present) or a checkpoint path."""
+    device: str = "auto"
+    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    sync_bn: bool = False
+    """Under torchrun, convert BatchNorm layers to SyncBatchNorm."""
+
+
+@dataclass
+class EvalConfig:
+    flip: bool = False
+    """Test-time augmentation: average with the horizontally flipped prediction."""
+    scales: List[float] = field(default_factory=lambda: [1.0])
+    """Test-time scales; softmax probabilities are averaged at the native size."""
+    amp: str = "none"
+    """Mixed precision at evaluation/prediction: 'none' or 'bf16' or 'fp16'."""
+    channels_last: bool = False
+    """Channels-last memory format at evaluation/prediction."""
+    use_ema: bool = True
+    """Evaluate the EMA weights when the checkpoint has them."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _one_line(exc: OmegaConfBaseException) -> str:
+    """Return OmegaConf's message without its multi-line 'full_key/object_type' trailer."""
+    msg = getattr(exc, "msg", None) or str(exc)
+    return msg.splitlines()[0].strip()
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"{source}: key '{key}': {_one_line(exc)}") from None
+
+
+def _read_yaml(path: str) -> DictConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: config file not found (give an existing YAML file to --config)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
+    return OmegaConf.create(data)
+
+
+def _parse_override(item: str) -> DictConfig:
+    if "=" not in item:
+        raise ConfigError(f"command line: '{item}' is not a key=value override (e.g. training.epochs=3)")
+    key, value = item.split("=", 1)
+    if not key:
+        raise ConfigError(f"command line: '{item}' has no key before '='")
+    try:
+        return OmegaConf.from_dotlist([f"{key}={value}"])
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"command line: '{item}': {_one_line(exc)}") from None
+
+
+def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> DictConfig:
+    """Return the validated, read-only config: schema defaults <- each file in turn <- overrides."""
+    cfg = OmegaConf.structured(Config)
+    for path in paths:
+        cfg = _merge(cfg, _read_yaml(path), path)
+    for item in overrides:
+        cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
+    source = ", ".join(list(paths) + (["command line"] if overrides else [])) or "defaults"
+    validate(cfg, source)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def config_from_dict(data: dict, source: str = "checkpoint") -> DictConfig:
+    """Return the validated, read-only config rebuilt from a plain dict (e.g. a checkpoint's)."""
+    cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(data), source)
+    validate(cfg, source)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    """Return the config as plain Python containers (for checkpoints and JSON)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """Return the config as YAML text (written into every run directory)."""
+    return OmegaConf.to_yaml(cfg)
+
+
+def _choice(source: str, key: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        near = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise ConfigError(f"{source}: {key}='{value}' is not one of {', '.join(allowed)}{hint}")
+
+
+def _positive(source: str, key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{source}: {key}={value} must be {bound}")
+
+
+def _probability(source: str, key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{source}: {key}={value} must be between 0 and 1")
+
+
+def num_classes(cfg: DictConfig) -> int:
+    """Return the number of classes the run predicts (model.num_classes)."""
+    return int(cfg.model.num_classes)
+
+
+def validate(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError naming the first key whose value is impossible, alone or with others."""
+    m, d, t = cfg.model, cfg.data, cfg.training
+    _choice(source, "model.arch", m.arch, ARCHS)
+    _choice(source, "model.backbone", m.backbone, BACKBONES)
+    _choice(source, "model.geometry", m.geometry, ("paper", "same"))
+    _choice(source, "model.upsampling", m.upsampling, ("transposed", "bilinear", "nearest_conv"))
+    _choice(source, "model.fusion", m.fusion, ("skip", "full"))
+    _choice(source, "model.dropout", m.dropout, ("element", "channel"))
+    if m.num_classes < 2:
+        raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
+    if m.num_classes > 255:
+        raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at most 255 (255 marks void)")
+    if not 0.0 <= m.dropout_p < 1.0:
+        raise ConfigError(f"{source}: model.dropout_p={m.dropout_p} must be in [0, 1)")
+    if m.geometry == "paper" and m.backbone not in VGG_BACKBONES:
+        raise ConfigError(
+            f"{source}: model.geometry='paper' needs a VGG backbone (its offsets are VGG16's); "
+            f"use model.geometry=same with model.backbone={m.backbone}"
+        )
+    if m.arch == "fcn8s_atonce" and m.fusion != "skip":
+        raise ConfigError(
+            f"{source}: model.arch=fcn8s_atonce is the paper's skip fusion; set model.fusion=skip"
+        )
+    pretrained = str(m.pretrained)
+    if pretrained.lower() not in ("true", "false") and not pretrained:
+        raise ConfigError(f"{source}: model.pretrained must be true, false or a file path")
+
+    for split_key in ("train", "val"):
+        ds = d[split_key]
+        _choice(source, f"data.{split_key}.name", ds.name, DATASETS)
+        if ds.name == "folder" and not d.classes:
+            raise ConfigError(
+                f"{source}: data.{split_key}.name='folder' needs data.classes (the class names in index order)"
+            )
+    if d.classes and len(d.classes) != m.num_classes:
+        raise ConfigError(
+            f"{source}: data.classes has {len(d.classes)} names but model.num_classes={m.num_classes}"
+        )
+    if d.palette:
+        if len(d.palette) < m.num_classes:
+            raise ConfigError(
+                f"{source}: data.palette has {len(d.palette)} colours but model.num_classes={m.num_classes}"
+            )
+        for i, colour in enumerate(d.palette):
+            if len(colour) != 3 or not all(0 <= int(c) <= 255 for c in colour):
+                raise ConfigError(
+                    f"{source}: data.palette[{i}]={list(colour)} must be three values in 0..255"
+                )
+    if not d.classes and m.num_classes != 21 and "folder" not in (d.train.name, d.val.name):
+        raise ConfigError(
+            f"{source}: model.num_classes={m.num_classes} but PASCAL VOC has 21 classes; "
+            "set data.classes for another label set"
+        )
+
+    tr = d.transforms
+    _choice(source, "data.transforms.preset", tr.preset, ("paper", "standard"))
+    _choice(source, "data.transforms.normalization", tr.normalization, ("torchvision", "caffe"))
+    _positive(source, "data.transforms.crop_size", tr.crop_size)
+    _positive(source, "data.transforms.scale_min", tr.scale_min)
+    _positive(source, "data.transforms.max_shift", tr.max_shift, allow_zero=True)
+    _positive(source, "data.transforms.color_jitter", tr.color_jitter, allow_zero=True)
+    if tr.scale_max < tr.scale_min:
+        raise ConfigError(
+            f"{source}: data.transforms.scale_max={tr.scale_max} is below scale_min={tr.scale_min}"
+        )
+    for key in ("cutmix_p", "mixup_p", "mosaic_p"):
+        _probability(source, f"data.mixing.{key}", d.mixing[key])
+    _positive(source, "data.mixing.alpha", d.mixing.alpha)
+    _positive(source, "data.batch_size", d.batch_size)
+    _positive(source, "data.val_batch_size", d.val_batch_size)
+    _positive(source, "data.num_workers", d.num_workers, allow_zero=True)
+    if tr.preset == "paper" and d.batch_size > 1 and not d.pad_collate:
+        raise ConfigError(
+            f"{source}: data.batch_size={d.batch_size} with data.transforms.preset='paper' (native sizes) "
+            "needs data.pad_collate=true, or use training.accumulate for the paper's batch of 20"
+        )
+    mixing_on = d.mixing.cutmix_p + d.mixing.mixup_p + d.mixing.mosaic_p > 0
+    if mixing_on and tr.preset == "paper" and not d.pad_collate:
+        raise ConfigError(
+            f"{source}: data.mixing needs images of one size: use data.transforms.preset=standard or data.pad_collate=true"
+        )
+
+    if cfg.loss.class_weights and len(cfg.loss.class_weights) != m.num_classes:
+        raise ConfigError(
+            f"{source}: loss.class_weights has {len(cfg.loss.class_weights)} values but "
+            f"model.num_classes={m.num_classes}"
+        )
+
+    o = cfg.optimizer
+    _choice(source, "optimizer.name", o.name, ("sgd", "adamw"))
+    _positive(source, "optimizer.lr", o.lr)
+    _positive(source, "optimizer.weight_decay", o.weight_decay, allow_zero=True)
+    _positive(source, "optimizer.bias_lr_mult", o.bias_lr_mult, allow_zero=True)
+    if not 0.0 <= o.momentum < 1.0:
+        raise ConfigError(f"{source}: optimizer.momentum={o.momentum} must be in [0, 1)")
+    if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
+        raise ConfigError(f"{source}: optimizer.betas={list(o.betas)} must be two values in [0, 1)")
+
+    s = cfg.schedule
+    _choice(source, "schedule.name", s.name, ("fixed", "poly", "cosine"))
+    _positive(source, "schedule.warmup_iters", s.warmup_iters, allow_zero=True)
+    _probability(source, "schedule.warmup_factor", s.warmup_factor)
+    if s.min_lr > o.lr:
+        raise ConfigError(f"{source}: schedule.min_lr={s.min_lr} is above optimizer.lr={o.lr}")
+
+    _choice(source, "training.amp", t.amp, ("none", "bf16", "fp16"))
+    _positive(source, "training.epochs", t.epochs, allow_zero=True)
+    _positive(source, "training.iters", t.iters, allow_zero=True)
+    if t.epochs == 0 and t.iters == 0:
+        raise ConfigError(f"{source}: training.epochs and training.iters are both 0; set one of them")
+    _positive(source, "training.accumulate", t.accumulate)
+    _positive(source, "training.clip_grad_norm", t.clip_grad_norm, allow_zero=True)
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"{source}: training.ema_decay={t.ema_decay} must be in [0, 1) (0 = off)")
+    for key in ("eval_every", "checkpoint_every", "vis_images"):
+        _positive(source, f"training.{key}", t[key], allow_zero=True)
+    _positive(source, "training.log_every", t.log_every)
+    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+        raise ConfigError(f"{source}: training.device='{t.device}' must be auto, cpu, cuda or cuda:N")
+
+    e = cfg.eval
+    _choice(source, "eval.amp", e.amp, ("none", "bf16", "fp16"))
+    if not e.scales or any(sc <= 0 for sc in e.scales):
+        raise ConfigError(
+            f"{source}: eval.scales={list(e.scales)} must be a non-empty list of positive factors"
+        )
+
+
+def pretrained_choice(value: str) -> bool | str:
+    """Return False, True or a path for model.pretrained (YAML true/false arrive as strings)."""
+    text = str(value)
+    if text.lower() == "false":
+        return False
+    if text.lower() == "true":
+        return True
+    return os.path.expanduser(text)
