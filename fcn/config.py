@@ -302,12 +302,24 @@ def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> Dic
     return cfg
 
 
-def config_from_dict(data: dict, source: str = "checkpoint") -> DictConfig:
-    """Return the validated, read-only config rebuilt from a plain dict (e.g. a checkpoint's)."""
+def config_from_dict(
+    data: dict, source: str = "checkpoint", paths: Sequence[str] = (), overrides: Sequence[str] = ()
+) -> DictConfig:
+    """Return the validated, read-only config rebuilt from a plain dict (e.g. a checkpoint's),
+    then merged with the given files and key=value overrides."""
     cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(data), source)
-    validate(cfg, source)
+    for path in paths:
+        cfg = _merge(cfg, _read_yaml(path), path)
+    for item in overrides:
+        cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
+    validate(cfg, ", ".join([source, *paths] + (["command line"] if overrides else [])))
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def with_overrides(cfg: DictConfig, overrides: Sequence[str], source: str = "program") -> DictConfig:
+    """Return a new validated, read-only config: cfg with key=value overrides (cfg is unchanged)."""
+    return config_from_dict(to_dict(cfg), source, overrides=overrides)
 
 
 def to_dict(cfg: DictConfig) -> dict:
