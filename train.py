@@ -1,6 +1,8 @@
-"""train.py: not built yet (see the open issues); it exits with an error rather than pretend."""
+"""Train an FCN: python train.py [--config FILE ...] [key=value ...]  (see README.md)."""
 
 import sys
 
+from fcn.engine import main
+
 if __name__ == "__main__":
-    sys.exit("error: train.py is not built yet")
+    sys.exit(main())

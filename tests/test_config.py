@@ -21,3 +21,12 @@ def test_unknown_key_names_key_and_suggests(tmp_path):
     message = str(exc.value)
     assert str(path) in message and "optimizer.lrr" in message and "lr" in message
     assert "\n" not in message
+
+
+def test_config_yml_is_the_documented_schema():
+    from pathlib import Path
+
+    from fcn.config import documented_yaml
+
+    shipped = (Path(__file__).parent.parent / "config.yml").read_text()
+    assert shipped == documented_yaml(), "config.yml is stale: run python -m fcn.config > config.yml"

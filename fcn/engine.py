@@ -1,0 +1,700 @@
+"""Training and evaluation: fit(cfg), train_one_step(), evaluate().
+
+fit() builds everything from the config, trains by iterations (optimizer
+steps), evaluates every ``training.eval_every`` iterations or at each epoch's
+end, and keeps ``checkpoints/last.pt`` and ``checkpoints/best.pt`` in the run
+directory. A resumed run continues exactly: the data order is a pure function of
+(seed, epoch), every sample's augmentation a pure function of (seed, epoch,
+index), every batch's mixing a pure function of (seed, iteration), and the
+checkpoint holds the model, optimizer, scheduler, scaler, EMA, RNG states and
+the data position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from fcn import config as fcn_config
+from fcn import distributed
+from fcn.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from fcn.metrics import ConfusionMatrix, format_table
+
+IGNORE_INDEX = 255
+CHECKPOINT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, an impossible resume); the message says why."""
+
+
+# ----------------------------------------------------------------------------- devices, precision
+
+
+def select_device(name: str) -> torch.device:
+    """Return the device for 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"training.device='{name}' but no CUDA device is available; use auto or cpu")
+    return device
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Return the autocast context for amp 'bf16'/'fp16', or a null context for 'none'."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+def _mix_seed(*parts: int) -> int:
+    """Return a 63-bit seed that depends on every part (a simple polynomial hash)."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value * 0x100000001B3 + int(part) + 1) % (1 << 63)
+    return value
+
+
+class EpochBatchSampler:
+    """Yields batches of (index, epoch) keys: one epoch's shuffled order, split across ranks,
+    from a given batch on (so a resumed run starts mid-epoch without replaying batches)."""
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
+        self.epoch, self.start_batch = 0, 0
+
+    def batches_per_epoch(self) -> int:
+        """Return the number of full batches each rank gets per epoch (the last partial one is dropped)."""
+        per_rank = math.ceil(self.size / self.world_size)
+        return per_rank // self.batch_size
+
+    def set_position(self, epoch: int, start_batch: int) -> None:
+        """Make the next iteration yield epoch `epoch` from batch `start_batch` on."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _order(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        if self.world_size > 1:  # pad by repeating the head so that every rank gets as many samples
+            order += order[: (-len(order)) % self.world_size]
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = self._order()
+        for b in range(self.start_batch, self.batches_per_epoch()):
+            chunk = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield [(index, self.epoch) for index in chunk]
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch() - self.start_batch)
+
+
+class SeededItems(Dataset):
+    """A dataset whose item (index, epoch) is transformed with RNGs seeded from (seed, epoch, index),
+    so a sample's augmentation does not depend on the worker that loads it or on a resume."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, epoch = key
+        seed = _mix_seed(self.seed, epoch, index)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                random.seed(seed)
+                np.random.seed(seed % (1 << 32))
+                return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _collate(cfg: DictConfig):
+    if cfg.data.pad_collate:
+        from fcn.data.collate import pad_collate
+
+        return pad_collate
+    return None
+
+
+def _eval_collate(batch_size: int):
+    if batch_size > 1:
+        from fcn.data.collate import pad_collate
+
+        return pad_collate
+    return None
+
+
+def make_eval_loader(dataset: Dataset, cfg: DictConfig, info: distributed.DistInfo) -> DataLoader:
+    """Return the evaluation loader: this rank's share (rank::world, no padding, so no sample is
+    counted twice), batches of data.val_batch_size padded with 255 where sizes differ."""
+    indices = list(range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=cfg.data.val_batch_size,
+        sampler=indices,
+        num_workers=min(cfg.data.num_workers, 2),
+        collate_fn=_eval_collate(cfg.data.val_batch_size),
+        generator=torch.Generator(),  # keeps the global RNG untouched by the loader's base seed
+    )
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def build_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
+    """Return SGD or AdamW over the trainable parameters: weights at lr with weight decay, biases at
+    lr * bias_lr_mult and without decay unless asked (the reference's lr_mult 2, decay_mult 0)."""
+    o = cfg.optimizer
+    weights, biases = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (biases if name.endswith("bias") else weights).append(param)
+    groups = [
+        {"params": weights, "lr": o.lr, "weight_decay": o.weight_decay, "lr_mult": 1.0},
+        {
+            "params": biases,
+            "lr": o.lr * o.bias_lr_mult,
+            "weight_decay": o.weight_decay if o.bias_weight_decay else 0.0,
+            "lr_mult": o.bias_lr_mult,
+        },
+    ]
+    groups = [g for g in groups if g["params"]]
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+
+
+def lr_factor(iteration: int, total: int, cfg: DictConfig) -> float:
+    """Return the learning-rate factor at an iteration: warm-up times fixed/poly/cosine decay."""
+    s, base = cfg.schedule, cfg.optimizer.lr
+    floor = s.min_lr / base
+    progress = min(iteration / max(total, 1), 1.0)
+    if s.name == "poly":
+        factor = floor + (1.0 - floor) * (1.0 - progress) ** s.power
+    elif s.name == "cosine":
+        factor = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        factor = 1.0
+    if iteration < s.warmup_iters:
+        alpha = iteration / s.warmup_iters
+        factor *= s.warmup_factor * (1.0 - alpha) + alpha
+    return factor
+
+
+def segmentation_loss(
+    logits: torch.Tensor, masks: torch.Tensor, normalize: bool, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Return the cross-entropy ignoring 255: averaged over labelled pixels, or summed (the
+    reference's loss_param { normalize: false })."""
+    total = F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
+    if not normalize:
+        return total
+    if weight is None:
+        count = (masks != IGNORE_INDEX).sum()
+    else:
+        valid = masks != IGNORE_INDEX
+        count = weight[masks[valid]].sum()
+    return total / count.clamp_min(1)
+
+
+class ModelEMA:
+    """An exponential moving average of a model's parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average towards the model's current state."""
+        current = model.state_dict()
+        for name, value in self.module.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.mul_(self.decay).add_(current[name].detach(), alpha=1.0 - self.decay)
+            else:
+                value.copy_(current[name])
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    device: torch.device,
+    *,
+    amp: str = "none",
+    channels_last: bool = False,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict:
+    """Return the paper's metrics of a model over a loader (summed across ranks) at the masks' own
+    resolution, with optional flip / multi-scale test-time augmentation."""
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, device=device)
+    tta = flip or tuple(scales) != (1.0,)
+    for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if tta:
+            from fcn.inference import predict_probs
+
+            pred = predict_probs(
+                model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last
+            ).argmax(1)
+        else:
+            with autocast(device, amp):
+                pred = model(images).argmax(1)
+        matrix.update(pred, masks)
+    matrix.all_reduce()
+    model.train(was_training)
+    result = matrix.compute()
+    result["confusion"] = matrix.mat.cpu().tolist()
+    return result
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _log(info: distributed.DistInfo, message: str) -> None:
+    if info.is_primary:
+        from tqdm import tqdm
+
+        tqdm.write(message)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def _configure_determinism(enabled: bool) -> None:
+    if enabled:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C into a request to stop at the next iteration boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def total_iterations(cfg: DictConfig, batches_per_epoch: int) -> int:
+    """Return the number of optimizer steps the run makes (training.iters, else by epochs)."""
+    if cfg.training.iters > 0:
+        return cfg.training.iters
+    return cfg.training.epochs * batches_per_epoch // cfg.training.accumulate
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
+    resume = cfg.training.resume
+    if not resume:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"training.resume: checkpoint '{resume}' not found")
+    return path
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def _vis_grid(model, dataset, indices, cfg, device, palette) -> np.ndarray:
+    from fcn.data.transforms import denormalize
+    from fcn.visualize import prediction_grid
+
+    images, gts, preds = [], [], []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for index in indices:
+            image, mask = dataset[index]
+            with autocast(device, cfg.training.amp):
+                logits = model(image.unsqueeze(0).to(device))
+            preds.append(logits.argmax(1)[0].cpu().numpy().astype(np.uint8))
+            images.append(denormalize(image, cfg.data.transforms.normalization))
+            gts.append(mask.numpy().astype(np.uint8))
+    model.train(was_training)
+    return prediction_grid(images, gts, preds, palette)
+
+
+def fit(cfg: DictConfig) -> dict:
+    """Train as the config says; return a summary (iterations, best mean IU, last metrics, run_dir)."""
+    from fcn.data import build_dataset, class_names, palette
+    from fcn.data.mixing import build_mixer
+    from fcn.data.transforms import build_transforms
+    from fcn.models import build_model, init_from_state_dict
+
+    device = select_device(cfg.training.device)
+    info = distributed.env_info()
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.training.amp == "fp16" and device.type != "cuda":
+        raise ValueError("training.amp=fp16 needs a CUDA device; use training.amp=bf16 on the CPU")
+    info = distributed.setup(device)
+    t = cfg.training
+    run_dir = Path(t.run_dir)
+    _configure_determinism(t.deterministic)
+    _seed_everything(t.seed)
+
+    train_set = build_dataset(cfg.data.train, cfg.data, build_transforms(cfg.data.transforms, train=True))
+    val_set = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, train=False))
+    names = class_names(cfg.data)
+    colours = palette(cfg.data)
+    sampler = EpochBatchSampler(len(train_set), cfg.data.batch_size, t.seed, True, info.rank, info.world_size)
+    batches_per_epoch = sampler.batches_per_epoch()
+    if batches_per_epoch == 0:
+        raise ValueError(
+            f"data.train: {len(train_set)} images are fewer than data.batch_size={cfg.data.batch_size}"
+            + (f" x {info.world_size} processes" if info.enabled else "")
+        )
+    total = total_iterations(cfg, batches_per_epoch)
+
+    model = build_model(cfg.model)
+    if cfg.model.init_from:
+        state = load_checkpoint(cfg.model.init_from)
+        copied, new = init_from_state_dict(model, state.get("model", state))
+        _log(
+            info,
+            f"init_from {cfg.model.init_from}: copied {len(copied)} tensors ({', '.join(copied)}); "
+            f"new {len(new)} ({', '.join(new) or 'none'})",
+        )
+    if t.sync_bn and info.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = ModelEMA(model, t.ema_decay) if t.ema_decay > 0 else None
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, total, cfg))
+    scaler = torch.amp.GradScaler("cuda") if t.amp == "fp16" else None
+    weight = torch.tensor(list(cfg.loss.class_weights), device=device) if cfg.loss.class_weights else None
+    mixer = build_mixer(cfg.data.mixing)
+
+    iteration, epoch, batch_pos, best = 0, 0, 0, -1.0
+    resume = _resume_path(cfg, run_dir)
+    if resume is not None:
+        state = load_checkpoint(resume)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            if ema is not None and state.get("ema"):
+                ema.module.load_state_dict(state["ema"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise TrainingError(f"training.resume: {resume} does not fit this config: {first}") from None
+        iteration, best = state["iteration"], state["best_miou"]
+        epoch, batch_pos = state["sampler"]["epoch"], state["sampler"]["batch"]
+        restore_rng_state(state["rng"])
+        _log(info, f"resumed from {resume} at iteration {iteration} (epoch {epoch}, batch {batch_pos})")
+
+    train_model: nn.Module = model
+    if t.compile:
+        train_model = torch.compile(train_model)
+    if info.enabled:
+        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        train_model = nn.parallel.DistributedDataParallel(train_model, **ddp_kwargs)
+
+    seeded = SeededItems(train_set, t.seed)
+
+    def loader_for(epoch_: int, start: int) -> Iterator:
+        sampler.set_position(epoch_, start)
+        return iter(
+            DataLoader(
+                seeded,
+                batch_sampler=sampler,
+                num_workers=cfg.data.num_workers,
+                collate_fn=_collate(cfg),
+                pin_memory=device.type == "cuda",
+                generator=torch.Generator(),
+            )
+        )
+
+    val_loader = make_eval_loader(val_set, cfg, info)
+    vis_indices = list(range(min(t.vis_images, len(val_set))))
+    writer = None
+    if info.is_primary:
+        from torch.utils.tensorboard import SummaryWriter
+
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yml").write_text(fcn_config.to_yaml(cfg))
+        writer = SummaryWriter(str(run_dir))
+    _log(
+        info,
+        f"training {cfg.model.arch} ({cfg.model.backbone}) on {cfg.data.train.name}/{cfg.data.train.split} "
+        f"({len(train_set)} images) for {total} iterations on {device}; effective batch "
+        f"{cfg.data.batch_size} x {t.accumulate} accumulated x {info.world_size} processes = "
+        f"{cfg.data.batch_size * t.accumulate * info.world_size}; run directory {run_dir}",
+    )
+
+    def checkpoint_state() -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "model": _unwrap(model).state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "iteration": iteration,
+            "epoch": epoch,
+            "best_miou": best,
+            "rng": capture_rng_state(),
+            "sampler": {"epoch": epoch, "batch": batch_pos},
+            "config": fcn_config.to_dict(cfg),
+        }
+
+    def save_last() -> None:
+        if info.is_primary:
+            save_checkpoint(checkpoint_state(), run_dir / "checkpoints" / "last.pt")
+
+    def run_evaluation() -> dict:
+        nonlocal best
+        metrics = evaluate(model, val_loader, cfg.model.num_classes, device, amp=t.amp, desc="eval")
+        record = {"iteration": iteration, "epoch": epoch, "time": time.time(), **metrics}
+        record.pop("confusion")
+        score = metrics["mean_iou"]
+        if ema is not None:
+            ema_metrics = evaluate(
+                ema.module, val_loader, cfg.model.num_classes, device, amp=t.amp, desc="eval ema"
+            )
+            ema_metrics.pop("confusion")
+            record["ema"] = ema_metrics
+            score = ema_metrics["mean_iou"]
+        if info.is_primary:
+            _log(info, f"\niteration {iteration}/{total} (epoch {epoch})\n{format_table(metrics, names)}")
+            if ema is not None:
+                _log(info, f"EMA weights: mean IU {record['ema']['mean_iou']:.4f}")
+            for key in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
+                writer.add_scalar(f"val/{key}", metrics[key], iteration)
+                if ema is not None:
+                    writer.add_scalar(f"val_ema/{key}", record["ema"][key], iteration)
+            for name, value in zip(names, metrics["iou"]):
+                if not math.isnan(value):
+                    writer.add_scalar(f"val_iou/{name}", value, iteration)
+            if vis_indices:
+                from fcn.visualize import save_png
+
+                grid = _vis_grid(model, val_set, vis_indices, cfg, device, colours)
+                save_png(grid, run_dir / "vis" / f"iter_{iteration:07d}.png")
+                writer.add_image("val/fixed_batch", grid, iteration, dataformats="HWC")
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+        improved = score > best
+        if improved:
+            best = score
+        save_last()
+        if improved and info.is_primary:
+            best_state = {k: v for k, v in checkpoint_state().items() if k not in ("optimizer", "rng")}
+            save_checkpoint(best_state, run_dir / "checkpoints" / "best.pt")
+        distributed.barrier()
+        return record
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=iteration, disable=not info.is_primary, dynamic_ncols=True, desc="train")
+    data_iter: Iterator | None = None
+    last_record: dict = {}
+    seen_images, tick = 0, time.time()
+    train_model.train()
+    with _StopFlag() as stop:
+        while iteration < total:
+            optimizer.zero_grad(set_to_none=True)
+            epoch_done, loss_value = False, 0.0
+            for micro in range(t.accumulate):
+                if batch_pos >= batches_per_epoch:
+                    epoch, batch_pos, data_iter, epoch_done = epoch + 1, 0, None, True
+                if data_iter is None:
+                    data_iter = loader_for(epoch, batch_pos)
+                images, masks = next(data_iter)
+                batch_pos += 1
+                images = images.to(device, non_blocking=True)
+                masks = masks.to(device, non_blocking=True)
+                masks_b, lam = None, 1.0
+                if mixer is not None:
+                    g = torch.Generator().manual_seed(_mix_seed(t.seed, iteration, micro, info.rank))
+                    images, masks, masks_b, lam = mixer(images, masks, g)
+                if t.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                sync = contextlib.nullcontext()
+                if info.enabled and micro < t.accumulate - 1:
+                    sync = train_model.no_sync()
+                with sync:
+                    with autocast(device, t.amp):
+                        logits = train_model(images)
+                    loss = segmentation_loss(logits, masks, cfg.loss.normalize, weight)
+                    if masks_b is not None:
+                        loss = lam * loss + (1.0 - lam) * segmentation_loss(
+                            logits, masks_b, cfg.loss.normalize, weight
+                        )
+                    if not torch.isfinite(loss) and scaler is None:
+                        raise TrainingError(
+                            f"the loss is {loss.item()} at iteration {iteration + 1}; lower optimizer.lr, "
+                            "set training.clip_grad_norm, or check the data"
+                        )
+                    loss = loss / t.accumulate  # Caffe's iter_size also averages accumulated gradients
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                loss_value += loss.item()
+                seen_images += images.shape[0]
+            if batch_pos >= batches_per_epoch:
+                epoch_done = True
+            if t.clip_grad_norm > 0:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(_unwrap(model))
+            iteration += 1
+            if batch_pos >= batches_per_epoch:  # the epoch is over: the next step starts the next one
+                epoch, batch_pos, data_iter = epoch + 1, 0, None
+
+            lr = optimizer.param_groups[0]["lr"]
+            now = time.time()
+            speed = seen_images * info.world_size / max(now - tick, 1e-9)
+            bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.3g}", img_s=f"{speed:.1f}", refresh=False)
+            bar.update(1)
+            if writer is not None and (iteration % t.log_every == 0 or iteration == 1):
+                writer.add_scalar("train/loss", loss_value, iteration)
+                writer.add_scalar("train/lr", lr, iteration)
+                writer.add_scalar("train/images_per_s", speed, iteration)
+                seen_images, tick = 0, now
+
+            evaluate_now = (t.eval_every > 0 and iteration % t.eval_every == 0) or (
+                t.eval_every == 0 and epoch_done
+            )
+            if evaluate_now or iteration == total:
+                last_record = run_evaluation()
+            elif t.checkpoint_every > 0 and iteration % t.checkpoint_every == 0:
+                save_last()
+            if stop.requested:
+                if not evaluate_now:
+                    save_last()
+                bar.close()
+                _log(
+                    info, f"interrupted: saved {run_dir / 'checkpoints' / 'last.pt'} at iteration {iteration}"
+                )
+                break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    distributed.cleanup()
+    return {"iteration": iteration, "best_miou": best, "metrics": last_record, "run_dir": str(run_dir)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse train.py's arguments, train, and return the exit code (errors as one line)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Train an FCN as a YAML config says.",
+        epilog="Example: python train.py --config predefined_configs/toy.yml training.iters=100",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="YAML config (repeatable, merged in order; default: config.yml)",
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.epochs=3")
+    args = parser.parse_args(argv)
+    paths = args.config if args.config is not None else ["config.yml"]
+    try:
+        cfg = fcn_config.load_config(paths, args.overrides)
+        fit(cfg)
+    except (fcn_config.ConfigError, TrainingError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if not isinstance(exc, fcn_config.ConfigError) else 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
