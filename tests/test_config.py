@@ -8,7 +8,7 @@ from fcn.config import ConfigError, load_config
 
 def test_defaults_load_and_are_read_only():
     cfg = load_config()
-    assert cfg.model.arch == "fcn8s"
+    assert cfg.model.arch == "fcn32s"
     with pytest.raises(ReadonlyConfigError):
         cfg.model.arch = "fcn32s"
 
