@@ -535,7 +535,10 @@ def fit(cfg: DictConfig) -> dict:
     def run_evaluation() -> dict:
         nonlocal best
         metrics = evaluate(model, val_loader, cfg.model.num_classes, device, amp=t.amp, desc="eval")
+        nonlocal loss_sum, loss_count
         record = {"iteration": iteration, "epoch": epoch, "time": time.time(), **metrics}
+        record["train_loss"] = loss_sum / max(loss_count, 1)  # mean since the previous evaluation
+        loss_sum, loss_count = 0.0, 0
         record.pop("confusion")
         score = metrics["mean_iou"]
         if ema is not None:
@@ -580,6 +583,7 @@ def fit(cfg: DictConfig) -> dict:
     data_iter: Iterator | None = None
     last_record: dict = {}
     seen_images, tick = 0, time.time()
+    loss_sum, loss_count = 0.0, 0
     train_model.train()
     with _StopFlag() as stop:
         while iteration < total:
@@ -635,6 +639,7 @@ def fit(cfg: DictConfig) -> dict:
             if ema is not None:
                 ema.update(_unwrap(model))
             iteration += 1
+            loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
             if batch_pos >= batches_per_epoch:  # the epoch is over: the next step starts the next one
                 epoch, batch_pos, data_iter = epoch + 1, 0, None
 

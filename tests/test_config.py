@@ -1,32 +1,114 @@
-"""The config schema: defaults load, bad keys and values are one-line errors."""
+"""The config schema: every shipped config loads; bad keys, types and values are one-line errors."""
+
+from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf.errors import ReadonlyConfigError
 
-from fcn.config import ConfigError, load_config
+from fcn.config import ConfigError, config_from_dict, documented_yaml, load_config, to_dict, with_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(str(p.relative_to(REPO)) for p in (REPO / "predefined_configs").glob("*.yml"))
 
 
 def test_defaults_load_and_are_read_only():
     cfg = load_config()
     assert cfg.model.arch == "fcn32s"
     with pytest.raises(ReadonlyConfigError):
-        cfg.model.arch = "fcn32s"
+        cfg.model.arch = "fcn8s"
 
 
-def test_unknown_key_names_key_and_suggests(tmp_path):
-    path = tmp_path / "bad.yml"
-    path.write_text("optimizer:\n  lrr: 0.1\n")
-    with pytest.raises(ConfigError) as exc:
-        load_config([str(path)])
-    message = str(exc.value)
-    assert str(path) in message and "optimizer.lrr" in message and "lr" in message
-    assert "\n" not in message
+@pytest.mark.parametrize("name", ["config.yml", *SHIPPED])
+def test_every_shipped_config_loads(name):
+    cfg = load_config([str(REPO / name)])
+    assert cfg.model.arch in ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
 
 
 def test_config_yml_is_the_documented_schema():
-    from pathlib import Path
-
-    from fcn.config import documented_yaml
-
-    shipped = (Path(__file__).parent.parent / "config.yml").read_text()
+    shipped = (REPO / "config.yml").read_text()
     assert shipped == documented_yaml(), "config.yml is stale: run python -m fcn.config > config.yml"
+
+
+def _repeated_defaults(node: dict, base: dict, path: str = "") -> list[str]:
+    found = []
+    for key, value in node.items():
+        if isinstance(value, dict):
+            found += _repeated_defaults(value, base[key], f"{path}{key}.")
+        elif value == base[key]:
+            found.append(f"{path}{key}")
+    return found
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_predefined_configs_hold_only_differences(name):
+    data = yaml.safe_load((REPO / name).read_text())
+    assert _repeated_defaults(data, to_dict(load_config())) == []
+
+
+def test_overrides_and_files_merge_in_order(tmp_path):
+    extra = tmp_path / "extra.yml"
+    extra.write_text("optimizer:\n  lr: 0.5\n")
+    cfg = load_config([str(REPO / "predefined_configs/fcn8s.yml"), str(extra)], ["training.iters=7"])
+    assert (cfg.model.arch, cfg.optimizer.lr, cfg.training.iters) == ("fcn8s", 0.5, 7)
+
+
+def test_round_trip_through_a_checkpoint_dict():
+    cfg = load_config(overrides=["model.arch=fcn16s"])
+    again = config_from_dict(to_dict(cfg), overrides=["training.iters=3"])
+    assert again.model.arch == "fcn16s" and again.training.iters == 3
+    assert with_overrides(cfg, ["model.pretrained=false"]).model.pretrained.lower() == "false"
+    assert cfg.model.pretrained == "true"  # the original is unchanged
+
+
+def _error(tmp_path, text=None, overrides=()):
+    paths = []
+    if text is not None:
+        path = tmp_path / "bad.yml"
+        path.write_text(text)
+        paths.append(str(path))
+    with pytest.raises(ConfigError) as exc:
+        load_config(paths, overrides)
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unknown_key_names_key_file_and_suggests(tmp_path):
+    message = _error(tmp_path, "optimizer:\n  lrr: 0.1\n")
+    assert "bad.yml" in message and "optimizer.lrr" in message and "'lr'" in message
+
+
+def test_wrong_type_names_key(tmp_path):
+    message = _error(tmp_path, "training:\n  epochs: many\n")
+    assert "training.epochs" in message and "many" in message
+
+
+def test_bad_choice_suggests_nearest():
+    message = _error(None, overrides=["model.arch=fcn8"])
+    assert "model.arch" in message and "fcn8s" in message
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["data.batch_size=2", "data.transforms.preset=paper"], "data.batch_size"),
+        (["model.backbone=resnet18"], "model.geometry"),
+        (["data.train.name=folder"], "data.classes"),
+        (["model.num_classes=5"], "model.num_classes"),
+        (["training.epochs=0"], "training.iters"),
+        (["data.mixing.cutmix_p=1.5"], "data.mixing.cutmix_p"),
+        (["schedule.min_lr=1.0"], "schedule.min_lr"),
+        (["data.classes=[a,b]"], "data.classes"),
+        (["training.device=gpu"], "training.device"),
+    ],
+)
+def test_impossible_combinations_are_rejected(overrides, key):
+    assert key in _error(None, overrides=overrides)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([str(tmp_path / "nope.yml")])
+    assert "bad.yml: not valid YAML at line" in _error(tmp_path, "model:\n  arch: [fcn8s\n")
+    assert "not a key=value" in _error(None, overrides=["training.epochs"])

@@ -1,0 +1,229 @@
+"""End-to-end training on a tiny generated dataset: run directory, resume, staged init, accumulation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcn.config import load_config
+from fcn.engine import EpochBatchSampler, fit, lr_factor, segmentation_loss
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> Path:
+    from fcn.data.toy import generate
+
+    root = tmp_path_factory.mktemp("toy")
+    generate(root, seed=0, n_train=24, n_val=6, size=32)
+    return root
+
+
+def toy_overrides(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    """Return overrides for a fast CPU run on the toy data with a small backbone."""
+    from fcn.data.toy import TOY_CLASSES
+
+    return [
+        "data.train.name=folder",
+        f"data.train.root={root}",
+        "data.train.split=train",
+        "data.val.name=folder",
+        f"data.val.root={root}",
+        "data.val.split=val",
+        f"data.classes=[{','.join(TOY_CLASSES)}]",
+        f"model.num_classes={len(TOY_CLASSES)}",
+        "model.arch=fcn8s",
+        "model.backbone=resnet18",
+        "model.geometry=same",
+        "model.pretrained=false",
+        "data.transforms.crop_size=32",
+        "data.transforms.max_shift=0",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "optimizer.name=adamw",
+        "optimizer.lr=0.003",
+        "optimizer.weight_decay=0.0",
+        "training.device=cpu",
+        "training.vis_images=2",
+        f"training.run_dir={run_dir}",
+        *extra,
+    ]
+
+
+def test_sampler_splits_ranks_and_resumes_mid_epoch():
+    full = EpochBatchSampler(10, 2, seed=3)
+    batches = list(full)
+    assert len(batches) == 5 and sorted(i for b in batches for i, _ in b) == list(range(10))
+    full.set_position(0, 3)
+    assert list(full) == batches[3:]
+    ranks = [EpochBatchSampler(9, 2, seed=3, rank=r, world_size=2) for r in range(2)]
+    seen = [i for s in ranks for b in s for i, _ in b]
+    assert len(seen) == 8 and set(seen) <= set(range(9))
+    full.set_position(1, 0)
+    assert list(full) != batches  # a new epoch reshuffles
+
+
+def test_lr_schedules_warm_up_and_decay():
+    cfg = load_config(
+        overrides=["schedule.name=poly", "schedule.warmup_iters=10", "schedule.warmup_factor=0.1"]
+    )
+    assert lr_factor(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_factor(50, 100, cfg) == pytest.approx(0.5**0.9)
+    assert lr_factor(100, 100, cfg) == pytest.approx(0.0)
+    fixed = load_config()
+    assert lr_factor(77, 100, fixed) == 1.0
+
+
+def test_loss_normalized_is_summed_over_labelled_pixels():
+    logits = torch.randn(2, 3, 4, 5)
+    masks = torch.randint(0, 3, (2, 4, 5))
+    masks[0, 0] = 255
+    summed = segmentation_loss(logits, masks, normalize=False)
+    mean = segmentation_loss(logits, masks, normalize=True)
+    assert mean.item() == pytest.approx(summed.item() / (masks != 255).sum().item(), rel=1e-6)
+    assert segmentation_loss(logits, torch.full_like(masks, 255), normalize=True).item() == 0.0
+
+
+@pytest.mark.slow
+def test_fit_writes_the_run_directory_and_the_loss_falls(toy_root, tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config(overrides=toy_overrides(toy_root, run, "training.iters=24", "training.eval_every=6"))
+    summary = fit(cfg)
+    assert summary["iteration"] == 24
+    assert (run / "config.yml").is_file()
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
+    assert list(run.glob("events.out.tfevents.*"))
+    assert len(list((run / "vis").glob("iter_*.png"))) == 4
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [6, 12, 18, 24]
+    assert {"pixel_acc", "mean_acc", "mean_iou", "fwavacc", "iou", "train_loss"} <= set(records[0])
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["iteration"] == 24 and ckpt["config"]["model"]["arch"] == "fcn8s"
+
+
+def _run_train(args: list[str], **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_equals_uninterrupted_run_bitwise(toy_root, tmp_path):
+    extra = (
+        "training.iters=10",
+        "training.eval_every=5",
+        "training.checkpoint_every=1",
+        "training.deterministic=true",
+        "training.vis_images=0",
+        "data.mixing.cutmix_p=0.5",
+        "data.transforms.hflip=true",
+        "data.transforms.scale_min=0.75",
+        "data.transforms.scale_max=1.25",
+        "model.dropout_p=0.5",
+    )
+    straight = _run_train(toy_overrides(toy_root, tmp_path / "a", *extra))
+    out, err = straight.communicate(timeout=300)
+    assert straight.returncode == 0, err
+
+    run_b = tmp_path / "b"
+    victim = _run_train(toy_overrides(toy_root, run_b, *extra))
+    last = run_b / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if last.is_file() and torch.load(last, weights_only=True)["iteration"] >= 3:
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    killed_at = torch.load(last, weights_only=True)["iteration"]
+    assert 3 <= killed_at < 10, "the run finished before it could be killed"
+
+    resumed = _run_train(toy_overrides(toy_root, run_b, *extra, "training.resume=auto"))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resumed from {last} at iteration {killed_at}" in out + err
+
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["iteration"] == b["iteration"] == 10
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for key in state_a:
+            assert torch.equal(state_a[key], state_b[key])
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_of_k_batches_of_one_equals_one_batch_of_k(toy_root, tmp_path):
+    common = (
+        "model.backbone=vgg16",
+        "model.dropout_p=0.0",
+        "loss.normalize=false",
+        "optimizer.name=sgd",
+        "optimizer.lr=1e-6",
+        "optimizer.momentum=0.9",
+        "training.iters=2",
+        "training.vis_images=0",
+        "data.transforms.scale_min=0.75",
+    )
+    one = fit(load_config(overrides=toy_overrides(toy_root, tmp_path / "one", *common, "data.batch_size=4")))
+    acc = fit(
+        load_config(
+            overrides=toy_overrides(
+                toy_root, tmp_path / "acc", *common, "data.batch_size=1", "training.accumulate=4"
+            )
+        )
+    )
+    assert one["iteration"] == acc["iteration"] == 2
+    a = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "acc" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_staged_init_copies_the_previous_stage(toy_root, tmp_path, capsys):
+    stage1 = tmp_path / "s1"
+    base = ("training.iters=2", "training.vis_images=0", "model.backbone=vgg16", "model.dropout_p=0.0")
+    fit(load_config(overrides=toy_overrides(toy_root, stage1, *base, "model.arch=fcn32s")))
+    ckpt = stage1 / "checkpoints" / "last.pt"
+    fit(
+        load_config(
+            overrides=toy_overrides(
+                toy_root,
+                tmp_path / "s2",
+                *base,
+                "model.arch=fcn16s",
+                f"model.init_from={ckpt}",
+                "training.iters=1",
+            )
+        )
+    )
+    out = capsys.readouterr()
+    line = next(x for x in (out.out + out.err).splitlines() if x.startswith("init_from"))
+    assert "score_fr" in line and "new" in line and "score_pool4" in line.split("new", 1)[1]
+
+
+def test_train_py_bad_key_is_one_line_and_nonzero(tmp_path):
+    proc = _run_train(["model.archh=fcn8s"])
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    lines = [x for x in err.strip().splitlines() if x]
+    assert len(lines) == 1 and "model.archh" in lines[0] and "Traceback" not in err
