@@ -1,0 +1,297 @@
+"""Shared pieces of the datasets: class names, palettes, reading images and masks, split files.
+
+Every reader raises one clear error naming the file (ValueError or FileNotFoundError) instead of
+letting PIL or scipy fail deep inside a data-loader worker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+VOID = 255
+"""Label of pixels that are ignored: VOC's void border (and padding)."""
+
+VOC_CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+"""The 21 PASCAL VOC classes in label order (fcn.berkeleyvision.org data/pascal/classes.txt)."""
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+"""Image file endings a VOC-layout folder may use, tried in this order."""
+
+
+def voc_palette() -> np.ndarray:
+    """Return PASCAL VOC's (256, 3) uint8 colour map: label bits interleaved into R, G, B.
+
+    This is the devkit's VOClabelcolormap.m; label 255 (void) comes out as (224, 224, 192).
+    """
+    cmap = np.zeros((256, 3), dtype=np.uint8)
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[label] = (r, g, b)
+    return cmap
+
+
+def make_palette(colours: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
+    """Return a (256, 3) uint8 palette: the given colours first, VOC's colours for the other labels."""
+    pal = voc_palette()
+    if colours is not None and len(colours) > 0:
+        arr = np.asarray([list(c) for c in colours], dtype=np.int64)
+        if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] > 256 or arr.min() < 0 or arr.max() > 255:
+            raise ValueError(
+                f"palette must be at most 256 colours of three values in 0..255, got shape {arr.shape}"
+            )
+        pal[: len(arr)] = arr.astype(np.uint8)
+    return pal
+
+
+def read_split(path: Path) -> list[str]:
+    """Return the ids of a split file (one id per line, first word; blank lines skipped), in order."""
+    if not path.is_file():
+        raise FileNotFoundError(f"split file {path} not found")
+    ids = []
+    for line in path.read_text().splitlines():
+        words = line.split()
+        if words:
+            ids.append(words[0])
+    if not ids:
+        raise ValueError(f"split file {path} lists no ids")
+    return ids
+
+
+def require_dir(path: Path, what: str, hint: str) -> None:
+    """Raise FileNotFoundError naming `path` when it is not a directory."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what}: directory {path} not found; {hint}")
+
+
+def list_names(directory: Path) -> set[str]:
+    """Return the file names in `directory` (one listdir: far cheaper than a stat per id)."""
+    try:
+        return set(os.listdir(directory))
+    except FileNotFoundError:
+        return set()
+
+
+def check_listed(
+    ids: Sequence[str], names: set[str], directory: Path, suffix: str, split_file: Path
+) -> list[Path]:
+    """Return directory/<id><suffix> for every id; raise FileNotFoundError naming the missing ones."""
+    missing = [i for i in ids if i + suffix not in names]
+    if missing:
+        example = directory / (missing[0] + suffix)
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(ids)} ids listed in {split_file} have no file in {directory} "
+            f"(e.g. {example}); restore the files or remove the ids from the split file"
+        )
+    return [directory / (i + suffix) for i in ids]
+
+
+def _open(path: Path) -> Image.Image:
+    """Return the fully decoded PIL image at `path`, or raise ValueError naming the file."""
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(
+            f"{path}: cannot read the image ({exc}); the file is damaged or truncated, replace it"
+        ) from None
+    return img
+
+
+def _sixteen_bit_to_uint8(img: Image.Image) -> np.ndarray:
+    """Return a 16-bit (or 32-bit integer) grayscale image scaled to uint8."""
+    arr = np.asarray(img, dtype=np.float64)
+    scale = 257.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 1.0
+    return np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8)
+
+
+def read_image(path: Path) -> Image.Image:
+    """Return the image at `path` as an 8-bit RGB PIL image (grayscale, palette, RGBA, CMYK, 16-bit converted)."""
+    img = _open(path)
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return Image.fromarray(_sixteen_bit_to_uint8(img), mode="L").convert("RGB")
+    if img.mode == "F":
+        raise ValueError(f"{path}: 32-bit float image; save it as an 8-bit RGB JPEG or PNG")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    # RGBA/LA: the alpha channel is dropped (not composited): segmentation labels refer to the pixels.
+    return img.convert("RGB")
+
+
+def palette_lookup(colours: np.ndarray) -> dict[int, int]:
+    """Return {packed 0xRRGGBB colour: label} for a (N, 3) palette; the first label of a repeated colour wins."""
+    lut: dict[int, int] = {}
+    for label, (r, g, b) in enumerate(np.asarray(colours, dtype=np.int64)):
+        lut.setdefault(int(r) << 16 | int(g) << 8 | int(b), label)
+    return lut
+
+
+def colour_lookup(
+    palette: Optional[Sequence[Sequence[int]] | np.ndarray], num_classes: Optional[int]
+) -> dict[int, int]:
+    """Return {0xRRGGBB: label} for colour masks: the first num_classes colours and VOC's void colour -> 255."""
+    given = 0 if palette is None else len(palette)
+    full = make_palette(palette)
+    n = num_classes if num_classes is not None else (given if 0 < given < 256 else 21)
+    lut = palette_lookup(full[:n])
+    r, g, b = (int(c) for c in full[VOID])
+    lut.setdefault(r << 16 | g << 8 | b, VOID)
+    return lut
+
+
+def rgb_to_index(rgb: np.ndarray, lut: dict[int, int], path: Path) -> np.ndarray:
+    """Return the uint8 label map of an HxWx3 colour mask, or raise ValueError naming an unknown colour."""
+    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    colours, inverse = np.unique(packed, return_inverse=True)
+    labels = np.empty(len(colours), dtype=np.uint8)
+    for k, colour in enumerate(colours.tolist()):
+        if colour not in lut:
+            y, x = np.argwhere(packed == colour)[0]
+            rgb_t = (colour >> 16 & 255, colour >> 8 & 255, colour & 255)
+            raise ValueError(
+                f"{path}: colour {rgb_t} at (x={x}, y={y}) is not in the palette; "
+                "add it to data.palette (index order) or fix the mask"
+            )
+        labels[k] = lut[colour]
+    return labels[inverse.reshape(packed.shape)]
+
+
+def read_png_mask(path: Path, lut: Optional[dict[int, int]] = None) -> np.ndarray:
+    """Return the HxW uint8 label map of a mask image: palette ('P') or grayscale indices, or colours via `lut`."""
+    img = _open(path)
+    if img.mode in ("P", "L"):
+        # np.array of a 'P' image gives the palette indices, i.e. the labels (VOC's SegmentationClass).
+        return np.array(img, dtype=np.uint8)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img)
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(f"{path}: 16-bit mask has values outside 0..255; save labels as an 8-bit PNG")
+        return arr.astype(np.uint8)
+    if img.mode in ("RGB", "RGBA"):
+        if lut is None:
+            raise ValueError(f"{path}: colour (RGB) mask but no palette to convert it; set data.palette")
+        return rgb_to_index(np.asarray(img.convert("RGB")), lut, path)
+    raise ValueError(
+        f"{path}: mask image mode {img.mode!r} is not supported; save labels as a palette or grayscale PNG"
+    )
+
+
+def read_sbd_mat(path: Path) -> np.ndarray:
+    """Return the HxW uint8 label map of an SBD cls/*.mat file (its GTcls.Segmentation)."""
+    import scipy.io  # imported here: scipy is only needed for SBD
+
+    try:
+        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except Exception as exc:  # scipy raises several unrelated types for damaged files
+        raise ValueError(
+            f"{path}: cannot read the .mat file ({exc}); the file is damaged, replace it"
+        ) from None
+    gt = mat.get("GTcls")
+    seg = getattr(gt, "Segmentation", None)
+    if seg is None:
+        raise ValueError(f"{path}: no GTcls.Segmentation inside; not an SBD cls/ file")
+    seg = np.asarray(seg)
+    if seg.ndim != 2 or (seg.size and (seg.min() < 0 or seg.max() > 255)):
+        raise ValueError(
+            f"{path}: GTcls.Segmentation must be a 2-D array of labels 0..255, got shape {seg.shape}"
+        )
+    return seg.astype(np.uint8)
+
+
+def check_pair(image: Image.Image, mask: np.ndarray, num_classes: Optional[int], mask_path: Path) -> None:
+    """Raise ValueError naming `mask_path` when the mask's size or labels do not fit the image and classes."""
+    if mask.shape != (image.height, image.width):
+        raise ValueError(
+            f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
+            f"{image.width}x{image.height}; masks must match their images pixel for pixel"
+        )
+    if num_classes is not None:
+        values = np.unique(mask)
+        bad = values[(values >= num_classes) & (values != VOID)]
+        if bad.size:
+            raise ValueError(
+                f"{mask_path}: labels {bad.tolist()} are outside 0..{num_classes - 1} and {VOID} (void); "
+                "fix the mask or set data.classes / model.num_classes"
+            )
+
+
+class PairDataset:
+    """Image/mask pairs listed by id; an item is (RGB PIL image, uint8 HxW mask) or transforms(image, mask).
+
+    A plain map-style dataset (torch's DataLoader needs only __len__ and __getitem__), so that
+    importing the datasets does not import torch.
+    """
+
+    def __init__(
+        self,
+        ids: list[str],
+        images: list[Path],
+        masks: list[Path],
+        transforms: Optional[Callable] = None,
+        num_classes: Optional[int] = None,
+        lut: Optional[dict[int, int]] = None,
+    ) -> None:
+        self.ids = ids
+        self.images = images
+        self.masks = masks
+        self.transforms = transforms
+        self.num_classes = num_classes
+        self._lut = lut
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load_mask(self, path: Path) -> np.ndarray:
+        """Return the label map at `path` (.mat: SBD's GTcls; else a PNG mask)."""
+        if path.suffix == ".mat":
+            return read_sbd_mat(path)
+        return read_png_mask(path, self._lut)
+
+    def __getitem__(self, index: int):
+        image = read_image(self.images[index])
+        mask = self.load_mask(self.masks[index])
+        check_pair(image, mask, self.num_classes, self.masks[index])
+        if self.transforms is not None:
+            return self.transforms(image, mask)
+        return image, mask
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} images)"

@@ -1,0 +1,242 @@
+"""A small synthetic dataset in VOC layout for demos and tests: shapes on textured backgrounds.
+
+    python -m fcn.data.toy --root data/toy [--seed 0] [--train 2000 --val 200 --size 96]
+
+Each image holds one to three circles, squares and triangles (rotated, of random size, possibly
+overlapping or cut by the border) over a textured, noisy background. Shapes and background take
+random colours from the same distribution, so only the shape tells the class. Masks are VOC-style
+palette PNGs with a thin void (255) band on every boundary. Output is deterministic from the seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import functools
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from fcn.data.common import VOID, make_palette
+
+TOY_CLASSES = ("background", "circle", "square", "triangle")
+"""Class names of the toy dataset, in label order."""
+
+TOY_PALETTE = ((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0))
+"""Mask colours of the toy classes (VOC's first four, so its palette PNGs look like VOC's)."""
+
+FORMAT_VERSION = 1
+"""Bumped whenever the generator's output changes, so an old dataset is not taken for a new one."""
+
+MARKER = "toy.json"
+
+
+@functools.lru_cache(maxsize=64)
+def _upsample_matrix(size: int, cells: int) -> np.ndarray:
+    """Return the (size, cells) matrix of linear interpolation from `cells` samples to `size` pixels."""
+    pos = np.clip((np.arange(size) + 0.5) * cells / size - 0.5, 0, cells - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, cells - 1)
+    m = np.zeros((size, cells), dtype=np.float32)
+    m[np.arange(size), lo] += 1 - (pos - lo)
+    m[np.arange(size), hi] += pos - lo
+    return m
+
+
+def _texture(rng: np.random.Generator, size: int, amplitude: float) -> np.ndarray:
+    """Return a (size, size, 3) float32 texture: smooth random blobs plus per-pixel noise."""
+    cells = int(rng.integers(3, 9))
+    coarse = rng.standard_normal((3, cells, cells), dtype=np.float32) * amplitude
+    up = _upsample_matrix(size, cells)
+    smooth = (up @ coarse @ up.T).transpose(1, 2, 0)
+    # Uniform per-pixel noise (cheaper to draw than normal) with standard deviation 0.4 * amplitude.
+    noise = rng.random((size, size, 3), dtype=np.float32) - 0.5
+    return smooth + noise * (amplitude * 0.4 * np.sqrt(12.0))
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Return a (size, size, 3) float32 image: a two-colour gradient, blotches, sometimes stripes."""
+    c1, c2 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    t = np.clip(0.5 + (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle), 0, 1)[..., None]
+    img = c1 + (c2 - c1) * t + _texture(rng, size, 25.0)
+    if rng.random() < 0.3:
+        period = rng.uniform(6, 16)
+        stripes = np.sin(2 * np.pi * (xx * np.cos(angle * 3) + yy * np.sin(angle * 3)) * size / period)
+        img += 30.0 * stripes[..., None]
+    return img
+
+
+def _polygon(kind: int, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    """Return the vertices of a square (kind 2) or an equilateral triangle (kind 3) of circumradius r."""
+    n = 4 if kind == 2 else 3
+    return [
+        (cx + r * np.cos(angle + 2 * np.pi * k / n), cy + r * np.sin(angle + 2 * np.pi * k / n))
+        for k in range(n)
+    ]
+
+
+def _void_band(label: np.ndarray) -> np.ndarray:
+    """Return a bool map of pixels next to a pixel of another class (both sides of every boundary)."""
+    band = np.zeros(label.shape, dtype=bool)
+    dy = label[1:, :] != label[:-1, :]
+    dx = label[:, 1:] != label[:, :-1]
+    band[1:, :] |= dy
+    band[:-1, :] |= dy
+    band[:, 1:] |= dx
+    band[:, :-1] |= dx
+    return band
+
+
+def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return one (HxWx3 uint8 image, HxW uint8 mask) pair drawn from `rng`."""
+    img = _background(rng, size)
+    label = np.zeros((size, size), dtype=np.uint8)
+    bg_mean = img.reshape(-1, 3).mean(0)
+    texture = _texture(rng, size, 15.0)  # shared by the shapes of this image
+    for _ in range(int(rng.integers(1, 4))):
+        kind = int(rng.integers(1, len(TOY_CLASSES)))
+        r = rng.uniform(0.12, 0.26) * size
+        cx, cy = rng.uniform(0.1, 0.9, 2) * size
+        shape = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(shape)
+        if kind == 1:
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=1)
+        else:
+            draw.polygon(_polygon(kind, cx, cy, r, rng.uniform(0, 2 * np.pi)), fill=1)
+        inside = np.asarray(shape, dtype=bool)
+        # A colour far enough from the background that the shape is visible, but otherwise random.
+        for _ in range(20):
+            colour = rng.uniform(0, 255, 3)
+            if np.abs(colour - bg_mean).sum() > 120:
+                break
+        img[inside] = colour.astype(np.float32) + texture[inside]
+        label[inside] = kind
+    label[_void_band(label)] = VOID
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), label
+
+
+def _write_images(directory: str, split: str, code: int, indices: range, seed: int, size: int) -> None:
+    """Write the images and masks of `split` with the given indices into `directory`."""
+    directory = Path(directory)
+    pal = make_palette(TOY_PALETTE).tobytes()
+    for i in indices:
+        # One generator per image, keyed by (seed, split, index): the output does not depend on the
+        # number of worker processes, and adding images leaves the others unchanged.
+        image, label = make_sample(np.random.default_rng([seed, code, i]), size)
+        name = f"{split}_{i:05d}"
+        Image.fromarray(image).save(directory / "JPEGImages" / f"{name}.jpg", quality=95)
+        mask = Image.fromarray(label, mode="P")
+        mask.putpalette(pal)
+        mask.save(directory / "SegmentationClass" / f"{name}.png")
+
+
+def _write_all(directory: Path, counts: dict[str, int], seed: int, size: int, workers: int) -> None:
+    """Write every split's images (in `workers` processes when > 1) and ImageSets/Segmentation/<split>.txt."""
+    jobs = []
+    for code, (split, count) in enumerate(counts.items()):
+        step = max(1, -(-count // max(1, workers)))
+        jobs += [
+            (str(directory), split, code, range(a, min(a + step, count)), seed, size)
+            for a in range(0, count, step)
+        ]
+        ids = [f"{split}_{i:05d}" for i in range(count)]
+        (directory / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    if workers <= 1:
+        for job in jobs:
+            _write_images(*job)
+        return
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        for future in [pool.submit(_write_images, *job) for job in jobs]:
+            future.result()
+
+
+def generate(
+    root: str | Path,
+    seed: int = 0,
+    n_train: int = 2000,
+    n_val: int = 200,
+    size: int = 96,
+    workers: Optional[int] = None,
+) -> bool:
+    """Write the toy dataset into `root` and return True, or return False when it is already there.
+
+    Writes into a temporary sibling directory and renames it, so `root` is either complete or absent.
+    `workers` processes share the work (None: up to 4, one per CPU); the output is the same for any number.
+    """
+    if n_train < 1 or n_val < 1 or size < 16:
+        raise ValueError(
+            f"toy dataset needs train >= 1, val >= 1 and size >= 16, got {n_train}, {n_val}, {size}"
+        )
+    root = Path(root)
+    params = {"version": FORMAT_VERSION, "seed": seed, "train": n_train, "val": n_val, "size": size}
+    marker = root / MARKER
+    if marker.is_file():
+        existing = json.loads(marker.read_text())
+        if existing == params:
+            return False
+        raise FileExistsError(
+            f"{root} holds a toy dataset made with {existing}, not {params}; remove it or choose another --root"
+        )
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(
+            f"{root} exists and is not a complete toy dataset; remove it or choose another --root"
+        )
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.parent / f".{root.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+            (staging / sub).mkdir(parents=True)
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1)
+        _write_all(staging, {"train": n_train, "val": n_val}, seed, size, workers)
+        lines = [f"{name} {r} {g} {b}" for name, (r, g, b) in zip(TOY_CLASSES, TOY_PALETTE)]
+        (staging / "classes.txt").write_text("\n".join(lines) + "\n")
+        (staging / MARKER).write_text(json.dumps(params) + "\n")
+        if root.is_dir():
+            root.rmdir()  # empty (checked above)
+        os.replace(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse the command line, generate the toy dataset, print what was done; return the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m fcn.data.toy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default="data/toy", help="output directory (VOC layout)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset")
+    parser.add_argument("--train", type=int, default=2000, help="training images")
+    parser.add_argument("--val", type=int, default=200, help="validation images")
+    parser.add_argument("--size", type=int, default=96, help="image side in pixels")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4, one per CPU)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        created = generate(args.root, args.seed, args.train, args.val, args.size, args.workers)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if created:
+        print(
+            f"wrote {args.train} train and {args.val} val images ({args.size}x{args.size}) to {args.root} "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
+    else:
+        print(f"toy dataset already present in {args.root}; nothing to do")
+    print(f"classes: {', '.join(TOY_CLASSES)} (colours and names in {Path(args.root) / 'classes.txt'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
