@@ -1,0 +1,519 @@
+"""Inference on trained checkpoints: load a model, predict with test-time augmentation, score a
+validation split at native resolution (evaluate.py) and segment a user's images (predict.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from PIL import Image, ImageOps
+from torch import nn
+
+from fcn.checkpoint import CheckpointError, load_checkpoint
+from fcn.config import config_from_dict, to_dict, with_overrides
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+"""Files a directory given to predict.py contributes (other files in it are skipped)."""
+
+_IGNORE = 255  # VOC's void label: masks' border and 'difficult' pixels, excluded from the metrics
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """Return the torch device for 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    from fcn.engine import select_device as engine_select_device  # lazy: fcn.engine imports this module
+
+    return engine_select_device(name)
+
+
+def _autocast(device: torch.device, amp: str):
+    """Return the autocast context for amp ('none' -> a null context)."""
+    if amp == "none":
+        return nullcontext()
+    from fcn.engine import autocast  # lazy: fcn.engine imports this module
+
+    return autocast(device, amp)
+
+
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    if state and all(k.startswith(prefix) for k in state if k != "n_averaged"):
+        return {k[len(prefix) :]: v for k, v in state.items() if k != "n_averaged"}
+    return state
+
+
+def _weights_from(ckpt: dict, use_ema: bool) -> tuple[dict, str]:
+    """Return (state_dict, 'ema' | 'model') from a checkpoint dict."""
+    ema = ckpt.get("ema")
+    if use_ema and ema:
+        state, which = ema, "ema"
+    else:
+        state, which = ckpt["model"], "model"
+    # An EMA kept as torch.optim.swa_utils.AveragedModel, or weights saved from a DDP/compiled
+    # wrapper, carry a prefix (and AveragedModel an 'n_averaged' counter) the bare model lacks.
+    state = {k: v for k, v in state.items() if k != "n_averaged"}
+    for prefix in ("module.", "_orig_mod."):
+        state = _strip_prefix(state, prefix)
+    return state, which
+
+
+def _check_weights(model: nn.Module, state: dict, path: str, cfg: DictConfig) -> None:
+    """Raise CheckpointError in one line when state's names or shapes do not fit model."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or wrong):
+        return
+    m = cfg.model
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        parts.append(
+            f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})"
+        )
+    raise CheckpointError(
+        f"{path}: weights do not fit model.arch={m.arch} backbone={m.backbone} geometry={m.geometry} "
+        f"num_classes={m.num_classes}: " + ", ".join(parts) + "; do not override model.* keys of a checkpoint"
+    )
+
+
+def load_model(
+    checkpoint_path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    use_ema: bool | None = None,
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+) -> tuple[nn.Module, DictConfig]:
+    """Return (model in eval mode on device, config) rebuilt from a checkpoint of this project or
+    from weights imported in the reference naming; use_ema=None follows the config's eval.use_ema."""
+    model, cfg, _ = _load_model(checkpoint_path, device, use_ema, paths, overrides)
+    return model, cfg
+
+
+def _load_model(
+    checkpoint_path: str | os.PathLike,
+    device: torch.device | str,
+    use_ema: bool | None,
+    paths: Sequence[str],
+    overrides: Sequence[str],
+) -> tuple[nn.Module, DictConfig, str]:
+    """Return (model, config, 'ema' | 'model': which weights were loaded)."""
+    path = str(checkpoint_path)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path}: not a pytorch-fcn checkpoint (it needs 'model' and 'config' entries)")
+    cfg = config_from_dict(ckpt["config"], source=path, paths=paths, overrides=overrides)
+    if use_ema is None:
+        use_ema = bool(cfg.eval.use_ema)
+    from fcn.models import build_model  # lazy: keeps `import fcn.inference` light for fcn.engine
+
+    # Never download backbone weights nor read another checkpoint: the weights come from this one.
+    build_cfg = with_overrides(cfg, ["model.pretrained=false", "model.init_from=''"], source=path)
+    model = build_model(build_cfg.model)
+    state, which = _weights_from(ckpt, use_ema)
+    _check_weights(model, state, path, cfg)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    if cfg.eval.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, cfg, which
+
+
+def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+@torch.inference_mode()
+def predict_probs(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    amp: str = "none",
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Return softmax probabilities (N, C, H, W) float32 at the input's size, averaged over the
+    scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input."""
+    if images.ndim != 4:
+        raise ValueError(f"predict_probs expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    scales = [float(s) for s in scales] or [1.0]
+    height, width = images.shape[-2:]
+    total = None
+    count = 0
+    with _autocast(images.device, amp):
+        for scale in scales:
+            x = images
+            if scale != 1.0:
+                size = _scaled_size(height, width, scale)
+                x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+            for mirrored in (False, True) if flip else (False,):
+                xi = x.flip(-1) if mirrored else x
+                if channels_last:
+                    xi = xi.contiguous(memory_format=torch.channels_last)
+                logits = model(xi).float()
+                if mirrored:
+                    logits = logits.flip(-1)
+                if logits.shape[-2:] != (height, width):
+                    logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+                probs = logits.softmax(dim=1)
+                total = probs if total is None else total + probs
+                count += 1
+    return total / count
+
+
+def predict_labels(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    amp: str = "none",
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Return predicted class indices (N, H, W) int64: argmax of the logits, or of the averaged
+    probabilities when flip or scales ask for test-time augmentation."""
+    if flip or [float(s) for s in scales] != [1.0]:
+        return predict_probs(
+            model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last
+        ).argmax(1)
+    with torch.inference_mode(), _autocast(images.device, amp):
+        x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+        return model(x).argmax(1)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return image as 8-bit RGB, turned upright per its EXIF orientation (as viewers show it):
+    grayscale, palette, RGBA (alpha dropped), CMYK, 16-bit and float images all become RGB."""
+    from fcn.data.transforms import to_rgb as mode_to_rgb
+
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL warns converting a transparent palette image straight to RGB
+    return mode_to_rgb(ImageOps.exif_transpose(image))
+
+
+def segment(
+    model: nn.Module,
+    image: Image.Image,
+    cfg: DictConfig,
+    *,
+    flip: bool | None = None,
+    scales: Sequence[float] | None = None,
+    amp: str | None = None,
+    channels_last: bool | None = None,
+) -> np.ndarray:
+    """Return the predicted uint8 class-index mask (H, W) of one PIL image of any mode and size;
+    test-time augmentation and precision default to the config's eval.* keys."""
+    from fcn.data.transforms import preprocess
+
+    e = cfg.eval
+    x = preprocess(to_rgb(image), cfg.data.transforms.normalization).unsqueeze(0)
+    x = x.to(next(model.parameters()).device)
+    labels = predict_labels(
+        model,
+        x,
+        flip=bool(e.flip) if flip is None else flip,
+        scales=list(e.scales) if scales is None else scales,
+        amp=e.amp if amp is None else amp,
+        channels_last=bool(e.channels_last) if channels_last is None else channels_last,
+    )
+    return labels[0].to(torch.uint8).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic file writing
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call write(temp_path) on a temporary file beside path, then rename it onto path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_index_png(mask: np.ndarray, palette: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a class-index mask as a palette ('P' mode) PNG, atomically: pixel values are the class
+    indices (255 = void), the palette colours them in any viewer, as VOC's SegmentationClass PNGs."""
+    if mask.ndim != 2:
+        raise ValueError(f"{path}: an index mask must be 2-D, got shape {mask.shape}")
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1)[: 256 * 3].tolist())
+    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def write_json(data: Any, path: str | os.PathLike) -> None:
+    """Write data as indented JSON, atomically; NaN (a class absent everywhere) becomes null."""
+    text = json.dumps(_json_safe(data), indent=2) + "\n"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_write(path, write)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate.py
+
+
+class _SizedCollate:
+    """Collate (image, mask) items into a batch and remember each item's native (H, W)."""
+
+    def __call__(self, batch: list) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        from fcn.data.collate import pad_collate
+
+        sizes = [tuple(mask.shape[-2:]) for _, mask in batch]
+        images, masks = pad_collate(batch)
+        return images, masks, sizes
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    num_classes: int,
+    *,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    amp: str = "none",
+    channels_last: bool = False,
+    save_predictions: str | os.PathLike | None = None,
+    palette: np.ndarray | None = None,
+    progress: bool = True,
+) -> dict:
+    """Return the metrics dict (ConfusionMatrix.compute() plus 'confusion') of model on dataset at
+    each image's native resolution; optionally write each prediction as <id>.png in palette."""
+    from tqdm import tqdm
+
+    from fcn.metrics import ConfusionMatrix
+
+    device = next(model.parameters()).device
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_SizedCollate(),
+        pin_memory=device.type == "cuda",
+    )
+    ids = list(getattr(dataset, "ids", range(len(dataset))))
+    if save_predictions is not None:
+        Path(save_predictions).mkdir(parents=True, exist_ok=True)
+        if palette is None:
+            raise ValueError("save_predictions needs the dataset's palette")
+    matrix = ConfusionMatrix(num_classes, ignore_index=_IGNORE, device=device)
+    index = 0
+    bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
+    for images, masks, sizes in bar:
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        preds = predict_labels(model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last)
+        # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
+        matrix.update(preds, masks)
+        if save_predictions is not None:
+            for pred, (h, w) in zip(preds.cpu().numpy().astype(np.uint8), sizes):
+                save_index_png(pred[:h, :w], palette, Path(save_predictions) / f"{ids[index]}.png")
+                index += 1
+    metrics = matrix.compute()
+    metrics["confusion"] = matrix.mat.cpu().tolist()
+    return metrics
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    *,
+    device: str = "auto",
+    save_predictions: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[dict, DictConfig]:
+    """Return (report, config): the checkpoint scored on the config's data.val split at native
+    resolution with the config's eval.* test-time augmentation; report holds the metrics, the
+    per-class IU/accuracy by class name, the confusion matrix and what was evaluated."""
+    from fcn.data import build_dataset, class_names, palette
+    from fcn.data.transforms import build_transforms
+
+    model, cfg, which = _load_model(checkpoint, select_device(device), None, paths, overrides)
+    dataset = build_dataset(
+        cfg.data.val, cfg.data, transforms=build_transforms(cfg.data.transforms, train=False)
+    )
+    if len(dataset) == 0:
+        raise ValueError(
+            f"data.val ({cfg.data.val.name} '{cfg.data.val.split}' in {cfg.data.val.root}) is empty"
+        )
+    e = cfg.eval
+    metrics = evaluate_model(
+        model,
+        dataset,
+        int(cfg.model.num_classes),
+        batch_size=int(cfg.data.val_batch_size),
+        num_workers=int(cfg.data.num_workers),
+        flip=bool(e.flip),
+        scales=list(e.scales),
+        amp=e.amp,
+        channels_last=bool(e.channels_last),
+        save_predictions=save_predictions,
+        palette=palette(cfg.data),
+        progress=progress,
+    )
+    names = class_names(cfg.data)
+    report = {
+        "checkpoint": str(checkpoint),
+        "weights": which,
+        "dataset": to_dict(cfg.data.val),
+        "num_images": len(dataset),
+        "eval": to_dict(cfg.eval),
+        "pixel_acc": metrics["pixel_acc"],
+        "mean_acc": metrics["mean_acc"],
+        "mean_iou": metrics["mean_iou"],
+        "fwavacc": metrics["fwavacc"],
+        "per_class": {
+            name: {"iou": iou, "acc": acc} for name, iou, acc in zip(names, metrics["iou"], metrics["acc"])
+        },
+        "iou": metrics["iou"],
+        "acc": metrics["acc"],
+        "confusion": metrics["confusion"],
+    }
+    return report, cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# predict.py
+
+
+def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """Return (image files, errors): each input file as given, each directory's image files sorted
+    by name; a missing input becomes an error line naming it."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                errors.append(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this directory")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            errors.append(f"{p}: no such file or directory")
+    return files, errors
+
+
+def output_stems(files: Sequence[Path]) -> list[str]:
+    """Return one distinct output name per file: its stem, or stem_ext / stem_N on a clash."""
+    counts: dict[str, int] = {}
+    for f in files:
+        counts[f.stem] = counts.get(f.stem, 0) + 1
+    used: set[str] = set()
+    stems = []
+    for f in files:
+        stem = f.stem if counts[f.stem] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower() or 'noext'}"
+        base, n = stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{base}_{n}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """Return the image at path as 8-bit RGB (any mode); ValueError naming the file if unreadable."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: cannot read this image ({reason})") from None
+
+
+def predict_files(
+    model: nn.Module,
+    cfg: DictConfig,
+    inputs: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    flip: bool | None = None,
+    scales: Sequence[float] | None = None,
+    alpha: float = 0.5,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[int, list[str]]:
+    """Segment every input image (files, or directories of images) and write, per image,
+    <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input size)
+    and <stem>_legend.png (classes present); return (images done, error lines)."""
+    from tqdm import tqdm
+
+    from fcn.data import class_names, palette
+    from fcn.visualize import colorize, legend, overlay, save_png
+
+    if log is None:
+
+        def log(line: str) -> None:
+            tqdm.write(line, file=sys.stderr)
+
+    names = class_names(cfg.data)
+    colours = palette(cfg.data)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files, errors = list_images(inputs)
+    for line in errors:
+        log(f"error: {line}")
+    done = 0
+    for file, stem in tqdm(
+        list(zip(files, output_stems(files))), desc="predict", unit="image", disable=not progress
+    ):
+        try:
+            image = read_image(file)
+        except (ValueError, FileNotFoundError) as exc:
+            errors.append(str(exc))
+            log(f"error: {exc}")
+            continue
+        mask = segment(model, image, cfg, flip=flip, scales=scales)
+        rgb = np.asarray(image)
+        save_index_png(mask, colours, out / f"{stem}.png")
+        save_png(colorize(mask, colours), out / f"{stem}_color.png")
+        save_png(overlay(rgb, mask, colours, alpha=alpha), out / f"{stem}_overlay.png")
+        present = [int(c) for c in np.unique(mask) if c < len(names)]
+        save_png(legend(present, names, colours), out / f"{stem}_legend.png")
+        done += 1
+    return done, errors
