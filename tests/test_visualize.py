@@ -1,0 +1,141 @@
+"""Colour masks, overlays, grids, legends and atomic PNG writing."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcn import visualize
+from fcn.visualize import colorize, legend, overlay, prediction_grid, save_png
+
+
+@pytest.fixture
+def palette() -> np.ndarray:
+    """A palette with easily checked colours: class k -> (k, 2k mod 256, 255 - k)."""
+    k = np.arange(256)
+    return np.stack([k, (2 * k) % 256, 255 - k], axis=1).astype(np.uint8)
+
+
+def make_sample(h: int, w: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    gt = rng.integers(0, 4, (h, w)).astype(np.uint8)
+    gt[0, :] = 255
+    pred = rng.integers(0, 4, (h, w)).astype(np.int64)
+    return image, gt, pred
+
+
+def test_colorize_maps_each_class_to_its_palette_colour(palette):
+    mask = np.array([[0, 1], [7, 255]], dtype=np.int64)
+    out = colorize(mask, palette)
+    assert out.shape == (2, 2, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[1, 0], [7, 14, 248])
+    np.testing.assert_array_equal(out[1, 1], palette[255])
+    np.testing.assert_array_equal(colorize(torch.from_numpy(mask), palette), out)
+
+
+def test_colorize_rejects_bad_palette_and_mask(palette):
+    with pytest.raises(ValueError, match=r"\(256, 3\) uint8"):
+        colorize(np.zeros((2, 2), np.uint8), palette[:21])
+    with pytest.raises(ValueError, match="outside"):
+        colorize(np.array([[0, 300]]), palette)
+    with pytest.raises(ValueError, match="2-D integer"):
+        colorize(np.zeros((2, 2), np.float32), palette)
+
+
+def test_overlay_blends_classes_and_leaves_void_as_image(palette):
+    image, gt, _ = make_sample(6, 5)
+    out = overlay(image, gt, palette, alpha=0.5)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], image[0])  # void row untouched
+    expected = np.rint(0.5 * image[1:].astype(np.float32) + 0.5 * palette[gt[1:]].astype(np.float32))
+    np.testing.assert_array_equal(out[1:], expected.astype(np.uint8))
+    np.testing.assert_array_equal(overlay(image, gt, palette, alpha=0.0), image)
+    np.testing.assert_array_equal(overlay(image, gt, palette, alpha=1.0)[1:], palette[gt[1:]])
+    np.testing.assert_array_equal(overlay(Image.fromarray(image), gt, palette), out)
+
+
+def test_overlay_rejects_size_mismatch(palette):
+    image, gt, _ = make_sample(6, 5)
+    with pytest.raises(ValueError, match="same H, W"):
+        overlay(image, gt[:4], palette)
+
+
+def test_prediction_grid_places_tiles_in_columns(palette):
+    samples = [make_sample(20, 30, 0), make_sample(16, 24, 1)]
+    images, gts, preds = zip(*samples)
+    grid = prediction_grid(images, gts, preds, palette)
+    assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
+    gap = visualize._GAP
+    assert grid.shape[1] == 3 * 30 + 4 * gap
+    title_h = grid.shape[0] - (20 + 16 + 2 * gap)
+    assert title_h > 8
+    top = title_h
+    np.testing.assert_array_equal(grid[top : top + 20, gap : gap + 30], images[0])
+    np.testing.assert_array_equal(grid[top : top + 20, 2 * gap + 30 : 2 * gap + 60], palette[gts[0]])
+    np.testing.assert_array_equal(grid[top : top + 20, 3 * gap + 60 : 3 * gap + 90], palette[preds[0]])
+    second = top + 20 + gap
+    np.testing.assert_array_equal(grid[second : second + 16, 3 * gap + 60 : 3 * gap + 84], palette[preds[1]])
+    assert (grid[:title_h] < 128).any(), "column titles were not drawn"
+
+
+def test_prediction_grid_without_ground_truth_has_two_columns(palette):
+    image, _, pred = make_sample(20, 30)
+    grid = prediction_grid([image], None, [pred], palette)
+    assert grid.shape[1] == 2 * 30 + 3 * visualize._GAP
+
+
+def test_prediction_grid_with_class_names_adds_legend(palette):
+    image, gt, pred = make_sample(20, 30)
+    plain = prediction_grid([image], [gt], [pred], palette)
+    with_legend = prediction_grid([image], [gt], [pred], palette, class_names=["a", "b", "c", "d"])
+    assert with_legend.shape[0] > plain.shape[0]
+    np.testing.assert_array_equal(with_legend[: plain.shape[0], : plain.shape[1]], plain)
+
+
+def test_prediction_grid_rejects_mismatched_inputs(palette):
+    image, gt, pred = make_sample(20, 30)
+    with pytest.raises(ValueError, match="1 images but 2 predictions"):
+        prediction_grid([image], [gt], [pred, pred], palette)
+    with pytest.raises(ValueError, match="row 0"):
+        prediction_grid([image], [gt[:10]], [pred], palette)
+
+
+def test_legend_draws_one_swatch_per_class(palette):
+    one_column = legend([1, 3], ["bg", "one", "two", "three"], palette)
+    assert one_column.dtype == np.uint8 and one_column.ndim == 3
+    for k in (1, 3):
+        assert (one_column == palette[k]).all(axis=2).sum() >= 25, f"swatch of class {k} missing"
+    assert not (one_column == palette[2]).all(axis=2).any()
+    wide = legend(list(range(4)), ["bg", "one", "two", "three"], palette, max_width=1000)
+    assert wide.shape[0] < legend(list(range(4)), ["bg", "one", "two", "three"], palette).shape[0]
+    assert wide.shape[1] <= 1000
+
+
+def test_save_png_round_trips_and_leaves_no_temp_file(tmp_path):
+    image, gt, _ = make_sample(7, 9)
+    path = tmp_path / "sub" / "out.png"
+    save_png(image, path)
+    save_png(gt, tmp_path / "mask.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), image)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "mask.png")), gt)
+    assert sorted(os.listdir(path.parent)) == ["out.png"]
+
+
+def test_save_png_failure_keeps_previous_file(tmp_path, monkeypatch):
+    image, _, _ = make_sample(7, 9)
+    path = tmp_path / "out.png"
+    save_png(image, path)
+    before = path.read_bytes()
+
+    def broken_save(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_png(np.zeros_like(image), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["out.png"]
