@@ -1,0 +1,49 @@
+"""FCN models: the paper's FCN-32s/16s/8s/8s-at-once, their modern options, and weight import.
+
+- ``FCN32s``, ``FCN16s``, ``FCN8s``, ``FCN8sAtOnce`` (``fcn.models.fcn``): the paper's nets on VGG16
+  by default, with options for geometry, upsampling, fusion, dropout and other backbones.
+- ``build_model(cfg.model)``: any model the config describes.
+- ``init_from_state_dict(model, state_dict) -> (copied, new)``: the paper's staged initialisation.
+- ``load_reference_weights(model, state_dict)`` (``fcn.models.reference``): weights in the
+  reference (Caffe) layer naming; ``python -m fcn.models.reference IN OUT --arch fcn8s`` converts a
+  file into a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fcn.models.fcn import (
+    FCN,
+    FCN8s,
+    FCN8sAtOnce,
+    FCN16s,
+    FCN32s,
+    build_model,
+    describe_init,
+    init_from_state_dict,
+)
+from fcn.models.upsampling import upsample_filt
+
+__all__ = [
+    "FCN",
+    "FCN32s",
+    "FCN16s",
+    "FCN8s",
+    "FCN8sAtOnce",
+    "build_model",
+    "describe_init",
+    "init_from_state_dict",
+    "load_reference_weights",
+    "upsample_filt",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # fcn.models.reference is also a command (python -m fcn.models.reference); importing it here
+    # eagerly would make runpy warn that the module was imported before it ran, so it loads on use.
+    if name == "load_reference_weights":
+        from fcn.models.reference import load_reference_weights
+
+        return load_reference_weights
+    raise AttributeError(f"module 'fcn.models' has no attribute '{name}'")

@@ -1,0 +1,263 @@
+"""FCN-32s, FCN-16s, FCN-8s and FCN-8s at-once (Long, Shelhamer, Darrell), and build_model.
+
+With the defaults (VGG16, ``geometry='paper'``, ``upsampling='transposed'``, ``fusion='skip'``) each
+model computes what the reference's ``voc-fcn32s``, ``voc-fcn16s``, ``voc-fcn8s`` and
+``voc-fcn8s-atonce`` nets compute (fcn.berkeleyvision.org, ``net.py`` / ``train.prototxt``):
+
+- ``score_fr``, ``score_pool4``, ``score_pool3``: 1x1 convolutions, zero-initialised (the
+  reference's solve.py starts them at zero; only the ImageNet layers carry weights).
+- ``upscore`` (k64/s32) for 32s; ``upscore2`` (k4/s2) and ``upscore16`` (k32/s16) for 16s;
+  ``upscore2``, ``upscore_pool4`` (k4/s2) and ``upscore8`` (k16/s8) for 8s: bias-free
+  deconvolutions with the bilinear kernel, frozen unless ``learnable_upsampling``.
+- ``score_pool4c`` crops at offset 5, ``score_pool3c`` at 9 and the final ``score`` at 19 (32s),
+  27 (16s) or 31 (8s), so the logits have the input's height and width for any input size.
+- FCN-8s at-once scales ``pool4`` by 0.01 and ``pool3`` by 0.0001 before their score layers
+  (``scale_pool4`` / ``scale_pool3``, fixed: lr_mult 0).
+
+Options beyond the paper: ``geometry='same'`` (no padding of 100, fc6 padded, maps aligned at their
+block centres so no offsets are needed; about half the compute at 500x500), the upsampling modes of
+``fcn.models.upsampling``, ``fusion='full'`` (each stride's score map brought to the input size and
+summed with learned per-class weights), and the backbones of ``fcn.models.backbones``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from fcn.config import ARCHS, pretrained_choice
+from fcn.models.backbones import build_backbone, load_torchvision_weights, torchvision_state_dict
+from fcn.models.upsampling import make_upsampling
+
+# Crop offsets of the reference nets (crop_param { offset: ... } in voc-fcn*/train.prototxt).
+SCORE_POOL4_OFFSET = 5  # score_pool4c
+SCORE_POOL3_OFFSET = 9  # score_pool3c
+SCORE_OFFSET = {32: 19, 16: 27, 8: 31}  # score (voc-fcn32s, voc-fcn16s, voc-fcn8s)
+
+# Full fusion in the paper's geometry upsamples each score map straight to stride 1. Caffe's
+# coord_map puts score_fr pixel v at data coordinate 32v + 12.5, score_pool4's u at 16u - 91.5 and
+# score_pool3's u at 8u - 95.5; a k=2f/s=f deconvolution puts input i at output i*f + f - 0.5, so
+# the crops are 32 - 0.5 - 12.5 = 19, 16 - 0.5 + 91.5 = 107 and 8 - 0.5 + 95.5 = 103 (the same as
+# 27 + 16 * 5 and 31 + 8 * 9, the skip path's crops composed).
+FULL_FUSION_OFFSET = {32: 19, 16: 107, 8: 103}
+
+# FCN-8s at-once: Scale { filler { type: "constant" value: 0.01 } } on pool4, 0.0001 on pool3.
+AT_ONCE_SCALE = {16: 0.01, 8: 0.0001}
+
+
+def _crop(x: Tensor, offset: int, size: Tuple[int, int]) -> Tensor:
+    """Return x[..., offset:offset + h, offset:offset + w] (Caffe's Crop layer on axes 2 and 3)."""
+    h, w = size
+    return x[..., offset : offset + h, offset : offset + w]
+
+
+class FCN(nn.Module):
+    """A fully convolutional network with skip fusion down to stride 32, 16 or 8.
+
+    Use FCN32s, FCN16s, FCN8s or FCN8sAtOnce; forward maps (N, 3, H, W) to logits
+    (N, num_classes, H, W).
+    """
+
+    arch = "fcn"
+
+    def __init__(
+        self,
+        stride: int,
+        num_classes: int = 21,
+        pretrained: bool | str = False,
+        *,
+        backbone: str = "vgg16",
+        geometry: str = "paper",
+        upsampling: str = "transposed",
+        learnable_upsampling: bool = False,
+        fusion: str = "skip",
+        dropout: str = "element",
+        dropout_p: float = 0.5,
+        at_once: bool = False,
+    ):
+        super().__init__()
+        if stride not in (32, 16, 8):
+            raise ValueError(f"stride={stride} must be 32, 16 or 8")
+        if fusion not in ("skip", "full"):
+            raise ValueError(f"fusion='{fusion}' must be 'skip' or 'full'")
+        if at_once and (stride != 8 or fusion != "skip"):
+            raise ValueError(
+                "at-once scaling is the paper's FCN-8s with skip fusion (stride=8, fusion='skip')"
+            )
+        self.stride, self.num_classes, self.at_once = stride, num_classes, at_once
+        self.backbone_name, self.geometry, self.upsampling, self.fusion = (
+            backbone,
+            geometry,
+            upsampling,
+            fusion,
+        )
+
+        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p)
+        channels = self.backbone.channels
+        self.score_fr = nn.Conv2d(channels[32], num_classes, 1)
+        if stride <= 16:
+            self.score_pool4 = nn.Conv2d(channels[16], num_classes, 1)
+        if stride <= 8:
+            self.score_pool3 = nn.Conv2d(channels[8], num_classes, 1)
+
+        def up(factor: int) -> nn.Module:
+            return make_upsampling(upsampling, num_classes, factor, geometry, learnable_upsampling)
+
+        if stride == 32:
+            self.upscore = up(32)
+        elif fusion == "skip" and stride == 16:
+            self.upscore2, self.upscore16 = up(2), up(16)
+        elif fusion == "skip":
+            self.upscore2, self.upscore_pool4, self.upscore8 = up(2), up(2), up(8)
+        else:
+            # Full fusion: every score map goes straight to stride 1 (upscore x32, upscore16 x16,
+            # upscore8 x8), then a learned per-class weight per path; 1 everywhere starts it as the
+            # sum of the paths, which is what skip fusion computes up to the upsampling kernels.
+            self.upscore = up(32)
+            self.upscore16 = up(16)
+            if stride == 8:
+                self.upscore8 = up(8)
+            self.fuse_weight = nn.Parameter(torch.ones(2 if stride == 16 else 3, num_classes))
+
+        for layer in (self.score_fr, getattr(self, "score_pool4", None), getattr(self, "score_pool3", None)):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+        state = torchvision_state_dict(backbone, pretrained)
+        if state is not None:
+            source = pretrained if isinstance(pretrained, str) else f"torchvision {backbone}"
+            load_torchvision_weights(self.backbone, state, source)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.backbone(x), (x.shape[-2], x.shape[-1]))
+
+    def decode(self, feats: Mapping[int, Tensor], size: Tuple[int, int]) -> Tensor:
+        """Return logits of the input size from the backbone's {8, 16, 32}-stride features."""
+        paper = self.geometry == "paper"
+        score = self.score_fr(feats[32])
+        if self.stride == 32:
+            return _crop(self.upscore(score), SCORE_OFFSET[32] if paper else 0, size)
+        pool4 = feats[16] * AT_ONCE_SCALE[16] if self.at_once else feats[16]
+        score_pool4 = self.score_pool4(pool4)
+        if self.stride == 8:
+            pool3 = feats[8] * AT_ONCE_SCALE[8] if self.at_once else feats[8]
+            score_pool3 = self.score_pool3(pool3)
+        if self.fusion == "full":
+            offsets = FULL_FUSION_OFFSET if paper else {32: 0, 16: 0, 8: 0}
+            paths = [(self.upscore, score, 32), (self.upscore16, score_pool4, 16)]
+            if self.stride == 8:
+                paths.append((self.upscore8, score_pool3, 8))
+            out = 0
+            for weight, (upsample, s, stride) in zip(self.fuse_weight, paths):
+                out = out + weight.view(1, -1, 1, 1) * _crop(upsample(s), offsets[stride], size)
+            return out
+        fuse = self._fuse(self.upscore2(score), score_pool4, SCORE_POOL4_OFFSET)  # fuse_pool4
+        if self.stride == 16:
+            return _crop(self.upscore16(fuse), SCORE_OFFSET[16] if paper else 0, size)
+        fuse = self._fuse(self.upscore_pool4(fuse), score_pool3, SCORE_POOL3_OFFSET)  # fuse_pool3
+        return _crop(self.upscore8(fuse), SCORE_OFFSET[8] if paper else 0, size)
+
+    def _fuse(self, upscored: Tensor, skip: Tensor, offset: int) -> Tensor:
+        """Return the element-wise sum of an upsampled score map and a finer skip score map."""
+        if self.geometry == "paper":
+            # Crop { offset: 5 or 9 } of the skip map to the upsampled one's size, then Eltwise SUM.
+            return upscored + _crop(skip, offset, upscored.shape[-2:])
+        # 'same': both maps start at the image's top-left block; the upsampled one is at least as large.
+        return _crop(upscored, 0, skip.shape[-2:]) + skip
+
+
+class FCN32s(FCN):
+    """FCN-32s (voc-fcn32s): score_fr upsampled 32x by upscore, cropped at 19."""
+
+    arch = "fcn32s"
+
+    def __init__(self, num_classes: int = 21, pretrained: bool | str = False, **options: Any):
+        super().__init__(32, num_classes, pretrained, **options)
+
+
+class FCN16s(FCN):
+    """FCN-16s (voc-fcn16s): upscore2(score_fr) + score_pool4 (crop 5), upscore16, crop 27."""
+
+    arch = "fcn16s"
+
+    def __init__(self, num_classes: int = 21, pretrained: bool | str = False, **options: Any):
+        super().__init__(16, num_classes, pretrained, **options)
+
+
+class FCN8s(FCN):
+    """FCN-8s (voc-fcn8s): FCN-16s's fusion, upscore_pool4 + score_pool3 (crop 9), upscore8, crop 31."""
+
+    arch = "fcn8s"
+
+    def __init__(self, num_classes: int = 21, pretrained: bool | str = False, **options: Any):
+        super().__init__(8, num_classes, pretrained, **options)
+
+
+class FCN8sAtOnce(FCN):
+    """FCN-8s at-once (voc-fcn8s-atonce): FCN-8s with pool4 scaled by 0.01 and pool3 by 0.0001."""
+
+    arch = "fcn8s_atonce"
+
+    def __init__(self, num_classes: int = 21, pretrained: bool | str = False, **options: Any):
+        super().__init__(8, num_classes, pretrained, at_once=True, **options)
+
+
+MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FCN8sAtOnce}
+assert tuple(MODELS) == ARCHS
+
+
+def build_model(model_cfg: Any) -> FCN:
+    """Return the model that cfg.model describes (an OmegaConf node or any object with its fields).
+
+    ``init_from`` is not handled here: the caller loads that checkpoint and calls init_from_state_dict.
+    """
+    if model_cfg.arch not in MODELS:
+        raise ValueError(f"model.arch='{model_cfg.arch}' is not one of {', '.join(MODELS)}")
+    return MODELS[model_cfg.arch](
+        num_classes=int(model_cfg.num_classes),
+        pretrained=pretrained_choice(model_cfg.pretrained),
+        backbone=str(model_cfg.backbone),
+        geometry=str(model_cfg.geometry),
+        upsampling=str(model_cfg.upsampling),
+        learnable_upsampling=bool(model_cfg.learnable_upsampling),
+        fusion=str(model_cfg.fusion),
+        dropout=str(model_cfg.dropout),
+        dropout_p=float(model_cfg.dropout_p),
+    )
+
+
+def _strip_wrappers(key: str) -> str:
+    # DistributedDataParallel saves "module.", torch.compile "_orig_mod."; both name the same tensor.
+    for prefix in ("module.", "_orig_mod."):
+        while key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
+def init_from_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Tuple[List[str], List[str]]:
+    """Copy every tensor whose name and shape match into model; return (copied, new) names.
+
+    The paper's staged training: FCN-16s starts from a trained FCN-32s (score_pool4 and the new
+    deconvolutions are new), FCN-8s from FCN-16s. Tensors of the source that the model lacks are
+    ignored; a model tensor of another shape (e.g. another number of classes) stays new.
+    """
+    source = {_strip_wrappers(k): v for k, v in state_dict.items()}
+    copied: List[str] = []
+    new: List[str] = []
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            value = source.get(name)
+            if isinstance(value, Tensor) and value.shape == tensor.shape:
+                tensor.copy_(value)
+                copied.append(name)
+            else:
+                new.append(name)
+    return copied, new
+
+
+def describe_init(copied: List[str], new: List[str]) -> str:
+    """Return the one log line of a staged init: counts and the new tensors' names."""
+    return f"staged init: copied {len(copied)} tensors, new {len(new)}: {', '.join(new) or 'none'}"
