@@ -1,0 +1,369 @@
+"""Fetch PASCAL VOC 2012, SBD and the paper's seg11valid list into a data root; verify and extract.
+
+    python -m fcn.data.download --root data [--what voc2012 sbd seg11valid] [--mirror URL]
+
+Result (the layout the datasets read):
+
+    <root>/VOCdevkit/VOC2012/...          VOCtrainval_11-May-2012.tar (about 2 GB)
+    <root>/benchmark_RELEASE/dataset/...  benchmark.tgz (about 1.4 GB)
+    <root>/seg11valid.txt                 736 ids, fcn.berkeleyvision.org data/pascal/seg11valid.txt
+
+Downloads go to <file>.part and resume from where they stopped (HTTP Range); a finished file is
+checked against its published MD5 (or, for seg11valid.txt, its content) and a bad one is deleted.
+Archives are extracted into a temporary directory, checked for the expected layout and only then
+moved into place, so an interrupted or failed run leaves nothing half-extracted under <root>.
+A resource whose layout is already present is skipped. Nothing touches the network at import.
+
+torchvision.datasets.utils.download_url is not used because it cannot resume a partial download,
+and its tar extraction applies no member filter; this module keeps both in ~150 lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+MIRROR_ENV = "FCN_DATA_MIRROR"
+"""Environment variable: a base URL serving the files by their names, used instead of the official addresses."""
+
+USER_AGENT = "pytorch-fcn-download"
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download, checksum, extraction or layout problem, with a one-line message saying what to do."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One downloadable file: where it is published, how to verify it, what it must produce under the root."""
+
+    name: str
+    url: str
+    filename: str
+    md5: Optional[str]
+    """Published MD5 of the file (None: `validate` checks the content instead)."""
+    required: tuple[str, ...]
+    """Paths relative to the root that must exist (directories non-empty) once the resource is in place."""
+    archive: bool = True
+    """Extract the file into the root (True) or keep it as <root>/<filename> (False)."""
+    validate: Optional[Callable[[Path], None]] = None
+    """Extra content check of the downloaded file; raises DownloadError."""
+
+
+def check_seg11valid(path: Path) -> None:
+    """Raise DownloadError unless `path` lists 736 distinct VOC ids (YYYY_NNNNNN), the paper's seg11valid."""
+    ids = path.read_text(errors="replace").split()
+    bad = [i for i in ids if not re.fullmatch(r"\d{4}_\d{6}", i)]
+    if bad or len(ids) != 736 or len(set(ids)) != 736:
+        raise DownloadError(
+            f"{path}: expected 736 distinct ids like 2007_000033, got {len(ids)} ids"
+            + (f" including {bad[0][:40]!r}" if bad else "")
+            + "; the file at that address is not the authors' seg11valid.txt"
+        )
+
+
+RESOURCES = {
+    # PASCAL VOC 2012 trainval, from the challenge's own server (MD5 as published with the devkit).
+    "voc2012": Resource(
+        name="voc2012",
+        url="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+        filename="VOCtrainval_11-May-2012.tar",
+        md5="6cd6e144f989b92b3379bac3b3de84fd",
+        required=(
+            "VOCdevkit/VOC2012/JPEGImages",
+            "VOCdevkit/VOC2012/SegmentationClass",
+            "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt",
+            "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt",
+            "VOCdevkit/VOC2012/ImageSets/Segmentation/trainval.txt",
+        ),
+    ),
+    # SBD (Hariharan et al. 2011), from the Berkeley semantic contours page.
+    "sbd": Resource(
+        name="sbd",
+        url="https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
+        filename="benchmark.tgz",
+        md5="82b4d87ceb2ed10f6038a1cba92111cb",
+        required=(
+            "benchmark_RELEASE/dataset/img",
+            "benchmark_RELEASE/dataset/cls",
+            "benchmark_RELEASE/dataset/train.txt",
+            "benchmark_RELEASE/dataset/val.txt",
+        ),
+    ),
+    # The paper's validation ids, published with the reference implementation (no MD5 published:
+    # the content is checked instead).
+    "seg11valid": Resource(
+        name="seg11valid",
+        url="https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvision.org/master/data/pascal/seg11valid.txt",
+        filename="seg11valid.txt",
+        md5=None,
+        required=("seg11valid.txt",),
+        archive=False,
+        validate=check_seg11valid,
+    ),
+}
+
+
+def missing_paths(resource: Resource, base: Path) -> list[str]:
+    """Return the resource's required paths that are absent (or empty directories) under `base`."""
+    missing = []
+    for rel in resource.required:
+        path = base / rel
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            missing.append(rel)
+    return missing
+
+
+def md5sum(path: Path) -> str:
+    """Return the hex MD5 of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(resource: Resource, path: Path, url: str) -> None:
+    """Raise DownloadError (after deleting `path`) when the file fails its MD5 or content check."""
+    try:
+        if resource.md5 is not None:
+            got = md5sum(path)
+            if got != resource.md5:
+                raise DownloadError(
+                    f"{resource.name}: {url} gave a file with MD5 {got}, expected {resource.md5}; "
+                    "the corrupt download was deleted: run the command again (or check --mirror)"
+                )
+        if resource.validate is not None:
+            resource.validate(path)
+    except DownloadError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def fetch(url: str, dest: Path, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download `url` to `dest`, resuming `dest`.part when present (HTTP Range); return `dest`.
+
+    The file is not verified here; an interrupted download leaves `dest`.part to resume from.
+    """
+    from tqdm import tqdm
+
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the .part already holds the whole file
+            os.replace(part, dest)
+            return dest
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; check the address (or --mirror)") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"{url}: cannot connect ({reason}); check the network or use --mirror") from None
+    with response:
+        if offset and response.status != 206:
+            offset = 0  # the server ignored Range: start again from the beginning
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        received = offset
+        with (
+            open(part, "ab" if offset else "wb") as f,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=dest.name,
+                disable=not progress,
+            ) as bar,
+        ):
+            try:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    f.write(block)
+                    received += len(block)
+                    bar.update(len(block))
+            except OSError as exc:
+                raise DownloadError(
+                    f"{url}: connection lost after {received} bytes ({exc}); run again to resume"
+                ) from None
+    if total is not None and received != total:
+        raise DownloadError(f"{url}: got {received} of {total} bytes; run again to resume")
+    os.replace(part, dest)
+    return dest
+
+
+def _move_into(src: Path, dst: Path) -> None:
+    """Move the entries of directory `src` into `dst`, merging with directories already there."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in src.iterdir():
+        target = dst / entry.name
+        if entry.is_dir() and target.is_dir():
+            _move_into(entry, target)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+
+
+def _safe_extractall(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract every member of `tar` under `dest`, refusing paths and links that would leave it."""
+    if hasattr(tarfile, "data_filter"):
+        # The 'data' filter refuses absolute paths, '..', links out of the tree and device files.
+        tar.extractall(dest, filter="data")
+        return
+    for member in tar.getmembers():  # Pythons before 3.10.12 / 3.11.4 have no extraction filters
+        parts = Path(member.name).parts
+        if member.name.startswith("/") or ".." in parts or member.issym() or member.islnk() or member.isdev():
+            raise tarfile.TarError(f"unsafe member {member.name!r}")
+    tar.extractall(dest)
+
+
+def extract(resource: Resource, archive: Path, root: Path) -> None:
+    """Extract `archive` into a temporary directory, check the layout, then move it into `root`."""
+    staging = root / f".extract-{resource.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        try:
+            with tarfile.open(archive) as tar:
+                _safe_extractall(tar, staging)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise DownloadError(f"{archive}: cannot extract ({exc}); delete it and run again") from None
+        missing = missing_paths(resource, staging)
+        if missing:
+            raise DownloadError(
+                f"{archive}: extracted, but {', '.join(missing)} is missing; not the expected archive "
+                "(delete it and run again, or check --mirror)"
+            )
+        _move_into(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def prepare(
+    resource: Resource,
+    root: str | Path,
+    url: Optional[str] = None,
+    progress: bool = True,
+    keep_archive: bool = False,
+    log: Callable[[str], None] = print,
+) -> bool:
+    """Put `resource` in place under `root` (download, verify, extract, check); return False if it already was."""
+    root = Path(root)
+    url = url or resource.url
+    if not missing_paths(resource, root):
+        log(f"{resource.name}: already present in {root}; nothing to do")
+        return False
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / resource.filename
+    if dest.exists():
+        log(f"{resource.name}: found {dest}, verifying")
+        try:
+            _verify(resource, dest, str(dest))
+        except DownloadError:
+            log(f"{resource.name}: {dest} is corrupt; deleted it, downloading again")
+    if not dest.exists():
+        part = dest.with_name(dest.name + ".part")
+        resume = f" (resuming after {part.stat().st_size} bytes)" if part.exists() else ""
+        log(f"{resource.name}: downloading {url}{resume}")
+        fetch(url, dest, progress)
+        _verify(resource, dest, url)
+    if resource.archive:
+        log(f"{resource.name}: extracting {dest}")
+        try:
+            extract(resource, dest, root)
+        except DownloadError:
+            dest.unlink(missing_ok=True)  # a verified file that does not extract is of no use either
+            raise
+        if not keep_archive:
+            dest.unlink()
+    missing = missing_paths(resource, root)
+    if missing:
+        raise DownloadError(f"{resource.name}: {', '.join(missing)} still missing under {root}")
+    log(f"{resource.name}: ready in {root}")
+    return True
+
+
+def mirror_url(mirror: str, resource: Resource) -> str:
+    """Return the resource's address on a mirror serving files by name."""
+    return mirror.rstrip("/") + "/" + resource.filename
+
+
+def download(
+    root: str | Path,
+    what: Iterable[str] = tuple(RESOURCES),
+    mirror: Optional[str] = None,
+    resources: Optional[dict[str, Resource]] = None,
+    progress: bool = True,
+    keep_archives: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[str]:
+    """Put each named resource in place under `root`; return the names that needed work.
+
+    `mirror` (default: $FCN_DATA_MIRROR) replaces the official addresses by <mirror>/<filename>;
+    `resources` replaces the table of official resources (tests serve tiny archives this way).
+    """
+    table = RESOURCES if resources is None else resources
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    names = list(what)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown resource {unknown[0]!r}; choose from {', '.join(table)}")
+    done = []
+    for name in names:
+        resource = table[name]
+        url = mirror_url(mirror, resource) if mirror else resource.url
+        if prepare(resource, root, url, progress, keep_archives, log):
+            done.append(name)
+    return done
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse the command line and download; return the exit code (0 ok, 1 error, 130 interrupted)."""
+    parser = argparse.ArgumentParser(prog="python -m fcn.data.download", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default="data", help="data root (default: data)")
+    parser.add_argument(
+        "--what",
+        nargs="+",
+        choices=list(RESOURCES),
+        default=list(RESOURCES),
+        help="what to fetch (default: all)",
+    )
+    parser.add_argument(
+        "--mirror",
+        default=None,
+        help=f"base URL serving the files by name (default: ${MIRROR_ENV} or the official sites)",
+    )
+    parser.add_argument(
+        "--keep-archives", action="store_true", help="keep the .tar/.tgz files after extraction"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        download(
+            args.root, args.what, args.mirror, progress=not args.no_progress, keep_archives=args.keep_archives
+        )
+    except (DownloadError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
