@@ -1,0 +1,164 @@
+"""Data-pipeline throughput: images/s per worker process for each transform preset.
+
+Generates 500x375 JPEGs with palette-PNG masks (the size of most PASCAL VOC images) into a temporary
+directory, then times, in this one process with one torch thread (as a DataLoader worker runs), the
+load (JPEG + PNG decode, as the datasets do) plus the transform of each preset. From the rate it
+states how many worker processes keep a model running at --step-rate images/s fed.
+
+    python bench/data.py [--step-rate 20] [--images 48] [--seconds 3]
+
+Prints a table and writes bench/results/data.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fcn.config import load_config  # noqa: E402
+from fcn.data.transforms import build_transforms  # noqa: E402
+
+WIDTH, HEIGHT = 500, 375  # the commonest PASCAL VOC image size
+
+# name, train, config overrides
+PRESETS = [
+    ("paper", True, ["data.transforms.preset=paper", "data.batch_size=1"]),
+    ("standard", True, ["data.transforms.preset=standard"]),
+    (
+        "standard scale 0.5-2 jitter 0.4",
+        True,
+        [
+            "data.transforms.preset=standard",
+            "data.transforms.scale_min=0.5",
+            "data.transforms.scale_max=2.0",
+            "data.transforms.color_jitter=0.4",
+        ],
+    ),
+    ("eval", False, []),
+]
+
+
+def make_images(root: Path, count: int, seed: int = 0) -> list[tuple[Path, Path]]:
+    """Write count photo-like JPEGs and VOC-style palette PNG masks; return their paths."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    palette[255] = (224, 224, 192)
+    pairs = []
+    for i in range(count):
+        # Smooth background (low-resolution noise, upsampled), then a few shapes and sensor noise.
+        low = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        image = Image.fromarray(low).resize((WIDTH, HEIGHT), Image.BICUBIC)
+        mask = Image.new("L", (WIDTH, HEIGHT), 0)
+        draw_img, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
+        for _ in range(int(rng.integers(1, 5))):
+            x0, y0 = int(rng.integers(0, WIDTH - 60)), int(rng.integers(0, HEIGHT - 60))
+            x1, y1 = x0 + int(rng.integers(40, 250)), y0 + int(rng.integers(40, 200))
+            label = int(rng.integers(1, 21))
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            # VOC masks outline objects with a 255 (void) border about 5 px wide.
+            draw_mask.ellipse((x0, y0, x1, y1), fill=255)
+            draw_mask.ellipse((x0 + 3, y0 + 3, x1 - 3, y1 - 3), fill=label)
+            draw_img.ellipse((x0, y0, x1, y1), fill=colour)
+        pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.int16)
+        pixels = np.clip(pixels + rng.normal(0, 6, pixels.shape), 0, 255).astype(np.uint8)
+        jpg, png = root / f"{i:04d}.jpg", root / f"{i:04d}.png"
+        Image.fromarray(pixels).save(jpg, quality=90)
+        mask.putpalette(palette.tobytes())
+        mask.save(png)
+        pairs.append((jpg, png))
+    return pairs
+
+
+def load(pair: tuple[Path, Path]) -> tuple[Image.Image, np.ndarray]:
+    """Return (RGB image, uint8 mask) as a dataset item is read from disk."""
+    with Image.open(pair[0]) as image:
+        rgb = image.convert("RGB")
+    with Image.open(pair[1]) as mask:
+        return rgb, np.asarray(mask)
+
+
+def time_preset(transform, pairs, seconds: float) -> dict:
+    """Return images/s and the per-image milliseconds of decoding and transforming."""
+    for pair in pairs[:4]:  # warm-up
+        item = load(pair)
+        if transform is not None:
+            transform(*item)
+    decode = work = 0.0
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or count < len(pairs):
+        pair = pairs[count % len(pairs)]
+        t0 = time.perf_counter()
+        item = load(pair)
+        t1 = time.perf_counter()
+        if transform is not None:
+            transform(*item)
+        t2 = time.perf_counter()
+        decode, work, count = decode + t1 - t0, work + t2 - t1, count + 1
+    return {
+        "images_per_s": count / (decode + work),
+        "decode_ms": 1e3 * decode / count,
+        "transform_ms": 1e3 * work / count,
+        "images": count,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--step-rate", type=float, default=20.0, help="model images/s to keep fed")
+    parser.add_argument("--images", type=int, default=48, help="distinct generated images")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing per preset")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "data.json"))
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)  # a DataLoader worker process runs with one torch thread
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = make_images(Path(tmp), args.images)
+        rows = [("decode only", time_preset(None, pairs, args.seconds))]
+        for name, train, overrides in PRESETS:
+            tr_cfg = load_config(overrides=overrides).data.transforms
+            rows.append((name, time_preset(build_transforms(tr_cfg, train=train), pairs, args.seconds)))
+
+    crop = load_config().data.transforms.crop_size
+    print(f"{WIDTH}x{HEIGHT} JPEG + PNG mask, crop {crop}, 1 process, 1 torch thread")
+    print(f"{'preset':34s} {'img/s/worker':>12s} {'decode ms':>10s} {'transform ms':>13s} {'workers':>8s}")
+    results = []
+    for name, r in rows:
+        workers = math.ceil(args.step_rate / r["images_per_s"])
+        print(
+            f"{name:34s} {r['images_per_s']:12.1f} {r['decode_ms']:10.2f} {r['transform_ms']:13.2f} {workers:8d}"
+        )
+        results.append({"preset": name, **r, "workers_needed": workers})
+    print(f"workers = worker processes needed to feed {args.step_rate:g} images/s")
+
+    report = {
+        "image_size": [HEIGHT, WIDTH],
+        "crop_size": crop,
+        "step_rate": args.step_rate,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
