@@ -1,0 +1,293 @@
+"""The download command end to end, offline: tiny archives in the official layouts served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import importlib
+import io
+import socket
+import tarfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import fcn.data.download as dl
+from fcn.data import SBDSegmentation, VOCAugSegmentation, VOCSegmentation
+from tests.test_data_datasets import SEG11VALID, make_sbd_tree, make_voc_tree
+
+SEG11VALID_TEXT = "".join(f"{2007 + k % 5}_{k:06d}\n" for k in range(736))
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves `files` by name, honouring 'Range: bytes=N-' unless `ignore_range`; records each request."""
+
+    files: dict[str, bytes] = {}
+    requests: list[tuple[str, str | None]] = []
+    ignore_range = False
+
+    def do_GET(self) -> None:
+        name = self.path.lstrip("/")
+        self.requests.append((name, self.headers.get("Range")))
+        if name not in self.files:
+            self.send_error(404)
+            return
+        data = self.files[name]
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and not self.ignore_range:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args) -> None:  # keep pytest's output clean
+        pass
+
+
+@pytest.fixture
+def server():
+    """Yield (base URL, handler class) of a loopback HTTP server that stops after the test (or 60 s)."""
+    handler = type("TestHandler", (Handler,), {"files": {}, "requests": [], "ignore_range": False})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    watchdog = threading.Timer(60.0, httpd.shutdown)  # never outlives a hung test
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    finally:
+        watchdog.cancel()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def tar_bytes(source: Path, top: str, mode: str) -> bytes:
+    """Return a tar archive (mode 'w' or 'w:gz') of source/top, with paths starting at `top`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        tar.add(source / top, arcname=top)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory) -> dict[str, bytes]:
+    """Return tiny VOCtrainval and benchmark.tgz archives in the official layouts, and a seg11valid list."""
+    src = tmp_path_factory.mktemp("src")
+    make_voc_tree(src, seg11valid=False)
+    make_sbd_tree(src)
+    return {
+        "VOCtrainval_11-May-2012.tar": tar_bytes(src, "VOCdevkit", "w"),
+        "benchmark.tgz": tar_bytes(src, "benchmark_RELEASE", "w:gz"),
+        "seg11valid.txt": ("\n".join(SEG11VALID) + "\n").encode(),
+    }
+
+
+def tiny_resources(files: dict[str, bytes]) -> dict[str, dl.Resource]:
+    """Return the official resource table with the MD5s of the tiny archives (and a 2-id seg11valid check)."""
+
+    def two_ids(path: Path) -> None:
+        if path.read_text().split() != SEG11VALID:
+            raise dl.DownloadError(f"{path}: not the test's seg11valid")
+
+    table = {
+        name: replace(r, md5=hashlib.md5(files[r.filename]).hexdigest()) for name, r in dl.RESOURCES.items()
+    }
+    table["seg11valid"] = replace(table["seg11valid"], md5=None, validate=two_ids)
+    return table
+
+
+def run(root: Path, base: str, files: dict[str, bytes], what=("voc2012", "sbd", "seg11valid"), **kwargs):
+    """Download `what` from the loopback mirror with the tiny archives' checksums; return (done, log lines)."""
+    lines: list[str] = []
+    done = dl.download(
+        root, what, mirror=base, resources=tiny_resources(files), progress=False, log=lines.append, **kwargs
+    )
+    return done, lines
+
+
+def test_download_verifies_extracts_and_checks_all_three_then_the_datasets_load(tmp_path, server, archives):
+    base, handler = server
+    handler.files.update(archives)
+    done, lines = run(tmp_path, base, archives)
+    assert done == ["voc2012", "sbd", "seg11valid"]
+    assert [name for name, _ in handler.requests] == list(archives)
+    assert VOCSegmentation(tmp_path, "seg11valid").ids == SEG11VALID
+    assert len(SBDSegmentation(tmp_path, "val")) == 2 and len(VOCAugSegmentation(tmp_path)) == 6
+    # Archives are deleted after extraction unless asked; no .part or staging directory is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["VOCdevkit", "benchmark_RELEASE", "seg11valid.txt"]
+    assert any("voc2012: ready" in line for line in lines)
+
+
+def test_second_run_does_nothing_and_says_so(tmp_path, server, archives):
+    base, handler = server
+    handler.files.update(archives)
+    run(tmp_path, base, archives)
+    handler.requests.clear()
+    done, lines = run(tmp_path, base, archives)
+    assert done == [] and handler.requests == []
+    assert lines == [
+        f"{n}: already present in {tmp_path}; nothing to do" for n in ("voc2012", "sbd", "seg11valid")
+    ]
+
+
+def test_partial_download_resumes_with_an_http_range_request(tmp_path, server, archives):
+    base, handler = server
+    handler.files.update(archives)
+    data = archives["benchmark.tgz"]
+    (tmp_path / "benchmark.tgz.part").write_bytes(data[: len(data) // 2])
+    done, lines = run(tmp_path, base, archives, what=["sbd"], keep_archives=True)
+    assert done == ["sbd"]
+    assert handler.requests == [("benchmark.tgz", f"bytes={len(data) // 2}-")]
+    assert (tmp_path / "benchmark.tgz").read_bytes() == data
+    assert any(f"resuming after {len(data) // 2} bytes" in line for line in lines)
+    assert SBDSegmentation(tmp_path, "train").ids
+
+
+def test_a_complete_part_file_is_finished_by_the_416_answer(tmp_path, server, archives):
+    base, handler = server
+    handler.files.update(archives)
+    (tmp_path / "benchmark.tgz.part").write_bytes(archives["benchmark.tgz"])
+    assert run(tmp_path, base, archives, what=["sbd"])[0] == ["sbd"]
+    assert handler.requests == [("benchmark.tgz", f"bytes={len(archives['benchmark.tgz'])}-")]
+
+
+def test_server_ignoring_range_restarts_the_download_from_zero(tmp_path, server, archives):
+    base, handler = server
+    handler.files.update(archives)
+    handler.ignore_range = True
+    (tmp_path / "benchmark.tgz.part").write_bytes(b"garbage that must not stay in front")
+    assert run(tmp_path, base, archives, what=["sbd"], keep_archives=True)[0] == ["sbd"]
+    assert (tmp_path / "benchmark.tgz").read_bytes() == archives["benchmark.tgz"]
+
+
+def test_corrupted_download_is_rejected_deleted_and_nothing_extracted(tmp_path, server, archives):
+    base, handler = server
+    bad = bytearray(archives["VOCtrainval_11-May-2012.tar"])
+    bad[len(bad) // 3] ^= 0xFF
+    handler.files["VOCtrainval_11-May-2012.tar"] = bytes(bad)
+    with pytest.raises(
+        dl.DownloadError, match=r"voc2012: .* MD5 [0-9a-f]{32}, expected [0-9a-f]{32}; .*deleted"
+    ):
+        run(tmp_path, base, archives, what=["voc2012"])
+    assert list(tmp_path.iterdir()) == []
+    # The next run downloads afresh and succeeds.
+    handler.files.update(archives)
+    assert run(tmp_path, base, archives, what=["voc2012"])[0] == ["voc2012"]
+
+
+def test_corrupted_partial_download_is_rejected_after_resuming(tmp_path, server, archives):
+    base, handler = server
+    handler.files.update(archives)
+    data = archives["benchmark.tgz"]
+    (tmp_path / "benchmark.tgz.part").write_bytes(b"\0" * (len(data) // 2))  # wrong first half
+    with pytest.raises(dl.DownloadError, match="MD5"):
+        run(tmp_path, base, archives, what=["sbd"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_archive_with_the_wrong_layout_leaves_nothing_in_place(tmp_path, server, archives):
+    base, handler = server
+    src = tmp_path / "src"
+    (src / "VOCdevkit" / "VOC2012" / "JPEGImages").mkdir(parents=True)
+    (src / "VOCdevkit" / "VOC2012" / "JPEGImages" / "x.jpg").write_bytes(b"x")
+    wrong = {**archives, "VOCtrainval_11-May-2012.tar": tar_bytes(src, "VOCdevkit", "w")}
+    handler.files.update(wrong)
+    root = tmp_path / "data"
+    with pytest.raises(dl.DownloadError, match=r"extracted, but .*SegmentationClass.* is missing"):
+        run(root, base, wrong, what=["voc2012"])
+    assert list(root.iterdir()) == []
+
+
+def test_unreadable_archive_leaves_nothing_in_place(tmp_path, server, archives):
+    base, handler = server
+    junk = {**archives, "benchmark.tgz": b"\x1f\x8b this is not gzip data"}
+    handler.files.update(junk)
+    with pytest.raises(dl.DownloadError, match=r"benchmark\.tgz: cannot extract"):
+        run(tmp_path, base, junk, what=["sbd"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_archive_escaping_the_root_is_refused(tmp_path, server, archives):
+    base, handler = server
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    evil = {**archives, "benchmark.tgz": buf.getvalue()}
+    handler.files.update(evil)
+    root = tmp_path / "data"
+    with pytest.raises(dl.DownloadError, match="cannot extract"):
+        run(root, base, evil, what=["sbd"])
+    assert not (tmp_path / "escaped.txt").exists() and list(root.iterdir()) == []
+
+
+def test_seg11valid_content_is_checked_against_the_papers_736_ids(tmp_path, server):
+    base, handler = server
+    handler.files["seg11valid.txt"] = SEG11VALID_TEXT.encode()
+    assert dl.download(tmp_path, ["seg11valid"], mirror=base, progress=False, log=lambda _: None) == [
+        "seg11valid"
+    ]
+    assert len((tmp_path / "seg11valid.txt").read_text().split()) == 736
+    (tmp_path / "seg11valid.txt").unlink()
+    handler.files["seg11valid.txt"] = b"<html>404: Not Found</html>\n"
+    with pytest.raises(dl.DownloadError, match="expected 736 distinct ids"):
+        dl.download(tmp_path, ["seg11valid"], mirror=base, progress=False, log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_command_line_exits_nonzero_on_a_checksum_mismatch(tmp_path, server, archives, capsys):
+    base, handler = server
+    handler.files.update(archives)  # the tiny archive does not have the official MD5
+    code = dl.main(["--root", str(tmp_path), "--what", "voc2012", "--mirror", base, "--no-progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: voc2012: ") and "expected 6cd6e144f989b92b3379bac3b3de84fd" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_command_line_mirror_from_the_environment_and_http_errors(tmp_path, server, capsys, monkeypatch):
+    base, handler = server
+    monkeypatch.setenv(dl.MIRROR_ENV, base)
+    assert dl.main(["--root", str(tmp_path), "--what", "seg11valid", "--no-progress"]) == 1
+    assert "HTTP 404" in capsys.readouterr().err and handler.requests == [("seg11valid.txt", None)]
+    handler.files["seg11valid.txt"] = SEG11VALID_TEXT.encode()
+    assert dl.main(["--root", str(tmp_path), "--what", "seg11valid", "--no-progress"]) == 0
+    assert dl.main(["--root", str(tmp_path), "--what", "seg11valid"]) == 0
+    assert "already present" in capsys.readouterr().out
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path):
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(dl.DownloadError, match=r"cannot connect .*--mirror"):
+        dl.download(
+            tmp_path, ["seg11valid"], mirror=f"http://127.0.0.1:{port}", progress=False, log=lambda _: None
+        )
+
+
+def test_importing_the_module_touches_no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access at import")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    importlib.reload(dl)
+    assert dl.RESOURCES["voc2012"].md5 == "6cd6e144f989b92b3379bac3b3de84fd"
+    assert dl.RESOURCES["sbd"].md5 == "82b4d87ceb2ed10f6038a1cba92111cb"
