@@ -293,9 +293,12 @@ class _SizedCollate:
     """Collate (image, mask) items into a batch and remember each item's native (H, W)."""
 
     def __call__(self, batch: list) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        sizes = [tuple(mask.shape[-2:]) for _, mask in batch]
+        if len(batch) == 1:
+            image, mask = batch[0]
+            return image[None], mask[None], sizes
         from fcn.data.collate import pad_collate
 
-        sizes = [tuple(mask.shape[-2:]) for _, mask in batch]
         images, masks = pad_collate(batch)
         return images, masks, sizes
 

@@ -1,0 +1,298 @@
+"""evaluate.py and predict.py end to end, on a tiny generated dataset of odd-sized images and a
+checkpoint trained a few iterations in the test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import evaluate
+import predict
+from fcn.checkpoint import CheckpointError, save_checkpoint
+from fcn.config import load_config, to_dict
+from fcn.inference import load_model
+from fcn.metrics import ConfusionMatrix
+
+CLASSES = ["background", "bright", "dark"]
+PALETTE = [[0, 0, 0], [250, 40, 40], [40, 40, 250]]
+SIZES = [(33, 47), (29, 61), (50, 37), (41, 41)]  # (H, W): odd sizes, none a multiple of 32
+
+
+def _sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (RGB uint8 image, uint8 mask): a bright box (1) and a dark box (2) on grey noise,
+    with a void (255) border around each box."""
+    image = rng.integers(100, 156, (h, w, 3)).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    for label, value in ((1, 240), (2, 15)):
+        bh, bw = int(rng.integers(6, h // 2)), int(rng.integers(6, w // 2))
+        y, x = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
+        mask[y : y + bh, x : x + bw] = 255
+        mask[y + 1 : y + bh - 1, x + 1 : x + bw - 1] = label
+        image[y : y + bh, x : x + bw] = value
+    return image, mask
+
+
+def _write_folder_dataset(root: Path) -> list[str]:
+    rng = np.random.default_rng(0)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    ids = []
+    for i, (h, w) in enumerate(SIZES):
+        name = f"img_{i}"
+        image, mask = _sample(rng, h, w)
+        Image.fromarray(image).save(root / "JPEGImages" / f"{name}.png")
+        Image.fromarray(mask).save(root / "SegmentationClass" / f"{name}.png")
+        ids.append(name)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids) + "\n")
+    return ids
+
+
+def _overrides(root: Path) -> list[str]:
+    return [
+        "model.arch=fcn8s",
+        "model.backbone=resnet18",
+        "model.geometry=same",
+        "model.pretrained=false",
+        f"model.num_classes={len(CLASSES)}",
+        f"data.classes=[{','.join(CLASSES)}]",
+        "data.palette=[" + ",".join(f"[{r},{g},{b}]" for r, g, b in PALETTE) + "]",
+        "data.val.name=folder",
+        f"data.val.root={root}",
+        "data.val.split=val",
+        "data.num_workers=0",
+    ]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Return (dataset root, ids, checkpoint path): a model trained 15 AdamW steps on the images."""
+    from fcn.data import build_dataset
+    from fcn.data.transforms import build_transforms
+    from fcn.models import build_model
+
+    tmp = tmp_path_factory.mktemp("evalpredict")
+    root = tmp / "data"
+    ids = _write_folder_dataset(root)
+    cfg = load_config(overrides=_overrides(root))
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    dataset = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, train=False))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for step in range(15):
+        image, mask = dataset[step % len(dataset)]
+        loss = torch.nn.functional.cross_entropy(model(image[None]), mask[None], ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    ema = {k: (v * 0.5 if v.dtype.is_floating_point else v) for k, v in model.state_dict().items()}
+    path = tmp / "best.pt"
+    save_checkpoint(
+        {"version": 1, "model": model.state_dict(), "ema": ema, "iteration": 15, "config": to_dict(cfg)}, path
+    )
+    return root, ids, path
+
+
+def _read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.array(image)
+
+
+def test_evaluate_metrics_equal_fcn_metrics_on_its_saved_native_size_predictions(setup, tmp_path, capsys):
+    root, ids, ckpt = setup
+    out, preds = tmp_path / "val.json", tmp_path / "preds"
+    code = evaluate.main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--no-progress",
+            "--no-ema",
+            "--output",
+            str(out),
+            "--save-predictions",
+            str(preds),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["num_images"] == len(ids) and report["weights"] == "model"
+    assert sorted(report["per_class"]) == sorted(CLASSES)
+    printed = capsys.readouterr().out
+    assert "mean IU" in printed and "bright" in printed
+
+    model, cfg = load_model(ckpt, "cpu", use_ema=False)
+    from fcn.data.transforms import preprocess
+
+    matrix = ConfusionMatrix(len(CLASSES))
+    for name, (h, w) in zip(ids, SIZES):
+        pred = _read_png(preds / f"{name}.png")
+        gt = _read_png(root / "SegmentationClass" / f"{name}.png")
+        assert pred.shape == gt.shape == (h, w)  # native resolution, never resized
+        with Image.open(root / "JPEGImages" / f"{name}.png") as image:
+            direct = model(preprocess(image.convert("RGB"), "torchvision")[None]).argmax(1)[0]
+        assert np.array_equal(pred, direct.numpy())
+        matrix.update(torch.from_numpy(pred).long(), torch.from_numpy(gt).long())
+    direct_metrics = matrix.compute()
+    for key in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
+        assert report[key] == pytest.approx(direct_metrics[key], abs=1e-9)
+    assert report["confusion"] == matrix.mat.tolist()
+    assert len(np.unique(np.concatenate([_read_png(p).ravel() for p in preds.iterdir()]))) > 1
+
+
+def test_evaluate_uses_ema_weights_by_default_and_tta_flags(setup, tmp_path):
+    _, _, ckpt = setup
+    out = tmp_path / "val.json"
+    args = [
+        "--checkpoint",
+        str(ckpt),
+        "--no-progress",
+        "--output",
+        str(out),
+        "--flip",
+        "--scales",
+        "0.75",
+        "1.0",
+    ]
+    assert evaluate.main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["weights"] == "ema"
+    assert report["eval"]["flip"] is True and report["eval"]["scales"] == [0.75, 1.0]
+
+
+def test_evaluate_with_padded_batches_saves_each_prediction_at_its_own_size(setup, tmp_path):
+    _, ids, ckpt = setup
+    preds = tmp_path / "preds"
+    assert (
+        evaluate.main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--no-progress",
+                "--save-predictions",
+                str(preds),
+                "data.val_batch_size=3",
+            ]
+        )
+        == 0
+    )
+    assert [_read_png(preds / f"{name}.png").shape for name in ids] == SIZES
+
+
+def test_load_model_picks_ema_or_raw_weights(setup):
+    _, _, ckpt = setup
+    raw, _ = load_model(ckpt, "cpu", use_ema=False)
+    ema, cfg = load_model(ckpt, "cpu")
+    assert cfg.eval.use_ema and not raw.training and not ema.training
+    name, param = next((n, p) for n, p in raw.named_parameters() if p.abs().sum() > 0)
+    assert torch.allclose(dict(ema.named_parameters())[name], param * 0.5)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--checkpoint", "/nonexistent/best.pt"], "best.pt"),
+        (["training.nope=1"], "training.nope"),
+        (["--config", "/nonexistent/extra.yml"], "extra.yml"),
+        (["eval.scales=[]"], "eval.scales"),
+    ],
+)
+def test_evaluate_reports_one_error_line_without_traceback(setup, capsys, args, expected):
+    _, _, ckpt = setup
+    if args[0] != "--checkpoint":
+        args = ["--checkpoint", str(ckpt), *args]
+    assert evaluate.main([*args, "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_corrupt_or_mismatched_checkpoint_is_a_checkpoint_error(setup, tmp_path):
+    _, _, ckpt = setup
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="corrupt.pt"):
+        load_model(bad, "cpu")
+    state = torch.load(ckpt, weights_only=True)
+    state["config"]["model"]["arch"] = "fcn32s"
+    mismatched = tmp_path / "mismatched.pt"
+    save_checkpoint(state, mismatched)
+    with pytest.raises(CheckpointError, match="mismatched.pt: weights do not fit model.arch=fcn32s"):
+        load_model(mismatched, "cpu")
+
+
+def _write_mixed_inputs(folder: Path) -> dict[str, tuple[int, int]]:
+    """Write images of several sizes and modes; return {stem: (W, H)}."""
+    rng = np.random.default_rng(1)
+    folder.mkdir()
+    sizes = {}
+    for stem, mode, (h, w), ext in [
+        ("rgb", "RGB", (37, 53), "jpg"),
+        ("gray", "L", (20, 31), "png"),
+        ("rgba", "RGBA", (45, 29), "png"),
+        ("cmyk", "CMYK", (33, 33), "jpg"),
+        ("palette", "P", (27, 40), "png"),
+    ]:
+        Image.fromarray(_sample(rng, h, w)[0]).convert(mode).save(folder / f"{stem}.{ext}")
+        sizes[stem] = (w, h)
+    sixteen = (rng.integers(0, 65536, (26, 35))).astype("<u2")
+    Image.frombytes("I;16", (35, 26), sixteen.tobytes()).save(folder / "deep.png")
+    sizes["deep"] = (35, 26)
+    (folder / "broken.jpg").write_bytes(b"this is not a jpeg")
+    return sizes
+
+
+def test_predict_writes_all_outputs_for_mixed_inputs_and_names_the_broken_one(setup, tmp_path, capsys):
+    _, _, ckpt = setup
+    sizes = _write_mixed_inputs(tmp_path / "in")
+    with Image.open(tmp_path / "in" / "deep.png") as image:
+        assert image.mode in ("I;16", "I")  # PIL may open a 16-bit PNG as 'I'
+    out = tmp_path / "out"
+    code = predict.main(
+        ["--checkpoint", str(ckpt), "--input", str(tmp_path / "in"), "--output", str(out), "--no-progress"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "broken.jpg" in err and "error: " in err and "Traceback" not in err
+    colours = {tuple(c) for c in PALETTE}
+    for stem, size in sizes.items():
+        with Image.open(out / f"{stem}.png") as index:
+            assert index.mode == "P" and index.size == size
+            assert set(np.unique(np.asarray(index))) <= {0, 1, 2}
+        for suffix in ("_color", "_overlay"):
+            with Image.open(out / f"{stem}{suffix}.png") as image:
+                assert image.size == size and image.mode == "RGB"
+        assert {tuple(c) for c in _read_png(out / f"{stem}_color.png").reshape(-1, 3)} <= colours
+        assert (out / f"{stem}_legend.png").is_file()
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".png")) == []
+    assert len(list(out.iterdir())) == 4 * len(sizes)
+
+
+def test_predict_names_a_missing_input_and_still_does_the_others(setup, tmp_path, capsys):
+    _, _, ckpt = setup
+    image = tmp_path / "one.png"
+    Image.fromarray(_sample(np.random.default_rng(2), 30, 40)[0]).save(image)
+    out = tmp_path / "out"
+    args = [
+        "--checkpoint",
+        str(ckpt),
+        "--input",
+        str(tmp_path / "missing.jpg"),
+        str(image),
+        "--output",
+        str(out),
+    ]
+    assert predict.main([*args, "--no-progress", "--flip"]) == 1
+    assert "missing.jpg" in capsys.readouterr().err
+    assert (out / "one_overlay.png").is_file()
+    assert (
+        predict.main(
+            ["--checkpoint", str(ckpt), "--input", str(image), "--output", str(out), "--no-progress"]
+        )
+        == 0
+    )
