@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from fcn import metrics
 from fcn.metrics import ConfusionMatrix, format_table
 
 N = 7  # class 4: in ground truth only; class 5: absent everywhere; class 6: in prediction only
@@ -57,11 +58,17 @@ def assert_matches(got: dict, ref: dict) -> None:
         np.testing.assert_allclose(np.array(got[key]), ref[key], rtol=1e-12, equal_nan=True)
 
 
+@pytest.mark.parametrize("lanes", [1, 4])  # 1 is the path taken on CUDA
+@pytest.mark.parametrize("pred_dtype", [torch.int64, torch.int32, torch.uint8])
 @pytest.mark.parametrize("target_dtype", [torch.int64, torch.uint8])
-def test_matches_reference_formulas(target_dtype):
+def test_matches_reference_formulas(target_dtype, pred_dtype, lanes, monkeypatch):
+    monkeypatch.setattr(metrics, "_CPU_LANES", lanes)
     gt, pred = random_maps(0)
     cm = ConfusionMatrix(N)
-    cm.update(torch.from_numpy(pred), torch.from_numpy(gt).to(target_dtype))
+    pred_t, gt_t = torch.from_numpy(pred).to(pred_dtype), torch.from_numpy(gt).to(target_dtype)
+    pred_copy, gt_copy = pred_t.clone(), gt_t.clone()
+    cm.update(pred_t, gt_t)
+    assert torch.equal(pred_t, pred_copy) and torch.equal(gt_t, gt_copy), "inputs were modified"
     ref = reference_scores(gt, pred, N)
     np.testing.assert_array_equal(cm.mat.numpy(), ref["hist"])
     assert cm.mat.dtype == torch.int64
@@ -91,6 +98,16 @@ def test_streaming_equals_one_shot():
     one_shot.update(torch.from_numpy(pred_all), torch.from_numpy(gt_all))
     assert torch.equal(streamed.mat, one_shot.mat)
     assert_matches(streamed.compute(), reference_scores(gt_all, pred_all, N))
+
+
+def test_streaming_over_changing_sizes():
+    shapes = [(2, 5, 7), (3, 37, 41), (1, 3, 3), (4, 40, 50)]
+    maps = [random_maps(seed, shape) for seed, shape in enumerate(shapes)]
+    streamed = ConfusionMatrix(N)
+    for gt, pred in maps:
+        streamed.update(torch.from_numpy(pred), torch.from_numpy(gt))
+    hist = sum(reference_scores(gt, pred, N)["hist"] for gt, pred in maps)
+    np.testing.assert_array_equal(streamed.mat.numpy(), hist)
 
 
 def test_merge_equals_one_shot():
@@ -179,7 +196,8 @@ def test_all_reduce_sums_across_ranks(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_all_reduce_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    # fork: the workers need no fresh interpreter (spawn would re-import torch, seconds per process)
+    mp.start_processes(_all_reduce_worker, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork")
     expected = ConfusionMatrix(N)
     for rank in range(2):
         gt, pred = random_maps(100 + rank)
