@@ -69,3 +69,63 @@ def test_torchscript_export_matches_pytorch_on_two_sizes(tmp_path):
     model, path = _model(), tmp_path / "m.pt"
     export_torchscript(model, path, sample_shape=(1, 3, 32, 48))
     assert max(check_torchscript(model, path, [(1, 3, 41, 67), (1, 3, 25, 30)])) < 1e-5
+
+
+def _randomize_zero_params(model: nn.Module) -> nn.Module:
+    """Give the reference's zero-initialised score layers random weights, so outputs are not all 0."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.05)
+    return model.eval()
+
+
+def _build(*overrides: str) -> tuple[nn.Module, object]:
+    from fcn.config import load_config
+    from fcn.models import build_model
+
+    cfg = load_config(overrides=["model.pretrained=false", *overrides])
+    torch.manual_seed(0)
+    return _randomize_zero_params(build_model(cfg.model)), cfg
+
+
+@pytest.mark.slow
+def test_export_cli_writes_a_checked_onnx_model_of_a_checkpoint(tmp_path, capsys):
+    from fcn.checkpoint import save_checkpoint
+    from fcn.config import to_dict
+    from fcn.export import main
+
+    model, cfg = _build("model.arch=fcn8s", "model.backbone=resnet18", "model.geometry=same")
+    ckpt, out = tmp_path / "best.pt", tmp_path / "model.onnx"
+    save_checkpoint({"model": model.state_dict(), "config": to_dict(cfg)}, ckpt)
+    assert (
+        main(["--checkpoint", str(ckpt), "--output", str(out), "--size", "48", "64", "--atol", "1e-4"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert printed.count("max |onnx - pytorch|") == 3
+    assert max(check_onnx(model, out, [(1, 3, 45, 71), (1, 3, 70, 33)])) < 1e-4
+
+
+def test_export_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
+    from fcn.export import main
+
+    assert main(["--checkpoint", str(tmp_path / "nope.pt"), "--output", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope.pt" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_paper_geometry_vgg_fcn8s_exports_with_dynamic_crops(tmp_path):
+    model, _ = _build("model.arch=fcn8s", "model.backbone=vgg16", "model.geometry=paper")
+    # Slim fc6/fc7 (4096 -> 16 channels) to keep the file small; the geometry (pad 100, ceil-mode
+    # pools, unpadded 7x7 fc6, the reference's crop offsets) is untouched.
+    model.backbone.fc6 = nn.Conv2d(512, 16, 7)
+    model.backbone.fc7 = nn.Conv2d(16, 16, 1)
+    model.score_fr = nn.Conv2d(16, model.num_classes, 1)
+    model.eval()
+    path = tmp_path / "paper.onnx"
+    export_onnx(model, path, sample_shape=(1, 3, 32, 32))
+    diffs = check_onnx(model, path, [(1, 3, 37, 45), (1, 3, 64, 31)])
+    assert max(diffs) < 1e-4
+    assert model(torch.randn(1, 3, 37, 45)).abs().max() > 1e-3  # the comparison is not of zeros
