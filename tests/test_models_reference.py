@@ -1,0 +1,265 @@
+"""FCN32s/16s/8s/8sAtOnce against an independent, layer-by-layer implementation of the reference nets.
+
+``reference_trunk`` and ``reference_head`` below are written from voc-fcn32s/16s/8s/8s-atonce
+train.prototxt (fcn.berkeleyvision.org) with plain functional calls and Caffe's rules: Convolution
+is cross-correlation, Pooling rounds up, Deconvolution is the transposed convolution with the blob
+laid out (in, out, kh, kw), Crop takes ``offset`` on both spatial axes and fails when out of range.
+Weights are random (score layers and deconvolutions included, so every path counts) and reach the
+models only through ``load_reference_weights``.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from fcn.config import config_from_dict
+from fcn.models import FCN8s, FCN8sAtOnce, FCN16s, FCN32s, load_reference_weights
+from fcn.models.reference import main as reference_main
+
+NUM_CLASSES = 21
+VGG = [("conv1_1", 3, 64), ("conv1_2", 64, 64), ("conv2_1", 64, 128), ("conv2_2", 128, 128)]
+VGG += [("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256)]
+VGG += [("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512)]
+VGG += [("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512)]
+POOL_AFTER = {"conv1_2": 1, "conv2_2": 2, "conv3_3": 3, "conv4_3": 4, "conv5_3": 5}
+DECONVS = {
+    "fcn32s": {"upscore": 64},
+    "fcn16s": {"upscore2": 4, "upscore16": 32},
+    "fcn8s": {"upscore2": 4, "upscore_pool4": 4, "upscore8": 16},
+}
+CLASSES = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FCN8sAtOnce}
+
+
+def random_reference_weights(seed: int = 0, trunk: bool = True) -> dict:
+    """Return random weights for every layer of the four nets, in the reference naming.
+
+    trunk=False leaves conv1_1 ... fc7 as meta tensors (shapes only) for tests of the heads alone.
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def conv(name, c_out, c_in, k, std, real=True):
+        if not real:
+            state[f"{name}.weight"] = torch.empty(c_out, c_in, k, k, device="meta")
+            state[f"{name}.bias"] = torch.empty(c_out, device="meta")
+            return
+        state[f"{name}.weight"] = torch.randn(c_out, c_in, k, k, generator=g) * std
+        state[f"{name}.bias"] = torch.randn(c_out, generator=g) * 0.1
+
+    state: dict = {}
+    for name, c_in, c_out in VGG:
+        conv(name, c_out, c_in, 3, math.sqrt(2 / (9 * c_in)), trunk)
+    conv("fc6", 4096, 512, 7, math.sqrt(2 / (49 * 512)), trunk)
+    conv("fc7", 4096, 4096, 1, math.sqrt(2 / 4096), trunk)
+    conv("score_fr", NUM_CLASSES, 4096, 1, math.sqrt(1 / 4096))
+    conv("score_pool4", NUM_CLASSES, 512, 1, math.sqrt(1 / 512))
+    conv("score_pool3", NUM_CLASSES, 256, 1, math.sqrt(1 / 256))
+    for name, k in {**DECONVS["fcn32s"], **DECONVS["fcn16s"], **DECONVS["fcn8s"]}.items():
+        state[f"{name}.weight"] = torch.randn(NUM_CLASSES, NUM_CLASSES, k, k, generator=g) * 0.05
+    return state
+
+
+def weights_for(state: dict, arch: str) -> dict:
+    """Return the subset of state that the reference net ``arch`` has."""
+    heads = {"fcn32s": ["score_fr"], "fcn16s": ["score_fr", "score_pool4"]}
+    scores = heads.get(arch, ["score_fr", "score_pool4", "score_pool3"])
+    layers = [n for n, _, _ in VGG] + ["fc6", "fc7"] + scores + list(DECONVS[arch.removesuffix("_atonce")])
+    subset = {k: v for k, v in state.items() if k.split(".")[0] in layers}
+    if arch == "fcn8s_atonce":
+        # A trained at-once net has large skip weights that undo the 0.01 / 0.0001 scales; these make
+        # the skips count here as they do there (and a missing scale would change the output a lot).
+        subset["score_pool4.weight"] = subset["score_pool4.weight"] * 100
+        subset["score_pool3.weight"] = subset["score_pool3.weight"] * 10000
+    return subset
+
+
+def reference_trunk(w: dict, x: torch.Tensor) -> dict:
+    """Return pool3, pool4 and drop7 (dropout is the identity at test time) of the reference nets."""
+    pools = {}
+    for name, _, _ in VGG:
+        x = F.relu(
+            F.conv2d(x, w[f"{name}.weight"], w[f"{name}.bias"], padding=100 if name == "conv1_1" else 1)
+        )
+        if name in POOL_AFTER:
+            x = F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+            pools[POOL_AFTER[name]] = x
+    x = F.relu(F.conv2d(x, w["fc6.weight"], w["fc6.bias"]))
+    x = F.relu(F.conv2d(x, w["fc7.weight"], w["fc7.bias"]))
+    return {"pool3": pools[3], "pool4": pools[4], "drop7": x}
+
+
+def caffe_crop(x: torch.Tensor, offset: int, h: int, w: int) -> torch.Tensor:
+    assert x.shape[2] >= offset + h and x.shape[3] >= offset + w, "Caffe's Crop would fail"
+    return x[:, :, offset : offset + h, offset : offset + w]
+
+
+def reference_head(w: dict, trunk: dict, arch: str, h: int, wd: int) -> torch.Tensor:
+    """Return the reference net's score blob for an input of h x wd pixels."""
+    score_fr = F.conv2d(trunk["drop7"], w["score_fr.weight"], w["score_fr.bias"])
+    if arch == "fcn32s":
+        upscore = F.conv_transpose2d(score_fr, w["upscore.weight"], stride=32)
+        return caffe_crop(upscore, 19, h, wd)
+    upscore2 = F.conv_transpose2d(score_fr, w["upscore2.weight"], stride=2)
+    pool4 = trunk["pool4"] * 0.01 if arch == "fcn8s_atonce" else trunk["pool4"]  # scale_pool4
+    score_pool4 = F.conv2d(pool4, w["score_pool4.weight"], w["score_pool4.bias"])
+    fuse_pool4 = upscore2 + caffe_crop(score_pool4, 5, upscore2.shape[2], upscore2.shape[3])
+    if arch == "fcn16s":
+        upscore16 = F.conv_transpose2d(fuse_pool4, w["upscore16.weight"], stride=16)
+        return caffe_crop(upscore16, 27, h, wd)
+    upscore_pool4 = F.conv_transpose2d(fuse_pool4, w["upscore_pool4.weight"], stride=2)
+    pool3 = trunk["pool3"] * 0.0001 if arch == "fcn8s_atonce" else trunk["pool3"]  # scale_pool3
+    score_pool3 = F.conv2d(pool3, w["score_pool3.weight"], w["score_pool3.bias"])
+    fuse_pool3 = upscore_pool4 + caffe_crop(score_pool3, 9, upscore_pool4.shape[2], upscore_pool4.shape[3])
+    upscore8 = F.conv_transpose2d(fuse_pool3, w["upscore8.weight"], stride=8)
+    return caffe_crop(upscore8, 31, h, wd)
+
+
+def reference_feature_sizes(h: int) -> dict:
+    """Return the sizes of pool3, pool4 and drop7 along one axis for an input of h pixels."""
+    size = h + 2 * 100 - 2  # conv1_1: 3x3, pad 100
+    pools = []
+    for _ in range(5):
+        size = -(-size // 2)  # 2x2/2 max-pool, rounded up
+        pools.append(size)
+    return {"pool3": pools[2], "pool4": pools[3], "drop7": pools[4] - 6}  # fc6: 7x7, no pad
+
+
+def load_models(weights: dict, trunk: bool) -> dict:
+    """Return {arch: model} with weights loaded through load_reference_weights (trunk on meta if not trunk)."""
+    models = {}
+    for arch, cls in CLASSES.items():
+        with torch.device("meta"):
+            model = cls(num_classes=NUM_CLASSES)
+        for name, child in model.named_children():
+            if trunk or name != "backbone":
+                child.to_empty(device="cpu")  # every tensor is then overwritten by the strict import
+        load_reference_weights(model, weights_for(weights, arch))
+        models[arch] = model.eval()
+    return models
+
+
+@pytest.fixture(scope="module")
+def reference_weights():
+    return random_reference_weights()
+
+
+@pytest.fixture(scope="module")
+def loaded(reference_weights):
+    return load_models(reference_weights, trunk=True)
+
+
+@pytest.fixture(scope="module")
+def head_weights():
+    return random_reference_weights(trunk=False)
+
+
+@pytest.fixture(scope="module")
+def loaded_heads(head_weights):
+    return load_models(head_weights, trunk=False)
+
+
+def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    assert actual.shape == expected.shape
+    scale = expected.abs().max().item()
+    assert scale > 0
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.slow
+def test_models_compute_what_the_reference_nets_compute(loaded, reference_weights):
+    x = torch.randn(1, 3, 7, 5, generator=torch.Generator().manual_seed(1)) * 50  # odd, non-square
+    with torch.no_grad():
+        trunk = reference_trunk(reference_weights, x)
+        for arch, model in loaded.items():
+            expected = reference_head(weights_for(reference_weights, arch), trunk, arch, 7, 5)
+            assert_close_relative(model(x), expected)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (17, 1), (31, 32), (33, 47), (64, 64), (100, 3)])
+def test_heads_compute_what_the_reference_heads_compute_at_any_size(loaded_heads, head_weights, size):
+    # The same comparison from random pool3/pool4/drop7 maps of the sizes the trunk makes for the input
+    # size, so that many sizes are cheap; the full forward pass is compared above.
+    h, w = size
+    sh, sw = reference_feature_sizes(h), reference_feature_sizes(w)
+    g = torch.Generator().manual_seed(h * 1000 + w)
+    channels = {"pool3": 256, "pool4": 512, "drop7": 4096}
+    trunk = {k: torch.rand(1, c, sh[k], sw[k], generator=g) * 10 for k, c in channels.items()}
+    feats = {8: trunk["pool3"], 16: trunk["pool4"], 32: trunk["drop7"]}
+    with torch.no_grad():
+        for arch, model in loaded_heads.items():
+            expected = reference_head(weights_for(head_weights, arch), trunk, arch, h, w)
+            assert_close_relative(model.decode(feats, (h, w)), expected)
+
+
+def test_at_once_scales_are_exactly_undone_by_skip_weights_100_and_10000_times_larger(loaded_heads):
+    # weights_for gives the at-once net FCN-8s's skip weights times 100 and 10000: with pool4 scaled by
+    # exactly 0.01 and pool3 by 0.0001 the two nets agree; a scale off by any factor would not.
+    loaded = loaded_heads
+    assert loaded["fcn8s_atonce"].at_once and not loaded["fcn8s"].at_once
+    g = torch.Generator().manual_seed(0)
+    feats = {8: torch.rand(1, 256, 40, 40, generator=g), 16: torch.rand(1, 512, 20, 20, generator=g)}
+    feats[32] = torch.rand(1, 4096, 4, 4, generator=g)
+    with torch.no_grad():
+        at_once, fcn8s = (
+            loaded["fcn8s_atonce"].decode(feats, (20, 20)),
+            loaded["fcn8s"].decode(feats, (20, 20)),
+        )
+    torch.testing.assert_close(at_once, fcn8s, rtol=1e-4, atol=1e-4 * fcn8s.abs().max().item())
+
+
+@pytest.mark.slow
+def test_pretrained_path_loads_a_torchvision_vgg16_state_dict(tmp_path):
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in torchvision.models.vgg16().state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(s, generator=g) * 0.01 for k, s in shapes.items()}  # a random torchvision VGG16
+    path = tmp_path / "vgg16.pth"
+    torch.save(state, path)
+    del state
+    state = torch.load(path, weights_only=True)
+    model = FCN32s(pretrained=str(path))
+    vgg = model.backbone
+    assert torch.equal(vgg.fc6.weight, state["classifier.0.weight"].view(4096, 512, 7, 7))
+    assert torch.equal(vgg.fc6.bias, state["classifier.0.bias"])
+    assert torch.equal(vgg.fc7.weight, state["classifier.3.weight"].view(4096, 4096, 1, 1))
+    assert torch.equal(vgg.conv1_1.weight, state["features.0.weight"])
+    assert torch.equal(vgg.conv5_3.bias, state["features.28.bias"])
+    assert not model.score_fr.weight.any()  # fc8 (classifier.6) is dropped, score_fr starts at zero
+
+
+@pytest.mark.slow
+def test_conversion_command_writes_an_evaluable_checkpoint(reference_weights, tmp_path):
+    source = tmp_path / "fcn16s_reference.pth"
+    weights = weights_for(reference_weights, "fcn16s")
+    torch.save(weights, source)
+    out = tmp_path / "out" / "fcn16s.pt"
+    assert reference_main([str(source), str(out), "--arch", "fcn16s"]) == 0
+    checkpoint = torch.load(out, weights_only=True)
+    cfg = config_from_dict(checkpoint["config"])
+    assert cfg.model.arch == "fcn16s" and cfg.model.num_classes == NUM_CLASSES
+    assert cfg.data.transforms.normalization == "caffe" and cfg.model.pretrained.lower() == "false"
+    state = checkpoint["model"]
+    assert torch.equal(state["backbone.fc6.weight"], weights["fc6.weight"])
+    assert torch.equal(state["upscore16.weight"], weights["upscore16.weight"])
+    with torch.device("meta"):
+        model = FCN16s()
+    assert set(state) == set(model.state_dict())
+
+
+@pytest.mark.slow
+def test_conversion_command_reports_a_bad_input_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "fcn.models.reference", str(tmp_path / "missing.pth"), str(tmp_path / "o.pt")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "missing.pth" in result.stderr
+    assert "RuntimeWarning" not in result.stderr
