@@ -120,20 +120,35 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step-rate", type=float, default=20.0, help="model images/s to keep fed")
     parser.add_argument("--images", type=int, default=48, help="distinct generated images")
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing per preset")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing per preset and round")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds; the fastest round of each preset counts"
+    )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "data.json"))
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # a DataLoader worker process runs with one torch thread
     with tempfile.TemporaryDirectory() as tmp:
         pairs = make_images(Path(tmp), args.images)
-        rows = [("decode only", time_preset(None, pairs, args.seconds))]
-        for name, train, overrides in PRESETS:
-            tr_cfg = load_config(overrides=overrides).data.transforms
-            rows.append((name, time_preset(build_transforms(tr_cfg, train=train), pairs, args.seconds)))
+        presets = [("decode only", None)] + [
+            (name, build_transforms(load_config(overrides=overrides).data.transforms, train=train))
+            for name, train, overrides in PRESETS
+        ]
+        # Rounds interleave the presets so that a burst of load from other processes does not
+        # fall on one preset only; the fastest round of each is the least disturbed measurement.
+        best: dict[str, dict] = {}
+        for _ in range(args.rounds):
+            for name, transform in presets:
+                r = time_preset(transform, pairs, args.seconds)
+                if name not in best or r["images_per_s"] > best[name]["images_per_s"]:
+                    best[name] = r
+        rows = [(name, best[name]) for name, _ in presets]
 
     crop = load_config().data.transforms.crop_size
-    print(f"{WIDTH}x{HEIGHT} JPEG + PNG mask, crop {crop}, 1 process, 1 torch thread")
+    print(
+        f"{WIDTH}x{HEIGHT} JPEG + PNG mask, crop {crop}, 1 process, 1 torch thread, "
+        f"fastest of {args.rounds} rounds"
+    )
     print(f"{'preset':34s} {'img/s/worker':>12s} {'decode ms':>10s} {'transform ms':>13s} {'workers':>8s}")
     results = []
     for name, r in rows:
@@ -148,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": [HEIGHT, WIDTH],
         "crop_size": crop,
         "step_rate": args.step_rate,
+        "rounds": args.rounds,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
