@@ -24,6 +24,7 @@ from fcn.models import (
     FCN16s,
     FCN32s,
     build_model,
+    describe_init,
     init_from_state_dict,
     load_reference_weights,
     upsample_filt,
@@ -597,3 +598,19 @@ def test_reference_import_needs_the_reference_architecture():
         load_reference_weights(meta_model(FCN8s, upsampling="bilinear"), {})
     with pytest.raises(ValueError, match="backbone=vgg16_bn"):
         load_reference_weights(meta_model(FCN8s, backbone="vgg16_bn"), {})
+
+
+def test_staged_init_report_is_one_line_naming_the_new_tensors():
+    line = describe_init(
+        ["backbone.fc6.weight", "score_fr.weight"], ["score_pool4.weight", "upscore2.weight"]
+    )
+    assert "\n" not in line and "copied 2" in line and "score_pool4.weight, upscore2.weight" in line
+
+
+def test_unknown_options_are_named():
+    with pytest.raises(ValueError, match="resnet19"):
+        FCN8s(backbone="resnet19", geometry="same")
+    with pytest.raises(ValueError, match="bicubic"):
+        meta_model(FCN8s, upsampling="bicubic")
+    with pytest.raises(ValueError, match="dropout='none'"):
+        meta_model(FCN8s, dropout="none")

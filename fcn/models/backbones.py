@@ -7,6 +7,12 @@ A backbone maps an image batch to a dict of feature maps keyed by their stride: 
 stride-32 downsamplings and the final 1x1 convolution. The last one passes through dropout (the
 reference's drop7; an added one for non-VGG backbones) before the FCN's ``score_fr``.
 
+Every backbone rounds sizes up: a stride-s map of an H-pixel input has ceil(H / s) pixels, so the
+'same' geometry's fusion needs no offsets. VGG16 (pools without padding) centres pixel u of a
+stride-s map on input coordinate s*u + (s - 1)/2, which is the 'same' upsamplers' convention; the
+torchvision ResNets and MobileNetV3 (padded stride-2 convolutions) centre it on s*u, so their score
+maps land (s - 1)/2 input pixels off after upsampling, as in torchvision's own segmentation models.
+
 ImageNet weights come from torchvision (``pretrained=True``; downloaded into torch hub's cache when
 online) or from a local file holding torchvision's state dict for that backbone
 (``pretrained='/path/to/file.pth'``). Nothing is downloaded at import time.
@@ -209,6 +215,8 @@ def build_backbone(
     name: str, geometry: str = "paper", dropout: str = "element", dropout_p: float = 0.5
 ) -> nn.Module:
     """Return the randomly initialised backbone ``name`` (one of BACKBONES)."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone='{name}' is not one of {', '.join(BACKBONES)}")
     if name in VGG_BACKBONES:
         return VGG16Backbone(name == "vgg16_bn", geometry, dropout, dropout_p)
     if geometry != "same":
@@ -217,9 +225,7 @@ def build_backbone(
         )
     if name in _RESNETS:
         return ResNetBackbone(name, dropout, dropout_p)
-    if name == "mobilenet_v3_large":
-        return MobileNetV3Backbone(dropout, dropout_p)
-    raise ValueError(f"backbone='{name}' is not one of {', '.join(BACKBONES)}")
+    return MobileNetV3Backbone(dropout, dropout_p)
 
 
 def hub_cache_path(name: str) -> str:
