@@ -244,8 +244,9 @@ def check_pair(image: Image.Image, mask: np.ndarray, num_classes: Optional[int],
             f"{image.width}x{image.height}; masks must match their images pixel for pixel"
         )
     if num_classes is not None:
-        values = np.unique(mask)
-        bad = values[(values >= num_classes) & (values != VOID)]
+        counts = np.bincount(mask.ravel(), minlength=256)  # cheaper than np.unique on 500x375 masks
+        counts[VOID] = 0
+        bad = np.flatnonzero(counts[num_classes:]) + num_classes
         if bad.size:
             raise ValueError(
                 f"{mask_path}: labels {bad.tolist()} are outside 0..{num_classes - 1} and {VOID} (void); "
