@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -324,6 +326,17 @@ def test_folder_reads_palette_grayscale_and_colour_masks_as_the_same_labels(tmp_
     assert mask[3, 3] == 1 and mask[8, 4] == 2 and mask[0, 0] == 255
 
 
+def test_folder_reads_a_one_bit_mask_as_labels_0_and_1(tmp_path):
+    make_folder(tmp_path, ids=("a",))
+    bits = np.zeros((12, 10), dtype=bool)
+    bits[4:8, 2:5] = True
+    Image.fromarray(bits).save(tmp_path / "SegmentationClass" / "a.png")
+    assert Image.open(tmp_path / "SegmentationClass" / "a.png").mode == "1"
+    np.testing.assert_array_equal(
+        FolderSegmentation(tmp_path, "train", num_classes=2)[0][1], bits.astype(np.uint8)
+    )
+
+
 def test_folder_colour_mask_with_an_unknown_colour_names_file_and_colour(tmp_path):
     make_folder(tmp_path, "RGB")
     _, colours = read_classes(tmp_path / "classes.txt")
@@ -372,6 +385,21 @@ def _save_mode(path: Path, mode: str) -> np.ndarray:
         img.putpalette(voc_palette().tobytes())
         img.save(path)
         return voc_palette()[ramp // 20]
+    if mode == "RGB;16":  # a 48-bit PNG, written by hand (Pillow cannot write one)
+        rgb16 = np.dstack([ramp, ramp[:, ::-1], np.full_like(ramp, 50)]).astype(">u2") * 257
+        rows = b"".join(b"\0" + row.tobytes() for row in rgb16)
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        header = struct.pack(">IIBBBBB", 12, 10, 16, 2, 0, 0, 0)
+        path.write_bytes(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b"")
+        )
+        return (rgb16 // 257).astype(np.uint8)
     if mode == "CMYK":
         img = Image.new("CMYK", (12, 10), (0, 255, 255, 0))  # red, as a CMYK JPEG
         img.save(path, quality=100)
@@ -380,7 +408,8 @@ def _save_mode(path: Path, mode: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "mode, ext", [("L", ".png"), ("I;16", ".png"), ("RGBA", ".png"), ("P", ".png"), ("CMYK", ".jpg")]
+    "mode, ext",
+    [("L", ".png"), ("I;16", ".png"), ("RGB;16", ".png"), ("RGBA", ".png"), ("P", ".png"), ("CMYK", ".jpg")],
 )
 def test_grayscale_16bit_rgba_palette_and_cmyk_images_load_as_8bit_rgb(tmp_path, mode, ext):
     make_folder(tmp_path, ids=("a",))
@@ -388,7 +417,7 @@ def test_grayscale_16bit_rgba_palette_and_cmyk_images_load_as_8bit_rgb(tmp_path,
     write_palette_png(tmp_path / "SegmentationClass" / "a.png", np.zeros((10, 12), np.uint8))
     path = tmp_path / "JPEGImages" / f"a{ext}"
     expected = _save_mode(path, mode)
-    assert Image.open(path).mode == mode
+    assert Image.open(path).mode == {"RGB;16": "RGB"}.get(mode, mode)
     image, _ = FolderSegmentation(tmp_path, "train", num_classes=3)[0]
     assert image.mode == "RGB"
     assert np.abs(np.asarray(image).astype(int) - expected).max() <= 2

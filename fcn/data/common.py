@@ -195,8 +195,9 @@ def rgb_to_index(rgb: np.ndarray, lut: dict[int, int], path: Path) -> np.ndarray
 def read_png_mask(path: Path, lut: Optional[dict[int, int]] = None) -> np.ndarray:
     """Return the HxW uint8 label map of a mask image: palette ('P') or grayscale indices, or colours via `lut`."""
     img = _open(path)
-    if img.mode in ("P", "L"):
-        # np.array of a 'P' image gives the palette indices, i.e. the labels (VOC's SegmentationClass).
+    if img.mode in ("P", "L", "1"):
+        # np.array of a 'P' image gives the palette indices, i.e. the labels (VOC's SegmentationClass);
+        # a 1-bit mask gives labels 0 and 1.
         return np.array(img, dtype=np.uint8)
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         arr = np.asarray(img)
