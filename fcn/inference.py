@@ -339,12 +339,21 @@ def evaluate_model(
         if palette is None:
             raise ValueError("save_predictions needs the dataset's palette")
     matrix = ConfusionMatrix(num_classes, ignore_index=_IGNORE, device=device)
+    tta = flip or [float(s) for s in scales] != [1.0]
     index = 0
     bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
     for images, masks, sizes in bar:
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
-        preds = predict_labels(model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last)
+        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last)
+        if tta and any(size != tuple(images.shape[-2:]) for size in sizes):
+            # Mirroring or rescaling a padded image would move or blend the padding into the
+            # image, so a padded batch gets test-time augmentation image by image.
+            preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
+            for i, (h, w) in enumerate(sizes):
+                preds[i, :h, :w] = predict_labels(model, images[i : i + 1, :, :h, :w], **options)[0]
+        else:
+            preds = predict_labels(model, images, **options)
         # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
         matrix.update(preds, masks)
         if save_predictions is not None:

@@ -165,23 +165,23 @@ def test_evaluate_uses_ema_weights_by_default_and_tta_flags(setup, tmp_path):
     assert report["eval"]["flip"] is True and report["eval"]["scales"] == [0.75, 1.0]
 
 
-def test_evaluate_with_padded_batches_saves_each_prediction_at_its_own_size(setup, tmp_path):
+def test_evaluate_with_padded_batches_and_flip_matches_one_image_at_a_time(setup, tmp_path):
     _, ids, ckpt = setup
-    preds = tmp_path / "preds"
-    assert (
-        evaluate.main(
-            [
-                "--checkpoint",
-                str(ckpt),
-                "--no-progress",
-                "--save-predictions",
-                str(preds),
-                "data.val_batch_size=3",
-            ]
+    for batch in (1, 3):
+        args = [
+            "--checkpoint",
+            str(ckpt),
+            "--no-progress",
+            "--flip",
+            "--save-predictions",
+            str(tmp_path / str(batch)),
+        ]
+        assert evaluate.main([*args, f"data.val_batch_size={batch}"]) == 0
+    assert [_read_png(tmp_path / "3" / f"{name}.png").shape for name in ids] == SIZES
+    for name in ids:
+        assert np.array_equal(
+            _read_png(tmp_path / "3" / f"{name}.png"), _read_png(tmp_path / "1" / f"{name}.png")
         )
-        == 0
-    )
-    assert [_read_png(preds / f"{name}.png").shape for name in ids] == SIZES
 
 
 def test_load_model_picks_ema_or_raw_weights(setup):
