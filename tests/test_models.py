@@ -614,3 +614,11 @@ def test_unknown_options_are_named():
         meta_model(FCN8s, upsampling="bicubic")
     with pytest.raises(ValueError, match="dropout='none'"):
         meta_model(FCN8s, dropout="none")
+
+
+def test_pretrained_file_that_is_not_a_state_dict_is_one_line_error(tmp_path):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="garbage.pth") as info:
+        FCN32s(backbone="resnet18", geometry="same", pretrained=str(path))
+    assert "\n" not in str(info.value)

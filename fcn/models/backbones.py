@@ -234,6 +234,15 @@ def hub_cache_path(name: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
 
 
+def read_state_dict(path: str) -> object:
+    """Return what torch.load reads from path with weights_only=True, or raise a one-line ValueError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError of a truncated zip, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: cannot be read as a weights-only torch file ({first})") from None
+
+
 def torchvision_state_dict(name: str, pretrained: bool | str) -> Mapping[str, Tensor] | None:
     """Return torchvision's ImageNet state dict for backbone name (None when pretrained is False).
 
@@ -248,13 +257,13 @@ def torchvision_state_dict(name: str, pretrained: bool | str) -> Mapping[str, Te
                 f"model.pretrained='{pretrained}': no such file (give torchvision's {name} state dict, "
                 "true or false)"
             )
-        state = torch.load(pretrained, map_location="cpu", weights_only=True)
+        state = read_state_dict(pretrained)
         source = pretrained
     else:
         path = hub_cache_path(name)
         source = path
         if os.path.isfile(path):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = read_state_dict(path)
         else:
             weights = IMAGENET_WEIGHTS[name]
             try:

@@ -57,7 +57,7 @@ class FCN(nn.Module):
     """A fully convolutional network with skip fusion down to stride 32, 16 or 8.
 
     Use FCN32s, FCN16s, FCN8s or FCN8sAtOnce; forward maps (N, 3, H, W) to logits
-    (N, num_classes, H, W).
+    (N, num_classes, H, W). FCN-32s has a single path, so its 'full' fusion is its 'skip' fusion.
     """
 
     arch = "fcn"
@@ -87,12 +87,8 @@ class FCN(nn.Module):
                 "at-once scaling is the paper's FCN-8s with skip fusion (stride=8, fusion='skip')"
             )
         self.stride, self.num_classes, self.at_once = stride, num_classes, at_once
-        self.backbone_name, self.geometry, self.upsampling, self.fusion = (
-            backbone,
-            geometry,
-            upsampling,
-            fusion,
-        )
+        self.backbone_name, self.geometry = backbone, geometry
+        self.upsampling, self.fusion = upsampling, fusion
 
         self.backbone = build_backbone(backbone, geometry, dropout, dropout_p)
         channels = self.backbone.channels

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from fcn.config import ARCHS, load_config, to_dict
+from fcn.models.backbones import read_state_dict
 from fcn.models.fcn import AT_ONCE_SCALE, FCN, build_model
 
 # The Caffe mean the reference data layers subtract (voc_layers.py), in BGR order.
@@ -90,7 +91,7 @@ def load_reference_weights(model: FCN, state_dict: Mapping[str, Tensor]) -> None
 def _read_state_dict(path: str) -> Mapping[str, Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file (give a .pt/.pth state dict in the reference naming)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state_dict(path)
     if isinstance(state, Mapping) and "score_fr.weight" not in state:
         for nested in ("state_dict", "model"):
             if isinstance(state.get(nested), Mapping):
