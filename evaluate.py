@@ -22,7 +22,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Evaluate a checkpoint on data.val (the checkpoint's config, merged with --config "
         "files and key=value overrides) at each image's native resolution.",
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) written by train.py or imported")
+    p.add_argument(
+        "--checkpoint", help="checkpoint (.pt) written by train.py or imported (may also come first, unnamed)"
+    )
     p.add_argument(
         "--config",
         action="append",
@@ -58,7 +60,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--save-predictions", metavar="DIR", help="write each prediction as DIR/<image id>.png (palette PNG)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
+    if args.checkpoint is None:
+        # `python evaluate.py best.pt key=value ...`: the first argument without '=' is the checkpoint.
+        plain = [item for item in args.overrides if "=" not in item]
+        if not plain:
+            p.error("give the checkpoint to evaluate: --checkpoint FILE")
+        args.checkpoint = plain[0]
+        args.overrides.remove(plain[0])
+    return args
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:

@@ -173,7 +173,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--atol", type=float, default=1e-3, help="largest accepted |ONNX - PyTorch| on the logits")
     p.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

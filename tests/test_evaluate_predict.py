@@ -145,11 +145,10 @@ def test_evaluate_metrics_equal_fcn_metrics_on_its_saved_native_size_predictions
     assert len(np.unique(np.concatenate([_read_png(p).ravel() for p in preds.iterdir()]))) > 1
 
 
-def test_evaluate_uses_ema_weights_by_default_and_tta_flags(setup, tmp_path):
+def test_evaluate_takes_an_unnamed_checkpoint_ema_weights_by_default_and_tta_flags(setup, tmp_path):
     _, _, ckpt = setup
     out = tmp_path / "val.json"
     args = [
-        "--checkpoint",
         str(ckpt),
         "--no-progress",
         "--output",
