@@ -352,3 +352,16 @@ def test_pad_collate_in_dataloader_workers():
     images, masks = next(iter(loader))
     assert images.shape == (4, 3, 8, 7) and masks.shape == (4, 8, 7)
     assert (masks[3, :8, :4] == 3).all() and (masks[3, :, 4:] == 255).all()
+
+
+def test_transforms_pickle_for_spawned_workers():
+    import pickle
+
+    image, mask = coded_pair(5, 30, 30)
+    transform = build_transforms(standard(crop_size=24, color_jitter=0.3), train=True)
+    clone = pickle.loads(pickle.dumps(transform))
+    torch.manual_seed(0)
+    a = transform(image, mask)
+    torch.manual_seed(0)
+    b = clone(image, mask)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

@@ -89,9 +89,9 @@ def mosaic(
     output into four quadrants. Each quadrant shows the corner of a half-size image (bilinear for
     images, nearest for masks) that touches the centre, as YOLOv4's mosaic places its four images;
     where a quadrant is larger than a half image the rest is padding (image 0, mask 255). Output i
-    holds image i and the next three along the random cycle.
+    holds image i (top-left) and the next three along the random cycle, clockwise.
     """
-    n, channels, height, width = images.shape
+    n, _, height, width = images.shape
     half_h, half_w = (height + 1) // 2, (width + 1) // 2
     # Exactly 2x smaller when the side is even: bilinear without antialiasing then averages 2x2 blocks.
     small = F.resize(tv_tensors.Image(images), [half_h, half_w], antialias=False).as_subclass(torch.Tensor)
@@ -108,40 +108,16 @@ def mosaic(
 
     out = images.new_zeros(images.shape)
     out_masks = masks.new_full(masks.shape, IGNORE_INDEX)
-    top_h, bottom_h = min(cy, half_h), min(height - cy, half_h)
-    left_w, right_w = min(cx, half_w), min(width - cx, half_w)
-    # (source, output rows, output cols, rows of the half image, cols of the half image)
-    quadrants = [
-        (
-            sources[0],
-            slice(cy - top_h, cy),
-            slice(cx - left_w, cx),
-            slice(half_h - top_h, half_h),
-            slice(half_w - left_w, half_w),
-        ),
-        (
-            sources[1],
-            slice(cy - top_h, cy),
-            slice(cx, cx + right_w),
-            slice(half_h - top_h, half_h),
-            slice(0, right_w),
-        ),
-        (
-            sources[2],
-            slice(cy, cy + bottom_h),
-            slice(cx - left_w, cx),
-            slice(0, bottom_h),
-            slice(half_w - left_w, half_w),
-        ),
-        (
-            sources[3],
-            slice(cy, cy + bottom_h),
-            slice(cx, cx + right_w),
-            slice(0, bottom_h),
-            slice(0, right_w),
-        ),
-    ]
-    for src, rows, cols, src_rows, src_cols in quadrants:
+    # Quadrants clockwise from the top-left; each shows the corner of its half image nearest the centre.
+    for src, top, left in zip(sources, (True, True, False, False), (True, False, False, True)):
+        h = min(cy, half_h) if top else min(height - cy, half_h)
+        w = min(cx, half_w) if left else min(width - cx, half_w)
+        rows, src_rows = (
+            (slice(cy - h, cy), slice(half_h - h, half_h)) if top else (slice(cy, cy + h), slice(0, h))
+        )
+        cols, src_cols = (
+            (slice(cx - w, cx), slice(half_w - w, half_w)) if left else (slice(cx, cx + w), slice(0, w))
+        )
         out[:, :, rows, cols] = small[src][:, :, src_rows, src_cols]
         out_masks[:, rows, cols] = small_masks[src][:, src_rows, src_cols]
     return out, out_masks
