@@ -221,20 +221,81 @@ def lr_factor(iteration: int, total: int, cfg: DictConfig) -> float:
     return factor
 
 
+def _labelled(masks: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Return the number of labelled pixels (or their summed class weights)."""
+    valid = masks != IGNORE_INDEX
+    return valid.sum().float() if weight is None else weight[masks[valid]].sum()
+
+
 def segmentation_loss(
     logits: torch.Tensor, masks: torch.Tensor, normalize: bool, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Return the cross-entropy ignoring 255: averaged over labelled pixels, or summed (the
     reference's loss_param { normalize: false })."""
     total = F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
-    if not normalize:
-        return total
-    if weight is None:
-        count = (masks != IGNORE_INDEX).sum()
+    return total / _labelled(masks, weight).clamp_min(1) if normalize else total
+
+
+def train_one_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]],
+    *,
+    normalize: bool,
+    weight: torch.Tensor | None = None,
+    amp: str = "none",
+    scaler: torch.amp.GradScaler | None = None,
+    clip_grad_norm: float = 0.0,
+    iteration: int = 0,
+) -> float:
+    """Make one optimizer step over micro-batches (images, masks, masks_b, lam) on the model's
+    device; return the loss.
+
+    The micro-batches count as one batch of their union: a normalised loss is divided by the
+    labelled pixels of all of them (summed over processes), a summed loss is summed, so k
+    accumulated batches of 1 equal one batch of k (without BatchNorm), and N processes with batch b
+    equal one process with batch N*b. (Caffe's iter_size instead averages over the micro-batches;
+    the reference's solvers use iter_size 1.) MixUp's second target is weighted by 1 - lam.
+    """
+    device = batches[0][0].device
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if normalize:
+        denom = sum(_labelled(masks, weight) for _, masks, _, _ in batches)
+        denom = distributed.all_reduce_sum(torch.as_tensor(denom, device=device).float()).clamp_min(1)
+    optimizer.zero_grad(set_to_none=True)
+    loss_value = 0.0
+    for k, (images, masks, masks_b, lam) in enumerate(batches):
+        sync = contextlib.nullcontext()
+        if world > 1 and k < len(batches) - 1:
+            sync = model.no_sync()  # DistributedDataParallel: all-reduce once, on the last micro-batch
+        with sync:
+            with autocast(device, amp):
+                logits = model(images)
+            loss = segmentation_loss(logits, masks, False, weight)
+            if masks_b is not None:
+                loss = lam * loss + (1.0 - lam) * segmentation_loss(logits, masks_b, False, weight)
+            if normalize:
+                loss = loss / denom
+            if not torch.isfinite(loss) and scaler is None:
+                raise TrainingError(
+                    f"the loss is {loss.item()} at iteration {iteration + 1}; lower optimizer.lr, "
+                    "set training.clip_grad_norm, or check the data"
+                )
+            # DistributedDataParallel averages gradients over processes; undo that to sum them.
+            scaled = loss * world
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        loss_value += loss.item()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if clip_grad_norm > 0:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
     else:
-        valid = masks != IGNORE_INDEX
-        count = weight[masks[valid]].sum()
-    return total / count.clamp_min(1)
+        optimizer.step()
+    return loss_value
 
 
 class ModelEMA:
@@ -404,7 +465,7 @@ def fit(cfg: DictConfig) -> dict:
     from fcn.data import build_dataset, class_names, palette
     from fcn.data.mixing import build_mixer
     from fcn.data.transforms import build_transforms
-    from fcn.models import build_model, init_from_state_dict
+    from fcn.models import build_model, describe_init, init_from_state_dict
 
     device = select_device(cfg.training.device)
     info = distributed.env_info()
@@ -436,11 +497,7 @@ def fit(cfg: DictConfig) -> dict:
     if cfg.model.init_from:
         state = load_checkpoint(cfg.model.init_from)
         copied, new = init_from_state_dict(model, state.get("model", state))
-        _log(
-            info,
-            f"init_from {cfg.model.init_from}: copied {len(copied)} tensors ({', '.join(copied)}); "
-            f"new {len(new)} ({', '.join(new) or 'none'})",
-        )
+        _log(info, f"init_from {cfg.model.init_from}: {describe_init(copied, new)}")
     if t.sync_bn and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
@@ -587,8 +644,7 @@ def fit(cfg: DictConfig) -> dict:
     train_model.train()
     with _StopFlag() as stop:
         while iteration < total:
-            optimizer.zero_grad(set_to_none=True)
-            epoch_done, loss_value = False, 0.0
+            epoch_done, batches = False, []
             for micro in range(t.accumulate):
                 if batch_pos >= batches_per_epoch:
                     epoch, batch_pos, data_iter, epoch_done = epoch + 1, 0, None, True
@@ -604,44 +660,26 @@ def fit(cfg: DictConfig) -> dict:
                     images, masks, masks_b, lam = mixer(images, masks, g)
                 if t.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                sync = contextlib.nullcontext()
-                if info.enabled and micro < t.accumulate - 1:
-                    sync = train_model.no_sync()
-                with sync:
-                    with autocast(device, t.amp):
-                        logits = train_model(images)
-                    loss = segmentation_loss(logits, masks, cfg.loss.normalize, weight)
-                    if masks_b is not None:
-                        loss = lam * loss + (1.0 - lam) * segmentation_loss(
-                            logits, masks_b, cfg.loss.normalize, weight
-                        )
-                    if not torch.isfinite(loss) and scaler is None:
-                        raise TrainingError(
-                            f"the loss is {loss.item()} at iteration {iteration + 1}; lower optimizer.lr, "
-                            "set training.clip_grad_norm, or check the data"
-                        )
-                    loss = loss / t.accumulate  # Caffe's iter_size also averages accumulated gradients
-                    (scaler.scale(loss) if scaler is not None else loss).backward()
-                loss_value += loss.item()
+                batches.append((images, masks, masks_b, lam))
                 seen_images += images.shape[0]
-            if batch_pos >= batches_per_epoch:
-                epoch_done = True
-            if t.clip_grad_norm > 0:
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            loss_value = train_one_step(
+                train_model,
+                optimizer,
+                batches,
+                normalize=cfg.loss.normalize,
+                weight=weight,
+                amp=t.amp,
+                scaler=scaler,
+                clip_grad_norm=t.clip_grad_norm,
+                iteration=iteration,
+            )
             scheduler.step()
             if ema is not None:
                 ema.update(_unwrap(model))
             iteration += 1
             loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
             if batch_pos >= batches_per_epoch:  # the epoch is over: the next step starts the next one
-                epoch, batch_pos, data_iter = epoch + 1, 0, None
+                epoch, batch_pos, data_iter, epoch_done = epoch + 1, 0, None, True
 
             lr = optimizer.param_groups[0]["lr"]
             now = time.time()
