@@ -251,6 +251,18 @@ def test_seg11valid_content_is_checked_against_the_papers_736_ids(tmp_path, serv
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_damaged_seg11valid_already_in_place_is_fetched_again(tmp_path, server):
+    base, handler = server
+    handler.files["seg11valid.txt"] = SEG11VALID_TEXT.encode()
+    (tmp_path / "seg11valid.txt").write_text("2007_000033\n")
+    lines: list[str] = []
+    assert dl.download(tmp_path, ["seg11valid"], mirror=base, progress=False, log=lines.append) == [
+        "seg11valid"
+    ]
+    assert "expected 736 distinct ids" in lines[0] and "downloading again" in lines[0]
+    assert (tmp_path / "seg11valid.txt").read_text() == SEG11VALID_TEXT
+
+
 def test_command_line_exits_nonzero_on_a_checksum_mismatch(tmp_path, server, archives, capsys):
     base, handler = server
     handler.files.update(archives)  # the tiny archive does not have the official MD5

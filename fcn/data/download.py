@@ -198,7 +198,7 @@ def fetch(url: str, dest: Path, progress: bool = True, timeout: float = 60.0) ->
                     bar.update(len(block))
             except OSError as exc:
                 raise DownloadError(
-                    f"{url}: connection lost after {received} bytes ({exc}); run again to resume"
+                    f"{url}: download stopped after {received} bytes ({exc}); run again to resume"
                 ) from None
     if total is not None and received != total:
         raise DownloadError(f"{url}: got {received} of {total} bytes; run again to resume")
@@ -264,11 +264,16 @@ def prepare(
     """Put `resource` in place under `root` (download, verify, extract, check); return False if it already was."""
     root = Path(root)
     url = url or resource.url
+    dest = root / resource.filename
+    if not resource.archive and dest.exists():
+        try:  # a plain file is its own result: check its content, not only that it exists
+            _verify(resource, dest, str(dest))
+        except DownloadError as exc:
+            log(f"{resource.name}: {exc}; downloading again")
     if not missing_paths(resource, root):
         log(f"{resource.name}: already present in {root}; nothing to do")
         return False
     root.mkdir(parents=True, exist_ok=True)
-    dest = root / resource.filename
     if dest.exists():
         log(f"{resource.name}: found {dest}, verifying")
         try:
