@@ -29,11 +29,14 @@ CHECK_SIZES = ((1, 3, 64, 64), (2, 3, 97, 131))
 """Input shapes the export is checked on: odd sizes exercise the paper geometry's crops."""
 
 
-def _atomic_target(path: Path):
+def _atomic_target(path: Path) -> str:
     """Return a temporary path beside path (the caller renames it onto path when complete)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the usual mode
     return tmp
 
 
@@ -130,7 +133,9 @@ def check_torchscript(
     model: nn.Module, path: str | os.PathLike, shapes: Sequence[Sequence[int]] = CHECK_SIZES
 ) -> list[float]:
     """Return the max absolute difference between the TorchScript file's and the model's logits per shape."""
-    loaded = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
+        loaded = torch.jit.load(str(path), map_location="cpu")
     diffs = []
     for x in _inputs(shapes):
         expected, got = model.eval()(x), loaded(x)

@@ -237,6 +237,12 @@ def segment(
 # Atomic file writing
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(temp_path) on a temporary file beside path, then rename it onto path."""
     path = Path(path)
@@ -245,6 +251,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -107,6 +108,9 @@ def test_save_index_png_keeps_indices_and_palette(tmp_path):
         assert np.array_equal(np.asarray(image), mask)
         assert np.asarray(image.convert("RGB"))[0, 1].tolist() == [10, 20, 30]
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "sub" / "a.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_write_json_writes_nan_as_null(tmp_path):
