@@ -198,6 +198,30 @@ class ColorJitter(v2.Transform):
         return f"strength={self.strength}"
 
 
+def _nearest_exact_index(in_size: int, out_size: int) -> np.ndarray:
+    """Return, per output pixel, the input pixel under its centre: floor((i + 0.5) * in / out).
+
+    In exact integer arithmetic; torch's float32 'nearest-exact' agrees except where the centre
+    falls exactly on a pixel border and float rounding tips it to one side.
+    """
+    return np.minimum((2 * np.arange(out_size) + 1) * in_size // (2 * out_size), in_size - 1)
+
+
+def _resize_mask_nearest_exact(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Return the HxW uint8 mask resized to size with NEAREST_EXACT (labels are only copied).
+
+    NEAREST_EXACT takes the label under each output pixel's centre, where the bilinear image kernel
+    is centred too; torch's plain 'nearest' reads under the top-left corner, half a pixel off.
+    """
+    if tuple(mask.shape) == size:
+        return mask
+    # Two NumPy gathers: about 3x faster than torch's nearest kernel on one uint8 channel.
+    array = mask.as_subclass(torch.Tensor).numpy()
+    rows = _nearest_exact_index(array.shape[0], size[0])
+    cols = _nearest_exact_index(array.shape[1], size[1])
+    return torch.from_numpy(array.take(rows, axis=0).take(cols, axis=1))
+
+
 class RandomScaleCrop(v2.Transform):
     """Rescale by a random factor, pad to at least the crop (image 0, mask 255), take a random crop.
 
@@ -248,11 +272,18 @@ class RandomScaleCrop(v2.Transform):
         )
         rows, cols = params["rows"], params["cols"]
         if rows is not None and cols is not None:
-            piece = F.crop(inpt, rows[0], cols[0], rows[1], cols[1])
-            # NEAREST_EXACT samples the label under each output pixel's centre, as bilinear centres
-            # its kernel (torch's plain 'nearest' reads the top-left corner, half a pixel off).
-            interpolation = InterpolationMode.NEAREST_EXACT if is_mask else InterpolationMode.BILINEAR
-            piece = F.resize(piece, [rows[3], cols[3]], interpolation=interpolation, antialias=True)
+            size = (rows[3], cols[3])
+            if is_mask:
+                piece = _resize_mask_nearest_exact(
+                    inpt[rows[0] : rows[0] + rows[1], cols[0] : cols[0] + cols[1]], size
+                )
+            else:
+                piece = F.crop(inpt, rows[0], cols[0], rows[1], cols[1])
+                if (rows[1], cols[1]) != size and not piece.permute(1, 2, 0).is_contiguous():
+                    # torch's fast uint8 bilinear kernel wants interleaved (HWC) pixels; a crop that
+                    # cuts columns is not, and a copy first halves the resize time.
+                    piece = tv_tensors.wrap(piece.permute(1, 2, 0).contiguous().permute(2, 0, 1), like=piece)
+                piece = F.resize(piece, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
             canvas[..., rows[2] : rows[2] + rows[3], cols[2] : cols[2] + cols[3]] = piece.as_subclass(
                 torch.Tensor
             )
