@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     crop = load_config().data.transforms.crop_size
     print(
         f"{WIDTH}x{HEIGHT} JPEG + PNG mask, crop {crop}, 1 process, 1 torch thread, "
-        f"fastest of {args.rounds} rounds"
+        f"fastest of {args.rounds} rounds, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(
         f"{'preset':34s} {'img/s/worker':>12s} {'decode ms':>10s} {'transform ms':>13s} "
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],  # other work skews timings
         "results": results,
     }
     out = Path(args.out)
