@@ -438,7 +438,13 @@ def validate(cfg: DictConfig, source: str) -> None:
             f"{source}: data.batch_size={d.batch_size} with data.transforms.preset='paper' (native sizes) "
             "needs data.pad_collate=true, or use training.accumulate for the paper's batch of 20"
         )
-    mixing_on = d.mixing.cutmix_p + d.mixing.mixup_p + d.mixing.mosaic_p > 0
+    mixing_total = d.mixing.cutmix_p + d.mixing.mixup_p + d.mixing.mosaic_p
+    if mixing_total > 1.0 + 1e-9:
+        raise ConfigError(
+            f"{source}: data.mixing probabilities sum to {mixing_total:g} (cutmix_p + mixup_p + mosaic_p); "
+            "at most one mixing applies to a batch, so the sum must be at most 1"
+        )
+    mixing_on = mixing_total > 0
     if mixing_on and tr.preset == "paper" and not d.pad_collate:
         raise ConfigError(
             f"{source}: data.mixing needs images of one size: use data.transforms.preset=standard or data.pad_collate=true"
