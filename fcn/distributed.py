@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,34 @@ def is_primary() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all processes in place (a no-op when not distributed); return it."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _active():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
+def all_gather_object(obj: Any) -> list[Any]:
+    """Return every process's (picklable) `obj` in rank order; [obj] when not distributed."""
+    if not _active():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (BatchNorm running statistics) into every process's module."""
+    if _active():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src)
+
+
 def barrier() -> None:
     """Wait for every process (a no-op when not distributed)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _active():
         dist.barrier()

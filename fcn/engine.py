@@ -436,6 +436,16 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     return path
 
 
+def _resume_position(sampler_state: dict, batch_size: int, world_size: int) -> tuple[int, int]:
+    """Return the (epoch, batch) a resumed run starts at: the batch after the images of the epoch
+    already seen, which each process's share of the order (rank::world) makes a prefix of it, so
+    a different number of processes or batch size goes on from the same place (rounded down)."""
+    epoch, batch = sampler_state["epoch"], sampler_state["batch"]
+    if "images" in sampler_state:  # absent in checkpoints from before distributed resume
+        batch = sampler_state["images"] // (batch_size * world_size)
+    return epoch, batch
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     model = getattr(model, "module", model)  # DistributedDataParallel
     return getattr(model, "_orig_mod", model)  # torch.compile
@@ -474,6 +484,11 @@ def fit(cfg: DictConfig) -> dict:
         torch.cuda.set_device(device)
     if cfg.training.amp == "fp16" and device.type != "cuda":
         raise ValueError("training.amp=fp16 needs a CUDA device; use training.amp=bf16 on the CPU")
+    if cfg.training.sync_bn and info.enabled and device.type != "cuda":
+        raise ValueError(
+            "training.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
+            "set training.sync_bn=false"
+        )
     info = distributed.setup(device)
     t = cfg.training
     run_dir = Path(t.run_dir)
@@ -492,6 +507,7 @@ def fit(cfg: DictConfig) -> dict:
             + (f" x {info.world_size} processes" if info.enabled else "")
         )
     total = total_iterations(cfg, batches_per_epoch)
+    images_per_batch = cfg.data.batch_size * info.world_size
 
     model = build_model(cfg.model)
     if cfg.model.init_from:
@@ -510,6 +526,8 @@ def fit(cfg: DictConfig) -> dict:
     weight = torch.tensor(list(cfg.loss.class_weights), device=device) if cfg.loss.class_weights else None
     mixer = build_mixer(cfg.data.mixing)
 
+    if info.rank > 0:  # dropout masks differ across processes as across the images of one batch
+        _seed_everything(_mix_seed(t.seed, info.rank))
     iteration, epoch, batch_pos, best = 0, 0, 0, -1.0
     resume = _resume_path(cfg, run_dir)
     if resume is not None:
@@ -526,9 +544,23 @@ def fit(cfg: DictConfig) -> dict:
             first = str(exc).strip().splitlines()[0]
             raise TrainingError(f"training.resume: {resume} does not fit this config: {first}") from None
         iteration, best = state["iteration"], state["best_miou"]
-        epoch, batch_pos = state["sampler"]["epoch"], state["sampler"]["batch"]
-        restore_rng_state(state["rng"])
+        epoch, batch_pos = _resume_position(state["sampler"], cfg.data.batch_size, info.world_size)
+        rngs = state.get("rng_ranks") or []
+        if len(rngs) == info.world_size:
+            restore_rng_state(rngs[info.rank])
+        elif info.rank == 0:
+            restore_rng_state(state["rng"])
+        else:  # saved by fewer processes than resume it
+            _seed_everything(_mix_seed(t.seed, info.rank, iteration))
         _log(info, f"resumed from {resume} at iteration {iteration} (epoch {epoch}, batch {batch_pos})")
+    if info.enabled:  # without a shared filesystem a node may not see training.resume's checkpoint
+        positions = distributed.all_gather_object((iteration, epoch, batch_pos))
+        if len(set(positions)) > 1:
+            raise TrainingError(
+                f"training.resume: the processes would start at different (iteration, epoch, batch) "
+                f"{positions}; every node must read the same checkpoint (a shared run directory or a "
+                "training.resume path present on every node)"
+            )
 
     train_model: nn.Module = model
     if t.compile:
@@ -569,8 +601,8 @@ def fit(cfg: DictConfig) -> dict:
         f"{cfg.data.batch_size * t.accumulate * info.world_size}; run directory {run_dir}",
     )
 
-    def checkpoint_state() -> dict:
-        return {
+    def checkpoint_state(rng_ranks: list[dict] | None = None) -> dict:
+        state = {
             "version": CHECKPOINT_VERSION,
             "model": _unwrap(model).state_dict(),
             "ema": ema.module.state_dict() if ema is not None else None,
@@ -581,16 +613,26 @@ def fit(cfg: DictConfig) -> dict:
             "epoch": epoch,
             "best_miou": best,
             "rng": capture_rng_state(),
-            "sampler": {"epoch": epoch, "batch": batch_pos},
+            # images: of this epoch's order, seen by all processes (resume may change their number)
+            "sampler": {"epoch": epoch, "batch": batch_pos, "images": batch_pos * images_per_batch},
             "config": fcn_config.to_dict(cfg),
         }
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks  # every process's RNGs (dropout), in rank order
+        return state
 
     def save_last() -> None:
+        rng_ranks = distributed.all_gather_object(capture_rng_state()) if info.enabled else None
         if info.is_primary:
-            save_checkpoint(checkpoint_state(), run_dir / "checkpoints" / "last.pt")
+            save_checkpoint(checkpoint_state(rng_ranks), run_dir / "checkpoints" / "last.pt")
 
     def run_evaluation() -> dict:
         nonlocal best
+        # BatchNorm statistics drift apart across processes between DDP's broadcasts at each forward;
+        # every process evaluates rank 0's, the ones the checkpoint holds
+        distributed.broadcast_buffers(model)
+        if ema is not None:
+            distributed.broadcast_buffers(ema.module)
         metrics = evaluate(model, val_loader, cfg.model.num_classes, device, amp=t.amp, desc="eval")
         nonlocal loss_sum, loss_count
         record = {"iteration": iteration, "epoch": epoch, "time": time.time(), **metrics}
@@ -673,6 +715,11 @@ def fit(cfg: DictConfig) -> dict:
                 clip_grad_norm=t.clip_grad_norm,
                 iteration=iteration,
             )
+            stop_now = stop.requested
+            if info.enabled:  # the whole batch's loss; a Ctrl-C seen by any process stops all at this step
+                totals = torch.tensor([loss_value, float(stop_now)], dtype=torch.float64, device=device)
+                loss_value, stopping = distributed.all_reduce_sum(totals).tolist()
+                stop_now = stopping > 0
             scheduler.step()
             if ema is not None:
                 ema.update(_unwrap(model))
@@ -699,7 +746,7 @@ def fit(cfg: DictConfig) -> dict:
                 last_record = run_evaluation()
             elif t.checkpoint_every > 0 and iteration % t.checkpoint_every == 0:
                 save_last()
-            if stop.requested:
+            if stop_now:
                 if not evaluate_now:
                     save_last()
                 bar.close()
@@ -735,7 +782,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = fcn_config.load_config(paths, args.overrides)
         fit(cfg)
     except (fcn_config.ConfigError, TrainingError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        info = distributed.env_info()
+        print(f"error: {f'rank {info.rank}: ' if info.enabled else ''}{exc}", file=sys.stderr)
         return 1 if not isinstance(exc, fcn_config.ConfigError) else 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
