@@ -21,3 +21,10 @@ run_tests:
 	$(PYTHON) -m pytest
 
 pre_push_test: verify_format lint run_tests
+
+# The CPU demo: toy data (generated once), FCN-8s on ResNet-18 from scratch, evaluation, predictions.
+demo:
+	$(PYTHON) -m fcn.data.toy --root data/toy
+	$(PYTHON) train.py --config predefined_configs/toy.yml
+	$(PYTHON) evaluate.py --checkpoint runs/toy/checkpoints/best.pt --output runs/toy/eval.json
+	$(PYTHON) predict.py --checkpoint runs/toy/checkpoints/best.pt --input data/toy/JPEGImages/val_0000[0-3].jpg --output runs/toy/predictions
