@@ -330,34 +330,26 @@ def evaluate(
     *,
     amp: str = "none",
     channels_last: bool = False,
-    flip: bool = False,
-    scales: Sequence[float] = (1.0,),
     progress: bool = False,
     desc: str = "eval",
 ) -> dict:
-    """Return the paper's metrics of a model over a loader (summed across ranks) at the masks' own
-    resolution, with optional flip / multi-scale test-time augmentation."""
+    """Return the paper's metrics of a model over a loader, summed across processes, at the masks'
+    own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'.
+
+    Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
+    (fcn.inference.evaluate_model)."""
     from tqdm import tqdm
 
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, device=device)
-    tta = flip or tuple(scales) != (1.0,)
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if tta:
-            from fcn.inference import predict_probs
-
-            pred = predict_probs(
-                model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last
-            ).argmax(1)
-        else:
-            with autocast(device, amp):
-                pred = model(images).argmax(1)
-        matrix.update(pred, masks)
+        with autocast(device, amp):
+            pred = model(images).argmax(1)
+        matrix.update(pred, masks.to(device, non_blocking=True))
     matrix.all_reduce()
     model.train(was_training)
     result = matrix.compute()
