@@ -243,3 +243,29 @@ def test_train_py_bad_key_is_one_line_and_nonzero(tmp_path):
     assert proc.returncode == 2
     lines = [x for x in err.strip().splitlines() if x]
     assert len(lines) == 1 and "model.archh" in lines[0] and "Traceback" not in err
+
+
+def test_ema_channels_last_clipping_and_class_weights_run_and_are_recorded(toy_root, tmp_path, monkeypatch):
+    import fcn.models
+
+    monkeypatch.setattr(fcn.models, "build_model", lambda model_cfg: TinyNet(model_cfg.num_classes))
+    run = tmp_path / "run"
+    extra = (
+        "training.iters=4",
+        "training.eval_every=2",
+        "training.ema_decay=0.5",
+        "training.channels_last=true",
+        "training.clip_grad_norm=0.01",
+        "loss.class_weights=[1.0,2.0,2.0,2.0]",
+        "schedule.name=cosine",
+        "schedule.warmup_iters=2",
+        "training.vis_images=0",
+    )
+    fit(load_config(overrides=toy_overrides(toy_root, run, *extra)))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("ema" in r and 0.0 <= r["ema"]["mean_iou"] <= 1.0 for r in records)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    ema, raw = ckpt["ema"], ckpt["model"]
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw)  # the average lags the weights
+    lrs = [group["lr"] for group in ckpt["optimizer"]["param_groups"]]
+    assert lrs[1] == pytest.approx(2 * lrs[0])  # biases at twice the rate (lr_mult 2)
