@@ -512,6 +512,8 @@ def predict_files(
 
     names = class_names(cfg.data)
     colours = palette(cfg.data)
+    # A background class is left untinted in overlays, so the objects stand out on the photo.
+    untinted = 0 if names[0].lower() in ("background", "bg") else 255
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     files, errors = list_images(inputs)
@@ -531,7 +533,7 @@ def predict_files(
         rgb = np.asarray(image)
         save_index_png(mask, colours, out / f"{stem}.png")
         save_png(colorize(mask, colours), out / f"{stem}_color.png")
-        save_png(overlay(rgb, mask, colours, alpha=alpha), out / f"{stem}_overlay.png")
+        save_png(overlay(rgb, mask, colours, alpha=alpha, ignore_index=untinted), out / f"{stem}_overlay.png")
         present = [int(c) for c in np.unique(mask) if c < len(names)]
         save_png(legend(present, names, colours), out / f"{stem}_legend.png")
         done += 1
