@@ -773,7 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = fcn_config.load_config(paths, args.overrides)
         fit(cfg)
-    except (fcn_config.ConfigError, TrainingError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (fcn_config.ConfigError, TrainingError, OSError, ValueError, RuntimeError) as exc:
         info = distributed.env_info()
         print(f"error: {f'rank {info.rank}: ' if info.enabled else ''}{exc}", file=sys.stderr)
         return 1 if not isinstance(exc, fcn_config.ConfigError) else 2
