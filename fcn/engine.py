@@ -443,7 +443,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)  # torch.compile
 
 
-def _vis_grid(model, dataset, indices, cfg, device, palette) -> np.ndarray:
+def _vis_grid(model, dataset, indices, cfg, device, palette, class_names) -> np.ndarray:
     from fcn.data.transforms import denormalize
     from fcn.visualize import prediction_grid
 
@@ -459,7 +459,7 @@ def _vis_grid(model, dataset, indices, cfg, device, palette) -> np.ndarray:
             images.append(denormalize(image, cfg.data.transforms.normalization))
             gts.append(mask.numpy().astype(np.uint8))
     model.train(was_training)
-    return prediction_grid(images, gts, preds, palette)
+    return prediction_grid(images, gts, preds, palette, class_names)
 
 
 def fit(cfg: DictConfig) -> dict:
@@ -653,7 +653,7 @@ def fit(cfg: DictConfig) -> dict:
             if vis_indices:
                 from fcn.visualize import save_png
 
-                grid = _vis_grid(model, val_set, vis_indices, cfg, device, colours)
+                grid = _vis_grid(model, val_set, vis_indices, cfg, device, colours, names)
                 save_png(grid, run_dir / "vis" / f"iter_{iteration:07d}.png")
                 writer.add_image("val/fixed_batch", grid, iteration, dataformats="HWC")
             with open(run_dir / "metrics.jsonl", "a") as f:

@@ -149,9 +149,12 @@ def prediction_grid(
     preds: Sequence[Any],
     palette: np.ndarray,
     class_names: Sequence[str] | None = None,
+    min_height: int = 128,
 ) -> np.ndarray:
     """Return an HxWx3 uint8 grid, one row per image: image | ground truth | prediction, with column
-    titles (gts=None: image | prediction); with class_names, a legend of the classes shown below."""
+    titles (gts=None: image | prediction); with class_names, a legend of the classes shown below.
+    Rows lower than min_height pixels are enlarged by a whole factor (pixels repeated), so small
+    images stay legible."""
     palette = _check_palette(palette)
     if gts is not None and len(gts) != len(images):
         raise ValueError(f"{len(images)} images but {len(gts)} ground-truth masks")
@@ -171,7 +174,9 @@ def prediction_grid(
             if mask.shape != image.shape[:2]:
                 raise ValueError(f"row {i}: image is {image.shape[:2]} but a mask is {mask.shape}")
             present.update(int(c) for c in np.unique(mask) if c != VOID)
-        rows.append([image] + [colorize(m, palette) for m in masks])
+        tiles = [image] + [colorize(m, palette) for m in masks]
+        factor = -(-min_height // image.shape[0]) if image.shape[0] < min_height else 1
+        rows.append([tile.repeat(factor, axis=0).repeat(factor, axis=1) for tile in tiles])
 
     titles = ["image", "ground truth", "prediction"] if gts is not None else ["image", "prediction"]
     col_w = [max(row[c].shape[1] for row in rows) for c in range(len(titles))]

@@ -66,7 +66,7 @@ def test_overlay_rejects_size_mismatch(palette):
 def test_prediction_grid_places_tiles_in_columns(palette):
     samples = [make_sample(20, 30, 0), make_sample(16, 24, 1)]
     images, gts, preds = zip(*samples)
-    grid = prediction_grid(images, gts, preds, palette)
+    grid = prediction_grid(images, gts, preds, palette, min_height=1)
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
     gap = visualize._GAP
     assert grid.shape[1] == 3 * 30 + 4 * gap
@@ -83,7 +83,7 @@ def test_prediction_grid_places_tiles_in_columns(palette):
 
 def test_prediction_grid_without_ground_truth_has_two_columns(palette):
     image, _, pred = make_sample(20, 30)
-    grid = prediction_grid([image], None, [pred], palette)
+    grid = prediction_grid([image], None, [pred], palette, min_height=1)
     assert grid.shape[1] == 2 * 30 + 3 * visualize._GAP
 
 
@@ -139,3 +139,14 @@ def test_save_png_failure_keeps_previous_file(tmp_path, monkeypatch):
         save_png(np.zeros_like(image), path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["out.png"]
+
+
+def test_prediction_grid_enlarges_small_images_by_a_whole_factor(palette):
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[5, 7] = (1, 2, 3)  # a colour neither the canvas nor the palette uses
+    mask = np.zeros((20, 30), np.uint8)
+    small = prediction_grid([image], None, [mask], palette, min_height=1)
+    large = prediction_grid([image], None, [mask], palette, min_height=64)  # 20 px -> x4 = 80 px
+    assert large.shape[1] - small.shape[1] == 2 * 3 * 30
+    marked = np.argwhere((large == (1, 2, 3)).all(axis=2))
+    assert len(marked) == 16 and np.ptp(marked[:, 0]) == 3 and np.ptp(marked[:, 1]) == 3
