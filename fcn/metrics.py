@@ -21,24 +21,20 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-# Targets at most this large are binned directly (their rows fall past num_classes**2 and are
-# dropped); larger or negative ones are first mapped to the overflow row num_classes.
-_MAX_DIRECT_TARGET = 1024
 # Interleaved sub-histograms per bincount on the CPU (see update); 4 was fastest on 500x500 maps.
 _CPU_LANES = 4
+# Index dtypes whose every value converts to int32 unchanged.
+_EXACT_IN_INT32 = (torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)
 
 
-def _check_indices(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Return ``x`` as an integer tensor of class indices, or raise TypeError for other dtypes."""
+def _check_indices(x: torch.Tensor, name: str) -> None:
+    """Raise TypeError unless ``x`` is a tensor of integer (or bool) class indices."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(x).__name__}")
-    if x.dtype == torch.bool:
-        return x.to(torch.uint8)
     if x.is_floating_point() or x.is_complex():
         raise TypeError(
             f"{name} must hold integer class indices, got dtype {x.dtype} (take logits.argmax(1) first)"
         )
-    return x
 
 
 class ConfusionMatrix:
@@ -50,7 +46,7 @@ class ConfusionMatrix:
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-        self._lanes: dict[torch.dtype, torch.Tensor] = {}
+        self._buffers: dict[str, torch.Tensor] = {}  # scratch reused across updates (see update)
 
     def __repr__(self) -> str:
         return (
@@ -67,64 +63,74 @@ class ConfusionMatrix:
         """Add the pixels of ``pred`` vs ``target`` (integer class-index tensors of equal shape).
 
         Targets equal to ``ignore_index`` or outside [0, num_classes) are not counted; a prediction
-        outside [0, num_classes) raises ValueError.
+        outside [0, num_classes) raises ValueError (and nothing is counted).
         """
-        pred = _check_indices(pred, "pred")
-        target = _check_indices(target, "target")
+        _check_indices(pred, "pred")
+        _check_indices(target, "target")
         if pred.shape != target.shape:
             raise ValueError(
                 f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}; "
                 "pass class indices (e.g. logits.argmax(1)) of the mask's shape"
             )
-        n = self.num_classes
-        device = self.mat.device
-        pred = pred.to(device, non_blocking=True).reshape(-1)
-        target = target.to(device, non_blocking=True).reshape(-1)
-        if pred.numel() == 0:
+        numel = pred.numel()
+        if numel == 0:
             return
-
-        pmin, pmax = torch.aminmax(pred)
-        tmin, tmax = torch.aminmax(target)
-        bounds = (pmin, pmax, tmin, tmax)
-        if device.type == "cpu":
-            pmin, pmax, tmin, tmax = (int(b) for b in bounds)
-        else:  # one host sync for the four bounds (bincount syncs on CUDA anyway)
-            pmin, pmax, tmin, tmax = torch.stack([b.long() for b in bounds]).tolist()
-        if pmin < 0 or pmax >= n:
-            bad = pmin if pmin < 0 else pmax
-            raise ValueError(f"pred holds class index {bad}, outside [0, {n}) for num_classes={n}")
-
+        n = self.num_classes
+        # Both indices are clamped to [-1, n] and shifted by one, so the histogram has a border row and
+        # column on each side: border rows are ignored targets, border columns invalid predictions.
+        # This replaces range checks over the pixels by a look at 4 * (n + 2) counts.
+        side = n + 2
+        lanes = _CPU_LANES if self.mat.device.type == "cpu" else 1
+        nbins = side * side * lanes
+        dtype = torch.int32 if nbins < 2**31 else torch.int64  # int32 halves the memory traffic
+        p = self._clamped(pred, "pred", n, dtype)
+        t = self._clamped(target, "target", n, dtype)
         if 0 <= self.ignore_index < n:
-            target = target.long().masked_fill(target == self.ignore_index, n)
-            tmax = max(tmax, n)
-        if tmin < 0 or tmax > max(_MAX_DIRECT_TARGET, n):
-            target = target.long()
-            target = torch.where((target < 0) | (target >= n), n, target)
-            tmax = n
-
-        # bin = target * n + pred: a target >= n (void 255) lands past n*n and is dropped. On the CPU
-        # each pixel also gets one of _CPU_LANES interleaved sub-histograms by position, so runs of one
-        # class (every real mask) do not serialise bincount on increments of a single counter.
-        lanes = _CPU_LANES if device.type == "cpu" else 1
-        wide = torch.int64 in (pred.dtype, target.dtype) or (tmax + 1) * n * lanes >= 2**31
-        dtype = torch.int64 if wide else torch.int32  # int32 halves memory traffic where it fits
+            t.masked_fill_(t == self.ignore_index, -1)
+        # bin = ((t + 1) * side + (p + 1)) * lanes + lane. On the CPU each pixel goes to one of `lanes`
+        # interleaved sub-histograms by position, so the runs of one class that fill every real mask
+        # do not serialise bincount on increments of a single counter.
+        index = torch.add(self._lane_base(numel, lanes, side, dtype), p, alpha=lanes, out=p)
+        index.add_(t, alpha=side * lanes)
+        hist = torch.bincount(index, minlength=nbins)
         if lanes > 1:
-            index = torch.add(self._lane_offsets(pred.numel(), lanes, dtype), pred, alpha=lanes)
-            index.add_(target, alpha=n * lanes)
-        else:
-            index = torch.add(pred.to(dtype), target.to(dtype), alpha=n)
-        counts = torch.bincount(index, minlength=n * n * lanes)[: n * n * lanes]
-        if lanes > 1:
-            counts = counts.view(n * n, lanes).sum(1)
-        self.mat += counts.view(n, n)
+            hist = hist.view(side * side, lanes).sum(1)
+        hist = hist.view(side, side)
+        if int(hist[:, :: side - 1].sum()):  # columns 0 and side - 1: predictions -1 and n
+            pred = pred.detach().to("cpu", torch.int64)
+            bad = pred[(pred < 0) | (pred >= n)][0].item()
+            raise ValueError(f"pred holds class index {bad}, outside [0, {n}) for num_classes={n}")
+        self.mat += hist[1 : n + 1, 1 : n + 1]
 
-    def _lane_offsets(self, numel: int, lanes: int, dtype: torch.dtype) -> torch.Tensor:
-        """Return [0, 1, .., lanes-1, 0, 1, ..] of length numel (cached, grown as needed)."""
-        cached = self._lanes.get(dtype)
-        if cached is None or cached.numel() < numel:
-            cached = torch.arange(numel, dtype=dtype, device=self.mat.device).remainder_(lanes)
-            self._lanes[dtype] = cached
-        return cached[:numel]
+    def _clamped(self, x: torch.Tensor, name: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """Return x flattened, clamped to [-1, n], as ``dtype`` in a scratch buffer on the matrix's device."""
+        out = self._scratch(name, x.numel(), dtype)
+        x = x.reshape(-1)
+        if x.dtype not in _EXACT_IN_INT32:
+            # (a uint64 beyond 2**63 turns negative here: still outside the classes, as it should)
+            x = x.to(out.device, torch.int64, non_blocking=True)
+            if dtype != torch.int64:
+                # clamp before narrowing: a cast would wrap values beyond int32 into class indices
+                return out.copy_(torch.clamp(x, -1, n, out=self._scratch("wide", x.numel(), torch.int64)))
+        return out.copy_(x).clamp_(-1, n)
+
+    def _scratch(self, name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        """Return a reusable 1-D buffer of numel elements on the matrix's device."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = torch.empty(numel, dtype=dtype, device=self.mat.device)
+            self._buffers[name] = buf
+        return buf[:numel]
+
+    def _lane_base(self, numel: int, lanes: int, side: int, dtype: torch.dtype) -> torch.Tensor:
+        """Return position % lanes + (side + 1) * lanes (the +1 shifts of both indices), cached."""
+        key = f"lanes{lanes}"
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = torch.arange(numel, dtype=dtype, device=self.mat.device).remainder_(lanes)
+            buf += (side + 1) * lanes
+            self._buffers[key] = buf
+        return buf[:numel]
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add the counts of ``other`` (same num_classes) into this matrix and return self."""

@@ -128,7 +128,7 @@ def test_merge_rejects_other_num_classes():
 
 def test_targets_outside_range_are_ignored():
     pred = torch.tensor([0, 1, 2, 1, 0, 2, 1])
-    target = torch.tensor([0, 1, -1, 255, 3, 10**6, 2**40])
+    target = torch.tensor([0, 1, -1, 255, 3, 10**6, 2**40])  # 2**40 would wrap to 0 in int32
     cm = ConfusionMatrix(3)
     cm.update(pred, target)
     expected = torch.zeros(3, 3, dtype=torch.int64)
@@ -136,10 +136,17 @@ def test_targets_outside_range_are_ignored():
     assert torch.equal(cm.mat, expected)
 
 
-def test_ignore_index_inside_class_range():
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8])
+def test_ignore_index_inside_class_range(dtype):
     cm = ConfusionMatrix(3, ignore_index=0)
-    cm.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 2, 0]))
+    cm.update(torch.tensor([0, 1, 2, 2], dtype=dtype), torch.tensor([0, 1, 2, 0], dtype=dtype))
     assert torch.equal(cm.mat, torch.diag(torch.tensor([0, 1, 1])))
+
+
+def test_bool_and_int16_inputs():
+    cm = ConfusionMatrix(2)
+    cm.update(torch.tensor([True, False, True]), torch.tensor([1, 0, 0], dtype=torch.int16))
+    assert torch.equal(cm.mat, torch.tensor([[1, 1], [0, 1]]))
 
 
 def test_shape_mismatch_raises():
@@ -147,12 +154,14 @@ def test_shape_mismatch_raises():
         ConfusionMatrix(N).update(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, 2, dtype=torch.long))
 
 
-@pytest.mark.parametrize("bad", [-1, N, 255])
-def test_pred_out_of_range_raises(bad):
+@pytest.mark.parametrize("bad", [-1, N, 255, 2**32, -(2**40)])
+def test_pred_out_of_range_raises_and_counts_nothing(bad):
+    cm = ConfusionMatrix(N)
     pred = torch.zeros(4, dtype=torch.long)
     pred[2] = bad
     with pytest.raises(ValueError, match=f"pred holds class index {bad}, outside"):
-        ConfusionMatrix(N).update(pred, torch.zeros(4, dtype=torch.long))
+        cm.update(pred, torch.zeros(4, dtype=torch.long))
+    assert int(cm.mat.sum()) == 0
 
 
 def test_float_pred_raises():
