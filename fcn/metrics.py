@@ -46,7 +46,11 @@ class ConfusionMatrix:
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-        self._buffers: dict[str, torch.Tensor] = {}  # scratch reused across updates (see update)
+        self._side = self.num_classes + 2  # the histogram's border: indices -1 and n (see update)
+        self._lanes = _CPU_LANES if self.mat.device.type == "cpu" else 1
+        # int32 indices halve the memory traffic where the largest bin fits
+        self._index_dtype = torch.int32 if self._side**2 * self._lanes < 2**31 else torch.int64
+        self._buffers: tuple[torch.Tensor, ...] | None = None  # see _workspace
 
     def __repr__(self) -> str:
         return (
@@ -58,7 +62,6 @@ class ConfusionMatrix:
         """Zero the counts."""
         self.mat.zero_()
 
-    @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add the pixels of ``pred`` vs ``target`` (integer class-index tensors of equal shape).
 
@@ -75,62 +78,56 @@ class ConfusionMatrix:
         numel = pred.numel()
         if numel == 0:
             return
-        n = self.num_classes
+        n, side, lanes = self.num_classes, self._side, self._lanes
+        lane_base, p, t, wide = self._workspace(numel)
         # Both indices are clamped to [-1, n] and shifted by one, so the histogram has a border row and
         # column on each side: border rows are ignored targets, border columns invalid predictions.
-        # This replaces range checks over the pixels by a look at 4 * (n + 2) counts.
-        side = n + 2
-        lanes = _CPU_LANES if self.mat.device.type == "cpu" else 1
-        nbins = side * side * lanes
-        dtype = torch.int32 if nbins < 2**31 else torch.int64  # int32 halves the memory traffic
-        p = self._clamped(pred, "pred", n, dtype)
-        t = self._clamped(target, "target", n, dtype)
+        # A look at 4 * (n + 2) counts thus replaces range checks over the pixels.
+        self._clamp_into(p, pred, wide)
+        self._clamp_into(t, target, wide)
         if 0 <= self.ignore_index < n:
             t.masked_fill_(t == self.ignore_index, -1)
         # bin = ((t + 1) * side + (p + 1)) * lanes + lane. On the CPU each pixel goes to one of `lanes`
         # interleaved sub-histograms by position, so the runs of one class that fill every real mask
         # do not serialise bincount on increments of a single counter.
-        index = torch.add(self._lane_base(numel, lanes, side, dtype), p, alpha=lanes, out=p)
+        index = torch.add(lane_base, p, alpha=lanes, out=p)
         index.add_(t, alpha=side * lanes)
-        hist = torch.bincount(index, minlength=nbins)
-        if lanes > 1:
-            hist = hist.view(side * side, lanes).sum(1)
-        hist = hist.view(side, side)
+        hist = torch.bincount(index, minlength=side * side * lanes).view(side, side, lanes)
         if int(hist[:, :: side - 1].sum()):  # columns 0 and side - 1: predictions -1 and n
             pred = pred.detach().to("cpu", torch.int64)
             bad = pred[(pred < 0) | (pred >= n)][0].item()
             raise ValueError(f"pred holds class index {bad}, outside [0, {n}) for num_classes={n}")
-        self.mat += hist[1 : n + 1, 1 : n + 1]
+        self.mat += hist[1 : n + 1, 1 : n + 1].sum(2)
 
-    def _clamped(self, x: torch.Tensor, name: str, n: int, dtype: torch.dtype) -> torch.Tensor:
-        """Return x flattened, clamped to [-1, n], as ``dtype`` in a scratch buffer on the matrix's device."""
-        out = self._scratch(name, x.numel(), dtype)
+    def _clamp_into(self, out: torch.Tensor, x: torch.Tensor, wide: torch.Tensor) -> None:
+        """Write x, flattened and clamped to [-1, num_classes], into ``out`` (on the matrix's device)."""
+        n = self.num_classes
         x = x.reshape(-1)
-        if x.dtype not in _EXACT_IN_INT32:
-            # (a uint64 beyond 2**63 turns negative here: still outside the classes, as it should)
-            x = x.to(out.device, torch.int64, non_blocking=True)
-            if dtype != torch.int64:
-                # clamp before narrowing: a cast would wrap values beyond int32 into class indices
-                return out.copy_(torch.clamp(x, -1, n, out=self._scratch("wide", x.numel(), torch.int64)))
-        return out.copy_(x).clamp_(-1, n)
+        if x.dtype in _EXACT_IN_INT32 or out.dtype == torch.int64:
+            out.copy_(x).clamp_(-1, n)  # copy_ converts the dtype and crosses devices
+        else:
+            # int64 (and wider unsigned types): clamp before narrowing, as a cast would wrap values
+            # beyond int32 into class indices (a uint64 beyond 2**63 turns negative: still outside)
+            if x.dtype != torch.int64 or x.device != out.device:
+                x = x.to(out.device, torch.int64, non_blocking=True)
+            out.copy_(torch.clamp(x, -1, n, out=wide))
 
-    def _scratch(self, name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
-        """Return a reusable 1-D buffer of numel elements on the matrix's device."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.numel() < numel or buf.dtype != dtype:
-            buf = torch.empty(numel, dtype=dtype, device=self.mat.device)
-            self._buffers[name] = buf
-        return buf[:numel]
-
-    def _lane_base(self, numel: int, lanes: int, side: int, dtype: torch.dtype) -> torch.Tensor:
-        """Return position % lanes + (side + 1) * lanes (the +1 shifts of both indices), cached."""
-        key = f"lanes{lanes}"
-        buf = self._buffers.get(key)
-        if buf is None or buf.numel() < numel or buf.dtype != dtype:
-            buf = torch.arange(numel, dtype=dtype, device=self.mat.device).remainder_(lanes)
-            buf += (side + 1) * lanes
-            self._buffers[key] = buf
-        return buf[:numel]
+    def _workspace(self, numel: int) -> tuple[torch.Tensor, ...]:
+        """Return (lane base, pred buffer, target buffer, int64 buffer) of numel elements, reused across
+        updates: the lane base is position % lanes + (side + 1) * lanes (the +1 shifts of both indices)."""
+        if self._buffers is None or self._buffers[0].numel() < numel:
+            device, dtype = self.mat.device, self._index_dtype
+            lane_base = torch.arange(numel, dtype=dtype, device=device).remainder_(self._lanes)
+            lane_base += (self._side + 1) * self._lanes
+            self._buffers = (
+                lane_base,
+                torch.empty(numel, dtype=dtype, device=device),
+                torch.empty(numel, dtype=dtype, device=device),
+                torch.empty(numel, dtype=torch.int64, device=device),  # pages untouched unless used
+            )
+        if self._buffers[0].numel() == numel:
+            return self._buffers
+        return tuple(b[:numel] for b in self._buffers)
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add the counts of ``other`` (same num_classes) into this matrix and return self."""
