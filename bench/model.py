@@ -1,0 +1,945 @@
+"""Model speed: FLOPs, time per image and achieved FLOP/s of FCN-32s/16s/8s against a measured matmul rate.
+
+For each arch (VGG16, pretrained=False, 21 classes) and geometry ('paper': the reference's pad 100;
+'same') at --size, this counts the FLOPs (torch.utils.flop_counter on the meta device), times
+inference (eval, torch.inference_mode) and a training step (forward, loss, backward, SGD step;
+batch 1) for the variants fp32, bf16 autocast, channels-last (cl), torch.compile and their
+combinations, and divides the achieved FLOP/s by a dense matmul rate measured in this run on the same
+device and dtype. Variants of a group are timed in interleaved rounds (best of the rounds is kept) so
+that load from other processes falls on all of them alike. Every fast inference variant is compared
+with fp32 on a generated natural-looking scene (smooth gradients and blurred shapes) through a model
+whose zero-initialised score layers get small random weights (biases centring the logits on that
+scene), so that the argmax map is not trivial: pixel agreement of the argmax and relative logit error.
+
+A variant whose time, estimated from a probe (one VGG conv layer at --probe-size, in each dtype and
+layout), exceeds --max-seconds per call is not run; the table shows the estimate marked '~'. On a CPU without native bf16 (no avx512_bf16/amx) this is where bf16
+ends up. The fp32 matmul is timed again in every group's rounds; '% mm' of fp32 rows uses that rate.
+
+Also: peak memory of an fp32 training step (FCN-8s, paper geometry, --size) and a check that 100
+training steps (FCN-8s, paper geometry, at --growth-size) retain no memory or tensors (step 10 vs 100).
+
+    python bench/model.py [--quick] [--size 500] [--archs fcn32s fcn16s fcn8s] [--no-compile]
+                          [--json bench/results/model.json]
+
+Prints markdown tables and the issue-8 targets (PASS/MISS and by how much); writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import gc
+import math
+import resource
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFilter
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import (  # noqa: E402
+    load_average,
+    machine_info,
+    markdown_table,
+    synchronize,
+    time_call,
+    time_interleaved,
+    write_json,
+)
+
+from fcn.config import load_config  # noqa: E402
+from fcn.engine import autocast, build_optimizer, segmentation_loss, select_device  # noqa: E402
+from fcn.models import build_model  # noqa: E402
+
+ARCHS = ("fcn32s", "fcn16s", "fcn8s")
+GEOMETRIES = ("paper", "same")
+
+
+# name: (amp, channels_last, compile)
+class Variant(NamedTuple):
+    """How a variant runs the model: autocast dtype, memory format, torch.compile, NNPACK 3x3 convs."""
+
+    amp: str
+    channels_last: bool
+    compile: bool
+    nnpack: bool = False
+
+
+VARIANTS: Dict[str, Variant] = {
+    "fp32": Variant("none", False, False),
+    "cl": Variant("none", True, False),
+    "bf16": Variant("bf16", False, False),
+    "bf16+cl": Variant("bf16", True, False),
+    "compile": Variant("none", False, True),
+    "compile+cl": Variant("none", True, True),
+    "compile+bf16": Variant("bf16", False, True),
+    "compile+bf16+cl": Variant("bf16", True, True),
+    # A prototype of a library change, not something fcn/ does today: see use_nnpack().
+    "proto:nnpack": Variant("none", False, False, nnpack=True),
+}
+QUICK_VARIANTS = ("fp32", "cl", "bf16", "bf16+cl", "proto:nnpack")
+MATMUL = "matmul fp32"  # timed with every group's variants
+
+# Issue 8's targets on the 2-core CPU.
+TARGET_FP32_FRACTION = 0.90  # paper-geometry FCN-8s fp32 inference vs the fp32 matmul rate
+TARGET_INFER_SPEEDUP = 2.2  # fastest inference variant with >= 99.5% pixel agreement vs fp32
+TARGET_AGREEMENT = 0.995
+TARGET_TRAIN_SPEEDUP = 2.2  # bf16 autocast training step vs fp32
+TARGET_TRAIN_SIZE = 320
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision normalisation
+GB = 1e9
+MB = 2**20
+
+
+# ----------------------------------------------------------------------------- inputs and models
+
+
+def make_scene(size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Return a natural-looking normalised image (1, 3, size, size) and its mask (1, size, size).
+
+    A smooth two-colour gradient with a soft wave, eight filled ellipses and polygons (classes 1-20),
+    a Gaussian blur and mild sensor noise; the mask marks 1-pixel object boundaries void (255) as VOC.
+    """
+    rng = np.random.default_rng(seed)
+    yy = np.linspace(0.0, 1.0, size)[:, None, None]
+    xx = np.linspace(0.0, 1.0, size)[None, :, None]
+    top, bottom = rng.uniform(60, 220, 3), rng.uniform(30, 180, 3)
+    background = top * (1 - yy) + bottom * yy + 25 * np.sin(2 * math.pi * (xx * rng.uniform(0.5, 2) + yy))
+    image = Image.fromarray(np.clip(np.broadcast_to(background, (size, size, 3)), 0, 255).astype(np.uint8))
+    mask = Image.new("L", (size, size), 0)
+    draw_image, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
+    for _ in range(8):
+        label = int(rng.integers(1, 21))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cx, cy = rng.uniform(0, size, 2)
+        rx, ry = rng.uniform(0.05, 0.25, 2) * size
+        if rng.random() < 0.5:
+            box = [cx - rx, cy - ry, cx + rx, cy + ry]
+            draw_image.ellipse(box, fill=colour)
+            draw_mask.ellipse(box, fill=label)
+        else:
+            angles = np.sort(rng.uniform(0, 2 * math.pi, int(rng.integers(3, 7))))
+            points = [(cx + rx * math.cos(a), cy + ry * math.sin(a)) for a in angles]
+            draw_image.polygon(points, fill=colour)
+            draw_mask.polygon(points, fill=label)
+    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32)
+    pixels = np.clip(pixels + rng.normal(0, 3, pixels.shape), 0, 255) / 255.0
+    x = torch.from_numpy(pixels).permute(2, 0, 1).float()
+    x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    labels = np.asarray(mask).astype(np.int64)
+    edge = np.zeros(labels.shape, dtype=bool)
+    for axis in (0, 1):
+        change = np.diff(labels, axis=axis) != 0
+        lead = (slice(None, -1), slice(None)) if axis == 0 else (slice(None), slice(None, -1))
+        trail = (slice(1, None), slice(None)) if axis == 0 else (slice(None), slice(1, None))
+        edge[lead] |= change
+        edge[trail] |= change
+    labels[edge] = 255
+    return x.unsqueeze(0), torch.from_numpy(labels).unsqueeze(0)
+
+
+def model_config(arch: str, geometry: str) -> Any:
+    """Return the default config with this arch and geometry (VGG16, pretrained=False, 21 classes)."""
+    return load_config(
+        overrides=[f"model.arch={arch}", f"model.geometry={geometry}", "model.pretrained=false"]
+    )
+
+
+def make_model(cfg: Any, device: torch.device, scene: Tensor | None = None, seed: int = 0) -> nn.Module:
+    """Return build_model(cfg.model) on device with small random score layers.
+
+    The reference zero-initialises score_fr/score_pool4/score_pool3, so an untrained net's argmax is
+    constant; these get N(0, 1/fan_in) weights instead. Given a scene, each score layer's bias is set
+    to minus its response to the mean feature on that scene, so the logits vary with local content
+    (about 15-20 of 21 classes appear) rather than following one spatially constant component.
+    """
+    torch.manual_seed(seed)
+    model = build_model(cfg.model).to(device)
+    layers = [
+        (s, getattr(model, n, None)) for s, n in ((32, "score_fr"), (16, "score_pool4"), (8, "score_pool3"))
+    ]
+    layers = [(s, layer) for s, layer in layers if isinstance(layer, nn.Conv2d)]
+    with torch.no_grad():
+        for _, layer in layers:
+            layer.weight.normal_(0.0, 1.0 / math.sqrt(layer.in_channels))
+            layer.bias.zero_()
+    if scene is not None:
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            feats = model.backbone(scene)
+        with torch.no_grad():
+            for stride, layer in layers:
+                layer.bias.copy_(-layer.weight.flatten(1) @ feats[stride].mean((0, 2, 3)))
+        model.train(was_training)
+    return model
+
+
+def count_flops(cfg: Any, size: int, training: bool) -> int:
+    """Return the FLOPs of one forward (or forward + backward) at batch 1, counted on the meta device."""
+    with torch.device("meta"):
+        model = build_model(cfg.model).train(training)
+        x = torch.empty(1, 3, size, size)
+        with FlopCounterMode(display=False) as counter:
+            logits = model(x)
+            if training:
+                logits.float().sum().backward()
+    return counter.get_total_flops()
+
+
+def _nnpack_conv_forward(self: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Conv2d._conv_forward through NNPACK (fp32, NCHW), falling back to F.conv2d for anything else."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu":
+        try:
+            return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, list(self.padding))
+        except RuntimeError:  # a shape NNPACK rejects: use oneDNN for this layer from now on
+            self._conv_forward = types.MethodType(nn.Conv2d._conv_forward, self)
+    return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def use_nnpack(model: nn.Module) -> int:
+    """Route the model's 3x3/stride-1/pad-1 convolutions through NNPACK; return how many (prototype).
+
+    PyTorch picks NNPACK only for batches of 16 or more, so at batch 1 every convolution goes to
+    oneDNN, whose direct AVX2 kernels do all 9 multiply-adds per tap. NNPACK's Winograd/FFT transforms
+    do fewer (agreement with oneDNN ~1e-6). NNPACK rejects padding >= kernel size (conv1_1's pad 100),
+    so that layer, fc6 (7x7) and fc7 (1x1) stay on oneDNN. Its autograd backward is the generic
+    convolution_backward, so training uses it in the forward pass only.
+    """
+    if not torch._nnpack_available():  # also initialises NNPACK: calls fail until this has run once
+        return 0
+    count = 0
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and (
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.groups,
+        ) == (
+            (3, 3),
+            (1, 1),
+            (1, 1),
+            1,
+        ):
+            module._conv_forward = types.MethodType(_nnpack_conv_forward, module)
+            count += 1
+    return count
+
+
+# ----------------------------------------------------------------------------- matmul
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, max_call_seconds: float, repeats: int = 2) -> dict:
+    """Return the best dense torch.mm FLOP/s over square sizes, growing n while a call is short."""
+    sizes = (512, 1024, 2048, 4096) + ((8192,) if device.type == "cuda" else ())
+    best: dict = {"flops_per_s": 0.0, "n": 0}
+    for n in sizes:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        mm = functools.partial(torch.mm, a, b)
+        first, _ = time_call(mm, device)  # also warms up
+        seconds = min(time_call(mm, device)[0] for _ in range(repeats))
+        seconds = min(seconds, first)
+        rate = 2 * n**3 / seconds
+        if rate > best["flops_per_s"]:
+            best = {"flops_per_s": rate, "n": n}
+        if seconds > max_call_seconds:
+            break
+    return best
+
+
+# ----------------------------------------------------------------------------- one group of variants
+
+
+def inference_fn(model: nn.Module, x: Tensor, amp: str, device: torch.device) -> Callable[[], Tensor]:
+    """Return a function running one inference (inference_mode, autocast as asked)."""
+
+    def run() -> Tensor:
+        with torch.inference_mode(), autocast(device, amp):
+            return model(x)
+
+    return run
+
+
+def train_step_fn(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    mask: Tensor,
+    amp: str,
+    device: torch.device,
+) -> Callable[[], Tensor]:
+    """Return a function running one training step: forward (autocast), loss, backward, SGD step."""
+
+    def run() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            logits = model(x)
+        loss = segmentation_loss(logits, mask, normalize=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return run
+
+
+def reset_compiler() -> None:
+    """Forget compiled graphs (each group compiles its own) and allow one per variant of a group."""
+    torch._dynamo.reset()
+    torch._dynamo.config.cache_size_limit = 64
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = 64
+
+
+def run_group(
+    arch: str,
+    geometry: str,
+    size: int,
+    mode: str,
+    variants: Sequence[str],
+    probe: Dict[tuple, dict],
+    args: argparse.Namespace,
+    device: torch.device,
+    max_seconds: float,
+) -> List[dict]:
+    """Return one row per variant of (arch, geometry, size, mode 'infer'/'train'): times, agreement."""
+    cfg = model_config(arch, geometry)
+    training = mode == "train"
+    flops = count_flops(cfg, size, training)
+    x, mask = (t.to(device) for t in make_scene(size, seed=1))
+    reset_compiler()
+    base = make_model(cfg, device, scene=None if training else x).train(training)
+    # One model per (channels_last, nnpack) in use; compiled variants wrap the eager model they share.
+    models: Dict[tuple, nn.Module] = {(False, False): base}
+    for key in {(VARIANTS[v].channels_last, VARIANTS[v].nnpack) for v in variants} - {(False, False)}:
+        models[key] = copy.deepcopy(base)
+        if key[0]:
+            models[key].to(memory_format=torch.channels_last)
+        if key[1] and use_nnpack(models[key]) == 0:
+            print(f"  NNPACK is not available on {device}: proto:nnpack runs oneDNN", flush=True)
+    inputs = {False: x, True: x.contiguous(memory_format=torch.channels_last)}
+    optimizers = {key: build_optimizer(m, cfg) for key, m in models.items()} if training else {}
+
+    def make_fn(name: str) -> Callable[[], Tensor]:
+        v = VARIANTS[name]
+        key = (v.channels_last, v.nnpack)
+        net = torch.compile(models[key]) if v.compile else models[key]
+        if training:
+            return train_step_fn(net, optimizers[key], inputs[v.channels_last], mask, v.amp, device)
+        return inference_fn(net, inputs[v.channels_last], v.amp, device)
+
+    label = f"{arch} {geometry} {size} {mode}"
+    fns = {name: make_fn(name) for name in variants}
+    first_fp32, _ = time_call(fns["fp32"], device)  # warm-up, and the base of the estimates
+    rows: Dict[str, dict] = {}
+    rounds: Dict[str, int] = {}
+    for name in variants:
+        amp, cl, compiled, _ = VARIANTS[name]
+        # fp32 variants: fp32's time times the probe's ratio. Others: the FLOPs at the probe's rate,
+        # since a fallback path (bf16 on a CPU without it) runs at one rate whatever the size, while
+        # oneDNN's fp32 rate grows with the size (a ratio taken on the probe would flatter bf16).
+        if amp == "none":
+            estimate = first_fp32 * probe[(mode, amp, cl)]["slowdown"]
+        else:
+            estimate = flops / probe[(mode, amp, cl)]["flops_per_s"]
+        row = {"arch": arch, "geometry": geometry, "size": size, "mode": mode, "variant": name}
+        row.update(flops=flops, estimate_s=estimate, measured=estimate <= max_seconds, compile_s=None)
+        rows[name] = row
+        if not row["measured"]:
+            print(f"  {label} {name}: skipped, ~{estimate:.0f} s per call > --max-seconds", flush=True)
+            continue
+        rounds[name] = max(1, min(args.rounds, int(args.round_budget // max(estimate, 1e-9))))
+        if compiled:  # the first call compiles; what it takes beyond a steady call is the compile time
+            try:
+                row["first_call_s"], _ = time_call(fns[name], device)
+            except Exception as exc:  # a compiler failure is a result to report, not a reason to stop
+                row.update(measured=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                print(f"  {label} {name}: torch.compile failed: {row['error']}", flush=True)
+                del rounds[name]
+        elif name != "fp32" and estimate <= max_seconds / 4:  # one-off costs of a long call are < 1%
+            time_call(fns[name], device)
+    measured = {name: fns[name] for name in variants if rows[name]["measured"]}
+    print(f"  {label}: timing {', '.join(f'{n} x{rounds[n]}' for n in measured)}", flush=True)
+    # The fp32 matmul runs in the same rounds, so '% mm' compares rates measured at the same moment.
+    n = args.matmul_n
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    measured[MATMUL] = functools.partial(torch.mm, a, b)
+    rounds[MATMUL] = max(rounds.values())
+    time_call(measured[MATMUL], device)
+    times, outputs = time_interleaved(measured, rounds, device)
+    matmul_fp32 = 2 * n**3 / min(times[MATMUL])
+    reference = outputs["fp32"].float() if not training else None
+    for name, row in rows.items():
+        if not row["measured"]:
+            continue
+        row["times_s"] = times[name]
+        row["seconds"] = min(times[name])
+        row["median_s"] = statistics.median(times[name])
+        if "first_call_s" in row:
+            row["compile_s"] = max(row.pop("first_call_s") - row["seconds"], 0.0)
+        if reference is not None:
+            out = outputs[name].float()
+            row["agreement"] = (out.argmax(1) == reference.argmax(1)).float().mean().item()
+            row["logit_rel_err"] = ((out - reference).norm() / reference.norm()).item()
+            if name == "fp32":
+                counts = torch.bincount(reference.argmax(1).flatten(), minlength=reference.shape[1])
+                row["classes_in_argmax"] = int((counts > 0).sum())
+                row["largest_class_share"] = (counts.max() / counts.sum()).item()
+        else:
+            row["loss"] = outputs[name].item()
+    fp32_s = rows["fp32"]["seconds"]
+    for row in rows.values():
+        row["speedup"] = fp32_s / (row["seconds"] if row["measured"] else row["estimate_s"])
+        row["matmul_fp32_flops_per_s"] = matmul_fp32
+    return list(rows.values())
+
+
+def probe_variants(args: argparse.Namespace, device: torch.device) -> tuple[Dict[tuple, dict], List[dict]]:
+    """Return {(mode, amp, channels_last): seconds, slowdown vs fp32, FLOP/s} of a VGG conv layer.
+
+    Only to decide which variants are too slow to run and to estimate those: convolutions are ~all
+    of the FLOPs, and one 3x3 256->256 layer at --probe-size (forward for 'infer', forward and both
+    gradients for 'train') shows each dtype/layout's rate without running a whole slow model.
+    """
+    torch.manual_seed(0)
+    conv = nn.Conv2d(256, 256, 3, padding=1).to(device)
+    convs = {False: conv, True: copy.deepcopy(conv).to(memory_format=torch.channels_last)}
+    x = torch.randn(1, 256, args.probe_size, args.probe_size, device=device)
+    inputs = {False: x, True: x.contiguous(memory_format=torch.channels_last)}
+
+    def make(mode: str, amp: str, cl: bool) -> Callable[[], Any]:
+        if mode == "infer":
+            return inference_fn(convs[cl], inputs[cl], amp, device)
+
+        leaf = inputs[cl].detach().requires_grad_()  # a mid-network layer also computes its input's gradient
+
+        def step() -> None:
+            convs[cl].zero_grad(set_to_none=True)
+            leaf.grad = None
+            with autocast(device, amp):
+                y = convs[cl](leaf)
+            y.float().square().mean().backward()
+
+        return step
+
+    keys = [
+        (mode, amp, cl) for mode in ("infer", "train") for amp in ("none", "bf16") for cl in (False, True)
+    ]
+    fns = {key: make(*key) for key in keys}
+    for fn in fns.values():
+        time_call(fn, device)
+    times, _ = time_interleaved(fns, {key: 1 for key in fns}, device)
+    flops = {"infer": 2 * 256 * 256 * 9 * args.probe_size**2}
+    flops["train"] = 3 * flops["infer"]
+    probe: Dict[tuple, dict] = {}
+    for key in keys:
+        seconds = min(times[key])
+        slowdown = seconds / min(times[(key[0], "none", False)])
+        probe[key] = {"seconds": seconds, "slowdown": slowdown, "flops_per_s": flops[key[0]] / seconds}
+    rows = [{"mode": m, "amp": a, "channels_last": c, **probe[(m, a, c)]} for m, a, c in keys]
+    return probe, rows
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _proc_status(field: str) -> float | None:
+    """Return a /proc/self/status memory field (VmRSS, VmHWM) in bytes, None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (VmHWM) to its current RSS; return whether the OS allowed it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> float:
+    """Return the peak RSS in bytes (VmHWM, else ru_maxrss in KiB on Linux)."""
+    hwm = _proc_status("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+
+
+def _current_memory(device: torch.device) -> float:
+    """Return allocated CUDA memory, or the process RSS on the CPU, in bytes."""
+    if device.type == "cuda":
+        return float(torch.cuda.memory_allocated(device))
+    rss = _proc_status("VmRSS")
+    return rss if rss is not None else float("nan")
+
+
+def peak_train_memory(size: int, device: torch.device) -> dict:
+    """Return the memory of an fp32 FCN-8s (paper) training step at batch 1: state and step peak."""
+    cfg = model_config("fcn8s", "paper")
+    model = make_model(cfg, device).train()
+    optimizer = build_optimizer(model, cfg)
+    x, mask = (t.to(device) for t in make_scene(size, seed=3))
+    step = train_step_fn(model, optimizer, x, mask, "none", device)
+    step()  # allocates the momentum buffers, so the measured step is a steady-state one
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    result = {
+        "size": size,
+        "params_mb": params / MB,
+        "grads_mb": trainable / MB,
+        "momentum_mb": trainable / MB,
+    }
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        seconds, _ = time_call(step, device)
+        peak = torch.cuda.max_memory_allocated(device)
+        result.update(kind="cuda max_memory_allocated", peak_reset=True)
+    else:
+        reset = _reset_peak_rss()
+        before = _current_memory(device)
+        seconds, _ = time_call(step, device)
+        peak = _peak_rss()
+        result.update(kind="process RSS (VmHWM / ru_maxrss)", peak_reset=reset)
+    result.update(
+        before_mb=before / MB, peak_mb=peak / MB, step_growth_mb=(peak - before) / MB, seconds=seconds
+    )
+    del model, optimizer, step
+    gc.collect()
+    return result
+
+
+def _live_tensors() -> int:
+    """Return how many torch tensors the garbage collector can see."""
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, Tensor))
+
+
+def memory_growth(steps: int, size: int, device: torch.device) -> dict:
+    """Return memory and live-tensor counts after step 10 and after the last of `steps` training steps.
+
+    FCN-8s in the paper's geometry: its pad of 100 keeps fc6's input at 8x8 or more even for a tiny
+    image, where the 'same' geometry would put fc6's backward on oneDNN's slow reference path.
+    """
+    cfg = model_config("fcn8s", "paper")
+    model = make_model(cfg, device).train()
+    optimizer = build_optimizer(model, cfg)
+    x, mask = (t.to(device) for t in make_scene(size, seed=4))
+    step = train_step_fn(model, optimizer, x, mask, "none", device)
+    marks: Dict[int, dict] = {}
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+        step()
+        if i in (10, steps):
+            synchronize(device)
+            gc.collect()
+            marks[i] = {"memory_mb": _current_memory(device) / MB, "live_tensors": _live_tensors()}
+    seconds = time.perf_counter() - start
+    first, last = marks[10], marks[steps]
+    growth = last["memory_mb"] - first["memory_mb"]
+    # Allocator noise is a few MB; one retained FCN-8s graph at this size would be tens of MB, and a
+    # retained tensor shows in the count.
+    tolerance = max(32.0, 0.02 * first["memory_mb"])
+    ok = growth <= tolerance and last["live_tensors"] <= first["live_tensors"]
+    del model, optimizer, step
+    gc.collect()
+    return {
+        "steps": steps,
+        "size": size,
+        "arch": "fcn8s",
+        "geometry": "paper",
+        "kind": "cuda memory_allocated" if device.type == "cuda" else "process RSS (VmRSS)",
+        "step10": first,
+        "last": last,
+        "growth_mb": growth,
+        "tolerance_mb": tolerance,
+        "ok": ok,
+        "seconds_per_step": seconds / steps,
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def fraction_of_matmul(row: dict, rates: Dict[str, float]) -> float:
+    """Return the row's achieved FLOP/s over the matmul rate of its dtype (fp32: its group's)."""
+    seconds = row["seconds"] if row["measured"] else row["estimate_s"]
+    amp = VARIANTS[row["variant"]].amp
+    rate = row["matmul_fp32_flops_per_s"] if amp == "none" else rates[amp]
+    return row["flops"] / seconds / rate
+
+
+def results_table(rows: List[dict], rates: Dict[str, float]) -> str:
+    """Return the markdown table of every (arch, geometry, size, mode, variant)."""
+    headers = [
+        "arch",
+        "geometry",
+        "size",
+        "mode",
+        "variant",
+        "GFLOP",
+        "s/img",
+        "GFLOP/s",
+        "mm GFLOP/s",
+        "% mm",
+    ]
+    headers += ["vs fp32", "agree %", "logit err", "compile s"]
+    body = []
+    for r in rows:
+        seconds = r["seconds"] if r["measured"] else r["estimate_s"]
+        mark = "" if r["measured"] else "~"
+        agree = f"{100 * r['agreement']:.2f}" if "agreement" in r else "-"
+        err = f"{r['logit_rel_err']:.1e}" if "logit_rel_err" in r else "-"
+        comp = f"{r['compile_s']:.0f}" if r.get("compile_s") is not None else "-"
+        if "error" in r:
+            body.append(
+                [r["arch"], r["geometry"], r["size"], r["mode"], r["variant"], f"{r['flops'] / GB:.0f}"]
+            )
+            body[-1] += ["failed: " + r["error"][:60]] + ["-"] * 7
+            continue
+        body.append(
+            [
+                r["arch"],
+                r["geometry"],
+                r["size"],
+                r["mode"],
+                r["variant"],
+                f"{r['flops'] / GB:.0f}",
+                f"{mark}{seconds:.2f}",
+                f"{mark}{r['flops'] / seconds / GB:.1f}",
+                f"{(r['matmul_fp32_flops_per_s'] if VARIANTS[r['variant']].amp == 'none' else rates['bf16']) / GB:.1f}",
+                f"{mark}{100 * fraction_of_matmul(r, rates):.0f}",
+                f"{mark}{r['speedup']:.2f}x",
+                agree,
+                err,
+                comp,
+            ]
+        )
+    return markdown_table(headers, body)
+
+
+def _verdict(value: float, required: float, unit: str = "x") -> str:
+    """Return 'PASS'/'MISS' with how far the value is from the requirement."""
+    if value >= required:
+        return f"PASS ({value / required:.2f} of the requirement)"
+    return f"MISS by {required - value:.2f}{unit} (reaches {100 * value / required:.0f}% of {required:.2f}{unit})"
+
+
+def evaluate_targets(rows: List[dict], rates: Dict[str, float], growth: dict | None, size: int) -> List[dict]:
+    """Return issue 8's targets with the measured value, requirement and verdict."""
+
+    def pick(geometry: str, sz: int, mode: str) -> List[dict]:
+        return [
+            r
+            for r in rows
+            if (r["arch"], r["geometry"], r["size"], r["mode"]) == ("fcn8s", geometry, sz, mode)
+        ]
+
+    targets = []
+    infer = pick("paper", size, "infer")
+    fp32 = next((r for r in infer if r["variant"] == "fp32"), None)
+    name = f"FCN-8s paper {size} fp32 inference / fp32 matmul rate >= {TARGET_FP32_FRACTION:.0%}"
+    if fp32:
+        value = fraction_of_matmul(fp32, rates)
+        targets.append(
+            {
+                "target": name,
+                "value": value,
+                "required": TARGET_FP32_FRACTION,
+                "verdict": _verdict(value, TARGET_FP32_FRACTION, ""),
+            }
+        )
+    # Variants the library offers today decide the verdict; the prototypes get their own line.
+    for label, pool in (
+        ("", [r for r in infer if not r["variant"].startswith("proto:")]),
+        (" (with the prototyped library change)", infer),
+    ):
+        good = [r for r in pool if r["measured"] and r.get("agreement", 0.0) >= TARGET_AGREEMENT]
+        if not good or (label and not any(r["variant"].startswith("proto:") for r in good)):
+            continue
+        best = max(good, key=lambda r: r["speedup"])
+        fastest = max((r for r in pool if r["measured"]), key=lambda r: r["speedup"])
+        note = f"{best['variant']} ({100 * best['agreement']:.3f}% agreement)"
+        if fastest is not best:
+            note += f"; fastest of all: {fastest['variant']} {fastest['speedup']:.2f}x at {100 * fastest['agreement']:.2f}%"
+        targets.append(
+            {
+                "target": f"fastest FCN-8s paper {size} inference with >= {TARGET_AGREEMENT:.1%} pixel agreement "
+                f"vs fp32 >= {TARGET_INFER_SPEEDUP}x{label}",
+                "value": best["speedup"],
+                "required": TARGET_INFER_SPEEDUP,
+                "verdict": _verdict(best["speedup"], TARGET_INFER_SPEEDUP),
+                "note": note,
+            }
+        )
+    train = [r for r in pick("paper", TARGET_TRAIN_SIZE, "train") if VARIANTS[r["variant"]].amp == "bf16"]
+    name = (
+        f"bf16 autocast FCN-8s paper training step at {TARGET_TRAIN_SIZE} vs fp32 >= {TARGET_TRAIN_SPEEDUP}x"
+    )
+    if train:
+        measured = [r for r in train if r["measured"]]
+        best = max(measured or train, key=lambda r: r["speedup"])
+        est = "" if best["measured"] else " (estimate: not run, see --max-seconds)"
+        targets.append(
+            {
+                "target": name,
+                "value": best["speedup"],
+                "required": TARGET_TRAIN_SPEEDUP,
+                "verdict": _verdict(best["speedup"], TARGET_TRAIN_SPEEDUP) + est,
+                "note": best["variant"],
+            }
+        )
+    if growth:
+        verdict = "PASS" if growth["ok"] else "MISS"
+        value = f"{growth['growth_mb']:+.1f} MB, tensors {growth['step10']['live_tensors']} -> {growth['last']['live_tensors']}"
+        targets.append(
+            {
+                "target": f"no retained memory/tensors over {growth['steps']} training steps",
+                "value": value,
+                "required": f"<= {growth['tolerance_mb']:.0f} MB, no new tensors",
+                "verdict": verdict,
+            }
+        )
+    return targets
+
+
+def _format_value(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Return the command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="FCN-8s, paper geometry, no compile, fewer rounds, training only at 320",
+    )
+    parser.add_argument("--size", type=int, default=500, help="image side for the main table (default 500)")
+    parser.add_argument("--archs", nargs="+", choices=ARCHS, default=None, help="default: all (quick: fcn8s)")
+    parser.add_argument(
+        "--geometries", nargs="+", choices=GEOMETRIES, default=None, help="default: both (quick: paper)"
+    )
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="timed rounds per variant (default 3, quick 2)"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="skip a variant whose estimated call takes longer (default 150, quick 30)",
+    )
+    parser.add_argument(
+        "--probe-size", type=int, default=32, help="side of the probe that estimates slow variants"
+    )
+    parser.add_argument(
+        "--growth-steps", type=int, default=None, help="steps of the retention check (100; quick 30)"
+    )
+    parser.add_argument(
+        "--growth-size", type=int, default=32, help="image side of the retention check (paper geometry)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "bench" / "results" / "model.json",
+        help="where to write the results",
+    )
+    args = parser.parse_args(argv)
+    args.archs = args.archs or (["fcn8s"] if args.quick else list(ARCHS))
+    args.geometries = args.geometries or (["paper"] if args.quick else list(GEOMETRIES))
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    args.growth_steps = args.growth_steps or (30 if args.quick else 100)
+    args.max_seconds = args.max_seconds or (30.0 if args.quick else 150.0)
+    args.round_budget = args.max_seconds  # a variant's timed rounds take about this long at most
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the benchmark, print its tables and write the JSON; return the results."""
+    args = parse_args(argv)
+    device = select_device(args.device)
+    started = time.time()
+    info = machine_info(device)
+    flags = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in info["cpu"]["flags"].items())
+    print(f"# bench/model.py on {info['cpu']['model']} ({info['device']}), torch {info['torch']}")
+    print(
+        f"torch threads {info['torch_threads']}, cpu count {info['cpu_count']}, capability {info['cpu_capability']}"
+    )
+    print(f"cpu flags: {flags}; mkldnn bf16 supported: {info['mkldnn_bf16_supported']}")
+    print(f"load average at start: {info['load_average']}", flush=True)
+
+    variants = [
+        v
+        for v in (QUICK_VARIANTS if args.quick else VARIANTS)
+        if not (args.no_compile and VARIANTS[v].compile)
+    ]
+    print("peak memory of a training step ...", flush=True)
+    peak = peak_train_memory(args.size, device)
+    print("matmul rates ...", flush=True)
+    mm_start = {
+        amp: matmul_rate(device, dtype, 1.0)
+        for amp, dtype in (("none", torch.float32), ("bf16", torch.bfloat16))
+    }
+    args.matmul_n = mm_start["none"]["n"]
+    print("probing variant rates ...", flush=True)
+    probe, probe_rows = probe_variants(args, device)
+
+    rows: List[dict] = []
+    for geometry in args.geometries:
+        for arch in args.archs:
+            # --quick times training only at the bf16 target's size (below), the slow part of the run.
+            for mode in ("infer",) if args.quick else ("infer", "train"):
+                rows += run_group(
+                    arch, geometry, args.size, mode, variants, probe, args, device, args.max_seconds
+                )
+                gc.collect()  # compiled graphs keep reference cycles to the group's models
+    if (
+        (args.quick or args.size != TARGET_TRAIN_SIZE)
+        and "paper" in args.geometries
+        and "fcn8s" in args.archs
+    ):
+        # The bf16 training target is at 320x320; its bf16 rows may take a longer call than the rest.
+        rows += run_group(
+            "fcn8s",
+            "paper",
+            TARGET_TRAIN_SIZE,
+            "train",
+            variants,
+            probe,
+            args,
+            device,
+            2 * args.max_seconds,
+        )
+    print(f"retention check over {args.growth_steps} steps ...", flush=True)
+    growth = memory_growth(args.growth_steps, args.growth_size, device)
+    mm_end = {
+        amp: matmul_rate(device, dtype, 1.0)
+        for amp, dtype in (("none", torch.float32), ("bf16", torch.bfloat16))
+    }
+    # The practical limit: the best rate seen at either end of the run (other load only lowers rates).
+    rates = {amp: max(mm_start[amp]["flops_per_s"], mm_end[amp]["flops_per_s"]) for amp in mm_start}
+    for row in rows:
+        row["fraction_of_matmul"] = fraction_of_matmul(row, rates)
+    targets = evaluate_targets(rows, rates, growth, args.size)
+    info["load_average_end"] = load_average()
+    elapsed = time.time() - started
+
+    print()
+    print("## Dense matmul rate (torch.mm n x n, best of 3 calls): the practical limit\n")
+    in_groups = [r["matmul_fp32_flops_per_s"] / GB for r in rows]
+    mm_rows = [
+        [
+            amp if amp != "none" else "fp32",
+            mm_start[amp]["n"],
+            f"{mm_start[amp]['flops_per_s'] / GB:.1f}",
+            f"{mm_end[amp]['flops_per_s'] / GB:.1f}",
+            f"{min(in_groups):.1f}-{max(in_groups):.1f}" if amp == "none" and in_groups else "-",
+            "each group's own" if amp == "none" else f"{rates[amp] / GB:.1f}",
+        ]
+        for amp in rates
+    ]
+    headers = ["dtype", "n", "GFLOP/s at start", "at end", "within the groups", "rows divided by"]
+    print(markdown_table(headers, mm_rows))
+    print(
+        f"\n## Model: batch 1, VGG16, 21 classes; best of the interleaved rounds (torch threads {info['torch_threads']})\n"
+    )
+    print(results_table(rows, rates))
+    print(
+        "\ncl = channels-last; GFLOP counted by torch.utils.flop_counter (train = forward + backward); "
+        "% mm = achieved FLOP/s over the matmul rate of the variant's dtype; agree = pixels with fp32's argmax; "
+        "logit err = |out - fp32| / |fp32|; '~' = not run (estimated > --max-seconds): "
+        "fp32's time times the probe's ratio (fp32 variants), the FLOPs at the probe's rate (bf16)."
+    )
+    ref = next((r for r in rows if r["variant"] == "fp32" and "classes_in_argmax" in r), None)
+    if ref:
+        print(
+            f"fp32 argmax on the scene ({ref['arch']} {ref['geometry']}): {ref['classes_in_argmax']} classes present, "
+            f"largest covers {100 * ref['largest_class_share']:.0f}% of pixels."
+        )
+    print(
+        f"\n## Probe: conv 256->256 3x3 at {args.probe_size}x{args.probe_size}, eager (decides what is too slow to run)\n"
+    )
+    probe_table = [
+        [
+            r["mode"],
+            r["amp"],
+            r["channels_last"],
+            f"{r['seconds']:.3f}",
+            f"{r['flops_per_s'] / GB:.1f}",
+            f"{r['slowdown']:.2f}",
+        ]
+        for r in probe_rows
+    ]
+    print(markdown_table(["mode", "amp", "channels-last", "s", "GFLOP/s", "x fp32 time"], probe_table))
+    print(f"\n## Memory ({peak['kind']})\n")
+    print(
+        f"fp32 training step, fcn8s paper {peak['size']}x{peak['size']}, batch 1: peak {peak['peak_mb']:.0f} MB, "
+        f"{peak['before_mb']:.0f} MB before the step, growth during the step {peak['step_growth_mb']:.0f} MB "
+        f"(parameters {peak['params_mb']:.0f} MB, gradients {peak['grads_mb']:.0f} MB, momentum {peak['momentum_mb']:.0f} MB; "
+        f"peak reset before the step: {peak['peak_reset']})."
+    )
+    last = growth["last"]
+    print(
+        f"retention ({growth['arch']} {growth['geometry']} {growth['size']}x{growth['size']}, {growth['kind']}): "
+        f"step 10 {growth['step10']['memory_mb']:.1f} MB / {growth['step10']['live_tensors']} tensors, "
+        f"step {growth['steps']} {last['memory_mb']:.1f} MB / {last['live_tensors']} tensors "
+        f"(growth {growth['growth_mb']:+.1f} MB, {growth['seconds_per_step']:.2f} s/step)."
+    )
+    print("\n## Targets (issue 8)\n")
+    print(
+        markdown_table(
+            ["target", "measured", "required", "verdict", "note"],
+            [
+                [
+                    t["target"],
+                    _format_value(t["value"]),
+                    _format_value(t["required"]),
+                    t["verdict"],
+                    t.get("note", ""),
+                ]
+                for t in targets
+            ],
+        )
+    )
+    print(f"\nload average at end: {info['load_average_end']}; total {elapsed / 60:.1f} min")
+    print(f"command: python bench/model.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+
+    results = {
+        "machine": info,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "matmul": {"start": mm_start, "end": mm_end, "used_flops_per_s": rates},
+        "probe": probe_rows,
+        "rows": rows,
+        "memory": {"peak_train_step": peak, "retention": growth},
+        "targets": targets,
+        "elapsed_s": elapsed,
+    }
+    write_json(args.json, results)
+    print(f"wrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
