@@ -52,6 +52,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="evaluate the raw weights even if the checkpoint has EMA weights",
     )
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), help="mixed precision (eval.amp)")
+    p.add_argument(
+        "--fast-path",
+        choices=("none", "winograd", "int8"),
+        help="CPU fast path (eval.fast_path): winograd = fp32's results, faster; int8 = close, faster still",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     p.add_argument(
         "--output", metavar="FILE.json", help="write the metrics, per-class IU and confusion matrix as JSON"
@@ -84,6 +89,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
         out.append("eval.use_ema=false")
     if args.amp:
         out.append(f"eval.amp={args.amp}")
+    if args.fast_path:
+        out.append(f"eval.fast_path={args.fast_path}")
     return out
 
 

@@ -46,6 +46,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--alpha", type=float, default=0.5, help="opacity of the colour mask in the overlay (default 0.5)"
     )
+    p.add_argument(
+        "--fast-path",
+        choices=("none", "winograd", "int8"),
+        help="CPU fast path (eval.fast_path): winograd = fp32's results, faster; int8 = close, faster still",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_intermixed_args(argv)
@@ -60,6 +65,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
         out.append("eval.scales=[" + ",".join(repr(float(s)) for s in args.scales) + "]")
     if args.no_ema:
         out.append("eval.use_ema=false")
+    if args.fast_path:
+        out.append(f"eval.fast_path={args.fast_path}")
     return out
 
 

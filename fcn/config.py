@@ -237,6 +237,12 @@ class EvalConfig:
     """Mixed precision at evaluation/prediction: 'none' or 'bf16' or 'fp16'."""
     channels_last: bool = False
     """Channels-last memory format at evaluation/prediction."""
+    fast_path: str = "none"
+    """evaluate.py/predict.py on the CPU: 'none'; 'winograd' (3x3 convs by NNPACK's Winograd: fp32's
+    results, faster); 'int8' (backbone quantized after training: close to fp32, faster still). See
+    fcn/fastpath.py; bench/fast_paths.py measures both on a checkpoint."""
+    calibration_images: int = 8
+    """Images (the first of the data being evaluated or predicted; no labels) that calibrate int8."""
     use_ema: bool = True
     """Evaluate the EMA weights when the checkpoint has them."""
 
@@ -490,6 +496,13 @@ def validate(cfg: DictConfig, source: str) -> None:
 
     e = cfg.eval
     _choice(source, "eval.amp", e.amp, ("none", "bf16", "fp16"))
+    _choice(source, "eval.fast_path", e.fast_path, ("none", "winograd", "int8"))
+    _positive(source, "eval.calibration_images", e.calibration_images)
+    if e.fast_path != "none" and (e.amp != "none" or e.channels_last):
+        raise ConfigError(
+            f"{source}: eval.fast_path={e.fast_path} computes in its own precision and layout; "
+            "set eval.amp=none and eval.channels_last=false"
+        )
     if not e.scales or any(sc <= 0 for sc in e.scales):
         raise ConfigError(
             f"{source}: eval.scales={list(e.scales)} must be a non-empty list of positive factors"

@@ -3,6 +3,7 @@ validation split at native resolution (evaluate.py) and segment a user's images 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -10,7 +11,7 @@ import sys
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -130,6 +131,22 @@ def _load_model(
     if cfg.eval.channels_last:
         model.to(memory_format=torch.channels_last)
     return model, cfg, which
+
+
+def prepare_fast_path(
+    model: nn.Module, cfg: DictConfig, images: Iterable[torch.Tensor], log: bool = True
+) -> None:
+    """Apply cfg.eval.fast_path to model in place once; int8 calibrates on the first
+    cfg.eval.calibration_images of ``images`` ((1, 3, H, W) tensors as the model takes them)."""
+    from fcn.fastpath import apply_fast_path
+
+    kind = cfg.eval.fast_path
+    if kind == "none" or getattr(model, "fast_path", "none") == kind:
+        return
+    device = next(model.parameters()).device
+    calibration = (x.to(device) for x in itertools.islice(images, int(cfg.eval.calibration_images)))
+    apply_fast_path(model, kind, calibration, log=log)
+    model.fast_path = kind
 
 
 def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -396,6 +413,7 @@ def evaluate_checkpoint(
             f"data.val ({cfg.data.val.name} '{cfg.data.val.split}' in {cfg.data.val.root}) is empty"
         )
     e = cfg.eval
+    prepare_fast_path(model, cfg, (dataset[i][0][None] for i in range(len(dataset))))
     metrics = evaluate_model(
         model,
         dataset,
@@ -485,6 +503,19 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         raise ValueError(f"{path}: cannot read this image ({reason})") from None
 
 
+def _calibration_images(files: Iterable[Path], cfg: DictConfig) -> Iterator[torch.Tensor]:
+    """Yield the readable ones of files as (1, 3, H, W) model inputs (unreadable ones are skipped
+    here and reported by predict_files)."""
+    from fcn.data.transforms import preprocess
+
+    for file in files:
+        try:
+            image = read_image(file)
+        except (ValueError, FileNotFoundError):
+            continue
+        yield preprocess(to_rgb(image), cfg.data.transforms.normalization).unsqueeze(0)
+
+
 def predict_files(
     model: nn.Module,
     cfg: DictConfig,
@@ -519,6 +550,7 @@ def predict_files(
     files, errors = list_images(inputs)
     for line in errors:
         log(f"error: {line}")
+    prepare_fast_path(model, cfg, _calibration_images(files, cfg))
     done = 0
     for file, stem in tqdm(
         list(zip(files, output_stems(files))), desc="predict", unit="image", disable=not progress

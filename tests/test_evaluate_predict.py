@@ -183,6 +183,52 @@ def test_evaluate_with_padded_batches_and_flip_matches_one_image_at_a_time(setup
         )
 
 
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="no NNPACK in this build")
+def test_evaluate_fast_path_winograd_scores_what_fp32_scores(setup, tmp_path, capsys):
+    _, ids, ckpt = setup
+    reports = {}
+    for path in ("none", "winograd"):
+        out = tmp_path / f"{path}.json"
+        args = ["--checkpoint", str(ckpt), "--no-progress", "--output", str(out), "--save-predictions"]
+        assert evaluate.main([*args, str(tmp_path / path), "--fast-path", path]) == 0
+        reports[path] = json.loads(out.read_text())
+    assert (
+        "eval.fast_path=winograd: 13 convolutions on NNPACK's Winograd transform" in capsys.readouterr().out
+    )
+    assert reports["winograd"]["eval"]["fast_path"] == "winograd"
+    same = sum(
+        int(
+            (_read_png(tmp_path / "none" / f"{n}.png") == _read_png(tmp_path / "winograd" / f"{n}.png")).sum()
+        )
+        for n in ids
+    )
+    assert same / sum(h * w for h, w in SIZES) > 0.999
+    assert reports["winograd"]["mean_iou"] == pytest.approx(reports["none"]["mean_iou"], abs=0.01)
+
+
+def test_evaluate_fast_path_int8_calibrates_on_the_split_and_says_so(setup, tmp_path, capsys):
+    _, _, ckpt = setup
+    out = tmp_path / "val.json"
+    args = ["--checkpoint", str(ckpt), "--no-progress", "--fast-path", "int8", "--output", str(out)]
+    assert evaluate.main([*args, "eval.calibration_images=3"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "eval.fast_path=int8: backbone quantized to int8" in printed and "calibrated on 3 images" in printed
+    )
+    report = json.loads(out.read_text())
+    assert report["eval"]["fast_path"] == "int8" and 0.0 <= report["mean_iou"] <= 1.0
+
+
+def test_evaluate_fast_path_with_amp_is_one_error_line(setup, capsys):
+    _, _, ckpt = setup
+    assert (
+        evaluate.main(["--checkpoint", str(ckpt), "--no-progress", "--fast-path", "int8", "--amp", "bf16"])
+        == 1
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "eval.fast_path=int8" in err and len(err.splitlines()) == 1
+
+
 def test_load_model_picks_ema_or_raw_weights(setup):
     _, _, ckpt = setup
     raw, _ = load_model(ckpt, "cpu", use_ema=False)
@@ -270,6 +316,20 @@ def test_predict_writes_all_outputs_for_mixed_inputs_and_names_the_broken_one(se
         assert (out / f"{stem}_legend.png").is_file()
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".png")) == []
     assert len(list(out.iterdir())) == 4 * len(sizes)
+
+
+def test_predict_fast_path_int8_calibrates_on_the_readable_inputs(setup, tmp_path, capsys):
+    _, _, ckpt = setup
+    sizes = _write_mixed_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(ckpt), "--input", str(tmp_path / "in"), "--output", str(out), "--no-progress"]
+    assert predict.main([*args, "--fast-path", "int8", "eval.calibration_images=100"]) == 1  # broken.jpg
+    captured = capsys.readouterr()
+    assert f"calibrated on {len(sizes)} images" in captured.out  # every readable input, not broken.jpg
+    assert "broken.jpg" in captured.err
+    for stem, size in sizes.items():
+        with Image.open(out / f"{stem}.png") as index:
+            assert index.size == size and set(np.unique(np.asarray(index))) <= {0, 1, 2}
 
 
 def test_predict_names_a_missing_input_and_still_does_the_others(setup, tmp_path, capsys):

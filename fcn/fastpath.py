@@ -1,0 +1,145 @@
+"""Faster inference on the CPU: Winograd 3x3 convolutions (same results) and int8 quantization (close).
+
+``eval.fast_path`` picks one for ``evaluate.py`` and ``predict.py`` (training never uses them):
+
+- ``winograd``: every 3x3 stride-1 convolution runs through NNPACK's Winograd transform, which needs
+  fewer multiplications than the direct kernels PyTorch picks at batch 1 (it uses NNPACK only for
+  batches of 16 or more). The numbers are fp32's up to rounding (relative error ~1e-6).
+- ``int8``: the backbone is quantized after training (torch.ao FX graph mode, per-channel int8
+  weights, int8 activations whose ranges are observed on ``eval.calibration_images`` images of the
+  data being processed; no labels are used). The head (score layers, upsampling, fusion) stays fp32.
+  The result is an approximation of fp32's: measure the agreement on your model
+  (``bench/fast_paths.py --checkpoint``) before trusting its numbers.
+
+Both are CPU paths: on a GPU, bf16/fp16 autocast (``eval.amp``) is the lever. ``bench/model.py``
+measures their speed and agreement against fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+FAST_PATHS = ("none", "winograd", "int8")
+
+
+class WinogradConv2d(nn.Conv2d):
+    """A 3x3 stride-1 Conv2d whose fp32 CPU forward runs through NNPACK (Winograd); else F.conv2d."""
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() == 4:
+            return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, list(self.padding))
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def winograd_eligible(conv: nn.Module) -> bool:
+    """Return whether NNPACK can compute this layer: a plain Conv2d, 3x3, stride 1, no dilation or
+    groups, zero padding below the kernel size (so not the reference's conv1_1 with its pad 100)."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and isinstance(conv.padding, tuple)
+        and all(0 <= p < 3 for p in conv.padding)
+    )
+
+
+def use_winograd(model: nn.Module) -> int:
+    """Turn the model's eligible convolutions (see winograd_eligible) into WinogradConv2d in place;
+    return how many. Raises ValueError when this PyTorch build has no NNPACK."""
+    if not torch.backends.nnpack.is_available():
+        raise ValueError("eval.fast_path=winograd needs NNPACK, which this PyTorch build lacks; use none")
+    torch._nnpack_available()  # initialises NNPACK: its convolutions fail until this has run once
+    count = 0
+    for module in model.modules():
+        if winograd_eligible(module):
+            module.__class__ = WinogradConv2d  # same parameters and state_dict, another forward
+            count += 1
+    return count
+
+
+def _quantized_engine() -> str:
+    """Return the quantized engine for this CPU: x86 (fbgemm + oneDNN) where built, else the first."""
+    engines = torch.backends.quantized.supported_engines
+    for engine in ("x86", "fbgemm", "qnnpack"):
+        if engine in engines:
+            return engine
+    raise ValueError("eval.fast_path=int8 needs a quantized engine, which this PyTorch build lacks")
+
+
+def quantize_int8(model: nn.Module, images: Iterable[Tensor]) -> int:
+    """Quantize ``model.backbone`` to int8 in place, calibrated on ``images`` ((N, 3, H, W) batches,
+    normalised as the model expects); return how many images calibrated it.
+
+    Post-training static quantization in FX graph mode with the engine's default mapping: per-channel
+    symmetric int8 weights, activation ranges from histogram observers, BatchNorm folded into its
+    convolution, ReLU fused. The model must be in eval mode on the CPU.
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if model.training:
+        raise ValueError("quantize_int8 needs a model in eval mode (call model.eval() first)")
+    engine = _quantized_engine()
+    torch.backends.quantized.engine = engine
+    batches = iter(images)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("eval.fast_path=int8 needs at least one calibration image, got none")
+    count = 0
+    with warnings.catch_warnings():
+        # torch.ao.quantization announces its move to torchao; the pinned torch still ships it.
+        warnings.filterwarnings(
+            "ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning
+        )
+        warnings.filterwarnings("ignore", message=r".*quant_min and quant_max.*")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor.*")
+        prepared = prepare_fx(
+            copy.deepcopy(model.backbone), get_default_qconfig_mapping(engine), example_inputs=(first,)
+        )
+        with torch.inference_mode():
+            for batch in (first, *batches):
+                prepared(batch)
+                count += batch.shape[0]
+        model.backbone = convert_fx(prepared)
+    return count
+
+
+def check_fast_path(kind: str, device: torch.device) -> None:
+    """Raise ValueError unless fast path ``kind`` can run on ``device`` (both fast paths are CPU paths)."""
+    if kind not in FAST_PATHS:
+        raise ValueError(f"eval.fast_path='{kind}' must be one of {', '.join(FAST_PATHS)}")
+    if kind != "none" and device.type != "cpu":
+        raise ValueError(
+            f"eval.fast_path={kind} runs on the CPU only (device is {device}); "
+            "on a GPU use eval.amp=bf16 or fp16, or pass --device cpu"
+        )
+
+
+def apply_fast_path(
+    model: nn.Module, kind: str, calibration: Iterable[Tensor] = (), log: bool = True
+) -> nn.Module:
+    """Apply eval.fast_path ``kind`` to ``model`` in place ('int8' calibrates on ``calibration``);
+    print one line saying what was done unless log is False; return the model."""
+    device = next(model.parameters()).device
+    check_fast_path(kind, device)
+    start = time.perf_counter()
+    if kind == "winograd":
+        done = f"{use_winograd(model)} convolutions on NNPACK's Winograd transform"
+    elif kind == "int8":
+        count = quantize_int8(model, calibration)
+        done = f"backbone quantized to int8 ({_quantized_engine()}), calibrated on {count} images"
+    else:
+        return model
+    if log:
+        print(f"eval.fast_path={kind}: {done} in {time.perf_counter() - start:.1f} s", flush=True)
+    return model
