@@ -2,9 +2,10 @@
 
 ``eval.fast_path`` picks one for ``evaluate.py`` and ``predict.py`` (training never uses them):
 
-- ``winograd``: every 3x3 stride-1 convolution runs through NNPACK's Winograd transform, which needs
-  fewer multiplications than the direct kernels PyTorch picks at batch 1 (it uses NNPACK only for
-  batches of 16 or more). The numbers are fp32's up to rounding (relative error ~1e-6).
+- ``winograd``: 3x3 stride-1 convolutions on large maps run through NNPACK's Winograd transform, which
+  needs fewer multiplications than the direct kernels PyTorch picks at batch 1 (it uses NNPACK only
+  for batches of 16 or more). The numbers are fp32's up to rounding (relative error ~1e-6). It pays
+  off on VGG16 at VOC sizes; on small maps (ResNet's deep layers, small images) layers stay on oneDNN.
 - ``int8``: the backbone is quantized after training (torch.ao FX graph mode, per-channel int8
   weights, int8 activations whose ranges are observed on ``eval.calibration_images`` images of the
   data being processed; no labels are used). The head (score layers, upsampling, fusion) stays fp32.
@@ -29,12 +30,26 @@ from torch import Tensor, nn
 FAST_PATHS = ("none", "winograd", "int8")
 
 
+# NNPACK's transforms pay off on large maps only. Measured layer by layer against oneDNN at batch 1
+# (2 AVX2 cores): 1.3-1.7x from 40x40 pixels and C_in * C_out * H * W >= 1e8 up (VGG16 at 500x500:
+# 64 channels at 350x350 1.4x, 256 at 88x88 1.7x, 512 at 44x44 1.3x); 2-9x slower below (512 channels
+# at 12x12: 0.26x; 64 at 96x96: 0.67x). Smaller layers keep oneDNN's direct kernels.
+WINOGRAD_MIN_PIXELS = 40 * 40
+WINOGRAD_MIN_WORK = 1e8
+
+
 class WinogradConv2d(nn.Conv2d):
-    """A 3x3 stride-1 Conv2d whose fp32 CPU forward runs through NNPACK (Winograd); else F.conv2d."""
+    """A 3x3 stride-1 Conv2d whose fp32 CPU forward on a large enough map runs through NNPACK's
+    Winograd transform (see WINOGRAD_MIN_PIXELS); anything else runs F.conv2d as nn.Conv2d does."""
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() == 4:
-            return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, list(self.padding))
+            pixels = x.shape[-2] * x.shape[-1]
+            if (
+                pixels >= WINOGRAD_MIN_PIXELS
+                and self.in_channels * self.out_channels * pixels >= WINOGRAD_MIN_WORK
+            ):
+                return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, list(self.padding))
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
@@ -134,7 +149,7 @@ def apply_fast_path(
     check_fast_path(kind, device)
     start = time.perf_counter()
     if kind == "winograd":
-        done = f"{use_winograd(model)} convolutions on NNPACK's Winograd transform"
+        done = f"{use_winograd(model)} convolutions use NNPACK's Winograd transform on large maps"
     elif kind == "int8":
         count = quantize_int8(model, calibration)
         done = f"backbone quantized to int8 ({_quantized_engine()}), calibrated on {count} images"

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcn import fastpath
 from fcn.config import ConfigError, load_config
 from fcn.fastpath import (
     WinogradConv2d,
@@ -22,6 +23,13 @@ from fcn.fastpath import (
 from fcn.models import build_model
 
 needs_nnpack = pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="no NNPACK in this build")
+
+
+@pytest.fixture
+def nnpack_everywhere(monkeypatch):
+    """Send every eligible layer through NNPACK, whatever its size (tests use tiny maps)."""
+    monkeypatch.setattr(fastpath, "WINOGRAD_MIN_PIXELS", 0)
+    monkeypatch.setattr(fastpath, "WINOGRAD_MIN_WORK", 0)
 
 
 def _model(backbone: str = "resnet18", geometry: str = "same", seed: int = 0) -> nn.Module:
@@ -50,7 +58,9 @@ def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 @needs_nnpack
 @pytest.mark.parametrize(("geometry", "converted"), [("paper", 12), ("same", 13)])
-def test_winograd_vgg_gives_fp32_results_and_leaves_conv1_1_pad_100_alone(geometry, converted):
+def test_winograd_vgg_gives_fp32_results_and_leaves_conv1_1_pad_100_alone(
+    geometry, converted, nnpack_everywhere
+):
     model = _model("vgg16", geometry)
     x = torch.randn(1, 3, 36, 44)
     with torch.inference_mode():
@@ -70,7 +80,7 @@ def test_winograd_vgg_gives_fp32_results_and_leaves_conv1_1_pad_100_alone(geomet
 @needs_nnpack
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 7), (8, 8), (17, 9)])
 @pytest.mark.parametrize("padding", [0, 1, 2])
-def test_winograd_conv_equals_conv2d_at_small_and_odd_sizes(size, padding):
+def test_winograd_conv_equals_conv2d_at_small_and_odd_sizes(size, padding, nnpack_everywhere):
     torch.manual_seed(0)
     conv = nn.Conv2d(5, 6, 3, padding=padding)
     x = torch.randn(2, 5, size[0] + 2 * (padding == 0), size[1] + 2 * (padding == 0))
@@ -95,6 +105,20 @@ def test_winograd_conv_equals_conv2d_at_small_and_odd_sizes(size, padding):
 )
 def test_winograd_skips_convolutions_nnpack_cannot_compute(conv):
     assert not winograd_eligible(conv)
+
+
+@needs_nnpack
+def test_winograd_uses_nnpack_on_large_maps_only(monkeypatch):
+    calls = []
+    real = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(a[0].shape) or real(*a))
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    use_winograd(conv)
+    with torch.inference_mode():
+        conv(torch.randn(1, 64, 16, 16))  # 64 * 64 * 256 pixels: too little work, stays on oneDNN
+        assert calls == []
+        conv(torch.randn(1, 64, 160, 160))
+    assert calls == [(1, 64, 160, 160)]
 
 
 def test_winograd_layer_still_runs_bf16_through_conv2d():
