@@ -339,13 +339,24 @@ def run_group(
     measured = {name: fns[name] for name in variants if rows[name]["measured"]}
     print(f"  {label}: timing {', '.join(f'{n} x{rounds[n]}' for n in measured)}", flush=True)
     # The fp32 matmul runs in the same rounds, so '% mm' compares rates measured at the same moment.
+    # Repeated to fill about a second: a lone ~2 ms product right after a model call pays the threads'
+    # wake-up and cold caches, which would understate the rate.
     n = args.matmul_n
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    measured[MATMUL] = functools.partial(torch.mm, a, b)
+    one, _ = time_call(functools.partial(torch.mm, a, b), device)
+    repeats = max(1, math.ceil(1.0 / max(one, 1e-6)))
+    c = torch.empty(n, n, device=device)
+
+    def matmuls() -> Tensor:
+        for _ in range(repeats):
+            torch.mm(a, b, out=c)
+        return c
+
+    measured[MATMUL] = matmuls
     rounds[MATMUL] = max(rounds.values())
     time_call(measured[MATMUL], device)
     times, outputs = time_interleaved(measured, rounds, device)
-    matmul_fp32 = 2 * n**3 / min(times[MATMUL])
+    matmul_fp32 = repeats * 2 * n**3 / min(times[MATMUL])
     reference = outputs["fp32"].float() if not training else None
     for name, row in rows.items():
         if not row["measured"]:
@@ -702,6 +713,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--geometries", nargs="+", choices=GEOMETRIES, default=None, help="default: both (quick: paper)"
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    parser.add_argument(
+        "--infer-only",
+        action="store_true",
+        help="inference groups only: no training steps, peak-memory or retention check",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=None,
+        help="run only these variants (fp32 always runs: it is the reference)",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     parser.add_argument(
         "--rounds", type=int, default=None, help="timed rounds per variant (default 3, quick 2)"
@@ -751,13 +774,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"cpu flags: {flags}; mkldnn bf16 supported: {info['mkldnn_bf16_supported']}")
     print(f"load average at start: {info['load_average']}", flush=True)
 
+    chosen = ["fp32", *[v for v in args.variants if v != "fp32"]] if args.variants else None
     variants = [
         v
-        for v in (QUICK_VARIANTS if args.quick else VARIANTS)
+        for v in (chosen or (QUICK_VARIANTS if args.quick else VARIANTS))
         if not (args.no_compile and VARIANTS[v].compile)
     ]
-    print("peak memory of a training step ...", flush=True)
-    peak = peak_train_memory(args.size, device)
+    peak = None
+    if not args.infer_only:
+        print("peak memory of a training step ...", flush=True)
+        peak = peak_train_memory(args.size, device)
     print("matmul rates ...", flush=True)
     mm_start = {
         amp: matmul_rate(device, dtype, 1.0)
@@ -771,13 +797,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for geometry in args.geometries:
         for arch in args.archs:
             # --quick times training only at the bf16 target's size (below), the slow part of the run.
-            for mode in ("infer",) if args.quick else ("infer", "train"):
+            for mode in ("infer",) if args.quick or args.infer_only else ("infer", "train"):
                 rows += run_group(
                     arch, geometry, args.size, mode, variants, probe, args, device, args.max_seconds
                 )
                 gc.collect()  # compiled graphs keep reference cycles to the group's models
     if (
-        (args.quick or args.size != TARGET_TRAIN_SIZE)
+        not args.infer_only
+        and (args.quick or args.size != TARGET_TRAIN_SIZE)
         and "paper" in args.geometries
         and "fcn8s" in args.archs
     ):
@@ -793,8 +820,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
             device,
             2 * args.max_seconds,
         )
-    print(f"retention check over {args.growth_steps} steps ...", flush=True)
-    growth = memory_growth(args.growth_steps, args.growth_size, device)
+    growth = None
+    if not args.infer_only:
+        print(f"retention check over {args.growth_steps} steps ...", flush=True)
+        growth = memory_growth(args.growth_steps, args.growth_size, device)
     mm_end = {
         amp: matmul_rate(device, dtype, 1.0)
         for amp, dtype in (("none", torch.float32), ("bf16", torch.bfloat16))
@@ -854,20 +883,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for r in probe_rows
     ]
     print(markdown_table(["mode", "amp", "channels-last", "s", "GFLOP/s", "x fp32 time"], probe_table))
-    print(f"\n## Memory ({peak['kind']})\n")
-    print(
-        f"fp32 training step, fcn8s paper {peak['size']}x{peak['size']}, batch 1: peak {peak['peak_mb']:.0f} MB, "
-        f"{peak['before_mb']:.0f} MB before the step, growth during the step {peak['step_growth_mb']:.0f} MB "
-        f"(parameters {peak['params_mb']:.0f} MB, gradients {peak['grads_mb']:.0f} MB, momentum {peak['momentum_mb']:.0f} MB; "
-        f"peak reset before the step: {peak['peak_reset']})."
-    )
-    last = growth["last"]
-    print(
-        f"retention ({growth['arch']} {growth['geometry']} {growth['size']}x{growth['size']}, {growth['kind']}): "
-        f"step 10 {growth['step10']['memory_mb']:.1f} MB / {growth['step10']['live_tensors']} tensors, "
-        f"step {growth['steps']} {last['memory_mb']:.1f} MB / {last['live_tensors']} tensors "
-        f"(growth {growth['growth_mb']:+.1f} MB, {growth['seconds_per_step']:.2f} s/step)."
-    )
+    if peak is not None and growth is not None:
+        print(f"\n## Memory ({peak['kind']})\n")
+        print(
+            f"fp32 training step, fcn8s paper {peak['size']}x{peak['size']}, batch 1: peak {peak['peak_mb']:.0f} MB, "
+            f"{peak['before_mb']:.0f} MB before the step, growth during the step {peak['step_growth_mb']:.0f} MB "
+            f"(parameters {peak['params_mb']:.0f} MB, gradients {peak['grads_mb']:.0f} MB, momentum {peak['momentum_mb']:.0f} MB; "
+            f"peak reset before the step: {peak['peak_reset']})."
+        )
+        last = growth["last"]
+        print(
+            f"retention ({growth['arch']} {growth['geometry']} {growth['size']}x{growth['size']}, {growth['kind']}): "
+            f"step 10 {growth['step10']['memory_mb']:.1f} MB / {growth['step10']['live_tensors']} tensors, "
+            f"step {growth['steps']} {last['memory_mb']:.1f} MB / {last['live_tensors']} tensors "
+            f"(growth {growth['growth_mb']:+.1f} MB, {growth['seconds_per_step']:.2f} s/step)."
+        )
     print("\n## Targets (issue 8)\n")
     print(
         markdown_table(
