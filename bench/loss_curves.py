@@ -35,7 +35,9 @@ def read_losses(run_dir: str) -> Dict[int, float]:
 
     events = sorted(Path(run_dir).glob("events.out.tfevents.*"))
     if not events:
-        raise SystemExit(f"error: {run_dir}: no TensorBoard events (events.out.tfevents.*); is it a run directory?")
+        raise SystemExit(
+            f"error: {run_dir}: no TensorBoard events (events.out.tfevents.*); is it a run directory?"
+        )
     losses: Dict[int, float] = {}
     for path in events:  # a resumed run appends a second file
         acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
@@ -85,7 +87,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"error: {args.run_a} and {args.run_b} logged no iteration in common")
     print(
         markdown_table(
-            ["iterations", f"loss {Path(args.run_a).name}", f"loss {Path(args.run_b).name}", "difference", "std err", "|diff| / err"],
+            [
+                "iterations",
+                f"loss {Path(args.run_a).name}",
+                f"loss {Path(args.run_b).name}",
+                "difference",
+                "std err",
+                "|diff| / err",
+            ],
             [
                 [
                     f"{r['first']}-{r['last']}",

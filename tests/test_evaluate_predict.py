@@ -193,7 +193,8 @@ def test_evaluate_fast_path_winograd_scores_what_fp32_scores(setup, tmp_path, ca
         assert evaluate.main([*args, str(tmp_path / path), "--fast-path", path]) == 0
         reports[path] = json.loads(out.read_text())
     assert (
-        "eval.fast_path=winograd: 13 convolutions use NNPACK's Winograd transform on large maps" in capsys.readouterr().out
+        "eval.fast_path=winograd: 13 convolutions use NNPACK's Winograd transform on large maps"
+        in capsys.readouterr().out
     )
     assert reports["winograd"]["eval"]["fast_path"] == "winograd"
     same = sum(
