@@ -356,3 +356,21 @@ def test_predict_names_a_missing_input_and_still_does_the_others(setup, tmp_path
         )
         == 0
     )
+
+
+def test_bench_fast_paths_scores_every_path_on_the_checkpoint(setup, tmp_path, capsys):
+    import importlib.util
+
+    _, ids, ckpt = setup
+    spec = importlib.util.spec_from_file_location(
+        "bench_fast_paths", Path(__file__).parents[1] / "bench" / "fast_paths.py"
+    )
+    fast_paths = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fast_paths)
+    result = fast_paths.main(["--checkpoint", str(ckpt), "--json", str(tmp_path / "f.json")])
+    rows = {r["path"]: r for r in result["rows"]}
+    assert list(rows) == ["none", "winograd", "int8"] and result["images"] == len(ids)
+    assert rows["none"]["agreement"] == 1.0 and rows["none"]["speedup"] == 1.0
+    assert rows["winograd"]["agreement"] > 0.999  # fp32's results up to rounding
+    assert 0.0 < rows["int8"]["agreement"] <= 1.0 and rows["int8"]["logit_rel_err"] > 0.0
+    assert "| int8" in capsys.readouterr().out

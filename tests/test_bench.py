@@ -1,0 +1,51 @@
+"""The benchmark scripts that README.md tells users to run on their own checkpoints and runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_run(run_dir: Path, losses: list[float]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run_dir)) as writer:
+        for step, loss in enumerate(losses, start=1):
+            writer.add_scalar("train/loss", loss, step)
+
+
+def test_loss_curves_tell_noise_from_a_shift(tmp_path, capsys):
+    loss_curves = _load("loss_curves")
+    torch.manual_seed(0)
+    base = (1.0 / torch.arange(1, 101) + 0.05 * torch.randn(100)).tolist()
+    _write_run(tmp_path / "a", base)
+    _write_run(tmp_path / "same", [v + 0.001 for v in base])
+    _write_run(tmp_path / "shifted", [v + 0.2 for v in base[:60]])  # fewer iterations: compared on 60
+    out = tmp_path / "r.json"
+    result = loss_curves.main([str(tmp_path / "a"), str(tmp_path / "same"), "--json", str(out)])
+    assert "within noise" in capsys.readouterr().out
+    assert [r["count"] for r in result["rows"]] == [25, 25, 25, 25]
+    assert json.loads(out.read_text())["rows"][0]["first"] == 1
+    result = loss_curves.main([str(tmp_path / "a"), str(tmp_path / "shifted"), "--json", str(out)])
+    assert "beyond noise" in capsys.readouterr().out
+    assert sum(r["count"] for r in result["rows"]) == 60
+    assert all(r["difference"] == pytest.approx(0.2, abs=1e-4) for r in result["rows"])
+
+
+def test_loss_curves_name_a_directory_without_events(tmp_path):
+    loss_curves = _load("loss_curves")
+    with pytest.raises(SystemExit, match="no TensorBoard events"):
+        loss_curves.main([str(tmp_path), str(tmp_path)])
