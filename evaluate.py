@@ -111,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
         )
         v, e = cfg.data.val, cfg.eval
-        tta = f"flip={e.flip} scales={list(e.scales)}"
+        tta = f"flip={e.flip} scales={list(e.scales)}" + (
+            f" fast_path={e.fast_path}" if e.fast_path != "none" else ""
+        )
         print(
             f"{args.checkpoint} ({report['weights']} weights) on {v.name} '{v.split}': {report['num_images']} images, {tta}"
         )

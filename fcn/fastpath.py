@@ -152,7 +152,7 @@ def apply_fast_path(
         done = f"{use_winograd(model)} convolutions use NNPACK's Winograd transform on large maps"
     elif kind == "int8":
         count = quantize_int8(model, calibration)
-        done = f"backbone quantized to int8 ({_quantized_engine()}), calibrated on {count} images"
+        done = f"backbone quantized to int8 ({_quantized_engine()}), calibrated on {count} image{'s' * (count != 1)}"
     else:
         return model
     if log:
