@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from fcn.checkpoint import CheckpointError
-from fcn.config import ConfigError
+from fcn.config import FAST_PATHS, ConfigError
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), help="mixed precision (eval.amp)")
     p.add_argument(
         "--fast-path",
-        choices=("none", "winograd", "int8"),
+        choices=FAST_PATHS,
         help="CPU fast path (eval.fast_path): winograd = fp32's results, faster; int8 = close, faster still",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")

@@ -29,6 +29,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import load_average  # noqa: E402
+
 from fcn.config import load_config  # noqa: E402
 from fcn.data.transforms import build_transforms  # noqa: E402
 
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "load_average": [round(v, 2) for v in os.getloadavg()],  # other work skews timings
+        "load_average": load_average(),  # other work skews timings
         "results": results,
     }
     out = Path(args.out)

@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import load_average, machine_info, markdown_table, write_json  # noqa: E402
 
-from fcn.config import with_overrides  # noqa: E402
 from fcn.data import build_dataset  # noqa: E402
 from fcn.data.transforms import build_transforms  # noqa: E402
 from fcn.fastpath import FAST_PATHS  # noqa: E402
@@ -58,8 +57,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     device = torch.device("cpu")  # both fast paths are CPU paths
     models, setup = {}, {}
     for kind in args.paths:
-        model, cfg = load_model(args.checkpoint, device, overrides=[*args.overrides, "eval.fast_path=none"])
-        cfg = with_overrides(cfg, [f"eval.fast_path={kind}"])
+        model, cfg = load_model(
+            args.checkpoint, device, overrides=[*args.overrides, f"eval.fast_path={kind}"]
+        )
         if kind == "none":
             dataset = build_dataset(
                 cfg.data.val, cfg.data, transforms=build_transforms(cfg.data.transforms, train=False)
@@ -132,8 +132,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(table)
     print(
         f"\n{args.checkpoint} ({cfg.model.arch}, {cfg.model.backbone}, {cfg.model.geometry}), torch threads "
-        f"{torch.get_num_threads()}, load average {load_average()}; setup = loading plus the fast path's "
-        "preparation (int8: calibration and conversion)"
+        f"{torch.get_num_threads()}, load average {load_average()}; setup = the fast path's "
+        "preparation alone (int8: calibration and conversion; loading not included)"
     )
     result = {"checkpoint": args.checkpoint, "images": count, "rows": rows, "machine": machine_info(device)}
     write_json(args.json, result)

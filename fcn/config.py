@@ -36,6 +36,7 @@ BACKBONES = (
 )
 VGG_BACKBONES = ("vgg16", "vgg16_bn")
 DATASETS = ("voc", "sbd", "voc_aug", "folder")
+FAST_PATHS = ("none", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
 
 
 class ConfigError(ValueError):
@@ -496,7 +497,7 @@ def validate(cfg: DictConfig, source: str) -> None:
 
     e = cfg.eval
     _choice(source, "eval.amp", e.amp, ("none", "bf16", "fp16"))
-    _choice(source, "eval.fast_path", e.fast_path, ("none", "winograd", "int8"))
+    _choice(source, "eval.fast_path", e.fast_path, FAST_PATHS)
     _positive(source, "eval.calibration_images", e.calibration_images)
     if e.fast_path != "none" and (e.amp != "none" or e.channels_last):
         raise ConfigError(

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FAST_PATHS = ("none", "winograd", "int8")
-
+from fcn.config import FAST_PATHS
 
 # NNPACK's transforms pay off on large maps only. Measured layer by layer against oneDNN at batch 1
 # (2 AVX2 cores): 1.3-1.7x from 40x40 pixels and C_in * C_out * H * W >= 1e8 up (VGG16 at 500x500:
@@ -152,7 +151,7 @@ def apply_fast_path(
         done = f"{use_winograd(model)} convolutions use NNPACK's Winograd transform on large maps"
     elif kind == "int8":
         count = quantize_int8(model, calibration)
-        done = f"backbone quantized to int8 ({_quantized_engine()}), calibrated on {count} image{'s' * (count != 1)}"
+        done = f"backbone quantized to int8 ({torch.backends.quantized.engine}), calibrated on {count} image{'s' * (count != 1)}"
     else:
         return model
     if log:
