@@ -17,6 +17,7 @@ Prints a markdown table and writes JSON (bench/results/fast_paths.json by defaul
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import load_average, machine_info, markdown_table, write_json  # noqa: E402
+from common import load_average, machine_info, markdown_table, time_call, write_json  # noqa: E402
 
 from fcn.data import build_dataset  # noqa: E402
 from fcn.data.transforms import build_transforms  # noqa: E402
@@ -86,9 +87,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             x, valid = image[None], mask[None] != IGNORE
             logits = {}
             for kind in args.paths:
-                start = time.perf_counter()
-                logits[kind] = models[kind](x).float()
-                seconds[kind] += time.perf_counter() - start
+                took, out = time_call(functools.partial(models[kind], x), device)
+                logits[kind], seconds[kind] = out.float(), seconds[kind] + took
             reference = logits["none"].argmax(1)
             ref_sq += float(logits["none"].square().sum())
             scored += int(valid.sum())

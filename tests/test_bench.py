@@ -12,7 +12,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
+def load_bench(name: str):
+    """Return bench/<name>.py imported as a module (bench/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -28,7 +29,7 @@ def _write_run(run_dir: Path, losses: list[float]) -> None:
 
 
 def test_loss_curves_tell_noise_from_a_shift(tmp_path, capsys):
-    loss_curves = _load("loss_curves")
+    loss_curves = load_bench("loss_curves")
     torch.manual_seed(0)
     base = (1.0 / torch.arange(1, 101) + 0.05 * torch.randn(100)).tolist()
     _write_run(tmp_path / "a", base)
@@ -46,6 +47,6 @@ def test_loss_curves_tell_noise_from_a_shift(tmp_path, capsys):
 
 
 def test_loss_curves_name_a_directory_without_events(tmp_path):
-    loss_curves = _load("loss_curves")
+    loss_curves = load_bench("loss_curves")
     with pytest.raises(SystemExit, match="no TensorBoard events"):
         loss_curves.main([str(tmp_path), str(tmp_path)])

@@ -17,6 +17,7 @@ from fcn.checkpoint import CheckpointError, save_checkpoint
 from fcn.config import load_config, to_dict
 from fcn.inference import load_model
 from fcn.metrics import ConfusionMatrix
+from tests.test_bench import load_bench
 
 CLASSES = ["background", "bright", "dark"]
 PALETTE = [[0, 0, 0], [250, 40, 40], [40, 40, 250]]
@@ -359,14 +360,8 @@ def test_predict_names_a_missing_input_and_still_does_the_others(setup, tmp_path
 
 
 def test_bench_fast_paths_scores_every_path_on_the_checkpoint(setup, tmp_path, capsys):
-    import importlib.util
-
     _, ids, ckpt = setup
-    spec = importlib.util.spec_from_file_location(
-        "bench_fast_paths", Path(__file__).parents[1] / "bench" / "fast_paths.py"
-    )
-    fast_paths = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fast_paths)
+    fast_paths = load_bench("fast_paths")
     result = fast_paths.main(["--checkpoint", str(ckpt), "--json", str(tmp_path / "f.json")])
     rows = {r["path"]: r for r in result["rows"]}
     assert list(rows) == ["none", "winograd", "int8"] and result["images"] == len(ids)
