@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from fcn.checkpoint import CheckpointError
-from fcn.config import FAST_PATHS, ConfigError
+from fcn.cli import EXIT_FAILURE, add_config_arguments, add_eval_arguments, eval_overrides, run_phases
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -30,77 +30,48 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="image files and/or directories of images",
     )
     p.add_argument("--output", required=True, metavar="DIR", help="directory for the output PNGs (created)")
-    p.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="YAML merged over the checkpoint's config (repeatable)",
-    )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.amp=bf16")
-    p.add_argument("--flip", action="store_true", help="average with the mirrored image (eval.flip=true)")
-    p.add_argument("--scales", type=float, nargs="+", metavar="S", help="test-time scales (eval.scales)")
-    p.add_argument(
-        "--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA weights"
-    )
+    add_config_arguments(p, "the checkpoint's config")
+    add_eval_arguments(p)
     p.add_argument(
         "--alpha", type=float, default=0.5, help="opacity of the colour mask in the overlay (default 0.5)"
     )
-    p.add_argument(
-        "--fast-path",
-        choices=FAST_PATHS,
-        help="CPU fast path (eval.fast_path): winograd = fp32's results, faster; int8 = close, faster still",
-    )
-    p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_intermixed_args(argv)
-
-
-def flag_overrides(args: argparse.Namespace) -> list[str]:
-    """Return the key=value overrides the convenience flags stand for (applied after the others)."""
-    out = []
-    if args.flip:
-        out.append("eval.flip=true")
-    if args.scales:
-        out.append("eval.scales=[" + ",".join(repr(float(s)) for s in args.scales) + "]")
-    if args.no_ema:
-        out.append("eval.use_ema=false")
-    if args.fast_path:
-        out.append(f"eval.fast_path={args.fast_path}")
-    return out
+    args = p.parse_intermixed_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        p.error(f"--alpha {args.alpha} must be between 0 and 1")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Segment the inputs; return the exit status (1 if any input failed, after doing the others)."""
+    """Segment the inputs; return the exit code (fcn.cli's rule: 2 if the checkpoint or config is
+    bad or no input exists, 1 if any input failed, after doing the others)."""
     args = parse_args(argv)
-    from fcn.inference import load_model, predict_files, select_device
+    from fcn.inference import list_images, load_model, predict_files
+    from fcn.runtime import select_device
 
-    try:
-        if not 0.0 <= args.alpha <= 1.0:
-            raise ValueError(f"--alpha {args.alpha} must be between 0 and 1")
-        model, cfg = load_model(
-            args.checkpoint,
-            select_device(args.device),
-            None,
-            args.config,
-            [*args.overrides, *flag_overrides(args)],
+    def prepare():
+        files, missing = list_images(args.input)
+        for line in missing:
+            print(f"error: {line}", file=sys.stderr)
+        if not files:
+            raise FileNotFoundError("no input image to segment (see above); give image files or directories")
+        overrides = [*args.overrides, *eval_overrides(args)]
+        model, cfg = load_model(args.checkpoint, select_device(args.device), None, args.config, overrides)
+        return model, cfg, files, missing
+
+    def work(prepared) -> int:
+        model, cfg, files, missing = prepared
+        done, unreadable = predict_files(
+            model, cfg, files, args.output, alpha=args.alpha, progress=not args.no_progress
         )
-        done, errors = predict_files(
-            model, cfg, args.input, args.output, alpha=args.alpha, progress=not args.no_progress
-        )
-    except (ConfigError, CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    print(f"wrote {done} image(s) to {args.output}")
-    if errors:
-        print(
-            f"error: {len(errors)} input(s) failed (listed above); the others were written", file=sys.stderr
-        )
-        return 1
-    return 0
+        print(f"wrote {done} image(s) to {Path(args.output)}")
+        failed = len(missing) + len(unreadable)
+        if failed:
+            others = "the others were written" if done else "nothing was written"
+            print(f"error: {failed} input(s) failed (listed above); {others}", file=sys.stderr)
+            return EXIT_FAILURE
+        return 0
+
+    return run_phases(prepare, work)
 
 
 if __name__ == "__main__":

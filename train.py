@@ -1,8 +1,45 @@
-"""Train an FCN: python train.py [--config FILE ...] [key=value ...]  (see README.md)."""
+"""Train an FCN as a YAML config says.
 
+python train.py                                        # config.yml
+python train.py --config predefined_configs/toy.yml training.iters=100
+torchrun --standalone --nproc_per_node=4 train.py --config predefined_configs/fcn8s.yml
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
+from typing import Sequence
 
-from fcn.engine import main
+from fcn.cli import add_config_arguments, run_phases
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Return the parsed command line."""
+    p = argparse.ArgumentParser(
+        description="Train an FCN as a YAML config says (see config.yml for every key).",
+        epilog="Example: python train.py --config predefined_configs/toy.yml training.iters=100",
+    )
+    add_config_arguments(p, "the defaults (default: config.yml)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train; return the exit code (fcn.cli: 2 for a bad config or input before training, 1 for a
+    failure during it), each error as one line."""
+    args = parse_args(argv)
+    from fcn import distributed, engine
+    from fcn.config import load_config
+
+    def prepare() -> engine.Run:
+        return engine.setup(load_config(args.config or ["config.yml"], args.overrides))
+
+    def work(run: engine.Run) -> None:
+        engine.train(run)
+
+    info = distributed.env_info()
+    return run_phases(prepare, work, prefix=f"rank {info.rank}: " if info.enabled else "")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -60,9 +60,10 @@ from common import (  # noqa: E402
 )
 
 from fcn.config import load_config  # noqa: E402
-from fcn.engine import autocast, build_optimizer, segmentation_loss, select_device  # noqa: E402
+from fcn.engine import build_optimizer, segmentation_loss  # noqa: E402
 from fcn.fastpath import quantize_int8, use_winograd  # noqa: E402
 from fcn.models import build_model  # noqa: E402
+from fcn.runtime import autocast, select_device  # noqa: E402
 
 ARCHS = ("fcn32s", "fcn16s", "fcn8s")
 GEOMETRIES = ("paper", "same")

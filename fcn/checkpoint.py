@@ -1,46 +1,97 @@
-"""Checkpoints written atomically and loaded safely, and the RNG states that exact resume needs.
+"""The checkpoint format and every file the project writes.
 
-``save_checkpoint`` writes to a temporary file in the target's directory, fsyncs it and renames it
-over the target, so a crash or a kill mid-save leaves the previous checkpoint intact.
-``load_checkpoint`` uses ``torch.load(weights_only=True)``: a checkpoint holds tensors, numbers,
-strings, lists, tuples and dicts only, never pickled objects (hence the RNG states are captured as
-tensors and ints below).
+What a checkpoint holds (a dict, loadable with ``torch.load(weights_only=True)``: tensors, numbers,
+strings, lists and dicts only, never pickled objects):
+
+- a **resumable** one (``checkpoints/last.pt``, ``training_checkpoint``): everything resume needs --
+  ``model``, ``ema`` (or None), ``optimizer``, ``scheduler``, ``scaler`` (or None), ``iteration``,
+  ``epoch``, ``best_miou``, ``sampler`` (the position in the epoch's order), ``rng`` (this process's
+  RNG states, as tensors), ``rng_ranks`` (every process's, under torchrun) and ``config``;
+- a **weights** one (``checkpoints/best.pt``, an imported reference net; ``weights_checkpoint``):
+  ``model``, ``ema`` (or None), ``config``, and where it came from a run, ``iteration``, ``epoch``
+  and ``best_miou``.
+
+Both carry ``version`` (``CHECKPOINT_VERSION``); ``load_checkpoint`` refuses a newer one with a line
+that says so. ``atomic_write`` is the one way a file is written: to a temporary file beside the
+target, fsynced, with the usual mode (0666 less the umask), renamed over the target; a crash, a kill or
+a full disk leaves the previous file whole and no temporary file behind.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
+
+CHECKPOINT_VERSION = 1
+"""The format written; bump it when a key changes meaning, and read older versions in load_checkpoint."""
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable, truncated or not a dict; the message names the file."""
+    """A checkpoint that is missing, unreadable, truncated, newer than this code or not a dict; the
+    message names the file."""
 
 
-def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same directory, fsync, os.replace)."""
-    if not isinstance(state, dict):
-        raise TypeError(f"save_checkpoint: state must be a dict, got {type(state).__name__}")
+class WriteError(OSError):
+    """A file could not be written (no space, no permission); the message names the file, the cause
+    and what is left on disk."""
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """Return the OSError behind exc (itself, or one it was raised while handling), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Write a file as write(temp_path) does, atomically: the temporary file beside path is fsynced,
+    given the usual mode and renamed over path; on any failure it is removed and path is untouched.
+    An OS error (no space left, no permission) is raised as a WriteError naming path and the cause."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
     # Same directory, hence the same file system: os.replace is then an atomic rename.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "xb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # some writers (mkstemp-based ones) create 0600
         os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave the temp file behind
+    except BaseException as exc:  # also KeyboardInterrupt: never leave the temp file behind
         tmp.unlink(missing_ok=True)
-        raise
+        cause = _os_error(exc)
+        if cause is None or isinstance(exc, WriteError):
+            raise
+        reason = cause.strerror or str(cause)
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            reason += " (free some space or write elsewhere)"
+        kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was written"
+        error = WriteError(f"cannot write {path}: {reason}; {kept}")
+        error.errno = cause.errno
+        raise error from None
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -57,32 +108,153 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` to ``path`` with torch.save, atomically (see atomic_write)."""
+    if not isinstance(state, dict):
+        raise TypeError(f"save_checkpoint: state must be a dict, got {type(state).__name__}")
+
+    def write(tmp: Path) -> None:
+        # Through a Python file object, so that an OS error (no space) surfaces as itself behind
+        # torch's "unexpected pos" RuntimeError instead of being lost in its C++ writer.
+        with open(tmp, "xb") as f:
+            torch.save(state, f)
+
+    atomic_write(path, write)
+
+
 def _reason(exc: BaseException) -> str:
     """Return the first sentence of the innermost message of a torch.load failure, on one line."""
-    # torch wraps the unpickler's own error (e.g. "Unsupported global: ...") in a long advice text.
+    # torch wraps the unpickler's own error (e.g. "Unsupported global: ...") in a long advice text
+    # that recommends weights_only=False; only the unpickler's reason is kept.
     inner = exc.__context__ if isinstance(exc.__context__, Exception) and str(exc.__context__) else exc
     text = " ".join(str(inner).split()) or type(inner).__name__
+    if "weights_only" in text:
+        text = type(inner).__name__
     return text.split(". ")[0][:160]
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Return the dict saved at ``path`` (torch.load with weights_only=True), else raise CheckpointError."""
+def read_torch_file(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """Return what torch.load(weights_only=True) reads from path, else raise CheckpointError in one
+    line naming the file. A file the safe load refuses is never loaded unsafely, and the message
+    does not suggest it (torch's own advice, weights_only=False, would run its code)."""
     path = Path(path)
     if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "not found"
-        raise CheckpointError(f"checkpoint {path} {what}")
+        state = "is a directory, not a file" if path.is_dir() else "not found"
+        raise CheckpointError(f"{what} {path} {state}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"cannot load checkpoint {path}: {_reason(exc)} (corrupt, truncated, or holding objects "
+            f"cannot load {what} {path}: {_reason(exc)} (corrupt, truncated, or holding objects "
             "that weights_only=True refuses)"
-        ) from exc
+        ) from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Return the dict saved at ``path`` (torch.load with weights_only=True), else raise
+    CheckpointError: missing, unreadable, not a dict, or written in a newer format."""
+    path = Path(path)
+    state = read_torch_file(path, "checkpoint", map_location)
     if not isinstance(state, dict):
         raise CheckpointError(
             f"checkpoint {path} holds a {type(state).__name__}, not a dict of training state"
         )
+    version = state.get("version", 1)  # files from before the version key are version 1
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}, newer than this pytorch-fcn reads "
+            f"({CHECKPOINT_VERSION}); update pytorch-fcn to load it"
+        )
     return state
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Return the bare model inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        for attr in ("_orig_mod", "module"):  # torch.compile, DistributedDataParallel
+            inner = getattr(model, attr, None)
+            if isinstance(inner, nn.Module):
+                model = inner
+                break
+        else:
+            return model
+
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""State-dict key prefixes of DistributedDataParallel and torch.compile around the bare model."""
+
+
+def bare_state_dict(state: dict) -> dict:
+    """Return a state dict with the wrappers' prefixes (and AveragedModel's 'n_averaged' counter)
+    removed, as the bare model names its tensors."""
+    state = {k: v for k, v in state.items() if k != "n_averaged"}
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def training_checkpoint(
+    *,
+    model: nn.Module,
+    ema: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    iteration: int,
+    epoch: int,
+    best_miou: float,
+    sampler: dict,
+    config: dict,
+    rng_ranks: list[dict] | None = None,
+) -> dict:
+    """Return the resumable checkpoint of a training run (see the module doc)."""
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "model": unwrap(model).state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "iteration": iteration,
+        "epoch": epoch,
+        "best_miou": best_miou,
+        "rng": capture_rng_state(),
+        "sampler": sampler,
+        "config": config,
+    }
+    if rng_ranks is not None:
+        state["rng_ranks"] = rng_ranks  # every process's RNGs (dropout), in rank order
+    return state
+
+
+def weights_checkpoint(
+    *, model: nn.Module, config: dict, ema: nn.Module | None = None, **run: int | float
+) -> dict:
+    """Return a weights checkpoint (see the module doc); run holds iteration, epoch, best_miou."""
+    unknown = set(run) - {"iteration", "epoch", "best_miou"}
+    if unknown:
+        raise TypeError(f"weights_checkpoint: unexpected {sorted(unknown)}")
+    return {
+        "version": CHECKPOINT_VERSION,
+        "model": unwrap(model).state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "config": config,
+        **run,
+    }
+
+
+def model_weights(checkpoint: dict, use_ema: bool) -> tuple[dict, str]:
+    """Return (bare state dict, 'ema' | 'model'): the EMA weights when asked and present, else the
+    model's."""
+    ema = checkpoint.get("ema")
+    if use_ema and ema:
+        return bare_state_dict(ema), "ema"
+    return bare_state_dict(checkpoint["model"]), "model"
 
 
 def capture_rng_state() -> dict:

@@ -14,6 +14,7 @@ line. It is validated once, made read-only, and never changed afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any, List, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
 BACKBONES = (
@@ -260,9 +261,20 @@ class Config:
 
 
 def _one_line(exc: OmegaConfBaseException) -> str:
-    """Return OmegaConf's message without its multi-line 'full_key/object_type' trailer."""
-    msg = getattr(exc, "msg", None) or str(exc)
-    return msg.splitlines()[0].strip()
+    """Return OmegaConf's message without its multi-line 'full_key/object_type' trailer; for an
+    unknown key, with the nearest key of its section suggested."""
+    msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0].strip()
+    if isinstance(exc, ConfigKeyError):
+        # The interpreter's own "Did you mean" (Python 3.10/3.11 only) is replaced by ours, computed
+        # from the schema, so the message is the same on every Python.
+        msg = msg.split(" Did you mean", 1)[0]
+        section = getattr(exc, "object_type", None)
+        if dataclasses.is_dataclass(section) and getattr(exc, "key", None) is not None:
+            names = [f.name for f in dataclasses.fields(section)]
+            near = difflib.get_close_matches(str(exc.key), names, n=1)
+            if near:
+                msg = f"{msg.rstrip('.')}. Did you mean: '{near[0]}'?"
+    return msg
 
 
 def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
@@ -273,12 +285,28 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(f"{source}: key '{key}': {_one_line(exc)}") from None
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """Return a text file's contents decoded as UTF-8 (a byte-order mark is allowed); ValueError
+    naming the file and the first undecodable byte otherwise."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        utf16 = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ValueError(
+            f"{path}: not UTF-8 text{utf16}: byte 0x{data[exc.start]:02x} at offset {exc.start} cannot be "
+            "decoded; save the file as UTF-8"
+        ) from None
+
+
 def _read_yaml(path: str) -> DictConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{path}: config file not found (give an existing YAML file to --config)")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(read_text(p))
+    except ValueError as exc:  # not UTF-8
+        raise ConfigError(str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -547,7 +575,6 @@ def _field_docs() -> dict[str, dict[str, str]]:
 
 def documented_yaml() -> str:
     """Return the default config as YAML with every key's doc as a comment (config.yml's source)."""
-    import dataclasses
     import textwrap
 
     docs = _field_docs()

@@ -1,13 +1,14 @@
-"""Training and evaluation: fit(cfg), train_one_step(), evaluate().
+"""Training: fit(cfg) = setup(cfg), then train(run); train_one_step() and evaluate() are the pieces
+bench/ reuses.
 
-fit() builds everything from the config, trains by iterations (optimizer
-steps), evaluates every ``training.eval_every`` iterations or at each epoch's
-end, and keeps ``checkpoints/last.pt`` and ``checkpoints/best.pt`` in the run
-directory. A resumed run continues exactly: the data order is a pure function of
-(seed, epoch), every sample's augmentation a pure function of (seed, epoch,
-index), every batch's mixing a pure function of (seed, iteration), and the
-checkpoint holds the model, optimizer, scheduler, scaler, EMA, RNG states and
-the data position.
+setup() builds everything from the config into one plain ``Run`` (the datasets and their order,
+the model, optimizer, schedule, scaler, EMA, the resume position); train() is the loop: a step,
+then every ``training.eval_every`` iterations (or at each epoch's end) an evaluation that logs the
+metrics and saves ``checkpoints/last.pt`` and ``checkpoints/best.pt``. A resumed run continues
+exactly: the data order is a pure function of (seed, epoch), every sample's augmentation a pure
+function of (seed, epoch, index) (fcn.data.loaders), every batch's mixing a pure function of (seed,
+iteration), and the checkpoint (fcn.checkpoint) holds the model, optimizer, scheduler, scaler, EMA,
+RNG states and the data position.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import contextlib
 import copy
 import json
 import math
-import random
 import signal
-import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,149 +33,31 @@ from torch.utils.data import DataLoader, Dataset
 
 from fcn import config as fcn_config
 from fcn import distributed
-from fcn.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from fcn.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    training_checkpoint,
+    weights_checkpoint,
+)
+from fcn.data.common import VOID
+from fcn.data.loaders import (
+    EpochBatchSampler,
+    SeededItems,
+    eval_loader,
+    mix_seed,
+    resume_position,
+    train_loader,
+)
 from fcn.metrics import ConfusionMatrix, format_table
-
-IGNORE_INDEX = 255
-CHECKPOINT_VERSION = 1
+from fcn.runtime import autocast, configure_determinism, seed_everything, select_device
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss, an impossible resume); the message says why."""
-
-
-# ----------------------------------------------------------------------------- devices, precision
-
-
-def select_device(name: str) -> torch.device:
-    """Return the device for 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"training.device='{name}' but no CUDA device is available; use auto or cpu")
-    return device
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Return the autocast context for amp 'bf16'/'fp16', or a null context for 'none'."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-# ----------------------------------------------------------------------------- data order
-
-
-def _mix_seed(*parts: int) -> int:
-    """Return a 63-bit seed that depends on every part (a simple polynomial hash)."""
-    value = 0x9E3779B97F4A7C15
-    for part in parts:
-        value = (value * 0x100000001B3 + int(part) + 1) % (1 << 63)
-    return value
-
-
-class EpochBatchSampler:
-    """Yields batches of (index, epoch) keys: one epoch's shuffled order, split across ranks,
-    from a given batch on (so a resumed run starts mid-epoch without replaying batches)."""
-
-    def __init__(
-        self,
-        size: int,
-        batch_size: int,
-        seed: int,
-        shuffle: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
-        self.epoch, self.start_batch = 0, 0
-
-    def batches_per_epoch(self) -> int:
-        """Return the number of full batches each rank gets per epoch (the last partial one is dropped)."""
-        per_rank = math.ceil(self.size / self.world_size)
-        return per_rank // self.batch_size
-
-    def set_position(self, epoch: int, start_batch: int) -> None:
-        """Make the next iteration yield epoch `epoch` from batch `start_batch` on."""
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def _order(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
-        if self.world_size > 1:  # pad by repeating the head so that every rank gets as many samples
-            order += order[: (-len(order)) % self.world_size]
-            order = order[self.rank :: self.world_size]
-        return order
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = self._order()
-        for b in range(self.start_batch, self.batches_per_epoch()):
-            chunk = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield [(index, self.epoch) for index in chunk]
-
-    def __len__(self) -> int:
-        return max(0, self.batches_per_epoch() - self.start_batch)
-
-
-class SeededItems(Dataset):
-    """A dataset whose item (index, epoch) is transformed with RNGs seeded from (seed, epoch, index),
-    so a sample's augmentation does not depend on the worker that loads it or on a resume."""
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed = dataset, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, epoch = key
-        seed = _mix_seed(self.seed, epoch, index)
-        py_state, np_state = random.getstate(), np.random.get_state()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                random.seed(seed)
-                np.random.seed(seed % (1 << 32))
-                return self.dataset[index]
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-
-
-def _collate(cfg: DictConfig):
-    if cfg.data.pad_collate:
-        from fcn.data.collate import pad_collate
-
-        return pad_collate
-    return None
-
-
-def _eval_collate(batch_size: int):
-    if batch_size > 1:
-        from fcn.data.collate import pad_collate
-
-        return pad_collate
-    return None
-
-
-def make_eval_loader(dataset: Dataset, cfg: DictConfig, info: distributed.DistInfo) -> DataLoader:
-    """Return the evaluation loader: this rank's share (rank::world, no padding, so no sample is
-    counted twice), batches of data.val_batch_size padded with 255 where sizes differ."""
-    indices = list(range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
-    return DataLoader(
-        dataset,
-        batch_size=cfg.data.val_batch_size,
-        sampler=indices,
-        num_workers=min(cfg.data.num_workers, 2),
-        collate_fn=_eval_collate(cfg.data.val_batch_size),
-        generator=torch.Generator(),  # keeps the global RNG untouched by the loader's base seed
-    )
+    """Training cannot go on (a non-finite loss, processes out of step); the message says why."""
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -230,7 +112,7 @@ def lr_factor(iteration: int, total: int, cfg: DictConfig) -> float:
 
 def _labelled(masks: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """Return the number of labelled pixels (or their summed class weights)."""
-    valid = masks != IGNORE_INDEX
+    valid = masks != VOID
     return valid.sum().float() if weight is None else weight[masks[valid]].sum()
 
 
@@ -239,7 +121,7 @@ def segmentation_loss(
 ) -> torch.Tensor:
     """Return the cross-entropy ignoring 255: averaged over labelled pixels, or summed (the
     reference's loss_param { normalize: false })."""
-    total = F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
+    total = F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=VOID, reduction="sum")
     return total / _labelled(masks, weight).clamp_min(1) if normalize else total
 
 
@@ -349,7 +231,7 @@ def evaluate(
 
     was_training = model.training
     model.eval()
-    matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, device=device)
+    matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=device)
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
         if channels_last:
@@ -364,7 +246,57 @@ def evaluate(
     return result
 
 
-# ----------------------------------------------------------------------------- fit
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """A training run: what setup() built from the config, then the loop's position and totals.
+
+    train() changes only the fields below ``# the loop's state``; everything above is fixed.
+    """
+
+    cfg: DictConfig
+    info: distributed.DistInfo
+    device: torch.device
+    run_dir: Path
+    train_set: Dataset
+    val_set: Dataset
+    items: SeededItems
+    sampler: EpochBatchSampler
+    val_loader: DataLoader
+    model: nn.Module  # the bare model: what checkpoints hold and evaluation runs
+    train_model: nn.Module  # the model compiled and/or wrapped in DistributedDataParallel
+    ema: ModelEMA | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    class_weight: torch.Tensor | None
+    mixer: Callable | None
+    total: int
+    class_names: list[str]
+    palette: np.ndarray
+    writer: Any  # TensorBoard's SummaryWriter on the primary process, else None
+    # the loop's state
+    iteration: int = 0
+    epoch: int = 0
+    batch_pos: int = 0
+    best: float = -1.0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    data: Iterator | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Return the number of optimizer-step batches each process gets per epoch."""
+        return self.sampler.batches_per_epoch()
+
+    def log(self, message: str) -> None:
+        """Print a line above the progress bar, on the primary process only."""
+        if self.info.is_primary:
+            from tqdm import tqdm
+
+            tqdm.write(message)
 
 
 def _log(info: distributed.DistInfo, message: str) -> None:
@@ -372,23 +304,6 @@ def _log(info: distributed.DistInfo, message: str) -> None:
         from tqdm import tqdm
 
         tqdm.write(message)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
-
-
-def _configure_determinism(enabled: bool) -> None:
-    if enabled:
-        import os
-
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
 
 
 class _StopFlag:
@@ -435,84 +350,64 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     return path
 
 
-def _resume_position(sampler_state: dict, batch_size: int, world_size: int) -> tuple[int, int]:
-    """Return the (epoch, batch) a resumed run starts at: the batch after the images of the epoch
-    already seen, which each process's share of the order (rank::world) makes a prefix of it, so
-    a different number of processes or batch size goes on from the same place (rounded down)."""
-    epoch, batch = sampler_state["epoch"], sampler_state["batch"]
-    if "images" in sampler_state:  # absent in checkpoints from before distributed resume
-        batch = sampler_state["images"] // (batch_size * world_size)
-    return epoch, batch
+def _init_from(model: nn.Module, path: str, info: distributed.DistInfo) -> None:
+    """Copy the tensors of checkpoint `path` that fit model (the paper's staged init); an error when
+    none fits, which is a wrong path rather than another stage."""
+    from fcn.models import describe_init, describe_misfit, init_from_state_dict
+
+    state = load_checkpoint(path)
+    weights = state.get("model", state)
+    copied, new = init_from_state_dict(model, weights)
+    if not copied:
+        raise CheckpointError(
+            f"model.init_from: no tensor of {path} fits this model: {describe_misfit(model, weights)}; "
+            "give the checkpoint of a run of the same backbone (or remove model.init_from)"
+        )
+    _log(info, f"init_from {path}: {describe_init(copied, new)}")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return getattr(model, "_orig_mod", model)  # torch.compile
-
-
-def _vis_grid(model, dataset, indices, cfg, device, palette, class_names) -> np.ndarray:
-    from fcn.data.transforms import denormalize
-    from fcn.visualize import prediction_grid
-
-    images, gts, preds = [], [], []
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for index in indices:
-            image, mask = dataset[index]
-            with autocast(device, cfg.training.amp):
-                logits = model(image.unsqueeze(0).to(device))
-            preds.append(logits.argmax(1)[0].cpu().numpy().astype(np.uint8))
-            images.append(denormalize(image, cfg.data.transforms.normalization))
-            gts.append(mask.numpy().astype(np.uint8))
-    model.train(was_training)
-    return prediction_grid(images, gts, preds, palette, class_names)
-
-
-def fit(cfg: DictConfig) -> dict:
-    """Train as the config says; return a summary (iterations, best mean IU, last metrics, run_dir)."""
+def setup(cfg: DictConfig) -> Run:
+    """Return the run the config describes, ready to train: datasets listed, model built (and
+    initialised or resumed), optimizer, schedule, loaders, run directory. Errors here are the
+    config's or the input files' (nothing has been trained)."""
     from fcn.data import build_dataset, class_names, palette
     from fcn.data.mixing import build_mixer
     from fcn.data.transforms import build_transforms
-    from fcn.models import build_model, describe_init, init_from_state_dict
+    from fcn.models import build_model
 
-    device = select_device(cfg.training.device)
+    t = cfg.training
+    device = select_device(t.device)
     info = distributed.env_info()
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
-    if cfg.training.amp == "fp16" and device.type != "cuda":
+    if t.amp == "fp16" and device.type != "cuda":
         raise ValueError("training.amp=fp16 needs a CUDA device; use training.amp=bf16 on the CPU")
-    if cfg.training.sync_bn and info.enabled and device.type != "cuda":
+    if t.sync_bn and info.enabled and device.type != "cuda":
         raise ValueError(
             "training.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
             "set training.sync_bn=false"
         )
     info = distributed.setup(device)
-    t = cfg.training
     run_dir = Path(t.run_dir)
-    _configure_determinism(t.deterministic)
-    _seed_everything(t.seed)
+    configure_determinism(t.deterministic)
+    seed_everything(t.seed)
 
+    # The data: the split's files listed (a missing one is an error here), the order of the epochs.
     train_set = build_dataset(cfg.data.train, cfg.data, build_transforms(cfg.data.transforms, train=True))
     val_set = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, train=False))
-    names = class_names(cfg.data)
-    colours = palette(cfg.data)
     sampler = EpochBatchSampler(len(train_set), cfg.data.batch_size, t.seed, True, info.rank, info.world_size)
-    batches_per_epoch = sampler.batches_per_epoch()
-    if batches_per_epoch == 0:
+    if sampler.batches_per_epoch() == 0:
         raise ValueError(
             f"data.train: {len(train_set)} images are fewer than data.batch_size={cfg.data.batch_size}"
             + (f" x {info.world_size} processes" if info.enabled else "")
         )
-    total = total_iterations(cfg, batches_per_epoch)
-    images_per_batch = cfg.data.batch_size * info.world_size
+    total = total_iterations(cfg, sampler.batches_per_epoch())
 
+    # The model and what trains it.
     model = build_model(cfg.model)
     if cfg.model.init_from:
-        state = load_checkpoint(cfg.model.init_from)
-        copied, new = init_from_state_dict(model, state.get("model", state))
-        _log(info, f"init_from {cfg.model.init_from}: {describe_init(copied, new)}")
+        _init_from(model, cfg.model.init_from, info)
     if t.sync_bn and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
@@ -523,37 +418,15 @@ def fit(cfg: DictConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, total, cfg))
     scaler = torch.amp.GradScaler("cuda") if t.amp == "fp16" else None
     weight = torch.tensor(list(cfg.loss.class_weights), device=device) if cfg.loss.class_weights else None
-    mixer = build_mixer(cfg.data.mixing)
 
     if info.rank > 0:  # dropout masks differ across processes as across the images of one batch
-        _seed_everything(_mix_seed(t.seed, info.rank))
-    iteration, epoch, batch_pos, best = 0, 0, 0, -1.0
+        seed_everything(mix_seed(t.seed, info.rank))
+    position = (0, 0, 0, -1.0)  # iteration, epoch, batch, best mean IU
     resume = _resume_path(cfg, run_dir)
     if resume is not None:
-        state = load_checkpoint(resume)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            if ema is not None and state.get("ema"):
-                ema.module.load_state_dict(state["ema"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise TrainingError(f"training.resume: {resume} does not fit this config: {first}") from None
-        iteration, best = state["iteration"], state["best_miou"]
-        epoch, batch_pos = _resume_position(state["sampler"], cfg.data.batch_size, info.world_size)
-        rngs = state.get("rng_ranks") or []
-        if len(rngs) == info.world_size:
-            restore_rng_state(rngs[info.rank])
-        elif info.rank == 0:
-            restore_rng_state(state["rng"])
-        else:  # saved by fewer processes than resume it
-            _seed_everything(_mix_seed(t.seed, info.rank, iteration))
-        _log(info, f"resumed from {resume} at iteration {iteration} (epoch {epoch}, batch {batch_pos})")
+        position = _resume(resume, cfg, info, model, optimizer, scheduler, scaler, ema)
     if info.enabled:  # without a shared filesystem a node may not see training.resume's checkpoint
-        positions = distributed.all_gather_object((iteration, epoch, batch_pos))
+        positions = distributed.all_gather_object(position[:3])
         if len(set(positions)) > 1:
             raise TrainingError(
                 f"training.resume: the processes would start at different (iteration, epoch, batch) "
@@ -568,223 +441,322 @@ def fit(cfg: DictConfig) -> dict:
         ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
         train_model = nn.parallel.DistributedDataParallel(train_model, **ddp_kwargs)
 
-    seeded = SeededItems(train_set, t.seed)
-
-    def loader_for(epoch_: int, start: int) -> Iterator:
-        sampler.set_position(epoch_, start)
-        return iter(
-            DataLoader(
-                seeded,
-                batch_sampler=sampler,
-                num_workers=cfg.data.num_workers,
-                collate_fn=_collate(cfg),
-                pin_memory=device.type == "cuda",
-                generator=torch.Generator(),
-            )
-        )
-
-    val_loader = make_eval_loader(val_set, cfg, info)
-    vis_indices = list(range(min(t.vis_images, len(val_set))))
     writer = None
     if info.is_primary:
         from torch.utils.tensorboard import SummaryWriter
 
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yml").write_text(fcn_config.to_yaml(cfg))
+        text = fcn_config.to_yaml(cfg)
+        atomic_write(run_dir / "config.yml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
         writer = SummaryWriter(str(run_dir))
-    _log(
-        info,
+    iteration, epoch, batch_pos, best = position
+    run = Run(
+        cfg=cfg,
+        info=info,
+        device=device,
+        run_dir=run_dir,
+        train_set=train_set,
+        val_set=val_set,
+        items=SeededItems(train_set, t.seed),
+        sampler=sampler,
+        val_loader=eval_loader(
+            val_set,
+            batch_size=cfg.data.val_batch_size,
+            num_workers=min(cfg.data.num_workers, 2),
+            rank=info.rank,
+            world_size=info.world_size,
+        ),
+        model=model,
+        train_model=train_model,
+        ema=ema,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        class_weight=weight,
+        mixer=build_mixer(cfg.data.mixing),
+        total=total,
+        class_names=class_names(cfg.data),
+        palette=palette(cfg.data),
+        writer=writer,
+        iteration=iteration,
+        epoch=epoch,
+        batch_pos=batch_pos,
+        best=best,
+    )
+    run.log(
         f"training {cfg.model.arch} ({cfg.model.backbone}) on {cfg.data.train.name}/{cfg.data.train.split} "
         f"({len(train_set)} images) for {total} iterations on {device}; effective batch "
         f"{cfg.data.batch_size} x {t.accumulate} accumulated x {info.world_size} processes = "
         f"{cfg.data.batch_size * t.accumulate * info.world_size}; run directory {run_dir}",
     )
+    return run
 
-    def checkpoint_state(rng_ranks: list[dict] | None = None) -> dict:
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "model": _unwrap(model).state_dict(),
-            "ema": ema.module.state_dict() if ema is not None else None,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "iteration": iteration,
-            "epoch": epoch,
-            "best_miou": best,
-            "rng": capture_rng_state(),
-            # images: of this epoch's order, seen by all processes (resume may change their number)
-            "sampler": {"epoch": epoch, "batch": batch_pos, "images": batch_pos * images_per_batch},
-            "config": fcn_config.to_dict(cfg),
-        }
-        if rng_ranks is not None:
-            state["rng_ranks"] = rng_ranks  # every process's RNGs (dropout), in rank order
-        return state
 
-    def save_last() -> None:
-        rng_ranks = distributed.all_gather_object(capture_rng_state()) if info.enabled else None
-        if info.is_primary:
-            save_checkpoint(checkpoint_state(rng_ranks), run_dir / "checkpoints" / "last.pt")
+def _resume(
+    path: Path,
+    cfg: DictConfig,
+    info: distributed.DistInfo,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    ema: ModelEMA | None,
+) -> tuple[int, int, int, float]:
+    """Load a resumable checkpoint into the run's objects and RNGs; return (iteration, epoch,
+    batch, best mean IU) to go on from."""
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema"):
+            ema.module.load_state_dict(state["ema"])
+        iteration, best = state["iteration"], state["best_miou"]
+        epoch, batch = resume_position(state["sampler"], cfg.data.batch_size, info.world_size)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"training.resume: {path} does not fit this config: {first}") from None
+    rngs = state.get("rng_ranks") or []
+    if len(rngs) == info.world_size:
+        restore_rng_state(rngs[info.rank])
+    elif info.rank == 0:
+        restore_rng_state(state["rng"])
+    else:  # saved by fewer processes than resume it
+        seed_everything(mix_seed(cfg.training.seed, info.rank, iteration))
+    _log(info, f"resumed from {path} at iteration {iteration} (epoch {epoch}, batch {batch})")
+    return iteration, epoch, batch, best
 
-    def run_evaluation() -> dict:
-        nonlocal best
-        # BatchNorm statistics drift apart across processes between DDP's broadcasts at each forward;
-        # every process evaluates rank 0's, the ones the checkpoint holds
-        distributed.broadcast_buffers(model)
-        if ema is not None:
-            distributed.broadcast_buffers(ema.module)
-        metrics = evaluate(model, val_loader, cfg.model.num_classes, device, amp=t.amp, desc="eval")
-        nonlocal loss_sum, loss_count
-        record = {"iteration": iteration, "epoch": epoch, "time": time.time(), **metrics}
-        record["train_loss"] = loss_sum / max(loss_count, 1)  # mean since the previous evaluation
-        loss_sum, loss_count = 0.0, 0
-        record.pop("confusion")
-        score = metrics["mean_iou"]
-        if ema is not None:
-            ema_metrics = evaluate(
-                ema.module, val_loader, cfg.model.num_classes, device, amp=t.amp, desc="eval ema"
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _next_batches(run: Run) -> tuple[list, int, bool]:
+    """Return (micro-batches of one step on the device, images in them, whether an epoch ended
+    before them), moving the run's position in the data on."""
+    cfg, t = run.cfg, run.cfg.training
+    batches, images_seen, epoch_done = [], 0, False
+    for micro in range(t.accumulate):
+        if run.batch_pos >= run.batches_per_epoch:
+            run.epoch, run.batch_pos, run.data, epoch_done = run.epoch + 1, 0, None, True
+        if run.data is None:
+            run.sampler.set_position(run.epoch, run.batch_pos)
+            run.data = iter(
+                train_loader(
+                    run.items,
+                    run.sampler,
+                    num_workers=cfg.data.num_workers,
+                    pad=cfg.data.pad_collate,
+                    pin_memory=run.device.type == "cuda",
+                )
             )
-            ema_metrics.pop("confusion")
-            record["ema"] = ema_metrics
-            score = ema_metrics["mean_iou"]
-        if info.is_primary:
-            _log(info, f"\niteration {iteration}/{total} (epoch {epoch})\n{format_table(metrics, names)}")
-            if ema is not None:
-                _log(info, f"EMA weights: mean IU {record['ema']['mean_iou']:.4f}")
-            for key in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
-                writer.add_scalar(f"val/{key}", metrics[key], iteration)
-                if ema is not None:
-                    writer.add_scalar(f"val_ema/{key}", record["ema"][key], iteration)
-            for name, value in zip(names, metrics["iou"]):
-                if not math.isnan(value):
-                    writer.add_scalar(f"val_iou/{name}", value, iteration)
-            if vis_indices:
-                from fcn.visualize import save_png
+        images, masks = next(run.data)
+        run.batch_pos += 1
+        images = images.to(run.device, non_blocking=True)
+        masks = masks.to(run.device, non_blocking=True)
+        masks_b, lam = None, 1.0
+        if run.mixer is not None:
+            g = torch.Generator().manual_seed(mix_seed(t.seed, run.iteration, micro, run.info.rank))
+            images, masks, masks_b, lam = run.mixer(images, masks, g)
+        if t.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        batches.append((images, masks, masks_b, lam))
+        images_seen += images.shape[0]
+    return batches, images_seen, epoch_done
 
-                grid = _vis_grid(model, val_set, vis_indices, cfg, device, colours, names)
-                save_png(grid, run_dir / "vis" / f"iter_{iteration:07d}.png")
-                writer.add_image("val/fixed_batch", grid, iteration, dataformats="HWC")
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record, allow_nan=True) + "\n")
-        improved = score > best
-        if improved:
-            best = score
-        save_last()
-        if improved and info.is_primary:
-            best_state = {k: v for k, v in checkpoint_state().items() if k not in ("optimizer", "rng")}
-            save_checkpoint(best_state, run_dir / "checkpoints" / "best.pt")
-        distributed.barrier()
-        return record
 
+def train(run: Run) -> dict:
+    """Train the run to its last iteration (or a Ctrl-C); return a summary (iterations, best mean
+    IU, last metrics, run_dir)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=iteration, disable=not info.is_primary, dynamic_ncols=True, desc="train")
-    data_iter: Iterator | None = None
+    cfg, t, info = run.cfg, run.cfg.training, run.info
+    bar = tqdm(
+        total=run.total, initial=run.iteration, disable=not info.is_primary, dynamic_ncols=True, desc="train"
+    )
     last_record: dict = {}
     seen_images, tick = 0, time.time()
-    loss_sum, loss_count = 0.0, 0
-    train_model.train()
+    run.train_model.train()
     with _StopFlag() as stop:
-        while iteration < total:
-            epoch_done, batches = False, []
-            for micro in range(t.accumulate):
-                if batch_pos >= batches_per_epoch:
-                    epoch, batch_pos, data_iter, epoch_done = epoch + 1, 0, None, True
-                if data_iter is None:
-                    data_iter = loader_for(epoch, batch_pos)
-                images, masks = next(data_iter)
-                batch_pos += 1
-                images = images.to(device, non_blocking=True)
-                masks = masks.to(device, non_blocking=True)
-                masks_b, lam = None, 1.0
-                if mixer is not None:
-                    g = torch.Generator().manual_seed(_mix_seed(t.seed, iteration, micro, info.rank))
-                    images, masks, masks_b, lam = mixer(images, masks, g)
-                if t.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                batches.append((images, masks, masks_b, lam))
-                seen_images += images.shape[0]
+        while run.iteration < run.total:
+            batches, images, epoch_done = _next_batches(run)
+            seen_images += images
             loss_value = train_one_step(
-                train_model,
-                optimizer,
+                run.train_model,
+                run.optimizer,
                 batches,
                 normalize=cfg.loss.normalize,
-                weight=weight,
+                weight=run.class_weight,
                 amp=t.amp,
-                scaler=scaler,
+                scaler=run.scaler,
                 clip_grad_norm=t.clip_grad_norm,
-                iteration=iteration,
+                iteration=run.iteration,
             )
             stop_now = stop.requested
             if info.enabled:  # the whole batch's loss; a Ctrl-C seen by any process stops all at this step
-                totals = torch.tensor([loss_value, float(stop_now)], dtype=torch.float64, device=device)
+                totals = torch.tensor([loss_value, float(stop_now)], dtype=torch.float64, device=run.device)
                 loss_value, stopping = distributed.all_reduce_sum(totals).tolist()
                 stop_now = stopping > 0
-            scheduler.step()
-            if ema is not None:
-                ema.update(_unwrap(model))
-            iteration += 1
-            loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
-            if batch_pos >= batches_per_epoch:  # the epoch is over: the next step starts the next one
-                epoch, batch_pos, data_iter, epoch_done = epoch + 1, 0, None, True
+            run.scheduler.step()
+            if run.ema is not None:
+                run.ema.update(run.model)
+            run.iteration += 1
+            run.loss_sum, run.loss_count = run.loss_sum + loss_value, run.loss_count + 1
+            if run.batch_pos >= run.batches_per_epoch:  # the epoch is over: the next step starts the next one
+                run.epoch, run.batch_pos, run.data, epoch_done = run.epoch + 1, 0, None, True
 
-            lr = optimizer.param_groups[0]["lr"]
+            lr = run.optimizer.param_groups[0]["lr"]
             now = time.time()
             speed = seen_images * info.world_size / max(now - tick, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.3g}", img_s=f"{speed:.1f}", refresh=False)
             bar.update(1)
-            if writer is not None and (iteration % t.log_every == 0 or iteration == 1):
-                writer.add_scalar("train/loss", loss_value, iteration)
-                writer.add_scalar("train/lr", lr, iteration)
-                writer.add_scalar("train/images_per_s", speed, iteration)
+            if run.writer is not None and (run.iteration % t.log_every == 0 or run.iteration == 1):
+                run.writer.add_scalar("train/loss", loss_value, run.iteration)
+                run.writer.add_scalar("train/lr", lr, run.iteration)
+                run.writer.add_scalar("train/images_per_s", speed, run.iteration)
                 seen_images, tick = 0, now
 
-            evaluate_now = (t.eval_every > 0 and iteration % t.eval_every == 0) or (
+            evaluate_now = (t.eval_every > 0 and run.iteration % t.eval_every == 0) or (
                 t.eval_every == 0 and epoch_done
             )
-            if evaluate_now or iteration == total:
-                last_record = run_evaluation()
-            elif t.checkpoint_every > 0 and iteration % t.checkpoint_every == 0:
-                save_last()
+            if evaluate_now or run.iteration == run.total:
+                last_record = evaluate_and_save(run)
+            elif t.checkpoint_every > 0 and run.iteration % t.checkpoint_every == 0:
+                save_last(run)
             if stop_now:
                 if not evaluate_now:
-                    save_last()
+                    save_last(run)
                 bar.close()
-                _log(
-                    info, f"interrupted: saved {run_dir / 'checkpoints' / 'last.pt'} at iteration {iteration}"
+                run.log(
+                    f"interrupted: saved {run.run_dir / 'checkpoints' / 'last.pt'} at iteration {run.iteration}"
                 )
                 break
     bar.close()
-    if writer is not None:
-        writer.close()
+    if run.writer is not None:
+        run.writer.close()
     distributed.cleanup()
-    return {"iteration": iteration, "best_miou": best, "metrics": last_record, "run_dir": str(run_dir)}
+    return {
+        "iteration": run.iteration,
+        "best_miou": run.best,
+        "metrics": last_record,
+        "run_dir": str(run.run_dir),
+    }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse train.py's arguments, train, and return the exit code (errors as one line)."""
-    import argparse
+def fit(cfg: DictConfig) -> dict:
+    """Train as the config says (setup, then train); return train()'s summary."""
+    return train(setup(cfg))
 
-    parser = argparse.ArgumentParser(
-        description="Train an FCN as a YAML config says.",
-        epilog="Example: python train.py --config predefined_configs/toy.yml training.iters=100",
-    )
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=None,
-        help="YAML config (repeatable, merged in order; default: config.yml)",
-    )
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.epochs=3")
-    args = parser.parse_args(argv)
-    paths = args.config if args.config is not None else ["config.yml"]
-    try:
-        cfg = fcn_config.load_config(paths, args.overrides)
-        fit(cfg)
-    except (fcn_config.ConfigError, TrainingError, OSError, ValueError, RuntimeError) as exc:
-        info = distributed.env_info()
-        print(f"error: {f'rank {info.rank}: ' if info.enabled else ''}{exc}", file=sys.stderr)
-        return 1 if not isinstance(exc, fcn_config.ConfigError) else 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+# ----------------------------------------------------------------------------- evaluation, checkpoints
+
+
+def evaluate_and_save(run: Run) -> dict:
+    """Evaluate the model (and its EMA) on the validation split, log the metrics (console,
+    TensorBoard, metrics.jsonl, the fixed-batch grid), save last.pt and, when the mean IU improved,
+    best.pt; return the metrics record."""
+    cfg, t, info = run.cfg, run.cfg.training, run.info
+    # BatchNorm statistics drift apart across processes between DDP's broadcasts at each forward;
+    # every process evaluates rank 0's, the ones the checkpoint holds
+    distributed.broadcast_buffers(run.model)
+    if run.ema is not None:
+        distributed.broadcast_buffers(run.ema.module)
+    n = cfg.model.num_classes
+    metrics = evaluate(run.model, run.val_loader, n, run.device, amp=t.amp, desc="eval")
+    record = {"iteration": run.iteration, "epoch": run.epoch, "time": time.time(), **metrics}
+    record["train_loss"] = run.loss_sum / max(run.loss_count, 1)  # mean since the previous evaluation
+    run.loss_sum, run.loss_count = 0.0, 0
+    record.pop("confusion")
+    score = metrics["mean_iou"]
+    if run.ema is not None:
+        ema_metrics = evaluate(run.ema.module, run.val_loader, n, run.device, amp=t.amp, desc="eval ema")
+        ema_metrics.pop("confusion")
+        record["ema"] = ema_metrics
+        score = ema_metrics["mean_iou"]
+    if info.is_primary:
+        _log_evaluation(run, metrics, record)
+    improved = score > run.best
+    if improved:
+        run.best = score
+    save_last(run)
+    if improved and info.is_primary:
+        state = weights_checkpoint(
+            model=run.model,
+            ema=run.ema.module if run.ema is not None else None,
+            config=fcn_config.to_dict(cfg),
+            iteration=run.iteration,
+            epoch=run.epoch,
+            best_miou=run.best,
+        )
+        save_checkpoint(state, run.run_dir / "checkpoints" / "best.pt")
+    distributed.barrier()
+    return record
+
+
+def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
+    """Write one evaluation to the console, TensorBoard, the fixed-batch grid and metrics.jsonl."""
+    writer, it = run.writer, run.iteration
+    run.log(f"\niteration {it}/{run.total} (epoch {run.epoch})\n{format_table(metrics, run.class_names)}")
+    if "ema" in record:
+        run.log(f"EMA weights: mean IU {record['ema']['mean_iou']:.4f}")
+    for key in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
+        writer.add_scalar(f"val/{key}", metrics[key], it)
+        if "ema" in record:
+            writer.add_scalar(f"val_ema/{key}", record["ema"][key], it)
+    for name, value in zip(run.class_names, metrics["iou"]):
+        if not math.isnan(value):
+            writer.add_scalar(f"val_iou/{name}", value, it)
+    vis_indices = list(range(min(run.cfg.training.vis_images, len(run.val_set))))
+    if vis_indices:
+        from fcn.visualize import save_png
+
+        grid = _vis_grid(run, vis_indices)
+        save_png(grid, run.run_dir / "vis" / f"iter_{it:07d}.png")
+        writer.add_image("val/fixed_batch", grid, it, dataformats="HWC")
+    with open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record, allow_nan=True) + "\n")
+
+
+def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
+    """Return the image | ground truth | prediction grid of the given validation images."""
+    from fcn.data.transforms import denormalize
+    from fcn.visualize import prediction_grid
+
+    images, gts, preds = [], [], []
+    model, cfg = run.model, run.cfg
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for index in indices:
+            image, mask = run.val_set[index]
+            with autocast(run.device, cfg.training.amp):
+                logits = model(image.unsqueeze(0).to(run.device))
+            preds.append(logits.argmax(1)[0].cpu().numpy().astype(np.uint8))
+            images.append(denormalize(image, cfg.data.transforms.normalization))
+            gts.append(mask.numpy().astype(np.uint8))
+    model.train(was_training)
+    return prediction_grid(images, gts, preds, run.palette, run.class_names)
+
+
+def save_last(run: Run) -> None:
+    """Save the resumable checkpoints/last.pt (every process's RNG states, gathered to rank 0)."""
+    info = run.info
+    rng_ranks = distributed.all_gather_object(capture_rng_state()) if info.enabled else None
+    if info.is_primary:
+        images_per_batch = run.cfg.data.batch_size * info.world_size
+        state = training_checkpoint(
+            model=run.model,
+            ema=run.ema.module if run.ema is not None else None,
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+            scaler=run.scaler,
+            iteration=run.iteration,
+            epoch=run.epoch,
+            best_miou=run.best,
+            # images: of this epoch's order, seen by all processes (resume may change their number)
+            sampler={"epoch": run.epoch, "batch": run.batch_pos, "images": run.batch_pos * images_per_batch},
+            config=fcn_config.to_dict(run.cfg),
+            rng_ranks=rng_ranks,
+        )
+        save_checkpoint(state, run.run_dir / "checkpoints" / "last.pt")

@@ -11,10 +11,10 @@ data.transforms.normalization says, and returns logits (N, num_classes, H, W).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -24,20 +24,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from fcn.checkpoint import atomic_write
+
 DEFAULT_OPSET = 17
 CHECK_SIZES = ((1, 3, 64, 64), (2, 3, 97, 131))
 """Input shapes the export is checked on: odd sizes exercise the paper geometry's crops."""
-
-
-def _atomic_target(path: Path) -> str:
-    """Return a temporary path beside path (the caller renames it onto path when complete)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the usual mode
-    return tmp
 
 
 def export_onnx(
@@ -53,12 +44,11 @@ def export_onnx(
     'logits'; batch, height and width dynamic unless dynamic=False (then fixed at sample_shape)."""
     import onnx
 
-    path = Path(path)
     model = model.eval()
     sample = torch.zeros(*sample_shape)
     axes = {0: "batch", 2: "height", 3: "width"}
-    tmp = _atomic_target(path)
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             # The TorchScript-based exporter (dynamo=False) traces size arithmetic (the paper
             # geometry's crops after ceil-mode pools) into Shape/Slice ops that stay dynamic.
@@ -80,27 +70,18 @@ def export_onnx(
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write)
 
 
 def export_torchscript(
     model: nn.Module, path: str | os.PathLike, sample_shape: Sequence[int] = (1, 3, 224, 224)
 ) -> None:
     """Write model traced to TorchScript at path, atomically (sizes stay symbolic in the trace)."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model.eval(), torch.zeros(*sample_shape), check_trace=False)
-            traced.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model.eval(), torch.zeros(*sample_shape), check_trace=False)
+    atomic_write(path, lambda tmp: traced.save(str(tmp)))
 
 
 def _inputs(shapes: Sequence[Sequence[int]], seed: int = 0) -> list[torch.Tensor]:
@@ -182,14 +163,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Export and check; return the exit status (1 with one 'error:' line on failure)."""
+    """Export and check; return the exit code (fcn.cli's rule), errors as one 'error:' line."""
     args = parse_args(argv)
-    from fcn.checkpoint import CheckpointError
-    from fcn.config import ConfigError
+    from fcn.cli import run_phases
     from fcn.inference import load_model
 
-    try:
-        model, cfg = load_model(args.checkpoint, "cpu", False if args.no_ema else None)
+    def prepare():
+        needed = ["onnx", "onnxscript"] + ([] if args.no_check else ["onnxruntime"])
+        for name in needed if args.format == "onnx" else []:
+            if importlib.util.find_spec(name) is None:
+                raise ValueError(f"{name} is not installed (pip install -r requirements.dev.txt)")
+        return load_model(args.checkpoint, "cpu", False if args.no_ema else None)
+
+    def work(loaded) -> None:
+        model, cfg = loaded
         sample = (1, 3, *args.size)
         if args.format == "onnx":
             export_onnx(
@@ -207,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"'{cfg.data.transforms.normalization}', output 'logits' (N, {cfg.model.num_classes}, H, W))"
         )
         if args.no_check:
-            return 0
+            return
         shapes = [(1, 3, *args.size)] if not args.dynamic else [(1, 3, *args.size), *CHECK_SIZES]
         check = check_onnx if args.format == "onnx" else check_torchscript
         diffs = check(model, args.output, shapes)
@@ -217,16 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(
                 f"{args.output}: exported model differs from PyTorch by {max(diffs):.2e} > --atol {args.atol}"
             )
-    except (ConfigError, CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except ImportError as exc:
-        print(
-            f"error: {exc.name or exc} is not installed (pip install -r requirements.dev.txt)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+
+    return run_phases(prepare, work)
 
 
 if __name__ == "__main__":

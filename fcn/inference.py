@@ -8,8 +8,7 @@ import json
 import math
 import os
 import sys
-import tempfile
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -17,53 +16,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
-from fcn.checkpoint import CheckpointError, load_checkpoint
+from fcn.checkpoint import CheckpointError, atomic_write, load_checkpoint, model_weights
 from fcn.config import config_from_dict, to_dict, with_overrides
+from fcn.data.common import VOID, read_image
+from fcn.data.loaders import DataLoader
+from fcn.runtime import autocast, select_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
-
-_IGNORE = 255  # VOC's void label: masks' border and 'difficult' pixels, excluded from the metrics
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """Return the torch device for 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
-    from fcn.engine import select_device as engine_select_device  # lazy: fcn.engine imports this module
-
-    return engine_select_device(name)
-
-
-def _autocast(device: torch.device, amp: str):
-    """Return the autocast context for amp ('none' -> a null context)."""
-    if amp == "none":
-        return nullcontext()
-    from fcn.engine import autocast  # lazy: fcn.engine imports this module
-
-    return autocast(device, amp)
-
-
-def _strip_prefix(state: dict, prefix: str) -> dict:
-    if state and all(k.startswith(prefix) for k in state if k != "n_averaged"):
-        return {k[len(prefix) :]: v for k, v in state.items() if k != "n_averaged"}
-    return state
-
-
-def _weights_from(ckpt: dict, use_ema: bool) -> tuple[dict, str]:
-    """Return (state_dict, 'ema' | 'model') from a checkpoint dict."""
-    ema = ckpt.get("ema")
-    if use_ema and ema:
-        state, which = ema, "ema"
-    else:
-        state, which = ckpt["model"], "model"
-    # An EMA kept as torch.optim.swa_utils.AveragedModel, or weights saved from a DDP/compiled
-    # wrapper, carry a prefix (and AveragedModel an 'n_averaged' counter) the bare model lacks.
-    state = {k: v for k, v in state.items() if k != "n_averaged"}
-    for prefix in ("module.", "_orig_mod."):
-        state = _strip_prefix(state, prefix)
-    return state, which
 
 
 def _check_weights(model: nn.Module, state: dict, path: str, cfg: DictConfig) -> None:
@@ -124,7 +87,7 @@ def _load_model(
     # Never download backbone weights nor read another checkpoint: the weights come from this one.
     build_cfg = with_overrides(cfg, ["model.pretrained=false", "model.init_from=''"], source=path)
     model = build_model(build_cfg.model)
-    state, which = _weights_from(ckpt, use_ema)
+    state, which = model_weights(ckpt, use_ema)
     _check_weights(model, state, path, cfg)
     model.load_state_dict(state)
     model.to(device).eval()
@@ -171,7 +134,7 @@ def predict_probs(
     height, width = images.shape[-2:]
     total = None
     count = 0
-    with _autocast(images.device, amp):
+    with autocast(images.device, amp):
         for scale in scales:
             x = images
             if scale != 1.0:
@@ -207,19 +170,9 @@ def predict_labels(
         return predict_probs(
             model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last
         ).argmax(1)
-    with torch.inference_mode(), _autocast(images.device, amp):
+    with torch.inference_mode(), autocast(images.device, amp):
         x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
         return model(x).argmax(1)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Return image as 8-bit RGB, turned upright per its EXIF orientation (as viewers show it):
-    grayscale, palette, RGBA (alpha dropped), CMYK, 16-bit and float images all become RGB."""
-    from fcn.data.transforms import to_rgb as mode_to_rgb
-
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")  # PIL warns converting a transparent palette image straight to RGB
-    return mode_to_rgb(ImageOps.exif_transpose(image))
 
 
 def segment(
@@ -237,7 +190,7 @@ def segment(
     from fcn.data.transforms import preprocess
 
     e = cfg.eval
-    x = preprocess(to_rgb(image), cfg.data.transforms.normalization).unsqueeze(0)
+    x = preprocess(image, cfg.data.transforms.normalization).unsqueeze(0)
     x = x.to(next(model.parameters()).device)
     labels = predict_labels(
         model,
@@ -251,29 +204,7 @@ def segment(
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic file writing
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call write(temp_path) on a temporary file beside path, then rename it onto path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# Output files
 
 
 def save_index_png(mask: np.ndarray, palette: np.ndarray, path: str | os.PathLike) -> None:
@@ -283,20 +214,13 @@ def save_index_png(mask: np.ndarray, palette: np.ndarray, path: str | os.PathLik
         raise ValueError(f"{path}: an index mask must be 2-D, got shape {mask.shape}")
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
     image.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1)[: 256 * 3].tolist())
-    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:
     """Write data as indented JSON, atomically; NaN (a class absent everywhere) becomes null."""
     text = json.dumps(_json_safe(data), indent=2) + "\n"
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic_write(path, write)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _json_safe(value: Any) -> Any:
@@ -349,7 +273,7 @@ def evaluate_model(
     from fcn.metrics import ConfusionMatrix
 
     device = next(model.parameters()).device
-    loader = torch.utils.data.DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
@@ -362,7 +286,7 @@ def evaluate_model(
         Path(save_predictions).mkdir(parents=True, exist_ok=True)
         if palette is None:
             raise ValueError("save_predictions needs the dataset's palette")
-    matrix = ConfusionMatrix(num_classes, ignore_index=_IGNORE, device=device)
+    matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=device)
     tta = flip or [float(s) for s in scales] != [1.0]
     index = 0
     bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
@@ -389,19 +313,27 @@ def evaluate_model(
     return metrics
 
 
-def evaluate_checkpoint(
+@dataclass
+class Evaluation:
+    """A checkpoint ready to be scored: its model, config, which weights, and the dataset."""
+
+    checkpoint: str
+    model: nn.Module
+    cfg: DictConfig
+    weights: str
+    dataset: torch.utils.data.Dataset
+
+
+def prepare_evaluation(
     checkpoint: str | os.PathLike,
     paths: Sequence[str] = (),
     overrides: Sequence[str] = (),
     *,
     device: str = "auto",
-    save_predictions: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> tuple[dict, DictConfig]:
-    """Return (report, config): the checkpoint scored on the config's data.val split at native
-    resolution with the config's eval.* test-time augmentation; report holds the metrics, the
-    per-class IU/accuracy by class name, the confusion matrix and what was evaluated."""
-    from fcn.data import build_dataset, class_names, palette
+) -> Evaluation:
+    """Return the model of a checkpoint and its config's data.val split (listed, not yet read);
+    errors here are the command line's, the config's or the input files'."""
+    from fcn.data import build_dataset
     from fcn.data.transforms import build_transforms
 
     model, cfg, which = _load_model(checkpoint, select_device(device), None, paths, overrides)
@@ -412,10 +344,21 @@ def evaluate_checkpoint(
         raise ValueError(
             f"data.val ({cfg.data.val.name} '{cfg.data.val.split}' in {cfg.data.val.root}) is empty"
         )
-    e = cfg.eval
-    prepare_fast_path(model, cfg, (dataset[i][0][None] for i in range(len(dataset))))
+    return Evaluation(str(checkpoint), model, cfg, which, dataset)
+
+
+def run_evaluation(
+    ev: Evaluation, *, save_predictions: str | os.PathLike | None = None, progress: bool = True
+) -> dict:
+    """Return the report of a prepared evaluation: the checkpoint scored on its data.val split at
+    native resolution with the config's eval.* test-time augmentation; the metrics, the per-class
+    IU/accuracy by class name, the confusion matrix and what was evaluated."""
+    from fcn.data import class_names, palette
+
+    cfg, dataset, e = ev.cfg, ev.dataset, ev.cfg.eval
+    prepare_fast_path(ev.model, cfg, (dataset[i][0][None] for i in range(len(dataset))))
     metrics = evaluate_model(
-        model,
+        ev.model,
         dataset,
         int(cfg.model.num_classes),
         batch_size=int(cfg.data.val_batch_size),
@@ -429,9 +372,9 @@ def evaluate_checkpoint(
         progress=progress,
     )
     names = class_names(cfg.data)
-    report = {
-        "checkpoint": str(checkpoint),
-        "weights": which,
+    return {
+        "checkpoint": ev.checkpoint,
+        "weights": ev.weights,
         "dataset": to_dict(cfg.data.val),
         "num_images": len(dataset),
         "eval": to_dict(cfg.eval),
@@ -446,7 +389,20 @@ def evaluate_checkpoint(
         "acc": metrics["acc"],
         "confusion": metrics["confusion"],
     }
-    return report, cfg
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    *,
+    device: str = "auto",
+    save_predictions: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[dict, DictConfig]:
+    """Return (report, config) of prepare_evaluation then run_evaluation."""
+    ev = prepare_evaluation(checkpoint, paths, overrides, device=device)
+    return run_evaluation(ev, save_predictions=save_predictions, progress=progress), ev.cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,19 +446,6 @@ def output_stems(files: Sequence[Path]) -> list[str]:
     return stems
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """Return the image at path as 8-bit RGB (any mode); ValueError naming the file if unreadable."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"{path}: cannot read this image ({reason})") from None
-
-
 def _calibration_images(files: Iterable[Path], cfg: DictConfig) -> Iterator[torch.Tensor]:
     """Yield the readable ones of files as (1, 3, H, W) model inputs (unreadable ones are skipped
     here and reported by predict_files)."""
@@ -510,16 +453,16 @@ def _calibration_images(files: Iterable[Path], cfg: DictConfig) -> Iterator[torc
 
     for file in files:
         try:
-            image = read_image(file)
+            image = read_image(file, upright=True)
         except (ValueError, FileNotFoundError):
             continue
-        yield preprocess(to_rgb(image), cfg.data.transforms.normalization).unsqueeze(0)
+        yield preprocess(image, cfg.data.transforms.normalization).unsqueeze(0)
 
 
 def predict_files(
     model: nn.Module,
     cfg: DictConfig,
-    inputs: Sequence[str | os.PathLike],
+    files: Sequence[Path],
     output_dir: str | os.PathLike,
     *,
     flip: bool | None = None,
@@ -528,9 +471,9 @@ def predict_files(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[int, list[str]]:
-    """Segment every input image (files, or directories of images) and write, per image,
-    <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input size)
-    and <stem>_legend.png (classes present); return (images done, error lines)."""
+    """Segment every image file (as list_images lists them) and write, per image, <stem>.png (class
+    indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input size) and <stem>_legend.png
+    (classes present); return (images done, error lines of the files that could not be read)."""
     from tqdm import tqdm
 
     from fcn.data import class_names, palette
@@ -544,19 +487,17 @@ def predict_files(
     names = class_names(cfg.data)
     colours = palette(cfg.data)
     # A background class is left untinted in overlays, so the objects stand out on the photo.
-    untinted = 0 if names[0].lower() in ("background", "bg") else 255
+    untinted = 0 if names[0].lower() in ("background", "bg") else VOID
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files, errors = list_images(inputs)
-    for line in errors:
-        log(f"error: {line}")
+    errors: list[str] = []
     prepare_fast_path(model, cfg, _calibration_images(files, cfg))
     done = 0
     for file, stem in tqdm(
         list(zip(files, output_stems(files))), desc="predict", unit="image", disable=not progress
     ):
         try:
-            image = read_image(file)
+            image = read_image(file, upright=True)
         except (ValueError, FileNotFoundError) as exc:
             errors.append(str(exc))
             log(f"error: {exc}")

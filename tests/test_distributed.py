@@ -4,7 +4,7 @@ fails the run.
 
 The multi-process tests start the real ``torchrun`` (``python -m torch.distributed.run --standalone``).
 Most of them run this file as the worker (``-m tests.test_distributed child ...``): the worker swaps
-``fcn.models.build_model`` for a tiny conv net, calls ``fcn.engine.main`` (what train.py calls) and
+``fcn.models.build_model`` for a tiny conv net, calls ``train.main`` (train.py's command line) and
 saves each rank's final state for the test to compare. One test runs train.py itself.
 """
 
@@ -54,6 +54,7 @@ def _child(argv: list[str]) -> int:
     """Run as a torchrun worker: argv is [mode, spec.json]; return the exit code."""
     import fcn.engine
     import fcn.models
+    import train
 
     mode, spec_path = argv
     spec = json.loads(Path(spec_path).read_text())
@@ -76,7 +77,7 @@ def _child(argv: list[str]) -> int:
 
     fcn.engine.train_one_step = failing_step
     if mode == "fail":
-        return fcn.engine.main(spec["overrides"])
+        return train.main(spec["overrides"])
 
     # mode "runs": several runs in one process group, kept alive between them
     distributed.cleanup = lambda: None
@@ -85,7 +86,7 @@ def _child(argv: list[str]) -> int:
         built.clear()
         spec["net"] = run.get("net", {})
         spec["interrupt_rank"], spec["interrupt_at"] = run.get("interrupt_rank"), run.get("interrupt_at")
-        code = fcn.engine.main(run["overrides"] + run.get("rank_overrides", {}).get(str(rank), []))
+        code = train.main(run["overrides"] + run.get("rank_overrides", {}).get(str(rank), []))
         print(f"run {run['name']} rank {rank} exit {code}", flush=True)
         if built:
             torch.save(built[-1].state_dict(), out / f"{run['name']}.rank{rank}.pt")
@@ -101,14 +102,19 @@ def _child(argv: list[str]) -> int:
 def _child_evaluate(run: dict, out: Path, rank: int) -> None:
     """Evaluate the run's last.pt over the validation set split across ranks; rank 0 saves the matrix."""
     from fcn.data import build_dataset
+    from fcn.data.loaders import eval_loader
     from fcn.data.transforms import build_transforms
-    from fcn.engine import evaluate, make_eval_loader
+    from fcn.engine import evaluate
 
     cfg = load_config(overrides=run["overrides"])
     model = TinyNet(**run.get("net", {}))
     model.load_state_dict(torch.load(Path(run["run_dir"]) / "checkpoints" / "last.pt")["model"])
     val_set = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, train=False))
-    result = evaluate(model, make_eval_loader(val_set, cfg, distributed.env_info()), NUM_CLASSES, "cpu")
+    info = distributed.env_info()
+    loader = eval_loader(
+        val_set, batch_size=cfg.data.val_batch_size, num_workers=0, rank=info.rank, world_size=info.world_size
+    )
+    result = evaluate(model, loader, NUM_CLASSES, "cpu")
     if rank == 0:
         (out / f"{run['name']}.confusion.json").write_text(json.dumps(result["confusion"]))
 
@@ -336,7 +342,7 @@ def test_resume_with_another_number_of_processes_keeps_the_data_position(
 @pytest.mark.slow
 def test_ranks_resuming_from_different_positions_stop_with_an_error(ddp_runs):
     out = ddp_runs["output"]
-    assert "run mismatch rank 0 exit 1" in out and "run mismatch rank 1 exit 1" in out
+    assert "run mismatch rank 0 exit 2" in out and "run mismatch rank 1 exit 2" in out  # found before training
     assert "error: rank 1: training.resume: the processes would start at different" in out
     assert not (ddp_runs["base"] / "elsewhere").exists()
 
@@ -344,7 +350,7 @@ def test_ranks_resuming_from_different_positions_stop_with_an_error(ddp_runs):
 @pytest.mark.slow
 def test_sync_bn_on_the_cpu_is_a_one_line_error(ddp_runs):
     out = ddp_runs["output"]
-    assert "run syncbn rank 0 exit 1" in out and "run syncbn rank 1 exit 1" in out
+    assert "run syncbn rank 0 exit 2" in out and "run syncbn rank 1 exit 2" in out
     assert "training.sync_bn" in out
 
 

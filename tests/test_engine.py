@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from fcn.config import load_config
-from fcn.engine import EpochBatchSampler, fit, lr_factor, segmentation_loss
+from fcn.data.loaders import EpochBatchSampler
+from fcn.engine import fit, lr_factor, segmentation_loss
 
 REPO = Path(__file__).resolve().parent.parent
 

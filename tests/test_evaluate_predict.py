@@ -225,7 +225,7 @@ def test_evaluate_fast_path_with_amp_is_one_error_line(setup, capsys):
     _, _, ckpt = setup
     assert (
         evaluate.main(["--checkpoint", str(ckpt), "--no-progress", "--fast-path", "int8", "--amp", "bf16"])
-        == 1
+        == 2
     )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "eval.fast_path=int8" in err and len(err.splitlines()) == 1
@@ -253,7 +253,7 @@ def test_evaluate_reports_one_error_line_without_traceback(setup, capsys, args, 
     _, _, ckpt = setup
     if args[0] != "--checkpoint":
         args = ["--checkpoint", str(ckpt), *args]
-    assert evaluate.main([*args, "--no-progress"]) == 1
+    assert evaluate.main([*args, "--no-progress"]) == 2  # bad input, found before any work
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err
     assert "Traceback" not in err and len(err.splitlines()) == 1

@@ -110,7 +110,7 @@ def test_export_cli_writes_a_checked_onnx_model_of_a_checkpoint(tmp_path, capsys
 def test_export_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
     from fcn.export import main
 
-    assert main(["--checkpoint", str(tmp_path / "nope.pt"), "--output", str(tmp_path / "m.onnx")]) == 1
+    assert main(["--checkpoint", str(tmp_path / "nope.pt"), "--output", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope.pt" in err and len(err.splitlines()) == 1
 

@@ -12,14 +12,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from fcn.data.common import read_image, to_rgb
 from fcn.inference import (
     list_images,
     output_stems,
     predict_labels,
     predict_probs,
-    read_image,
     save_index_png,
-    to_rgb,
     write_json,
 )
 
@@ -132,6 +131,20 @@ def test_list_images_reads_directories_and_reports_missing_inputs(tmp_path):
     files, errors = list_images([tmp_path, tmp_path / "missing.jpg"])
     assert [f.name for f in files] == ["a.JPG", "b.png"]
     assert len(errors) == 1 and "missing.jpg" in errors[0]
+
+
+def test_one_reader_gives_predict_and_training_the_same_pixels_for_a_16_bit_file(tmp_path):
+    from fcn.config import load_config
+    from fcn.data.transforms import build_transforms, preprocess
+
+    # Values at most 255 in a 16-bit file: the case where two rules (always / only above 255) differed.
+    values = np.array([[0, 100, 255], [257, 25700, 65535]], dtype="<u2")
+    path = tmp_path / "deep.png"
+    Image.frombytes("I;16", (3, 2), values.tobytes()).save(path)
+    tr = load_config().data.transforms
+    image, _ = build_transforms(tr, train=False)(read_image(path), np.zeros((2, 3), np.uint8))
+    assert torch.equal(image, preprocess(read_image(path, upright=True), tr.normalization))
+    assert np.asarray(read_image(path))[:, :, 0].tolist() == [[0, 0, 1], [1, 100, 255]]
 
 
 def test_read_image_names_an_unreadable_file(tmp_path):

@@ -105,5 +105,5 @@ def test_command_line_writes_then_reports_already_present(tmp_path, capsys):
     assert "wrote 3 train and 2 val images (32x32)" in capsys.readouterr().out
     assert main(args) == 0
     assert "already present" in capsys.readouterr().out
-    assert main(["--root", str(tmp_path / "u"), "--train", "0"]) == 1
+    assert main(["--root", str(tmp_path / "u"), "--train", "0"]) == 2
     assert not (tmp_path / "u").exists() and not list(tmp_path.glob(".u.partial*"))

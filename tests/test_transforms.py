@@ -378,7 +378,7 @@ def test_mask_resize_takes_the_label_under_each_pixel_centre(seed, in_size, out_
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    from fcn.data.transforms import _nearest_exact_index, _resize_mask_nearest_exact
+    from fcn.data.transforms import _nearest_exact_index, resize_mask
 
     for n_in, n_out in zip(in_size, out_size):
         j, i = _nearest_exact_index(n_in, n_out), np.arange(n_out)
@@ -392,4 +392,4 @@ def test_mask_resize_takes_the_label_under_each_pixel_centre(seed, in_size, out_
     g = torch.Generator().manual_seed(seed)
     mask = torch.randint(0, 256, in_size, dtype=torch.uint8, generator=g)
     rows, cols = (_nearest_exact_index(n_in, n_out) for n_in, n_out in zip(in_size, out_size))
-    assert torch.equal(_resize_mask_nearest_exact(mask, out_size), mask[rows][:, cols])
+    assert torch.equal(resize_mask(mask, out_size), mask[rows][:, cols])

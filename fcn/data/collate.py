@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import get_worker_info
 
-IGNORE_INDEX = 255  # VOC's void label; the loss and the metrics skip it
+from fcn.data.common import VOID
 
 
 def _new_batch(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -46,7 +46,7 @@ def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tor
     width = max(image.shape[-1] for image, _ in batch)
     first_image, first_mask = batch[0]
     images = _new_batch(first_image, (len(batch), first_image.shape[0], height, width)).fill_(0)
-    masks = _new_batch(first_mask, (len(batch), height, width)).fill_(IGNORE_INDEX)
+    masks = _new_batch(first_mask, (len(batch), height, width)).fill_(VOID)
     for i, (image, mask) in enumerate(batch):
         h, w = mask.shape
         images[i, :, :h, :w] = image

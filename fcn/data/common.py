@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+
+from fcn.config import read_text
 
 VOID = 255
 """Label of pixels that are ignored: VOC's void border (and padding)."""
@@ -81,7 +83,7 @@ def read_split(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"split file {path} not found")
     ids = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         words = line.split()
         if words:
             ids.append(words[0])
@@ -126,32 +128,47 @@ def _open(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ValueError(
-            f"{path}: cannot read the image ({exc}); the file is damaged or truncated, replace it"
+            f"{path}: cannot read the image ({reason}); the file is damaged, truncated or not an image"
         ) from None
     return img
 
 
-def _sixteen_bit_to_uint8(img: Image.Image) -> np.ndarray:
-    """Return a 16-bit (or 32-bit integer) grayscale image scaled to uint8."""
-    arr = np.asarray(img, dtype=np.float64)
-    scale = 257.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 1.0
-    return np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8)
+_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def read_image(path: Path) -> Image.Image:
-    """Return the image at `path` as an 8-bit RGB PIL image (grayscale, palette, RGBA, CMYK, 16-bit converted)."""
-    img = _open(path)
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        return Image.fromarray(_sixteen_bit_to_uint8(img), mode="L").convert("RGB")
-    if img.mode == "F":
-        raise ValueError(f"{path}: 32-bit float image; save it as an 8-bit RGB JPEG or PNG")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    # RGBA/LA: the alpha channel is dropped (not composited): segmentation labels refer to the pixels.
-    return img.convert("RGB")
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return the image as 8-bit RGB, whatever its mode: the one rule every reader uses.
+
+    16-bit (and 32-bit integer) grayscale is taken as 0..65535 and divided by 257, whatever its
+    values (Pillow opens a 16-bit PNG as 'I;16' or 'I' depending on its version: both read alike);
+    float ('F') images are taken as 0..1 when they fit, else clipped to 0..255; a palette image with
+    transparency and RGBA/LA images lose their alpha (labels refer to the pixels, not a composite).
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in _INTEGER_MODES or image.mode == "F":
+        # PIL's convert('RGB') would clip these to 0..255 instead of rescaling them.
+        values = np.asarray(image, dtype=np.float64)
+        scale = 1.0 / 257.0
+        if image.mode == "F":
+            scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), mode="RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL warns converting a transparent palette image straight to RGB
+    return image.convert("RGB")
+
+
+def read_image(path: str | os.PathLike, upright: bool = False) -> Image.Image:
+    """Return the image at `path` as 8-bit RGB (any mode, see to_rgb); ValueError naming the file
+    if it cannot be decoded. upright=True turns it as its EXIF orientation says (photos given to
+    predict.py); datasets read pixels as stored, as their masks are."""
+    img = _open(Path(path))
+    if upright:
+        img = ImageOps.exif_transpose(img)
+    return to_rgb(img)
 
 
 def palette_lookup(colours: np.ndarray) -> dict[int, int]:

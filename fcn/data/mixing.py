@@ -18,10 +18,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torchvision import tv_tensors
-from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-IGNORE_INDEX = 255
+from fcn.data.common import VOID
+from fcn.data.transforms import resize_mask
 
 MixResult = tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], float]
 
@@ -95,9 +95,7 @@ def mosaic(
     half_h, half_w = (height + 1) // 2, (width + 1) // 2
     # Exactly 2x smaller when the side is even: bilinear without antialiasing then averages 2x2 blocks.
     small = F.resize(tv_tensors.Image(images), [half_h, half_w], antialias=False).as_subclass(torch.Tensor)
-    small_masks = F.resize(
-        tv_tensors.Mask(masks), [half_h, half_w], interpolation=InterpolationMode.NEAREST_EXACT
-    ).as_subclass(torch.Tensor)
+    small_masks = resize_mask(masks, (half_h, half_w))
     # Clamped so that each quadrant keeps at least one row and column (for sides of 2 or more).
     cy = min(max(int(height * (0.25 + 0.5 * _uniform(generator))), 1), max(height - 1, 1))
     cx = min(max(int(width * (0.25 + 0.5 * _uniform(generator))), 1), max(width - 1, 1))
@@ -107,7 +105,7 @@ def mosaic(
         sources.append(perm[sources[-1]])
 
     out = images.new_zeros(images.shape)
-    out_masks = masks.new_full(masks.shape, IGNORE_INDEX)
+    out_masks = masks.new_full(masks.shape, VOID)
     # Quadrants clockwise from the top-left; each shows the corner of its half image nearest the centre.
     for src, top, left in zip(sources, (True, True, False, False), (True, False, False, True)):
         h = min(cy, half_h) if top else min(height - cy, half_h)

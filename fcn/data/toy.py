@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fcn.cli import EXIT_BAD_INPUT, EXIT_FAILURE, report
 from fcn.data.common import VOID, make_palette
 
 TOY_CLASSES = ("background", "circle", "square", "triangle")
@@ -224,9 +225,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     try:
         created = generate(args.root, args.seed, args.train, args.val, args.size, args.workers)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except ValueError as exc:  # a bad argument or a root holding something else: nothing written
+        report(exc)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        report(exc)
+        return EXIT_FAILURE
     if created:
         print(
             f"wrote {args.train} train and {args.val} val images ({args.size}x{args.size}) to {args.root} "

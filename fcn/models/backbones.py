@@ -38,6 +38,7 @@ from torchvision.models import (
     VGG16_Weights,
 )
 
+from fcn.checkpoint import CheckpointError, read_torch_file
 from fcn.config import BACKBONES, VGG_BACKBONES
 
 # torchvision's ImageNet weights per backbone. VGG16 is the paper's ImageNet model
@@ -235,12 +236,12 @@ def hub_cache_path(name: str) -> str:
 
 
 def read_state_dict(path: str) -> object:
-    """Return what torch.load reads from path with weights_only=True, or raise a one-line ValueError."""
+    """Return what torch.load reads from path with weights_only=True, or raise a one-line
+    ValueError naming the file (a bad model.pretrained value)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError of a truncated zip, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: cannot be read as a weights-only torch file ({first})") from None
+        return read_torch_file(path, "weights file")
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def torchvision_state_dict(name: str, pretrained: bool | str) -> Mapping[str, Tensor] | None:

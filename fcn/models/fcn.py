@@ -27,6 +27,7 @@ from typing import Any, List, Mapping, Tuple
 import torch
 from torch import Tensor, nn
 
+from fcn.checkpoint import bare_state_dict
 from fcn.config import ARCHS, pretrained_choice
 from fcn.models.backbones import build_backbone, load_torchvision_weights, torchvision_state_dict
 from fcn.models.upsampling import make_upsampling
@@ -225,14 +226,6 @@ def build_model(model_cfg: Any) -> FCN:
     )
 
 
-def _strip_wrappers(key: str) -> str:
-    # DistributedDataParallel saves "module.", torch.compile "_orig_mod."; both name the same tensor.
-    for prefix in ("module.", "_orig_mod."):
-        while key.startswith(prefix):
-            key = key[len(prefix) :]
-    return key
-
-
 def init_from_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Tuple[List[str], List[str]]:
     """Copy every tensor whose name and shape match into model; return (copied, new) names.
 
@@ -240,7 +233,7 @@ def init_from_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
     deconvolutions are new), FCN-8s from FCN-16s. Tensors of the source that the model lacks are
     ignored; a model tensor of another shape (e.g. another number of classes) stays new.
     """
-    source = {_strip_wrappers(k): v for k, v in state_dict.items()}
+    source = bare_state_dict(dict(state_dict))
     copied: List[str] = []
     new: List[str] = []
     with torch.no_grad():
@@ -257,3 +250,21 @@ def init_from_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
 def describe_init(copied: List[str], new: List[str]) -> str:
     """Return the one log line of a staged init: counts and the new tensors' names."""
     return f"staged init: copied {len(copied)} tensors, new {len(new)}: {', '.join(new) or 'none'}"
+
+
+def describe_misfit(model: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
+    """Return why no tensor of state_dict fits model: how many names it lacks, and an example of
+    a name it has with another shape."""
+    source = bare_state_dict(dict(state_dict))
+    own = model.state_dict()
+    absent = [k for k in own if k not in source]
+    other = [k for k in own if k in source and tuple(source[k].shape) != tuple(own[k].shape)]
+    parts = [f"{len(absent)} of the model's {len(own)} tensors have no namesake there"]
+    if absent:
+        parts[0] += f" (e.g. {absent[0]})"
+    if other:
+        k = other[0]
+        parts.append(
+            f"{len(other)} have another shape (e.g. {k}: {tuple(source[k].shape)} there, {tuple(own[k].shape)} here)"
+        )
+    return ", ".join(parts)

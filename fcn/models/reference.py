@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from fcn.checkpoint import WriteError, save_checkpoint, weights_checkpoint
+from fcn.cli import EXIT_BAD_INPUT, EXIT_FAILURE, report
 from fcn.config import ARCHS, load_config, to_dict
 from fcn.models.backbones import read_state_dict
 from fcn.models.fcn import AT_ONCE_SCALE, FCN, build_model
@@ -121,16 +122,7 @@ def convert(in_path: str, out_path: str, arch: str = "fcn8s") -> str:
     cfg = load_config(overrides=overrides)
     model = build_model(cfg.model)
     load_reference_weights(model, state)
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"model": model.state_dict(), "config": to_dict(cfg)}, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_checkpoint(weights_checkpoint(model=model, config=to_dict(cfg)), out_path)
     return (
         f"wrote {out_path}: {arch}, {num_classes} classes, {len(state)} tensors from {in_path}; "
         "its config sets data.transforms.normalization=caffe (BGR, 0-255, minus the Caffe mean)"
@@ -151,9 +143,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(convert(args.input, args.output, args.arch))
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (OSError, ValueError, RuntimeError) as exc:
+        # Every check (the file, its keys and shapes) comes before the one write, so a failure is
+        # the input's (2) unless the write itself failed (1).
+        report(exc)
+        return EXIT_FAILURE if isinstance(exc, WriteError) else EXIT_BAD_INPUT
     return 0
 
 

@@ -1,0 +1,109 @@
+"""What the command lines share: the exit-code rule, the one-line errors, and the evaluation flags
+of evaluate.py and predict.py.
+
+Exit codes, the same for every command of the project:
+
+- 0: done;
+- 2: a bad command line, config or input (a config key, a dataset that cannot be listed, a
+  checkpoint that cannot be read) found before any work started; nothing was written;
+- 1: a failure during the work (an unreadable image met while training, a full disk, a non-finite
+  loss); files already complete (checkpoints, outputs) stay intact;
+- 130: interrupted (Ctrl-C).
+
+Each error is one line on stderr, ``error: <message naming the file, key or value>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, TypeVar
+
+from fcn.config import FAST_PATHS
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+ERRORS = (ValueError, OSError, RuntimeError)
+"""What a command reports as one line (ConfigError, CheckpointError, data errors, OS errors and
+training errors are among them); anything else is a bug and keeps its traceback."""
+
+T = TypeVar("T")
+
+
+def report(exc: BaseException, prefix: str = "") -> None:
+    """Print exc as the one error line on stderr."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"error: {prefix}{message}", file=sys.stderr)
+
+
+def run_phases(prepare: Callable[[], T], work: Callable[[T], int | None], prefix: str = "") -> int:
+    """Run prepare() then work(its result); return the exit code of the rule above (work may
+    return its own non-zero code)."""
+    try:
+        prepared = prepare()
+    except ERRORS as exc:
+        report(exc, prefix)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    try:
+        return work(prepared) or 0
+    except ERRORS as exc:
+        report(exc, prefix)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def add_config_arguments(p: argparse.ArgumentParser, over: str) -> None:
+    """Add --config FILE (repeatable) and the trailing key=value overrides."""
+    p.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help=f"YAML merged over {over} (repeatable)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.amp=bf16")
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the flags evaluate.py and predict.py share: test-time augmentation, weights, precision,
+    fast path, device and progress bar."""
+    p.add_argument(
+        "--flip", action="store_true", default=None, help="average with the mirrored image (eval.flip=true)"
+    )
+    p.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="test-time scales, e.g. 0.5 0.75 1.0 1.25 1.5 1.75 (eval.scales)",
+    )
+    p.add_argument(
+        "--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA weights"
+    )
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), help="mixed precision (eval.amp)")
+    p.add_argument(
+        "--fast-path",
+        choices=FAST_PATHS,
+        help="CPU fast path (eval.fast_path): winograd = fp32's results, faster; int8 = close, faster still",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def eval_overrides(args: argparse.Namespace) -> list[str]:
+    """Return the key=value overrides the flags of add_eval_arguments stand for."""
+    out = []
+    if args.flip:
+        out.append("eval.flip=true")
+    if args.scales:
+        out.append("eval.scales=[" + ",".join(repr(float(s)) for s in args.scales) + "]")
+    if args.no_ema:
+        out.append("eval.use_ema=false")
+    if args.amp:
+        out.append(f"eval.amp={args.amp}")
+    if args.fast_path:
+        out.append(f"eval.fast_path={args.fast_path}")
+    return out
