@@ -358,7 +358,9 @@ def _init_from(model: nn.Module, path: str, info: distributed.DistInfo) -> None:
     state = load_checkpoint(path)
     weights = state.get("model", state)
     copied, new = init_from_state_dict(model, weights)
-    if not copied:
+    # Another stage or another number of classes copies the backbone; none of it copied (at most
+    # a frozen bilinear kernel) means a checkpoint of another model: most likely a wrong path.
+    if not any(name.startswith("backbone.") for name in copied):
         raise CheckpointError(
             f"model.init_from: no tensor of {path} fits this model: {describe_misfit(model, weights)}; "
             "give the checkpoint of a run of the same backbone (or remove model.init_from)"
@@ -578,7 +580,7 @@ def train(run: Run) -> dict:
     last_record: dict = {}
     seen_images, tick = 0, time.time()
     run.train_model.train()
-    with _StopFlag() as stop:
+    with _StopFlag() as stop, bar:  # an error closes the bar before its line is printed
         while run.iteration < run.total:
             batches, images, epoch_done = _next_batches(run)
             seen_images += images
@@ -632,7 +634,6 @@ def train(run: Run) -> dict:
                     f"interrupted: saved {run.run_dir / 'checkpoints' / 'last.pt'} at iteration {run.iteration}"
                 )
                 break
-    bar.close()
     if run.writer is not None:
         run.writer.close()
     distributed.cleanup()

@@ -342,7 +342,9 @@ def test_resume_with_another_number_of_processes_keeps_the_data_position(
 @pytest.mark.slow
 def test_ranks_resuming_from_different_positions_stop_with_an_error(ddp_runs):
     out = ddp_runs["output"]
-    assert "run mismatch rank 0 exit 2" in out and "run mismatch rank 1 exit 2" in out  # found before training
+    assert (
+        "run mismatch rank 0 exit 2" in out and "run mismatch rank 1 exit 2" in out
+    )  # found before training
     assert "error: rank 1: training.resume: the processes would start at different" in out
     assert not (ddp_runs["base"] / "elsewhere").exists()
 

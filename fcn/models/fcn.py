@@ -253,13 +253,13 @@ def describe_init(copied: List[str], new: List[str]) -> str:
 
 
 def describe_misfit(model: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
-    """Return why no tensor of state_dict fits model: how many names it lacks, and an example of
-    a name it has with another shape."""
+    """Return why the backbone's tensors of state_dict do not fit model: how many names it lacks,
+    and an example of a name it has with another shape."""
     source = bare_state_dict(dict(state_dict))
-    own = model.state_dict()
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
     absent = [k for k in own if k not in source]
     other = [k for k in own if k in source and tuple(source[k].shape) != tuple(own[k].shape)]
-    parts = [f"{len(absent)} of the model's {len(own)} tensors have no namesake there"]
+    parts = [f"{len(absent)} of the model's {len(own)} backbone tensors have no namesake there"]
     if absent:
         parts[0] += f" (e.g. {absent[0]})"
     if other:
