@@ -198,6 +198,27 @@ def bare_state_dict(state: dict) -> dict:
     return state
 
 
+def describe_mismatch(expected: dict, given: dict, unexpected: bool = True) -> str:
+    """Return how the tensors of a state dict differ from those a model expects, e.g. "3 missing
+    (e.g. score_fr.weight), 1 of another shape (e.g. x: (2, 3) given, (4, 3) expected)"; '' when
+    they fit (names beyond the expected ones count only when `unexpected`)."""
+    missing = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected] if unexpected else []
+    other = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of {len(expected)} missing (e.g. {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+    if other:
+        k = other[0]
+        parts.append(
+            f"{len(other)} of another shape (e.g. {k}: {tuple(given[k].shape)} given, "
+            f"{tuple(expected[k].shape)} expected)"
+        )
+    return ", ".join(parts)
+
+
 def training_checkpoint(
     *,
     model: nn.Module,

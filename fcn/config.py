@@ -38,6 +38,9 @@ BACKBONES = (
 VGG_BACKBONES = ("vgg16", "vgg16_bn")
 DATASETS = ("voc", "sbd", "voc_aug", "folder")
 FAST_PATHS = ("none", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
+VOID = 255
+"""The label that is ignored (VOC's void border, padding): by the loss, the metrics, the transforms'
+fill and the pictures. Spelled here only; everything else imports it (also as fcn.data.VOID)."""
 
 
 class ConfigError(ValueError):
@@ -407,8 +410,10 @@ def validate(cfg: DictConfig, source: str) -> None:
     _choice(source, "model.dropout", m.dropout, ("element", "channel"))
     if m.num_classes < 2:
         raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
-    if m.num_classes > 255:
-        raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at most 255 (255 marks void)")
+    if m.num_classes > VOID:
+        raise ConfigError(
+            f"{source}: model.num_classes={m.num_classes} must be at most {VOID} ({VOID} marks void)"
+        )
     if not 0.0 <= m.dropout_p < 1.0:
         raise ConfigError(f"{source}: model.dropout_p={m.dropout_p} must be in [0, 1)")
     if m.geometry == "paper" and m.backbone not in VGG_BACKBONES:

@@ -36,7 +36,9 @@ from fcn import distributed
 from fcn.checkpoint import (
     CheckpointError,
     atomic_write,
+    bare_state_dict,
     capture_rng_state,
+    describe_mismatch,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -353,7 +355,7 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
 def _init_from(model: nn.Module, path: str, info: distributed.DistInfo) -> None:
     """Copy the tensors of checkpoint `path` that fit model (the paper's staged init); an error when
     none fits, which is a wrong path rather than another stage."""
-    from fcn.models import describe_init, describe_misfit, init_from_state_dict
+    from fcn.models import describe_init, init_from_state_dict
 
     state = load_checkpoint(path)
     weights = state.get("model", state)
@@ -361,9 +363,11 @@ def _init_from(model: nn.Module, path: str, info: distributed.DistInfo) -> None:
     # Another stage or another number of classes copies the backbone; none of it copied (at most
     # a frozen bilinear kernel) means a checkpoint of another model: most likely a wrong path.
     if not any(name.startswith("backbone.") for name in copied):
+        backbone = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+        why = describe_mismatch(backbone, bare_state_dict(dict(weights)), unexpected=False)
         raise CheckpointError(
-            f"model.init_from: no tensor of {path} fits this model: {describe_misfit(model, weights)}; "
-            "give the checkpoint of a run of the same backbone (or remove model.init_from)"
+            f"model.init_from: none of the backbone's tensors fits in {path}: {why}; give the checkpoint "
+            "of a run of the same backbone (or remove model.init_from)"
         )
     _log(info, f"init_from {path}: {describe_init(copied, new)}")
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
-from fcn.checkpoint import CheckpointError, atomic_write, load_checkpoint, model_weights
+from fcn.checkpoint import CheckpointError, atomic_write, describe_mismatch, load_checkpoint, model_weights
 from fcn.config import config_from_dict, to_dict, with_overrides
 from fcn.data.common import VOID, read_image
 from fcn.data.loaders import DataLoader
@@ -31,27 +31,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 def _check_weights(model: nn.Module, state: dict, path: str, cfg: DictConfig) -> None:
     """Raise CheckpointError in one line when state's names or shapes do not fit model."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or wrong):
-        return
-    m = cfg.model
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if wrong:
-        k = wrong[0]
-        parts.append(
-            f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})"
+    problems = describe_mismatch(model.state_dict(), state)
+    if problems:
+        m = cfg.model
+        raise CheckpointError(
+            f"{path}: weights do not fit model.arch={m.arch} backbone={m.backbone} geometry={m.geometry} "
+            f"num_classes={m.num_classes}: {problems}; do not override model.* keys of a checkpoint"
         )
-    raise CheckpointError(
-        f"{path}: weights do not fit model.arch={m.arch} backbone={m.backbone} geometry={m.geometry} "
-        f"num_classes={m.num_classes}: " + ", ".join(parts) + "; do not override model.* keys of a checkpoint"
-    )
 
 
 def load_model(
@@ -214,7 +200,12 @@ def save_index_png(mask: np.ndarray, palette: np.ndarray, path: str | os.PathLik
         raise ValueError(f"{path}: an index mask must be 2-D, got shape {mask.shape}")
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
     image.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1)[: 256 * 3].tolist())
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "xb") as f:
+            image.save(f, format="PNG")
+
+    atomic_write(path, write)
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:

@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
+from fcn.config import VOID
+
 # Interleaved sub-histograms per bincount on the CPU (see update); 4 was fastest on 500x500 maps.
 _CPU_LANES = 4
 # Index dtypes whose every value converts to int32 unchanged.
@@ -40,7 +42,7 @@ def _check_indices(x: torch.Tensor, name: str) -> None:
 class ConfusionMatrix:
     """Streaming confusion matrix ``mat`` (LongTensor CxC, rows = ground truth) on one device."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None):
+    def __init__(self, num_classes: int, ignore_index: int = VOID, device: torch.device | str | None = None):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)

@@ -8,7 +8,6 @@ Images are HxWx3 uint8 RGB arrays (torch tensors and PIL images are accepted too
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -217,23 +216,17 @@ def prediction_grid(
 
 
 def save_png(array: Any, path: str | os.PathLike) -> None:
-    """Write an HxW or HxWx3/4 uint8 array (or a PIL image) to ``path`` as PNG, atomically.
+    """Write an HxW or HxWx3/4 uint8 array (or a PIL image) to ``path`` as PNG, atomically
+    (fcn.checkpoint.atomic_write: readers never see a half-written file); parent directories are
+    created."""
+    from fcn.checkpoint import atomic_write  # imports torch: only when a picture is written
 
-    The PNG is written to a temporary file in the same directory and moved over ``path`` with
-    os.replace, so readers never see a half-written file; parent directories are created.
-    """
     picture = (
         array if isinstance(array, Image.Image) else Image.fromarray(np.ascontiguousarray(_to_numpy(array)))
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "xb") as f:
             picture.save(f, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a picture is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)

@@ -182,7 +182,7 @@ def test_init_from_where_nothing_fits_is_an_error_that_says_why(tmp_path, capsys
     code = train.main(_overrides(root, tmp_path / "run", 0, f"model.init_from={ckpt}"))
     line = _one_error(capsys.readouterr().err)
     assert code == 2 and "model.init_from" in line and str(ckpt) in line
-    assert "backbone tensors have no namesake there" in line and "e.g. backbone." in line
+    assert "none of the backbone" in line and "missing (e.g. backbone." in line
     assert not (tmp_path / "run").exists()
 
 

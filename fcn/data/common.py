@@ -13,10 +13,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from fcn.config import read_text
-
-VOID = 255
-"""Label of pixels that are ignored: VOC's void border (and padding)."""
+from fcn.config import VOID, read_text
 
 VOC_CLASSES = (
     "background",

@@ -21,7 +21,6 @@ from fcn.models.fcn import (
     FCN32s,
     build_model,
     describe_init,
-    describe_misfit,
     init_from_state_dict,
 )
 from fcn.models.upsampling import upsample_filt
@@ -34,7 +33,6 @@ __all__ = [
     "FCN8sAtOnce",
     "build_model",
     "describe_init",
-    "describe_misfit",
     "init_from_state_dict",
     "load_reference_weights",
     "upsample_filt",

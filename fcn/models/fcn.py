@@ -250,21 +250,3 @@ def init_from_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
 def describe_init(copied: List[str], new: List[str]) -> str:
     """Return the one log line of a staged init: counts and the new tensors' names."""
     return f"staged init: copied {len(copied)} tensors, new {len(new)}: {', '.join(new) or 'none'}"
-
-
-def describe_misfit(model: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
-    """Return why the backbone's tensors of state_dict do not fit model: how many names it lacks,
-    and an example of a name it has with another shape."""
-    source = bare_state_dict(dict(state_dict))
-    own = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
-    absent = [k for k in own if k not in source]
-    other = [k for k in own if k in source and tuple(source[k].shape) != tuple(own[k].shape)]
-    parts = [f"{len(absent)} of the model's {len(own)} backbone tensors have no namesake there"]
-    if absent:
-        parts[0] += f" (e.g. {absent[0]})"
-    if other:
-        k = other[0]
-        parts.append(
-            f"{len(other)} have another shape (e.g. {k}: {tuple(source[k].shape)} there, {tuple(own[k].shape)} here)"
-        )
-    return ", ".join(parts)
