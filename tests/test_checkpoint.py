@@ -1,4 +1,5 @@
-"""Atomic checkpoint writes, safe loads with one-line errors, and exact RNG round trips."""
+"""The checkpoint format: atomic writes, safe loads with one-line errors, the schema, unwrapping,
+and exact RNG round trips."""
 
 import os
 import random
@@ -8,11 +9,19 @@ import pytest
 import torch
 
 from fcn.checkpoint import (
+    CHECKPOINT_VERSION,
     CheckpointError,
+    atomic_write,
+    bare_state_dict,
     capture_rng_state,
+    describe_mismatch,
     load_checkpoint,
+    model_weights,
     restore_rng_state,
     save_checkpoint,
+    training_checkpoint,
+    unwrap,
+    weights_checkpoint,
 )
 
 
@@ -147,3 +156,81 @@ def test_save_rejects_non_dict(tmp_path):
     with pytest.raises(TypeError, match="must be a dict"):
         save_checkpoint([1], tmp_path / "x.pt")
     assert not os.listdir(tmp_path)
+
+
+class _Wrapper(torch.nn.Module):
+    """Stands for DistributedDataParallel: the wrapped model as `.module`."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
+def test_unwrap_reaches_the_bare_model_through_compile_and_ddp_wrappers():
+    bare = torch.nn.Conv2d(3, 4, 1)
+    wrapped = _Wrapper(torch.compile(bare))  # compile is lazy: nothing is compiled here
+    assert unwrap(wrapped) is bare and unwrap(bare) is bare
+    assert set(wrapped.state_dict()) == {"module._orig_mod.weight", "module._orig_mod.bias"}
+    assert bare_state_dict(wrapped.state_dict()).keys() == bare.state_dict().keys()
+
+
+def test_bare_state_dict_drops_averaged_models_counter_and_keeps_plain_names():
+    ema = {"module.w": torch.ones(1), "n_averaged": torch.tensor(3)}
+    assert list(bare_state_dict(ema)) == ["w"]
+    plain = {"module_count": torch.ones(1), "w": torch.ones(1)}  # not every key prefixed: unchanged
+    assert bare_state_dict(plain) is not plain and list(bare_state_dict(plain)) == ["module_count", "w"]
+
+
+def test_the_two_checkpoint_kinds_hold_their_schema_and_load_back(tmp_path):
+    model = torch.nn.Linear(2, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    sampler = {"epoch": 1, "batch": 2, "images": 8}
+    resumable = training_checkpoint(
+        model=_Wrapper(model), ema=None, optimizer=optimizer, scheduler=scheduler, scaler=None,
+        iteration=5, epoch=1, best_miou=0.25, sampler=sampler, config={"a": 1},
+    )  # fmt: skip
+    assert set(resumable) == {
+        "version", "model", "ema", "optimizer", "scheduler", "scaler", "iteration", "epoch",
+        "best_miou", "rng", "sampler", "config",
+    }  # fmt: skip
+    weights = weights_checkpoint(model=model, config={"a": 1}, iteration=5, best_miou=0.25)
+    assert set(weights) == {"version", "model", "ema", "config", "iteration", "best_miou"}
+    for name, state in (("last.pt", resumable), ("best.pt", weights)):
+        save_checkpoint(state, tmp_path / name)
+        loaded = load_checkpoint(tmp_path / name)
+        assert loaded["version"] == CHECKPOINT_VERSION and set(loaded["model"]) == {"weight", "bias"}
+        assert model_weights(loaded, use_ema=True)[1] == "model"  # no EMA: the model's weights
+    with pytest.raises(TypeError, match="unexpected"):
+        weights_checkpoint(model=model, config={}, optimizer=1)
+
+
+def test_a_checkpoint_without_a_version_key_is_read_as_version_1(tmp_path):
+    torch.save({"model": {}, "config": {}}, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt") == {"model": {}, "config": {}}
+
+
+def test_describe_mismatch_names_missing_unexpected_and_reshaped_tensors():
+    expected = {"a": torch.zeros(2, 3), "b": torch.zeros(1), "c": torch.zeros(4)}
+    given = {"a": torch.zeros(4, 3), "c": torch.zeros(4), "d": torch.zeros(1)}
+    assert describe_mismatch(expected, expected) == ""
+    text = describe_mismatch(expected, given)
+    assert "1 of 3 missing (e.g. b)" in text and "1 unexpected (e.g. d)" in text
+    assert "a: (4, 3) given, (2, 3) expected" in text
+    assert "unexpected" not in describe_mismatch(expected, given, unexpected=False)
+
+
+def test_atomic_write_gives_the_usual_mode_and_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "sub" / "x.txt"
+    atomic_write(path, lambda tmp: tmp.write_text("one"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.read_text() == "one" and path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+    def fail(tmp):
+        tmp.write_text("partial")
+        raise ValueError("not an OS error: raised as it is")
+
+    with pytest.raises(ValueError, match="as it is"):
+        atomic_write(path, fail)
+    assert path.read_text() == "one" and os.listdir(path.parent) == ["x.txt"]
