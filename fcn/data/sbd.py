@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import PairDataset, check_listed, colour_lookup, list_names, read_split, require_dir
-from fcn.data.voc import voc_dir, voc_split_file
+from fcn.data.common import PairDataset, colour_lookup, list_names, require_dir
+from fcn.data.folder import Listing, list_pairs, read_split_leniently
+from fcn.data.voc import list_voc, voc_dir, voc_split_file
 
 SBD_SPLITS = ("train", "val")
 
@@ -16,17 +17,44 @@ def sbd_dir(root: str | Path) -> Path:
     return Path(root) / "benchmark_RELEASE" / "dataset"
 
 
-def _sbd_files(root: str | Path, split: str) -> tuple[list[str], list[Path], list[Path]]:
-    """Return (ids, image paths, .mat paths) of an SBD split, checking every listed file exists."""
+def list_sbd(root: str | Path, split: str) -> Listing:
+    """Return the Listing of an SBD split (img/*.jpg, cls/*.mat); raise when the split or directory is wrong."""
+    if split not in SBD_SPLITS:
+        raise ValueError(f"SBD split '{split}' is not one of {', '.join(SBD_SPLITS)}")
     base = sbd_dir(root)
     hint = f"set the dataset root to the directory holding benchmark_RELEASE/, or run: python -m fcn.data.download --root {root} --what sbd"
-    require_dir(Path(root), "SBD", hint)
-    require_dir(base, "SBD", hint)
-    split_file = base / f"{split}.txt"
-    ids = read_split(split_file)
-    images = check_listed(ids, list_names(base / "img"), base / "img", ".jpg", split_file)
-    masks = check_listed(ids, list_names(base / "cls"), base / "cls", ".mat", split_file)
-    return ids, images, masks
+    for directory in (Path(root), base, base / "img", base / "cls"):  # one error, not one per id
+        require_dir(directory, "SBD", hint)
+    return list_pairs(base / f"{split}.txt", base / "img", (".jpg",), base / "cls", ".mat")
+
+
+def list_voc_aug(root: str | Path, split: str = "train") -> Listing:
+    """Return the Listing of voc_aug: VOC 2012 train, then SBD train and val ids not seen before nor in VOC val.
+
+    An id with a VOC 2012 image and mask uses them (PNG mask), the others SBD's (.mat). Problems
+    of all four split files are kept, in that order.
+    """
+    if split != "train":
+        raise ValueError(f"voc_aug split '{split}' is not available: voc_aug has only 'train'")
+    listing = list_voc(root, "train")
+    voc_val = read_split_leniently(voc_split_file(root, "val"))
+    listing.add_problems(voc_val)
+    voc = voc_dir(root)
+    voc_masks, voc_images = list_names(voc / "SegmentationClass"), list_names(voc / "JPEGImages")
+    seen = set(listing.ids) | set(voc_val.ids)
+    for sbd_split in SBD_SPLITS:
+        sbd = list_sbd(root, sbd_split)
+        listing.add_problems(sbd)
+        for i, image, mask in zip(sbd.ids, sbd.images, sbd.masks):
+            if i in seen:
+                continue
+            seen.add(i)
+            if i + ".png" in voc_masks and i + ".jpg" in voc_images:
+                image, mask = voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png"
+            listing.ids.append(i)
+            listing.images.append(image)
+            listing.masks.append(mask)
+    return listing
 
 
 class SBDSegmentation(PairDataset):
@@ -39,10 +67,10 @@ class SBDSegmentation(PairDataset):
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = 21,
     ) -> None:
-        if split not in SBD_SPLITS:
-            raise ValueError(f"SBD split '{split}' is not one of {', '.join(SBD_SPLITS)}")
-        ids, images, masks = _sbd_files(root, split)
-        super().__init__(ids, images, masks, transforms, num_classes)
+        listing = list_sbd(root, split)
+        if listing.error is not None:
+            raise listing.error
+        super().__init__(listing.ids, listing.images, listing.masks, transforms, num_classes)
         self.root = Path(root)
         self.split = split
 
@@ -61,27 +89,10 @@ class VOCAugSegmentation(PairDataset):
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = 21,
     ) -> None:
-        if split != "train":
-            raise ValueError(f"voc_aug split '{split}' is not available: voc_aug has only 'train'")
-        from fcn.data.voc import VOCSegmentation
-
-        voc_train = VOCSegmentation(root, "train", num_classes=num_classes)
-        voc_val = set(read_split(voc_split_file(root, "val")))
-        sbd = [_sbd_files(root, s) for s in SBD_SPLITS]
-        ids, images, masks = list(voc_train.ids), list(voc_train.images), list(voc_train.masks)
-        voc = voc_dir(root)
-        voc_masks, voc_images = list_names(voc / "SegmentationClass"), list_names(voc / "JPEGImages")
-        seen = set(ids) | voc_val
-        for sbd_ids, sbd_images, sbd_masks in sbd:
-            for i, image, mask in zip(sbd_ids, sbd_images, sbd_masks):
-                if i in seen:
-                    continue
-                seen.add(i)
-                ids.append(i)
-                if i + ".png" in voc_masks and i + ".jpg" in voc_images:
-                    image, mask = voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png"
-                images.append(image)
-                masks.append(mask)
-        super().__init__(ids, images, masks, transforms, num_classes, colour_lookup(None, num_classes))
+        listing = list_voc_aug(root, split)
+        if listing.error is not None:
+            raise listing.error
+        lut = colour_lookup(None, num_classes)
+        super().__init__(listing.ids, listing.images, listing.masks, transforms, num_classes, lut)
         self.root = Path(root)
         self.split = split

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import PairDataset, check_listed, colour_lookup, list_names, read_split, require_dir
+from fcn.data.common import PairDataset, colour_lookup, require_dir
+from fcn.data.folder import Listing, list_pairs
 
 VOC_SPLITS = ("train", "val", "trainval", "seg11valid")
 SEG11VALID = "seg11valid.txt"
@@ -33,6 +34,24 @@ def voc_split_file(root: str | Path, split: str) -> Path:
     return voc_dir(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
 
 
+def list_voc(root: str | Path, split: str) -> Listing:
+    """Return the Listing of a VOC 2012 split; raise when the split name or the devkit directory is wrong."""
+    if split not in VOC_SPLITS:
+        raise ValueError(f"VOC split '{split}' is not one of {', '.join(VOC_SPLITS)}")
+    base = voc_dir(root)
+    hint = f"set the dataset root to the directory holding VOCdevkit/, or run: python -m fcn.data.download --root {root} --what voc2012"
+    # A missing image or mask directory is one error, not a missing file per listed id.
+    for directory in (Path(root), base, base / "JPEGImages", base / "SegmentationClass"):
+        require_dir(directory, "VOC 2012", hint)
+    try:
+        split_file = voc_split_file(root, split)
+    except FileNotFoundError as exc:  # seg11valid.txt comes with its own download hint
+        listing = Listing()
+        listing.fail(Path(root) / SEG11VALID, exc)
+        return listing
+    return list_pairs(split_file, base / "JPEGImages", (".jpg",), base / "SegmentationClass", ".png")
+
+
 class VOCSegmentation(PairDataset):
     """PASCAL VOC 2012 segmentation: JPEGImages/*.jpg with SegmentationClass/*.png palette masks (255 = void).
 
@@ -47,19 +66,11 @@ class VOCSegmentation(PairDataset):
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = 21,
     ) -> None:
-        if split not in VOC_SPLITS:
-            raise ValueError(f"VOC split '{split}' is not one of {', '.join(VOC_SPLITS)}")
-        base = voc_dir(root)
-        hint = f"set the dataset root to the directory holding VOCdevkit/, or run: python -m fcn.data.download --root {root} --what voc2012"
-        require_dir(Path(root), "VOC 2012", hint)
-        require_dir(base, "VOC 2012", hint)
-        split_file = voc_split_file(root, split)
-        ids = read_split(split_file)
-        images = check_listed(ids, list_names(base / "JPEGImages"), base / "JPEGImages", ".jpg", split_file)
-        masks = check_listed(
-            ids, list_names(base / "SegmentationClass"), base / "SegmentationClass", ".png", split_file
-        )
+        listing = list_voc(root, split)
+        if listing.error is not None:
+            raise listing.error
         # Masks are palette PNGs; a copy saved as RGB colours is converted through VOC's palette.
-        super().__init__(ids, images, masks, transforms, num_classes, colour_lookup(None, num_classes))
+        lut = colour_lookup(None, num_classes)
+        super().__init__(listing.ids, listing.images, listing.masks, transforms, num_classes, lut)
         self.root = Path(root)
         self.split = split

@@ -1,0 +1,323 @@
+"""Check a dataset before training on it: python -m fcn.data.check --config FILE [key=value ...]
+
+Lists data.train and data.val as the config names them (every missing file and every id listed
+twice, not only the first), reads every image and mask once in data.num_workers processes, and
+prints each bad file on a line of its own with the reason, then for the good pairs the pixels per
+class, the range of image sizes and inverse-frequency weights for loss.class_weights.
+
+Exit code: 0 when nothing is bad, 1 when a bad file was found, 2 for a bad command line or config
+or a split that cannot be listed at all (a missing dataset directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import sys
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fcn.config import ConfigError, load_config
+from fcn.data import class_names
+from fcn.data.common import VOID, PairDataset, check_pair, colour_lookup
+from fcn.data.folder import Listing, Problem, list_folder
+from fcn.data.sbd import list_sbd, list_voc_aug
+from fcn.data.voc import list_voc
+
+SPLITS = ("train", "val")
+
+LISTERS: dict[str, Callable[[str, str], Listing]] = {
+    "voc": list_voc,
+    "sbd": list_sbd,
+    "voc_aug": list_voc_aug,
+    "folder": list_folder,
+}
+"""The listing function of each data.<split>.name (build_dataset's constructors list through these)."""
+
+
+class PairResult(NamedTuple):
+    """What reading one image/mask pair found: its size and label counts if good, else its problems."""
+
+    size: Optional[tuple[int, int]]  # (W, H)
+    counts: Optional[np.ndarray]  # (256,) int64 pixels per label value
+    problems: list[Problem]
+
+
+@dataclass
+class SplitReport:
+    """The outcome of checking one split: its problems, and pixel counts and sizes of its good pairs."""
+
+    key: str  # data.train or data.val
+    description: str
+    pairs: int  # distinct pairs listed whose image and mask both exist (each read once)
+    problems: list[Problem] = field(default_factory=list)
+    good: int = 0
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
+    min_size: Optional[tuple[int, int]] = None  # smallest (W, H), each side on its own
+    max_size: Optional[tuple[int, int]] = None
+
+
+def decode_image(path: Path) -> Image.Image:
+    """Return the fully decoded image at `path` in its own mode; raise ValueError naming the file otherwise.
+
+    Decoding all of it (load()) is what catches a truncated file; converting it to RGB as training
+    does would only cost time. (A helper that belongs in fcn/data/common.py beside read_image.)
+    """
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file (PIL cannot identify its format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(
+            f"{path}: cannot decode the image ({exc}); the file is damaged or truncated, replace it"
+        ) from None
+    return img
+
+
+def inspect_pair(pair: tuple[Path, Path], reader: PairDataset) -> PairResult:
+    """Return what decoding an (image, mask) pair found; every failure comes back as a Problem, never raised.
+
+    `reader` reads masks as training does (its load_mask, with its colour table); its num_classes
+    bounds the labels.
+    """
+    image_path, mask_path = pair
+    problems: list[Problem] = []
+    image = mask = None
+    try:
+        image = decode_image(image_path)
+    except Exception as exc:  # a worker's exception must come back as data, not end the run
+        problems.append(_problem(image_path, exc))
+    try:
+        mask = reader.load_mask(mask_path)
+    except Exception as exc:
+        problems.append(_problem(mask_path, exc))
+    counts = None
+    if mask is not None:
+        counts = np.bincount(mask.ravel(), minlength=256)  # one pass; np.unique sorts
+        n = reader.num_classes
+        outside = np.flatnonzero(counts[n:VOID]) + n
+        if outside.size:
+            problems.append(
+                Problem(mask_path, f"labels {outside.tolist()} are outside 0..{n - 1} and {VOID} (void)")
+            )
+        if image is not None:
+            try:
+                check_pair(image, mask, None, mask_path)  # the size only: labels are counted above
+            except ValueError as exc:
+                problems.append(Problem.from_error(mask_path, exc))
+    if problems:
+        return PairResult(None, None, problems)
+    return PairResult(image.size, counts, [])
+
+
+def _problem(path: Path, exc: Exception) -> Problem:
+    """Return the Problem an exception reports; one that no reader anticipated says its type."""
+    if isinstance(exc, (OSError, ValueError)):
+        return Problem.from_error(path, exc)
+    return Problem(path, f"unexpected {type(exc).__name__}: {exc}")
+
+
+def list_split(ds_cfg: Any) -> Listing:
+    """Return the Listing of cfg.data.train or cfg.data.val; raise when it cannot be listed at all."""
+    if ds_cfg.name not in LISTERS:
+        raise ValueError(f"dataset name '{ds_cfg.name}' is not one of {', '.join(LISTERS)}")
+    return LISTERS[ds_cfg.name](ds_cfg.root, ds_cfg.split)
+
+
+def mask_reader(ds_cfg: Any, data_cfg: Any) -> PairDataset:
+    """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would."""
+    n = len(class_names(data_cfg))
+    colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
+    # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
+    lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n)
+    return PairDataset([], [], [], num_classes=n, lut=lut)
+
+
+def read_pairs(
+    pairs: Sequence[tuple[Path, Path]], reader: PairDataset, pool: Optional[Executor] = None
+) -> Iterator[PairResult]:
+    """Return the PairResults of `pairs` in their order, read in `pool`'s processes (None: here, lazily).
+
+    With a pool every pair is queued at once, so that the workers read on while the caller is
+    still taking the results of an earlier call.
+    """
+    inspect = functools.partial(inspect_pair, reader=reader)
+    if pool is None:
+        return map(inspect, pairs)
+    # Chunks of up to 32 pairs amortise the inter-process traffic yet leave dozens of chunks to
+    # balance over the workers; map returns results in the pairs' order whatever the workers.
+    return pool.map(inspect, pairs, chunksize=max(1, min(32, len(pairs) // 64)))
+
+
+def summarise(
+    key: str,
+    description: str,
+    listing: Listing,
+    results: Iterable[PairResult],
+    pairs: int,
+    progress: Optional[bool] = None,
+) -> SplitReport:
+    """Return the SplitReport of a split from its listing and the results of its `pairs` distinct pairs.
+
+    progress: show a tqdm bar while the results come (None: only on a terminal).
+    """
+    from tqdm import tqdm
+
+    report = SplitReport(key, description, pairs, list(listing.problems))
+    disable = None if progress is None else not progress
+    for result in tqdm(results, total=pairs, desc=key, unit="pair", disable=disable, dynamic_ncols=True):
+        report.problems += result.problems
+        if result.size is None:
+            continue
+        report.good += 1
+        report.counts += result.counts
+        w, h = result.size
+        low, high = report.min_size or (w, h), report.max_size or (w, h)
+        report.min_size = (min(low[0], w), min(low[1], h))
+        report.max_size = (max(high[0], w), max(high[1], h))
+    return report
+
+
+def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport]:
+    """Return the SplitReports of data.train and data.val, read in cfg.data.num_workers processes.
+
+    Both splits are listed before anything is read, so that a split that cannot be listed (a
+    missing directory, an unknown split name) raises ValueError at once, naming it. Each distinct
+    pair is read once: an id listed twice is reported, not read twice.
+    """
+    listings = {}
+    for key in SPLITS:
+        try:
+            listings[key] = list_split(cfg.data[key])
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"data.{key}: {exc}") from None
+    workers = int(cfg.data.num_workers)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 0 else None
+        jobs = []
+        for key in SPLITS:  # both splits queued before either is summarised: no idle worker between
+            ds_cfg, listing = cfg.data[key], listings[key]
+            pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
+            results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data), pool)
+            jobs.append((key, ds_cfg, listing, results, len(pairs)))
+        return [
+            summarise(f"data.{key}", f"{ds.name}/{ds.split} in {ds.root}", listing, results, n, progress)
+            for key, ds, listing, results, n in jobs
+        ]
+
+
+def class_weights(counts: np.ndarray) -> list[float]:
+    """Return inverse-frequency class weights: w_c = total / (present * count_c), 0.0 for an absent class.
+
+    `counts` are the pixels per class (void excluded). `present` is the number of classes with
+    pixels, so that the pixel-weighted mean weight is 1 (sum_c count_c * w_c = total): the loss
+    keeps its scale, and with it the learning rate that suits it, while each present class carries
+    the same total weight. A class with no pixels gets 0.0: no pixel will ever use it, and a finite
+    number keeps the config valid.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    present = int((counts > 0).sum())
+    if present == 0:
+        return [0.0] * len(counts)
+    total = counts.sum()
+    safe = np.where(counts > 0, counts, 1.0)
+    return np.where(counts > 0, total / (present * safe), 0.0).tolist()
+
+
+def weights_line(weights: Sequence[float]) -> str:
+    """Return loss.class_weights as one line of YAML to paste into a config (4 significant digits).
+
+    Nested, not 'loss.class_weights: [...]': a config file holds sections, and rejects a dotted key.
+    """
+    values = ", ".join(f"{w:.4g}" for w in weights)
+    return f"loss: {{class_weights: [{values}]}}"
+
+
+def format_split(report: SplitReport, names: Sequence[str]) -> list[str]:
+    """Return the lines that describe a split's good pairs: pixels per class, void and image sizes."""
+    lines = [f"{report.key} ({report.description}): {report.good} good pairs of {report.pairs}"]
+    if report.good == 0:
+        return lines
+    total = int(report.counts.sum())
+    width = max(len(name) for name in [*names, "void", "class"])
+    lines.append(f"  {'label':>5}  {'class':<{width}}  {'pixels':>13}  {'share':>6}")
+    for label, name in [*enumerate(names), (VOID, "void")]:
+        pixels = int(report.counts[label])
+        lines.append(f"  {label:>5}  {name:<{width}}  {pixels:>13,}  {100 * pixels / total:>5.1f}%")
+    (w0, h0), (w1, h1) = report.min_size, report.max_size
+    lines.append(f"  image size: W {w0}..{w1}, H {h0}..{h1}")
+    return lines
+
+
+def format_report(reports: Sequence[SplitReport], names: Sequence[str]) -> str:
+    """Return the whole report: bad files, then each split's counts, the weights line and a summary line."""
+    lines = [str(problem) for report in reports for problem in report.problems]
+    if lines:
+        lines.append("")
+    for report in reports:
+        lines += format_split(report, names) + [""]
+    train = reports[0]
+    if train.counts[: len(names)].sum() > 0:
+        lines.append(
+            f"class weights from {train.key}'s pixels (inverse frequency, pixel-weighted mean 1), for your config:"
+        )
+        lines.append(weights_line(class_weights(train.counts[: len(names)])))
+    else:
+        lines.append(f"no class weights: {train.key} has no good pair with labelled pixels")
+    lines.append(
+        "; ".join(f"{r.key} {r.description}: {r.pairs} pairs, {len(r.problems)} bad" for r in reports)
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse the arguments, check the dataset, print the report and return the exit code (0, 1 or 2)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fcn.data.check",
+        description="Check data.train and data.val before training: every bad file, class pixels, weights.",
+        epilog="Example: python -m fcn.data.check --config my_data.yml data.num_workers=2",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="YAML config (repeatable, merged in order; default: config.yml), as train.py reads it",
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.num_workers=2")
+
+    def one_line_error(message: str) -> None:
+        raise ConfigError(f"command line: {message} (see --help)")
+
+    parser.error = one_line_error  # argparse's usage block would make the error two lines
+    try:
+        args = parser.parse_args(argv)
+        cfg = load_config(args.config if args.config is not None else ["config.yml"], args.overrides)
+        reports = check_dataset(cfg)
+    except ValueError as exc:  # a ConfigError, or a split that cannot be listed
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenProcessPool as exc:  # a worker killed (out of memory?): a failure found during the work
+        print(f"error: a worker process died ({exc}); try fewer data.num_workers", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(format_report(reports, class_names(cfg.data)))
+    return 1 if any(report.problems for report in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
