@@ -103,20 +103,6 @@ def list_names(directory: Path) -> set[str]:
         return set()
 
 
-def check_listed(
-    ids: Sequence[str], names: set[str], directory: Path, suffix: str, split_file: Path
-) -> list[Path]:
-    """Return directory/<id><suffix> for every id; raise FileNotFoundError naming the missing ones."""
-    missing = [i for i in ids if i + suffix not in names]
-    if missing:
-        example = directory / (missing[0] + suffix)
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(ids)} ids listed in {split_file} have no file in {directory} "
-            f"(e.g. {example}); restore the files or remove the ids from the split file"
-        )
-    return [directory / (i + suffix) for i in ids]
-
-
 def _open(path: Path) -> Image.Image:
     """Return the fully decoded PIL image at `path`, or raise ValueError naming the file."""
     try:

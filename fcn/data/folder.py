@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from fcn.config import read_text
 from fcn.data.common import (
     IMAGE_EXTENSIONS,
     PairDataset,
@@ -36,7 +37,7 @@ def read_classes(path: str | Path) -> tuple[list[str], list[list[int]]]:
     if not path.is_file():
         raise FileNotFoundError(f"classes file {path} not found")
     names, colours = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         words = line.split("#", 1)[0].split()
         if not words:
             continue
@@ -109,10 +110,7 @@ def read_split_leniently(split_file: Path) -> Listing:
     listing = Listing()
     try:
         listing.ids = read_split(split_file)
-    except UnicodeDecodeError as exc:  # newer read_split versions raise a one-line ValueError themselves
-        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
-        listing.fail(split_file, ValueError(f"{split_file}: {reason}"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing, empty or not UTF-8: one line naming the file
         listing.fail(split_file, exc)
     counts = Counter(listing.ids)
     for i, n in counts.items():
