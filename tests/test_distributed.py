@@ -25,7 +25,7 @@ from torch import nn
 
 from fcn import distributed
 from fcn.config import load_config
-from tests.test_engine import toy_overrides
+from tests.test_engine import python_env, toy_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 300  # seconds for one torchrun launch on a busy 2-core machine; a hang fails, never blocks
@@ -118,7 +118,7 @@ def _child_evaluate(run: dict, out: Path, rank: int) -> None:
 
 def _torchrun(args: list[str], timeout: float = TIMEOUT) -> tuple[int, str, float]:
     """Run `torchrun --standalone --nproc_per_node=2 <args>`; return (exit code, output, seconds)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    env = python_env(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
     start = time.time()
     proc = subprocess.Popen(

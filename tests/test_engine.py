@@ -111,12 +111,18 @@ def test_fit_writes_the_run_directory_and_the_loss_falls(toy_root, tmp_path):
     assert ckpt["iteration"] == 24 and ckpt["config"]["model"]["arch"] == "fcn8s"
 
 
+def python_env(**extra: str) -> dict[str, str]:
+    """Return the environment for a Python child process: this one's, with the repository put first
+    on PYTHONPATH (an existing PYTHONPATH is kept after it) and the extra variables set."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, **extra, PYTHONPATH=path)
+
+
 def _run_train(args: list[str], **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     return subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *args],
         cwd=REPO,
-        env=env,
+        env=python_env(OMP_NUM_THREADS="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
