@@ -27,6 +27,7 @@ from fcn.data import (
     read_classes,
     voc_palette,
 )
+from tests.test_engine import python_env
 
 VOC_TRAIN = ["2007_000032", "2007_000039", "2008_000002"]
 VOC_VAL = ["2007_000033", "2007_000042", "2009_000013"]
@@ -487,5 +488,7 @@ def test_read_classes_rejects_a_malformed_line(tmp_path):
 
 def test_importing_fcn_data_reads_no_files_and_imports_neither_torch_nor_transforms():
     code = "import sys, fcn.data; bad = [m for m in ('torch', 'scipy', 'fcn.data.transforms') if m in sys.modules]; print(bad)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=python_env(), capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"

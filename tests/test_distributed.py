@@ -25,7 +25,7 @@ from torch import nn
 
 from fcn import distributed
 from fcn.config import load_config
-from tests.test_engine import toy_overrides
+from tests.test_engine import python_env, toy_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 300  # seconds for one torchrun launch on a busy 2-core machine; a hang fails, never blocks
@@ -124,7 +124,7 @@ def _child_evaluate(run: dict, out: Path, rank: int) -> None:
 
 def _torchrun(args: list[str], timeout: float = TIMEOUT) -> tuple[int, str, float]:
     """Run `torchrun --standalone --nproc_per_node=2 <args>`; return (exit code, output, seconds)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    env = python_env(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
     start = time.time()
     proc = subprocess.Popen(
@@ -161,6 +161,11 @@ def _tiny(root: Path, run_dir: Path, *extra: str) -> list[str]:
     return toy_overrides(root, run_dir, "training.vis_images=0", "data.transforms.scale_min=0.75", *extra)
 
 
+# SGD, not toy_overrides' AdamW: an SGD step is linear in the gradient, so two processes' sums (in
+# another order than one process's) give weights equal up to fp32 rounding; AdamW divides each
+# gradient by its own magnitude, which can turn the rounding of a near-zero gradient into a step.
+DP_EXTRA = ("optimizer.name=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.9", "training.iters=3")
+
 RESUME_EXTRA = (  # everything that draws random numbers, so that an inexact resume shows
     "training.iters=7",  # 24 images / (2 x 2) = 6 steps an epoch: the resume crosses into epoch 1
     "training.eval_every=4",
@@ -182,7 +187,7 @@ def ddp_runs(toy_root, tmp_path_factory) -> dict:
     dropout = {"dropout": 0.5}
     runs = [
         # no BatchNorm: two processes with batch 2 must equal one process with batch 4
-        {"name": "dp", "overrides": _tiny(toy_root, base / "dp", "data.batch_size=2", "training.iters=3")},
+        {"name": "dp", "overrides": _tiny(toy_root, base / "dp", "data.batch_size=2", *DP_EXTRA)},
         {
             "name": "bn",
             "net": {"bn": True},
@@ -232,6 +237,31 @@ def _assert_ranks_identical(out: Path, name: str) -> dict:
     return rank0
 
 
+def _evaluate_as_the_workers(model: nn.Module, val_set, batch_size: int) -> dict:
+    """Return evaluate()'s result over val_set computed as the torchrun workers computed it: rank r
+    takes images r, r + 2, ... (make_eval_loader) in batches of batch_size, on one thread
+    (OMP_NUM_THREADS=1), so the same kernels see the same batches and give the same bits; the
+    matrices are summed as all_reduce sums them. (A batch of 1 on two threads may round otherwise.)"""
+    from torch.utils.data import DataLoader, Subset
+
+    from fcn.engine import evaluate
+    from fcn.metrics import ConfusionMatrix
+
+    total = ConfusionMatrix(NUM_CLASSES)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for rank in range(2):
+            share = Subset(val_set, list(range(rank, len(val_set), 2)))
+            result = evaluate(
+                model, DataLoader(share, batch_size=batch_size), NUM_CLASSES, torch.device("cpu")
+            )
+            total.mat += torch.tensor(result["confusion"])
+    finally:
+        torch.set_num_threads(threads)
+    return {**total.compute(), "confusion": total.mat.tolist()}
+
+
 def _single_process_fit(overrides: list[str], monkeypatch, **net) -> None:
     import fcn.engine
     import fcn.models
@@ -250,11 +280,12 @@ def test_two_processes_equal_one_process_with_the_global_batch(ddp_runs, toy_roo
         assert torch.equal(value, saved["model"][key])
 
     single = tmp_path / "single"
-    _single_process_fit(_tiny(toy_root, single, "data.batch_size=4", "training.iters=3"), monkeypatch)
+    _single_process_fit(_tiny(toy_root, single, "data.batch_size=4", *DP_EXTRA), monkeypatch)
     reference = torch.load(single / "checkpoints" / "last.pt", weights_only=True)
     torch.manual_seed(0)  # training.seed: the start, to show that both runs trained
     start = TinyNet().state_dict()
     for key, value in reference["model"].items():
+        # the same gradient sums in another order (see DP_EXTRA): fp32 rounding (~1e-7 relative)
         torch.testing.assert_close(rank0[key], value, rtol=1e-4, atol=1e-6)
         assert not torch.equal(value, start[key])
     # the logged training loss is the loss of the whole global batch, not rank 0's share of it
@@ -271,11 +302,8 @@ def test_ranks_end_with_identical_weights_and_batchnorm_buffers(ddp_runs):
 
 @pytest.mark.slow
 def test_distributed_evaluation_of_an_odd_sized_set_equals_single_process(ddp_runs):
-    from torch.utils.data import DataLoader
-
     from fcn.data import build_dataset
     from fcn.data.transforms import build_transforms
-    from fcn.engine import evaluate
 
     run = ddp_runs["runs"]["bn"]
     cfg = load_config(overrides=run["overrides"])
@@ -284,7 +312,7 @@ def test_distributed_evaluation_of_an_odd_sized_set_equals_single_process(ddp_ru
     model = TinyNet(bn=True)
     saved = torch.load(Path(run["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)
     model.load_state_dict(saved["model"])
-    single = evaluate(model, DataLoader(val_set, batch_size=1), NUM_CLASSES, torch.device("cpu"))
+    single = _evaluate_as_the_workers(model, val_set, cfg.data.val_batch_size)
     confusion = json.loads((ddp_runs["out"] / "bn.confusion.json").read_text())
     assert confusion == single["confusion"]
     assert sum(map(sum, confusion)) == sum(int((m != 255).sum()) for _, m in val_set)
@@ -358,11 +386,8 @@ def test_sync_bn_on_the_cpu_is_a_one_line_error(ddp_runs):
 
 @pytest.mark.slow
 def test_torchrun_train_py_trains_and_only_rank_0_writes_files(toy_root, tmp_path):
-    from torch.utils.data import DataLoader
-
     from fcn.data import build_dataset
     from fcn.data.transforms import build_transforms
-    from fcn.engine import evaluate
     from fcn.models import build_model
 
     run = tmp_path / "run"
@@ -389,7 +414,7 @@ def test_torchrun_train_py_trains_and_only_rank_0_writes_files(toy_root, tmp_pat
     model = build_model(cfg.model)
     model.load_state_dict(torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"])
     val_set = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, train=False))
-    single = evaluate(model, DataLoader(val_set, batch_size=1), NUM_CLASSES, torch.device("cpu"))
+    single = _evaluate_as_the_workers(model, val_set, cfg.data.val_batch_size)
     for key in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
         assert records[-1][key] == single[key], key
 

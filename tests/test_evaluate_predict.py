@@ -1,5 +1,5 @@
 """evaluate.py and predict.py end to end, on a tiny generated dataset of odd-sized images and a
-checkpoint trained a few iterations in the test."""
+checkpoint whose weights are set, not trained, so that what it predicts is known."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
+from torch import nn
 
 import evaluate
 import predict
@@ -21,21 +23,52 @@ from tests.test_bench import load_bench
 
 CLASSES = ["background", "bright", "dark"]
 PALETTE = [[0, 0, 0], [250, 40, 40], [40, 40, 250]]
-SIZES = [(33, 47), (29, 61), (50, 37), (41, 41)]  # (H, W): odd sizes, none a multiple of 32
+SIZES = [(75, 101), (67, 131), (110, 79), (93, 93)]  # (H, W): odd sizes, none a multiple of 32
+# The fixture's model (_brightness_detector) thresholds brightness v (a pixel's mean RGB in [0, 1]):
+# class 1 (bright) where v - 0.5 > THRESHOLD, class 2 (dark) where 0.5 - v > THRESHOLD, else class 0.
+GAIN, THRESHOLD = 10.0, 0.27
+MARGIN = 0.05  # brightness margin around THRESHOLD inside which _known_labels claims nothing
 
 
 def _sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (RGB uint8 image, uint8 mask): a bright box (1) and a dark box (2) on grey noise,
-    with a void (255) border around each box."""
+    """Return (RGB uint8 image, uint8 mask): a bright box (1) in the left half and a dark box (2) in
+    the right half on grey noise, with a void (255) border around each box. The boxes span a third
+    to a half of the height and a quarter to a half of the width: large enough for the stride-8
+    model to see their interiors (_known_labels) in the evaluation images."""
     image = rng.integers(100, 156, (h, w, 3)).astype(np.uint8)
     mask = np.zeros((h, w), np.uint8)
-    for label, value in ((1, 240), (2, 15)):
-        bh, bw = int(rng.integers(6, h // 2)), int(rng.integers(6, w // 2))
-        y, x = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
+    for label, value, left in ((1, 240, 0), (2, 15, w // 2)):
+        bh, bw = int(rng.integers(h // 3, h // 2 + 1)), int(rng.integers(w // 4, w // 2 - 1))
+        y, x = int(rng.integers(0, h - bh + 1)), left + int(rng.integers(0, w // 2 - bw + 1))
         mask[y : y + bh, x : x + bw] = 255
         mask[y + 1 : y + bh - 1, x + 1 : x + bw - 1] = label
         image[y : y + bh, x : x + bw] = value
     return image, mask
+
+
+def _known_labels(image: np.ndarray) -> np.ndarray:
+    """Return the class the fixture's raw weights predict at each pixel of an RGB uint8 image by
+    construction, 255 where it is not known.
+
+    Output pixel y reads the stride-8 scores of the features i with 8i - 11 <= y <= 8i + 4
+    (upscore8: kernel 16, stride 8, padding 4), each the maximum over input rows 8i - 2 ... 8i + 2
+    (the stem's stride 2, then the 3x3/2 max pool), so input rows y - 13 ... y + 6; columns alike.
+    Where all those pixels are of one brightness class, MARGIN or more from the threshold, every
+    feature's logits put that class ahead by GAIN * MARGIN, and so does upscore8's weighted sum
+    (all its weights are positive).
+    """
+    v = image.astype(np.float64).mean(-1) / 255 - 0.5
+    pixel = np.full(v.shape, 255)
+    pixel[np.abs(v) < THRESHOLD - MARGIN] = 0
+    pixel[v > THRESHOLD + MARGIN] = 1
+    pixel[v < -THRESHOLD - MARGIN] = 2
+    pad = ((13, 6), (13, 6))  # the window of output pixel (y, x): rows y - 13 ... y + 6, columns alike
+
+    def windows(fill: int) -> np.ndarray:
+        return sliding_window_view(np.pad(pixel, pad, constant_values=fill), (20, 20))
+
+    low, high = windows(255).min(axis=(-2, -1)), windows(0).max(axis=(-2, -1))
+    return np.where(low == high, high, 255).astype(np.uint8)
 
 
 def _write_folder_dataset(root: Path) -> list[str]:
@@ -69,33 +102,57 @@ def _overrides(root: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """Return (dataset root, ids, checkpoint path): a model trained 15 AdamW steps on the images."""
-    from fcn.data import build_dataset
-    from fcn.data.transforms import build_transforms
+def _brightness_detector(cfg) -> nn.Module:
+    """Return cfg's ResNet-18 FCN-8s with weights set (not trained) so that it thresholds brightness.
+
+    The stem passes v - 0.5 and 0.5 - v (v: the pixel's mean RGB in [0, 1], computed from the
+    normalised input) on channels 0 and 1, and its ReLU keeps the positive one; every BatchNorm is
+    the identity and every residual branch is zero, so each block passes its (non-negative) input
+    through, the downsampling 1x1 convolutions keeping channels 0 and 1; score_pool3 maps them to
+    the logits (0, GAIN * (bright - THRESHOLD), GAIN * (dark - THRESHOLD)); score_fr and score_pool4
+    stay zero and the upsampling bilinear. What it predicts follows from these numbers, not from
+    the CPU's kernels or a training run (see _known_labels).
+    """
+    from fcn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from fcn.models import build_model
 
+    assert cfg.data.transforms.normalization == "torchvision"  # the stem undoes this normalisation
+    model = build_model(cfg.model)
+    net = model.backbone
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.zero_()
+            elif isinstance(module, nn.BatchNorm2d):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0)
+        # Normalised x_c = (p_c - mean_c) / std_c with p_c in [0, 1], so v = sum_c (std_c x_c + mean_c) / 3.
+        weight = torch.tensor(IMAGENET_STD) / 3
+        offset = sum(IMAGENET_MEAN) / 3 - 0.5
+        net.conv1.weight[0, :, 3, 3], net.conv1.weight[1, :, 3, 3] = weight, -weight  # 7x7 centre tap
+        net.bn1.bias[0], net.bn1.bias[1] = offset, -offset
+        for layer in (net.layer2, net.layer3, net.layer4):
+            layer[0].downsample[0].weight[0, 0] = layer[0].downsample[0].weight[1, 1] = 1.0
+        model.score_pool3.weight[1, 0] = model.score_pool3.weight[2, 1] = GAIN
+        model.score_pool3.bias.copy_(torch.tensor([0.0, -GAIN * THRESHOLD, -GAIN * THRESHOLD]))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Return (dataset root, ids, checkpoint path): the brightness detector's weights as 'model' and
+    those weights times 0.5 as 'ema' (a different, recognisable set)."""
     tmp = tmp_path_factory.mktemp("evalpredict")
     root = tmp / "data"
     ids = _write_folder_dataset(root)
     cfg = load_config(overrides=_overrides(root))
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    dataset = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, train=False))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.train()
-    for step in range(15):
-        image, mask = dataset[step % len(dataset)]
-        loss = torch.nn.functional.cross_entropy(model(image[None]), mask[None], ignore_index=255)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    model = _brightness_detector(cfg)
     ema = {k: (v * 0.5 if v.dtype.is_floating_point else v) for k, v in model.state_dict().items()}
     path = tmp / "best.pt"
     save_checkpoint(
-        {"version": 1, "model": model.state_dict(), "ema": ema, "iteration": 15, "config": to_dict(cfg)}, path
+        {"version": 1, "model": model.state_dict(), "ema": ema, "iteration": 0, "config": to_dict(cfg)}, path
     )
     return root, ids, path
 
@@ -114,6 +171,8 @@ def test_evaluate_metrics_equal_fcn_metrics_on_its_saved_native_size_predictions
             str(ckpt),
             "--no-progress",
             "--no-ema",
+            "--device",
+            "cpu",
             "--output",
             str(out),
             "--save-predictions",
@@ -131,19 +190,25 @@ def test_evaluate_metrics_equal_fcn_metrics_on_its_saved_native_size_predictions
     from fcn.data.transforms import preprocess
 
     matrix = ConfusionMatrix(len(CLASSES))
+    known_pixels = np.zeros(len(CLASSES), dtype=int)
     for name, (h, w) in zip(ids, SIZES):
         pred = _read_png(preds / f"{name}.png")
         gt = _read_png(root / "SegmentationClass" / f"{name}.png")
         assert pred.shape == gt.shape == (h, w)  # native resolution, never resized
-        with Image.open(root / "JPEGImages" / f"{name}.png") as image:
-            direct = model(preprocess(image.convert("RGB"), "torchvision")[None]).argmax(1)[0]
+        with Image.open(root / "JPEGImages" / f"{name}.png") as image, torch.inference_mode():
+            rgb = image.convert("RGB")
+            direct = model(preprocess(rgb, "torchvision")[None]).argmax(1)[0]  # evaluate.py's computation
         assert np.array_equal(pred, direct.numpy())
+        known = _known_labels(np.asarray(rgb))
+        assert np.array_equal(pred[known != 255], known[known != 255])  # what the weights were set to do
+        known_pixels += np.bincount(known[known != 255], minlength=len(CLASSES))
         matrix.update(torch.from_numpy(pred).long(), torch.from_numpy(gt).long())
+    assert (known_pixels > 100).all(), known_pixels  # every class was checked, on more than an edge
     direct_metrics = matrix.compute()
     for key in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
         assert report[key] == pytest.approx(direct_metrics[key], abs=1e-9)
     assert report["confusion"] == matrix.mat.tolist()
-    assert len(np.unique(np.concatenate([_read_png(p).ravel() for p in preds.iterdir()]))) > 1
+    assert set(np.unique(np.concatenate([_read_png(p).ravel() for p in preds.iterdir()]))) == {0, 1, 2}
 
 
 def test_evaluate_takes_an_unnamed_checkpoint_ema_weights_by_default_and_tta_flags(setup, tmp_path):
@@ -172,12 +237,16 @@ def test_evaluate_with_padded_batches_and_flip_matches_one_image_at_a_time(setup
             "--checkpoint",
             str(ckpt),
             "--no-progress",
+            "--device",
+            "cpu",
             "--flip",
             "--save-predictions",
             str(tmp_path / str(batch)),
         ]
         assert evaluate.main([*args, f"data.val_batch_size={batch}"]) == 0
     assert [_read_png(tmp_path / "3" / f"{name}.png").shape for name in ids] == SIZES
+    # Bitwise: the sizes differ, so with flip a padded batch is predicted image by image at its own
+    # size (fcn.inference.evaluate_model), the same computation as a batch of one.
     for name in ids:
         assert np.array_equal(
             _read_png(tmp_path / "3" / f"{name}.png"), _read_png(tmp_path / "1" / f"{name}.png")
@@ -186,18 +255,34 @@ def test_evaluate_with_padded_batches_and_flip_matches_one_image_at_a_time(setup
 
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="no NNPACK in this build")
 def test_evaluate_fast_path_winograd_scores_what_fp32_scores(setup, tmp_path, capsys):
-    _, ids, ckpt = setup
+    root, ids, ckpt = setup
     reports = {}
     for path in ("none", "winograd"):
         out = tmp_path / f"{path}.json"
-        args = ["--checkpoint", str(ckpt), "--no-progress", "--output", str(out), "--save-predictions"]
-        assert evaluate.main([*args, str(tmp_path / path), "--fast-path", path]) == 0
+        args = [
+            "--checkpoint",
+            str(ckpt),
+            "--no-progress",
+            "--no-ema",
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+        ]
+        assert evaluate.main([*args, "--save-predictions", str(tmp_path / path), "--fast-path", path]) == 0
         reports[path] = json.loads(out.read_text())
     assert (
         "eval.fast_path=winograd: 13 convolutions use NNPACK's Winograd transform on large maps"
         in capsys.readouterr().out
     )
     assert reports["winograd"]["eval"]["fast_path"] == "winograd"
+    for name in ids:
+        with Image.open(root / "JPEGImages" / f"{name}.png") as image:
+            known = _known_labels(np.asarray(image.convert("RGB")))
+        pred = _read_png(tmp_path / "winograd" / f"{name}.png")
+        assert np.array_equal(pred[known != 255], known[known != 255])
+    # Elsewhere the logits equal fp32's up to rounding (~1e-6 relative): only pixels whose two best
+    # logits are that close, on box edges, may differ.
     same = sum(
         int(
             (_read_png(tmp_path / "none" / f"{n}.png") == _read_png(tmp_path / "winograd" / f"{n}.png")).sum()
@@ -211,8 +296,8 @@ def test_evaluate_fast_path_winograd_scores_what_fp32_scores(setup, tmp_path, ca
 def test_evaluate_fast_path_int8_calibrates_on_the_split_and_says_so(setup, tmp_path, capsys):
     _, _, ckpt = setup
     out = tmp_path / "val.json"
-    args = ["--checkpoint", str(ckpt), "--no-progress", "--fast-path", "int8", "--output", str(out)]
-    assert evaluate.main([*args, "eval.calibration_images=3"]) == 0
+    args = ["--checkpoint", str(ckpt), "--no-progress", "--device", "cpu", "--fast-path", "int8"]
+    assert evaluate.main([*args, "--output", str(out), "eval.calibration_images=3"]) == 0
     printed = capsys.readouterr().out
     assert (
         "eval.fast_path=int8: backbone quantized to int8" in printed and "calibrated on 3 images" in printed
@@ -236,8 +321,10 @@ def test_load_model_picks_ema_or_raw_weights(setup):
     raw, _ = load_model(ckpt, "cpu", use_ema=False)
     ema, cfg = load_model(ckpt, "cpu")
     assert cfg.eval.use_ema and not raw.training and not ema.training
-    name, param = next((n, p) for n, p in raw.named_parameters() if p.abs().sum() > 0)
-    assert torch.allclose(dict(ema.named_parameters())[name], param * 0.5)
+    raw_state, ema_state = raw.state_dict(), ema.state_dict()
+    assert raw_state["score_pool3.weight"].abs().sum() > 0  # so that half of the weights differs from them
+    for key, value in raw_state.items():
+        assert torch.equal(ema_state[key], value * 0.5 if value.dtype.is_floating_point else value), key
 
 
 @pytest.mark.parametrize(
@@ -325,6 +412,7 @@ def test_predict_fast_path_int8_calibrates_on_the_readable_inputs(setup, tmp_pat
     sizes = _write_mixed_inputs(tmp_path / "in")
     out = tmp_path / "out"
     args = ["--checkpoint", str(ckpt), "--input", str(tmp_path / "in"), "--output", str(out), "--no-progress"]
+    args += ["--device", "cpu"]  # a CPU fast path
     assert predict.main([*args, "--fast-path", "int8", "eval.calibration_images=100"]) == 1  # broken.jpg
     captured = capsys.readouterr()
     assert f"calibrated on {len(sizes)} images" in captured.out  # every readable input, not broken.jpg

@@ -50,8 +50,13 @@ def test_flip_tta_on_symmetric_input_and_model_equals_no_tta():
     model, x = _conv_model(True), _image(symmetric=True)
     plain = predict_probs(model, x)
     flipped = predict_probs(model, x, flip=True)
+    # Equal up to rounding: the mirrored convolution adds the same products in another order.
     assert torch.allclose(plain, flipped, atol=1e-6)
-    assert torch.equal(predict_labels(model, x, flip=True), predict_labels(model, x))
+    # So the labels agree wherever the best class leads by more than that rounding can move it.
+    top2 = plain.topk(2, dim=1).values
+    clear = top2[:, 0] - top2[:, 1] > 2 * (flipped - plain).abs().max()
+    assert clear.float().mean() > 0.9  # the check below covers the image, not a few pixels
+    assert torch.equal(predict_labels(model, x, flip=True)[clear], predict_labels(model, x)[clear])
 
 
 def test_flip_tta_averages_the_mirrored_prediction():
@@ -79,7 +84,14 @@ def test_bf16_and_channels_last_give_nearly_the_same_probabilities():
     model, x = _conv_model(False), _image()
     ref = predict_probs(model, x)
     got = predict_probs(model, x, amp="bf16", channels_last=True)
-    assert got.dtype == torch.float32 and (got - ref).abs().max() < 0.05
+    assert got.dtype == torch.float32 and not torch.equal(got, ref)  # bf16 was used
+    # The bound bf16 allows whatever the CPU's kernels: the input, the weights and the output are
+    # each rounded to 8 significant bits (relative error <= 2^-9) and products accumulate in fp32,
+    # so a logit moves by less than 4 * 2^-9 * sum |w| |x| + |b|, and a probability (softmax of
+    # logits each moved by at most e) by at most expm1(2 e).
+    with torch.no_grad():
+        magnitude = F.conv2d(x.abs(), model.weight.abs(), model.bias.abs(), padding=1).max()
+    assert (got - ref).abs().max() <= torch.expm1(2 * 4 * 2**-9 * magnitude)
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "CMYK", "P", "1", "I;16", "I", "F"])

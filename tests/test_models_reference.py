@@ -22,6 +22,7 @@ import torchvision
 from fcn.config import config_from_dict
 from fcn.models import FCN8s, FCN8sAtOnce, FCN16s, FCN32s, load_reference_weights
 from fcn.models.reference import main as reference_main
+from tests.test_engine import python_env
 
 NUM_CLASSES = 21
 VGG = [("conv1_1", 3, 64), ("conv1_2", 64, 64), ("conv2_1", 64, 128), ("conv2_2", 128, 128)]
@@ -256,6 +257,7 @@ def test_conversion_command_writes_an_evaluable_checkpoint(reference_weights, tm
 def test_conversion_command_reports_a_bad_input_in_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "fcn.models.reference", str(tmp_path / "missing.pth"), str(tmp_path / "o.pt")],
+        env=python_env(),
         capture_output=True,
         text=True,
         check=False,
