@@ -143,7 +143,9 @@ class DataConfig:
     batch_size: int = 20
     """Training images per step per process (under torchrun, per process)."""
     val_batch_size: int = 1
-    """Evaluation batch size; >1 pads images (metrics ignore the padding)."""
+    """Evaluation batch size; >1 pads images to the batch's largest (metrics ignore the padding,
+    but the receptive field sees it: predictions near the bottom/right edges of smaller images may
+    differ slightly from batch 1)."""
     pad_collate: bool = False
     """Pad variable-size images in a batch (image 0, mask 255); required with the 'paper'
     preset and batch_size > 1."""

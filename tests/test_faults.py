@@ -20,16 +20,11 @@ import train
 from fcn.checkpoint import CheckpointError, WriteError, load_checkpoint, save_checkpoint, weights_checkpoint
 from fcn.config import load_config, to_dict
 from fcn.data.loaders import DataLoader
+from tests.test_engine import python_env
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ["background", "bright", "dark"]
 SIZE = 24  # (H, W) of every image
-
-
-def _env() -> dict:
-    """The environment of a child process: the repository prepended to an existing PYTHONPATH."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1")
 
 
 def _write_dataset(root: Path, n: int = 4) -> list[str]:
@@ -210,7 +205,7 @@ def test_a_checkpoint_that_does_not_fit_on_disk_names_the_file_and_keeps_the_pre
     before = path.read_bytes()
     proc = subprocess.run(
         [sys.executable, "-c", _FULL_DISK, str(path), "100000"],
-        env=_env(),
+        env=python_env(OMP_NUM_THREADS="1"),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -232,7 +227,9 @@ def test_training_on_a_full_disk_exits_1_and_keeps_the_last_checkpoint(tmp_path)
         "train.py",
         *_overrides(root, run, 0, "training.iters=1", "training.eval_every=1"),
     ]
-    first = subprocess.run(args, env=_env(), cwd=REPO, capture_output=True, text=True, check=False)
+    first = subprocess.run(
+        args, env=python_env(OMP_NUM_THREADS="1"), cwd=REPO, capture_output=True, text=True, check=False
+    )
     assert first.returncode == 0, first.stderr
     last = run / "checkpoints" / "last.pt"
     size, before = last.stat().st_size, last.read_bytes()
@@ -240,7 +237,9 @@ def test_training_on_a_full_disk_exits_1_and_keeps_the_last_checkpoint(tmp_path)
     limit = f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, ({size // 2}, {size // 2}))"
     script = f"{limit}; import sys, train; sys.exit(train.main(sys.argv[1:]))"
     resumed = [sys.executable, "-c", script, *args[2:-2], "training.iters=2", "training.resume=auto"]
-    proc = subprocess.run(resumed, env=_env(), cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        resumed, env=python_env(OMP_NUM_THREADS="1"), cwd=REPO, capture_output=True, text=True, check=False
+    )
     line = _one_error(proc.stderr)
     assert proc.returncode == 1
     assert (
@@ -278,7 +277,7 @@ def test_a_malicious_pickle_is_never_run_nor_advised_to_be_loaded_unsafely(tmp_p
     torch.save({"score_fr.weight": Evil()}, path)
     proc = subprocess.run(
         [sys.executable, "-m", "fcn.models.reference", str(path), str(tmp_path / "out.pt")],
-        env=_env(),
+        env=python_env(OMP_NUM_THREADS="1"),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -185,8 +185,8 @@ class ColorJitter(v2.Transform):
 def _nearest_exact_index(in_size: int, out_size: int) -> np.ndarray:
     """Return, per output pixel, the input pixel under its centre: floor((i + 0.5) * in / out).
 
-    In exact integer arithmetic; torch's float32 'nearest-exact' agrees except where the centre
-    falls exactly on a pixel border and float rounding tips it to one side.
+    In exact integer arithmetic, so the rule is the project's own: torchvision's NEAREST_EXACT
+    computes the centres in float32 and its choices differ between its versions.
     """
     return np.minimum((2 * np.arange(out_size) + 1) * in_size // (2 * out_size), in_size - 1)
 
