@@ -41,19 +41,14 @@ def report(exc: BaseException, prefix: str = "") -> None:
 def run_phases(prepare: Callable[[], T], work: Callable[[T], int | None], prefix: str = "") -> int:
     """Run prepare() then work(its result); return the exit code of the rule above (work may
     return its own non-zero code)."""
+    code = EXIT_BAD_INPUT  # until prepare() returns, an error is the input's
     try:
         prepared = prepare()
-    except ERRORS as exc:
-        report(exc, prefix)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    try:
+        code = EXIT_FAILURE
         return work(prepared) or 0
     except ERRORS as exc:
         report(exc, prefix)
-        return EXIT_FAILURE
+        return code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
