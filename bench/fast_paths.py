@@ -1,7 +1,8 @@
 """The CPU fast paths (eval.fast_path) on a trained checkpoint: time per image, mean IU, and agreement
 with fp32 on the checkpoint's own validation split.
 
-For each path (none = fp32, winograd, int8) the checkpoint is loaded once and prepared as evaluate.py
+For each path (none = fp32, auto = what this CPU gets, winograd, int8, bf16+cl = bf16 autocast with
+channels-last) the checkpoint is loaded once and prepared as evaluate.py
 prepares it (int8 calibrates on the first eval.calibration_images validation images). Then every
 validation image (native resolution, batch 1, no test-time augmentation) goes through every path in
 turn, so that load from other processes falls on all paths alike; each path's time is the sum of its
@@ -31,20 +32,45 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import load_average, machine_info, markdown_table, time_call, write_json  # noqa: E402
 
+from fcn.config import VOID  # noqa: E402
 from fcn.data import build_dataset  # noqa: E402
 from fcn.data.transforms import build_transforms  # noqa: E402
-from fcn.fastpath import FAST_PATHS  # noqa: E402
 from fcn.inference import load_model, prepare_fast_path  # noqa: E402
 from fcn.metrics import ConfusionMatrix  # noqa: E402
+from fcn.runtime import autocast, cpu_flags  # noqa: E402
 
-IGNORE = 255
+PATHS = {
+    "none": ["eval.fast_path=none"],
+    "auto": ["eval.fast_path=auto"],
+    "winograd": ["eval.fast_path=winograd"],
+    "int8": ["eval.fast_path=int8"],
+    "bf16+cl": ["eval.fast_path=none", "eval.amp=bf16", "eval.channels_last=true"],
+}
+"""Each row's config overrides; 'auto' is resolved by fcn.inference as evaluate.py resolves it."""
+
+
+def forward(model: torch.nn.Module, cfg, x: torch.Tensor) -> torch.Tensor:
+    """Return the logits of x as evaluate.py computes them under cfg.eval (precision, layout)."""
+    if cfg.eval.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, cfg.eval.amp):
+        return model(x)
+
+
+def described(cfg) -> str:
+    """Return what a loaded path runs: its fast path, precision and layout."""
+    e = cfg.eval
+    parts = [e.fast_path] if e.fast_path != "none" else []
+    parts += [e.amp] if e.amp != "none" else []
+    parts += ["channels-last"] if e.channels_last else []
+    return " + ".join(parts) or "fp32"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) written by train.py or imported")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.val.root=…")
-    p.add_argument("--paths", nargs="+", choices=FAST_PATHS, default=list(FAST_PATHS), help="default: all")
+    p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS), help="default: all")
     p.add_argument("--limit", type=int, default=0, help="score only the first N validation images (0 = all)")
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "fast_paths.json"), help="output JSON")
     args = p.parse_intermixed_args(argv)
@@ -56,11 +82,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     device = torch.device("cpu")  # both fast paths are CPU paths
-    models, setup = {}, {}
+    models, setup, cfgs = {}, {}, {}
     for kind in args.paths:
-        model, cfg = load_model(
-            args.checkpoint, device, overrides=[*args.overrides, f"eval.fast_path={kind}"]
-        )
+        model, cfg = load_model(args.checkpoint, device, overrides=[*args.overrides, *PATHS[kind]])
+        cfgs[kind] = cfg
         if kind == "none":
             dataset = build_dataset(
                 cfg.data.val, cfg.data, transforms=build_transforms(cfg.data.transforms, train=False)
@@ -73,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         setup[kind], models[kind] = time.perf_counter() - start, model
 
     n = int(cfg.model.num_classes)
-    matrices = {kind: ConfusionMatrix(n, IGNORE) for kind in args.paths}
+    matrices = {kind: ConfusionMatrix(n, VOID) for kind in args.paths}
     seconds = dict.fromkeys(args.paths, 0.0)
     agree = dict.fromkeys(args.paths, 0)
     err_sq = dict.fromkeys(args.paths, 0.0)
@@ -81,13 +106,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"{count} images of {cfg.data.val.name} '{cfg.data.val.split}', paths {', '.join(args.paths)}")
     with torch.inference_mode():
         for kind in args.paths:  # one warm-up call each: first calls allocate and pack weights
-            models[kind](dataset[0][0][None])
+            forward(models[kind], cfgs[kind], dataset[0][0][None])
         for i in range(count):
             image, mask = dataset[i]
-            x, valid = image[None], mask[None] != IGNORE
+            x, valid = image[None], mask[None] != VOID
             logits = {}
             for kind in args.paths:
-                took, out = time_call(functools.partial(models[kind], x), device)
+                took, out = time_call(functools.partial(forward, models[kind], cfgs[kind], x), device)
                 logits[kind], seconds[kind] = out.float(), seconds[kind] + took
             reference = logits["none"].argmax(1)
             ref_sq += float(logits["none"].square().sum())
@@ -104,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         rows.append(
             {
                 "path": kind,
+                "runs": described(cfgs[kind]),
                 "s_per_image": seconds[kind] / count,
                 "speedup": seconds["none"] / seconds[kind],
                 "mean_iou": m["mean_iou"],
@@ -114,10 +140,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             }
         )
     table = markdown_table(
-        ["eval.fast_path", "s/img", "vs fp32", "mean IU", "pixel acc", "agree %", "logit err", "setup s"],
+        ["path", "runs", "s/img", "vs fp32", "mean IU", "pixel acc", "agree %", "logit err", "setup s"],
         [
             [
-                r["path"] if r["path"] != "none" else "none (fp32)",
+                r["path"],
+                r["runs"],
                 f"{r['s_per_image']:.4f}",
                 f"{r['speedup']:.2f}x",
                 f"{100 * r['mean_iou']:.2f}",
@@ -131,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     print(table)
     print(
-        f"\n{args.checkpoint} ({cfg.model.arch}, {cfg.model.backbone}, {cfg.model.geometry}), torch threads "
+        f"\n{args.checkpoint} ({cfg.model.arch}, {cfg.model.backbone}, {cfg.model.geometry}), CPU flags "
+        f"{' '.join(sorted(f for f in cpu_flags() if f.startswith(('avx2', 'avx512f', 'avx512_bf16', 'amx'))))}, torch threads "
         f"{torch.get_num_threads()}, load average {load_average()}; setup = the fast path's "
         "preparation alone (int8: calibration and conversion; loading not included)"
     )

@@ -37,7 +37,7 @@ BACKBONES = (
 )
 VGG_BACKBONES = ("vgg16", "vgg16_bn")
 DATASETS = ("voc", "sbd", "voc_aug", "folder")
-FAST_PATHS = ("none", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
+FAST_PATHS = ("none", "auto", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
 VOID = 255
 """The label that is ignored (VOC's void border, padding): by the loss, the metrics, the transforms'
 fill and the pictures. Spelled here only; everything else imports it (also as fcn.data.VOID)."""
@@ -207,9 +207,12 @@ class TrainingConfig:
     clip_grad_norm: float = 0.0
     """Clip the gradient norm to this value (0 = off)."""
     amp: str = "none"
-    """Mixed precision: 'none', 'bf16' (autocast; works on the CPU) or 'fp16' (CUDA, scaler)."""
-    channels_last: bool = False
-    """Use the channels-last memory format for the model and inputs."""
+    """Mixed precision: 'none', 'bf16' (autocast; works on the CPU), 'fp16' (CUDA, scaler) or
+    'auto' (bf16 where it is native: a CUDA device that supports it, or a CPU with AVX-512 BF16 or
+    AMX; else none: on AVX2-only CPUs bf16 is 10-50x slower than fp32)."""
+    channels_last: str = "auto"
+    """Channels-last memory format for the model and inputs: 'true', 'false' or 'auto' (on with CUDA
+    and amp bf16/fp16, where tensor cores read NHWC; off otherwise)."""
     compile: bool = False
     """Compile the model with torch.compile."""
     ema_decay: float = 0.0
@@ -245,9 +248,11 @@ class EvalConfig:
     channels_last: bool = False
     """Channels-last memory format at evaluation/prediction."""
     fast_path: str = "none"
-    """evaluate.py/predict.py on the CPU: 'none'; 'winograd' (3x3 convs by NNPACK's Winograd: fp32's
-    results, faster); 'int8' (backbone quantized after training: close to fp32, faster still). See
-    fcn/fastpath.py; bench/fast_paths.py measures both on a checkpoint."""
+    """evaluate.py/predict.py on the CPU: 'none' (fp32); 'auto' (chosen by the CPU, logged: bf16
+    autocast + channels-last where bf16 is native (AVX-512 BF16, AMX), else 'winograd'); 'winograd'
+    (3x3 convs by NNPACK's Winograd: fp32's results, faster); 'int8' (backbone quantized after
+    training: close to fp32, faster still; never chosen by auto). See fcn/fastpath.py;
+    bench/fast_paths.py measures them on a checkpoint."""
     calibration_images: int = 8
     """Images (the first of the data being evaluated or predicted; no labels) that calibrate int8."""
     use_ema: bool = True
@@ -515,7 +520,8 @@ def validate(cfg: DictConfig, source: str) -> None:
     if s.min_lr > o.lr:
         raise ConfigError(f"{source}: schedule.min_lr={s.min_lr} is above optimizer.lr={o.lr}")
 
-    _choice(source, "training.amp", t.amp, ("none", "bf16", "fp16"))
+    _choice(source, "training.amp", t.amp, ("none", "auto", "bf16", "fp16"))
+    _choice(source, "training.channels_last", str(t.channels_last).lower(), ("auto", "true", "false"))
     _positive(source, "training.epochs", t.epochs, allow_zero=True)
     _positive(source, "training.iters", t.iters, allow_zero=True)
     if t.epochs == 0 and t.iters == 0:

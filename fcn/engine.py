@@ -55,7 +55,14 @@ from fcn.data.loaders import (
     train_loader,
 )
 from fcn.metrics import ConfusionMatrix, format_table
-from fcn.runtime import autocast, configure_determinism, seed_everything, select_device
+from fcn.runtime import (
+    autocast,
+    configure_determinism,
+    resolve_amp,
+    resolve_channels_last,
+    seed_everything,
+    select_device,
+)
 
 
 class TrainingError(RuntimeError):
@@ -267,6 +274,8 @@ class Run:
     items: SeededItems
     sampler: EpochBatchSampler
     val_loader: DataLoader
+    amp: str  # training.amp with 'auto' resolved for this device
+    channels_last: bool  # training.channels_last resolved likewise
     model: nn.Module  # the bare model: what checkpoints hold and evaluation runs
     train_model: nn.Module  # the model compiled and/or wrapped in DistributedDataParallel
     ema: ModelEMA | None
@@ -389,6 +398,8 @@ def setup(cfg: DictConfig) -> Run:
         torch.cuda.set_device(device)
     if t.amp == "fp16" and device.type != "cuda":
         raise ValueError("training.amp=fp16 needs a CUDA device; use training.amp=bf16 on the CPU")
+    amp = resolve_amp(t.amp, device)
+    channels_last = resolve_channels_last(t.channels_last, device, amp)
     if t.sync_bn and info.enabled and device.type != "cuda":
         raise ValueError(
             "training.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
@@ -396,7 +407,7 @@ def setup(cfg: DictConfig) -> Run:
         )
     info = distributed.setup(device)
     run_dir = Path(t.run_dir)
-    configure_determinism(t.deterministic)
+    configure_determinism(t.deterministic, fixed_sizes=cfg.data.transforms.preset == "standard")
     seed_everything(t.seed)
 
     # The data: the split's files listed (a missing one is an error here), the order of the epochs.
@@ -417,12 +428,12 @@ def setup(cfg: DictConfig) -> Run:
     if t.sync_bn and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    if t.channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     ema = ModelEMA(model, t.ema_decay) if t.ema_decay > 0 else None
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, total, cfg))
-    scaler = torch.amp.GradScaler("cuda") if t.amp == "fp16" else None
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     weight = torch.tensor(list(cfg.loss.class_weights), device=device) if cfg.loss.class_weights else None
 
     if info.rank > 0:  # dropout masks differ across processes as across the images of one batch
@@ -472,6 +483,8 @@ def setup(cfg: DictConfig) -> Run:
             rank=info.rank,
             world_size=info.world_size,
         ),
+        amp=amp,
+        channels_last=channels_last,
         model=model,
         train_model=train_model,
         ema=ema,
@@ -493,7 +506,8 @@ def setup(cfg: DictConfig) -> Run:
         f"training {cfg.model.arch} ({cfg.model.backbone}) on {cfg.data.train.name}/{cfg.data.train.split} "
         f"({len(train_set)} images) for {total} iterations on {device}; effective batch "
         f"{cfg.data.batch_size} x {t.accumulate} accumulated x {info.world_size} processes = "
-        f"{cfg.data.batch_size * t.accumulate * info.world_size}; run directory {run_dir}",
+        f"{cfg.data.batch_size * t.accumulate * info.world_size}; precision {'fp32' if amp == 'none' else amp}"
+        f"{' (auto)' if t.amp == 'auto' else ''}{', channels-last' if channels_last else ''}; run directory {run_dir}",
     )
     return run
 
@@ -565,7 +579,7 @@ def _next_batches(run: Run) -> tuple[list, int, bool]:
         if run.mixer is not None:
             g = torch.Generator().manual_seed(mix_seed(t.seed, run.iteration, micro, run.info.rank))
             images, masks, masks_b, lam = run.mixer(images, masks, g)
-        if t.channels_last:
+        if run.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         batches.append((images, masks, masks_b, lam))
         images_seen += images.shape[0]
@@ -594,7 +608,7 @@ def train(run: Run) -> dict:
                 batches,
                 normalize=cfg.loss.normalize,
                 weight=run.class_weight,
-                amp=t.amp,
+                amp=run.amp,
                 scaler=run.scaler,
                 clip_grad_norm=t.clip_grad_norm,
                 iteration=run.iteration,
@@ -661,21 +675,21 @@ def evaluate_and_save(run: Run) -> dict:
     """Evaluate the model (and its EMA) on the validation split, log the metrics (console,
     TensorBoard, metrics.jsonl, the fixed-batch grid), save last.pt and, when the mean IU improved,
     best.pt; return the metrics record."""
-    cfg, t, info = run.cfg, run.cfg.training, run.info
+    cfg, info = run.cfg, run.info
     # BatchNorm statistics drift apart across processes between DDP's broadcasts at each forward;
     # every process evaluates rank 0's, the ones the checkpoint holds
     distributed.broadcast_buffers(run.model)
     if run.ema is not None:
         distributed.broadcast_buffers(run.ema.module)
     n = cfg.model.num_classes
-    metrics = evaluate(run.model, run.val_loader, n, run.device, amp=t.amp, desc="eval")
+    metrics = evaluate(run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval")
     record = {"iteration": run.iteration, "epoch": run.epoch, "time": time.time(), **metrics}
     record["train_loss"] = run.loss_sum / max(run.loss_count, 1)  # mean since the previous evaluation
     run.loss_sum, run.loss_count = 0.0, 0
     record.pop("confusion")
     score = metrics["mean_iou"]
     if run.ema is not None:
-        ema_metrics = evaluate(run.ema.module, run.val_loader, n, run.device, amp=t.amp, desc="eval ema")
+        ema_metrics = evaluate(run.ema.module, run.val_loader, n, run.device, amp=run.amp, desc="eval ema")
         ema_metrics.pop("confusion")
         record["ema"] = ema_metrics
         score = ema_metrics["mean_iou"]
@@ -735,7 +749,7 @@ def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
     with torch.no_grad():
         for index in indices:
             image, mask = run.val_set[index]
-            with autocast(run.device, cfg.training.amp):
+            with autocast(run.device, run.amp):
                 logits = model(image.unsqueeze(0).to(run.device))
             preds.append(logits.argmax(1)[0].cpu().numpy().astype(np.uint8))
             images.append(denormalize(image, cfg.data.transforms.normalization))

@@ -12,8 +12,10 @@
   The result is an approximation of fp32's: measure the agreement on your model
   (``bench/fast_paths.py --checkpoint``) before trusting its numbers.
 
-Both are CPU paths: on a GPU, bf16/fp16 autocast (``eval.amp``) is the lever. ``bench/model.py``
-measures their speed and agreement against fp32.
+Both are CPU paths: on a GPU, bf16/fp16 autocast (``eval.amp``) is the lever. ``auto`` chooses by the
+CPU (``fcn.inference.resolve_fast_path``): bf16 autocast + channels-last where bf16 is native (AVX-512
+BF16 or AMX), else ``winograd``; never ``int8``. ``bench/model.py`` measures their speed and agreement
+against fp32.
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ def check_fast_path(kind: str, device: torch.device) -> None:
     """Raise ValueError unless fast path ``kind`` can run on ``device`` (both fast paths are CPU paths)."""
     if kind not in FAST_PATHS:
         raise ValueError(f"eval.fast_path='{kind}' must be one of {', '.join(FAST_PATHS)}")
+    if kind == "auto":  # a choice, not a path: fcn.inference.resolve_fast_path makes it
+        raise ValueError("eval.fast_path=auto must be resolved first (fcn.inference.resolve_fast_path)")
     if kind != "none" and device.type != "cpu":
         raise ValueError(
             f"eval.fast_path={kind} runs on the CPU only (device is {device}); "

@@ -23,7 +23,7 @@ from fcn.checkpoint import CheckpointError, atomic_write, describe_mismatch, loa
 from fcn.config import config_from_dict, to_dict, with_overrides
 from fcn.data.common import VOID, read_image
 from fcn.data.loaders import DataLoader
-from fcn.runtime import autocast, select_device
+from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
@@ -66,9 +66,10 @@ def _load_model(
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a pytorch-fcn checkpoint (it needs 'model' and 'config' entries)")
     cfg = config_from_dict(ckpt["config"], source=path, paths=paths, overrides=overrides)
+    cfg = resolve_fast_path(cfg, torch.device(device))
     if use_ema is None:
         use_ema = bool(cfg.eval.use_ema)
-    from fcn.models import build_model  # lazy: keeps `import fcn.inference` light for fcn.engine
+    from fcn.models import build_model
 
     # Never download backbone weights nor read another checkpoint: the weights come from this one.
     build_cfg = with_overrides(cfg, ["model.pretrained=false", "model.init_from=''"], source=path)
@@ -80,6 +81,31 @@ def _load_model(
     if cfg.eval.channels_last:
         model.to(memory_format=torch.channels_last)
     return model, cfg, which
+
+
+def resolve_fast_path(cfg: DictConfig, device: torch.device, log: bool = True) -> DictConfig:
+    """Return cfg with eval.fast_path=auto replaced by what it stands for on device, said in one
+    line: on a CPU with native bf16 (AVX-512 BF16, AMX), bf16 autocast + channels-last; on another
+    CPU, winograd (fp32's results) where NNPACK is built in; on a GPU, none (eval.amp is the lever
+    there). int8 is never chosen: its results are an approximation to check first."""
+    if cfg.eval.fast_path != "auto":
+        return cfg
+    if device.type != "cpu":
+        changes, why = ["eval.fast_path=none"], f"fp32 on {device} (the CPU fast paths do not apply)"
+    elif native_bf16(device):
+        changes = ["eval.fast_path=none", "eval.amp=bf16", "eval.channels_last=true"]
+        flags = "/".join(sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())) or "native bf16"
+        why = f"bf16 autocast + channels-last (this CPU has {flags})"
+    elif torch.backends.nnpack.is_available():
+        changes, why = (
+            ["eval.fast_path=winograd"],
+            "winograd (no native bf16 on this CPU: the fastest exact path)",
+        )
+    else:
+        changes, why = ["eval.fast_path=none"], "fp32 (no native bf16 and no NNPACK in this build)"
+    if log:
+        print(f"eval.fast_path=auto: {why}", flush=True)
+    return with_overrides(cfg, changes, source="eval.fast_path=auto")
 
 
 def prepare_fast_path(

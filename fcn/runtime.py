@@ -39,11 +39,63 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure_determinism(enabled: bool) -> None:
-    """Use deterministic algorithms only (bitwise-repeatable runs), or let cuDNN pick the fastest."""
+def configure_determinism(enabled: bool, fixed_sizes: bool = True) -> None:
+    """Use deterministic algorithms only (bitwise-repeatable runs), or let cuDNN pick the fastest
+    kernels where input sizes are fixed.
+
+    cudnn.benchmark times candidate kernels once per input shape: a gain with fixed crops, a loss
+    with the paper's native-size batches of 1, where nearly every image is a new shape and pays the
+    search again (fixed_sizes=False leaves it off).
+    """
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     else:
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = fixed_sizes
+
+
+def cpu_flags() -> frozenset[str]:
+    """Return the CPU's feature flags as the kernel lists them (Linux /proc/cpuinfo), or, elsewhere,
+    what torch's own probes say ('avx512_bf16', 'amx_bf16' when present)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    found = set()
+    probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    for flag, probe in probes.items():
+        check = getattr(torch.cpu, probe, None)  # private helpers of torch 2.x; absent: unknown
+        if check is not None and check():
+            found.add(flag)
+    return frozenset(found)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Return whether bf16 arithmetic is native on device: a CUDA device that supports it, or a CPU
+    with AVX-512 BF16 or AMX (oneDNN's bf16 kernels; elsewhere bf16 convolutions fall back to a
+    generic kernel 10-50x slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """Return the precision 'auto' stands for on device (bf16 where it is native, else none); other
+    values unchanged."""
+    if amp != "auto":
+        return amp
+    return "bf16" if native_bf16(device) else "none"
+
+
+def resolve_channels_last(value: str, device: torch.device, amp: str) -> bool:
+    """Return whether channels-last is used: 'true'/'false' as given; 'auto' on CUDA with bf16/fp16
+    (tensor cores read NHWC: 1.42x measured on an H200 under bf16), off on the CPU (slower for AVX2
+    training) and in fp32."""
+    text = str(value).lower()
+    if text != "auto":
+        return text == "true"
+    return device.type == "cuda" and amp in ("bf16", "fp16")
