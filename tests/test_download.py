@@ -12,6 +12,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fcn.data.download as dl
@@ -303,3 +304,108 @@ def test_importing_the_module_touches_no_network(monkeypatch):
     importlib.reload(dl)
     assert dl.RESOURCES["voc2012"].md5 == "6cd6e144f989b92b3379bac3b3de84fd"
     assert dl.RESOURCES["sbd"].md5 == "82b4d87ceb2ed10f6038a1cba92111cb"
+
+
+# --- the authors' Caffe models (fetched only on request, kept as files under <root>/models/) --------
+
+
+@pytest.fixture(scope="module")
+def tiny_caffemodel() -> bytes:
+    """Return a NetParameter of one layer, score_fr, with one 3x4x1x1 blob: what the content check looks
+    for. caffe.proto: NetParameter.layer = 100, LayerParameter.name = 1 and blobs = 7, BlobProto.shape
+    = 7 (BlobShape.dim = 1, packed) and data = 5 (packed floats); every length here is under 128."""
+
+    def field(key: bytes, payload: bytes) -> bytes:
+        return key + bytes([len(payload)]) + payload
+
+    shape = field(b"\x3a", field(b"\x0a", bytes([3, 4, 1, 1])))
+    data = field(b"\x2a", np.full(12, 0.5, "<f4").tobytes())
+    return field(b"\xa2\x06", field(b"\x0a", b"score_fr") + field(b"\x3a", shape + data))
+
+
+def model_table(data: bytes, md5: bool = True, sha1: bool = True) -> dict[str, dl.Resource]:
+    """Return the official fcn8s-caffe entry with the tiny file's checksums (or none)."""
+    entry = replace(
+        dl.MODELS["fcn8s-caffe"],
+        md5=hashlib.md5(data).hexdigest() if md5 else None,
+        sha1=hashlib.sha1(data).hexdigest() if sha1 else None,
+    )
+    return {"fcn8s-caffe": entry}
+
+
+def fetch_models(root: Path, base: str, table: dict, log=lambda _: None) -> list[str]:
+    return dl.download(root, list(table), mirror=base, resources=table, progress=False, log=log)
+
+
+def test_caffe_model_is_downloaded_verified_and_kept_under_models(tmp_path, server, tiny_caffemodel):
+    from fcn.models.caffe import read_caffemodel
+
+    base, handler = server
+    handler.files["fcn8s-heavy-pascal.caffemodel"] = tiny_caffemodel
+    table = model_table(tiny_caffemodel)
+    assert fetch_models(tmp_path, base, table) == ["fcn8s-caffe"]
+    path = tmp_path / "models" / "fcn8s-heavy-pascal.caffemodel"
+    assert path.read_bytes() == tiny_caffemodel and read_caffemodel(path)["score_fr"][0].shape == (3, 4, 1, 1)
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert files == ["models", "models/fcn8s-heavy-pascal.caffemodel"]  # kept as it is, no .part left
+    handler.requests.clear()
+    lines: list[str] = []
+    assert fetch_models(tmp_path, base, table, lines.append) == [] and handler.requests == []
+    assert lines == [f"fcn8s-caffe: already present in {tmp_path}; nothing to do"]
+
+
+def test_partial_caffe_model_download_resumes(tmp_path, server, tiny_caffemodel):
+    base, handler = server
+    handler.files["fcn8s-heavy-pascal.caffemodel"] = tiny_caffemodel
+    half = len(tiny_caffemodel) // 2
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "fcn8s-heavy-pascal.caffemodel.part").write_bytes(tiny_caffemodel[:half])
+    assert fetch_models(tmp_path, base, model_table(tiny_caffemodel)) == ["fcn8s-caffe"]
+    assert handler.requests == [("fcn8s-heavy-pascal.caffemodel", f"bytes={half}-")]
+    assert (tmp_path / "models" / "fcn8s-heavy-pascal.caffemodel").read_bytes() == tiny_caffemodel
+
+
+def test_caffe_model_with_a_wrong_sha1_is_deleted(tmp_path, server, tiny_caffemodel):
+    base, handler = server
+    handler.files["fcn8s-heavy-pascal.caffemodel"] = tiny_caffemodel
+    table = model_table(tiny_caffemodel, md5=False)
+    table["fcn8s-caffe"] = replace(table["fcn8s-caffe"], sha1="0" * 40)
+    with pytest.raises(
+        dl.DownloadError, match=r"fcn8s-caffe: .* SHA-1 [0-9a-f]{40}, expected 0{40}; .*deleted"
+    ):
+        fetch_models(tmp_path, base, table)
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_caffe_model_without_a_checksum_is_still_checked_to_be_a_caffemodel(tmp_path, server):
+    # FCN-16s and at-once have no published checksum: an error page served with 200 is still refused.
+    base, handler = server
+    handler.files["fcn16s-heavy-pascal.caffemodel"] = b"<html><body>Moved</body></html>\n"
+    assert dl.MODELS["fcn16s-caffe"].md5 is None and dl.MODELS["fcn16s-caffe"].sha1 is None
+    with pytest.raises(dl.DownloadError, match=r"not a Caffe NetParameter .* not the authors' model"):
+        fetch_models(tmp_path, base, {"fcn16s-caffe": dl.MODELS["fcn16s-caffe"]})
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_command_line_fetches_a_named_caffe_model_against_its_official_checksum(
+    tmp_path, server, tiny_caffemodel, capsys
+):
+    base, handler = server
+    assert "fcn8s-caffe" not in dl.RESOURCES  # the default --what: the data only
+    handler.files["fcn8s-heavy-pascal.caffemodel"] = tiny_caffemodel  # not the official checksums
+    code = dl.main(["--root", str(tmp_path), "--what", "fcn8s-caffe", "--mirror", base, "--no-progress"])
+    assert code == 1 and "expected c03b2953ebd846c270da1a8e8f200c09" in capsys.readouterr().err
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_the_authors_model_files_as_their_repository_lists_them():
+    urls = {name: r.url for name, r in dl.MODELS.items()}
+    assert urls == {
+        "fcn32s-caffe": "http://dl.caffe.berkeleyvision.org/fcn32s-heavy-pascal.caffemodel",
+        "fcn16s-caffe": "http://dl.caffe.berkeleyvision.org/fcn16s-heavy-pascal.caffemodel",
+        "fcn8s-caffe": "http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel",
+        "fcn8s-atonce-caffe": "http://dl.caffe.berkeleyvision.org/fcn8s-atonce-pascal.caffemodel",
+    }
+    assert dl.MODELS["fcn8s-caffe"].md5 == "c03b2953ebd846c270da1a8e8f200c09"
+    assert dl.MODELS["fcn8s-caffe"].sha1 == "c449ea74dd7d83751d1357d6a8c323fcf4038962"
+    assert dl.MODELS["fcn32s-caffe"].sha1 == "05eb922d7829c39448f57e5ab9d8cd75d6c0be6d"

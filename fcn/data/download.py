@@ -1,15 +1,19 @@
 """Fetch PASCAL VOC 2012, SBD and the paper's seg11valid list into a data root; verify and extract.
+On request, the authors' trained PASCAL FCNs (Caffe .caffemodel files) too.
 
     python -m fcn.data.download --root data [--what voc2012 sbd seg11valid] [--mirror URL]
+    python -m fcn.data.download --root data --what fcn8s-caffe [fcn32s-caffe fcn16s-caffe fcn8s-atonce-caffe]
 
 Result (the layout the datasets read):
 
     <root>/VOCdevkit/VOC2012/...          VOCtrainval_11-May-2012.tar (about 2 GB)
     <root>/benchmark_RELEASE/dataset/...  benchmark.tgz (about 1.4 GB)
     <root>/seg11valid.txt                 736 ids, fcn.berkeleyvision.org data/pascal/seg11valid.txt
+    <root>/models/fcn8s-heavy-pascal.caffemodel ...   about 540 MB each, kept as they are
 
 Downloads go to <file>.part and resume from where they stopped (HTTP Range); a finished file is
-checked against its published MD5 (or, for seg11valid.txt, its content) and a bad one is deleted.
+checked against its published MD5 or SHA-1 and its content (seg11valid.txt: its ids; a caffemodel:
+that it is one), and a bad one is deleted.
 Archives are extracted into a temporary directory, checked for the expected layout and only then
 moved into place, so an interrupted or failed run leaves nothing half-extracted under <root>.
 A resource whose layout is already present is skipped. Nothing touches the network at import.
@@ -52,13 +56,17 @@ class Resource:
     url: str
     filename: str
     md5: Optional[str]
-    """Published MD5 of the file (None: `validate` checks the content instead)."""
+    """Published MD5 of the file (None: none published; `sha1` or `validate` checks it instead)."""
     required: tuple[str, ...]
     """Paths relative to the root that must exist (directories non-empty) once the resource is in place."""
     archive: bool = True
-    """Extract the file into the root (True) or keep it as <root>/<filename> (False)."""
+    """Extract the file into the root (True) or keep it as <root>/<directory>/<filename> (False)."""
     validate: Optional[Callable[[Path], None]] = None
     """Extra content check of the downloaded file; raises DownloadError."""
+    sha1: Optional[str] = None
+    """Published SHA-1 of the file, where that is what a public source lists."""
+    directory: str = ""
+    """Where under the root the file is downloaded (and kept, when not an archive)."""
 
 
 def check_seg11valid(path: Path) -> None:
@@ -115,6 +123,51 @@ RESOURCES = {
 }
 
 
+def check_caffemodel(path: Path) -> None:
+    """Raise DownloadError unless `path` is a Caffe NetParameter holding an FCN's score_fr weights."""
+    from fcn.models.caffe import read_caffemodel  # numpy only, but fcn.models imports torch: on use
+
+    try:
+        layers = read_caffemodel(path)
+    except ValueError as exc:
+        raise DownloadError(f"{exc}; the file at that address is not the authors' model") from None
+    if not layers.get("score_fr"):
+        raise DownloadError(f"{path}: a Caffe net without an FCN's score_fr layer, not the authors' model")
+
+
+# The authors' PASCAL VOC models at the addresses their repository lists (fcn.berkeleyvision.org
+# voc-fcn*/caffemodel-url), scored in its README (mean IU on seg11valid: 63.6, 65.0, 65.5, 65.4).
+# The authors list no checksums; these are the ones public download scripts check: FCN-8s's MD5
+# (wkentaro/fcn's earlier download code; Toby Breckon's OpenCV examples script) and SHA-1 (OpenCV's
+# opencv_extra testdata/dnn/download_models.py), FCN-32s's SHA-1 (an earlier version of that script).
+# FCN-16s and at-once: none found; check_caffemodel still checks every file's content.
+MODELS = {
+    name: Resource(
+        name=name,
+        url=f"http://dl.caffe.berkeleyvision.org/{filename}",
+        filename=filename,
+        md5=md5,
+        sha1=sha1,
+        required=(f"models/{filename}",),
+        archive=False,
+        validate=check_caffemodel,
+        directory="models",
+    )
+    for name, filename, md5, sha1 in (
+        ("fcn32s-caffe", "fcn32s-heavy-pascal.caffemodel", None, "05eb922d7829c39448f57e5ab9d8cd75d6c0be6d"),
+        ("fcn16s-caffe", "fcn16s-heavy-pascal.caffemodel", None, None),
+        (
+            "fcn8s-caffe",
+            "fcn8s-heavy-pascal.caffemodel",
+            "c03b2953ebd846c270da1a8e8f200c09",
+            "c449ea74dd7d83751d1357d6a8c323fcf4038962",
+        ),
+        ("fcn8s-atonce-caffe", "fcn8s-atonce-pascal.caffemodel", None, None),
+    )
+}
+"""The authors' trained FCNs, fetched only when asked for (--what fcn8s-caffe ...)."""
+
+
 def missing_paths(resource: Resource, base: Path) -> list[str]:
     """Return the resource's required paths that are absent (or empty directories) under `base`."""
     missing = []
@@ -125,23 +178,31 @@ def missing_paths(resource: Resource, base: Path) -> list[str]:
     return missing
 
 
-def md5sum(path: Path) -> str:
-    """Return the hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
+def hexdigests(path: Path, algorithms: Iterable[str]) -> dict[str, str]:
+    """Return {algorithm: hex digest} of a file, read once in chunks (algorithms: 'md5', 'sha1', ...)."""
+    digests = {name: hashlib.new(name, usedforsecurity=False) for name in algorithms}
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            for digest in digests.values():
+                digest.update(block)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def md5sum(path: Path) -> str:
+    """Return the hex MD5 of a file, read in chunks."""
+    return hexdigests(path, ["md5"])["md5"]
 
 
 def _verify(resource: Resource, path: Path, url: str) -> None:
-    """Raise DownloadError (after deleting `path`) when the file fails its MD5 or content check."""
+    """Raise DownloadError (after deleting `path`) when the file fails its checksums or content check."""
     try:
-        if resource.md5 is not None:
-            got = md5sum(path)
-            if got != resource.md5:
+        expected = {name: value for name, value in (("md5", resource.md5), ("sha1", resource.sha1)) if value}
+        got = hexdigests(path, expected) if expected else {}
+        for name, value in expected.items():
+            if got[name] != value:
+                label = {"md5": "MD5", "sha1": "SHA-1"}[name]
                 raise DownloadError(
-                    f"{resource.name}: {url} gave a file with MD5 {got}, expected {resource.md5}; "
+                    f"{resource.name}: {url} gave a file with {label} {got[name]}, expected {value}; "
                     "the corrupt download was deleted: run the command again (or check --mirror)"
                 )
         if resource.validate is not None:
@@ -264,7 +325,7 @@ def prepare(
     """Put `resource` in place under `root` (download, verify, extract, check); return False if it already was."""
     root = Path(root)
     url = url or resource.url
-    dest = root / resource.filename
+    dest = root / resource.directory / resource.filename
     if not resource.archive and dest.exists():
         try:  # a plain file is its own result: check its content, not only that it exists
             _verify(resource, dest, str(dest))
@@ -273,7 +334,7 @@ def prepare(
     if not missing_paths(resource, root):
         log(f"{resource.name}: already present in {root}; nothing to do")
         return False
-    root.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         log(f"{resource.name}: found {dest}, verifying")
         try:
@@ -319,9 +380,9 @@ def download(
     """Put each named resource in place under `root`; return the names that needed work.
 
     `mirror` (default: $FCN_DATA_MIRROR) replaces the official addresses by <mirror>/<filename>;
-    `resources` replaces the table of official resources (tests serve tiny archives this way).
+    `resources` replaces the table of official resources and models (tests serve tiny files this way).
     """
-    table = RESOURCES if resources is None else resources
+    table = {**RESOURCES, **MODELS} if resources is None else resources
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     names = list(what)
     unknown = [n for n in names if n not in table]
@@ -343,9 +404,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--what",
         nargs="+",
-        choices=list(RESOURCES),
+        choices=[*RESOURCES, *MODELS],
         default=list(RESOURCES),
-        help="what to fetch (default: all)",
+        help=f"what to fetch (default: the data, {' '.join(RESOURCES)}); the authors' Caffe models "
+        f"(about 540 MB each, into <root>/models/) only when named: {' '.join(MODELS)}",
     )
     parser.add_argument(
         "--mirror",

@@ -6,7 +6,9 @@
 - ``init_from_state_dict(model, state_dict) -> (copied, new)``: the paper's staged initialisation.
 - ``load_reference_weights(model, state_dict)`` (``fcn.models.reference``): weights in the
   reference (Caffe) layer naming; ``python -m fcn.models.reference IN OUT --arch fcn8s`` converts a
-  file into a checkpoint.
+  file (the authors' ``.caffemodel``, or such a state dict) into a checkpoint.
+- ``read_caffemodel(path)`` (``fcn.models.caffe``): {layer name: blob arrays} of a ``.caffemodel``,
+  read without Caffe or protobuf.
 """
 
 from __future__ import annotations
