@@ -4,6 +4,7 @@ per-class IU, optionally with test-time augmentation (flip, scales).
     python evaluate.py --checkpoint runs/x/checkpoints/best.pt
     python evaluate.py --checkpoint best.pt --flip --scales 0.5 0.75 1.0 1.25 1.5 1.75 --output val.json
     python evaluate.py --checkpoint fcn8s-caffe.pt data.val.split=seg11valid --save-predictions preds/
+    python evaluate.py --checkpoint best.pt --mode slide --tile 512 --stride 341
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tta = f"flip={e.flip} scales={list(e.scales)}" + (
             f" fast_path={e.fast_path}" if e.fast_path != "none" else ""
         )
+        if e.mode == "slide":
+            tta += f" slide tile={e.tile} stride={e.stride}"
         print(
             f"{args.checkpoint} ({report['weights']} weights) on {v.name} '{v.split}': "
             f"{report['num_images']} images, {tta}"

@@ -3,6 +3,7 @@ image and a legend of the classes present, with the class names and palette of t
 
     python predict.py --checkpoint runs/x/checkpoints/best.pt --input photo.jpg folder/ --output out/
     python predict.py --checkpoint best.pt --input folder/ --output out/ --flip --scales 0.75 1.0 1.25
+    python predict.py --checkpoint best.pt --input photo_4000x3000.jpg --output out/ --mode slide --tile 512
 """
 
 from __future__ import annotations

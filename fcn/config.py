@@ -252,6 +252,17 @@ class EvalConfig:
     """Images (the first of the data being evaluated or predicted; no labels) that calibrate int8."""
     use_ema: bool = True
     """Evaluate the EMA weights when the checkpoint has them."""
+    mode: str = "whole"
+    """'whole' (the image in one forward, as the paper) or 'slide' (tile x tile windows every stride
+    pixels, their logits averaged: memory bounded by the tile; fcn/sliding.py). Also used by the
+    evaluation during training."""
+    tile: int = 512
+    """eval.mode=slide: side of the square window in pixels (clamped to the image); a tile at least
+    as large as the image gives exactly the 'whole' result."""
+    stride: int = 341
+    """eval.mode=slide: pixels between window starts (at most tile); 341 of 512 overlaps a third."""
+    window_batch: int = 4
+    """eval.mode=slide: windows per forward pass (times the images of a batch)."""
 
 
 @dataclass
@@ -542,6 +553,15 @@ def validate(cfg: DictConfig, source: str) -> None:
     if not e.scales or any(sc <= 0 for sc in e.scales):
         raise ConfigError(
             f"{source}: eval.scales={list(e.scales)} must be a non-empty list of positive factors"
+        )
+    _choice(source, "eval.mode", e.mode, ("whole", "slide"))
+    _positive(source, "eval.tile", e.tile)
+    _positive(source, "eval.stride", e.stride)
+    _positive(source, "eval.window_batch", e.window_batch)
+    if e.stride > e.tile:
+        raise ConfigError(
+            f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "
+            "would get no prediction"
         )
 
 

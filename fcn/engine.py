@@ -56,6 +56,7 @@ from fcn.data.loaders import (
 )
 from fcn.metrics import ConfusionMatrix, format_table
 from fcn.runtime import autocast, configure_determinism, seed_everything, select_device
+from fcn.sliding import slide_logits
 
 
 class TrainingError(RuntimeError):
@@ -223,9 +224,14 @@ def evaluate(
     channels_last: bool = False,
     progress: bool = False,
     desc: str = "eval",
+    mode: str = "whole",
+    tile: int = 512,
+    stride: int = 341,
+    window_batch: int = 4,
 ) -> dict:
     """Return the paper's metrics of a model over a loader, summed across processes, at the masks'
-    own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'.
+    own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'. With
+    mode='slide', each batch is predicted by tile x tile windows (fcn.sliding.slide_logits).
 
     Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
     (fcn.inference.evaluate_model)."""
@@ -236,10 +242,20 @@ def evaluate(
     matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=device)
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            pred = model(images).argmax(1)
+            if mode == "slide":
+                logits = slide_logits(
+                    model,
+                    images,
+                    tile=tile,
+                    stride=stride,
+                    window_batch=window_batch,
+                    channels_last=channels_last,
+                )
+            else:
+                x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+                logits = model(x)
+            pred = logits.argmax(1)
         matrix.update(pred, masks.to(device, non_blocking=True))
     matrix.all_reduce()
     model.train(was_training)
@@ -668,14 +684,18 @@ def evaluate_and_save(run: Run) -> dict:
     if run.ema is not None:
         distributed.broadcast_buffers(run.ema.module)
     n = cfg.model.num_classes
-    metrics = evaluate(run.model, run.val_loader, n, run.device, amp=t.amp, desc="eval")
+    e = cfg.eval
+    window = dict(mode=e.mode, tile=e.tile, stride=e.stride, window_batch=e.window_batch)
+    metrics = evaluate(run.model, run.val_loader, n, run.device, amp=t.amp, desc="eval", **window)
     record = {"iteration": run.iteration, "epoch": run.epoch, "time": time.time(), **metrics}
     record["train_loss"] = run.loss_sum / max(run.loss_count, 1)  # mean since the previous evaluation
     run.loss_sum, run.loss_count = 0.0, 0
     record.pop("confusion")
     score = metrics["mean_iou"]
     if run.ema is not None:
-        ema_metrics = evaluate(run.ema.module, run.val_loader, n, run.device, amp=t.amp, desc="eval ema")
+        ema_metrics = evaluate(
+            run.ema.module, run.val_loader, n, run.device, amp=t.amp, desc="eval ema", **window
+        )
         ema_metrics.pop("confusion")
         record["ema"] = ema_metrics
         score = ema_metrics["mean_iou"]

@@ -24,6 +24,7 @@ from fcn.config import config_from_dict, to_dict, with_overrides
 from fcn.data.common import VOID, read_image
 from fcn.data.loaders import DataLoader
 from fcn.runtime import autocast, select_device
+from fcn.sliding import slide_logits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
@@ -86,20 +87,44 @@ def prepare_fast_path(
     model: nn.Module, cfg: DictConfig, images: Iterable[torch.Tensor], log: bool = True
 ) -> None:
     """Apply cfg.eval.fast_path to model in place once; int8 calibrates on the first
-    cfg.eval.calibration_images of ``images`` ((1, 3, H, W) tensors as the model takes them)."""
+    cfg.eval.calibration_images of ``images`` ((1, 3, H, W) tensors as the model takes them; with
+    eval.mode=slide, their top-left tile, the size the model will see)."""
     from fcn.fastpath import apply_fast_path
 
     kind = cfg.eval.fast_path
     if kind == "none" or getattr(model, "fast_path", "none") == kind:
         return
     device = next(model.parameters()).device
-    calibration = (x.to(device) for x in itertools.islice(images, int(cfg.eval.calibration_images)))
+    e = cfg.eval
+    side = int(e.tile) if e.mode == "slide" else None
+    calibration = (
+        x[..., :side, :side].to(device) for x in itertools.islice(images, int(e.calibration_images))
+    )
     apply_fast_path(model, kind, calibration, log=log)
     model.fast_path = kind
 
 
 def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def _logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    channels_last: bool,
+    mode: str,
+    tile: int,
+    stride: int,
+    window_batch: int,
+) -> torch.Tensor:
+    """Return the model's logits of x: one forward ('whole') or blended windows ('slide')."""
+    if mode == "slide":
+        return slide_logits(
+            model, x, tile=tile, stride=stride, window_batch=window_batch, channels_last=channels_last
+        )
+    if mode != "whole":
+        raise ValueError(f"mode='{mode}' is not one of whole, slide")
+    return model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
 
 @torch.inference_mode()
@@ -111,9 +136,14 @@ def predict_probs(
     scales: Sequence[float] = (1.0,),
     amp: str = "none",
     channels_last: bool = False,
+    mode: str = "whole",
+    tile: int = 512,
+    stride: int = 341,
+    window_batch: int = 4,
 ) -> torch.Tensor:
     """Return softmax probabilities (N, C, H, W) float32 at the input's size, averaged over the
-    scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input."""
+    scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input; each
+    of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.sliding)."""
     if images.ndim != 4:
         raise ValueError(f"predict_probs expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
     scales = [float(s) for s in scales] or [1.0]
@@ -128,17 +158,16 @@ def predict_probs(
                 x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
             for mirrored in (False, True) if flip else (False,):
                 xi = x.flip(-1) if mirrored else x
-                if channels_last:
-                    xi = xi.contiguous(memory_format=torch.channels_last)
-                logits = model(xi).float()
+                logits = _logits(model, xi, channels_last, mode, tile, stride, window_batch).float()
                 if mirrored:
                     logits = logits.flip(-1)
                 if logits.shape[-2:] != (height, width):
                     logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
                 probs = logits.softmax(dim=1)
-                total = probs if total is None else total + probs
+                del logits  # at a photo's size each (N, C, H, W) float32 tensor is a gigabyte
+                total = probs if total is None else total.add_(probs)
                 count += 1
-    return total / count
+    return total.div_(count)
 
 
 def predict_labels(
@@ -149,16 +178,27 @@ def predict_labels(
     scales: Sequence[float] = (1.0,),
     amp: str = "none",
     channels_last: bool = False,
+    mode: str = "whole",
+    tile: int = 512,
+    stride: int = 341,
+    window_batch: int = 4,
 ) -> torch.Tensor:
     """Return predicted class indices (N, H, W) int64: argmax of the logits, or of the averaged
-    probabilities when flip or scales ask for test-time augmentation."""
+    probabilities when flip or scales ask for test-time augmentation; whole or by sliding windows."""
+    window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
     if flip or [float(s) for s in scales] != [1.0]:
         return predict_probs(
-            model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last
+            model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last, **window
         ).argmax(1)
     with torch.inference_mode(), autocast(images.device, amp):
-        x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
-        return model(x).argmax(1)
+        return _logits(model, images, channels_last, **window).argmax(1)
+
+
+def window_options(cfg: DictConfig) -> dict:
+    """Return the config's whole/slide keywords of predict_labels and predict_probs (eval.mode,
+    eval.tile, eval.stride, eval.window_batch)."""
+    e = cfg.eval
+    return {"mode": e.mode, "tile": int(e.tile), "stride": int(e.stride), "window_batch": int(e.window_batch)}
 
 
 def segment(
@@ -172,7 +212,8 @@ def segment(
     channels_last: bool | None = None,
 ) -> np.ndarray:
     """Return the predicted uint8 class-index mask (H, W) of one PIL image of any mode and size;
-    test-time augmentation and precision default to the config's eval.* keys."""
+    test-time augmentation and precision default to the config's eval.* keys, as does whole or
+    sliding-window inference (eval.mode)."""
     from fcn.data.transforms import preprocess
 
     e = cfg.eval
@@ -185,6 +226,7 @@ def segment(
         scales=list(e.scales) if scales is None else scales,
         amp=e.amp if amp is None else amp,
         channels_last=bool(e.channels_last) if channels_last is None else channels_last,
+        **window_options(cfg),
     )
     return labels[0].to(torch.uint8).cpu().numpy()
 
@@ -253,12 +295,14 @@ def evaluate_model(
     scales: Sequence[float] = (1.0,),
     amp: str = "none",
     channels_last: bool = False,
+    window: dict | None = None,
     save_predictions: str | os.PathLike | None = None,
     palette: np.ndarray | None = None,
     progress: bool = True,
 ) -> dict:
     """Return the metrics dict (ConfusionMatrix.compute() plus 'confusion') of model on dataset at
-    each image's native resolution; optionally write each prediction as <id>.png in palette."""
+    each image's native resolution; optionally write each prediction as <id>.png in palette.
+    window: window_options() (whole or sliding windows); None is whole."""
     from tqdm import tqdm
 
     from fcn.metrics import ConfusionMatrix
@@ -279,13 +323,16 @@ def evaluate_model(
             raise ValueError("save_predictions needs the dataset's palette")
     matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=device)
     tta = flip or [float(s) for s in scales] != [1.0]
+    window = dict(window or {})
+    # Sliding windows over a padded image would tile the padding too: slide image by image.
+    one_by_one = tta or window.get("mode", "whole") == "slide"
     index = 0
     bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
     for images, masks, sizes in bar:
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
-        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last)
-        if tta and any(size != tuple(images.shape[-2:]) for size in sizes):
+        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, **window)
+        if one_by_one and any(size != tuple(images.shape[-2:]) for size in sizes):
             # Mirroring or rescaling a padded image would move or blend the padding into the
             # image, so a padded batch gets test-time augmentation image by image.
             preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
@@ -358,6 +405,7 @@ def run_evaluation(
         scales=list(e.scales),
         amp=e.amp,
         channels_last=bool(e.channels_last),
+        window=window_options(cfg),
         save_predictions=save_predictions,
         palette=palette(cfg.data),
         progress=progress,

@@ -457,3 +457,23 @@ def test_bench_fast_paths_scores_every_path_on_the_checkpoint(setup, tmp_path, c
     assert rows["winograd"]["agreement"] > 0.999  # fp32's results up to rounding
     assert 0.0 < rows["int8"]["agreement"] <= 1.0 and rows["int8"]["logit_rel_err"] > 0.0
     assert "| int8" in capsys.readouterr().out
+
+
+def test_evaluate_and_predict_slide_with_flags_predict_the_known_labels(setup, tmp_path):
+    # Every window is an image of its own to the brightness detector: where a pixel's label is known
+    # (_known_labels), every window covering it puts that class ahead, and so does their mean.
+    root, ids, ckpt = setup
+    out, preds = tmp_path / "val.json", tmp_path / "preds"
+    slide = ["--mode", "slide", "--tile", "48", "--stride", "32"]
+    common = ["--checkpoint", str(ckpt), "--no-progress", "--no-ema", "--device", "cpu", *slide]
+    assert evaluate.main([*common, "--output", str(out), "--save-predictions", str(preds)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["eval"]["mode"], report["eval"]["tile"], report["eval"]["stride"]) == ("slide", 48, 32)
+    images = [root / "JPEGImages" / f"{name}.png" for name in ids]
+    assert predict.main([*common, "--input", *map(str, images), "--output", str(tmp_path / "out")]) == 0
+    for name, (h, w) in zip(ids, SIZES):
+        with Image.open(root / "JPEGImages" / f"{name}.png") as image:
+            known = _known_labels(np.asarray(image.convert("RGB")))
+        for pred in (_read_png(preds / f"{name}.png"), _read_png(tmp_path / "out" / f"{name}.png")):
+            assert pred.shape == (h, w)
+            assert np.array_equal(pred[known != 255], known[known != 255])
