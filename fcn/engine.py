@@ -720,7 +720,8 @@ def evaluate_and_save(run: Run) -> dict:
 
 
 def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
-    """Write one evaluation to the console, TensorBoard, the fixed-batch grid and metrics.jsonl."""
+    """Write one evaluation to the console, TensorBoard (scalars, the confusion matrix and the
+    per-class IU chart), the fixed-batch grid and metrics.jsonl."""
     writer, it = run.writer, run.iteration
     run.log(f"\niteration {it}/{run.total} (epoch {run.epoch})\n{format_table(metrics, run.class_names)}")
     if "ema" in record:
@@ -732,6 +733,15 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
     for name, value in zip(run.class_names, metrics["iou"]):
         if not math.isnan(value):
             writer.add_scalar(f"val_iou/{name}", value, it)
+    from fcn.visualize import confusion_image, iou_chart
+
+    title = f"iteration {it}: mean IU {100 * metrics['mean_iou']:.1f}"
+    writer.add_image(
+        "val/confusion", confusion_image(metrics["confusion"], run.class_names, title), it, dataformats="HWC"
+    )
+    writer.add_image(
+        "val/iou", iou_chart(metrics["iou"], run.class_names, run.palette, title), it, dataformats="HWC"
+    )
     vis_indices = list(range(min(run.cfg.training.vis_images, len(run.val_set))))
     if vis_indices:
         from fcn.visualize import save_png

@@ -299,10 +299,12 @@ def evaluate_model(
     save_predictions: str | os.PathLike | None = None,
     palette: np.ndarray | None = None,
     progress: bool = True,
+    per_image: bool = False,
 ) -> dict:
     """Return the metrics dict (ConfusionMatrix.compute() plus 'confusion') of model on dataset at
     each image's native resolution; optionally write each prediction as <id>.png in palette.
-    window: window_options() (whole or sliding windows); None is whole."""
+    window: window_options() (whole or sliding windows); None is whole. per_image adds
+    'per_image': one image_scores() dict per image, with its 'id', 'index', 'height', 'width'."""
     from tqdm import tqdm
 
     from fcn.metrics import ConfusionMatrix
@@ -322,6 +324,7 @@ def evaluate_model(
         if palette is None:
             raise ValueError("save_predictions needs the dataset's palette")
     matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=device)
+    rows: list[dict] = []
     tta = flip or [float(s) for s in scales] != [1.0]
     window = dict(window or {})
     # Sliding windows over a padded image would tile the padding too: slide image by image.
@@ -342,13 +345,93 @@ def evaluate_model(
             preds = predict_labels(model, images, **options)
         # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
         matrix.update(preds, masks)
+        if per_image:
+            for k, (h, w) in enumerate(sizes):
+                scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes)
+                position = len(rows)
+                rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **scores})
         if save_predictions is not None:
             for pred, (h, w) in zip(preds.cpu().numpy().astype(np.uint8), sizes):
                 save_index_png(pred[:h, :w], palette, Path(save_predictions) / f"{ids[index]}.png")
                 index += 1
     metrics = matrix.compute()
     metrics["confusion"] = matrix.mat.cpu().tolist()
+    if per_image:
+        metrics["per_image"] = rows
     return metrics
+
+
+def image_scores(pred: torch.Tensor, mask: torch.Tensor, num_classes: int) -> dict:
+    """Return one image's pixel_acc, mean_iou and per-class iou (list): the IU of a class absent
+    from both its ground truth and its prediction is NaN, and the mean is over the others (the
+    classes present in the image's ground truth or prediction); NaN where nothing is labelled."""
+    from fcn.metrics import ConfusionMatrix
+
+    matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=pred.device)
+    matrix.update(pred[None], mask[None])
+    scores = matrix.compute()
+    return {"pixel_acc": scores["pixel_acc"], "mean_iou": scores["mean_iou"], "iou": scores["iou"]}
+
+
+def worst_images(rows: Sequence[dict], count: int = 5) -> list[dict]:
+    """Return the count rows of lowest mean IU (images with nothing labelled, NaN, left out)."""
+    scored = [r for r in rows if not math.isnan(r["mean_iou"])]
+    return sorted(scored, key=lambda r: (r["mean_iou"], r["index"]))[:count]
+
+
+def write_per_image_csv(rows: Sequence[dict], class_names: Sequence[str], path: str | os.PathLike) -> None:
+    """Write one CSV row per image, atomically: id, height, width, pixel_acc, mean_iou and one IU
+    column per class (iou_<name>); an empty cell where a value is NaN (a class absent from the
+    image's ground truth and prediction)."""
+    import csv
+    import io
+
+    def cell(value: float) -> str:
+        return "" if math.isnan(value) else f"{value:.6f}"
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "height", "width", "pixel_acc", "mean_iou", *[f"iou_{n}" for n in class_names]])
+    for r in rows:
+        writer.writerow(
+            [
+                r["id"],
+                r["height"],
+                r["width"],
+                cell(r["pixel_acc"]),
+                cell(r["mean_iou"]),
+                *map(cell, r["iou"]),
+            ]
+        )
+    text = buffer.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
+    """Return the image | ground truth | prediction grid (fcn.visualize.prediction_grid) of the given
+    per-image rows, predicted again one by one as evaluate.py predicts (eval.* options)."""
+    from fcn.data import class_names, palette
+    from fcn.data.transforms import denormalize
+    from fcn.visualize import prediction_grid
+
+    cfg, device = ev.cfg, next(ev.model.parameters()).device
+    e = cfg.eval
+    images, gts, preds = [], [], []
+    for r in rows:
+        image, mask = ev.dataset[r["index"]]
+        pred = predict_labels(
+            ev.model,
+            image[None].to(device),
+            flip=bool(e.flip),
+            scales=list(e.scales),
+            amp=e.amp,
+            channels_last=bool(e.channels_last),
+            **window_options(cfg),
+        )
+        images.append(denormalize(image, cfg.data.transforms.normalization))
+        gts.append(mask.numpy().astype(np.uint8))
+        preds.append(pred[0].cpu().numpy().astype(np.uint8))
+    return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))
 
 
 @dataclass
@@ -386,11 +469,16 @@ def prepare_evaluation(
 
 
 def run_evaluation(
-    ev: Evaluation, *, save_predictions: str | os.PathLike | None = None, progress: bool = True
+    ev: Evaluation,
+    *,
+    save_predictions: str | os.PathLike | None = None,
+    progress: bool = True,
+    per_image: bool = False,
 ) -> dict:
     """Return the report of a prepared evaluation: the checkpoint scored on its data.val split at
     native resolution with the config's eval.* test-time augmentation; the metrics, the per-class
-    IU/accuracy by class name, the confusion matrix and what was evaluated."""
+    IU/accuracy by class name, the confusion matrix and what was evaluated (and with per_image,
+    'per_image': evaluate_model's rows)."""
     from fcn.data import class_names, palette
 
     cfg, dataset, e = ev.cfg, ev.dataset, ev.cfg.eval
@@ -409,6 +497,7 @@ def run_evaluation(
         save_predictions=save_predictions,
         palette=palette(cfg.data),
         progress=progress,
+        per_image=per_image,
     )
     names = class_names(cfg.data)
     return {
@@ -427,7 +516,35 @@ def run_evaluation(
         "iou": metrics["iou"],
         "acc": metrics["acc"],
         "confusion": metrics["confusion"],
+        **({"per_image": metrics["per_image"]} if per_image else {}),
     }
+
+
+def plot_paths(output: str | os.PathLike | None, plots: str | os.PathLike | None) -> list[tuple[Path, Path]]:
+    """Return the (confusion, IU chart) PNG paths evaluate.py writes: x_confusion.png and x_iou.png
+    beside --output x.json, and DIR/confusion.png and DIR/iou.png for --plots DIR."""
+    pairs = []
+    if output:
+        out = Path(output)
+        pairs.append((out.with_name(f"{out.stem}_confusion.png"), out.with_name(f"{out.stem}_iou.png")))
+    if plots:
+        pairs.append((Path(plots) / "confusion.png", Path(plots) / "iou.png"))
+    return pairs
+
+
+def save_error_plots(
+    report: dict, cfg: DictConfig, confusion_path: str | os.PathLike, iou_path: str | os.PathLike
+) -> None:
+    """Write the report's row-normalised confusion matrix and its per-class IU bar chart as PNGs
+    (fcn.visualize.confusion_image, iou_chart), titled with the split and the mean IU."""
+    from fcn.data import class_names, palette
+    from fcn.visualize import confusion_image, iou_chart, save_png
+
+    names = class_names(cfg.data)
+    v = cfg.data.val
+    title = f"{v.name} '{v.split}', {report['num_images']} images: mean IU {100 * report['mean_iou']:.1f}"
+    save_png(confusion_image(report["confusion"], names, title=f"{title}; % of each row"), confusion_path)
+    save_png(iou_chart(report["iou"], names, palette(cfg.data), title=title), iou_path)
 
 
 def evaluate_checkpoint(
