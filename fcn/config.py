@@ -232,6 +232,10 @@ class TrainingConfig:
     """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     sync_bn: bool = False
     """Under torchrun, convert BatchNorm layers to SyncBatchNorm."""
+    early_stop_patience: int = 0
+    """Stop after this many evaluations in a row without a better mean IU (the EMA's with
+    ema_decay > 0); best.pt keeps the best weights, last.pt the count (a resumed run goes on
+    counting). 0 = off."""
 
 
 @dataclass
@@ -538,6 +542,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     for key in ("eval_every", "checkpoint_every", "vis_images"):
         _positive(source, f"training.{key}", t[key], allow_zero=True)
     _positive(source, "training.log_every", t.log_every)
+    _positive(source, "training.early_stop_patience", t.early_stop_patience, allow_zero=True)
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise ConfigError(f"{source}: training.device='{t.device}' must be auto, cpu, cuda or cuda:N")
 

@@ -300,6 +300,7 @@ class Run:
     epoch: int = 0
     batch_pos: int = 0
     best: float = -1.0
+    evals_since_best: int = 0  # evaluations in a row without a better mean IU (early stopping)
     loss_sum: float = 0.0
     loss_count: int = 0
     data: Iterator | None = None
@@ -443,7 +444,7 @@ def setup(cfg: DictConfig) -> Run:
 
     if info.rank > 0:  # dropout masks differ across processes as across the images of one batch
         seed_everything(mix_seed(t.seed, info.rank))
-    position = (0, 0, 0, -1.0)  # iteration, epoch, batch, best mean IU
+    position = (0, 0, 0, -1.0, 0)  # iteration, epoch, batch, best mean IU, evaluations since the best
     resume = _resume_path(cfg, run_dir)
     if resume is not None:
         position = _resume(resume, cfg, info, model, optimizer, scheduler, scaler, ema)
@@ -471,7 +472,7 @@ def setup(cfg: DictConfig) -> Run:
         text = fcn_config.to_yaml(cfg)
         atomic_write(run_dir / "config.yml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
         writer = SummaryWriter(str(run_dir))
-    iteration, epoch, batch_pos, best = position
+    iteration, epoch, batch_pos, best, evals_since_best = position
     run = Run(
         cfg=cfg,
         info=info,
@@ -504,6 +505,7 @@ def setup(cfg: DictConfig) -> Run:
         epoch=epoch,
         batch_pos=batch_pos,
         best=best,
+        evals_since_best=evals_since_best,
     )
     run.log(
         f"training {cfg.model.arch} ({cfg.model.backbone}) on {cfg.data.train.name}/{cfg.data.train.split} "
@@ -523,9 +525,9 @@ def _resume(
     scheduler: Any,
     scaler: Any,
     ema: ModelEMA | None,
-) -> tuple[int, int, int, float]:
+) -> tuple[int, int, int, float, int]:
     """Load a resumable checkpoint into the run's objects and RNGs; return (iteration, epoch,
-    batch, best mean IU) to go on from."""
+    batch, best mean IU, evaluations since the best) to go on from."""
     state = load_checkpoint(path)
     try:
         model.load_state_dict(state["model"])
@@ -536,6 +538,7 @@ def _resume(
         if ema is not None and state.get("ema"):
             ema.module.load_state_dict(state["ema"])
         iteration, best = state["iteration"], state["best_miou"]
+        evals_since_best = int(state.get("evals_since_best", 0))  # older checkpoints: 0
         epoch, batch = resume_position(state["sampler"], cfg.data.batch_size, info.world_size)
     except (KeyError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0]
@@ -548,7 +551,7 @@ def _resume(
     else:  # saved by fewer processes than resume it
         seed_everything(mix_seed(cfg.training.seed, info.rank, iteration))
     _log(info, f"resumed from {path} at iteration {iteration} (epoch {epoch}, batch {batch})")
-    return iteration, epoch, batch, best
+    return iteration, epoch, batch, best, evals_since_best
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -589,8 +592,9 @@ def _next_batches(run: Run) -> tuple[list, int, bool]:
 
 
 def train(run: Run) -> dict:
-    """Train the run to its last iteration (or a Ctrl-C); return a summary (iterations, best mean
-    IU, last metrics, run_dir)."""
+    """Train the run to its last iteration (or a Ctrl-C, or training.early_stop_patience evaluations
+    without a better mean IU); return a summary (iterations, best mean IU, last metrics, run_dir,
+    stopped_early)."""
     from tqdm import tqdm
 
     cfg, t, info = run.cfg, run.cfg.training, run.info
@@ -598,6 +602,7 @@ def train(run: Run) -> dict:
         total=run.total, initial=run.iteration, disable=not info.is_primary, dynamic_ncols=True, desc="train"
     )
     last_record: dict = {}
+    stopped_early = False
     seen_images, tick = 0, time.time()
     run.train_model.train()
     with _StopFlag() as stop, bar:  # an error closes the bar before its line is printed
@@ -644,6 +649,15 @@ def train(run: Run) -> dict:
             )
             if evaluate_now or run.iteration == run.total:
                 last_record = evaluate_and_save(run)
+                patience = t.early_stop_patience
+                if patience > 0 and run.evals_since_best >= patience and run.iteration < run.total:
+                    bar.close()
+                    run.log(
+                        f"early stop at iteration {run.iteration}: no better mean IU in {patience} evaluations "
+                        f"(best {run.best:.4f}, kept in {run.run_dir / 'checkpoints' / 'best.pt'})"
+                    )
+                    stopped_early = True
+                    break
             elif t.checkpoint_every > 0 and run.iteration % t.checkpoint_every == 0:
                 save_last(run)
             if stop_now:
@@ -662,6 +676,7 @@ def train(run: Run) -> dict:
         "best_miou": run.best,
         "metrics": last_record,
         "run_dir": str(run.run_dir),
+        "stopped_early": stopped_early,
     }
 
 
@@ -704,6 +719,7 @@ def evaluate_and_save(run: Run) -> dict:
     improved = score > run.best
     if improved:
         run.best = score
+    run.evals_since_best = 0 if improved else run.evals_since_best + 1
     save_last(run)
     if improved and info.is_primary:
         state = weights_checkpoint(
@@ -793,5 +809,6 @@ def save_last(run: Run) -> None:
             sampler={"epoch": run.epoch, "batch": run.batch_pos, "images": run.batch_pos * images_per_batch},
             config=fcn_config.to_dict(run.cfg),
             rng_ranks=rng_ranks,
+            evals_since_best=run.evals_since_best,
         )
         save_checkpoint(state, run.run_dir / "checkpoints" / "last.pt")
