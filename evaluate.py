@@ -3,13 +3,17 @@ per-class IU, optionally with test-time augmentation (flip, scales).
 
     python evaluate.py --checkpoint runs/x/checkpoints/best.pt
     python evaluate.py --checkpoint best.pt --flip --scales 0.5 0.75 1.0 1.25 1.5 1.75 --output val.json
+        (also writes val_confusion.png and val_iou.png; --plots DIR writes DIR/confusion.png, DIR/iou.png)
     python evaluate.py --checkpoint fcn8s-caffe.pt data.val.split=seg11valid --save-predictions preds/
+    python evaluate.py --checkpoint best.pt --mode slide --tile 512 --stride 341
+    python evaluate.py --checkpoint best.pt --per-image val_images.csv   # + val_images_worst.png
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides, run_phases
@@ -28,7 +32,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", help="evaluate this split of data.val's dataset (data.val.split)")
     add_eval_arguments(p)
     p.add_argument(
-        "--output", metavar="FILE.json", help="write the metrics, per-class IU and confusion matrix as JSON"
+        "--output",
+        metavar="FILE.json",
+        help="write the metrics, per-class IU and confusion matrix as JSON, and beside it FILE_confusion.png "
+        "(row-normalised confusion matrix) and FILE_iou.png (per-class IU bar chart)",
+    )
+    p.add_argument(
+        "--plots", metavar="DIR", help="write DIR/confusion.png and DIR/iou.png (with or without --output)"
+    )
+    p.add_argument(
+        "--per-image",
+        metavar="FILE.csv",
+        help="write one row per image (id, size, pixel accuracy, mean IU over the classes present, each "
+        "class's IU), print the five worst images by mean IU and draw them in FILE_worst.png",
     )
     p.add_argument(
         "--save-predictions", metavar="DIR", help="write each prediction as DIR/<image id>.png (palette PNG)"
@@ -48,8 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation; return the exit code (fcn.cli's rule), errors as one 'error:' line."""
     args = parse_args(argv)
     from fcn.data import class_names
-    from fcn.inference import Evaluation, prepare_evaluation, run_evaluation, write_json
+    from fcn.inference import (
+        Evaluation,
+        plot_paths,
+        prepare_evaluation,
+        run_evaluation,
+        save_error_plots,
+        worst_grid,
+        worst_images,
+        write_json,
+        write_per_image_csv,
+    )
     from fcn.metrics import format_table
+    from fcn.visualize import save_png
 
     overrides = [
         *args.overrides,
@@ -61,11 +88,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return prepare_evaluation(args.checkpoint, args.config, overrides, device=args.device)
 
     def work(ev: Evaluation) -> None:
-        report = run_evaluation(ev, save_predictions=args.save_predictions, progress=not args.no_progress)
+        report = run_evaluation(
+            ev,
+            save_predictions=args.save_predictions,
+            progress=not args.no_progress,
+            per_image=bool(args.per_image),
+        )
         v, e = ev.cfg.data.val, ev.cfg.eval
         tta = f"flip={e.flip} scales={list(e.scales)}" + (
             f" fast_path={e.fast_path}" if e.fast_path != "none" else ""
         )
+        if e.mode == "slide":
+            tta += f" slide tile={e.tile} stride={e.stride}"
         print(
             f"{args.checkpoint} ({report['weights']} weights) on {v.name} '{v.split}': "
             f"{report['num_images']} images, {tta}"
@@ -74,6 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output:
             write_json(report, args.output)
             print(f"wrote {args.output}")
+        if args.per_image:
+            rows = report["per_image"]
+            write_per_image_csv(rows, class_names(ev.cfg.data), args.per_image)
+            worst = worst_images(rows, 5)
+            listed = ", ".join(f"{r['id']} ({100 * r['mean_iou']:.1f})" for r in worst)
+            print(f"wrote {args.per_image}; the {len(worst)} worst images by mean IU (%): {listed}")
+            if worst:
+                grid_path = Path(args.per_image).with_name(f"{Path(args.per_image).stem}_worst.png")
+                save_png(worst_grid(ev, worst), grid_path)
+                print(f"wrote {grid_path} (image | ground truth | prediction, worst first)")
+        for confusion_png, iou_png in plot_paths(args.output, args.plots):
+            save_error_plots(report, ev.cfg, confusion_png, iou_png)
+            print(f"wrote {confusion_png} and {iou_png}")
         if args.save_predictions:
             print(f"wrote {report['num_images']} predictions to {args.save_predictions}")
 

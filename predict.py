@@ -1,8 +1,12 @@
-"""Segment images with a checkpoint: per image, a class-index PNG, a colour mask, an overlay on the
-image and a legend of the classes present, with the class names and palette of the model's config.
+"""Segment images and videos with a checkpoint: per image, a class-index PNG, a colour mask, an
+overlay on the image and a legend of the classes present, with the class names and palette of the
+model's config; per video (.mp4, .mov, .avi, .mkv, ...), an overlay video <stem>_overlay.mp4 at its
+size and frame rate (and with --frames, each frame's class-index PNG).
 
     python predict.py --checkpoint runs/x/checkpoints/best.pt --input photo.jpg folder/ --output out/
     python predict.py --checkpoint best.pt --input folder/ --output out/ --flip --scales 0.75 1.0 1.25
+    python predict.py --checkpoint best.pt --input photo_4000x3000.jpg --output out/ --mode slide --tile 512
+    python predict.py --checkpoint best.pt --input clip.mp4 --output out/ [--frames]
 """
 
 from __future__ import annotations
@@ -27,11 +31,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         required=True,
         nargs="+",
         metavar="IMAGE_OR_DIR",
-        help="image files and/or directories of images",
+        help="image files, video files (.mp4, .mov, .avi, .mkv, ...) and/or directories of images",
     )
     p.add_argument("--output", required=True, metavar="DIR", help="directory for the output PNGs (created)")
     add_config_arguments(p, "the checkpoint's config")
     add_eval_arguments(p)
+    p.add_argument(
+        "--frames",
+        action="store_true",
+        help="videos: also write each frame's class-index PNG to DIR/<stem>_frames/",
+    )
     p.add_argument(
         "--alpha", type=float, default=0.5, help="opacity of the colour mask in the overlay (default 0.5)"
     )
@@ -47,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from fcn.inference import list_images, load_model, predict_files
     from fcn.runtime import select_device
+    from fcn.video import is_video, predict_video
 
     def prepare():
         files, missing = list_images(args.input)
@@ -60,10 +70,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def work(prepared) -> int:
         model, cfg, files, missing = prepared
-        done, unreadable = predict_files(
-            model, cfg, files, args.output, alpha=args.alpha, progress=not args.no_progress
-        )
-        print(f"wrote {done} image(s) to {Path(args.output)}")
+        videos = [f for f in files if is_video(f)]
+        images = [f for f in files if not is_video(f)]
+        done, unreadable = 0, []
+        if images:
+            done, unreadable = predict_files(
+                model, cfg, images, args.output, alpha=args.alpha, progress=not args.no_progress
+            )
+            print(f"wrote {done} image(s) to {Path(args.output)}")
+        for video in videos:
+            try:
+                frames = predict_video(
+                    model,
+                    cfg,
+                    video,
+                    args.output,
+                    alpha=args.alpha,
+                    save_frames=args.frames,
+                    progress=not args.no_progress,
+                )
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                unreadable.append(str(exc))
+                continue
+            done += 1
+            print(f"wrote {Path(args.output) / (video.stem + '_overlay.mp4')} ({frames} frames)")
         failed = len(missing) + len(unreadable)
         if failed:
             others = "the others were written" if done else "nothing was written"

@@ -5,8 +5,10 @@ strings, lists and dicts only, never pickled objects):
 
 - a **resumable** one (``checkpoints/last.pt``, ``training_checkpoint``): everything resume needs --
   ``model``, ``ema`` (or None), ``optimizer``, ``scheduler``, ``scaler`` (or None), ``iteration``,
-  ``epoch``, ``best_miou``, ``sampler`` (the position in the epoch's order), ``rng`` (this process's
-  RNG states, as tensors), ``rng_ranks`` (every process's, under torchrun) and ``config``;
+  ``epoch``, ``best_miou``, ``evals_since_best`` (evaluations in a row without a better mean IU:
+  training.early_stop_patience's count; a checkpoint without it resumes with 0), ``sampler`` (the
+  position in the epoch's order), ``rng`` (this process's RNG states, as tensors), ``rng_ranks``
+  (every process's, under torchrun) and ``config``;
 - a **weights** one (``checkpoints/best.pt``, an imported reference net; ``weights_checkpoint``):
   ``model``, ``ema`` (or None), ``config``, and where it came from a run, ``iteration``, ``epoch``
   and ``best_miou``.
@@ -232,6 +234,7 @@ def training_checkpoint(
     sampler: dict,
     config: dict,
     rng_ranks: list[dict] | None = None,
+    evals_since_best: int = 0,
 ) -> dict:
     """Return the resumable checkpoint of a training run (see the module doc)."""
     state = {
@@ -244,6 +247,7 @@ def training_checkpoint(
         "iteration": iteration,
         "epoch": epoch,
         "best_miou": best_miou,
+        "evals_since_best": evals_since_best,
         "rng": capture_rng_state(),
         "sampler": sampler,
         "config": config,

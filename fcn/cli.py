@@ -64,7 +64,7 @@ def add_config_arguments(p: argparse.ArgumentParser, over: str) -> None:
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """Add the flags evaluate.py and predict.py share: test-time augmentation, weights, precision,
-    fast path, device and progress bar."""
+    fast path, whole or sliding-window inference, device and progress bar."""
     p.add_argument(
         "--flip", action="store_true", default=None, help="average with the mirrored image (eval.flip=true)"
     )
@@ -84,6 +84,13 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         choices=FAST_PATHS,
         help="CPU fast path (eval.fast_path): winograd = fp32's results, faster; int8 = close, faster still",
     )
+    p.add_argument(
+        "--mode",
+        choices=("whole", "slide"),
+        help="whole image in one forward, or slide: tile x tile windows, logits averaged (eval.mode)",
+    )
+    p.add_argument("--tile", type=int, metavar="PX", help="sliding-window side in pixels (eval.tile)")
+    p.add_argument("--stride", type=int, metavar="PX", help="pixels between sliding windows (eval.stride)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -101,4 +108,10 @@ def eval_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"eval.amp={args.amp}")
     if args.fast_path:
         out.append(f"eval.fast_path={args.fast_path}")
+    if args.mode:
+        out.append(f"eval.mode={args.mode}")
+    if args.tile is not None:
+        out.append(f"eval.tile={args.tile}")
+    if args.stride is not None:
+        out.append(f"eval.stride={args.stride}")
     return out

@@ -235,6 +235,10 @@ class TrainingConfig:
     """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     sync_bn: bool = False
     """Under torchrun, convert BatchNorm layers to SyncBatchNorm."""
+    early_stop_patience: int = 0
+    """Stop after this many evaluations in a row without a better mean IU (the EMA's with
+    ema_decay > 0); best.pt keeps the best weights, last.pt the count (a resumed run goes on
+    counting). 0 = off."""
 
 
 @dataclass
@@ -257,6 +261,17 @@ class EvalConfig:
     """Images (the first of the data being evaluated or predicted; no labels) that calibrate int8."""
     use_ema: bool = True
     """Evaluate the EMA weights when the checkpoint has them."""
+    mode: str = "whole"
+    """'whole' (the image in one forward, as the paper) or 'slide' (tile x tile windows every stride
+    pixels, their logits averaged: memory bounded by the tile; fcn/sliding.py). Also used by the
+    evaluation during training."""
+    tile: int = 512
+    """eval.mode=slide: side of the square window in pixels (clamped to the image); a tile at least
+    as large as the image gives exactly the 'whole' result."""
+    stride: int = 341
+    """eval.mode=slide: pixels between window starts (at most tile); 341 of 512 overlaps a third."""
+    window_batch: int = 4
+    """eval.mode=slide: windows per forward pass (times the images of a batch)."""
 
 
 @dataclass
@@ -533,6 +548,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     for key in ("eval_every", "checkpoint_every", "vis_images"):
         _positive(source, f"training.{key}", t[key], allow_zero=True)
     _positive(source, "training.log_every", t.log_every)
+    _positive(source, "training.early_stop_patience", t.early_stop_patience, allow_zero=True)
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise ConfigError(f"{source}: training.device='{t.device}' must be auto, cpu, cuda or cuda:N")
 
@@ -548,6 +564,15 @@ def validate(cfg: DictConfig, source: str) -> None:
     if not e.scales or any(sc <= 0 for sc in e.scales):
         raise ConfigError(
             f"{source}: eval.scales={list(e.scales)} must be a non-empty list of positive factors"
+        )
+    _choice(source, "eval.mode", e.mode, ("whole", "slide"))
+    _positive(source, "eval.tile", e.tile)
+    _positive(source, "eval.stride", e.stride)
+    _positive(source, "eval.window_batch", e.window_batch)
+    if e.stride > e.tile:
+        raise ConfigError(
+            f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "
+            "would get no prediction"
         )
 
 

@@ -63,6 +63,7 @@ from fcn.runtime import (
     seed_everything,
     select_device,
 )
+from fcn.sliding import slide_logits
 
 
 class TrainingError(RuntimeError):
@@ -230,9 +231,14 @@ def evaluate(
     channels_last: bool = False,
     progress: bool = False,
     desc: str = "eval",
+    mode: str = "whole",
+    tile: int = 512,
+    stride: int = 341,
+    window_batch: int = 4,
 ) -> dict:
     """Return the paper's metrics of a model over a loader, summed across processes, at the masks'
-    own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'.
+    own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'. With
+    mode='slide', each batch is predicted by tile x tile windows (fcn.sliding.slide_logits).
 
     Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
     (fcn.inference.evaluate_model)."""
@@ -243,10 +249,20 @@ def evaluate(
     matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=device)
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            pred = model(images).argmax(1)
+            if mode == "slide":
+                logits = slide_logits(
+                    model,
+                    images,
+                    tile=tile,
+                    stride=stride,
+                    window_batch=window_batch,
+                    channels_last=channels_last,
+                )
+            else:
+                x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+                logits = model(x)
+            pred = logits.argmax(1)
         matrix.update(pred, masks.to(device, non_blocking=True))
     matrix.all_reduce()
     model.train(was_training)
@@ -293,6 +309,7 @@ class Run:
     epoch: int = 0
     batch_pos: int = 0
     best: float = -1.0
+    evals_since_best: int = 0  # evaluations in a row without a better mean IU (early stopping)
     loss_sum: float = 0.0
     loss_count: int = 0
     data: Iterator | None = None
@@ -438,7 +455,7 @@ def setup(cfg: DictConfig) -> Run:
 
     if info.rank > 0:  # dropout masks differ across processes as across the images of one batch
         seed_everything(mix_seed(t.seed, info.rank))
-    position = (0, 0, 0, -1.0)  # iteration, epoch, batch, best mean IU
+    position = (0, 0, 0, -1.0, 0)  # iteration, epoch, batch, best mean IU, evaluations since the best
     resume = _resume_path(cfg, run_dir)
     if resume is not None:
         position = _resume(resume, cfg, info, model, optimizer, scheduler, scaler, ema)
@@ -466,7 +483,7 @@ def setup(cfg: DictConfig) -> Run:
         text = fcn_config.to_yaml(cfg)
         atomic_write(run_dir / "config.yml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
         writer = SummaryWriter(str(run_dir))
-    iteration, epoch, batch_pos, best = position
+    iteration, epoch, batch_pos, best, evals_since_best = position
     run = Run(
         cfg=cfg,
         info=info,
@@ -501,6 +518,7 @@ def setup(cfg: DictConfig) -> Run:
         epoch=epoch,
         batch_pos=batch_pos,
         best=best,
+        evals_since_best=evals_since_best,
     )
     run.log(
         f"training {cfg.model.arch} ({cfg.model.backbone}) on {cfg.data.train.name}/{cfg.data.train.split} "
@@ -521,9 +539,9 @@ def _resume(
     scheduler: Any,
     scaler: Any,
     ema: ModelEMA | None,
-) -> tuple[int, int, int, float]:
+) -> tuple[int, int, int, float, int]:
     """Load a resumable checkpoint into the run's objects and RNGs; return (iteration, epoch,
-    batch, best mean IU) to go on from."""
+    batch, best mean IU, evaluations since the best) to go on from."""
     state = load_checkpoint(path)
     try:
         model.load_state_dict(state["model"])
@@ -534,6 +552,7 @@ def _resume(
         if ema is not None and state.get("ema"):
             ema.module.load_state_dict(state["ema"])
         iteration, best = state["iteration"], state["best_miou"]
+        evals_since_best = int(state.get("evals_since_best", 0))  # older checkpoints: 0
         epoch, batch = resume_position(state["sampler"], cfg.data.batch_size, info.world_size)
     except (KeyError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0]
@@ -546,7 +565,7 @@ def _resume(
     else:  # saved by fewer processes than resume it
         seed_everything(mix_seed(cfg.training.seed, info.rank, iteration))
     _log(info, f"resumed from {path} at iteration {iteration} (epoch {epoch}, batch {batch})")
-    return iteration, epoch, batch, best
+    return iteration, epoch, batch, best, evals_since_best
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -587,8 +606,9 @@ def _next_batches(run: Run) -> tuple[list, int, bool]:
 
 
 def train(run: Run) -> dict:
-    """Train the run to its last iteration (or a Ctrl-C); return a summary (iterations, best mean
-    IU, last metrics, run_dir)."""
+    """Train the run to its last iteration (or a Ctrl-C, or training.early_stop_patience evaluations
+    without a better mean IU); return a summary (iterations, best mean IU, last metrics, run_dir,
+    stopped_early)."""
     from tqdm import tqdm
 
     cfg, t, info = run.cfg, run.cfg.training, run.info
@@ -596,6 +616,7 @@ def train(run: Run) -> dict:
         total=run.total, initial=run.iteration, disable=not info.is_primary, dynamic_ncols=True, desc="train"
     )
     last_record: dict = {}
+    stopped_early = False
     seen_images, tick = 0, time.time()
     run.train_model.train()
     with _StopFlag() as stop, bar:  # an error closes the bar before its line is printed
@@ -642,6 +663,15 @@ def train(run: Run) -> dict:
             )
             if evaluate_now or run.iteration == run.total:
                 last_record = evaluate_and_save(run)
+                patience = t.early_stop_patience
+                if patience > 0 and run.evals_since_best >= patience and run.iteration < run.total:
+                    bar.close()
+                    run.log(
+                        f"early stop at iteration {run.iteration}: no better mean IU in {patience} evaluations "
+                        f"(best {run.best:.4f}, kept in {run.run_dir / 'checkpoints' / 'best.pt'})"
+                    )
+                    stopped_early = True
+                    break
             elif t.checkpoint_every > 0 and run.iteration % t.checkpoint_every == 0:
                 save_last(run)
             if stop_now:
@@ -660,6 +690,7 @@ def train(run: Run) -> dict:
         "best_miou": run.best,
         "metrics": last_record,
         "run_dir": str(run.run_dir),
+        "stopped_early": stopped_early,
     }
 
 
@@ -682,14 +713,18 @@ def evaluate_and_save(run: Run) -> dict:
     if run.ema is not None:
         distributed.broadcast_buffers(run.ema.module)
     n = cfg.model.num_classes
-    metrics = evaluate(run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval")
+    e = cfg.eval
+    window = dict(mode=e.mode, tile=e.tile, stride=e.stride, window_batch=e.window_batch)
+    metrics = evaluate(run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval", **window)
     record = {"iteration": run.iteration, "epoch": run.epoch, "time": time.time(), **metrics}
     record["train_loss"] = run.loss_sum / max(run.loss_count, 1)  # mean since the previous evaluation
     run.loss_sum, run.loss_count = 0.0, 0
     record.pop("confusion")
     score = metrics["mean_iou"]
     if run.ema is not None:
-        ema_metrics = evaluate(run.ema.module, run.val_loader, n, run.device, amp=run.amp, desc="eval ema")
+        ema_metrics = evaluate(
+            run.ema.module, run.val_loader, n, run.device, amp=run.amp, desc="eval ema", **window
+        )
         ema_metrics.pop("confusion")
         record["ema"] = ema_metrics
         score = ema_metrics["mean_iou"]
@@ -698,6 +733,7 @@ def evaluate_and_save(run: Run) -> dict:
     improved = score > run.best
     if improved:
         run.best = score
+    run.evals_since_best = 0 if improved else run.evals_since_best + 1
     save_last(run)
     if improved and info.is_primary:
         state = weights_checkpoint(
@@ -714,7 +750,8 @@ def evaluate_and_save(run: Run) -> dict:
 
 
 def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
-    """Write one evaluation to the console, TensorBoard, the fixed-batch grid and metrics.jsonl."""
+    """Write one evaluation to the console, TensorBoard (scalars, the confusion matrix and the
+    per-class IU chart), the fixed-batch grid and metrics.jsonl."""
     writer, it = run.writer, run.iteration
     run.log(f"\niteration {it}/{run.total} (epoch {run.epoch})\n{format_table(metrics, run.class_names)}")
     if "ema" in record:
@@ -726,6 +763,15 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
     for name, value in zip(run.class_names, metrics["iou"]):
         if not math.isnan(value):
             writer.add_scalar(f"val_iou/{name}", value, it)
+    from fcn.visualize import confusion_image, iou_chart
+
+    title = f"iteration {it}: mean IU {100 * metrics['mean_iou']:.1f}"
+    writer.add_image(
+        "val/confusion", confusion_image(metrics["confusion"], run.class_names, title), it, dataformats="HWC"
+    )
+    writer.add_image(
+        "val/iou", iou_chart(metrics["iou"], run.class_names, run.palette, title), it, dataformats="HWC"
+    )
     vis_indices = list(range(min(run.cfg.training.vis_images, len(run.val_set))))
     if vis_indices:
         from fcn.visualize import save_png
@@ -777,5 +823,6 @@ def save_last(run: Run) -> None:
             sampler={"epoch": run.epoch, "batch": run.batch_pos, "images": run.batch_pos * images_per_batch},
             config=fcn_config.to_dict(run.cfg),
             rng_ranks=rng_ranks,
+            evals_since_best=run.evals_since_best,
         )
         save_checkpoint(state, run.run_dir / "checkpoints" / "last.pt")

@@ -24,6 +24,7 @@ from fcn.config import config_from_dict, to_dict, with_overrides
 from fcn.data.common import VOID, read_image
 from fcn.data.loaders import DataLoader
 from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
+from fcn.sliding import slide_logits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
@@ -112,20 +113,44 @@ def prepare_fast_path(
     model: nn.Module, cfg: DictConfig, images: Iterable[torch.Tensor], log: bool = True
 ) -> None:
     """Apply cfg.eval.fast_path to model in place once; int8 calibrates on the first
-    cfg.eval.calibration_images of ``images`` ((1, 3, H, W) tensors as the model takes them)."""
+    cfg.eval.calibration_images of ``images`` ((1, 3, H, W) tensors as the model takes them; with
+    eval.mode=slide, their top-left tile, the size the model will see)."""
     from fcn.fastpath import apply_fast_path
 
     kind = cfg.eval.fast_path
     if kind == "none" or getattr(model, "fast_path", "none") == kind:
         return
     device = next(model.parameters()).device
-    calibration = (x.to(device) for x in itertools.islice(images, int(cfg.eval.calibration_images)))
+    e = cfg.eval
+    side = int(e.tile) if e.mode == "slide" else None
+    calibration = (
+        x[..., :side, :side].to(device) for x in itertools.islice(images, int(e.calibration_images))
+    )
     apply_fast_path(model, kind, calibration, log=log)
     model.fast_path = kind
 
 
 def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def _logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    channels_last: bool,
+    mode: str,
+    tile: int,
+    stride: int,
+    window_batch: int,
+) -> torch.Tensor:
+    """Return the model's logits of x: one forward ('whole') or blended windows ('slide')."""
+    if mode == "slide":
+        return slide_logits(
+            model, x, tile=tile, stride=stride, window_batch=window_batch, channels_last=channels_last
+        )
+    if mode != "whole":
+        raise ValueError(f"mode='{mode}' is not one of whole, slide")
+    return model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
 
 @torch.inference_mode()
@@ -137,9 +162,14 @@ def predict_probs(
     scales: Sequence[float] = (1.0,),
     amp: str = "none",
     channels_last: bool = False,
+    mode: str = "whole",
+    tile: int = 512,
+    stride: int = 341,
+    window_batch: int = 4,
 ) -> torch.Tensor:
     """Return softmax probabilities (N, C, H, W) float32 at the input's size, averaged over the
-    scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input."""
+    scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input; each
+    of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.sliding)."""
     if images.ndim != 4:
         raise ValueError(f"predict_probs expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
     scales = [float(s) for s in scales] or [1.0]
@@ -154,17 +184,16 @@ def predict_probs(
                 x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
             for mirrored in (False, True) if flip else (False,):
                 xi = x.flip(-1) if mirrored else x
-                if channels_last:
-                    xi = xi.contiguous(memory_format=torch.channels_last)
-                logits = model(xi).float()
+                logits = _logits(model, xi, channels_last, mode, tile, stride, window_batch).float()
                 if mirrored:
                     logits = logits.flip(-1)
                 if logits.shape[-2:] != (height, width):
                     logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
                 probs = logits.softmax(dim=1)
-                total = probs if total is None else total + probs
+                del logits  # at a photo's size each (N, C, H, W) float32 tensor is a gigabyte
+                total = probs if total is None else total.add_(probs)
                 count += 1
-    return total / count
+    return total.div_(count)
 
 
 def predict_labels(
@@ -175,16 +204,27 @@ def predict_labels(
     scales: Sequence[float] = (1.0,),
     amp: str = "none",
     channels_last: bool = False,
+    mode: str = "whole",
+    tile: int = 512,
+    stride: int = 341,
+    window_batch: int = 4,
 ) -> torch.Tensor:
     """Return predicted class indices (N, H, W) int64: argmax of the logits, or of the averaged
-    probabilities when flip or scales ask for test-time augmentation."""
+    probabilities when flip or scales ask for test-time augmentation; whole or by sliding windows."""
+    window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
     if flip or [float(s) for s in scales] != [1.0]:
         return predict_probs(
-            model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last
+            model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last, **window
         ).argmax(1)
     with torch.inference_mode(), autocast(images.device, amp):
-        x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
-        return model(x).argmax(1)
+        return _logits(model, images, channels_last, **window).argmax(1)
+
+
+def window_options(cfg: DictConfig) -> dict:
+    """Return the config's whole/slide keywords of predict_labels and predict_probs (eval.mode,
+    eval.tile, eval.stride, eval.window_batch)."""
+    e = cfg.eval
+    return {"mode": e.mode, "tile": int(e.tile), "stride": int(e.stride), "window_batch": int(e.window_batch)}
 
 
 def segment(
@@ -198,7 +238,8 @@ def segment(
     channels_last: bool | None = None,
 ) -> np.ndarray:
     """Return the predicted uint8 class-index mask (H, W) of one PIL image of any mode and size;
-    test-time augmentation and precision default to the config's eval.* keys."""
+    test-time augmentation and precision default to the config's eval.* keys, as does whole or
+    sliding-window inference (eval.mode)."""
     from fcn.data.transforms import preprocess
 
     e = cfg.eval
@@ -211,6 +252,7 @@ def segment(
         scales=list(e.scales) if scales is None else scales,
         amp=e.amp if amp is None else amp,
         channels_last=bool(e.channels_last) if channels_last is None else channels_last,
+        **window_options(cfg),
     )
     return labels[0].to(torch.uint8).cpu().numpy()
 
@@ -279,12 +321,16 @@ def evaluate_model(
     scales: Sequence[float] = (1.0,),
     amp: str = "none",
     channels_last: bool = False,
+    window: dict | None = None,
     save_predictions: str | os.PathLike | None = None,
     palette: np.ndarray | None = None,
     progress: bool = True,
+    per_image: bool = False,
 ) -> dict:
     """Return the metrics dict (ConfusionMatrix.compute() plus 'confusion') of model on dataset at
-    each image's native resolution; optionally write each prediction as <id>.png in palette."""
+    each image's native resolution; optionally write each prediction as <id>.png in palette.
+    window: window_options() (whole or sliding windows); None is whole. per_image adds
+    'per_image': one image_scores() dict per image, with its 'id', 'index', 'height', 'width'."""
     from tqdm import tqdm
 
     from fcn.metrics import ConfusionMatrix
@@ -304,14 +350,18 @@ def evaluate_model(
         if palette is None:
             raise ValueError("save_predictions needs the dataset's palette")
     matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=device)
+    rows: list[dict] = []
     tta = flip or [float(s) for s in scales] != [1.0]
+    window = dict(window or {})
+    # Sliding windows over a padded image would tile the padding too: slide image by image.
+    one_by_one = tta or window.get("mode", "whole") == "slide"
     index = 0
     bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
     for images, masks, sizes in bar:
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
-        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last)
-        if tta and any(size != tuple(images.shape[-2:]) for size in sizes):
+        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, **window)
+        if one_by_one and any(size != tuple(images.shape[-2:]) for size in sizes):
             # Mirroring or rescaling a padded image would move or blend the padding into the
             # image, so a padded batch gets test-time augmentation image by image.
             preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
@@ -321,13 +371,93 @@ def evaluate_model(
             preds = predict_labels(model, images, **options)
         # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
         matrix.update(preds, masks)
+        if per_image:
+            for k, (h, w) in enumerate(sizes):
+                scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes)
+                position = len(rows)
+                rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **scores})
         if save_predictions is not None:
             for pred, (h, w) in zip(preds.cpu().numpy().astype(np.uint8), sizes):
                 save_index_png(pred[:h, :w], palette, Path(save_predictions) / f"{ids[index]}.png")
                 index += 1
     metrics = matrix.compute()
     metrics["confusion"] = matrix.mat.cpu().tolist()
+    if per_image:
+        metrics["per_image"] = rows
     return metrics
+
+
+def image_scores(pred: torch.Tensor, mask: torch.Tensor, num_classes: int) -> dict:
+    """Return one image's pixel_acc, mean_iou and per-class iou (list): the IU of a class absent
+    from both its ground truth and its prediction is NaN, and the mean is over the others (the
+    classes present in the image's ground truth or prediction); NaN where nothing is labelled."""
+    from fcn.metrics import ConfusionMatrix
+
+    matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=pred.device)
+    matrix.update(pred[None], mask[None])
+    scores = matrix.compute()
+    return {"pixel_acc": scores["pixel_acc"], "mean_iou": scores["mean_iou"], "iou": scores["iou"]}
+
+
+def worst_images(rows: Sequence[dict], count: int = 5) -> list[dict]:
+    """Return the count rows of lowest mean IU (images with nothing labelled, NaN, left out)."""
+    scored = [r for r in rows if not math.isnan(r["mean_iou"])]
+    return sorted(scored, key=lambda r: (r["mean_iou"], r["index"]))[:count]
+
+
+def write_per_image_csv(rows: Sequence[dict], class_names: Sequence[str], path: str | os.PathLike) -> None:
+    """Write one CSV row per image, atomically: id, height, width, pixel_acc, mean_iou and one IU
+    column per class (iou_<name>); an empty cell where a value is NaN (a class absent from the
+    image's ground truth and prediction)."""
+    import csv
+    import io
+
+    def cell(value: float) -> str:
+        return "" if math.isnan(value) else f"{value:.6f}"
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "height", "width", "pixel_acc", "mean_iou", *[f"iou_{n}" for n in class_names]])
+    for r in rows:
+        writer.writerow(
+            [
+                r["id"],
+                r["height"],
+                r["width"],
+                cell(r["pixel_acc"]),
+                cell(r["mean_iou"]),
+                *map(cell, r["iou"]),
+            ]
+        )
+    text = buffer.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
+    """Return the image | ground truth | prediction grid (fcn.visualize.prediction_grid) of the given
+    per-image rows, predicted again one by one as evaluate.py predicts (eval.* options)."""
+    from fcn.data import class_names, palette
+    from fcn.data.transforms import denormalize
+    from fcn.visualize import prediction_grid
+
+    cfg, device = ev.cfg, next(ev.model.parameters()).device
+    e = cfg.eval
+    images, gts, preds = [], [], []
+    for r in rows:
+        image, mask = ev.dataset[r["index"]]
+        pred = predict_labels(
+            ev.model,
+            image[None].to(device),
+            flip=bool(e.flip),
+            scales=list(e.scales),
+            amp=e.amp,
+            channels_last=bool(e.channels_last),
+            **window_options(cfg),
+        )
+        images.append(denormalize(image, cfg.data.transforms.normalization))
+        gts.append(mask.numpy().astype(np.uint8))
+        preds.append(pred[0].cpu().numpy().astype(np.uint8))
+    return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))
 
 
 @dataclass
@@ -365,11 +495,16 @@ def prepare_evaluation(
 
 
 def run_evaluation(
-    ev: Evaluation, *, save_predictions: str | os.PathLike | None = None, progress: bool = True
+    ev: Evaluation,
+    *,
+    save_predictions: str | os.PathLike | None = None,
+    progress: bool = True,
+    per_image: bool = False,
 ) -> dict:
     """Return the report of a prepared evaluation: the checkpoint scored on its data.val split at
     native resolution with the config's eval.* test-time augmentation; the metrics, the per-class
-    IU/accuracy by class name, the confusion matrix and what was evaluated."""
+    IU/accuracy by class name, the confusion matrix and what was evaluated (and with per_image,
+    'per_image': evaluate_model's rows)."""
     from fcn.data import class_names, palette
 
     cfg, dataset, e = ev.cfg, ev.dataset, ev.cfg.eval
@@ -384,9 +519,11 @@ def run_evaluation(
         scales=list(e.scales),
         amp=e.amp,
         channels_last=bool(e.channels_last),
+        window=window_options(cfg),
         save_predictions=save_predictions,
         palette=palette(cfg.data),
         progress=progress,
+        per_image=per_image,
     )
     names = class_names(cfg.data)
     return {
@@ -405,7 +542,35 @@ def run_evaluation(
         "iou": metrics["iou"],
         "acc": metrics["acc"],
         "confusion": metrics["confusion"],
+        **({"per_image": metrics["per_image"]} if per_image else {}),
     }
+
+
+def plot_paths(output: str | os.PathLike | None, plots: str | os.PathLike | None) -> list[tuple[Path, Path]]:
+    """Return the (confusion, IU chart) PNG paths evaluate.py writes: x_confusion.png and x_iou.png
+    beside --output x.json, and DIR/confusion.png and DIR/iou.png for --plots DIR."""
+    pairs = []
+    if output:
+        out = Path(output)
+        pairs.append((out.with_name(f"{out.stem}_confusion.png"), out.with_name(f"{out.stem}_iou.png")))
+    if plots:
+        pairs.append((Path(plots) / "confusion.png", Path(plots) / "iou.png"))
+    return pairs
+
+
+def save_error_plots(
+    report: dict, cfg: DictConfig, confusion_path: str | os.PathLike, iou_path: str | os.PathLike
+) -> None:
+    """Write the report's row-normalised confusion matrix and its per-class IU bar chart as PNGs
+    (fcn.visualize.confusion_image, iou_chart), titled with the split and the mean IU."""
+    from fcn.data import class_names, palette
+    from fcn.visualize import confusion_image, iou_chart, save_png
+
+    names = class_names(cfg.data)
+    v = cfg.data.val
+    title = f"{v.name} '{v.split}', {report['num_images']} images: mean IU {100 * report['mean_iou']:.1f}"
+    save_png(confusion_image(report["confusion"], names, title=f"{title}; % of each row"), confusion_path)
+    save_png(iou_chart(report["iou"], names, palette(cfg.data), title=title), iou_path)
 
 
 def evaluate_checkpoint(

@@ -230,3 +230,169 @@ def save_png(array: Any, path: str | os.PathLike) -> None:
             picture.save(f, format="PNG")
 
     atomic_write(path, write)
+
+
+# ----------------------------------------------------------------------------- pictures of the errors
+
+
+def _vertical_text(text: str, font: Any, colour: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """Return ``text`` drawn on white and turned 90 degrees counter-clockwise (reads bottom-up)."""
+    w, h = _text_size(font, text)
+    strip = Image.new("RGB", (w + 2, h + 2), (_BACKGROUND,) * 3)
+    ImageDraw.Draw(strip).text((1, 1), text, fill=colour, font=font)
+    return strip.rotate(90, expand=True)
+
+
+def _cell_colour(share: float) -> tuple[int, int, int]:
+    """Return white for 0 up to dark blue for 1 (a share of a row)."""
+    light, dark = np.array([247, 251, 255]), np.array([8, 48, 107])
+    return tuple(int(round(v)) for v in light + (dark - light) * min(max(share, 0.0), 1.0) ** 0.8)
+
+
+def confusion_image(confusion: Any, class_names: Sequence[str], title: str | None = None) -> np.ndarray:
+    """Return an HxWx3 uint8 picture of a confusion matrix (rows: ground truth, columns:
+    prediction) normalised by rows: each cell shaded and labelled with the percentage of that
+    class's pixels predicted as the column's class; class names on both axes; a row without pixels
+    is grey."""
+    mat = np.asarray(confusion, dtype=np.float64)
+    n = len(class_names)
+    if mat.shape != (n, n):
+        raise ValueError(f"confusion matrix of shape {mat.shape} for {n} class names")
+    totals = mat.sum(1, keepdims=True)
+    shares = np.divide(mat, totals, out=np.zeros_like(mat), where=totals > 0)
+    cell = int(np.clip(560 // n, 30, 72))  # 21 classes: 30 px cells; 3 classes: 72 px
+    font = _font(int(np.clip(cell // 3, 10, 20)))
+    label_font = _font(int(np.clip(cell // 2.5, 12, 18)))
+    names = [str(c) for c in class_names]
+    name_w = max(_text_size(label_font, s)[0] for s in names) + 2 * _GAP
+    _, line_h = _text_size(label_font, "Ag")
+    title_h = line_h + 2 * _GAP if title else 0
+    left = line_h + 2 * _GAP + name_w  # the axis title, then the row names
+    top = title_h + line_h + 2 * _GAP + name_w  # the title, the axis title, then the column names
+    width, height = left + n * cell + _GAP, top + n * cell + _GAP
+    canvas = Image.new("RGB", (width, height), (_BACKGROUND,) * 3)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((_GAP, _GAP), title, fill=(0, 0, 0), font=label_font)
+    axis = "prediction"
+    draw.text(
+        (left + (n * cell - _text_size(label_font, axis)[0]) // 2, title_h + _GAP),
+        axis,
+        (0, 0, 0),
+        label_font,
+    )
+    gt_axis = _vertical_text("ground truth", label_font)
+    canvas.paste(gt_axis, (_GAP, top + max(0, (n * cell - gt_axis.height) // 2)))
+    for i, name in enumerate(names):
+        tw, _ = _text_size(label_font, name)
+        draw.text(
+            (left - _GAP - tw, top + i * cell + (cell - line_h) // 2), name, fill=(0, 0, 0), font=label_font
+        )
+        column = _vertical_text(name, label_font)
+        canvas.paste(column, (left + i * cell + (cell - column.width) // 2, top - _GAP - column.height))
+    _, digit_h = _text_size(font, "0")
+    decimals = 1 if cell >= 48 else 0  # "99.6" fits a large cell; a small one gets ">99"
+    for i in range(n):
+        if totals[i, 0] == 0:
+            y = top + i * cell
+            draw.rectangle([left, y, left + n * cell - 1, y + cell - 1], fill=(225, 225, 225))
+            note = "no pixels of this class in the ground truth"
+            draw.text((left + _GAP, y + (cell - digit_h) // 2), note, fill=(110, 110, 110), font=font)
+            continue
+        for j in range(n):
+            x, y = left + j * cell, top + i * cell
+            share = shares[i, j]
+            draw.rectangle(
+                [x, y, x + cell - 1, y + cell - 1], fill=_cell_colour(share), outline=(230, 230, 230)
+            )
+            if mat[i, j] == 0:
+                continue
+            percent = 100 * share
+            text = f"{percent:.{decimals}f}"
+            if percent < 10**-decimals:
+                text = f"<{10**-decimals:g}"
+            elif percent < 100 and text.startswith("100"):
+                text = f">{100 - 10**-decimals:g}"
+            tw, _ = _text_size(font, text)
+            colour = (255, 255, 255) if share > 0.45 else (0, 0, 0)
+            draw.text((x + (cell - tw) // 2, y + (cell - digit_h) // 2), text, fill=colour, font=font)
+    for k in range(n):  # the diagonal (correct pixels) outlined
+        x, y = left + k * cell, top + k * cell
+        draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(200, 60, 30))
+    return np.asarray(canvas).copy()
+
+
+def iou_chart(
+    iou: Sequence[float],
+    class_names: Sequence[str],
+    palette: np.ndarray | None = None,
+    title: str | None = None,
+) -> np.ndarray:
+    """Return an HxWx3 uint8 horizontal bar chart of per-class IU (0..1): one bar per class with its
+    name and value in percent, a class absent from ground truth and prediction (NaN) marked
+    'absent', and a line at the mean IU over the present classes; bars in the palette's colours
+    when one is given."""
+    values = [float(v) for v in iou]
+    if len(values) != len(class_names):
+        raise ValueError(f"{len(values)} IU values for {len(class_names)} class names")
+    if palette is not None:
+        palette = _check_palette(palette)
+    font = _font(14)
+    _, line_h = _text_size(font, "Ag")
+    bar_h = line_h + 8
+    names = [str(c) for c in class_names]
+    name_w = max(_text_size(font, s)[0] for s in names) + 3 * _GAP
+    plot_w = 400
+    value_w = _text_size(font, "100.0 ")[0] + _GAP + _text_size(font, "absent")[0]
+    title_h = line_h + 3 * _GAP if title else _GAP
+    axis_h = line_h + 3 * _GAP
+    width = name_w + plot_w + value_w + 2 * _GAP
+    height = title_h + len(values) * bar_h + axis_h + line_h + 2 * _GAP
+    canvas = Image.new("RGB", (width, height), (_BACKGROUND,) * 3)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((_GAP, _GAP), title, fill=(0, 0, 0), font=font)
+    x0, y0 = name_w, title_h
+    bottom = y0 + len(values) * bar_h
+    for tick in range(0, 101, 20):  # a light grid every 20 points
+        x = x0 + plot_w * tick // 100
+        draw.line([x, y0, x, bottom], fill=(225, 225, 225))
+        tw, _ = _text_size(font, str(tick))
+        draw.text((x - tw // 2, bottom + _GAP), str(tick), fill=(90, 90, 90), font=font)
+    present = [v for v in values if not np.isnan(v)]
+    mean = float(np.mean(present)) if present else float("nan")
+    if present:  # dashed, behind the bars and their labels
+        x = x0 + int(round(plot_w * mean))
+        for yy in range(y0, bottom, 6):
+            draw.line([x, yy, x, min(yy + 3, bottom)], fill=(200, 40, 40), width=2)
+    for k, (name, value) in enumerate(zip(names, values)):
+        y = y0 + k * bar_h
+        tw, _ = _text_size(font, name)
+        draw.text((name_w - _GAP - tw, y + (bar_h - line_h) // 2), name, fill=(0, 0, 0), font=font)
+        if np.isnan(value):
+            draw.text((x0 + _GAP, y + (bar_h - line_h) // 2), "absent", fill=(150, 150, 150), font=font)
+            continue
+        colour = (70, 110, 170) if palette is None else tuple(int(c) for c in palette[k % 256])
+        length = int(round(plot_w * min(max(value, 0.0), 1.0)))
+        draw.rectangle([x0, y + 3, x0 + max(length, 1), y + bar_h - 4], fill=colour, outline=(60, 60, 60))
+        label = f"{100 * value:.1f}"
+        lx, ly = x0 + length + _GAP, y + (bar_h - line_h) // 2
+        draw.rectangle(
+            [lx - 1, ly, lx + _text_size(font, label)[0] + 1, ly + line_h], fill=(_BACKGROUND,) * 3
+        )
+        draw.text((lx, ly), label, fill=(0, 0, 0), font=font)
+    if present:
+        x = x0 + int(round(plot_w * mean))
+        text = f"mean IU {100 * mean:.1f}"
+        tw, _ = _text_size(font, text)
+        draw.text(
+            (min(max(x - tw // 2, 0), width - tw - _GAP), bottom + axis_h),
+            text,
+            fill=(200, 40, 40),
+            font=font,
+        )
+    xlabel = "IU (%)"
+    draw.text(
+        (name_w - 2 * _GAP - _text_size(font, xlabel)[0], bottom + _GAP), xlabel, fill=(90, 90, 90), font=font
+    )
+    return np.asarray(canvas).copy()

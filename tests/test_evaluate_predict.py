@@ -462,3 +462,94 @@ def test_bench_fast_paths_scores_every_path_on_the_checkpoint(setup, tmp_path, c
     assert rows["winograd"]["agreement"] > 0.999  # fp32's results up to rounding
     assert 0.0 < rows["int8"]["agreement"] <= 1.0 and rows["int8"]["logit_rel_err"] > 0.0
     assert "| int8" in capsys.readouterr().out
+
+
+def test_evaluate_and_predict_slide_with_flags_predict_the_known_labels(setup, tmp_path):
+    # Every window is an image of its own to the brightness detector: where a pixel's label is known
+    # (_known_labels), every window covering it puts that class ahead, and so does their mean.
+    root, ids, ckpt = setup
+    out, preds = tmp_path / "val.json", tmp_path / "preds"
+    slide = ["--mode", "slide", "--tile", "48", "--stride", "32"]
+    common = ["--checkpoint", str(ckpt), "--no-progress", "--no-ema", "--device", "cpu", *slide]
+    assert evaluate.main([*common, "--output", str(out), "--save-predictions", str(preds)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["eval"]["mode"], report["eval"]["tile"], report["eval"]["stride"]) == ("slide", 48, 32)
+    images = [root / "JPEGImages" / f"{name}.png" for name in ids]
+    assert predict.main([*common, "--input", *map(str, images), "--output", str(tmp_path / "out")]) == 0
+    for name, (h, w) in zip(ids, SIZES):
+        with Image.open(root / "JPEGImages" / f"{name}.png") as image:
+            known = _known_labels(np.asarray(image.convert("RGB")))
+        for pred in (_read_png(preds / f"{name}.png"), _read_png(tmp_path / "out" / f"{name}.png")):
+            assert pred.shape == (h, w)
+            assert np.array_equal(pred[known != 255], known[known != 255])
+
+
+def test_evaluate_writes_the_confusion_matrix_and_iou_chart_beside_the_json_and_in_plots(
+    setup, tmp_path, capsys
+):
+    _, _, ckpt = setup
+    out, plots = tmp_path / "val.json", tmp_path / "plots"
+    args = ["--checkpoint", str(ckpt), "--no-progress", "--device", "cpu", "--output", str(out)]
+    assert evaluate.main([*args, "--plots", str(plots)]) == 0
+    printed = capsys.readouterr().out
+    for path in (
+        tmp_path / "val_confusion.png",
+        tmp_path / "val_iou.png",
+        plots / "confusion.png",
+        plots / "iou.png",
+    ):
+        assert path.is_file() and str(path) in printed
+        with Image.open(path) as image:
+            assert image.mode == "RGB" and min(image.size) > 100
+    assert np.array_equal(_read_png(tmp_path / "val_confusion.png"), _read_png(plots / "confusion.png"))
+
+
+def test_evaluate_per_image_csv_scores_each_saved_prediction_and_draws_the_worst(setup, tmp_path, capsys):
+    import csv
+
+    root, ids, ckpt = setup
+    table, preds = tmp_path / "images.csv", tmp_path / "preds"
+    args = ["--checkpoint", str(ckpt), "--no-progress", "--device", "cpu", "--save-predictions", str(preds)]
+    assert evaluate.main([*args, "--per-image", str(table)]) == 0
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["id", "height", "width", "pixel_acc", "mean_iou", *[f"iou_{c}" for c in CLASSES]]
+    assert [(r["id"], int(r["height"]), int(r["width"])) for r in rows] == [
+        (i, h, w) for i, (h, w) in zip(ids, SIZES)
+    ]
+    for r in rows:
+        pred = torch.from_numpy(_read_png(preds / f"{r['id']}.png")).long()
+        gt = torch.from_numpy(_read_png(root / "SegmentationClass" / f"{r['id']}.png")).long()
+        matrix = ConfusionMatrix(len(CLASSES))
+        matrix.update(pred[None], gt[None])
+        expected = matrix.compute()
+        assert float(r["mean_iou"]) == pytest.approx(expected["mean_iou"], abs=1e-6)
+        assert float(r["pixel_acc"]) == pytest.approx(expected["pixel_acc"], abs=1e-6)
+        for name, iou in zip(CLASSES, expected["iou"]):
+            assert (
+                r[f"iou_{name}"] == ""
+                if np.isnan(iou)
+                else float(r[f"iou_{name}"]) == pytest.approx(iou, abs=1e-6)
+            )
+    worst = sorted(rows, key=lambda r: float(r["mean_iou"]))[0]["id"]
+    printed = capsys.readouterr().out
+    assert "the 4 worst images by mean IU" in printed and printed.index(worst) < printed.index("worst.png")
+    with Image.open(tmp_path / "images_worst.png") as grid:
+        assert grid.mode == "RGB" and grid.size[1] > 4 * 128  # four rows, small images enlarged
+
+
+def test_per_image_csv_leaves_nan_cells_empty(tmp_path):
+    from fcn.inference import image_scores, worst_images, write_per_image_csv
+
+    pred = torch.tensor([[0, 0], [1, 1]])
+    mask = torch.tensor([[0, 0], [1, 255]])
+    scores = image_scores(pred, mask, 3)
+    assert scores["pixel_acc"] == 1.0 and np.isnan(scores["iou"][2]) and scores["mean_iou"] == 1.0
+    rows = [{"id": "a", "index": 0, "height": 2, "width": 2, **scores}]
+    empty = image_scores(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 255), 3)
+    rows.append({"id": "b", "index": 1, "height": 2, "width": 2, **empty})
+    write_per_image_csv(rows, ["x", "y", "z"], tmp_path / "t.csv")
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[1] == "a,2,2,1.000000,1.000000,1.000000,1.000000,"
+    assert lines[2] == "b,2,2,,,,,"
+    assert [r["id"] for r in worst_images(rows)] == ["a"]  # nothing labelled: not ranked

@@ -150,3 +150,43 @@ def test_prediction_grid_enlarges_small_images_by_a_whole_factor(palette):
     assert large.shape[1] - small.shape[1] == 2 * 3 * 30
     marked = np.argwhere((large == (1, 2, 3)).all(axis=2))
     assert len(marked) == 16 and np.ptp(marked[:, 0]) == 3 and np.ptp(marked[:, 1]) == 3
+
+
+@pytest.mark.parametrize("n", [3, 21])
+def test_confusion_image_shades_the_row_shares_and_greys_a_class_without_pixels(n):
+    names = [f"class{k}" for k in range(n)]
+    mat = np.eye(n, dtype=np.int64) * 90
+    mat[0, 1] = 10  # class0: 90% right, 10% taken for class1
+    mat[n - 1] = 0  # the last class has no ground-truth pixels
+    picture = visualize.confusion_image(mat, names, title="t")
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
+    # The rows are the last n cells of the picture, bottom-up: the bottom row is grey (no pixels),
+    # the others hold a dark diagonal cell; their layout: a square grid ending GAP from the corner.
+    cell = int(np.clip(560 // n, 30, 72))
+    right, bottom = picture.shape[1] - visualize._GAP, picture.shape[0] - visualize._GAP
+
+    def centre(i: int, j: int) -> np.ndarray:
+        return picture[bottom - (n - i) * cell + 3, right - (n - j) * cell + 3].astype(int)
+
+    assert (centre(n - 1, 0) == 225).all()  # grey row
+    assert centre(1, 1).sum() < 300  # a full share: dark blue
+    assert centre(1, 0).sum() > 700  # none: near white
+    assert 300 < centre(0, 1).sum() < centre(1, 0).sum()  # 10%: lightly shaded
+
+
+def test_confusion_image_and_iou_chart_reject_a_wrong_number_of_names():
+    with pytest.raises(ValueError, match="for 2 class names"):
+        visualize.confusion_image(np.eye(3), ["a", "b"])
+    with pytest.raises(ValueError, match="3 IU values for 2 class names"):
+        visualize.iou_chart([0.1, 0.2, 0.3], ["a", "b"])
+
+
+@pytest.mark.parametrize("n", [3, 21])
+def test_iou_chart_draws_one_bar_per_class_and_marks_an_absent_one(palette, n):
+    iou = [k / n for k in range(n)]
+    iou[1] = float("nan")
+    picture = visualize.iou_chart(iou, [f"c{k}" for k in range(n)], palette, title="per-class IU")
+    assert picture.dtype == np.uint8 and picture.shape[2] == 3
+    colours = {tuple(c) for c in picture.reshape(-1, 3)}
+    assert tuple(palette[n - 1]) in colours  # the longest bar, in its class colour
+    assert tuple(palette[1]) not in colours  # the absent class has no bar

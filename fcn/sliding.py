@@ -1,0 +1,82 @@
+"""Sliding-window inference (``eval.mode=slide``): the logits of an image of any size computed from
+fixed-size windows, so that the model's activations are bounded by the window, not by the image.
+
+Windows of ``eval.tile`` x ``eval.tile`` pixels (clamped to the image) start every ``eval.stride``
+pixels, the last window of each row and column flush with the image's bottom/right edge, so that
+every pixel is covered; ``eval.window_batch`` windows go through the model in one forward.
+
+Blending: the plain **mean** of the logits of the windows that cover a pixel (mmsegmentation's
+``slide`` mode does the same). A smooth window (Hann, Gaussian) would down-weight the predictions
+near a tile's border, where the receptive field meets the tile's padding; with a third of overlap
+(the default stride, 2/3 of the tile) every such border pixel also lies well inside a neighbouring
+window, so the mean already lets the better-placed window count, and it keeps two useful exact
+properties: one window covering the image gives the ``whole`` logits bit for bit, and a model
+without spatial context (1x1 convolutions) gives the ``whole`` logits up to rounding.
+
+Memory: the model sees at most ``window_batch`` windows at a time; the per-class sums are one
+float32 tensor at the image's size (N x C x H x W: 1 GB for a 4000x3000 image at 21 classes),
+accumulated in place, plus an H x W coverage count. Used alike by training's evaluation
+(fcn.engine) and by evaluate.py/predict.py (fcn.inference).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+MODES = ("whole", "slide")  # eval.mode
+
+
+def window_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Return the start offsets of the windows along one axis: every stride pixels, the last one
+    flush with the end (so the windows cover [0, length)); [0] when the tile covers the axis."""
+    if tile <= 0 or stride <= 0:
+        raise ValueError(f"tile={tile} and stride={stride} must be positive")
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def slide_logits(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    tile: int,
+    stride: int,
+    window_batch: int = 1,
+    channels_last: bool = False,
+) -> Tensor:
+    """Return float32 logits (N, C, H, W) of images (N, 3, H, W): the mean over the tile x tile
+    windows (every stride pixels) that cover each pixel, window_batch windows per forward; exactly
+    model(images) when one window covers the image. Call it under the caller's autocast and
+    inference mode."""
+    if images.ndim != 4:
+        raise ValueError(f"slide_logits expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    if stride > tile:
+        raise ValueError(
+            f"stride={stride} is larger than tile={tile}: pixels between windows would be missed"
+        )
+    n, _, height, width = images.shape
+    th, tw = min(tile, height), min(tile, width)
+    if (th, tw) == (height, width):
+        x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+        return model(x).float()
+    boxes = [(y, x) for y in window_starts(height, tile, stride) for x in window_starts(width, tile, stride)]
+    count = torch.zeros(height, width, device=images.device)
+    for y, x in boxes:
+        count[y : y + th, x : x + tw] += 1
+    total: Tensor | None = None
+    step = max(1, int(window_batch))
+    for first in range(0, len(boxes), step):
+        chunk = boxes[first : first + step]
+        crops = torch.cat([images[:, :, y : y + th, x : x + tw] for y, x in chunk])
+        if channels_last:
+            crops = crops.contiguous(memory_format=torch.channels_last)
+        logits = model(crops)
+        if total is None:
+            total = torch.zeros((n, logits.shape[1], height, width), device=images.device)
+        for k, (y, x) in enumerate(chunk):
+            total[:, :, y : y + th, x : x + tw] += logits[k * n : (k + 1) * n].float()
+        del logits, crops
+    return total.div_(count)

@@ -1,0 +1,129 @@
+"""Segment a video frame by frame (predict.py --input clip.mp4): an overlay video at the clip's size
+and frame rate, and optionally each frame's class-index PNG.
+
+Decoding and encoding go through PyAV (``av`` on PyPI: bindings to FFmpeg's libraries, with FFmpeg
+in its wheels), so every container and codec FFmpeg reads is accepted; torchvision.io has no video
+functions in the torchvision this project pins (0.29). The overlay is H.264 (libx264) in an MP4;
+frames keep their presentation times, so the output has the input's frame count and rate.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from omegaconf import DictConfig
+from PIL import Image
+from torch import nn
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+"""Inputs predict.py reads as videos (frame by frame) rather than as images."""
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """Return whether predict.py treats path as a video (by its suffix)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError:
+        raise ValueError("segmenting a video needs PyAV: pip install av") from None
+    return av
+
+
+def _model_inputs(av, path: Path, cfg: DictConfig):
+    """Yield the video's frames as (1, 3, H, W) model inputs (int8's calibration images)."""
+    from fcn.data.transforms import preprocess
+
+    try:
+        with av.open(str(path)) as source:
+            for frame in source.decode(video=0):
+                yield preprocess(frame.to_image(), cfg.data.transforms.normalization).unsqueeze(0)
+    except (av.error.FFmpegError, OSError):
+        return
+
+
+def predict_video(
+    model: nn.Module,
+    cfg: DictConfig,
+    path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    alpha: float = 0.5,
+    save_frames: bool = False,
+    progress: bool = True,
+    segment_frame: Callable[[Image.Image], np.ndarray] | None = None,
+) -> int:
+    """Segment every frame of the video at path (fcn.inference.segment, the config's eval.*
+    options) and write <output_dir>/<stem>_overlay.mp4 at the clip's size and frame rate; with
+    save_frames, also <stem>_frames/<stem>_<frame:06d>.png (class indices); return the frames done.
+    A file that is not a readable video is a ValueError naming it."""
+    av = _import_av()
+    from tqdm import tqdm
+
+    from fcn.data import class_names, palette
+    from fcn.data.common import VOID
+    from fcn.inference import prepare_fast_path, save_index_png, segment
+    from fcn.visualize import overlay
+
+    path, out = Path(path), Path(output_dir)
+    names, colours = class_names(cfg.data), palette(cfg.data)
+    untinted = 0 if names[0].lower() in ("background", "bg") else VOID  # as predict_files
+    if segment_frame is None:
+        prepare_fast_path(model, cfg, _model_inputs(av, path, cfg))
+
+        def segment_frame(image: Image.Image) -> np.ndarray:
+            return segment(model, image, cfg)
+
+    try:
+        source = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable video ({exc})") from None
+    out.mkdir(parents=True, exist_ok=True)
+    frames_dir = out / f"{path.stem}_frames"
+    if save_frames:
+        frames_dir.mkdir(exist_ok=True)
+    target = out / f"{path.stem}_overlay.mp4"
+    tmp = target.with_name(f".{target.name}.tmp.mp4")  # renamed when complete: never a half video
+    done = 0
+    try:
+        if not source.streams.video:
+            raise ValueError(f"{path}: no video stream")
+        stream = source.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or 25
+        width, height = stream.codec_context.width, stream.codec_context.height
+        with av.open(str(tmp), mode="w") as sink:
+            encoder = sink.add_stream("libx264", rate=rate)
+            encoder.width, encoder.height = width, height
+            # 4:2:0, what every player decodes, needs even sides; odd ones keep full chroma instead.
+            encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            encoder.time_base = stream.time_base
+            total = stream.frames or None
+            for frame in tqdm(
+                source.decode(stream), total=total, desc=path.name, unit="frame", disable=not progress
+            ):
+                image = frame.to_image()  # RGB
+                mask = segment_frame(image)
+                blended = overlay(np.asarray(image), mask, colours, alpha=alpha, ignore_index=untinted)
+                picture = av.VideoFrame.from_ndarray(blended, format="rgb24")
+                picture.pts, picture.time_base = frame.pts, frame.time_base
+                for packet in encoder.encode(picture):
+                    sink.mux(packet)
+                if save_frames:
+                    save_index_png(mask, colours, frames_dir / f"{path.stem}_{done:06d}.png")
+                done += 1
+            for packet in encoder.encode():  # flush the encoder's delayed frames
+                sink.mux(packet)
+        if done == 0:
+            raise ValueError(f"{path}: no frame could be decoded")
+        os.replace(tmp, target)
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    finally:
+        source.close()
+        tmp.unlink(missing_ok=True)
+    return done

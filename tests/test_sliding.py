@@ -1,0 +1,135 @@
+"""Sliding-window inference (eval.mode=slide): window placement, blending, and its equality with
+whole-image inference where it must be equal."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fcn.config import ConfigError, load_config
+from fcn.inference import predict_labels, predict_probs
+from fcn.sliding import slide_logits, window_starts
+
+
+class _Counting(nn.Module):
+    """Wraps a model and records the input shape of every forward."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.shapes = inner, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return self.inner(x)
+
+
+def _fcn(seed: int = 0) -> nn.Module:
+    """A small random FCN-8s (ResNet-18, 'same' geometry) with non-zero score layers."""
+    from fcn.models import build_model
+
+    torch.manual_seed(seed)
+    cfg = load_config(
+        overrides=[
+            "model.arch=fcn8s",
+            "model.backbone=resnet18",
+            "model.geometry=same",
+            "model.pretrained=false",
+        ]
+    )
+    model = build_model(cfg.model)
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        nn.init.normal_(getattr(model, name).weight, std=0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("length,tile,stride", [(10, 4, 3), (12, 4, 4), (3, 8, 5), (9, 9, 2), (100, 32, 21)])
+def test_windows_cover_every_pixel_and_the_last_one_is_flush_with_the_edge(length, tile, stride):
+    starts = window_starts(length, tile, stride)
+    covered = set()
+    for s in starts:
+        covered.update(range(s, min(s + tile, length)))
+    assert covered == set(range(length))
+    assert starts == sorted(set(starts)) and starts[0] == 0
+    assert starts[-1] + min(tile, length) == length
+    assert all(b - a <= stride for a, b in zip(starts, starts[1:]))
+
+
+def test_a_tile_as_large_as_the_image_gives_exactly_the_whole_result():
+    model = _fcn()
+    x = torch.randn(2, 3, 45, 61, generator=torch.Generator().manual_seed(1))
+    for tile in (61, 64, 1000):
+        window = dict(mode="slide", tile=tile, stride=tile // 2, window_batch=3)
+        assert torch.equal(predict_labels(model, x, **window), predict_labels(model, x))
+        assert torch.equal(
+            predict_probs(model, x, flip=True, scales=(0.5, 1.0), **window),
+            predict_probs(model, x, flip=True, scales=(0.5, 1.0)),
+        )
+
+
+def test_windows_are_batched_and_bounded_by_the_tile():
+    model = _Counting(nn.Conv2d(3, 5, 1))
+    x = torch.randn(2, 3, 50, 70)
+    logits = slide_logits(model, x, tile=32, stride=20, window_batch=4)
+    # rows start at 0, 18; columns at 0, 20, 38: 6 windows, batched 4 + 2, for both images at once
+    assert logits.shape == (2, 5, 50, 70)
+    assert model.shapes == [(8, 3, 32, 32), (4, 3, 32, 32)]
+
+
+def test_slide_of_a_model_without_spatial_context_equals_whole_up_to_rounding():
+    # A 1x1 convolution's logits at a pixel are the same in every window: their mean is that logit.
+    model = nn.Conv2d(3, 4, 1).eval()
+    x = torch.randn(1, 3, 37, 53)
+    with torch.inference_mode():
+        whole = model(x)
+        slid = slide_logits(model, x, tile=16, stride=11, window_batch=2, channels_last=True)
+    torch.testing.assert_close(slid, whole)
+
+
+def test_overlapping_windows_are_averaged():
+    # A model whose logit is the window's own mean: each pixel gets the mean over its windows.
+    class WindowMean(nn.Module):
+        def forward(self, x):
+            return x.mean((1, 2, 3), keepdim=True).expand(-1, 1, *x.shape[-2:])
+
+    x = torch.zeros(1, 3, 1, 6)
+    x[..., :3] = 1.0  # windows of 4 at 0 and 2: means 3/4 and 1/4
+    slid = slide_logits(WindowMean(), x, tile=4, stride=2)
+    expected = torch.tensor([0.75, 0.75, 0.5, 0.5, 0.25, 0.25])
+    torch.testing.assert_close(slid[0, 0, 0], expected)
+
+
+def test_slide_with_tta_and_int8_style_calibration_runs_at_the_image_size():
+    model = _fcn()
+    x = torch.randn(1, 3, 70, 90)
+    probs = predict_probs(model, x, flip=True, scales=(0.75, 1.0), mode="slide", tile=48, stride=32)
+    assert probs.shape == (1, 21, 70, 90)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 70, 90))
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("eval.mode=tiles", "eval.mode='tiles' is not one of whole, slide"),
+        ("eval.tile=0", "eval.tile=0 must be > 0"),
+        ("eval.stride=600", "eval.stride=600 is larger than eval.tile=512"),
+        ("eval.window_batch=0", "eval.window_batch=0 must be > 0"),
+    ],
+)
+def test_bad_sliding_window_keys_are_rejected_at_load_time(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_training_evaluation_in_slide_mode_with_a_covering_tile_equals_whole():
+    from fcn.engine import evaluate
+
+    model = _fcn()
+    images = torch.randn(3, 3, 40, 56, generator=torch.Generator().manual_seed(2))
+    masks = torch.randint(0, 21, (3, 40, 56), generator=torch.Generator().manual_seed(3))
+    loader = [(images[:2], masks[:2]), (images[2:], masks[2:])]
+    whole = evaluate(model, loader, 21, torch.device("cpu"))
+    covering = evaluate(model, loader, 21, torch.device("cpu"), mode="slide", tile=64, stride=32)
+    assert covering["confusion"] == whole["confusion"]
+    slid = evaluate(model, loader, 21, torch.device("cpu"), mode="slide", tile=24, stride=16, window_batch=2)
+    assert sum(map(sum, slid["confusion"])) == masks.numel()
