@@ -15,10 +15,14 @@ A variant whose time, estimated from a probe (one VGG conv layer at --probe-size
 layout), exceeds --max-seconds per call is not run; the table shows the estimate marked '~'. On a CPU without native bf16 (no avx512_bf16/amx) this is where bf16
 ends up. The fp32 matmul is timed again in every group's rounds; '% mm' of fp32 rows uses that rate.
 
+--backbones adds other backbones beside VGG16 (e.g. resnet18 timm:resnet18 timm:convnext_tiny), in the
+'same' geometry only; their rows read 'fcn8s <backbone>' in the arch column.
+
 Also: peak memory of an fp32 training step (FCN-8s, paper geometry, --size) and a check that 100
 training steps (FCN-8s, paper geometry, at --growth-size) retain no memory or tensors (step 10 vs 100).
 
     python bench/model.py [--quick] [--size 500] [--archs fcn32s fcn16s fcn8s] [--no-compile]
+                          [--backbones vgg16 resnet50 timm:resnet50d]
                           [--json bench/results/model.json]
 
 Prints markdown tables and the issue-8 targets (PASS/MISS and by how much); writes JSON.
@@ -152,10 +156,15 @@ def make_scene(size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     return x.unsqueeze(0), torch.from_numpy(labels).unsqueeze(0)
 
 
-def model_config(arch: str, geometry: str) -> Any:
-    """Return the default config with this arch and geometry (VGG16, pretrained=False, 21 classes)."""
+def model_config(arch: str, geometry: str, backbone: str = "vgg16") -> Any:
+    """Return the default config with this arch, geometry and backbone (pretrained=False, 21 classes)."""
     return load_config(
-        overrides=[f"model.arch={arch}", f"model.geometry={geometry}", "model.pretrained=false"]
+        overrides=[
+            f"model.arch={arch}",
+            f"model.geometry={geometry}",
+            f"model.backbone={backbone}",
+            "model.pretrained=false",
+        ]
     )
 
 
@@ -276,9 +285,10 @@ def run_group(
     args: argparse.Namespace,
     device: torch.device,
     max_seconds: float,
+    backbone: str = "vgg16",
 ) -> List[dict]:
     """Return one row per variant of (arch, geometry, size, mode 'infer'/'train'): times, agreement."""
-    cfg = model_config(arch, geometry)
+    cfg = model_config(arch, geometry, backbone)
     training = mode == "train"
     flops = count_flops(cfg, size, training)
     x, mask = (t.to(device) for t in make_scene(size, seed=1))
@@ -307,6 +317,8 @@ def run_group(
             return train_step_fn(net, optimizers[key], inputs[v.channels_last], mask, v.amp, device)
         return inference_fn(net, inputs[v.channels_last], v.amp, device)
 
+    if backbone != "vgg16":  # the targets and the other tables read the VGG16 rows by their arch alone
+        arch = f"{arch} {backbone}"
     label = f"{arch} {geometry} {size} {mode}"
     fns = {name: make_fn(name) for name in variants}
     first_fp32, _ = time_call(fns["fp32"], device)  # warm-up, and the base of the estimates
@@ -713,6 +725,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--geometries", nargs="+", choices=GEOMETRIES, default=None, help="default: both (quick: paper)"
     )
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        default=["vgg16"],
+        help="model.backbone values (default vgg16); others run in the 'same' geometry only",
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument(
         "--infer-only",
@@ -795,14 +813,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     probe, probe_rows = probe_variants(args, device)
 
     rows: List[dict] = []
-    for geometry in args.geometries:
-        for arch in args.archs:
-            # --quick times training only at the bf16 target's size (below), the slow part of the run.
-            for mode in ("infer",) if args.quick or args.infer_only else ("infer", "train"):
-                rows += run_group(
-                    arch, geometry, args.size, mode, variants, probe, args, device, args.max_seconds
-                )
-                gc.collect()  # compiled graphs keep reference cycles to the group's models
+    for backbone in args.backbones:
+        geometries = args.geometries if backbone in ("vgg16", "vgg16_bn") else ["same"]
+        for geometry in geometries:
+            for arch in args.archs:
+                # --quick times training only at the bf16 target's size (below), the slow part of the run.
+                for mode in ("infer",) if args.quick or args.infer_only else ("infer", "train"):
+                    rows += run_group(
+                        arch,
+                        geometry,
+                        args.size,
+                        mode,
+                        variants,
+                        probe,
+                        args,
+                        device,
+                        args.max_seconds,
+                        backbone,
+                    )
+                    gc.collect()  # compiled graphs keep reference cycles to the group's models
     if (
         not args.infer_only
         and (args.quick or args.size != TARGET_TRAIN_SIZE)

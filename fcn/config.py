@@ -52,12 +52,19 @@ class ModelConfig:
     arch: str = "fcn32s"
     """Which FCN: fcn32s, fcn16s, fcn8s or fcn8s_atonce (the paper's four)."""
     backbone: str = "vgg16"
-    """torchvision backbone: vgg16 (the paper), vgg16_bn, resnet18/34/50/101, mobilenet_v3_large."""
+    """torchvision backbone: vgg16 (the paper), vgg16_bn, resnet18/34/50/101, mobilenet_v3_large; or
+    any timm model as 'timm:<name>' (e.g. timm:convnext_tiny, timm:tf_efficientnetv2_s.in21k_ft_in1k):
+    its features at strides 8, 16 and 32, found from timm's feature_info (geometry 'same' only)."""
     num_classes: int = 21
     """Number of classes including background (21 for PASCAL VOC)."""
     pretrained: str = "true"
-    """Backbone init: 'false' (random), 'true' (torchvision's ImageNet weights) or a path to a
-    local file holding torchvision's state dict for that backbone."""
+    """Backbone init: 'false' (random), 'true' (ImageNet weights: torchvision's, or timm's for a timm
+    backbone, downloaded when not cached) or a path to a local file: torchvision's state dict for
+    that backbone, or a timm state dict (.safetensors or .pth, e.g. timm's model.safetensors)."""
+    head: str = "score"
+    """What scores each stride's features: 'score' (the paper's 1x1 score_fr/score_pool4/score_pool3)
+    or 'fcn' (torchvision's FCNHead on each: 3x3 conv to in_channels/4, BatchNorm, ReLU,
+    Dropout(0.1), 1x1 conv to num_classes)."""
     geometry: str = "paper"
     """'paper': conv1_1 padded by 100, unpadded fc6 and the reference crops (VGG only);
     'same': no padding of 100, padded fc6, fusion aligned without magic offsets."""
@@ -70,9 +77,12 @@ class ModelConfig:
     """'skip': the paper's sequential skip fusion; 'full': stride-32/16/8 scores each brought to
     the input size and combined with learned weights."""
     dropout: str = "element"
-    """Dropout after fc6/fc7: 'element' (the reference's Caffe Dropout) or 'channel' (Dropout2d)."""
+    """Dropout on the stride-32 features: after fc6 and fc7 for VGG (the reference's drop6/drop7),
+    one added after the last stage for the other backbones (timm's too): 'element' (the
+    reference's Caffe Dropout) or 'channel' (Dropout2d)."""
     dropout_p: float = 0.5
-    """Dropout probability after fc6 and fc7 (the reference: 0.5)."""
+    """Probability of that dropout (the reference: 0.5; 0 = off). The 'fcn' head's own Dropout(0.1)
+    is separate."""
     init_from: str = ""
     """Staged training: a checkpoint (e.g. a trained FCN-32s) whose matching tensors initialise
     this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s."""
@@ -97,9 +107,16 @@ class TransformConfig:
     """Training transforms: 'paper' (native size, normalisation only, as the reference trained)
     or 'standard' (random scale, pad, crop, flip, colour jitter). Evaluation always uses 'eval'
     (native resolution, masks never resized)."""
-    normalization: str = "torchvision"
-    """'torchvision' (RGB, ImageNet mean/std) or 'caffe' (BGR, 0-255, minus the reference's mean),
-    the latter for weights converted from the authors' Caffe models."""
+    normalization: str = "auto"
+    """'auto': data.transforms.mean/std when set; else a timm backbone's own (its pretrained_cfg,
+    written into the run's config as mean/std, so evaluation and export use the same input); else
+    torchvision's. 'torchvision' (RGB, ImageNet mean/std) or 'caffe' (BGR, 0-255, minus the
+    reference's mean), the latter for weights converted from the authors' Caffe models."""
+    mean: List[float] = field(default_factory=list)
+    """With normalization 'auto': the RGB mean of pixels in [0, 1] (input = (x - mean) / std);
+    empty = the backbone's (see normalization)."""
+    std: List[float] = field(default_factory=list)
+    """With normalization 'auto': the RGB standard deviation that goes with mean."""
     crop_size: int = 500
     """Side of the square training crop of the 'standard' preset (the paper's images are <=500)."""
     scale_min: float = 1.0
@@ -425,7 +442,9 @@ def validate(cfg: DictConfig, source: str) -> None:
     """Raise ConfigError naming the first key whose value is impossible, alone or with others."""
     m, d, t = cfg.model, cfg.data, cfg.training
     _choice(source, "model.arch", m.arch, ARCHS)
-    _choice(source, "model.backbone", m.backbone, BACKBONES)
+    if not is_timm(m.backbone):  # any timm name passes here; timm itself checks it at build time
+        _choice(source, "model.backbone", m.backbone, BACKBONES + ("timm:<name>",))
+    _choice(source, "model.head", m.head, ("score", "fcn"))
     _choice(source, "model.geometry", m.geometry, ("paper", "same"))
     _choice(source, "model.upsampling", m.upsampling, ("transposed", "bilinear", "nearest_conv"))
     _choice(source, "model.fusion", m.fusion, ("skip", "full"))
@@ -480,7 +499,17 @@ def validate(cfg: DictConfig, source: str) -> None:
 
     tr = d.transforms
     _choice(source, "data.transforms.preset", tr.preset, ("paper", "standard"))
-    _choice(source, "data.transforms.normalization", tr.normalization, ("torchvision", "caffe"))
+    _choice(source, "data.transforms.normalization", tr.normalization, ("auto", "torchvision", "caffe"))
+    if tr.mean or tr.std:
+        if tr.normalization != "auto":
+            raise ConfigError(
+                f"{source}: data.transforms.mean/std apply with normalization=auto, not '{tr.normalization}'"
+            )
+        if len(tr.mean) != 3 or len(tr.std) != 3 or not all(v > 0 for v in tr.std):
+            raise ConfigError(
+                f"{source}: data.transforms.mean={list(tr.mean)} std={list(tr.std)} must be three RGB "
+                "values each (std > 0), or both empty"
+            )
     _positive(source, "data.transforms.crop_size", tr.crop_size)
     _positive(source, "data.transforms.scale_min", tr.scale_min)
     _positive(source, "data.transforms.max_shift", tr.max_shift, allow_zero=True)
@@ -574,6 +603,11 @@ def validate(cfg: DictConfig, source: str) -> None:
             f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "
             "would get no prediction"
         )
+
+
+def is_timm(backbone: str) -> bool:
+    """Return whether model.backbone names a timm model: 'timm:<name>' with a non-empty name."""
+    return str(backbone).startswith("timm:") and len(str(backbone)) > len("timm:")
 
 
 def pretrained_choice(value: str) -> bool | str:

@@ -405,8 +405,11 @@ def setup(cfg: DictConfig) -> Run:
     from fcn.data import build_dataset, class_names, palette
     from fcn.data.mixing import build_mixer
     from fcn.data.transforms import build_transforms
-    from fcn.models import build_model
+    from fcn.models import build_model, resolve_normalization
 
+    # 'auto' normalisation of a timm backbone: its mean/std, written into the run's config (and so
+    # its checkpoints), which evaluate.py, predict.py and the export read back.
+    cfg = resolve_normalization(cfg)
     t = cfg.training
     device = select_device(t.device)
     info = distributed.env_info()
@@ -785,7 +788,7 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
 
 def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
     """Return the image | ground truth | prediction grid of the given validation images."""
-    from fcn.data.transforms import denormalize
+    from fcn.data.transforms import denormalize, input_normalization
     from fcn.visualize import prediction_grid
 
     images, gts, preds = [], [], []
@@ -798,7 +801,7 @@ def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
             with autocast(run.device, run.amp):
                 logits = model(image.unsqueeze(0).to(run.device))
             preds.append(logits.argmax(1)[0].cpu().numpy().astype(np.uint8))
-            images.append(denormalize(image, cfg.data.transforms.normalization))
+            images.append(denormalize(image, input_normalization(cfg.data.transforms)))
             gts.append(mask.numpy().astype(np.uint8))
     model.train(was_training)
     return prediction_grid(images, gts, preds, run.palette, run.class_names)

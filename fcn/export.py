@@ -5,7 +5,8 @@ the exported model against PyTorch on inputs of several sizes.
     python -m fcn.export --checkpoint best.pt --output fcn8s.pt --format torchscript
 
 The exported model takes a float32 image batch (N, 3, H, W) normalised as the checkpoint's
-data.transforms.normalization says, and returns logits (N, num_classes, H, W).
+data.transforms.normalization (and mean/std, which hold a timm backbone's own) say, and returns logits
+(N, num_classes, H, W).
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def export_metadata(cfg: DictConfig) -> dict[str, str]:
         "classes": json.dumps(class_names(cfg.data)),
         "palette": json.dumps(palette(cfg.data)[: int(cfg.model.num_classes)].tolist()),
         "normalization": str(cfg.data.transforms.normalization),
+        "mean": json.dumps(list(cfg.data.transforms.mean)),  # [] unless 'auto' resolved to a mean/std
+        "std": json.dumps(list(cfg.data.transforms.std)),
         "arch": f"{cfg.model.arch}/{cfg.model.backbone}/{cfg.model.geometry}",
     }
 
@@ -166,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Export and check; return the exit code (fcn.cli's rule), errors as one 'error:' line."""
     args = parse_args(argv)
     from fcn.cli import run_phases
+    from fcn.data.transforms import input_normalization
     from fcn.inference import load_model
 
     def prepare():
@@ -191,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             export_torchscript(model, args.output, sample_shape=sample)
         print(
             f"wrote {args.output} ({args.format}; input 'image' (N, 3, H, W) float32 normalised as "
-            f"'{cfg.data.transforms.normalization}', output 'logits' (N, {cfg.model.num_classes}, H, W))"
+            f"{input_normalization(cfg.data.transforms)!r}, output 'logits' (N, {cfg.model.num_classes}, H, W))"
         )
         if args.no_check:
             return

@@ -70,8 +70,9 @@ def _load_model(
     cfg = resolve_fast_path(cfg, torch.device(device))
     if use_ema is None:
         use_ema = bool(cfg.eval.use_ema)
-    from fcn.models import build_model
+    from fcn.models import build_model, resolve_normalization
 
+    cfg = resolve_normalization(cfg)  # a no-op for train.py's checkpoints, which hold it resolved
     # Never download backbone weights nor read another checkpoint: the weights come from this one.
     build_cfg = with_overrides(cfg, ["model.pretrained=false", "model.init_from=''"], source=path)
     model = build_model(build_cfg.model)
@@ -240,10 +241,10 @@ def segment(
     """Return the predicted uint8 class-index mask (H, W) of one PIL image of any mode and size;
     test-time augmentation and precision default to the config's eval.* keys, as does whole or
     sliding-window inference (eval.mode)."""
-    from fcn.data.transforms import preprocess
+    from fcn.data.transforms import input_normalization, preprocess
 
     e = cfg.eval
-    x = preprocess(image, cfg.data.transforms.normalization).unsqueeze(0)
+    x = preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)
     x = x.to(next(model.parameters()).device)
     labels = predict_labels(
         model,
@@ -631,14 +632,14 @@ def output_stems(files: Sequence[Path]) -> list[str]:
 def _calibration_images(files: Iterable[Path], cfg: DictConfig) -> Iterator[torch.Tensor]:
     """Yield the readable ones of files as (1, 3, H, W) model inputs (unreadable ones are skipped
     here and reported by predict_files)."""
-    from fcn.data.transforms import preprocess
+    from fcn.data.transforms import input_normalization, preprocess
 
     for file in files:
         try:
             image = read_image(file, upright=True)
         except (ValueError, FileNotFoundError):
             continue
-        yield preprocess(image, cfg.data.transforms.normalization).unsqueeze(0)
+        yield preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)
 
 
 def predict_files(

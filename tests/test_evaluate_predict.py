@@ -113,10 +113,10 @@ def _brightness_detector(cfg) -> nn.Module:
     stay zero and the upsampling bilinear. What it predicts follows from these numbers, not from
     the CPU's kernels or a training run (see _known_labels).
     """
-    from fcn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from fcn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, input_normalization
     from fcn.models import build_model
 
-    assert cfg.data.transforms.normalization == "torchvision"  # the stem undoes this normalisation
+    assert input_normalization(cfg.data.transforms) in ("auto", "torchvision")  # the stem undoes it
     model = build_model(cfg.model)
     net = model.backbone
     with torch.no_grad():

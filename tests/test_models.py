@@ -441,6 +441,7 @@ def test_build_model_defaults_are_the_paper_nets(arch):
         upsampling="transposed",
         learnable_upsampling=False,
         fusion="skip",
+        head="score",
         dropout="element",
         dropout_p=0.5,
         init_from="",

@@ -203,7 +203,11 @@ ALTERNATIVES = {
     "max_shift": (0, 16),
     "hflip": (False, True),
     "color_jitter": (0.0, 0.5),
+    "mean": ([0.5, 0.5, 0.5], [0.25, 0.5, 0.75]),  # std set alike (_PAIRED), as the config requires
+    "std": ([0.5, 0.5, 0.5], [0.25, 0.5, 0.75]),
 }
+# Keys that take effect only together with another (mean with std, std with mean).
+_PAIRED = {"mean": {"std": [0.5, 0.5, 0.5]}, "std": {"mean": [0.5, 0.5, 0.5]}}
 
 
 def test_every_transform_config_key_is_covered():
@@ -216,7 +220,9 @@ def test_every_transform_config_key_has_an_effect(key):
     image, mask = coded_pair(7, 36, 44)
     outputs = []
     for value in ALTERNATIVES[key]:
-        transform = build_transforms(TransformConfig(**{**base, key: value}), train=True)
+        transform = build_transforms(
+            TransformConfig(**{**base, **_PAIRED.get(key, {}), key: value}), train=True
+        )
         results = []
         for seed in range(4):
             torch.manual_seed(seed)

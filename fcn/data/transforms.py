@@ -14,7 +14,7 @@ generator, so a seeded loader replays the same augmentations.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import PIL.Image
@@ -27,7 +27,8 @@ from torchvision.transforms.v2._utils import query_size
 
 from fcn.data.common import VOID, to_rgb
 
-NORMALIZATIONS = ("torchvision", "caffe")
+NORMALIZATIONS = ("auto", "torchvision", "caffe")
+"""The named normalisations ('auto' with no mean/std resolved is torchvision's)."""
 
 # ImageNet statistics of RGB images in [0, 1], as torchvision's pretrained backbones expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,7 +42,39 @@ _TORCHVISION_SHIFT = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / torch.tensor(IM
 _CAFFE_SHIFT = torch.tensor(CAFFE_MEAN_BGR).view(3, 1, 1)
 
 
-def _check_normalization(normalization: str) -> None:
+class MeanStd(NamedTuple):
+    """RGB mean and std of pixels in [0, 1]: the network input is (x / 255 - mean) / std (timm's
+    pretrained_cfg convention; torchvision's ImageNet values are one such pair)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def input_normalization(tr_cfg: Any) -> str | MeanStd:
+    """Return what normalize() takes for cfg.data.transforms: its mean/std when set (normalization
+    'auto'), else its normalization name.
+
+    A timm backbone's mean/std reach the config through fcn.models.resolve_normalization (train.py
+    and the checkpoint loaders call it); 'auto' with none set is torchvision's.
+    """
+    if tr_cfg.mean:
+        return MeanStd(tuple(float(v) for v in tr_cfg.mean), tuple(float(v) for v in tr_cfg.std))
+    return str(tr_cfg.normalization)
+
+
+def _affine(normalization: str | MeanStd) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (scale, shift) with input = x * scale - shift for 0-255 pixels x."""
+    if not isinstance(normalization, MeanStd):
+        return _TORCHVISION_SCALE, _TORCHVISION_SHIFT
+    mean, std = torch.tensor(normalization.mean).view(3, 1, 1), torch.tensor(normalization.std).view(3, 1, 1)
+    return 1.0 / (255.0 * std), mean / std
+
+
+def _check_normalization(normalization: str | MeanStd) -> None:
+    if isinstance(normalization, MeanStd):
+        if len(normalization.mean) != 3 or len(normalization.std) != 3 or min(normalization.std) <= 0:
+            raise ValueError(f"normalization {normalization} needs three means and three positive stds")
+        return
     if normalization not in NORMALIZATIONS:
         raise ValueError(
             f"normalization='{normalization}' is not one of {', '.join(NORMALIZATIONS)} "
@@ -101,8 +134,9 @@ def _check_sizes(image: torch.Tensor, mask: np.ndarray | torch.Tensor) -> None:
         )
 
 
-def normalize(image: torch.Tensor, normalization: str) -> torch.Tensor:
-    """Return the float 3xHxW network input for a uint8 RGB 3xHxW image."""
+def normalize(image: torch.Tensor, normalization: str | MeanStd) -> torch.Tensor:
+    """Return the float 3xHxW network input for a uint8 RGB 3xHxW image ('caffe', 'torchvision',
+    'auto' = torchvision's, or a MeanStd)."""
     _check_normalization(normalization)
     image = image.as_subclass(torch.Tensor)
     if normalization == "caffe":
@@ -110,23 +144,25 @@ def normalize(image: torch.Tensor, normalization: str) -> torch.Tensor:
         out = image.flip(0).to(torch.float32, memory_format=torch.contiguous_format)
         return out.sub_(_CAFFE_SHIFT)
     out = image.to(torch.float32, memory_format=torch.contiguous_format)
-    return out.mul_(_TORCHVISION_SCALE).sub_(_TORCHVISION_SHIFT)
+    scale, shift = _affine(normalization)
+    return out.mul_(scale).sub_(shift)
 
 
-def denormalize(image: torch.Tensor, normalization: str) -> np.ndarray:
+def denormalize(image: torch.Tensor, normalization: str | MeanStd) -> np.ndarray:
     """Return the uint8 HxWx3 RGB picture of a normalised 3xHxW network input (for visualisation)."""
     _check_normalization(normalization)
     x = image.detach().to("cpu", torch.float64)
     if normalization == "caffe":
         x = (x + torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float64).view(3, 1, 1)).flip(0)
     else:
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(3, 1, 1)
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(3, 1, 1)
+        stats = normalization if isinstance(normalization, MeanStd) else MeanStd(IMAGENET_MEAN, IMAGENET_STD)
+        std = torch.tensor(stats.std, dtype=torch.float64).view(3, 1, 1)
+        mean = torch.tensor(stats.mean, dtype=torch.float64).view(3, 1, 1)
         x = (x * std + mean) * 255.0
     return x.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def preprocess(image: PIL.Image.Image, normalization: str) -> torch.Tensor:
+def preprocess(image: PIL.Image.Image, normalization: str | MeanStd) -> torch.Tensor:
     """Return the float 3xHxW network input for a user image of any PIL mode, at its native size."""
     return normalize(_image_tensor(image), normalization)
 
@@ -285,7 +321,7 @@ class RandomScaleCrop(v2.Transform):
 class SegmentationTransform:
     """Callable (image, mask) -> (float 3xHxW normalised image, int64 HxW mask)."""
 
-    def __init__(self, geometric: v2.Transform | None, normalization: str) -> None:
+    def __init__(self, geometric: v2.Transform | None, normalization: str | MeanStd) -> None:
         _check_normalization(normalization)
         self.geometric = geometric
         self.normalization = normalization
@@ -302,7 +338,7 @@ class SegmentationTransform:
         return normalize(image, self.normalization), target.as_subclass(torch.Tensor).long()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(geometric={self.geometric}, normalization='{self.normalization}')"
+        return f"{type(self).__name__}(geometric={self.geometric}, normalization={self.normalization!r})"
 
 
 def build_transforms(tr_cfg: Any, train: bool) -> SegmentationTransform:
@@ -316,7 +352,7 @@ def build_transforms(tr_cfg: Any, train: bool) -> SegmentationTransform:
     if not train or tr_cfg.preset == "paper":
         if tr_cfg.preset not in ("paper", "standard"):
             raise ValueError(f"data.transforms.preset='{tr_cfg.preset}' is not one of paper, standard")
-        return SegmentationTransform(None, tr_cfg.normalization)
+        return SegmentationTransform(None, input_normalization(tr_cfg))
     if tr_cfg.preset != "standard":
         raise ValueError(f"data.transforms.preset='{tr_cfg.preset}' is not one of paper, standard")
     steps: list[v2.Transform] = []
@@ -328,4 +364,4 @@ def build_transforms(tr_cfg: Any, train: bool) -> SegmentationTransform:
     )
     if tr_cfg.hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))  # after the crop: fewer pixels to move
-    return SegmentationTransform(v2.Compose(steps), tr_cfg.normalization)
+    return SegmentationTransform(v2.Compose(steps), input_normalization(tr_cfg))

@@ -2,7 +2,9 @@
 
 - ``FCN32s``, ``FCN16s``, ``FCN8s``, ``FCN8sAtOnce`` (``fcn.models.fcn``): the paper's nets on VGG16
   by default, with options for geometry, upsampling, fusion, dropout and other backbones.
-- ``build_model(cfg.model)``: any model the config describes.
+- ``build_model(cfg.model)``: any model the config describes, on a torchvision backbone or any timm
+  model (``model.backbone=timm:<name>``), with the paper's score layers or ``FCNHead`` (``model.head``).
+- ``resolve_normalization(cfg)``: the config with a timm backbone's own input mean/std filled in.
 - ``init_from_state_dict(model, state_dict) -> (copied, new)``: the paper's staged initialisation.
 - ``load_reference_weights(model, state_dict)`` (``fcn.models.reference``): weights in the
   reference (Caffe) layer naming; ``python -m fcn.models.reference IN OUT --arch fcn8s`` converts a
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from fcn.models.backbones import resolve_normalization
 from fcn.models.fcn import (
     FCN,
     FCN8s,
     FCN8sAtOnce,
     FCN16s,
     FCN32s,
+    FCNHead,
     build_model,
     describe_init,
     init_from_state_dict,
@@ -33,10 +37,12 @@ __all__ = [
     "FCN16s",
     "FCN8s",
     "FCN8sAtOnce",
+    "FCNHead",
     "build_model",
     "describe_init",
     "init_from_state_dict",
     "load_reference_weights",
+    "resolve_normalization",
     "upsample_filt",
 ]
 

@@ -1,28 +1,36 @@
-"""Backbones: VGG16 convolutionised as in the paper, and other torchvision classifiers.
+"""Backbones: VGG16 convolutionised as in the paper, other torchvision classifiers, and any timm model.
 
 A backbone maps an image batch to a dict of feature maps keyed by their stride: ``{8: ..., 16: ...,
 32: ...}``, and says how many channels each has in ``.channels``. For VGG16 these are the reference's
 ``pool3``, ``pool4`` and ``drop7`` (fc7 after ReLU and dropout); for ResNets the outputs of
 ``layer2``, ``layer3`` and ``layer4``; for MobileNetV3 the last blocks before the stride-16 and
 stride-32 downsamplings and the final 1x1 convolution. The last one passes through dropout (the
-reference's drop7; an added one for non-VGG backbones) before the FCN's ``score_fr``.
+reference's drop7; an added one for non-VGG backbones) before the FCN's ``score_fr``. A timm model
+(``timm:<name>``) gives the last feature map of each of the strides 8, 16 and 32 that its
+``feature_info`` lists (timm's ``features_only`` extractor), whatever the family.
 
 Every backbone rounds sizes up: a stride-s map of an H-pixel input has ceil(H / s) pixels, so the
 'same' geometry's fusion needs no offsets. VGG16 (pools without padding) centres pixel u of a
 stride-s map on input coordinate s*u + (s - 1)/2, which is the 'same' upsamplers' convention; the
 torchvision ResNets and MobileNetV3 (padded stride-2 convolutions) centre it on s*u, so their score
 maps land (s - 1)/2 input pixels off after upsampling, as in torchvision's own segmentation models.
+A timm model sees its input zero-padded (bottom and right) to a multiple of 32, since some families
+round down (ConvNeXt's 4x4 stem), and its maps are cropped back to ceil(H / s).
 
 ImageNet weights come from torchvision (``pretrained=True``; downloaded into torch hub's cache when
 online) or from a local file holding torchvision's state dict for that backbone
-(``pretrained='/path/to/file.pth'``). Nothing is downloaded at import time.
+(``pretrained='/path/to/file.pth'``); a timm backbone's from timm (Hugging Face hub) or a local timm
+state dict (``.safetensors`` or ``.pth``). Nothing is downloaded at import time, and timm is imported
+only when a timm backbone is built.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import urllib.parse
-from typing import Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +46,8 @@ from torchvision.models import (
     VGG16_Weights,
 )
 
-from fcn.checkpoint import CheckpointError, read_torch_file
-from fcn.config import BACKBONES, VGG_BACKBONES
+from fcn.checkpoint import CheckpointError, describe_mismatch, read_torch_file
+from fcn.config import BACKBONES, VGG_BACKBONES, is_timm, with_overrides
 
 # torchvision's ImageNet weights per backbone. VGG16 is the paper's ImageNet model
 # (VGG16_Weights.IMAGENET1K_V1); the ResNet-50/101 V2 weights are torchvision's better recipe.
@@ -212,21 +220,190 @@ class MobileNetV3Backbone(nn.Module):
         return {key: key for key in self.state_dict()}
 
 
+def _timm() -> Any:
+    """Return the timm module, imported on first use (a second or so; only timm backbones need it)."""
+    try:
+        import timm
+    except ImportError:
+        raise ImportError("a timm:<name> backbone needs timm: pip install timm") from None
+    return timm
+
+
+def check_timm_name(name: str) -> None:
+    """Raise a one-line ValueError naming model.backbone, with close timm names, unless timm knows
+    ``name`` (an architecture, optionally with a pretrained tag: resnet50.a1_in1k)."""
+    timm = _timm()
+    arch, _, tag = name.partition(".")
+    if not timm.is_model(name):
+        candidates, what = timm.list_models(), "model"
+    elif tag and name not in timm.list_pretrained(f"{arch}.*"):
+        candidates, what = timm.list_pretrained(f"{arch}.*"), "pretrained tag"
+    else:
+        return
+    near = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join('timm:' + n for n in near)}?)" if near else ""
+    raise ValueError(
+        f"model.backbone='timm:{name}': timm {timm.__version__} has no {what} '{name}'{hint}; "
+        "timm.list_models() lists them"
+    )
+
+
+def timm_pretrained_cfg(name: str) -> Dict[str, Any]:
+    """Return timm's pretrained config (mean, std, hf_hub_id, ...) of model ``name`` (tag or
+    default tag), building the model on the meta device: no weights, no download."""
+    check_timm_name(name)
+    with torch.device("meta"):
+        return dict(_timm().create_model(name, pretrained=False).pretrained_cfg)
+
+
+def read_timm_state_dict(name: str, path: str) -> Dict[str, Tensor]:
+    """Return the timm state dict for model ``name`` in the file at path (.safetensors, or .pth/.pt
+    read with weights_only=True), checked against the model's names and shapes (its classifier,
+    which an FCN drops, may differ); a one-line error naming model.pretrained otherwise."""
+    key = f"model.pretrained='{path}'"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{key}: no such file (give a timm state dict of {name}, .safetensors or .pth; true or false)"
+        )
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            state: Any = load_file(path, device="cpu")
+        except Exception as exc:  # SafetensorError, OSError: a damaged or foreign file
+            raise ValueError(f"{key}: cannot read it as safetensors ({type(exc).__name__}: {exc})") from None
+    else:
+        state = read_state_dict(path)
+        if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+            state = state["state_dict"]  # a checkpoint of timm's train.py
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{key}: not a state dict (expected a mapping of names to tensors)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    with torch.device("meta"):  # names and shapes only: nothing allocated, nothing downloaded
+        reference = _timm().create_model(name, pretrained=False)
+    classifier = reference.pretrained_cfg.get("classifier") or ()
+    heads = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier))
+    expected = {k: v for k, v in reference.state_dict().items() if not k.startswith(heads)}
+    problems = describe_mismatch(expected, {k: v for k, v in state.items() if not k.startswith(heads)})
+    if problems:
+        raise ValueError(f"{key}: not a timm {name} state dict: {problems}")
+    return dict(state)
+
+
+def _timm_features(name: str, pretrained: bool | str, out_indices: Tuple[int, ...]) -> nn.Module:
+    """Return timm's features_only extractor of ``name`` with weights as model.pretrained says."""
+    timm = _timm()
+    kwargs: Dict[str, Any] = dict(features_only=True, out_indices=out_indices)
+    if pretrained is False:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if isinstance(pretrained, str):
+        # timm loads the state dict into the whole classifier before cutting it into the extractor,
+        # as it does its downloads (its checkpoint filter and classifier handling apply alike).
+        state = read_timm_state_dict(name, pretrained)
+        net = timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state), **kwargs
+        )
+        net.pretrained_cfg = {k: v for k, v in net.pretrained_cfg.items() if k != "state_dict"}
+        return net
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:  # no network, no cache, no such weights: all mean "no file"
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        hub = timm_pretrained_cfg(name).get("hf_hub_id")
+        where = f" (https://huggingface.co/{hub})" if hub else ""
+        raise FileNotFoundError(
+            f"model.pretrained=true: timm could not load the weights of {name} ({reason}); download "
+            f"model.safetensors{where} where you are online and pass it as "
+            "model.pretrained=/path/to/model.safetensors"
+        ) from None
+
+
+class TimmBackbone(nn.Module):
+    """Any timm model through timm.create_model(name, features_only=True): the last feature map of
+    each of the strides 8, 16 and 32 in its feature_info, the stride-32 one through dropout."""
+
+    def __init__(
+        self, name: str, dropout: str = "element", dropout_p: float = 0.5, pretrained: bool | str = False
+    ):
+        super().__init__()
+        check_timm_name(name)
+        with torch.device("meta"):  # feature_info only
+            info = _timm().create_model(name, pretrained=False, features_only=True).feature_info
+        reductions = info.reduction()
+        indices = {}
+        for stride in (8, 16, 32):
+            found = [i for i, r in enumerate(reductions) if r == stride]
+            if not found:
+                raise ValueError(
+                    f"model.backbone='timm:{name}': its features are at strides {reductions}; an FCN needs "
+                    "8, 16 and 32 (a convolutional or hierarchical model, not a plain ViT)"
+                )
+            indices[stride] = found[-1]
+        self.name = name
+        self.body = _timm_features(name, pretrained, tuple(indices.values()))
+        self.channels = dict(zip(indices, self.body.feature_info.channels()))
+        self.drop = make_dropout(dropout, dropout_p)
+
+    @property
+    def pretrained_cfg(self) -> Dict[str, Any]:
+        """timm's pretrained config of the model (mean, std, tag, ...)."""
+        return dict(self.body.pretrained_cfg)
+
+    def forward(self, x: Tensor) -> Dict[int, Tensor]:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % 32, -width % 32
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        c3, c4, c5 = self.body(x)
+        feats = {8: c3, 16: c4, 32: self.drop(c5)}
+        return {s: f[..., : math.ceil(height / s), : math.ceil(width / s)] for s, f in feats.items()}
+
+
 def build_backbone(
-    name: str, geometry: str = "paper", dropout: str = "element", dropout_p: float = 0.5
+    name: str,
+    geometry: str = "paper",
+    dropout: str = "element",
+    dropout_p: float = 0.5,
+    pretrained: bool | str = False,
 ) -> nn.Module:
-    """Return the randomly initialised backbone ``name`` (one of BACKBONES)."""
-    if name not in BACKBONES:
-        raise ValueError(f"backbone='{name}' is not one of {', '.join(BACKBONES)}")
+    """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>'); torchvision backbones are
+    randomly initialised (see load_torchvision_weights), a timm one has the weights ``pretrained``
+    names."""
+    if not is_timm(name) and name not in BACKBONES:
+        raise ValueError(f"backbone='{name}' is not one of {', '.join(BACKBONES)}, timm:<name>")
     if name in VGG_BACKBONES:
         return VGG16Backbone(name == "vgg16_bn", geometry, dropout, dropout_p)
     if geometry != "same":
         raise ValueError(
             f"geometry='{geometry}' needs a VGG backbone (its offsets are VGG16's); use geometry='same' with {name}"
         )
+    if is_timm(name):
+        return TimmBackbone(name.removeprefix("timm:"), dropout, dropout_p, pretrained)
     if name in _RESNETS:
         return ResNetBackbone(name, dropout, dropout_p)
     return MobileNetV3Backbone(dropout, dropout_p)
+
+
+def resolve_normalization(cfg: Any) -> Any:
+    """Return cfg with data.transforms.mean/std set to a timm backbone's pretrained_cfg mean/std when
+    normalization is 'auto' and they are unset (a new config: the run writes it into config.yml and
+    its checkpoints); cfg itself otherwise."""
+    tr, backbone = cfg.data.transforms, str(cfg.model.backbone)
+    if tr.normalization != "auto" or tr.mean or not is_timm(backbone):
+        return cfg
+    pretrained_cfg = timm_pretrained_cfg(backbone.removeprefix("timm:"))
+    mean, std = pretrained_cfg.get("mean"), pretrained_cfg.get("std")
+    if not mean or not std or len(mean) != 3:
+        return cfg  # no RGB statistics published: torchvision's, as for other backbones
+
+    def listed(v: Any) -> str:
+        return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+    return with_overrides(
+        cfg,
+        [f"data.transforms.mean={listed(mean)}", f"data.transforms.std={listed(std)}"],
+        source=f"model.backbone={backbone}'s pretrained_cfg",
+    )
 
 
 def hub_cache_path(name: str) -> str:

@@ -17,7 +17,8 @@ model computes what the reference's ``voc-fcn32s``, ``voc-fcn16s``, ``voc-fcn8s`
 Options beyond the paper: ``geometry='same'`` (no padding of 100, fc6 padded, maps aligned at their
 block centres so no offsets are needed; about half the compute at 500x500), the upsampling modes of
 ``fcn.models.upsampling``, ``fusion='full'`` (each stride's score map brought to the input size and
-summed with learned per-class weights), and the backbones of ``fcn.models.backbones``.
+summed with learned per-class weights), the backbones of ``fcn.models.backbones`` (torchvision's and
+any timm model's), and ``head='fcn'``: torchvision's FCNHead in place of each 1x1 score layer.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from fcn.checkpoint import bare_state_dict
-from fcn.config import ARCHS, pretrained_choice
+from fcn.config import ARCHS, is_timm, pretrained_choice
 from fcn.models.backbones import build_backbone, load_torchvision_weights, torchvision_state_dict
 from fcn.models.upsampling import make_upsampling
 
@@ -46,6 +47,22 @@ FULL_FUSION_OFFSET = {32: 19, 16: 107, 8: 103}
 
 # FCN-8s at-once: Scale { filler { type: "constant" value: 0.01 } } on pool4, 0.0001 on pool3.
 AT_ONCE_SCALE = {16: 0.01, 8: 0.0001}
+
+
+class FCNHead(nn.Sequential):
+    """torchvision's FCNHead (torchvision.models.segmentation.fcn): a 3x3 convolution to in_channels/4
+    (no bias), BatchNorm, ReLU, Dropout(0.1) and a 1x1 convolution to num_classes, the 'extra head'
+    of the document's timm results; here in place of a 1x1 score layer, on every scored stride."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        inter = in_channels // 4
+        super().__init__(
+            nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inter),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.1),
+            nn.Conv2d(inter, num_classes, 1),
+        )
 
 
 def _crop(x: Tensor, offset: int, size: Tuple[int, int]) -> Tensor:
@@ -74,6 +91,7 @@ class FCN(nn.Module):
         upsampling: str = "transposed",
         learnable_upsampling: bool = False,
         fusion: str = "skip",
+        head: str = "score",
         dropout: str = "element",
         dropout_p: float = 0.5,
         at_once: bool = False,
@@ -83,21 +101,31 @@ class FCN(nn.Module):
             raise ValueError(f"stride={stride} must be 32, 16 or 8")
         if fusion not in ("skip", "full"):
             raise ValueError(f"fusion='{fusion}' must be 'skip' or 'full'")
+        if head not in ("score", "fcn"):
+            raise ValueError(f"head='{head}' must be 'score' or 'fcn'")
         if at_once and (stride != 8 or fusion != "skip"):
             raise ValueError(
                 "at-once scaling is the paper's FCN-8s with skip fusion (stride=8, fusion='skip')"
             )
         self.stride, self.num_classes, self.at_once = stride, num_classes, at_once
         self.backbone_name, self.geometry = backbone, geometry
-        self.upsampling, self.fusion = upsampling, fusion
+        self.upsampling, self.fusion, self.head = upsampling, fusion, head
 
-        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p)
+        # A timm backbone loads its own weights (timm maps them into its feature extractor).
+        timm_weights = pretrained if is_timm(backbone) else False
+        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights)
         channels = self.backbone.channels
-        self.score_fr = nn.Conv2d(channels[32], num_classes, 1)
+
+        def score(in_channels: int) -> nn.Module:
+            if head == "fcn":
+                return FCNHead(in_channels, num_classes)
+            return nn.Conv2d(in_channels, num_classes, 1)
+
+        self.score_fr = score(channels[32])
         if stride <= 16:
-            self.score_pool4 = nn.Conv2d(channels[16], num_classes, 1)
+            self.score_pool4 = score(channels[16])
         if stride <= 8:
-            self.score_pool3 = nn.Conv2d(channels[8], num_classes, 1)
+            self.score_pool3 = score(channels[8])
 
         def up(factor: int) -> nn.Module:
             return make_upsampling(upsampling, num_classes, factor, geometry, learnable_upsampling)
@@ -120,10 +148,13 @@ class FCN(nn.Module):
 
         for layer in (self.score_fr, getattr(self, "score_pool4", None), getattr(self, "score_pool3", None)):
             if layer is not None:
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+                # The FCN head's last 1x1 convolution starts at zero too: a new stride adds nothing
+                # at first, so a staged FCN-16s starts where its FCN-32s ended.
+                last = layer[-1] if isinstance(layer, FCNHead) else layer
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
-        state = torchvision_state_dict(backbone, pretrained)
+        state = None if is_timm(backbone) else torchvision_state_dict(backbone, pretrained)
         if state is not None:
             source = pretrained if isinstance(pretrained, str) else f"torchvision {backbone}"
             load_torchvision_weights(self.backbone, state, source)
@@ -221,6 +252,7 @@ def build_model(model_cfg: Any) -> FCN:
         upsampling=str(model_cfg.upsampling),
         learnable_upsampling=bool(model_cfg.learnable_upsampling),
         fusion=str(model_cfg.fusion),
+        head=str(model_cfg.head),
         dropout=str(model_cfg.dropout),
         dropout_p=float(model_cfg.dropout_p),
     )
