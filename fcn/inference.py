@@ -438,7 +438,7 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
     """Return the image | ground truth | prediction grid (fcn.visualize.prediction_grid) of the given
     per-image rows, predicted again one by one as evaluate.py predicts (eval.* options)."""
     from fcn.data import class_names, palette
-    from fcn.data.transforms import denormalize
+    from fcn.data.transforms import denormalize, input_normalization
     from fcn.visualize import prediction_grid
 
     cfg, device = ev.cfg, next(ev.model.parameters()).device
@@ -455,7 +455,7 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
             channels_last=bool(e.channels_last),
             **window_options(cfg),
         )
-        images.append(denormalize(image, cfg.data.transforms.normalization))
+        images.append(denormalize(image, input_normalization(cfg.data.transforms)))
         gts.append(mask.numpy().astype(np.uint8))
         preds.append(pred[0].cpu().numpy().astype(np.uint8))
     return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))

@@ -37,12 +37,12 @@ def _import_av():
 
 def _model_inputs(av, path: Path, cfg: DictConfig):
     """Yield the video's frames as (1, 3, H, W) model inputs (int8's calibration images)."""
-    from fcn.data.transforms import preprocess
+    from fcn.data.transforms import input_normalization, preprocess
 
     try:
         with av.open(str(path)) as source:
             for frame in source.decode(video=0):
-                yield preprocess(frame.to_image(), cfg.data.transforms.normalization).unsqueeze(0)
+                yield preprocess(frame.to_image(), input_normalization(cfg.data.transforms)).unsqueeze(0)
     except (av.error.FFmpegError, OSError):
         return
 
