@@ -396,3 +396,79 @@ def test_class_weights_are_counted_once_cached_and_logged(tmp_path, capsys):
     mask = sorted((tmp_path / "SegmentationClass").glob("*.png"))[0]
     os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
     assert split_report_cached(cfg.data.train, cfg.data)[2] is False
+
+
+# ----------------------------------------------------------------------------- data.ignore_index=0
+
+
+def test_ignore_index_fills_padding_collate_and_mosaic():
+    from fcn.data.collate import pad_collate
+    from fcn.data.mixing import mosaic
+    from fcn.data.transforms import RandomScaleCrop
+    from torchvision import tv_tensors
+
+    crop = RandomScaleCrop(12, (1.0, 1.0), ignore_index=0)
+    mask = tv_tensors.Mask(torch.full((6, 6), 3, dtype=torch.uint8))
+    out = crop.transform(mask, crop.make_params([mask]))
+    assert set(out.unique().tolist()) == {0, 3}  # 6x6 of 3 padded to 12x12 with 0
+    _, masks = pad_collate(
+        [(torch.ones(3, 4, 4), torch.full((4, 4), 2)), (torch.ones(3, 2, 5), torch.full((2, 5), 2))], 7
+    )
+    assert masks[1, 3, 0] == 7 and masks[0, 0, 4] == 7
+    fills = set()
+    for seed in range(20):  # a centre off the middle leaves padding in a quadrant
+        g = torch.Generator().manual_seed(seed)
+        _, mixed = mosaic(torch.ones(2, 3, 9, 9), torch.full((2, 9, 9), 2), g, ignore_index=9)
+        fills.update(mixed.unique().tolist())
+    assert fills == {2, 9}
+
+
+def test_ignore_index_0_with_labels_1_to_n_trains_end_to_end(tmp_path):
+    from PIL import Image
+
+    from fcn.data.toy import TOY_CLASSES, generate
+    from fcn.engine import fit
+
+    root = tmp_path / "toy0"
+    generate(root, seed=0, n_train=8, n_val=3, size=32)
+    colours = [[224, 224, 192], [0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    flat = [c for colour in colours for c in colour]
+    for path in (root / "SegmentationClass").glob("*.png"):
+        labels = np.array(Image.open(path), dtype=np.int64)
+        shifted = np.where(labels == 255, 0, labels + 1).astype(np.uint8)  # 0 = ignore, classes 1..4
+        image = Image.fromarray(shifted, mode="P")
+        image.putpalette(flat)
+        image.save(path)
+    names = ["ignored", *TOY_CLASSES]
+    overrides = [
+        *(f"data.{s}.name=folder" for s in ("train", "val")),
+        *(f"data.{s}.root={root}" for s in ("train", "val")),
+        "data.val.split=val",
+        f"data.classes=[{','.join(names)}]",
+        f"data.palette={colours}",
+        "data.ignore_index=0",
+        f"model.num_classes={len(names)}",
+        "model.arch=fcn32s",
+        "model.backbone=resnet18",
+        "model.geometry=same",
+        "model.pretrained=false",
+        "data.transforms.crop_size=40",  # larger than the images: padded with the ignore label
+        "data.batch_size=4",
+        "data.val_batch_size=2",
+        "data.num_workers=0",
+        "data.mixing.mosaic_p=0.5",
+        "loss.terms=[{name:ce,weight:1.0},{name:dice,weight:0.5},{name:lovasz,weight:0.5}]",
+        "loss.class_weights=inverse_frequency",
+        "optimizer.name=adamw",
+        "training.iters=3",
+        "training.device=cpu",
+        "training.vis_images=1",
+        f"training.run_dir={tmp_path / 'run'}",
+    ]
+    summary = fit(load_config(overrides=overrides))
+    metrics = summary["metrics"]
+    assert summary["iteration"] == 3 and math.isfinite(metrics["mean_iou"])
+    assert math.isnan(metrics["acc"][0])  # label 0 is never a ground truth: ignored by the metrics
+    assert all(math.isfinite(a) for a in metrics["acc"][1:])
+    counts = json.loads(next(root.glob(".fcn_class_counts_train_*.json")).read_text())["counts"]
+    assert counts[255] == 0 and counts[0] > 0  # the void band moved to 0
