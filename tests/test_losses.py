@@ -402,10 +402,11 @@ def test_class_weights_are_counted_once_cached_and_logged(tmp_path, capsys):
 
 
 def test_ignore_index_fills_padding_collate_and_mosaic():
+    from torchvision import tv_tensors
+
     from fcn.data.collate import pad_collate
     from fcn.data.mixing import mosaic
     from fcn.data.transforms import RandomScaleCrop
-    from torchvision import tv_tensors
 
     crop = RandomScaleCrop(12, (1.0, 1.0), ignore_index=0)
     mask = tv_tensors.Mask(torch.full((6, 6), 3, dtype=torch.uint8))
