@@ -173,13 +173,17 @@ def lovasz_softmax(
     all its labelled pixels, averaged over the present classes (the reference's classes='present',
     per_image=False); with class weights, their weighted mean."""
     p, g, _ = _valid_probs_one_hot(logits, masks, ignore_index)
+    present = g.sum(0) > 0
     losses = []
-    for c in range(p.shape[1]):
+    for c, here in enumerate(present.tolist()):
+        if not here:  # one sort of all pixels per class: skip those _class_mean leaves out
+            losses.append(p.new_zeros(()))
+            continue
         errors = (g[:, c] - p[:, c]).abs()
         order = torch.argsort(errors.detach(), descending=True)
         losses.append(torch.dot(errors[order], _lovasz_grad(g[order, c])))
     per_class = torch.stack(losses) if losses else p.new_zeros(0)
-    return _class_mean(per_class, g.sum(0) > 0, weight) + 0.0 * p.sum()
+    return _class_mean(per_class, present, weight) + 0.0 * p.sum()
 
 
 @dataclass(frozen=True)
