@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -39,8 +40,10 @@ VGG_BACKBONES = ("vgg16", "vgg16_bn")
 DATASETS = ("voc", "sbd", "voc_aug", "folder")
 FAST_PATHS = ("none", "auto", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
 VOID = 255
-"""The label that is ignored (VOC's void border, padding): by the loss, the metrics, the transforms'
-fill and the pictures. Spelled here only; everything else imports it (also as fcn.data.VOID)."""
+"""The default of data.ignore_index (VOC's void border). Code takes the configured value as an
+argument; this constant is only the default of those arguments (also as fcn.data.VOID)."""
+LOSS_NAMES = ("ce", "dice", "focal", "lovasz", "ohem")  # loss.terms[i].name: fcn/losses.py
+CLASS_WEIGHTINGS = ("inverse_frequency", "median_frequency")  # loss.class_weights as a string
 
 
 class ConfigError(ValueError):
@@ -124,7 +127,7 @@ class TransformConfig:
     scale_max: float = 1.0
     """Largest random rescale factor of the 'standard' preset."""
     max_shift: int = 32
-    """'standard' preset: extra random translation in pixels (image 0, mask 255 fill)."""
+    """'standard' preset: extra random translation in pixels (image 0, mask data.ignore_index fill)."""
     hflip: bool = True
     """'standard' preset: random horizontal flip with probability 0.5."""
     color_jitter: float = 0.0
@@ -164,19 +167,51 @@ class DataConfig:
     but the receptive field sees it: predictions near the bottom/right edges of smaller images may
     differ slightly from batch 1)."""
     pad_collate: bool = False
-    """Pad variable-size images in a batch (image 0, mask 255); required with the 'paper'
+    """Pad variable-size images in a batch (image 0, mask data.ignore_index); required with the 'paper'
     preset and batch_size > 1."""
     num_workers: int = 4
     """Data-loader worker processes per training process."""
+    ignore_index: int = VOID
+    """The mask label that is ignored (255: VOC's void border): by the loss, the metrics, the
+    dataset's label check, the padding fill of transforms, pad_collate and Mosaic, and the pictures.
+    Labels must lie in 0..num_classes-1 or equal it. It may be inside 0..num_classes-1 (e.g. 0 with
+    classes 1..N and num_classes N+1): that class slot is then never trained nor scored (its IU is
+    nan, left out of the mean, unless the model predicts it), and padding is labelled with it too."""
+
+
+@dataclass
+class LossTerm:
+    name: str = "ce"
+    """ce, dice, focal, lovasz or ohem (fcn/losses.py)."""
+    weight: float = 1.0
+    """The term's factor in the sum."""
 
 
 @dataclass
 class LossConfig:
+    terms: List[LossTerm] = field(default_factory=lambda: [LossTerm("ce", 1.0)])
+    """The loss: the sum of weight * term. 'ce' (cross-entropy, the paper's), 'focal' (Lin et al.
+    2017), 'ohem' (cross-entropy of the hardest pixels), 'dice' (soft Dice), 'lovasz' (Lovasz-softmax,
+    Berman et al. 2018). ce and focal are sums over labelled pixels, normalised as loss.normalize
+    says over the whole step's batch (all micro-batches and processes); dice, lovasz and ohem are
+    means per micro-batch, averaged over the step's micro-batches and processes. E.g.
+    [{name: ce, weight: 1.0}, {name: dice, weight: 0.5}]."""
     normalize: bool = True
-    """Average the cross-entropy over labelled pixels; false sums it, as the reference did
+    """Average the ce/focal terms over labelled pixels; false sums them, as the reference did
     (loss_param { normalize: false }) with its tiny learning rates."""
-    class_weights: List[float] = field(default_factory=list)
-    """Optional per-class weights for the cross-entropy (empty = uniform)."""
+    class_weights: Any = field(default_factory=list)
+    """Per-class weights: [] (uniform), a list of num_classes floats, 'inverse_frequency' (w_c =
+    total / (present * count_c): pixel-weighted mean 1) or 'median_frequency' (Eigen & Fergus: w_c =
+    median(freq) / freq_c over present classes); both from data.train's pixel counts, cached in
+    <root>/.fcn_class_counts_<split>_<checksum>.json. ce/focal/ohem weight each pixel by its class's
+    weight; dice/lovasz take the weighted mean over classes."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the 'ce' term (0 = none; PyTorch's cross_entropy definition)."""
+    focal_gamma: float = 2.0
+    """The focusing parameter gamma of the 'focal' term (Lin et al.: 2; 0 gives cross-entropy)."""
+    ohem_keep: float = 0.25
+    """Pixels the 'ohem' term keeps per micro-batch, the highest cross-entropy first: a fraction of
+    the labelled pixels when <= 1 (rounded up), else a count of pixels."""
 
 
 @dataclass
@@ -366,6 +401,10 @@ def _parse_override(item: str) -> DictConfig:
     key, value = item.split("=", 1)
     if not key:
         raise ConfigError(f"command line: '{item}' has no key before '='")
+    if value.lstrip().startswith(("[", "{")):
+        # YAML reads '{name:ce}' as one key 'name:ce'; a space after a flow mapping's ':' lets the
+        # shell-friendly loss.terms=[{name:ce,weight:1.0}] mean what it says.
+        value = re.sub(r"([{,]\s*[A-Za-z_]\w*):(?=\S)", r"\1: ", value)
     try:
         return OmegaConf.from_dotlist([f"{key}={value}"])
     except OmegaConfBaseException as exc:
@@ -451,9 +490,11 @@ def validate(cfg: DictConfig, source: str) -> None:
     _choice(source, "model.dropout", m.dropout, ("element", "channel"))
     if m.num_classes < 2:
         raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
-    if m.num_classes > VOID:
+    if not 0 <= d.ignore_index <= 255:
+        raise ConfigError(f"{source}: data.ignore_index={d.ignore_index} must be in 0..255 (masks are 8-bit)")
+    if m.num_classes > 256 or (m.num_classes > VOID and d.ignore_index == VOID):
         raise ConfigError(
-            f"{source}: model.num_classes={m.num_classes} must be at most {VOID} ({VOID} marks void)"
+            f"{source}: model.num_classes={m.num_classes} must be at most {VOID} ({VOID} marks void: data.ignore_index)"
         )
     if not 0.0 <= m.dropout_p < 1.0:
         raise ConfigError(f"{source}: model.dropout_p={m.dropout_p} must be in [0, 1)")
@@ -541,11 +582,7 @@ def validate(cfg: DictConfig, source: str) -> None:
             f"{source}: data.mixing needs images of one size: use data.transforms.preset=standard or data.pad_collate=true"
         )
 
-    if cfg.loss.class_weights and len(cfg.loss.class_weights) != m.num_classes:
-        raise ConfigError(
-            f"{source}: loss.class_weights has {len(cfg.loss.class_weights)} values but "
-            f"model.num_classes={m.num_classes}"
-        )
+    _validate_loss(cfg.loss, m.num_classes, source)
 
     o = cfg.optimizer
     _choice(source, "optimizer.name", o.name, ("sgd", "adamw"))
@@ -608,6 +645,37 @@ def validate(cfg: DictConfig, source: str) -> None:
 def is_timm(backbone: str) -> bool:
     """Return whether model.backbone names a timm model: 'timm:<name>' with a non-empty name."""
     return str(backbone).startswith("timm:") and len(str(backbone)) > len("timm:")
+
+
+def _validate_loss(loss: DictConfig, n: int, source: str) -> None:
+    """Raise ConfigError for an unknown loss term, a bad weight or bad class weights."""
+    if len(loss.terms) == 0:
+        raise ConfigError(
+            f"{source}: loss.terms is empty; give at least one term, e.g. [{{name: ce, weight: 1.0}}]"
+        )
+    for i, term in enumerate(loss.terms):
+        _choice(source, f"loss.terms[{i}].name", term.name, LOSS_NAMES)
+        _positive(source, f"loss.terms[{i}].weight", term.weight, allow_zero=True)
+    if not 0.0 <= loss.label_smoothing < 1.0:
+        raise ConfigError(f"{source}: loss.label_smoothing={loss.label_smoothing} must be in [0, 1)")
+    _positive(source, "loss.focal_gamma", loss.focal_gamma, allow_zero=True)
+    keep = loss.ohem_keep
+    if keep <= 0 or (keep > 1 and keep != int(keep)):
+        raise ConfigError(
+            f"{source}: loss.ohem_keep={keep} must be a fraction in (0, 1] or a whole number of pixels"
+        )
+    weights = loss.class_weights
+    if isinstance(weights, str):
+        _choice(source, "loss.class_weights", weights, CLASS_WEIGHTINGS)
+        return
+    if not OmegaConf.is_list(weights) and not isinstance(weights, (list, tuple)):
+        raise ConfigError(
+            f"{source}: loss.class_weights={weights!r} must be a list of floats, inverse_frequency or median_frequency"
+        )
+    if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights):
+        raise ConfigError(f"{source}: loss.class_weights={list(weights)} must hold numbers >= 0")
+    if len(weights) and len(weights) != n:
+        raise ConfigError(f"{source}: loss.class_weights has {len(weights)} values but model.num_classes={n}")
 
 
 def pretrained_choice(value: str) -> bool | str:

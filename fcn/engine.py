@@ -26,7 +26,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -54,6 +53,7 @@ from fcn.data.loaders import (
     resume_position,
     train_loader,
 )
+from fcn.losses import SegmentationLoss, build_loss, cross_entropy_sum, labelled
 from fcn.metrics import ConfusionMatrix, format_table
 from fcn.runtime import (
     autocast,
@@ -120,19 +120,17 @@ def lr_factor(iteration: int, total: int, cfg: DictConfig) -> float:
     return factor
 
 
-def _labelled(masks: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Return the number of labelled pixels (or their summed class weights)."""
-    valid = masks != VOID
-    return valid.sum().float() if weight is None else weight[masks[valid]].sum()
-
-
 def segmentation_loss(
-    logits: torch.Tensor, masks: torch.Tensor, normalize: bool, weight: torch.Tensor | None = None
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    normalize: bool,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = VOID,
 ) -> torch.Tensor:
-    """Return the cross-entropy ignoring 255: averaged over labelled pixels, or summed (the
+    """Return the cross-entropy ignoring ignore_index: averaged over labelled pixels, or summed (the
     reference's loss_param { normalize: false })."""
-    total = F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=VOID, reduction="sum")
-    return total / _labelled(masks, weight).clamp_min(1) if normalize else total
+    total = cross_entropy_sum(logits, masks, weight, ignore_index)
+    return total / labelled(masks, weight, ignore_index).clamp_min(1) if normalize else total
 
 
 def train_one_step(
@@ -142,6 +140,7 @@ def train_one_step(
     *,
     normalize: bool,
     weight: torch.Tensor | None = None,
+    loss_fn: SegmentationLoss | None = None,
     amp: str = "none",
     scaler: torch.amp.GradScaler | None = None,
     clip_grad_norm: float = 0.0,
@@ -150,16 +149,21 @@ def train_one_step(
     """Make one optimizer step over micro-batches (images, masks, masks_b, lam) on the model's
     device; return the loss.
 
-    The micro-batches count as one batch of their union: a normalised loss is divided by the
-    labelled pixels of all of them (summed over processes), a summed loss is summed, so k
-    accumulated batches of 1 equal one batch of k (without BatchNorm), and N processes with batch b
-    equal one process with batch N*b. (Caffe's iter_size instead averages over the micro-batches;
-    the reference's solvers use iter_size 1.) MixUp's second target is weighted by 1 - lam.
+    loss_fn holds loss.terms, the class weights and the ignore index (None: the cross-entropy
+    with `weight`, ignoring 255). The micro-batches count as one batch of their union: the pixel-sum
+    terms (ce, focal) are divided by the labelled pixels of all of them (summed over processes)
+    when normalised, else summed, so k accumulated batches of 1 equal one batch of k (without
+    BatchNorm), and N processes with batch b equal one process with batch N*b. (Caffe's iter_size
+    instead averages over the micro-batches; the reference's solvers use iter_size 1.) The
+    per-micro-batch terms (ohem, dice, lovasz) are averaged over the micro-batches and processes.
+    MixUp's second target is weighted by 1 - lam in every term.
     """
+    if loss_fn is None:
+        loss_fn = SegmentationLoss(weight=weight)
     device = batches[0][0].device
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if normalize:
-        denom = sum(_labelled(masks, weight) for _, masks, _, _ in batches)
+        denom = sum(loss_fn.labelled(masks) for _, masks, _, _ in batches)
         denom = distributed.all_reduce_sum(torch.as_tensor(denom, device=device).float()).clamp_min(1)
     optimizer.zero_grad(set_to_none=True)
     loss_value = 0.0
@@ -170,11 +174,18 @@ def train_one_step(
         with sync:
             with autocast(device, amp):
                 logits = model(images)
-            loss = segmentation_loss(logits, masks, False, weight)
-            if masks_b is not None:
-                loss = lam * loss + (1.0 - lam) * segmentation_loss(logits, masks_b, False, weight)
-            if normalize:
-                loss = loss / denom
+            loss = loss_fn.pixel_sum(logits, masks)
+            if loss is not None:
+                if masks_b is not None:
+                    loss = lam * loss + (1.0 - lam) * loss_fn.pixel_sum(logits, masks_b)
+                if normalize:
+                    loss = loss / denom
+            mean = loss_fn.batch_mean(logits, masks)
+            if mean is not None:
+                if masks_b is not None:
+                    mean = lam * mean + (1.0 - lam) * loss_fn.batch_mean(logits, masks_b)
+                mean = mean / (len(batches) * world)  # summed over processes below: the average
+                loss = mean if loss is None else loss + mean
             if not torch.isfinite(loss) and scaler is None:
                 raise TrainingError(
                     f"the loss is {loss.item()} at iteration {iteration + 1}; lower optimizer.lr, "
@@ -235,6 +246,7 @@ def evaluate(
     tile: int = 512,
     stride: int = 341,
     window_batch: int = 4,
+    ignore_index: int = VOID,
 ) -> dict:
     """Return the paper's metrics of a model over a loader, summed across processes, at the masks'
     own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'. With
@@ -246,7 +258,7 @@ def evaluate(
 
     was_training = model.training
     model.eval()
-    matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=device)
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
         with autocast(device, amp):
@@ -299,6 +311,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler | None
     class_weight: torch.Tensor | None
+    loss_fn: SegmentationLoss
     mixer: Callable | None
     total: int
     class_names: list[str]
@@ -398,6 +411,24 @@ def _init_from(model: nn.Module, path: str, info: distributed.DistInfo) -> None:
     _log(info, f"init_from {path}: {describe_init(copied, new)}")
 
 
+def class_weight_tensor(
+    cfg: DictConfig, device: torch.device, info: distributed.DistInfo
+) -> torch.Tensor | None:
+    """Return loss.class_weights as a tensor on the device (None when uniform): the list as given,
+    or inverse_frequency / median_frequency from data.train's pixel counts (fcn.data.check,
+    cached beside the dataset), logged in one line."""
+    weights = cfg.loss.class_weights
+    if not isinstance(weights, str):
+        return torch.tensor([float(w) for w in weights], device=device) if len(weights) else None
+    from fcn.data.check import frequency_weights, split_report_cached
+
+    report, cache, cached = split_report_cached(cfg.data.train, cfg.data, cfg.data.num_workers)
+    values = frequency_weights(report, weights, cfg.model.num_classes, cfg.data.ignore_index)
+    source = f"read from {cache}" if cached else f"counted in {report.good} masks, cached in {cache}"
+    _log(info, f"loss.class_weights={weights} ({source}): [{', '.join(f'{w:.4g}' for w in values)}]")
+    return torch.tensor(values, device=device)
+
+
 def setup(cfg: DictConfig) -> Run:
     """Return the run the config describes, ready to train: datasets listed, model built (and
     initialised or resumed), optimizer, schedule, loaders, run directory. Errors here are the
@@ -431,8 +462,9 @@ def setup(cfg: DictConfig) -> Run:
     seed_everything(t.seed)
 
     # The data: the split's files listed (a missing one is an error here), the order of the epochs.
-    train_set = build_dataset(cfg.data.train, cfg.data, build_transforms(cfg.data.transforms, train=True))
-    val_set = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, train=False))
+    ignore = cfg.data.ignore_index
+    train_set = build_dataset(cfg.data.train, cfg.data, build_transforms(cfg.data.transforms, True, ignore))
+    val_set = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, False, ignore))
     sampler = EpochBatchSampler(len(train_set), cfg.data.batch_size, t.seed, True, info.rank, info.world_size)
     if sampler.batches_per_epoch() == 0:
         raise ValueError(
@@ -454,7 +486,7 @@ def setup(cfg: DictConfig) -> Run:
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, total, cfg))
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-    weight = torch.tensor(list(cfg.loss.class_weights), device=device) if cfg.loss.class_weights else None
+    weight = class_weight_tensor(cfg, device, info)
 
     if info.rank > 0:  # dropout masks differ across processes as across the images of one batch
         seed_everything(mix_seed(t.seed, info.rank))
@@ -502,6 +534,7 @@ def setup(cfg: DictConfig) -> Run:
             num_workers=min(cfg.data.num_workers, 2),
             rank=info.rank,
             world_size=info.world_size,
+            ignore_index=ignore,
         ),
         amp=amp,
         channels_last=channels_last,
@@ -512,7 +545,8 @@ def setup(cfg: DictConfig) -> Run:
         scheduler=scheduler,
         scaler=scaler,
         class_weight=weight,
-        mixer=build_mixer(cfg.data.mixing),
+        loss_fn=build_loss(cfg.loss, ignore, weight),
+        mixer=build_mixer(cfg.data.mixing, ignore),
         total=total,
         class_names=class_names(cfg.data),
         palette=palette(cfg.data),
@@ -591,6 +625,7 @@ def _next_batches(run: Run) -> tuple[list, int, bool]:
                     num_workers=cfg.data.num_workers,
                     pad=cfg.data.pad_collate,
                     pin_memory=run.device.type == "cuda",
+                    ignore_index=cfg.data.ignore_index,
                 )
             )
         images, masks = next(run.data)
@@ -632,6 +667,7 @@ def train(run: Run) -> dict:
                 batches,
                 normalize=cfg.loss.normalize,
                 weight=run.class_weight,
+                loss_fn=run.loss_fn,
                 amp=run.amp,
                 scaler=run.scaler,
                 clip_grad_norm=t.clip_grad_norm,
@@ -716,9 +752,11 @@ def evaluate_and_save(run: Run) -> dict:
     if run.ema is not None:
         distributed.broadcast_buffers(run.ema.module)
     n = cfg.model.num_classes
-    e = cfg.eval
+    e, ignore = cfg.eval, cfg.data.ignore_index
     window = dict(mode=e.mode, tile=e.tile, stride=e.stride, window_batch=e.window_batch)
-    metrics = evaluate(run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval", **window)
+    metrics = evaluate(
+        run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval", ignore_index=ignore, **window
+    )
     record = {"iteration": run.iteration, "epoch": run.epoch, "time": time.time(), **metrics}
     record["train_loss"] = run.loss_sum / max(run.loss_count, 1)  # mean since the previous evaluation
     run.loss_sum, run.loss_count = 0.0, 0
@@ -726,7 +764,14 @@ def evaluate_and_save(run: Run) -> dict:
     score = metrics["mean_iou"]
     if run.ema is not None:
         ema_metrics = evaluate(
-            run.ema.module, run.val_loader, n, run.device, amp=run.amp, desc="eval ema", **window
+            run.ema.module,
+            run.val_loader,
+            n,
+            run.device,
+            amp=run.amp,
+            desc="eval ema",
+            ignore_index=ignore,
+            **window,
         )
         ema_metrics.pop("confusion")
         record["ema"] = ema_metrics
@@ -804,7 +849,9 @@ def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
             images.append(denormalize(image, input_normalization(cfg.data.transforms)))
             gts.append(mask.numpy().astype(np.uint8))
     model.train(was_training)
-    return prediction_grid(images, gts, preds, run.palette, run.class_names)
+    return prediction_grid(
+        images, gts, preds, run.palette, run.class_names, ignore_index=cfg.data.ignore_index
+    )
 
 
 def save_last(run: Run) -> None:

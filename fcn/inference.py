@@ -298,7 +298,11 @@ def _json_safe(value: Any) -> Any:
 
 
 class _SizedCollate:
-    """Collate (image, mask) items into a batch and remember each item's native (H, W)."""
+    """Collate (image, mask) items into a batch and remember each item's native (H, W); masks are
+    padded with the ignore index."""
+
+    def __init__(self, ignore_index: int = VOID) -> None:
+        self.ignore_index = ignore_index
 
     def __call__(self, batch: list) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
         sizes = [tuple(mask.shape[-2:]) for _, mask in batch]
@@ -307,7 +311,7 @@ class _SizedCollate:
             return image[None], mask[None], sizes
         from fcn.data.collate import pad_collate
 
-        images, masks = pad_collate(batch)
+        images, masks = pad_collate(batch, ignore_index=self.ignore_index)
         return images, masks, sizes
 
 
@@ -327,9 +331,11 @@ def evaluate_model(
     palette: np.ndarray | None = None,
     progress: bool = True,
     per_image: bool = False,
+    ignore_index: int = VOID,
 ) -> dict:
     """Return the metrics dict (ConfusionMatrix.compute() plus 'confusion') of model on dataset at
-    each image's native resolution; optionally write each prediction as <id>.png in palette.
+    each image's native resolution, pixels labelled ignore_index left out; optionally write each
+    prediction as <id>.png in palette.
     window: window_options() (whole or sliding windows); None is whole. per_image adds
     'per_image': one image_scores() dict per image, with its 'id', 'index', 'height', 'width'."""
     from tqdm import tqdm
@@ -342,7 +348,7 @@ def evaluate_model(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=_SizedCollate(),
+        collate_fn=_SizedCollate(ignore_index),
         pin_memory=device.type == "cuda",
     )
     ids = list(getattr(dataset, "ids", range(len(dataset))))
@@ -350,7 +356,7 @@ def evaluate_model(
         Path(save_predictions).mkdir(parents=True, exist_ok=True)
         if palette is None:
             raise ValueError("save_predictions needs the dataset's palette")
-    matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=device)
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
     rows: list[dict] = []
     tta = flip or [float(s) for s in scales] != [1.0]
     window = dict(window or {})
@@ -374,7 +380,7 @@ def evaluate_model(
         matrix.update(preds, masks)
         if per_image:
             for k, (h, w) in enumerate(sizes):
-                scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes)
+                scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes, ignore_index)
                 position = len(rows)
                 rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **scores})
         if save_predictions is not None:
@@ -388,13 +394,13 @@ def evaluate_model(
     return metrics
 
 
-def image_scores(pred: torch.Tensor, mask: torch.Tensor, num_classes: int) -> dict:
+def image_scores(pred: torch.Tensor, mask: torch.Tensor, num_classes: int, ignore_index: int = VOID) -> dict:
     """Return one image's pixel_acc, mean_iou and per-class iou (list): the IU of a class absent
     from both its ground truth and its prediction is NaN, and the mean is over the others (the
     classes present in the image's ground truth or prediction); NaN where nothing is labelled."""
     from fcn.metrics import ConfusionMatrix
 
-    matrix = ConfusionMatrix(num_classes, ignore_index=VOID, device=pred.device)
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=pred.device)
     matrix.update(pred[None], mask[None])
     scores = matrix.compute()
     return {"pixel_acc": scores["pixel_acc"], "mean_iou": scores["mean_iou"], "iou": scores["iou"]}
@@ -525,6 +531,7 @@ def run_evaluation(
         palette=palette(cfg.data),
         progress=progress,
         per_image=per_image,
+        ignore_index=int(cfg.data.ignore_index),
     )
     names = class_names(cfg.data)
     return {
@@ -670,7 +677,7 @@ def predict_files(
     names = class_names(cfg.data)
     colours = palette(cfg.data)
     # A background class is left untinted in overlays, so the objects stand out on the photo.
-    untinted = 0 if names[0].lower() in ("background", "bg") else VOID
+    untinted = 0 if names[0].lower() in ("background", "bg") else int(cfg.data.ignore_index)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []

@@ -66,13 +66,14 @@ def predict_video(
     from tqdm import tqdm
 
     from fcn.data import class_names, palette
-    from fcn.data.common import VOID
     from fcn.inference import prepare_fast_path, save_index_png, segment
     from fcn.visualize import overlay
 
     path, out = Path(path), Path(output_dir)
     names, colours = class_names(cfg.data), palette(cfg.data)
-    untinted = 0 if names[0].lower() in ("background", "bg") else VOID  # as predict_files
+    untinted = (
+        0 if names[0].lower() in ("background", "bg") else int(cfg.data.ignore_index)
+    )  # as predict_files
     if segment_frame is None:
         prepare_fast_path(model, cfg, _model_inputs(av, path, cfg))
 

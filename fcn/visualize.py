@@ -14,7 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-VOID = 255  # VOC's void label
+from fcn.config import VOID  # the default of data.ignore_index
+
 _BACKGROUND = 255  # white canvas behind tiles, titles and legends
 _GAP = 4  # pixels between tiles
 
@@ -149,6 +150,7 @@ def prediction_grid(
     palette: np.ndarray,
     class_names: Sequence[str] | None = None,
     min_height: int = 128,
+    ignore_index: int = VOID,
 ) -> np.ndarray:
     """Return an HxWx3 uint8 grid, one row per image: image | ground truth | prediction, with column
     titles (gts=None: image | prediction); with class_names, a legend of the classes shown below.
@@ -172,7 +174,7 @@ def prediction_grid(
         for mask in masks:
             if mask.shape != image.shape[:2]:
                 raise ValueError(f"row {i}: image is {image.shape[:2]} but a mask is {mask.shape}")
-            present.update(int(c) for c in np.unique(mask) if c != VOID)
+            present.update(int(c) for c in np.unique(mask) if c != ignore_index)
         tiles = [image] + [colorize(m, palette) for m in masks]
         factor = -(-min_height // image.shape[0]) if image.shape[0] < min_height else 1
         rows.append([tile.repeat(factor, axis=0).repeat(factor, axis=1) for tile in tiles])

@@ -127,7 +127,7 @@ def test_every_planted_fault_is_named_with_file_and_reason_and_exits_1(faulty, c
         r"JPEGImages/trunc\.jpg: cannot decode the image .*truncated",
         r"JPEGImages/text\.jpg: not an image file",
         r"SegmentationClass/small\.png: mask is 10x8 \(WxH\) but its image is 30x20",
-        r"SegmentationClass/label9\.png: labels \[9\] are outside 0\.\.3 and 255 \(void\)",
+        r"SegmentationClass/label9\.png: labels \[9\] are outside 0\.\.3 and 255 \(data\.ignore_index\)",
         r"ImageSets/Segmentation/val\.txt: .*(UTF|utf)-8",
     ]
     assert len(bad) == len(expected), "\n".join(bad)

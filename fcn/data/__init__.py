@@ -36,21 +36,23 @@ def class_names(data_cfg: Any) -> list[str]:
 
 
 def palette(data_cfg: Any) -> np.ndarray:
-    """Return the (256, 3) uint8 palette: data.palette's colours first, VOC's for the rest (255 = (224, 224, 192))."""
+    """Return the (256, 3) uint8 palette: data.palette's colours first, VOC's for the rest (VOC's void 255 = (224, 224, 192))."""
     colours = [[int(c) for c in colour] for colour in data_cfg.palette]
     return make_palette(colours or None)
 
 
 def build_dataset(ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None) -> PairDataset:
     """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes and palette."""
-    n = len(class_names(data_cfg))
+    n, ignore = len(class_names(data_cfg)), int(data_cfg.ignore_index)
     if ds_cfg.name == "voc":
-        return VOCSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n)
+        return VOCSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
     if ds_cfg.name == "sbd":
-        return SBDSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n)
+        return SBDSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
     if ds_cfg.name == "voc_aug":
-        return VOCAugSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n)
+        return VOCAugSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
     if ds_cfg.name == "folder":
         colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
-        return FolderSegmentation(ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n)
+        return FolderSegmentation(
+            ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore
+        )
     raise ValueError(f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder")

@@ -60,6 +60,8 @@ class SplitReport:
     problems: list[Problem] = field(default_factory=list)
     good: int = 0
     counts: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
+    # per label: the pixels (all labels) of the good pairs in which the label occurs (Eigen & Fergus)
+    present_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
     min_size: Optional[tuple[int, int]] = None  # smallest (W, H), each side on its own
     max_size: Optional[tuple[int, int]] = None
 
@@ -104,11 +106,15 @@ def inspect_pair(pair: tuple[Path, Path], reader: PairDataset) -> PairResult:
     counts = None
     if mask is not None:
         counts = np.bincount(mask.ravel(), minlength=256)  # one pass; np.unique sorts
-        n = reader.num_classes
-        outside = np.flatnonzero(counts[n:VOID]) + n
+        n, ignore = reader.num_classes, reader.ignore_index
+        labels = np.flatnonzero(counts)
+        outside = labels[(labels >= n) & (labels != ignore)]
         if outside.size:
             problems.append(
-                Problem(mask_path, f"labels {outside.tolist()} are outside 0..{n - 1} and {VOID} (void)")
+                Problem(
+                    mask_path,
+                    f"labels {outside.tolist()} are outside 0..{n - 1} and {ignore} (data.ignore_index)",
+                )
             )
         if image is not None:
             try:
@@ -139,8 +145,9 @@ def mask_reader(ds_cfg: Any, data_cfg: Any) -> PairDataset:
     n = len(class_names(data_cfg))
     colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
     # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
-    lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n)
-    return PairDataset([], [], [], num_classes=n, lut=lut)
+    ignore = int(data_cfg.ignore_index)
+    lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
+    return PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore)
 
 
 def read_pairs(
@@ -181,6 +188,7 @@ def summarise(
             continue
         report.good += 1
         report.counts += result.counts
+        report.present_pixels += np.where(result.counts > 0, result.counts.sum(), 0)
         w, h = result.size
         low, high = report.min_size or (w, h), report.max_size or (w, h)
         report.min_size = (min(low[0], w), min(low[1], h))
@@ -234,6 +242,85 @@ def class_weights(counts: np.ndarray) -> list[float]:
     return np.where(counts > 0, total / (present * safe), 0.0).tolist()
 
 
+def median_frequency_weights(counts: np.ndarray, present_pixels: np.ndarray) -> list[float]:
+    """Return median-frequency class weights (Eigen & Fergus 2015): w_c = median(freq) / freq_c with
+    freq_c = count_c / (pixels of the images where c occurs), the median over present classes; 0.0
+    for an absent class. Both arrays are per class (void excluded)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    if not present.any():
+        return [0.0] * len(counts)
+    freq = np.where(present, counts / np.maximum(np.asarray(present_pixels, np.float64), 1.0), 1.0)
+    return np.where(present, np.median(freq[present]) / freq, 0.0).tolist()
+
+
+def frequency_weights(report: SplitReport, rule: str, num_classes: int, ignore_index: int) -> list[float]:
+    """Return loss.class_weights by `rule` ('inverse_frequency' or 'median_frequency') from a split's
+    pixel counts of labels 0..num_classes-1; the ignore index counts as absent (weight 0.0)."""
+    counts = report.counts[:num_classes].copy()
+    present_pixels = report.present_pixels[:num_classes].copy()
+    if ignore_index < num_classes:
+        counts[ignore_index] = 0
+    if rule == "inverse_frequency":
+        return class_weights(counts)
+    if rule == "median_frequency":
+        return median_frequency_weights(counts, present_pixels)
+    raise ValueError(f"loss.class_weights='{rule}' is not one of inverse_frequency, median_frequency")
+
+
+def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
+    """Return the 16-hex-digit checksum of what a split's pixel counts depend on: the dataset name,
+    the listed ids in split-file order, each mask file's name, size and mtime (ns), and data.palette
+    (it maps colour masks to labels)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(f"{ds_cfg.name}\n{[list(c) for c in data_cfg.palette]}\n".encode())
+    for i, mask in zip(listing.ids, listing.masks):
+        stat = mask.stat()
+        h.update(f"{i}\t{mask.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def split_report_cached(ds_cfg: Any, data_cfg: Any, workers: int = 0) -> tuple[SplitReport, Path, bool]:
+    """Return (the split's SplitReport counts, the cache file, whether it was read from the cache).
+
+    The pixel counts are those of check_dataset, read once and cached in
+    <root>/.fcn_class_counts_<split>_<checksum>.json (see counts_checksum); a root that cannot be
+    written is not an error (the counts are then computed again by the next run)."""
+    import json
+
+    listing = list_split(ds_cfg)
+    if listing.error is not None:
+        raise listing.error
+    cache = Path(ds_cfg.root) / f".fcn_class_counts_{ds_cfg.split}_{counts_checksum(ds_cfg, data_cfg, listing)}.json"
+    description = f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
+    report = SplitReport("data.train", description, len(listing.ids))
+    try:
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        report.counts = np.asarray(saved["counts"], np.int64)
+        report.present_pixels = np.asarray(saved["present_pixels"], np.int64)
+        report.good = int(saved["good"])
+        return report, cache, True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 0 and len(pairs) > 1 else None
+        results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg), pool)
+        report = summarise("data.train", description, listing, results, len(pairs), progress=False)
+    text = json.dumps(
+        {"counts": report.counts.tolist(), "present_pixels": report.present_pixels.tolist(), "good": report.good}
+    )
+    try:
+        from fcn.checkpoint import atomic_write
+
+        atomic_write(cache, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError:
+        pass
+    return report, cache, False
+
+
 def weights_line(weights: Sequence[float]) -> str:
     """Return loss.class_weights as one line of YAML to paste into a config (4 significant digits).
 
@@ -243,7 +330,7 @@ def weights_line(weights: Sequence[float]) -> str:
     return f"loss: {{class_weights: [{values}]}}"
 
 
-def format_split(report: SplitReport, names: Sequence[str]) -> list[str]:
+def format_split(report: SplitReport, names: Sequence[str], ignore_index: int = VOID) -> list[str]:
     """Return the lines that describe a split's good pairs: pixels per class, void and image sizes."""
     lines = [f"{report.key} ({report.description}): {report.good} good pairs of {report.pairs}"]
     if report.good == 0:
@@ -251,7 +338,7 @@ def format_split(report: SplitReport, names: Sequence[str]) -> list[str]:
     total = int(report.counts.sum())
     width = max(len(name) for name in [*names, "void", "class"])
     lines.append(f"  {'label':>5}  {'class':<{width}}  {'pixels':>13}  {'share':>6}")
-    for label, name in [*enumerate(names), (VOID, "void")]:
+    for label, name in [*enumerate(names), (ignore_index, "ignored")]:
         pixels = int(report.counts[label])
         lines.append(f"  {label:>5}  {name:<{width}}  {pixels:>13,}  {100 * pixels / total:>5.1f}%")
     (w0, h0), (w1, h1) = report.min_size, report.max_size
@@ -259,19 +346,19 @@ def format_split(report: SplitReport, names: Sequence[str]) -> list[str]:
     return lines
 
 
-def format_report(reports: Sequence[SplitReport], names: Sequence[str]) -> str:
+def format_report(reports: Sequence[SplitReport], names: Sequence[str], ignore_index: int = VOID) -> str:
     """Return the whole report: bad files, then each split's counts, the weights line and a summary line."""
     lines = [str(problem) for report in reports for problem in report.problems]
     if lines:
         lines.append("")
     for report in reports:
-        lines += format_split(report, names) + [""]
+        lines += format_split(report, names, ignore_index) + [""]
     train = reports[0]
     if train.counts[: len(names)].sum() > 0:
         lines.append(
             f"class weights from {train.key}'s pixels (inverse frequency, pixel-weighted mean 1), for your config:"
         )
-        lines.append(weights_line(class_weights(train.counts[: len(names)])))
+        lines.append(weights_line(frequency_weights(train, "inverse_frequency", len(names), ignore_index)))
     else:
         lines.append(f"no class weights: {train.key} has no good pair with labelled pixels")
     lines.append(
@@ -315,7 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(format_report(reports, class_names(cfg.data)))
+    print(format_report(reports, class_names(cfg.data), cfg.data.ignore_index))
     return 1 if any(report.problems for report in reports) else 0
 
 

@@ -25,10 +25,12 @@ def _new_batch(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return like.new_empty(shape)
 
 
-def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_collate(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = VOID
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (images N3HW, masks NHW), each pair padded at the bottom/right to the batch's largest H, W.
 
-    Image padding is 0 and mask padding 255, so padded pixels count in neither the loss nor the
+    Image padding is 0 and mask padding ignore_index (data.ignore_index), so padded pixels count in neither the loss nor the
     metrics; a model with the paper's geometry predicts each image's own pixels unchanged.
     """
     if len(batch) == 0:
@@ -46,7 +48,7 @@ def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tor
     width = max(image.shape[-1] for image, _ in batch)
     first_image, first_mask = batch[0]
     images = _new_batch(first_image, (len(batch), first_image.shape[0], height, width)).fill_(0)
-    masks = _new_batch(first_mask, (len(batch), height, width)).fill_(VOID)
+    masks = _new_batch(first_mask, (len(batch), height, width)).fill_(ignore_index)
     for i, (image, mask) in enumerate(batch):
         h, w = mask.shape
         images[i, :, :h, :w] = image

@@ -163,15 +163,16 @@ def palette_lookup(colours: np.ndarray) -> dict[int, int]:
 
 
 def colour_lookup(
-    palette: Optional[Sequence[Sequence[int]] | np.ndarray], num_classes: Optional[int]
+    palette: Optional[Sequence[Sequence[int]] | np.ndarray], num_classes: Optional[int], ignore_index: int = VOID
 ) -> dict[int, int]:
-    """Return {0xRRGGBB: label} for colour masks: the first num_classes colours and VOC's void colour -> 255."""
+    """Return {0xRRGGBB: label} for colour masks: the first num_classes colours, and the palette's
+    colour of ignore_index (VOC's void colour for 255) -> ignore_index."""
     given = 0 if palette is None else len(palette)
     full = make_palette(palette)
     n = num_classes if num_classes is not None else (given if 0 < given < 256 else 21)
     lut = palette_lookup(full[:n])
-    r, g, b = (int(c) for c in full[VOID])
-    lut.setdefault(r << 16 | g << 8 | b, VOID)
+    r, g, b = (int(c) for c in full[ignore_index])
+    lut.setdefault(r << 16 | g << 8 | b, ignore_index)
     return lut
 
 
@@ -237,8 +238,11 @@ def read_sbd_mat(path: Path) -> np.ndarray:
     return seg.astype(np.uint8)
 
 
-def check_pair(image: Image.Image, mask: np.ndarray, num_classes: Optional[int], mask_path: Path) -> None:
-    """Raise ValueError naming `mask_path` when the mask's size or labels do not fit the image and classes."""
+def check_pair(
+    image: Image.Image, mask: np.ndarray, num_classes: Optional[int], mask_path: Path, ignore_index: int = VOID
+) -> None:
+    """Raise ValueError naming `mask_path` when the mask's size or labels do not fit the image and
+    classes: labels must lie in 0..num_classes-1 or equal ignore_index."""
     if mask.shape != (image.height, image.width):
         raise ValueError(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
@@ -246,11 +250,12 @@ def check_pair(image: Image.Image, mask: np.ndarray, num_classes: Optional[int],
         )
     if num_classes is not None:
         counts = np.bincount(mask.ravel(), minlength=256)  # cheaper than np.unique on 500x375 masks
-        counts[VOID] = 0
+        counts[ignore_index] = 0
         bad = np.flatnonzero(counts[num_classes:]) + num_classes
         if bad.size:
             raise ValueError(
-                f"{mask_path}: labels {bad.tolist()} are outside 0..{num_classes - 1} and {VOID} (void); "
+                f"{mask_path}: labels {bad.tolist()} are outside 0..{num_classes - 1} and {ignore_index} "
+                "(data.ignore_index); "
                 "fix the mask or set data.classes / model.num_classes"
             )
 
@@ -270,8 +275,10 @@ class PairDataset:
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = None,
         lut: Optional[dict[int, int]] = None,
+        ignore_index: int = VOID,
     ) -> None:
         self.ids = ids
+        self.ignore_index = ignore_index
         self.images = images
         self.masks = masks
         self.transforms = transforms
@@ -290,7 +297,7 @@ class PairDataset:
     def __getitem__(self, index: int):
         image = read_image(self.images[index])
         mask = self.load_mask(self.masks[index])
-        check_pair(image, mask, self.num_classes, self.masks[index])
+        check_pair(image, mask, self.num_classes, self.masks[index], self.ignore_index)
         if self.transforms is not None:
             return self.transforms(image, mask)
         return image, mask

@@ -22,6 +22,7 @@ import numpy as np
 
 from fcn.config import read_text
 from fcn.data.common import (
+    VOID,
     IMAGE_EXTENSIONS,
     PairDataset,
     colour_lookup,
@@ -186,7 +187,7 @@ class FolderSegmentation(PairDataset):
     """A dataset in VOC layout (see the module doc); masks as index PNGs or RGB colours via `palette`.
 
     `palette` lists the class colours in label order (None: VOC's); `num_classes` (None: the
-    palette's length if given, else not checked) bounds the labels a mask may hold besides 255.
+    palette's length if given, else not checked) bounds the labels a mask may hold besides ignore_index.
     """
 
     def __init__(
@@ -196,6 +197,7 @@ class FolderSegmentation(PairDataset):
         palette: Optional[Sequence[Sequence[int]] | np.ndarray] = None,
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = None,
+        ignore_index: int = VOID,
     ) -> None:
         listing = list_folder(root, split)
         if listing.error is not None:
@@ -208,7 +210,8 @@ class FolderSegmentation(PairDataset):
             listing.masks,
             transforms,
             num_classes,
-            colour_lookup(palette, num_classes),
+            colour_lookup(palette, num_classes, ignore_index),
+            ignore_index,
         )
         self.root = Path(root)
         self.split = split

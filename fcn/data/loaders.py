@@ -15,6 +15,7 @@ below re-raises it with that line alone, so a broken file reads the same under a
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import torch
 import torch.utils.data
 from torch.utils.data import Dataset
 
+from fcn.config import VOID
 from fcn.data.collate import pad_collate
 
 _WORKER_PREFIX = "Caught "
@@ -171,13 +173,15 @@ def train_loader(
     num_workers: int,
     pad: bool,
     pin_memory: bool,
+    ignore_index: int = VOID,
 ) -> DataLoader:
-    """Return the training loader over the sampler's batches (pad: pad_collate for native sizes)."""
+    """Return the training loader over the sampler's batches (pad: pad_collate for native sizes,
+    masks padded with ignore_index)."""
     return DataLoader(
         items,
         batch_sampler=sampler,
         num_workers=num_workers,
-        collate_fn=pad_collate if pad else None,
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index) if pad else None,
         pin_memory=pin_memory,
         generator=torch.Generator(),  # keeps the global RNG untouched by the loader's base seed
     )
@@ -192,12 +196,13 @@ def eval_loader(
     world_size: int = 1,
     collate_fn: Callable | None = None,
     pin_memory: bool = False,
+    ignore_index: int = VOID,
 ) -> DataLoader:
     """Return an evaluation loader over this rank's share (rank::world, no padding, so no sample
-    is counted twice), in order; batches > 1 are padded with void where sizes differ."""
+    is counted twice), in order; batches > 1 are padded with ignore_index where sizes differ."""
     indices = list(range(rank, len(dataset), world_size))  # type: ignore[arg-type]
     if collate_fn is None and batch_size > 1:
-        collate_fn = pad_collate
+        collate_fn = functools.partial(pad_collate, ignore_index=ignore_index)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -81,14 +81,14 @@ def mixup(
 
 
 def mosaic(
-    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, ignore_index: int = VOID
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the batch with each image replaced by a 2x2 mosaic of four batch images at half size.
 
     A random centre, uniform in the middle half of each side and shared by the batch, splits the
     output into four quadrants. Each quadrant shows the corner of a half-size image (bilinear for
     images, nearest for masks) that touches the centre, as YOLOv4's mosaic places its four images;
-    where a quadrant is larger than a half image the rest is padding (image 0, mask 255). Output i
+    where a quadrant is larger than a half image the rest is padding (image 0, mask ignore_index). Output i
     holds image i (top-left) and the next three along the random cycle, clockwise.
     """
     n, _, height, width = images.shape
@@ -105,7 +105,7 @@ def mosaic(
         sources.append(perm[sources[-1]])
 
     out = images.new_zeros(images.shape)
-    out_masks = masks.new_full(masks.shape, VOID)
+    out_masks = masks.new_full(masks.shape, ignore_index)
     # Quadrants clockwise from the top-left; each shows the corner of its half image nearest the centre.
     for src, top, left in zip(sources, (True, True, False, False), (True, False, False, True)):
         h = min(cy, half_h) if top else min(height - cy, half_h)
@@ -129,7 +129,12 @@ class Mixer:
     """
 
     def __init__(
-        self, cutmix_p: float = 0.0, mixup_p: float = 0.0, mosaic_p: float = 0.0, alpha: float = 1.0
+        self,
+        cutmix_p: float = 0.0,
+        mixup_p: float = 0.0,
+        mosaic_p: float = 0.0,
+        alpha: float = 1.0,
+        ignore_index: int = VOID,
     ):
         for name, p in (("cutmix_p", cutmix_p), ("mixup_p", mixup_p), ("mosaic_p", mosaic_p)):
             if not 0.0 <= p <= 1.0:
@@ -143,6 +148,7 @@ class Mixer:
         if alpha <= 0:
             raise ValueError(f"data.mixing.alpha={alpha} must be > 0")
         self.cutmix_p, self.mixup_p, self.mosaic_p, self.alpha = cutmix_p, mixup_p, mosaic_p, alpha
+        self.ignore_index = ignore_index  # Mosaic's mask fill
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> MixResult:
         if (
@@ -165,7 +171,7 @@ class Mixer:
             return images, masks, masks_b, lam
         u -= self.mixup_p
         if u < self.mosaic_p:
-            images, masks = mosaic(images, masks, generator)
+            images, masks = mosaic(images, masks, generator, self.ignore_index)
             return images, masks, None, 1.0
         return images, masks, None, 1.0
 
@@ -173,8 +179,9 @@ class Mixer:
         return f"Mixer(cutmix_p={self.cutmix_p}, mixup_p={self.mixup_p}, mosaic_p={self.mosaic_p}, alpha={self.alpha})"
 
 
-def build_mixer(mix_cfg: Any) -> Mixer | None:
-    """Return the Mixer of ``cfg.data.mixing``, or None when every probability is 0."""
+def build_mixer(mix_cfg: Any, ignore_index: int = VOID) -> Mixer | None:
+    """Return the Mixer of ``cfg.data.mixing`` (Mosaic fills with ignore_index), or None when every
+    probability is 0."""
     if mix_cfg.cutmix_p == 0 and mix_cfg.mixup_p == 0 and mix_cfg.mosaic_p == 0:
         return None
     return Mixer(
@@ -182,4 +189,5 @@ def build_mixer(mix_cfg: Any) -> Mixer | None:
         mixup_p=float(mix_cfg.mixup_p),
         mosaic_p=float(mix_cfg.mosaic_p),
         alpha=float(mix_cfg.alpha),
+        ignore_index=ignore_index,
     )

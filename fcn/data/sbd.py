@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import PairDataset, colour_lookup, list_names, require_dir
+from fcn.data.common import VOID, PairDataset, colour_lookup, list_names, require_dir
 from fcn.data.folder import Listing, list_pairs, read_split_leniently
 from fcn.data.voc import list_voc, voc_dir, voc_split_file
 
@@ -66,11 +66,14 @@ class SBDSegmentation(PairDataset):
         split: str,
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = 21,
+        ignore_index: int = VOID,
     ) -> None:
         listing = list_sbd(root, split)
         if listing.error is not None:
             raise listing.error
-        super().__init__(listing.ids, listing.images, listing.masks, transforms, num_classes)
+        super().__init__(
+            listing.ids, listing.images, listing.masks, transforms, num_classes, ignore_index=ignore_index
+        )
         self.root = Path(root)
         self.split = split
 
@@ -88,11 +91,14 @@ class VOCAugSegmentation(PairDataset):
         split: str = "train",
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = 21,
+        ignore_index: int = VOID,
     ) -> None:
         listing = list_voc_aug(root, split)
         if listing.error is not None:
             raise listing.error
-        lut = colour_lookup(None, num_classes)
-        super().__init__(listing.ids, listing.images, listing.masks, transforms, num_classes, lut)
+        lut = colour_lookup(None, num_classes, ignore_index)
+        super().__init__(
+            listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index
+        )
         self.root = Path(root)
         self.split = split

@@ -3,7 +3,7 @@
 Images travel as ``tv_tensors.Image`` (uint8, CHW) and masks as ``tv_tensors.Mask`` (uint8, HxW), so
 every geometric op of ``torchvision.transforms.v2`` moves both alike: bilinear for the image, nearest
 for the mask (NEAREST_EXACT: the label under each output pixel's centre), fill 0 for the image and
-255 (void) for the mask. Pixels stay uint8 until the last step, which converts to float and
+data.ignore_index (255: void) for the mask. Pixels stay uint8 until the last step, which converts to float and
 normalises in one pass: the 'standard' preset runs at well over 150 images/s per worker process on
 500x375 JPEGs, decoding included (``python bench/data.py``).
 
@@ -114,8 +114,8 @@ def _mask_array(mask: Any) -> np.ndarray | torch.Tensor:
             raise TypeError(f"mask must hold integer class indices, got dtype {mask.dtype}")
         if mask.shape[0] * mask.shape[1] > 0:
             low, high = int(mask.min()), int(mask.max())
-            if low < 0 or high > VOID:
-                raise ValueError(f"mask values must be class indices or 255 (void), found {low}..{high}")
+            if low < 0 or high > 255:  # masks are 8-bit
+                raise ValueError(f"mask values must be labels in 0..255, found {low}..{high}")
     return mask
 
 
@@ -251,7 +251,7 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class RandomScaleCrop(v2.Transform):
-    """Rescale by a random factor, pad to at least the crop (image 0, mask 255), take a random crop.
+    """Rescale by a random factor, pad to at least the crop (image 0, mask ignore_index), take a random crop.
 
     The image sits at the top-left of the padded canvas (pad-if-smaller pads bottom/right).
     ``max_shift`` further moves the crop window by up to that many pixels each way (the uncovered
@@ -260,7 +260,9 @@ class RandomScaleCrop(v2.Transform):
     the box, at a fraction of the cost (up to 4x fewer pixels resized at scale 2).
     """
 
-    def __init__(self, crop_size: int, scale_range: tuple[float, float], max_shift: int = 0) -> None:
+    def __init__(
+        self, crop_size: int, scale_range: tuple[float, float], max_shift: int = 0, ignore_index: int = VOID
+    ) -> None:
         super().__init__()
         if crop_size < 1:
             raise ValueError(f"crop_size={crop_size} must be a positive number of pixels")
@@ -271,6 +273,7 @@ class RandomScaleCrop(v2.Transform):
         self.crop_size = int(crop_size)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.max_shift = int(max_shift)
+        self.ignore_index = int(ignore_index)  # the masks' padding fill
 
     @staticmethod
     def _axis(src: int, scaled: int, crop: int, max_shift: int) -> tuple[int, int, int, int] | None:
@@ -296,7 +299,7 @@ class RandomScaleCrop(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         is_mask = isinstance(inpt, tv_tensors.Mask)
         canvas = inpt.as_subclass(torch.Tensor).new_full(
-            (*inpt.shape[:-2], self.crop_size, self.crop_size), VOID if is_mask else 0
+            (*inpt.shape[:-2], self.crop_size, self.crop_size), self.ignore_index if is_mask else 0
         )
         rows, cols = params["rows"], params["cols"]
         if rows is not None and cols is not None:
@@ -341,13 +344,14 @@ class SegmentationTransform:
         return f"{type(self).__name__}(geometric={self.geometric}, normalization={self.normalization!r})"
 
 
-def build_transforms(tr_cfg: Any, train: bool) -> SegmentationTransform:
+def build_transforms(tr_cfg: Any, train: bool, ignore_index: int = VOID) -> SegmentationTransform:
     """Return the (image, mask) -> (normalised float image, int64 mask) transform of a preset.
 
     ``tr_cfg`` is ``cfg.data.transforms``. ``train=False`` gives 'eval': native resolution and
     normalisation only, the mask untouched. ``train=True`` gives the configured preset: 'paper'
     (the same as 'eval', as the reference trained) or 'standard' (photometric jitter, random scale,
-    pad-if-smaller, random crop with optional shift, horizontal flip).
+    pad-if-smaller, random crop with optional shift, horizontal flip); masks are padded with
+    ignore_index (data.ignore_index).
     """
     if not train or tr_cfg.preset == "paper":
         if tr_cfg.preset not in ("paper", "standard"):
@@ -360,7 +364,12 @@ def build_transforms(tr_cfg: Any, train: bool) -> SegmentationTransform:
         # On the source image, before padding, so the padding stays 0.
         steps.append(ColorJitter(tr_cfg.color_jitter))
     steps.append(
-        RandomScaleCrop(tr_cfg.crop_size, (tr_cfg.scale_min, tr_cfg.scale_max), max_shift=tr_cfg.max_shift)
+        RandomScaleCrop(
+            tr_cfg.crop_size,
+            (tr_cfg.scale_min, tr_cfg.scale_max),
+            max_shift=tr_cfg.max_shift,
+            ignore_index=ignore_index,
+        )
     )
     if tr_cfg.hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))  # after the crop: fewer pixels to move

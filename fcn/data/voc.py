@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import PairDataset, colour_lookup, require_dir
+from fcn.data.common import VOID, PairDataset, colour_lookup, require_dir
 from fcn.data.folder import Listing, list_pairs
 
 VOC_SPLITS = ("train", "val", "trainval", "seg11valid")
@@ -65,12 +65,15 @@ class VOCSegmentation(PairDataset):
         split: str,
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = 21,
+        ignore_index: int = VOID,
     ) -> None:
         listing = list_voc(root, split)
         if listing.error is not None:
             raise listing.error
         # Masks are palette PNGs; a copy saved as RGB colours is converted through VOC's palette.
-        lut = colour_lookup(None, num_classes)
-        super().__init__(listing.ids, listing.images, listing.masks, transforms, num_classes, lut)
+        lut = colour_lookup(None, num_classes, ignore_index)
+        super().__init__(
+            listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index
+        )
         self.root = Path(root)
         self.split = split

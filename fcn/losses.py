@@ -1,0 +1,258 @@
+"""Segmentation losses: loss.terms, a weighted sum of ce, focal, ohem, dice and lovasz.
+
+Every function takes logits (N, C, H, W), int64 masks (N, H, W), the optional per-class weights
+(C,) and the ignore index; pixels labelled ignore_index count nowhere. Probabilities and
+log-probabilities are computed in float32 whatever the logits' dtype (autocast).
+
+Two kinds of term, normalised differently over a step made of accumulated micro-batches and
+processes (fcn.engine.train_one_step):
+
+- pixel sums (``ce``, ``focal``): each returns the sum over labelled pixels of a micro-batch; the
+  step divides the sum of all micro-batches of all processes by the labelled pixels (or their
+  summed class weights) of that whole global batch when loss.normalize, so accumulation and DDP
+  equal one large batch (and the default ``ce`` is exactly the loss this project always had).
+- means per micro-batch (``ohem``, ``dice``, ``lovasz``): each returns a mean over one micro-batch
+  (a ranking or a region overlap has no per-pixel sum to pool); the step averages them over its
+  micro-batches and processes, whatever loss.normalize says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fcn.config import LOSS_NAMES, VOID
+
+PIXEL_SUM_TERMS = ("ce", "focal")
+"""Terms summed over labelled pixels and normalised over the whole step (loss.normalize)."""
+BATCH_MEAN_TERMS = ("ohem", "dice", "lovasz")
+"""Terms that are means over one micro-batch, averaged over the step's micro-batches and processes."""
+DICE_SMOOTH = 1.0
+"""Added to the numerator and the denominator of each class's soft Dice (in pixels): it keeps the
+ratio defined and its gradient bounded for tiny regions, and is negligible for regions of hundreds
+of pixels (the common choice in V-Net-style implementations)."""
+
+
+def labelled(masks: torch.Tensor, weight: torch.Tensor | None, ignore_index: int = VOID) -> torch.Tensor:
+    """Return the number of labelled pixels (or their summed class weights), a float tensor."""
+    valid = masks != ignore_index
+    return valid.sum().float() if weight is None else weight[masks[valid]].sum()
+
+
+def cross_entropy_sum(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = VOID,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Return the cross-entropy summed over labelled pixels, each weighted by its class's weight.
+
+    With label smoothing eps it is PyTorch's: (1 - eps) * w_y * -log p_y + eps / C * sum_c w_c * -log p_c.
+    """
+    if label_smoothing > 0:
+        return F.cross_entropy(
+            logits.float(),
+            masks,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction="sum",
+            label_smoothing=label_smoothing,
+        )
+    return F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=ignore_index, reduction="sum")
+
+
+def _valid_log_probs(
+    logits: torch.Tensor, masks: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (log-probabilities (P, C), labels (P,)) of the labelled pixels, flattened."""
+    c = logits.shape[1]
+    log_p = F.log_softmax(logits.float(), dim=1).permute(0, 2, 3, 1).reshape(-1, c)
+    labels = masks.reshape(-1)
+    valid = labels != ignore_index
+    return log_p[valid], labels[valid]
+
+
+def focal_sum(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = VOID,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Return the focal loss (Lin et al. 2017, eq. 5) summed over labelled pixels:
+    -w_y (1 - p_y)^gamma log p_y, the class weight w_y in the role of the paper's alpha_t."""
+    log_p, labels = _valid_log_probs(logits, masks, ignore_index)
+    log_pt = log_p.gather(1, labels[:, None])[:, 0]
+    loss = -((1.0 - log_pt.exp()).clamp_min(0) ** gamma) * log_pt
+    if weight is not None:
+        loss = loss * weight[labels]
+    return loss.sum()
+
+
+def ohem_cross_entropy(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = VOID,
+    keep: float = 0.25,
+) -> torch.Tensor:
+    """Return the cross-entropy averaged over the micro-batch's hardest labelled pixels (online hard
+    example mining): the k with the highest (unweighted) cross-entropy, where k is ceil(keep * labelled)
+    for keep <= 1, else keep pixels (at most all). With class weights, their weighted mean."""
+    log_p, labels = _valid_log_probs(logits, masks, ignore_index)
+    if labels.numel() == 0:
+        return logits.float().sum() * 0.0
+    k = math.ceil(keep * labels.numel()) if keep <= 1 else min(int(keep), labels.numel())
+    nll = -log_p.gather(1, labels[:, None])[:, 0]
+    hard = torch.topk(nll.detach(), k, sorted=False).indices
+    if weight is None:
+        return nll[hard].mean()
+    w = weight[labels[hard]]
+    return (nll[hard] * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def _valid_probs_one_hot(
+    logits: torch.Tensor, masks: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (probabilities (P, C), one-hot labels (P, C), labels (P,)) of the labelled pixels."""
+    log_p, labels = _valid_log_probs(logits, masks, ignore_index)
+    return log_p.exp(), F.one_hot(labels, log_p.shape[1]).to(log_p.dtype), labels
+
+
+def _class_mean(per_class: torch.Tensor, present: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Return the (class-weighted) mean of per_class over the present classes (0 when none is)."""
+    w = present.to(per_class.dtype)
+    if weight is not None:
+        w = w * weight.to(per_class.dtype)
+    return (per_class * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def dice_loss(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = VOID,
+    smooth: float = DICE_SMOOTH,
+) -> torch.Tensor:
+    """Return the soft Dice loss of a micro-batch: the mean over the classes present in its labels of
+    1 - (2 sum p_c g_c + s) / (sum p_c + sum g_c + s), sums over all its labelled pixels (one
+    region per class for the micro-batch) with s = DICE_SMOOTH; with class weights, the weighted
+    mean over the present classes. Classes absent from the labels are left out: their Dice would
+    only push predictions of them to 0, which the present classes' terms already do."""
+    p, g, _ = _valid_probs_one_hot(logits, masks, ignore_index)
+    intersection = (p * g).sum(0)
+    dice = (2.0 * intersection + smooth) / (p.sum(0) + g.sum(0) + smooth)
+    return _class_mean(1.0 - dice, g.sum(0) > 0, weight) + 0.0 * p.sum()
+
+
+def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
+    """Return the gradient of the Lovasz extension of the Jaccard loss at errors sorted by decreasing
+    size (Berman et al. 2018, Algorithm 1; the reference's lovasz_grad)."""
+    gts = fg_sorted.sum()
+    intersection = gts - fg_sorted.cumsum(0)
+    union = gts + (1.0 - fg_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if fg_sorted.numel() > 1:
+        jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    return jaccard
+
+
+def lovasz_softmax(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = VOID,
+) -> torch.Tensor:
+    """Return the Lovasz-softmax loss of a micro-batch (Berman et al. 2018): for each class present
+    in its labels, the Lovasz extension of the Jaccard loss applied to the errors |1[y=c] - p_c| of
+    all its labelled pixels, averaged over the present classes (the reference's classes='present',
+    per_image=False); with class weights, their weighted mean."""
+    p, g, _ = _valid_probs_one_hot(logits, masks, ignore_index)
+    present = g.sum(0) > 0
+    losses = []
+    for c, here in enumerate(present.tolist()):
+        if not here:  # one sort of all pixels per class: skip those _class_mean leaves out
+            losses.append(p.new_zeros(()))
+            continue
+        errors = (g[:, c] - p[:, c]).abs()
+        order = torch.argsort(errors.detach(), descending=True)
+        losses.append(torch.dot(errors[order], _lovasz_grad(g[order, c])))
+    per_class = torch.stack(losses) if losses else p.new_zeros(0)
+    return _class_mean(per_class, present, weight) + 0.0 * p.sum()
+
+
+@dataclass(frozen=True)
+class SegmentationLoss:
+    """loss.terms as a callable split in two: pixel_sum() and batch_mean() of one micro-batch.
+
+    The step's loss is (sum over micro-batches of pixel_sum) / normaliser + mean over micro-batches
+    of batch_mean (fcn.engine.train_one_step); either part is None when no term of its kind is set.
+    """
+
+    terms: tuple[tuple[str, float], ...] = (("ce", 1.0),)
+    weight: torch.Tensor | None = None
+    ignore_index: int = VOID
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    ohem_keep: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name, _ in self.terms:
+            if name not in LOSS_NAMES:
+                raise ValueError(f"loss term '{name}' is not one of {', '.join(LOSS_NAMES)}")
+
+    def term(self, name: str, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Return one term's value on a micro-batch (a pixel sum or a micro-batch mean, see the module doc)."""
+        w, ignore = self.weight, self.ignore_index
+        if name == "ce":
+            return cross_entropy_sum(logits, masks, w, ignore, self.label_smoothing)
+        if name == "focal":
+            return focal_sum(logits, masks, w, ignore, self.focal_gamma)
+        if name == "ohem":
+            return ohem_cross_entropy(logits, masks, w, ignore, self.ohem_keep)
+        if name == "dice":
+            return dice_loss(logits, masks, w, ignore)
+        return lovasz_softmax(logits, masks, w, ignore)
+
+    def _weighted(
+        self, names: tuple[str, ...], logits: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor | None:
+        total = None
+        for name, factor in self.terms:
+            if name in names:
+                value = self.term(name, logits, masks)
+                value = value if factor == 1.0 else factor * value  # the default ce stays bit for bit
+                total = value if total is None else total + value
+        return total
+
+    def pixel_sum(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        """Return the weighted sum of the ce/focal terms over the labelled pixels, or None."""
+        return self._weighted(PIXEL_SUM_TERMS, logits, masks)
+
+    def batch_mean(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        """Return the weighted sum of the ohem/dice/lovasz terms of this micro-batch, or None."""
+        return self._weighted(BATCH_MEAN_TERMS, logits, masks)
+
+    def labelled(self, masks: torch.Tensor) -> torch.Tensor:
+        """Return the labelled pixels of masks (or their summed class weights): the normaliser's part."""
+        return labelled(masks, self.weight, self.ignore_index)
+
+
+def build_loss(
+    loss_cfg: Any, ignore_index: int = VOID, weight: torch.Tensor | None = None
+) -> SegmentationLoss:
+    """Return the SegmentationLoss of cfg.loss with the run's ignore index and class weights (a tensor
+    on the logits' device, or None)."""
+    return SegmentationLoss(
+        terms=tuple((str(t.name), float(t.weight)) for t in loss_cfg.terms),
+        weight=weight,
+        ignore_index=int(ignore_index),
+        label_smoothing=float(loss_cfg.label_smoothing),
+        focal_gamma=float(loss_cfg.focal_gamma),
+        ohem_keep=float(loss_cfg.ohem_keep),
+    )
