@@ -192,7 +192,7 @@ def test_the_two_checkpoint_kinds_hold_their_schema_and_load_back(tmp_path):
     )  # fmt: skip
     assert set(resumable) == {
         "version", "model", "ema", "optimizer", "scheduler", "scaler", "iteration", "epoch",
-        "best_miou", "rng", "sampler", "config",
+        "best_miou", "evals_since_best", "rng", "sampler", "config",
     }  # fmt: skip
     weights = weights_checkpoint(model=model, config={"a": 1}, iteration=5, best_miou=0.25)
     assert set(weights) == {"version", "model", "ema", "config", "iteration", "best_miou"}

@@ -175,8 +175,10 @@ def test_fast_paths_are_cpu_only_and_named_in_the_error():
     check_fast_path("none", torch.device("cuda"))  # nothing to check without a fast path
     with pytest.raises(ValueError, match=r"eval.fast_path=int8 runs on the CPU only .*eval.amp"):
         check_fast_path("int8", torch.device("cuda"))
-    with pytest.raises(ValueError, match="must be one of none, winograd, int8"):
+    with pytest.raises(ValueError, match="must be one of none, auto, winograd, int8"):
         check_fast_path("fp8", torch.device("cpu"))
+    with pytest.raises(ValueError, match="auto must be resolved first"):  # a choice, not a path
+        check_fast_path("auto", torch.device("cpu"))
 
 
 def test_apply_fast_path_none_leaves_the_model_alone(capsys):
@@ -200,7 +202,7 @@ def test_apply_fast_path_int8_says_what_it_did(capsys):
     [
         (
             ["eval.fast_path=int9"],
-            "eval.fast_path='int9' is not one of none, winograd, int8 (did you mean 'int8'?)",
+            "eval.fast_path='int9' is not one of none, auto, winograd, int8 (did you mean 'int8'?)",
         ),
         (["eval.fast_path=int8", "eval.amp=bf16"], "set eval.amp=none and eval.channels_last=false"),
         (["eval.fast_path=winograd", "eval.channels_last=true"], "eval.fast_path=winograd computes"),

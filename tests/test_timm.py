@@ -262,3 +262,12 @@ def test_resolved_mean_std_is_saved_in_the_checkpoint_and_used_by_inference(tmp_
     assert written["mean"] == [0.5, 0.5, 0.5] and written["std"] == [0.5, 0.5, 0.5]
     _, cfg = load_model(run / "checkpoints" / "last.pt")
     assert list(cfg.data.transforms.mean) == [0.5, 0.5, 0.5]
+
+
+def test_a_timm_resnet_from_scratch_starts_its_blocks_as_torchvision_does():
+    from fcn.models.backbones import _timm_features
+
+    net = _timm_features("resnet18", False, (2, 3, 4))
+    # timm's zero_init_last would start every block's last BatchNorm at 0 (an identity block);
+    # from scratch, the blocks start as torchvision's: BatchNorm weights at 1.
+    assert all(bool((block.bn2.weight == 1).all()) for block in net.layer1)

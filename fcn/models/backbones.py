@@ -295,7 +295,14 @@ def _timm_features(name: str, pretrained: bool | str, out_indices: Tuple[int, ..
     timm = _timm()
     kwargs: Dict[str, Any] = dict(features_only=True, out_indices=out_indices)
     if pretrained is False:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        # From scratch, residual blocks start as torchvision's do: timm zero-initialises the last
+        # BatchNorm of each block (zero_init_last), which on the toy demo cost 77.0 -> 52.9 mean IU
+        # in 600 iterations; with it off, timm:resnet18 starts bitwise like torchvision's resnet18.
+        # Pretrained weights overwrite these either way.
+        try:
+            return timm.create_model(name, pretrained=False, zero_init_last=False, **kwargs)
+        except TypeError:  # a family without the option
+            return timm.create_model(name, pretrained=False, **kwargs)
     if isinstance(pretrained, str):
         # timm loads the state dict into the whole classifier before cutting it into the extractor,
         # as it does its downloads (its checkpoint filter and classifier handling apply alike).
