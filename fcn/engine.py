@@ -63,7 +63,7 @@ from fcn.runtime import (
     seed_everything,
     select_device,
 )
-from fcn.sliding import slide_logits
+from fcn.sliding import model_logits, window_options
 
 
 class TrainingError(RuntimeError):
@@ -150,7 +150,7 @@ def train_one_step(
     device; return the loss.
 
     loss_fn holds loss.terms, the class weights and the ignore index (None: the cross-entropy
-    with `weight`, ignoring 255). The micro-batches count as one batch of their union: the pixel-sum
+    with `weight`, ignoring fcn.config.VOID). The micro-batches count as one batch of their union: the pixel-sum
     terms (ce, focal) are divided by the labelled pixels of all of them (summed over processes)
     when normalised, else summed, so k accumulated batches of 1 equal one batch of k (without
     BatchNorm), and N processes with batch b equal one process with batch N*b. (Caffe's iter_size
@@ -262,19 +262,8 @@ def evaluate(
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
         with autocast(device, amp):
-            if mode == "slide":
-                logits = slide_logits(
-                    model,
-                    images,
-                    tile=tile,
-                    stride=stride,
-                    window_batch=window_batch,
-                    channels_last=channels_last,
-                )
-            else:
-                x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
-                logits = model(x)
-            pred = logits.argmax(1)
+            window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
+            pred = model_logits(model, images, channels_last, **window).argmax(1)
         matrix.update(pred, masks.to(device, non_blocking=True))
     matrix.all_reduce()
     model.train(was_training)
@@ -310,7 +299,6 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler | None
-    class_weight: torch.Tensor | None
     loss_fn: SegmentationLoss
     mixer: Callable | None
     total: int
@@ -544,7 +532,6 @@ def setup(cfg: DictConfig) -> Run:
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
-        class_weight=weight,
         loss_fn=build_loss(cfg.loss, ignore, weight),
         mixer=build_mixer(cfg.data.mixing, ignore),
         total=total,
@@ -666,8 +653,7 @@ def train(run: Run) -> dict:
                 run.optimizer,
                 batches,
                 normalize=cfg.loss.normalize,
-                weight=run.class_weight,
-                loss_fn=run.loss_fn,
+                loss_fn=run.loss_fn,  # holds the class weights and the ignore index
                 amp=run.amp,
                 scaler=run.scaler,
                 clip_grad_norm=t.clip_grad_norm,
@@ -752,8 +738,7 @@ def evaluate_and_save(run: Run) -> dict:
     if run.ema is not None:
         distributed.broadcast_buffers(run.ema.module)
     n = cfg.model.num_classes
-    e, ignore = cfg.eval, cfg.data.ignore_index
-    window = dict(mode=e.mode, tile=e.tile, stride=e.stride, window_batch=e.window_batch)
+    ignore, window = cfg.data.ignore_index, window_options(cfg)
     metrics = evaluate(
         run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval", ignore_index=ignore, **window
     )

@@ -24,7 +24,7 @@ from fcn.config import config_from_dict, to_dict, with_overrides
 from fcn.data.common import VOID, read_image
 from fcn.data.loaders import DataLoader
 from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
-from fcn.sliding import slide_logits
+from fcn.sliding import model_logits, window_options
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
@@ -135,25 +135,6 @@ def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
-def _logits(
-    model: nn.Module,
-    x: torch.Tensor,
-    channels_last: bool,
-    mode: str,
-    tile: int,
-    stride: int,
-    window_batch: int,
-) -> torch.Tensor:
-    """Return the model's logits of x: one forward ('whole') or blended windows ('slide')."""
-    if mode == "slide":
-        return slide_logits(
-            model, x, tile=tile, stride=stride, window_batch=window_batch, channels_last=channels_last
-        )
-    if mode != "whole":
-        raise ValueError(f"mode='{mode}' is not one of whole, slide")
-    return model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
-
-
 @torch.inference_mode()
 def predict_probs(
     model: nn.Module,
@@ -175,6 +156,7 @@ def predict_probs(
         raise ValueError(f"predict_probs expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
     scales = [float(s) for s in scales] or [1.0]
     height, width = images.shape[-2:]
+    window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
     total = None
     count = 0
     with autocast(images.device, amp):
@@ -185,7 +167,7 @@ def predict_probs(
                 x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
             for mirrored in (False, True) if flip else (False,):
                 xi = x.flip(-1) if mirrored else x
-                logits = _logits(model, xi, channels_last, mode, tile, stride, window_batch).float()
+                logits = model_logits(model, xi, channels_last, **window).float()
                 if mirrored:
                     logits = logits.flip(-1)
                 if logits.shape[-2:] != (height, width):
@@ -218,14 +200,7 @@ def predict_labels(
             model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last, **window
         ).argmax(1)
     with torch.inference_mode(), autocast(images.device, amp):
-        return _logits(model, images, channels_last, **window).argmax(1)
-
-
-def window_options(cfg: DictConfig) -> dict:
-    """Return the config's whole/slide keywords of predict_labels and predict_probs (eval.mode,
-    eval.tile, eval.stride, eval.window_batch)."""
-    e = cfg.eval
-    return {"mode": e.mode, "tile": int(e.tile), "stride": int(e.stride), "window_batch": int(e.window_batch)}
+        return model_logits(model, images, channels_last, **window).argmax(1)
 
 
 def segment(

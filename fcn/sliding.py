@@ -21,10 +21,40 @@ accumulated in place, plus an H x W coverage count. Used alike by training's eva
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 MODES = ("whole", "slide")  # eval.mode
+
+
+def window_options(cfg: Any) -> dict:
+    """Return the config's whole/slide keywords of model_logits (eval.mode, eval.tile, eval.stride,
+    eval.window_batch)."""
+    e = cfg.eval
+    return {"mode": e.mode, "tile": int(e.tile), "stride": int(e.stride), "window_batch": int(e.window_batch)}
+
+
+def model_logits(
+    model: nn.Module,
+    x: Tensor,
+    channels_last: bool = False,
+    *,
+    mode: str = "whole",
+    tile: int = 512,
+    stride: int = 341,
+    window_batch: int = 4,
+) -> Tensor:
+    """Return the model's logits of x: one forward ('whole') or blended windows ('slide'); call it
+    under the caller's autocast and inference mode."""
+    if mode == "slide":
+        return slide_logits(
+            model, x, tile=tile, stride=stride, window_batch=window_batch, channels_last=channels_last
+        )
+    if mode != "whole":
+        raise ValueError(f"mode='{mode}' is not one of {', '.join(MODES)}")
+    return model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
 
 def window_starts(length: int, tile: int, stride: int) -> list[int]:
