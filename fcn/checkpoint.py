@@ -47,13 +47,14 @@ class WriteError(OSError):
 
 
 def _os_error(exc: BaseException) -> OSError | None:
-    """Return the OSError behind exc (itself, or one it was raised while handling), if any."""
+    """Return the OSError behind exc (itself, or one it was raised from or while handling, unless
+    that context was suppressed with 'raise ... from None'), if any."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, OSError):
             return exc
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None
 
 

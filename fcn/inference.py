@@ -624,6 +624,14 @@ def _calibration_images(files: Iterable[Path], cfg: DictConfig) -> Iterator[torc
         yield preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)
 
 
+def untinted_label(cfg: DictConfig) -> int:
+    """Return the label overlays leave untinted: a background class (named 'background' or 'bg'),
+    so that the objects stand out on the photo, else the ignore index."""
+    from fcn.data import class_names
+
+    return 0 if class_names(cfg.data)[0].lower() in ("background", "bg") else int(cfg.data.ignore_index)
+
+
 def predict_files(
     model: nn.Module,
     cfg: DictConfig,
@@ -651,8 +659,7 @@ def predict_files(
 
     names = class_names(cfg.data)
     colours = palette(cfg.data)
-    # A background class is left untinted in overlays, so the objects stand out on the photo.
-    untinted = 0 if names[0].lower() in ("background", "bg") else int(cfg.data.ignore_index)
+    untinted = untinted_label(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []

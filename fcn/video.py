@@ -65,15 +65,13 @@ def predict_video(
     av = _import_av()
     from tqdm import tqdm
 
-    from fcn.data import class_names, palette
-    from fcn.inference import prepare_fast_path, save_index_png, segment
+    from fcn.checkpoint import atomic_write
+    from fcn.data import palette
+    from fcn.inference import prepare_fast_path, save_index_png, segment, untinted_label
     from fcn.visualize import overlay
 
     path, out = Path(path), Path(output_dir)
-    names, colours = class_names(cfg.data), palette(cfg.data)
-    untinted = (
-        0 if names[0].lower() in ("background", "bg") else int(cfg.data.ignore_index)
-    )  # as predict_files
+    colours, untinted = palette(cfg.data), untinted_label(cfg)
     if segment_frame is None:
         prepare_fast_path(model, cfg, _model_inputs(av, path, cfg))
 
@@ -89,15 +87,14 @@ def predict_video(
     if save_frames:
         frames_dir.mkdir(exist_ok=True)
     target = out / f"{path.stem}_overlay.mp4"
-    tmp = target.with_name(f".{target.name}.tmp.mp4")  # renamed when complete: never a half video
     done = 0
-    try:
-        if not source.streams.video:
-            raise ValueError(f"{path}: no video stream")
+
+    def encode(tmp: Path) -> None:
+        nonlocal done
         stream = source.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or 25
         width, height = stream.codec_context.width, stream.codec_context.height
-        with av.open(str(tmp), mode="w") as sink:
+        with av.open(str(tmp), mode="w", format="mp4") as sink:
             encoder = sink.add_stream("libx264", rate=rate)
             encoder.width, encoder.height = width, height
             # 4:2:0, what every player decodes, needs even sides; odd ones keep full chroma instead.
@@ -121,10 +118,13 @@ def predict_video(
                 sink.mux(packet)
         if done == 0:
             raise ValueError(f"{path}: no frame could be decoded")
-        os.replace(tmp, target)
+
+    try:
+        if not source.streams.video:
+            raise ValueError(f"{path}: no video stream")
+        atomic_write(target, encode)  # written whole or not at all: never a half video
     except av.error.FFmpegError as exc:
         raise ValueError(f"{path}: {exc}") from None
     finally:
         source.close()
-        tmp.unlink(missing_ok=True)
     return done
