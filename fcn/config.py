@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -395,12 +396,45 @@ def _read_yaml(path: str) -> DictConfig:
     return OmegaConf.create(data)
 
 
+def _schema_type(key: str) -> Any:
+    """Return the declared type of a dotted key in the schema (e.g. str for model.init_from), or None
+    for a key the schema does not have (the merge reports it)."""
+    section: Any = Config
+    kind: Any = None
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(section):
+            return None
+        hints = typing.get_type_hints(section)
+        if part not in hints:
+            return None
+        kind = section = hints[part]
+    return kind
+
+
+def _empty_value(key: str, item: str) -> str:
+    """Return what an empty override (``key=``) means for key: '' for a string key, [] for a list;
+    a ConfigError saying what to write for a key of another type."""
+    kind = _schema_type(key)
+    if kind is str:
+        return "''"
+    if typing.get_origin(kind) is list:
+        return "[]"
+    if kind is None:  # not a key of the schema: the merge names it
+        return "''"
+    what = "a value" if kind is Any else f"a value of type {getattr(kind, '__name__', kind)}"
+    raise ConfigError(f"command line: '{item}': key '{key}' needs {what} (nothing after '=')")
+
+
 def _parse_override(item: str) -> DictConfig:
     if "=" not in item:
         raise ConfigError(f"command line: '{item}' is not a key=value override (e.g. training.epochs=3)")
     key, value = item.split("=", 1)
     if not key:
         raise ConfigError(f"command line: '{item}' has no key before '='")
+    if not value.strip():
+        # 'model.init_from=' is the natural way to clear a key on a command line; OmegaConf would read
+        # it as null, which a str field refuses. Empty means '' for a string key and [] for a list.
+        value = _empty_value(key, item)
     if value.lstrip().startswith(("[", "{")):
         # YAML reads '{name:ce}' as one key 'name:ce'; a space after a flow mapping's ':' lets the
         # shell-friendly loss.terms=[{name:ce,weight:1.0}] mean what it says.

@@ -113,3 +113,19 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config([str(tmp_path / "nope.yml")])
     assert "bad.yml: not valid YAML at line" in _error(tmp_path, "model:\n  arch: [fcn8s\n")
     assert "not a key=value" in _error(None, overrides=["training.epochs"])
+
+
+def test_an_empty_override_clears_a_string_key():
+    # 'model.init_from=' is how a shell user clears a key: it means '' (OmegaConf alone reads None).
+    cfg = load_config([str(REPO / "predefined_configs/timm_effnetv2s_fcn8s.yml")], ["model.init_from="])
+    assert cfg.model.init_from == ""
+    assert load_config(overrides=["model.init_from=''"]).model.init_from == ""
+    assert list(load_config(overrides=["data.classes="]).data.classes) == []
+
+
+@pytest.mark.parametrize(
+    ("item", "what"), [("training.iters=", "of type int"), ("eval.flip=", "of type bool")]
+)
+def test_an_empty_override_of_another_type_says_what_it_needs(item, what):
+    with pytest.raises(ConfigError, match=f"key '{item[:-1]}' needs a value {what} \\(nothing after '='\\)"):
+        load_config(overrides=[item])
