@@ -379,6 +379,22 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"{source}: key '{key}': {_one_line(exc)}") from None
+    except TypeError:  # OmegaConf's "Cannot merge incompatible container types" names no key
+        key, want = _container_mismatch(base, other)
+        raise ConfigError(f"{source}: key '{key}' must be a {want}, as in the schema") from None
+
+
+def _container_mismatch(base: Any, other: Any, prefix: str = "") -> tuple[str, str]:
+    """Return (key, 'mapping' or 'list') of the first value of `other` whose kind differs from base's."""
+    if OmegaConf.is_dict(base) and OmegaConf.is_dict(other):
+        for key in other:
+            if key in base:
+                found = _container_mismatch(base._get_node(key), other._get_node(key), f"{prefix}{key}.")
+                if found[0] != "?":
+                    return found
+    elif OmegaConf.is_dict(base) != OmegaConf.is_dict(other) and OmegaConf.is_config(other):
+        return prefix.rstrip("."), "mapping" if OmegaConf.is_dict(base) else "list"
+    return "?", "value of another kind"
 
 
 def read_text(path: str | os.PathLike) -> str:

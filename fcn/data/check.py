@@ -283,9 +283,16 @@ def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport
             results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data), pool)
             jobs.append((key, ds_cfg, listing, results, len(pairs)))
         return [
-            summarise(f"data.{key}", f"{ds.name}/{ds.split} in {ds.root}", listing, results, n, progress)
+            summarise(f"data.{key}", describe(ds), listing, results, n, progress)
             for key, ds, listing, results, n in jobs
         ]
+
+
+def describe(ds_cfg: Any) -> str:
+    """Return how the report names a split: 'name/split in root', or a Dataset class with its args."""
+    if is_import_path(ds_cfg.name):
+        return f"{ds_cfg.name} with args {dict(ds_cfg.args)}"
+    return f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
 
 
 def class_weights(counts: np.ndarray) -> list[float]:
@@ -362,8 +369,7 @@ def split_report_cached(
     if is_import_path(ds_cfg.name):  # no files to checksum: counted each time, not cached
         dataset = external_dataset(ds_cfg, data_cfg)
         results = map(functools.partial(inspect_item, dataset=dataset), range(len(dataset)))
-        description = f"{ds_cfg.name} {dict(ds_cfg.args)}"
-        return summarise("data.train", description, Listing(), results, len(dataset), progress=False), None, False
+        return summarise("data.train", describe(ds_cfg), Listing(), results, len(dataset), progress=False), None, False
     listing = list_split(ds_cfg)
     if listing.error is not None:
         raise listing.error
