@@ -713,8 +713,15 @@ def label_map_dict(value: Any) -> dict[int, int]:
         raise ValueError(f"data.label_map must be a mapping {{raw id: class index}}, got {value!r}")
     out = {}
     for raw, index in value.items():
-        if isinstance(raw, bool) or isinstance(index, bool) or not isinstance(raw, int) or not isinstance(index, int):
-            raise ValueError(f"data.label_map entry {raw!r}: {index!r} must map an integer id to an integer class index")
+        if (
+            isinstance(raw, bool)
+            or isinstance(index, bool)
+            or not isinstance(raw, int)
+            or not isinstance(index, int)
+        ):
+            raise ValueError(
+                f"data.label_map entry {raw!r}: {index!r} must map an integer id to an integer class index"
+            )
         out[raw] = index
     return out
 
@@ -728,7 +735,9 @@ def _validate_label_map(source: str, d: DictConfig, n: int) -> None:
         raise ConfigError(f"{source}: {exc}") from None
     for raw, index in mapping.items():
         if not 0 <= raw <= 65535:
-            raise ConfigError(f"{source}: data.label_map id {raw} is outside 0..65535 (masks are 8- or 16-bit)")
+            raise ConfigError(
+                f"{source}: data.label_map id {raw} is outside 0..65535 (masks are 8- or 16-bit)"
+            )
         if not (0 <= index < n or index == d.ignore_index):
             raise ConfigError(
                 f"{source}: data.label_map maps {raw} to {index}, outside 0..{n - 1} (model.num_classes) "

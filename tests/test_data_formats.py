@@ -117,14 +117,19 @@ def test_cityscapes_lists_cities_in_order_and_names_a_missing_mask(tmp_path):
     cfg = cityscapes_cfg(tmp_path)
     assert build_dataset(cfg.data.train, cfg.data).ids == ["aachen_000000_000002", "bochum_000000_000001"]
     (tmp_path / "gtFine/train/bochum/bochum_000000_000001_gtFine_labelIds.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 Cityscapes train images have no gtFine labelIds mask .*bochum_000000_000001_gtFine_labelIds.png"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"1 Cityscapes train images have no gtFine labelIds mask .*bochum_000000_000001_gtFine_labelIds.png",
+    ):
         build_dataset(cfg.data.train, cfg.data)
     with pytest.raises(ValueError, match="Cityscapes split 'testing' is not one of train, val, test"):
         build_dataset(cityscapes_cfg(tmp_path, "data.train.split=testing").data.train, cfg.data)
 
 
 def test_cityscapes_without_a_label_map_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"data.train.name='cityscapes' reads raw labelIds: set data.label_map"):
+    with pytest.raises(
+        ConfigError, match=r"data.train.name='cityscapes' reads raw labelIds: set data.label_map"
+    ):
         load_config([], ["data.train.name=cityscapes"])
 
 
@@ -146,7 +151,11 @@ def test_ade20k_reduce_zero_label_is_exact_and_config_holds_150_classes(tmp_path
     write_ade20k(tmp_path, "validation", {"ADE_val_00000001": raw})
     cfg = load_config([ADE20K], [f"data.val.root={tmp_path}"])
     names = class_names(cfg.data)
-    assert len(names) == 150 == len(set(names)) and (names[0], names[2], names[149]) == ("wall", "sky", "flag")
+    assert len(names) == 150 == len(set(names)) and (names[0], names[2], names[149]) == (
+        "wall",
+        "sky",
+        "flag",
+    )
     assert cfg.data.reduce_zero_label and len(cfg.data.palette) == 150
     image, mask = build_dataset(cfg.data.val, cfg.data)[0]
     expected = np.asarray([255, *range(150), 255], np.uint8)
@@ -159,7 +168,9 @@ def test_ade20k_names_an_image_without_annotation_and_a_bad_split(tmp_path):
         (tmp_path / "images/training/ADE_train_00000001.jpg").read_bytes()
     )
     cfg = load_config([ADE20K], [f"data.train.root={tmp_path}"])
-    with pytest.raises(FileNotFoundError, match=r"1 ADE20K training images have no annotation .*ADE_train_00000002.png"):
+    with pytest.raises(
+        FileNotFoundError, match=r"1 ADE20K training images have no annotation .*ADE_train_00000002.png"
+    ):
         build_dataset(cfg.data.train, cfg.data)
     bad = load_config([ADE20K], [f"data.train.root={tmp_path}", "data.train.split=train"])
     with pytest.raises(ValueError, match="ADE20K split 'train' is not one of training, validation"):
@@ -205,7 +216,12 @@ def test_label_map_translates_16_bit_ids_and_unlisted_ids_become_ignore(tmp_path
 
 def test_label_map_and_reduce_zero_label_apply_to_voc_too(tmp_path):
     make_voc_tree(tmp_path)
-    base = ["data.train.name=voc", f"data.train.root={tmp_path}", "data.classes=[a,b,c]", "model.num_classes=3"]
+    base = [
+        "data.train.name=voc",
+        f"data.train.root={tmp_path}",
+        "data.classes=[a,b,c]",
+        "model.num_classes=3",
+    ]
     label = sample_label(VOC_TRAIN[0])
     k = int(label[10, 10])
     cfg = load_config([], [*base, f"data.label_map={{0: 0, {k}: 2}}"])
@@ -220,9 +236,15 @@ def test_label_map_and_reduce_zero_label_apply_to_voc_too(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["data.label_map={3: 21}"], r"data.label_map maps 3 to 21, outside 0..20 \(model.num_classes\) and 255"),
+        (
+            ["data.label_map={3: 21}"],
+            r"data.label_map maps 3 to 21, outside 0..20 \(model.num_classes\) and 255",
+        ),
         (["data.label_map={70000: 1}"], r"data.label_map id 70000 is outside 0..65535"),
-        (["data.label_map={1: 1}", "data.reduce_zero_label=true"], r"data.label_map and data.reduce_zero_label are both set"),
+        (
+            ["data.label_map={1: 1}", "data.reduce_zero_label=true"],
+            r"data.label_map and data.reduce_zero_label are both set",
+        ),
         (["data.label_map=[[1, 2]]"], r"data.label_map"),
         (["data.train.args={root: x}"], r"data.train.args is given but data.train.name='sbd' is built in"),
         (["data.train.name=my-module:Data"], r"data.train.name='my-module:Data' is not an import path"),
@@ -271,7 +293,11 @@ class Raises:
         raise RuntimeError("no data here")
 '''
 
-EXTERNAL = ["data.label_map={0: 0, 1000: 1, 2000: 2}", "data.classes=[background,red,blue]", "model.num_classes=3"]
+EXTERNAL = [
+    "data.label_map={0: 0, 1000: 1, 2000: 2}",
+    "data.classes=[background,red,blue]",
+    "model.num_classes=3",
+]
 
 
 @pytest.fixture()
@@ -283,7 +309,9 @@ def user_module(tmp_path, monkeypatch):
 
 
 def test_dataset_class_by_import_path_gets_its_args_and_the_label_map(user_module):
-    cfg = load_config([], ["data.train.name=user_data_mod:Squares", "data.train.args={n: 3, size: 16}", *EXTERNAL])
+    cfg = load_config(
+        [], ["data.train.name=user_data_mod:Squares", "data.train.args={n: 3, size: 16}", *EXTERNAL]
+    )
     dataset = build_dataset(cfg.data.train, cfg.data)
     assert len(dataset) == 3 and dataset.ids == ["square0", "square1", "square2"]
     image, mask = dataset[1]
@@ -297,7 +325,10 @@ def test_dataset_class_by_import_path_gets_its_args_and_the_label_map(user_modul
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("user_data_mod:Missing", r"dataset class user_data_mod:Missing: module 'user_data_mod' has no attribute 'Missing'"),
+        (
+            "user_data_mod:Missing",
+            r"dataset class user_data_mod:Missing: module 'user_data_mod' has no attribute 'Missing'",
+        ),
         ("user_data_mod:Raises", r"dataset class user_data_mod:Raises\(\) raised RuntimeError: no data here"),
     ],
 )
@@ -311,8 +342,14 @@ def test_dataset_class_missing_or_raising_is_one_line_naming_it(user_module, nam
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("no_such_module_xyz:Data", r"dataset class no_such_module_xyz:Data: cannot import module 'no_such_module_xyz'"),
-        ("user_data_mod:WrongType", r"dataset class user_data_mod:WrongType: item 0 is a dict; __getitem__ must return \(image, mask\)"),
+        (
+            "no_such_module_xyz:Data",
+            r"dataset class no_such_module_xyz:Data: cannot import module 'no_such_module_xyz'",
+        ),
+        (
+            "user_data_mod:WrongType",
+            r"dataset class user_data_mod:WrongType: item 0 is a dict; __getitem__ must return \(image, mask\)",
+        ),
     ],
 )
 @pytest.mark.slow  # a train.py process each: torch's import dominates
@@ -338,11 +375,19 @@ def test_check_counts_cityscapes_after_the_map_and_names_an_id_outside_it(tmp_pa
     unknown = all_ids_mask()
     unknown[0, :2] = 40  # an id no row of labels.py has
     write_cityscapes(tmp_path, "val", {"bremen_000000_000002": unknown})
-    args = ["--config", CITYSCAPES, f"data.train.root={tmp_path}", f"data.val.root={tmp_path}", "data.num_workers=0"]
+    args = [
+        "--config",
+        CITYSCAPES,
+        f"data.train.root={tmp_path}",
+        f"data.val.root={tmp_path}",
+        "data.num_workers=0",
+    ]
     assert check_main(args) == 1
     out = capsys.readouterr().out
     bad = tmp_path / "gtFine/val/bremen/bremen_000000_000002_gtFine_labelIds.png"
-    assert f"{bad}: raw label ids 40 (2 px) are not in data.label_map (trained as ignored)" in out.splitlines()
+    assert (
+        f"{bad}: raw label ids 40 (2 px) are not in data.label_map (trained as ignored)" in out.splitlines()
+    )
     train = out.split("data.train", 1)[1].split("data.val")[0]
     assert "1 good pairs of 1" in train
     road = next(line for line in train.splitlines() if line.split()[:2] == ["0", "road"])
@@ -354,8 +399,7 @@ def test_check_counts_cityscapes_after_the_map_and_names_an_id_outside_it(tmp_pa
 def test_check_reads_a_dataset_class_and_names_a_bad_item(user_module, capsys):
     module = user_module / "user_data_mod.py"
     module.write_text(
-        MODULE
-        + "\n\nclass OneBad(Squares):\n    def __getitem__(self, i):\n"
+        MODULE + "\n\nclass OneBad(Squares):\n    def __getitem__(self, i):\n"
         "        image, mask = super().__getitem__(i)\n        return (image, mask[:-1]) if i == 2 else (image, mask)\n"
     )
     args = ["data.train.name=user_data_mod:Squares", "data.train.args={n: 2, size: 16}", *EXTERNAL]
