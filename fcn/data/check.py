@@ -1,9 +1,11 @@
 """Check a dataset before training on it: python -m fcn.data.check --config FILE [key=value ...]
 
 Lists data.train and data.val as the config names them (every missing file and every id listed
-twice, not only the first), reads every image and mask once in data.num_workers processes, and
-prints each bad file on a line of its own with the reason, then for the good pairs the pixels per
-class, the range of image sizes and inverse-frequency weights for loss.class_weights.
+twice, not only the first), reads every image and mask once in data.num_workers processes (a
+Dataset class by import path: item by item here), translates the masks by data.label_map /
+reduce_zero_label as training does, and prints each bad file on a line of its own with the reason
+(raw ids the label map does not list among them), then for the good pairs the pixels per class,
+the range of image sizes and inverse-frequency weights for loss.class_weights.
 
 Exit code: 0 when nothing is bad, 1 when a bad file was found, 2 for a bad command line or config
 or a split that cannot be listed at all (a missing dataset directory).
@@ -121,13 +123,12 @@ def inspect_labels(
     with those pixels ignored).
     """
     counts = mask = None
+    notes = []  # problems that leave the pair usable
     if raw is not None:
         unlisted = reader.labels.unlisted(raw)
         if unlisted:
             ids = ", ".join(f"{i} ({n:,} px)" for i, n in unlisted.items())
-            problems.append(
-                Problem(where, f"raw label ids {ids} are not in data.label_map (trained as ignored)")
-            )
+            notes.append(Problem(where, f"raw label ids {ids} are not in data.label_map (trained as ignored)"))
         try:
             mask = reader.labels(raw, where)
         except ValueError as exc:
@@ -153,9 +154,9 @@ def inspect_labels(
                     "masks must match their images pixel for pixel",
                 )
             )
-    if size is None or counts is None or any(not p.reason.startswith("raw label ids") for p in problems):
-        return PairResult(None, None, problems)
-    return PairResult(size, counts, problems)
+    if size is None or counts is None or problems:
+        return PairResult(None, None, problems + notes)
+    return PairResult(size, counts, notes)
 
 
 def inspect_item(index: int, dataset: ExternalDataset) -> PairResult:
@@ -196,7 +197,8 @@ def mask_reader(ds_cfg: Any, data_cfg: Any) -> PairDataset:
 
 
 def external_dataset(ds_cfg: Any, data_cfg: Any) -> ExternalDataset:
-    """Return the Dataset class a split names by import path, constructed, its items not yet read."""
+    """Return the Dataset class a split names by import path, constructed (its first item read: the
+    protocol check build_dataset makes)."""
     from fcn.data import build_dataset
 
     return build_dataset(ds_cfg, data_cfg)
