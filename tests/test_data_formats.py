@@ -18,6 +18,7 @@ from fcn.data import build_dataset, class_names, palette
 from fcn.data.check import main as check_main
 from fcn.data.check import split_report_cached
 from tests.test_data_datasets import VOC_TRAIN, make_voc_tree, sample_label
+from tests.test_evaluate_predict import setup  # noqa: F401 (the fixture: a checkpoint and its data)
 
 REPO = Path(__file__).resolve().parents[1]
 CITYSCAPES = str(REPO / "predefined_configs" / "cityscapes_fcn8s.yml")
@@ -408,3 +409,33 @@ def test_check_reads_a_dataset_class_and_names_a_bad_item(user_module, capsys):
     out = capsys.readouterr().out
     assert "user_data_mod:OneBad[2]: mask is 16x15 (WxH) but its image is 16x16" in out
     assert "data.val (user_data_mod:OneBad" in out and "2 good pairs of 3" in out
+
+
+# --- evaluate.py builds data.val through the same label map ----------------------------------------
+
+
+def test_evaluate_scores_cityscapes_layout_with_label_map_as_the_same_data_in_voc_layout(setup, tmp_path):  # noqa: F811
+    """The evaluation fixture's checkpoint and data, the data written again as Cityscapes raw labelIds:
+    evaluate.py, given data.label_map, scores the very same confusion matrix."""
+    import json
+
+    import evaluate
+
+    root, ids, ckpt = setup
+    raw_of = np.full(256, 255, np.uint8)
+    raw_of[[0, 1, 2]] = [7, 26, 24]  # class k -> a labelId
+    frames = {}
+    for n, name in enumerate(ids):
+        frames[f"x_000000_{n:06d}"] = raw_of[np.array(Image.open(root / "SegmentationClass" / f"{name}.png"))]
+    write_cityscapes(tmp_path / "cs", "val", frames)
+    for n, name in enumerate(ids):  # the fixture's images, not write_cityscapes' grey ones
+        image = Image.open(root / "JPEGImages" / f"{name}.png")
+        image.save(tmp_path / "cs/leftImg8bit/val/x" / f"x_000000_{n:06d}_leftImg8bit.png")
+    common = [str(ckpt), "--no-progress", "--device", "cpu"]
+    assert evaluate.main([*common, "--output", str(tmp_path / "voc.json")]) == 0
+    cityscapes = ["data.val.name=cityscapes", f"data.val.root={tmp_path / 'cs'}", "data.val.split=val"]
+    label_map = "data.label_map={7: 0, 26: 1, 24: 2, 255: 255}"
+    assert evaluate.main([*common, *cityscapes, label_map, "--output", str(tmp_path / "cs.json")]) == 0
+    voc, cs = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("voc", "cs"))
+    assert cs["num_images"] == voc["num_images"] == len(ids)
+    assert cs["confusion"] == voc["confusion"] and sum(map(sum, voc["confusion"])) > 0
