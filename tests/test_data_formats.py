@@ -234,6 +234,22 @@ def test_label_map_and_reduce_zero_label_apply_to_voc_too(tmp_path):
     assert (mask == np.where((label == 0) | (label == 255), 255, label.astype(int) - 1)).all()
 
 
+def test_label_map_reads_8_and_16_bit_ids_alike_and_names_what_it_cannot_map():
+    from fcn.data.common import LabelMap
+
+    ids = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for labels in (LabelMap({7: 0, 26: 1, 255: 2}, False, 255), LabelMap(None, True, 255)):
+        assert labels(ids, "m").tolist() == labels(ids.astype(np.uint16), "m").tolist()
+    reduce = LabelMap(None, True, 255)
+    assert reduce(np.asarray([[256]], np.uint16), "m").tolist() == [[255]]  # 256 - 1: the ignore index
+    with pytest.raises(ValueError, match=r"m: label ids 0..257 do not fit 0..256; they cannot be mapped"):
+        reduce(np.asarray([[0, 257]], np.uint16), "m")
+    with pytest.raises(
+        ValueError, match=r"m: label ids 3..300 do not fit 0..255; translate them with data.label_map"
+    ):
+        LabelMap()(np.asarray([[3, 300]], np.uint16), "m")
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

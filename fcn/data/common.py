@@ -236,24 +236,28 @@ class LabelMap:
     label_map: {raw id: class index}; ids it does not list become ignore_index. reduce_zero_label
     (mmsegmentation's rule): raw 0 -> ignore_index, raw k -> k - 1, raw 255 (void) stays ignored.
     With neither, masks pass through unchanged (ids above 255 are an error). Raw ids may be 0..65535
-    (16-bit PNGs); the result is uint8.
+    (16-bit PNGs); the result is uint8, by one lookup in a 64 KiB table.
     """
 
     def __init__(
         self, label_map: Optional[dict[int, int]] = None, reduce_zero_label: bool = False, ignore_index: int = VOID
     ) -> None:
         self.ignore_index = int(ignore_index)
-        self.table: Optional[np.ndarray] = None  # raw id -> class index (int32: reduce can exceed 255)
+        self.table: Optional[np.ndarray] = None  # raw id -> class index
         self.listed: Optional[np.ndarray] = None  # raw id -> whether data.label_map names it
+        self.max_raw = MAX_RAW_ID  # the largest raw id the table can translate
         if label_map:
-            self.table = np.full(MAX_RAW_ID + 1, self.ignore_index, np.int32)
+            self.table = np.full(MAX_RAW_ID + 1, self.ignore_index, np.uint8)
             self.listed = np.zeros(MAX_RAW_ID + 1, bool)
             for raw, index in label_map.items():
                 self.table[int(raw)] = int(index)
                 self.listed[int(raw)] = True
         elif reduce_zero_label:
-            self.table = np.arange(-1, MAX_RAW_ID, dtype=np.int32)
+            self.max_raw = 256  # k - 1 must fit 0..255
+            self.table = np.zeros(MAX_RAW_ID + 1, np.uint8)
+            self.table[1:257] = np.arange(256)
             self.table[0] = self.table[255] = self.ignore_index
+        self._lut8 = None if self.table is None else self.table[:256].tolist()
 
     @property
     def identity(self) -> bool:
@@ -262,28 +266,27 @@ class LabelMap:
 
     def __call__(self, raw: np.ndarray, path: object) -> np.ndarray:
         """Return the uint8 class-index map of raw ids; ValueError naming `path` for an id it cannot map."""
+        if raw.dtype != np.uint8 and raw.size:  # 8-bit ids always fit: no scan of the mask for them
+            low, high = int(raw.min()), int(raw.max())
+            limit = 255 if self.table is None else self.max_raw
+            if low < 0 or high > limit:
+                hint = "translate them with data.label_map" if self.table is None else "they cannot be mapped"
+                raise ValueError(f"{path}: label ids {low}..{high} do not fit 0..{limit}; {hint}")
         if self.table is None:
-            if raw.dtype != np.uint8 and raw.size and (raw.min() < 0 or raw.max() > 255):
-                raise ValueError(
-                    f"{path}: label ids {int(raw.min())}..{int(raw.max())} do not fit 0..255; "
-                    "translate them with data.label_map"
-                )
             return raw.astype(np.uint8, copy=False)
-        if raw.size and (raw.min() < 0 or raw.max() > MAX_RAW_ID):
-            raise ValueError(f"{path}: label ids {int(raw.min())}..{int(raw.max())} are outside 0..{MAX_RAW_ID}")
-        mapped = self.table[raw]
-        if mapped.size and mapped.max() > 255:
-            bad = int(raw.ravel()[np.argmax(mapped)])
-            raise ValueError(f"{path}: raw label id {bad} becomes {bad - 1} after data.reduce_zero_label (above 255)")
-        return mapped.astype(np.uint8)
+        if raw.dtype == np.uint8 and raw.ndim == 2:
+            # PIL's point() is a plain C lookup: 3x faster than numpy's gather on a 2048x1024 mask.
+            return np.array(Image.fromarray(raw).point(self._lut8))
+        return np.take(self.table, raw)
 
     def unlisted(self, raw: np.ndarray) -> dict[int, int]:
         """Return {raw id: pixels} of the ids data.label_map does not list (they train as ignored)."""
         if self.listed is None or raw.size == 0:
             return {}
-        ids, counts = np.unique(raw, return_counts=True)
-        keep = ~self.listed[np.clip(ids, 0, MAX_RAW_ID)] | (ids > MAX_RAW_ID)
-        return {int(i): int(c) for i, c in zip(ids[keep], counts[keep])}
+        counts = np.bincount(raw.ravel().astype(np.int64), minlength=1)  # ids are checked to be >= 0 first
+        ids = np.flatnonzero(counts)
+        keep = ids[(ids > MAX_RAW_ID) | ~self.listed[np.minimum(ids, MAX_RAW_ID)]]
+        return {int(i): int(counts[i]) for i in keep}
 
 
 def read_sbd_mat(path: Path) -> np.ndarray:
