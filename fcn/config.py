@@ -38,7 +38,9 @@ BACKBONES = (
     "mobilenet_v3_large",
 )
 VGG_BACKBONES = ("vgg16", "vgg16_bn")
-DATASETS = ("voc", "sbd", "voc_aug", "folder")
+DATASETS = ("voc", "sbd", "voc_aug", "folder", "cityscapes", "ade20k")
+"""data.<split>.name choices; any other name with a colon is a Dataset class by import path
+('package.module:Class', fcn/data/external.py)."""
 FAST_PATHS = ("none", "auto", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
 VOID = 255
 """The default of data.ignore_index (VOC's void border). Code takes the configured value as an
@@ -96,13 +98,21 @@ class ModelConfig:
 class DatasetConfig:
     name: str = "voc"
     """'voc' (PASCAL VOC 2012), 'sbd' (benchmark_RELEASE), 'voc_aug' (VOC 2012 train + SBD
-    train/val minus VOC 2012 val; 10,582 images) or 'folder' (any dataset in VOC layout)."""
+    train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout),
+    'cityscapes' (leftImg8bit/ + gtFine/ labelIds; needs data.label_map), 'ade20k'
+    (ADEChallengeData2016), or your own Dataset class by import path: 'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
-    dataset's own root for 'folder' (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)."""
+    dataset's own root for 'folder' (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/),
+    'cityscapes' (leftImg8bit/, gtFine/) and 'ade20k' (ADEChallengeData2016: images/, annotations/)."""
     split: str = "train"
     """Split name: voc: train, val, trainval, seg11valid; sbd: train, val; voc_aug: train;
-    folder: any ImageSets/Segmentation/<split>.txt."""
+    folder: any ImageSets/Segmentation/<split>.txt; cityscapes: train, val, test; ade20k:
+    training, validation. A Dataset class by import path gets it only through its args."""
+    args: Any = field(default_factory=dict)
+    """Keyword arguments of the constructor of a Dataset class named by import path
+    (name: 'my_package.my_module:MyDataset'), e.g. {root: /data/x, split: train}; must stay empty
+    for the built-in names. See docs/cityscapes.md for what the class returns."""
 
 
 @dataclass
@@ -172,6 +182,15 @@ class DataConfig:
     preset and batch_size > 1."""
     num_workers: int = 4
     """Data-loader worker processes per training process."""
+    label_map: Any = field(default_factory=dict)
+    """Raw mask id -> class index, as a mapping (e.g. Cityscapes' labelIds -> train ids {7: 0, 8: 1,
+    ...}); ids it does not list become data.ignore_index (fcn.data.check names them). Raw ids may be
+    0..65535 (8- or 16-bit PNG masks); class indices lie in 0..num_classes-1 or equal
+    data.ignore_index. Applied to every dataset kind's masks, train and val alike. Empty = masks hold
+    class indices already. Files merge it key by key."""
+    reduce_zero_label: bool = False
+    """mmsegmentation's rule for masks whose 0 means 'unlabelled' (ADE20K): raw 0 -> ignored, raw k
+    -> k - 1 (raw 255 stays ignored). Not together with data.label_map (write the map on raw ids)."""
     ignore_index: int = VOID
     """The mask label that is ignored (255: VOC's void border): by the loss, the metrics, the
     dataset's label check, the padding fill of transforms, pad_collate and Mosaic, and the pictures.
@@ -361,6 +380,22 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"{source}: key '{key}': {_one_line(exc)}") from None
+    except TypeError:  # OmegaConf's "Cannot merge incompatible container types" names no key
+        key, want = _container_mismatch(base, other)
+        raise ConfigError(f"{source}: key '{key}' must be a {want}, as in the schema") from None
+
+
+def _container_mismatch(base: Any, other: Any, prefix: str = "") -> tuple[str, str]:
+    """Return (key, 'mapping' or 'list') of the first value of `other` whose kind differs from base's."""
+    if OmegaConf.is_dict(base) and OmegaConf.is_dict(other):
+        for key in other:
+            if key in base:
+                found = _container_mismatch(base._get_node(key), other._get_node(key), f"{prefix}{key}.")
+                if found[0] != "?":
+                    return found
+    elif OmegaConf.is_dict(base) != OmegaConf.is_dict(other) and OmegaConf.is_config(other):
+        return prefix.rstrip("."), "mapping" if OmegaConf.is_dict(base) else "list"
+    return "?", "value of another kind"
 
 
 def read_text(path: str | os.PathLike) -> str:
@@ -547,11 +582,12 @@ def validate(cfg: DictConfig, source: str) -> None:
 
     for split_key in ("train", "val"):
         ds = d[split_key]
-        _choice(source, f"data.{split_key}.name", ds.name, DATASETS)
+        _validate_dataset(source, f"data.{split_key}", ds, d)
         if ds.name == "folder" and not d.classes:
             raise ConfigError(
                 f"{source}: data.{split_key}.name='folder' needs data.classes (the class names in index order)"
             )
+    _validate_label_map(source, d, m.num_classes)
     if d.classes and len(d.classes) != m.num_classes:
         raise ConfigError(
             f"{source}: data.classes has {len(d.classes)} names but model.num_classes={m.num_classes}"
@@ -673,6 +709,77 @@ def validate(cfg: DictConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "
             "would get no prediction"
+        )
+
+
+def is_import_path(name: str) -> bool:
+    """Return whether a dataset name is a Dataset class by import path: 'package.module:Class'."""
+    return re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", str(name)) is not None
+
+
+def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> None:
+    """Raise ConfigError for a dataset name that is neither built in nor an import path, args
+    given to a built-in reader, or Cityscapes without a label map."""
+    if ":" in str(ds.name):
+        if not is_import_path(ds.name):
+            raise ConfigError(
+                f"{source}: {key}.name='{ds.name}' is not an import path 'package.module:Class'"
+            )
+    else:
+        _choice(source, f"{key}.name", ds.name, DATASETS)
+    if not OmegaConf.is_dict(ds.args) and not isinstance(ds.args, dict):
+        raise ConfigError(f"{source}: {key}.args must be a mapping of constructor arguments, got {ds.args!r}")
+    if len(ds.args) and not is_import_path(ds.name):
+        raise ConfigError(
+            f"{source}: {key}.args is given but {key}.name='{ds.name}' is built in; args are for a "
+            "Dataset class named by import path ('package.module:Class')"
+        )
+    if ds.name == "cityscapes" and not len(d.label_map):
+        raise ConfigError(
+            f"{source}: {key}.name='cityscapes' reads raw labelIds: set data.label_map (labelIds -> train ids; "
+            "predefined_configs/cityscapes_fcn8s.yml holds the official 19-class map)"
+        )
+
+
+def label_map_dict(value: Any) -> dict[int, int]:
+    """Return data.label_map as {raw id: class index}; ValueError when it is not a mapping of integers."""
+    if not OmegaConf.is_dict(value) and not isinstance(value, dict):
+        raise ValueError(f"data.label_map must be a mapping {{raw id: class index}}, got {value!r}")
+    out = {}
+    for raw, index in value.items():
+        if (
+            isinstance(raw, bool)
+            or isinstance(index, bool)
+            or not isinstance(raw, int)
+            or not isinstance(index, int)
+        ):
+            raise ValueError(
+                f"data.label_map entry {raw!r}: {index!r} must map an integer id to an integer class index"
+            )
+        out[raw] = index
+    return out
+
+
+def _validate_label_map(source: str, d: DictConfig, n: int) -> None:
+    """Raise ConfigError for a label map entry outside 0..65535 -> 0..n-1 or ignore, or one combined
+    with reduce_zero_label."""
+    try:
+        mapping = label_map_dict(d.label_map)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for raw, index in mapping.items():
+        if not 0 <= raw <= 65535:
+            raise ConfigError(
+                f"{source}: data.label_map id {raw} is outside 0..65535 (masks are 8- or 16-bit)"
+            )
+        if not (0 <= index < n or index == d.ignore_index):
+            raise ConfigError(
+                f"{source}: data.label_map maps {raw} to {index}, outside 0..{n - 1} (model.num_classes) "
+                f"and {d.ignore_index} (data.ignore_index)"
+            )
+    if mapping and d.reduce_zero_label:
+        raise ConfigError(
+            f"{source}: data.label_map and data.reduce_zero_label are both set; give one (write the map on raw ids)"
         )
 
 

@@ -412,7 +412,11 @@ def class_weight_tensor(
 
     report, cache, cached = split_report_cached(cfg.data.train, cfg.data, cfg.data.num_workers)
     values = frequency_weights(report, weights, cfg.model.num_classes, cfg.data.ignore_index)
-    source = f"read from {cache}" if cached else f"counted in {report.good} masks, cached in {cache}"
+    source = (
+        f"read from {cache}"
+        if cached
+        else f"counted in {report.good} masks" + (f", cached in {cache}" if cache else "")
+    )
     _log(info, f"loss.class_weights={weights} ({source}): [{', '.join(f'{w:.4g}' for w in values)}]")
     return torch.tensor(values, device=device)
 

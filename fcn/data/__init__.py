@@ -1,4 +1,5 @@
-"""Datasets (PASCAL VOC 2012 with seg11valid, SBD, VOC + SBD augmented, any VOC-layout folder).
+"""Datasets (PASCAL VOC 2012 with seg11valid, SBD, VOC + SBD augmented, any VOC-layout folder,
+Cityscapes, ADE20K, a Dataset class by import path), and data.label_map / reduce_zero_label.
 
 Importing this package reads nothing from disk or the network and does not import torch;
 transforms, collate and mixing live in their own submodules (fcn.data.transforms, ...).
@@ -9,8 +10,13 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import numpy as np
+from omegaconf import OmegaConf
 
-from fcn.data.common import VOC_CLASSES, VOID, PairDataset, make_palette, voc_palette
+from fcn.config import is_import_path, label_map_dict
+from fcn.data.ade20k import ADE20KSegmentation
+from fcn.data.cityscapes import CityscapesSegmentation
+from fcn.data.common import VOC_CLASSES, VOID, LabelMap, PairDataset, make_palette, voc_palette
+from fcn.data.external import ExternalDataset
 from fcn.data.folder import FolderSegmentation, read_classes
 from fcn.data.sbd import SBDSegmentation, VOCAugSegmentation
 from fcn.data.voc import VOCSegmentation
@@ -18,12 +24,17 @@ from fcn.data.voc import VOCSegmentation
 __all__ = [
     "VOC_CLASSES",
     "VOID",
+    "ADE20KSegmentation",
+    "CityscapesSegmentation",
+    "ExternalDataset",
+    "LabelMap",
     "FolderSegmentation",
     "SBDSegmentation",
     "VOCAugSegmentation",
     "VOCSegmentation",
     "build_dataset",
     "class_names",
+    "label_map",
     "palette",
     "read_classes",
     "voc_palette",
@@ -41,18 +52,37 @@ def palette(data_cfg: Any) -> np.ndarray:
     return make_palette(colours or None)
 
 
-def build_dataset(ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None) -> PairDataset:
-    """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes and palette."""
+def label_map(data_cfg: Any) -> LabelMap:
+    """Return the translation of raw mask ids that data.label_map / data.reduce_zero_label describe."""
+    return LabelMap(label_map_dict(data_cfg.label_map), bool(data_cfg.reduce_zero_label), int(data_cfg.ignore_index))
+
+
+def build_dataset(
+    ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None
+) -> PairDataset | ExternalDataset:
+    """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes,
+    palette and label map (applied to every kind's masks alike)."""
     n, ignore = len(class_names(data_cfg)), int(data_cfg.ignore_index)
-    if ds_cfg.name == "voc":
-        return VOCSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
-    if ds_cfg.name == "sbd":
-        return SBDSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
-    if ds_cfg.name == "voc_aug":
-        return VOCAugSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
+    labels = label_map(data_cfg)
+    if is_import_path(ds_cfg.name):
+        args = OmegaConf.to_container(ds_cfg.args, resolve=True) if OmegaConf.is_config(ds_cfg.args) else ds_cfg.args
+        return ExternalDataset(ds_cfg.name, args, transforms, num_classes=n, ignore_index=ignore, labels=labels)
+    kinds = {
+        "voc": VOCSegmentation,
+        "sbd": SBDSegmentation,
+        "voc_aug": VOCAugSegmentation,
+        "cityscapes": CityscapesSegmentation,
+        "ade20k": ADE20KSegmentation,
+    }
+    if ds_cfg.name in kinds:
+        return kinds[ds_cfg.name](
+            ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore, labels=labels
+        )
     if ds_cfg.name == "folder":
         colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
         return FolderSegmentation(
-            ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore
+            ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore, labels=labels
         )
-    raise ValueError(f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder")
+    raise ValueError(
+        f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder, cityscapes, ade20k, package.module:Class"
+    )

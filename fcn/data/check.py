@@ -1,9 +1,11 @@
 """Check a dataset before training on it: python -m fcn.data.check --config FILE [key=value ...]
 
 Lists data.train and data.val as the config names them (every missing file and every id listed
-twice, not only the first), reads every image and mask once in data.num_workers processes, and
-prints each bad file on a line of its own with the reason, then for the good pairs the pixels per
-class, the range of image sizes and inverse-frequency weights for loss.class_weights.
+twice, not only the first), reads every image and mask once in data.num_workers processes (a
+Dataset class by import path: item by item here), translates the masks by data.label_map /
+reduce_zero_label as training does, and prints each bad file on a line of its own with the reason
+(raw ids the label map does not list among them), then for the good pairs the pixels per class,
+the range of image sizes and inverse-frequency weights for loss.class_weights.
 
 Exit code: 0 when nothing is bad, 1 when a bad file was found, 2 for a bad command line or config
 or a split that cannot be listed at all (a missing dataset directory).
@@ -24,9 +26,12 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fcn.config import ConfigError, load_config
-from fcn.data import class_names
-from fcn.data.common import VOID, PairDataset, check_pair, colour_lookup
+from fcn.config import ConfigError, is_import_path, load_config
+from fcn.data import class_names, label_map
+from fcn.data.ade20k import list_ade20k
+from fcn.data.cityscapes import list_cityscapes
+from fcn.data.common import VOID, PairDataset, colour_lookup
+from fcn.data.external import ExternalDataset
 from fcn.data.folder import Listing, Problem, list_folder
 from fcn.data.sbd import list_sbd, list_voc_aug
 from fcn.data.voc import list_voc
@@ -38,6 +43,8 @@ LISTERS: dict[str, Callable[[str, str], Listing]] = {
     "sbd": list_sbd,
     "voc_aug": list_voc_aug,
     "folder": list_folder,
+    "cityscapes": list_cityscapes,
+    "ade20k": list_ade20k,
 }
 """The listing function of each data.<split>.name (build_dataset's constructors list through these)."""
 
@@ -89,41 +96,77 @@ def decode_image(path: Path) -> Image.Image:
 def inspect_pair(pair: tuple[Path, Path], reader: PairDataset) -> PairResult:
     """Return what decoding an (image, mask) pair found; every failure comes back as a Problem, never raised.
 
-    `reader` reads masks as training does (its load_mask, with its colour table); its num_classes
-    bounds the labels.
+    `reader` reads masks as training does (its load_raw_mask, with its colour table, then its
+    label map); its num_classes bounds the labels.
     """
     image_path, mask_path = pair
     problems: list[Problem] = []
-    image = mask = None
+    image = raw = None
     try:
         image = decode_image(image_path)
     except Exception as exc:  # a worker's exception must come back as data, not end the run
         problems.append(_problem(image_path, exc))
     try:
-        mask = reader.load_mask(mask_path)
+        raw = reader.load_raw_mask(mask_path)
     except Exception as exc:
         problems.append(_problem(mask_path, exc))
-    counts = None
+    return inspect_labels(None if image is None else image.size, raw, reader, mask_path, problems)
+
+
+def inspect_labels(
+    size: Optional[tuple[int, int]], raw: Optional[np.ndarray], reader: Any, where: Path | str, problems: list[Problem]
+) -> PairResult:
+    """Return the PairResult of a mask's raw ids (None: unreadable) for an image of `size` (W, H; None:
+    unreadable): its ids translated by reader.labels, counted and checked against reader.num_classes.
+
+    Raw ids that data.label_map does not list are a problem, but the pair still counts (it trains,
+    with those pixels ignored).
+    """
+    counts = mask = None
+    notes = []  # problems that leave the pair usable
+    if raw is not None:
+        unlisted = reader.labels.unlisted(raw)
+        if unlisted:
+            ids = ", ".join(f"{i} ({n:,} px)" for i, n in unlisted.items())
+            notes.append(Problem(where, f"raw label ids {ids} are not in data.label_map (trained as ignored)"))
+        try:
+            mask = reader.labels(raw, where)
+        except ValueError as exc:
+            problems.append(Problem.from_error(where, exc))
     if mask is not None:
         counts = np.bincount(mask.ravel(), minlength=256)  # one pass; np.unique sorts
         n, ignore = reader.num_classes, reader.ignore_index
         labels = np.flatnonzero(counts)
         outside = labels[(labels >= n) & (labels != ignore)]
         if outside.size:
+            after = " after data.label_map" if not reader.labels.identity else ""
             problems.append(
                 Problem(
-                    mask_path,
-                    f"labels {outside.tolist()} are outside 0..{n - 1} and {ignore} (data.ignore_index)",
+                    where,
+                    f"labels {outside.tolist()}{after} are outside 0..{n - 1} and {ignore} (data.ignore_index)",
                 )
             )
-        if image is not None:
-            try:
-                check_pair(image, mask, None, mask_path)  # the size only: labels are counted above
-            except ValueError as exc:
-                problems.append(Problem.from_error(mask_path, exc))
-    if problems:
-        return PairResult(None, None, problems)
-    return PairResult(image.size, counts, [])
+        if size is not None and mask.shape != (size[1], size[0]):
+            problems.append(
+                Problem(
+                    where,
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is {size[0]}x{size[1]}; "
+                    "masks must match their images pixel for pixel",
+                )
+            )
+    if size is None or counts is None or problems:
+        return PairResult(None, None, problems + notes)
+    return PairResult(size, counts, notes)
+
+
+def inspect_item(index: int, dataset: ExternalDataset) -> PairResult:
+    """Return what reading item `index` of a Dataset class found (as inspect_pair does for files)."""
+    where = f"{dataset.name}[{index}]"
+    try:
+        image, raw = dataset.raw_item(index)
+    except Exception as exc:
+        return PairResult(None, None, [Problem(where, str(exc).replace(f"dataset class {dataset.name}: ", ""))])
+    return inspect_labels(image.size, raw, dataset, where, [])
 
 
 def _problem(path: Path, exc: Exception) -> Problem:
@@ -134,7 +177,10 @@ def _problem(path: Path, exc: Exception) -> Problem:
 
 
 def list_split(ds_cfg: Any) -> Listing:
-    """Return the Listing of cfg.data.train or cfg.data.val; raise when it cannot be listed at all."""
+    """Return the Listing of cfg.data.train or cfg.data.val; raise when it cannot be listed at all
+    (a Dataset class by import path has no files to list: its Listing is empty)."""
+    if is_import_path(ds_cfg.name):
+        return Listing()
     if ds_cfg.name not in LISTERS:
         raise ValueError(f"dataset name '{ds_cfg.name}' is not one of {', '.join(LISTERS)}")
     return LISTERS[ds_cfg.name](ds_cfg.root, ds_cfg.split)
@@ -147,7 +193,15 @@ def mask_reader(ds_cfg: Any, data_cfg: Any) -> PairDataset:
     # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
     ignore = int(data_cfg.ignore_index)
     lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
-    return PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore)
+    return PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg))
+
+
+def external_dataset(ds_cfg: Any, data_cfg: Any) -> ExternalDataset:
+    """Return the Dataset class a split names by import path, constructed (its first item read: the
+    protocol check build_dataset makes)."""
+    from fcn.data import build_dataset
+
+    return build_dataset(ds_cfg, data_cfg)
 
 
 def read_pairs(
@@ -209,19 +263,38 @@ def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport
             listings[key] = list_split(cfg.data[key])
         except (OSError, ValueError) as exc:
             raise ValueError(f"data.{key}: {exc}") from None
+    externals = {}  # a Dataset class by import path: constructed (and its first item read) now
+    for key in SPLITS:
+        if is_import_path(cfg.data[key].name):
+            try:
+                externals[key] = external_dataset(cfg.data[key], cfg.data)
+            except ValueError as exc:
+                raise ValueError(f"data.{key}: {exc}") from None
     workers = int(cfg.data.num_workers)
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 0 else None
         jobs = []
         for key in SPLITS:  # both splits queued before either is summarised: no idle worker between
             ds_cfg, listing = cfg.data[key], listings[key]
+            if key in externals:  # read here, in order: a user's class need not pickle
+                dataset = externals[key]
+                results = map(functools.partial(inspect_item, dataset=dataset), range(len(dataset)))
+                jobs.append((key, ds_cfg, listing, results, len(dataset)))
+                continue
             pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
             results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data), pool)
             jobs.append((key, ds_cfg, listing, results, len(pairs)))
         return [
-            summarise(f"data.{key}", f"{ds.name}/{ds.split} in {ds.root}", listing, results, n, progress)
+            summarise(f"data.{key}", describe(ds), listing, results, n, progress)
             for key, ds, listing, results, n in jobs
         ]
+
+
+def describe(ds_cfg: Any) -> str:
+    """Return how the report names a split: 'name/split in root', or a Dataset class with its args."""
+    if is_import_path(ds_cfg.name):
+        return f"{ds_cfg.name} with args {dict(ds_cfg.args)}"
+    return f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
 
 
 def class_weights(counts: np.ndarray) -> list[float]:
@@ -276,20 +349,29 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
 
     h = hashlib.sha256()
     h.update(f"{ds_cfg.name}\n{[list(c) for c in data_cfg.palette]}\n".encode())
+    if len(data_cfg.label_map) or data_cfg.reduce_zero_label:  # so that the old caches stay valid
+        h.update(f"{sorted(dict(data_cfg.label_map).items())} {bool(data_cfg.reduce_zero_label)}\n".encode())
     for i, mask in zip(listing.ids, listing.masks):
         stat = mask.stat()
         h.update(f"{i}\t{mask.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
-def split_report_cached(ds_cfg: Any, data_cfg: Any, workers: int = 0) -> tuple[SplitReport, Path, bool]:
-    """Return (the split's SplitReport counts, the cache file, whether it was read from the cache).
+def split_report_cached(
+    ds_cfg: Any, data_cfg: Any, workers: int = 0
+) -> tuple[SplitReport, Optional[Path], bool]:
+    """Return (the split's SplitReport counts, the cache file (None for a Dataset class by import
+    path: counted each time), whether it was read from the cache).
 
     The pixel counts are those of check_dataset, read once and cached in
     <root>/.fcn_class_counts_<split>_<checksum>.json (see counts_checksum); a root that cannot be
     written is not an error (the counts are then computed again by the next run)."""
     import json
 
+    if is_import_path(ds_cfg.name):  # no files to checksum: counted each time, not cached
+        dataset = external_dataset(ds_cfg, data_cfg)
+        results = map(functools.partial(inspect_item, dataset=dataset), range(len(dataset)))
+        return summarise("data.train", describe(ds_cfg), Listing(), results, len(dataset), progress=False), None, False
     listing = list_split(ds_cfg)
     if listing.error is not None:
         raise listing.error
