@@ -431,31 +431,34 @@ def _read_yaml(path: str) -> DictConfig:
     return OmegaConf.create(data)
 
 
-def _schema_type(key: str) -> Any:
-    """Return the declared type of a dotted key in the schema (e.g. str for model.init_from), or None
-    for a key the schema does not have (the merge reports it)."""
+def _schema_field(key: str) -> tuple[Any, Any]:
+    """Return (declared type, default value) of a dotted key in the schema (e.g. (str, '') for
+    model.init_from), or (None, None) for a key the schema does not have (the merge reports it)."""
     section: Any = Config
-    kind: Any = None
+    kind = default = None
     for part in key.split("."):
         if not dataclasses.is_dataclass(section):
-            return None
-        hints = typing.get_type_hints(section)
-        if part not in hints:
-            return None
-        kind = section = hints[part]
-    return kind
+            return None, None
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        if part not in fields:
+            return None, None
+        f = fields[part]
+        kind = section = typing.get_type_hints(section)[part]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return kind, default
 
 
 def _empty_value(key: str, item: str) -> str:
-    """Return what an empty override (``key=``) means for key: '' for a string key, [] for a list;
-    a ConfigError saying what to write for a key of another type."""
-    kind = _schema_type(key)
-    if kind is str:
+    """Return what an empty override (``key=``) means for key: '' for a string key, [] for a list and
+    {} for a mapping (also an untyped key whose default is one); a ConfigError saying what to write
+    for a key of another type."""
+    kind, default = _schema_field(key)
+    if kind is None or kind is str:  # an unknown key: the merge names it
         return "''"
-    if typing.get_origin(kind) is list:
+    if typing.get_origin(kind) is list or isinstance(default, list):
         return "[]"
-    if kind is None:  # not a key of the schema: the merge names it
-        return "''"
+    if typing.get_origin(kind) is dict or isinstance(default, dict):
+        return "{}"
     what = "a value" if kind is Any else f"a value of type {getattr(kind, '__name__', kind)}"
     raise ConfigError(f"command line: '{item}': key '{key}' needs {what} (nothing after '=')")
 
