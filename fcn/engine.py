@@ -385,7 +385,7 @@ class _StopFlag:
         from fcn.cli import Stopped, exit_code
 
         raise Stopped(
-            f"stopped at once by a second {name} (after {self.signal}); {self._last} holds the last "
+            f"stopped at once by a second {name} (after {self.signal}); {self._last}, if any, holds the last "
             "saved iteration: start again with training.resume=auto",
             exit_code(name),
         )
