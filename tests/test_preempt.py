@@ -124,8 +124,12 @@ def _finish(proc: subprocess.Popen) -> tuple[int, str]:
     try:
         out, _ = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
+        proc.terminate()  # torchrun passes SIGTERM on to its workers (they run in their own sessions)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
         pytest.fail(f"did not finish within {TIMEOUT} s:\n{out[-3000:]}")
     return proc.returncode, out.replace("\r", "\n")
 
