@@ -350,8 +350,8 @@ class _StopFlag:
     boundary (`signal` names it); a second one stops at once."""
 
     # A signal within this many seconds of the first is the same event delivered twice, not a
-    # second request: SLURM signals every process of a job step and torchrun forwards the one it
-    # gets, so a worker under `srun torchrun` sees one preemption as two SIGTERMs.
+    # second request: SLURM can signal every process of a job step while torchrun forwards the one
+    # it gets, so a worker under `srun torchrun` may see one preemption as two SIGTERMs.
     SAME_EVENT_S = 1.0
 
     def __init__(self, last: Path) -> None:
