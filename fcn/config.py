@@ -292,7 +292,10 @@ class TrainingConfig:
     eval_every: int = 0
     """Evaluate (and save last.pt/best.pt) every N iterations; 0 = at the end of each epoch."""
     checkpoint_every: int = 0
-    """Also save last.pt every N iterations between evaluations (0 = only at evaluations)."""
+    """Also save last.pt every N iterations between evaluations (0 = only at evaluations). The
+    preemption trade-off: a SIGTERM or SIGUSR1 saves last.pt at the end of the current iteration,
+    but a SIGKILL, a crash or a lost node loses every iteration since the last save; each save costs
+    a checkpoint write (model + optimizer state) on rank 0 while the others wait (docs/preempt.md)."""
     log_every: int = 20
     """Write training scalars to TensorBoard every N iterations."""
     vis_images: int = 4
@@ -307,6 +310,11 @@ class TrainingConfig:
     """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     sync_bn: bool = False
     """Under torchrun, convert BatchNorm layers to SyncBatchNorm."""
+    dist_timeout: int = 1800
+    """Under torchrun, seconds a collective (or joining the process group) waits for the other
+    processes before the run fails with exit 1 (a hung or unreachable peer); a peer that exits is
+    noticed at once. Longer than the slowest evaluation and checkpoint write on rank 0, which the
+    others wait for."""
     early_stop_patience: int = 0
     """Stop after this many evaluations in a row without a better mean IU (the EMA's with
     ema_decay > 0); best.pt keeps the best weights, last.pt the count (a resumed run goes on
@@ -687,6 +695,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     for key in ("eval_every", "checkpoint_every", "vis_images"):
         _positive(source, f"training.{key}", t[key], allow_zero=True)
     _positive(source, "training.log_every", t.log_every)
+    _positive(source, "training.dist_timeout", t.dist_timeout)
     _positive(source, "training.early_stop_patience", t.early_stop_patience, allow_zero=True)
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise ConfigError(f"{source}: training.device='{t.device}' must be auto, cpu, cuda or cuda:N")
