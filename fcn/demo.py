@@ -96,6 +96,7 @@ def example_images(segmenter: Segmenter, images_dir: str | os.PathLike | None = 
     return [str(p) for p in dataset.images[:MAX_EXAMPLES] if Path(p).is_file()]
 
 
+# Small images (the toy data set's 96 x 96) fill their box, pixels kept sharp so class edges stay exact.
 _CSS = """
 .fcn-shares { border-collapse: collapse; width: 100%; font-size: 15px; }
 .fcn-shares th { text-align: left; font-weight: 600; padding: 4px 8px; border-bottom: 1px solid #ccc; }
@@ -104,13 +105,14 @@ _CSS = """
   vertical-align: middle; }
 .fcn-num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .fcn-barcell { width: 45%; }
+.fcn-big img { width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: pixelated; }
 .fcn-bar { height: 14px; border: 1px solid #555; border-radius: 2px; min-width: 2px; }
 """
 
 
 def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: int = 8):
     """Return the Gradio Blocks page of the demo around analyse(segmenter, ...): an image input
-    (upload, or an example), the opacity slider, the overlay, the colour mask, the legend with pixel
+    (upload, or an example; the first one is shown segmented when the page opens), the opacity slider, the overlay, the colour mask, the legend with pixel
     shares and what runs the model. The last cache_size masks are kept, keyed by the image's pixels,
     so that moving the slider only re-blends. Its HTTP API is /analyse (image, alpha)."""
     import gradio as gr
@@ -142,8 +144,16 @@ def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: in
         gr.Markdown(f"## pytorch-fcn · semantic segmentation demo\n{describe(segmenter)}")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
+                # image_mode=None: the file's own mode, read by as_rgb as predict.py reads it (16-bit
+                # grey rescaled, not clipped as Gradio's default convert("RGB") would).
                 image = gr.Image(
-                    label="image", type="pil", image_mode=None, sources=["upload", "clipboard"], height=360
+                    value=examples[0] if examples else None,
+                    label="image",
+                    type="pil",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    height=360,
+                    elem_classes=["fcn-big"],
                 )
                 alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="mask opacity in the overlay")
                 if examples:
@@ -154,17 +164,31 @@ def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: in
                         examples_per_page=MAX_EXAMPLES,
                     )
             with gr.Column(scale=1):
-                overlay = gr.Image(label="overlay", type="numpy", interactive=False, height=360, format="png")
+                overlay = gr.Image(
+                    label="overlay",
+                    type="numpy",
+                    interactive=False,
+                    height=360,
+                    format="png",
+                    elem_classes=["fcn-big"],
+                )
                 status = gr.Markdown()
             with gr.Column(scale=1):
                 colour = gr.Image(
-                    label="colour mask", type="numpy", interactive=False, height=360, format="png"
+                    label="colour mask",
+                    type="numpy",
+                    interactive=False,
+                    height=360,
+                    format="png",
+                    elem_classes=["fcn-big"],
                 )
                 gr.Markdown("**legend** · share of the pixels")
                 table = gr.HTML(shares_html([], segmenter.palette))
         outputs = [overlay, colour, table, status]
         image.change(run, [image, alpha], outputs, api_name="analyse")
         alpha.release(run, [image, alpha], outputs, api_name=False)
+        if examples:  # the page opens with the first example segmented
+            app.load(run, [image, alpha], outputs, api_name=False)
     app.fcn_css = _CSS  # Gradio 6 takes css in launch(): serve() passes it
     return app
 

@@ -38,9 +38,8 @@ def images(tmp_path_factory):
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_segmenter_equals_predict_index_png_bit_for_bit_from_path_pil_and_array(
-    setup, images, tmp_path, flip  # noqa: F811
-):
+def test_seg_equals_predict_index_png_bit_for_bit(setup, images, tmp_path, flip):  # noqa: F811
+    # from a path (str or Path), a PIL image and arrays (RGBA and RGB): the same pixels as predict.py
     _, _, ckpt = setup
     out = tmp_path / "out"
     args = ["--checkpoint", str(ckpt), "--input", *map(str, images), "--output", str(out), "--device", "cpu"]
@@ -66,7 +65,7 @@ def test_segmenter_predicts_the_known_labels_and_takes_a_list(setup, images):  #
     assert isinstance(masks, list) and len(masks) == 2
     for path, mask in zip(images, masks):
         known = _known_labels(np.asarray(Image.open(path).convert("RGB")))
-        assert (known != 255).mean() > 0.2  # the check covers a good part of the image
+        assert (known != 255).mean() > 0.1  # the check covers a good part of the image
         assert np.array_equal(mask[known != 255], known[known != 255])
 
 
