@@ -136,7 +136,8 @@ def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: in
             masks.move_to_end(key)
             timing = "re-blended (mask cached)"
         picture, colour, shares = analyse(segmenter, rgb, float(alpha), mask=mask)
-        status = f"{pixels.shape[1]} x {pixels.shape[0]} px · {len(shares)} classes present · {timing}"
+        present = f"{len(shares)} class" + ("" if len(shares) == 1 else "es")
+        status = f"{pixels.shape[1]} x {pixels.shape[0]} px · {present} present · {timing}"
         return picture, colour, shares_html(shares, segmenter.palette), status
 
     m = segmenter.cfg.model
