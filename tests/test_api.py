@@ -37,6 +37,7 @@ def images(tmp_path_factory):
     return [first, second]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flip", [False, True])
 def test_seg_equals_predict_index_png_bit_for_bit(setup, images, tmp_path, flip):  # noqa: F811
     # from a path (str or Path), a PIL image and arrays (RGBA and RGB): the same pixels as predict.py
