@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from fcn.data.common import VOID, read_image
 from fcn.data.loaders import DataLoader
 from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
 from fcn.sliding import model_logits, window_options
+
+if TYPE_CHECKING:
+    from fcn.api import Segmenter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
@@ -611,19 +614,6 @@ def output_stems(files: Sequence[Path]) -> list[str]:
     return stems
 
 
-def _calibration_images(files: Iterable[Path], cfg: DictConfig) -> Iterator[torch.Tensor]:
-    """Yield the readable ones of files as (1, 3, H, W) model inputs (unreadable ones are skipped
-    here and reported by predict_files)."""
-    from fcn.data.transforms import input_normalization, preprocess
-
-    for file in files:
-        try:
-            image = read_image(file, upright=True)
-        except (ValueError, FileNotFoundError):
-            continue
-        yield preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)
-
-
 def untinted_label(cfg: DictConfig) -> int:
     """Return the label overlays leave untinted: a background class (named 'background' or 'bg'),
     so that the objects stand out on the photo, else the ignore index."""
@@ -633,37 +623,31 @@ def untinted_label(cfg: DictConfig) -> int:
 
 
 def predict_files(
-    model: nn.Module,
-    cfg: DictConfig,
+    segmenter: Segmenter,
     files: Sequence[Path],
     output_dir: str | os.PathLike,
     *,
-    flip: bool | None = None,
-    scales: Sequence[float] | None = None,
     alpha: float = 0.5,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[int, list[str]]:
-    """Segment every image file (as list_images lists them) and write, per image, <stem>.png (class
-    indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input size) and <stem>_legend.png
-    (classes present); return (images done, error lines of the files that could not be read)."""
+    """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
+    image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
+    size) and <stem>_legend.png (classes present); return (images done, error lines of the files
+    that could not be read). int8 calibrates on the readable files."""
     from tqdm import tqdm
 
-    from fcn.data import class_names, palette
-    from fcn.visualize import colorize, legend, overlay, save_png
+    from fcn.visualize import legend, save_png
 
     if log is None:
 
         def log(line: str) -> None:
             tqdm.write(line, file=sys.stderr)
 
-    names = class_names(cfg.data)
-    colours = palette(cfg.data)
-    untinted = untinted_label(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    prepare_fast_path(model, cfg, _calibration_images(files, cfg))
+    segmenter.calibrate(files)
     done = 0
     for file, stem in tqdm(
         list(zip(files, output_stems(files))), desc="predict", unit="image", disable=not progress
@@ -674,12 +658,11 @@ def predict_files(
             errors.append(str(exc))
             log(f"error: {exc}")
             continue
-        mask = segment(model, image, cfg, flip=flip, scales=scales)
-        rgb = np.asarray(image)
-        save_index_png(mask, colours, out / f"{stem}.png")
-        save_png(colorize(mask, colours), out / f"{stem}_color.png")
-        save_png(overlay(rgb, mask, colours, alpha=alpha, ignore_index=untinted), out / f"{stem}_overlay.png")
-        present = [int(c) for c in np.unique(mask) if c < len(names)]
-        save_png(legend(present, names, colours), out / f"{stem}_legend.png")
+        mask = segmenter.segment(image)
+        save_index_png(mask, segmenter.palette, out / f"{stem}.png")
+        save_png(segmenter.colorize(mask), out / f"{stem}_color.png")
+        save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png")
+        present = [int(c) for c in np.unique(mask) if c < len(segmenter.classes)]
+        save_png(legend(present, segmenter.classes, segmenter.palette), out / f"{stem}_legend.png")
         done += 1
     return done, errors
