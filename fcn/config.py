@@ -37,7 +37,7 @@ BACKBONES = (
     "mobilenet_v3_large",
 )
 VGG_BACKBONES = ("vgg16", "vgg16_bn")
-DATASETS = ("voc", "sbd", "voc_aug", "folder")
+DATASETS = ("voc", "sbd", "voc_aug", "folder", "coco")
 FAST_PATHS = ("none", "auto", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
 VOID = 255
 """The default of data.ignore_index (VOC's void border). Code takes the configured value as an
@@ -95,13 +95,19 @@ class ModelConfig:
 class DatasetConfig:
     name: str = "voc"
     """'voc' (PASCAL VOC 2012), 'sbd' (benchmark_RELEASE), 'voc_aug' (VOC 2012 train + SBD
-    train/val minus VOC 2012 val; 10,582 images) or 'folder' (any dataset in VOC layout)."""
+    train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout) or 'coco'
+    (a COCO-format segmentation JSON: annotations and images below; root and split unused)."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
     dataset's own root for 'folder' (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)."""
     split: str = "train"
     """Split name: voc: train, val, trainval, seg11valid; sbd: train, val; voc_aug: train;
     folder: any ImageSets/Segmentation/<split>.txt."""
+    annotations: str = ""
+    """name 'coco': the COCO-format JSON (polygons or RLE; CVAT, Label Studio, Roboflow and labelme
+    export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md)."""
+    images: str = ""
+    """name 'coco': the directory holding the JSON's images (file_name relative to it)."""
 
 
 @dataclass
@@ -158,6 +164,12 @@ class DataConfig:
     palette: List[List[int]] = field(default_factory=list)
     """RGB colour per class, index order; empty means the PASCAL VOC palette. A 'folder' dataset
     whose masks are RGB colour images is converted through it."""
+    coco_unlisted: str = "error"
+    """'coco' datasets: an annotation whose category is not in data.classes is an error naming it
+    ('error'), has its pixels ignored (data.ignore_index: 'ignore') or is dropped ('background')."""
+    coco_overlap: str = "ignore"
+    """'coco' datasets: 'ignore' (torchvision's rule): iscrowd regions and pixels where instances of
+    different classes overlap get data.ignore_index; 'last': the later annotation in the file wins."""
     transforms: TransformConfig = field(default_factory=TransformConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
     batch_size: int = 20
@@ -518,6 +530,11 @@ def validate(cfg: DictConfig, source: str) -> None:
             raise ConfigError(
                 f"{source}: data.{split_key}.name='folder' needs data.classes (the class names in index order)"
             )
+        for key in ("annotations", "images") if ds.name == "coco" else ():
+            if not ds[key]:
+                raise ConfigError(f"{source}: data.{split_key}.name='coco' needs data.{split_key}.{key}")
+    _choice(source, "data.coco_unlisted", d.coco_unlisted, ("error", "ignore", "background"))
+    _choice(source, "data.coco_overlap", d.coco_overlap, ("ignore", "last"))
     if d.classes and len(d.classes) != m.num_classes:
         raise ConfigError(
             f"{source}: data.classes has {len(d.classes)} names but model.num_classes={m.num_classes}"

@@ -1,4 +1,4 @@
-"""Datasets (PASCAL VOC 2012 with seg11valid, SBD, VOC + SBD augmented, any VOC-layout folder).
+"""Datasets (PASCAL VOC 2012 with seg11valid, SBD, VOC + SBD augmented, any VOC-layout folder, COCO JSON).
 
 Importing this package reads nothing from disk or the network and does not import torch;
 transforms, collate and mixing live in their own submodules (fcn.data.transforms, ...).
@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from fcn.data.coco import CocoSegmentation
 from fcn.data.common import VOC_CLASSES, VOID, PairDataset, make_palette, voc_palette
 from fcn.data.folder import FolderSegmentation, read_classes
 from fcn.data.sbd import SBDSegmentation, VOCAugSegmentation
@@ -18,6 +19,7 @@ from fcn.data.voc import VOCSegmentation
 __all__ = [
     "VOC_CLASSES",
     "VOID",
+    "CocoSegmentation",
     "FolderSegmentation",
     "SBDSegmentation",
     "VOCAugSegmentation",
@@ -55,4 +57,14 @@ def build_dataset(ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = N
         return FolderSegmentation(
             ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore
         )
-    raise ValueError(f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder")
+    if ds_cfg.name == "coco":
+        return CocoSegmentation(
+            ds_cfg.annotations,
+            ds_cfg.images,
+            class_names(data_cfg),
+            transforms,
+            unlisted=data_cfg.coco_unlisted,
+            overlap=data_cfg.coco_overlap,
+            ignore_index=ignore,
+        )
+    raise ValueError(f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder, coco")

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fcn.config import ConfigError, load_config
 from fcn.data import class_names
+from fcn.data.coco import CocoListing, CocoSegmentation, listing_for
 from fcn.data.common import VOID, PairDataset, check_pair, colour_lookup
 from fcn.data.folder import Listing, Problem, list_folder
 from fcn.data.sbd import list_sbd, list_voc_aug
@@ -133,16 +134,25 @@ def _problem(path: Path, exc: Exception) -> Problem:
     return Problem(path, f"unexpected {type(exc).__name__}: {exc}")
 
 
-def list_split(ds_cfg: Any) -> Listing:
-    """Return the Listing of cfg.data.train or cfg.data.val; raise when it cannot be listed at all."""
+def list_split(ds_cfg: Any, data_cfg: Any = None) -> Listing:
+    """Return the Listing of cfg.data.train or cfg.data.val; raise when it cannot be listed at all.
+    data_cfg (cfg.data: classes and coco_* options) is needed for 'coco' datasets only."""
+    if ds_cfg.name == "coco":
+        return listing_for(ds_cfg, data_cfg, class_names(data_cfg))
     if ds_cfg.name not in LISTERS:
         raise ValueError(f"dataset name '{ds_cfg.name}' is not one of {', '.join(LISTERS)}")
     return LISTERS[ds_cfg.name](ds_cfg.root, ds_cfg.split)
 
 
-def mask_reader(ds_cfg: Any, data_cfg: Any) -> PairDataset:
-    """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would."""
+def mask_reader(ds_cfg: Any, data_cfg: Any, listing: Optional[Listing] = None) -> PairDataset:
+    """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would
+    (a COCO dataset rasterises them from its listing, even one with problems)."""
     n = len(class_names(data_cfg))
+    if isinstance(listing, CocoListing):
+        ignore = int(data_cfg.ignore_index)
+        return CocoSegmentation(
+            listing.annotations, "", class_names(data_cfg), None, data_cfg.coco_unlisted, data_cfg.coco_overlap, ignore, listing
+        )
     colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
     # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
     ignore = int(data_cfg.ignore_index)
@@ -206,7 +216,7 @@ def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport
     listings = {}
     for key in SPLITS:
         try:
-            listings[key] = list_split(cfg.data[key])
+            listings[key] = list_split(cfg.data[key], cfg.data)
         except (OSError, ValueError) as exc:
             raise ValueError(f"data.{key}: {exc}") from None
     workers = int(cfg.data.num_workers)
@@ -216,12 +226,19 @@ def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport
         for key in SPLITS:  # both splits queued before either is summarised: no idle worker between
             ds_cfg, listing = cfg.data[key], listings[key]
             pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
-            results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data), pool)
+            results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data, listing), pool)
             jobs.append((key, ds_cfg, listing, results, len(pairs)))
         return [
-            summarise(f"data.{key}", f"{ds.name}/{ds.split} in {ds.root}", listing, results, n, progress)
+            summarise(f"data.{key}", describe(ds), listing, results, n, progress)
             for key, ds, listing, results, n in jobs
         ]
+
+
+def describe(ds_cfg: Any) -> str:
+    """Return how a report names a split: name/split in root, or a COCO JSON and its images."""
+    if ds_cfg.name == "coco":
+        return f"coco {ds_cfg.annotations} with images in {ds_cfg.images}"
+    return f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
 
 
 def class_weights(counts: np.ndarray) -> list[float]:
@@ -276,6 +293,9 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
 
     h = hashlib.sha256()
     h.update(f"{ds_cfg.name}\n{[list(c) for c in data_cfg.palette]}\n".encode())
+    if isinstance(listing, CocoListing):  # its masks may not be rasterised yet: the JSON's key stands for them
+        h.update(listing.key.encode())
+        return h.hexdigest()[:16]
     for i, mask in zip(listing.ids, listing.masks):
         stat = mask.stat()
         h.update(f"{i}\t{mask.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
@@ -290,11 +310,12 @@ def split_report_cached(ds_cfg: Any, data_cfg: Any, workers: int = 0) -> tuple[S
     written is not an error (the counts are then computed again by the next run)."""
     import json
 
-    listing = list_split(ds_cfg)
+    listing = list_split(ds_cfg, data_cfg)
     if listing.error is not None:
         raise listing.error
-    cache = Path(ds_cfg.root) / f".fcn_class_counts_{ds_cfg.split}_{counts_checksum(ds_cfg, data_cfg, listing)}.json"
-    description = f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
+    where = listing.cache_dir if isinstance(listing, CocoListing) else Path(ds_cfg.root)
+    cache = where / f".fcn_class_counts_{ds_cfg.split}_{counts_checksum(ds_cfg, data_cfg, listing)}.json"
+    description = describe(ds_cfg)
     report = SplitReport("data.train", description, len(listing.ids))
     try:
         saved = json.loads(cache.read_text(encoding="utf-8"))
@@ -307,7 +328,7 @@ def split_report_cached(ds_cfg: Any, data_cfg: Any, workers: int = 0) -> tuple[S
     pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 0 and len(pairs) > 1 else None
-        results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg), pool)
+        results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg, listing), pool)
         report = summarise("data.train", description, listing, results, len(pairs), progress=False)
     text = json.dumps(
         {"counts": report.counts.tolist(), "present_pixels": report.present_pixels.tolist(), "good": report.good}
