@@ -151,7 +151,14 @@ def mask_reader(ds_cfg: Any, data_cfg: Any, listing: Optional[Listing] = None) -
     if isinstance(listing, CocoListing):
         ignore = int(data_cfg.ignore_index)
         return CocoSegmentation(
-            listing.annotations, "", class_names(data_cfg), None, data_cfg.coco_unlisted, data_cfg.coco_overlap, ignore, listing
+            listing.annotations,
+            "",
+            class_names(data_cfg),
+            None,
+            data_cfg.coco_unlisted,
+            data_cfg.coco_overlap,
+            ignore,
+            listing,
         )
     colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
     # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
@@ -293,7 +300,9 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
 
     h = hashlib.sha256()
     h.update(f"{ds_cfg.name}\n{[list(c) for c in data_cfg.palette]}\n".encode())
-    if isinstance(listing, CocoListing):  # its masks may not be rasterised yet: the JSON's key stands for them
+    if isinstance(
+        listing, CocoListing
+    ):  # its masks may not be rasterised yet: the JSON's key stands for them
         h.update(listing.key.encode())
         return h.hexdigest()[:16]
     for i, mask in zip(listing.ids, listing.masks):
@@ -331,7 +340,11 @@ def split_report_cached(ds_cfg: Any, data_cfg: Any, workers: int = 0) -> tuple[S
         results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg, listing), pool)
         report = summarise("data.train", description, listing, results, len(pairs), progress=False)
     text = json.dumps(
-        {"counts": report.counts.tolist(), "present_pixels": report.present_pixels.tolist(), "good": report.good}
+        {
+            "counts": report.counts.tolist(),
+            "present_pixels": report.present_pixels.tolist(),
+            "good": report.good,
+        }
     )
     try:
         from fcn.checkpoint import atomic_write

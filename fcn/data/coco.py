@@ -141,7 +141,9 @@ def list_coco(
         listing.fail(path, FileNotFoundError(f"{path}: {reason} (data.<split>.annotations)"))
         return listing
     if not image_dir.is_dir():
-        listing.fail(image_dir, FileNotFoundError(f"{image_dir}: images directory not found (data.<split>.images)"))
+        listing.fail(
+            image_dir, FileNotFoundError(f"{image_dir}: images directory not found (data.<split>.images)")
+        )
         return listing
     try:
         doc = json.loads(data)
@@ -151,8 +153,15 @@ def list_coco(
     except UnicodeDecodeError as exc:
         listing.fail(path, ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"))
         return listing
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("categories"), list):
-        listing.fail(path, ValueError(f"{path}: not COCO JSON: expected an object with 'images' and 'categories' lists"))
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("images"), list)
+        or not isinstance(doc.get("categories"), list)
+    ):
+        listing.fail(
+            path,
+            ValueError(f"{path}: not COCO JSON: expected an object with 'images' and 'categories' lists"),
+        )
         return listing
     anns = doc.get("annotations", [])
     if not isinstance(anns, list):
@@ -173,9 +182,13 @@ def list_coco(
     order: list[Any] = []
     for im in doc["images"]:
         ok = isinstance(im, dict) and "id" in im and isinstance(im.get("file_name"), str)
-        ok = ok and all(_is_number(im.get(k)) and im[k] > 0 and int(im[k]) == im[k] for k in ("width", "height"))
+        ok = ok and all(
+            _is_number(im.get(k)) and im[k] > 0 and int(im[k]) == im[k] for k in ("width", "height")
+        )
         if not ok:
-            listing.fail(path, ValueError(f"{path}: image {im!r} needs 'id', 'file_name', 'width' and 'height'"))
+            listing.fail(
+                path, ValueError(f"{path}: image {im!r} needs 'id', 'file_name', 'width' and 'height'")
+            )
             return listing
         if im["id"] in entries:
             listing.fail(path, ValueError(f"{path}: image id {im['id']!r} is listed twice"))
@@ -188,12 +201,17 @@ def list_coco(
     for n, ann in enumerate(anns):
         aid = ann.get("id", f"#{n}") if isinstance(ann, dict) else f"#{n}"
         if not isinstance(ann, dict) or ann.get("image_id") not in entries:
-            listing.fail(path, ValueError(f"{path}: annotation {aid} refers to no image of the JSON's 'images'"))
+            listing.fail(
+                path, ValueError(f"{path}: annotation {aid} refers to no image of the JSON's 'images'")
+            )
             continue
         file_name, h, w = entries[ann["image_id"]]
         if ann.get("category_id") not in categories:
             listing.fail(
-                path, ValueError(f"{path}: annotation {aid} (image '{file_name}') has category_id {ann.get('category_id')!r}, not among the JSON's categories")
+                path,
+                ValueError(
+                    f"{path}: annotation {aid} (image '{file_name}') has category_id {ann.get('category_id')!r}, not among the JSON's categories"
+                ),
             )
             continue
         name = categories[ann["category_id"]]
@@ -292,7 +310,13 @@ def rasterise(
 
 @functools.lru_cache(maxsize=4)
 def _cached_listing(
-    annotations: str, images: str, classes: tuple[str, ...], unlisted: str, overlap: str, ignore_index: int, stamp: tuple
+    annotations: str,
+    images: str,
+    classes: tuple[str, ...],
+    unlisted: str,
+    overlap: str,
+    ignore_index: int,
+    stamp: tuple,
 ) -> CocoListing:
     return list_coco(annotations, images, classes, unlisted, overlap, ignore_index)
 
@@ -335,12 +359,16 @@ class CocoSegmentation(PairDataset):
         listing: Optional[CocoListing] = None,
     ) -> None:
         if unlisted not in UNLISTED or overlap not in OVERLAP:
-            raise ValueError(f"coco_unlisted={unlisted!r} / coco_overlap={overlap!r}: expected one of {UNLISTED} / {OVERLAP}")
+            raise ValueError(
+                f"coco_unlisted={unlisted!r} / coco_overlap={overlap!r}: expected one of {UNLISTED} / {OVERLAP}"
+            )
         if listing is None:
             listing = list_coco(annotations, images, classes, unlisted, overlap, ignore_index)
             if listing.error is not None:
                 raise listing.error
-        super().__init__(listing.ids, listing.images, listing.masks, transforms, len(classes), None, ignore_index)
+        super().__init__(
+            listing.ids, listing.images, listing.masks, transforms, len(classes), None, ignore_index
+        )
         self.annotations = Path(annotations)
         self.overlap = overlap
         self.cache_dir = listing.cache_dir
@@ -360,7 +388,9 @@ class CocoSegmentation(PairDataset):
         except OSError as exc:
             if not self._warned:
                 self._warned = True
-                warnings.warn(f"COCO masks are not cached ({exc}); they are rasterised on every read", stacklevel=2)
+                warnings.warn(
+                    f"COCO masks are not cached ({exc}); they are rasterised on every read", stacklevel=2
+                )
         return mask
 
     def __getitem__(self, index: int):

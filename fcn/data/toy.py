@@ -198,7 +198,9 @@ def _coco_annotations(i: int, shapes: list, label: np.ndarray) -> list[dict]:
         flat = [round(c, 2) for xy in _clip_polygon(polygon, size) for c in xy]
         segmentation: Any = [flat]
         if (i + j) % 10 in (0, 5):  # RLE of the polygon's own pixels, so the mask is the same either way
-            pixels = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([flat], size, size))).astype(bool)
+            pixels = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([flat], size, size))).astype(
+                bool
+            )
             segmentation = _uncompressed_rle(pixels) if (i + j) % 10 == 0 else _compressed_rle(pixels)
         out.append({"category_id": kind, "segmentation": segmentation, "iscrowd": 0})
     void = label == VOID
@@ -312,7 +314,11 @@ def generate(
     staging = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        subs = ("images", "annotations") if fmt == "coco" else ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")
+        subs = (
+            ("images", "annotations")
+            if fmt == "coco"
+            else ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")
+        )
         for sub in subs:
             (staging / sub).mkdir(parents=True)
         if workers is None:
@@ -339,7 +345,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--size", type=int, default=96, help="image side in pixels")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4, one per CPU)")
     parser.add_argument(
-        "--format", choices=("voc", "coco"), default="voc", help="VOC layout, or COCO JSON (annotations/<split>.json)"
+        "--format",
+        choices=("voc", "coco"),
+        default="voc",
+        help="VOC layout, or COCO JSON (annotations/<split>.json)",
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
