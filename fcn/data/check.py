@@ -148,8 +148,8 @@ def mask_reader(ds_cfg: Any, data_cfg: Any, listing: Optional[Listing] = None) -
     """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would
     (a COCO dataset rasterises them from its listing, even one with problems)."""
     n = len(class_names(data_cfg))
+    ignore = int(data_cfg.ignore_index)
     if isinstance(listing, CocoListing):
-        ignore = int(data_cfg.ignore_index)
         return CocoSegmentation(
             listing.annotations,
             "",
@@ -162,7 +162,6 @@ def mask_reader(ds_cfg: Any, data_cfg: Any, listing: Optional[Listing] = None) -
         )
     colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
     # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
-    ignore = int(data_cfg.ignore_index)
     lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
     return PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore)
 
@@ -300,9 +299,8 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
 
     h = hashlib.sha256()
     h.update(f"{ds_cfg.name}\n{[list(c) for c in data_cfg.palette]}\n".encode())
-    if isinstance(
-        listing, CocoListing
-    ):  # its masks may not be rasterised yet: the JSON's key stands for them
+    if isinstance(listing, CocoListing):
+        # Its masks may not be rasterised yet: the key of the JSON and its options stands for them.
         h.update(listing.key.encode())
         return h.hexdigest()[:16]
     for i, mask in zip(listing.ids, listing.masks):
