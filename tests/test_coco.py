@@ -288,3 +288,14 @@ def test_toy_export_has_polygons_and_both_rles_and_masks_equal_the_voc_layouts(t
         )
         equal, total = equal + (mask == voc).sum(), total + voc.size
     assert equal / total >= 0.99
+
+
+def test_class_counts_for_loss_weights_are_cached_beside_the_masks(tmp_path):
+    from fcn.data.check import split_report_cached
+
+    path = write_coco(tmp_path, {"a.png": (H, W)}, [rle(box(0, 10, 0, 10), 1), rle(box(20, 30, 0, 5), 2)])
+    cfg = load_config([str(_config(tmp_path, path))])
+    report, cache, cached = split_report_cached(cfg.data.train, cfg.data)
+    assert not cached and cache.parent.parent == tmp_path / ".fcn_coco_cache"
+    assert report.counts[:3].tolist() == [H * W - 150, 100, 50]
+    assert split_report_cached(cfg.data.train, cfg.data)[2] is True
