@@ -38,7 +38,7 @@ BACKBONES = (
     "mobilenet_v3_large",
 )
 VGG_BACKBONES = ("vgg16", "vgg16_bn")
-DATASETS = ("voc", "sbd", "voc_aug", "folder", "cityscapes", "ade20k")
+DATASETS = ("voc", "sbd", "voc_aug", "folder", "cityscapes", "ade20k", "coco")
 """data.<split>.name choices; any other name with a colon is a Dataset class by import path
 ('package.module:Class', fcn/data/external.py)."""
 FAST_PATHS = ("none", "auto", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
@@ -100,7 +100,8 @@ class DatasetConfig:
     """'voc' (PASCAL VOC 2012), 'sbd' (benchmark_RELEASE), 'voc_aug' (VOC 2012 train + SBD
     train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout),
     'cityscapes' (leftImg8bit/ + gtFine/ labelIds; needs data.label_map), 'ade20k'
-    (ADEChallengeData2016), or your own Dataset class by import path: 'package.module:Class'."""
+    (ADEChallengeData2016), 'coco' (a COCO-format segmentation JSON: annotations and images below;
+    root and split unused), or your own Dataset class by import path: 'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
     dataset's own root for 'folder' (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/),
@@ -113,6 +114,11 @@ class DatasetConfig:
     """Keyword arguments of the constructor of a Dataset class named by import path
     (name: 'my_package.my_module:MyDataset'), e.g. {root: /data/x, split: train}; must stay empty
     for the built-in names. See docs/cityscapes.md for what the class returns."""
+    annotations: str = ""
+    """name 'coco': the COCO-format JSON (polygons or RLE; CVAT, Label Studio, Roboflow and labelme
+    export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md)."""
+    images: str = ""
+    """name 'coco': the directory holding the JSON's images (file_name relative to it)."""
 
 
 @dataclass
@@ -169,6 +175,12 @@ class DataConfig:
     palette: List[List[int]] = field(default_factory=list)
     """RGB colour per class, index order; empty means the PASCAL VOC palette. A 'folder' dataset
     whose masks are RGB colour images is converted through it."""
+    coco_unlisted: str = "error"
+    """'coco' datasets: an annotation whose category is not in data.classes is an error naming it
+    ('error'), has its pixels ignored (data.ignore_index: 'ignore') or is dropped ('background')."""
+    coco_overlap: str = "ignore"
+    """'coco' datasets: 'ignore' (torchvision's rule): iscrowd regions and pixels where instances of
+    different classes overlap get data.ignore_index; 'last': the later annotation in the file wins."""
     transforms: TransformConfig = field(default_factory=TransformConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
     batch_size: int = 20
@@ -598,6 +610,16 @@ def validate(cfg: DictConfig, source: str) -> None:
             raise ConfigError(
                 f"{source}: data.{split_key}.name='folder' needs data.classes (the class names in index order)"
             )
+        for key in ("annotations", "images") if ds.name == "coco" else ():
+            if not ds[key]:
+                raise ConfigError(f"{source}: data.{split_key}.name='coco' needs data.{split_key}.{key}")
+    _choice(source, "data.coco_unlisted", d.coco_unlisted, ("error", "ignore", "background"))
+    _choice(source, "data.coco_overlap", d.coco_overlap, ("ignore", "last"))
+    if (len(d.label_map) or d.reduce_zero_label) and "coco" in (d.train.name, d.val.name):
+        raise ConfigError(
+            f"{source}: data.label_map and data.reduce_zero_label do not apply to 'coco' datasets (their "
+            "categories map to data.classes by name); remove them or use data.coco_unlisted"
+        )
     _validate_label_map(source, d, m.num_classes)
     if d.classes and len(d.classes) != m.num_classes:
         raise ConfigError(

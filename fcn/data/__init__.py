@@ -1,5 +1,5 @@
 """Datasets (PASCAL VOC 2012 with seg11valid, SBD, VOC + SBD augmented, any VOC-layout folder,
-Cityscapes, ADE20K, a Dataset class by import path), and data.label_map / reduce_zero_label.
+Cityscapes, ADE20K, COCO JSON, a Dataset class by import path), and data.label_map / reduce_zero_label.
 
 Importing this package reads nothing from disk or the network and does not import torch;
 transforms, collate and mixing live in their own submodules (fcn.data.transforms, ...).
@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from fcn.config import is_import_path, label_map_dict
 from fcn.data.ade20k import ADE20KSegmentation
 from fcn.data.cityscapes import CityscapesSegmentation
+from fcn.data.coco import CocoSegmentation
 from fcn.data.common import VOC_CLASSES, VOID, LabelMap, PairDataset, make_palette, voc_palette
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import FolderSegmentation, read_classes
@@ -26,6 +27,7 @@ __all__ = [
     "VOID",
     "ADE20KSegmentation",
     "CityscapesSegmentation",
+    "CocoSegmentation",
     "ExternalDataset",
     "LabelMap",
     "FolderSegmentation",
@@ -83,6 +85,16 @@ def build_dataset(
         return FolderSegmentation(
             ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore, labels=labels
         )
+    if ds_cfg.name == "coco":
+        return CocoSegmentation(
+            ds_cfg.annotations,
+            ds_cfg.images,
+            class_names(data_cfg),
+            transforms,
+            unlisted=data_cfg.coco_unlisted,
+            overlap=data_cfg.coco_overlap,
+            ignore_index=ignore,
+        )
     raise ValueError(
-        f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder, cityscapes, ade20k, package.module:Class"
+        f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder, cityscapes, ade20k, coco, package.module:Class"
     )

@@ -30,7 +30,8 @@ from fcn.config import ConfigError, is_import_path, load_config
 from fcn.data import class_names, label_map
 from fcn.data.ade20k import list_ade20k
 from fcn.data.cityscapes import list_cityscapes
-from fcn.data.common import VOID, PairDataset, colour_lookup
+from fcn.data.coco import CocoListing, CocoSegmentation, listing_for
+from fcn.data.common import VOID, PairDataset, check_pair, colour_lookup
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import Listing, Problem, list_folder
 from fcn.data.sbd import list_sbd, list_voc_aug
@@ -176,22 +177,37 @@ def _problem(path: Path, exc: Exception) -> Problem:
     return Problem(path, f"unexpected {type(exc).__name__}: {exc}")
 
 
-def list_split(ds_cfg: Any) -> Listing:
+def list_split(ds_cfg: Any, data_cfg: Any = None) -> Listing:
     """Return the Listing of cfg.data.train or cfg.data.val; raise when it cannot be listed at all
-    (a Dataset class by import path has no files to list: its Listing is empty)."""
+    (a Dataset class by import path has no files to list: its Listing is empty). data_cfg (cfg.data:
+    classes and coco_* options) is needed for 'coco' datasets only."""
     if is_import_path(ds_cfg.name):
         return Listing()
+    if ds_cfg.name == "coco":
+        return listing_for(ds_cfg, data_cfg, class_names(data_cfg))
     if ds_cfg.name not in LISTERS:
         raise ValueError(f"dataset name '{ds_cfg.name}' is not one of {', '.join(LISTERS)}")
     return LISTERS[ds_cfg.name](ds_cfg.root, ds_cfg.split)
 
 
-def mask_reader(ds_cfg: Any, data_cfg: Any) -> PairDataset:
-    """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would."""
+def mask_reader(ds_cfg: Any, data_cfg: Any, listing: Optional[Listing] = None) -> PairDataset:
+    """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would
+    (a COCO dataset rasterises them from its listing, even one with problems)."""
     n = len(class_names(data_cfg))
+    ignore = int(data_cfg.ignore_index)
+    if isinstance(listing, CocoListing):
+        return CocoSegmentation(
+            listing.annotations,
+            "",
+            class_names(data_cfg),
+            None,
+            data_cfg.coco_unlisted,
+            data_cfg.coco_overlap,
+            ignore,
+            listing,
+        )
     colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
     # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
-    ignore = int(data_cfg.ignore_index)
     lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
     return PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg))
 
@@ -260,7 +276,7 @@ def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport
     listings = {}
     for key in SPLITS:
         try:
-            listings[key] = list_split(cfg.data[key])
+            listings[key] = list_split(cfg.data[key], cfg.data)
         except (OSError, ValueError) as exc:
             raise ValueError(f"data.{key}: {exc}") from None
     externals = {}  # a Dataset class by import path: constructed (and its first item read) now
@@ -282,7 +298,7 @@ def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport
                 jobs.append((key, ds_cfg, listing, results, len(dataset)))
                 continue
             pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
-            results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data), pool)
+            results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data, listing), pool)
             jobs.append((key, ds_cfg, listing, results, len(pairs)))
         return [
             summarise(f"data.{key}", describe(ds), listing, results, n, progress)
@@ -291,9 +307,12 @@ def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport
 
 
 def describe(ds_cfg: Any) -> str:
-    """Return how the report names a split: 'name/split in root', or a Dataset class with its args."""
+    """Return how the report names a split: 'name/split in root', a COCO JSON and its images, or a
+    Dataset class with its args."""
     if is_import_path(ds_cfg.name):
         return f"{ds_cfg.name} with args {dict(ds_cfg.args)}"
+    if ds_cfg.name == "coco":
+        return f"coco {ds_cfg.annotations} with images in {ds_cfg.images}"
     return f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
 
 
@@ -351,6 +370,10 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
     h.update(f"{ds_cfg.name}\n{[list(c) for c in data_cfg.palette]}\n".encode())
     if len(data_cfg.label_map) or data_cfg.reduce_zero_label:  # so that the old caches stay valid
         h.update(f"{sorted(dict(data_cfg.label_map).items())} {bool(data_cfg.reduce_zero_label)}\n".encode())
+    if isinstance(listing, CocoListing):
+        # Its masks may not be rasterised yet: the key of the JSON and its options stands for them.
+        h.update(listing.key.encode())
+        return h.hexdigest()[:16]
     for i, mask in zip(listing.ids, listing.masks):
         stat = mask.stat()
         h.update(f"{i}\t{mask.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
@@ -372,11 +395,12 @@ def split_report_cached(
         dataset = external_dataset(ds_cfg, data_cfg)
         results = map(functools.partial(inspect_item, dataset=dataset), range(len(dataset)))
         return summarise("data.train", describe(ds_cfg), Listing(), results, len(dataset), progress=False), None, False
-    listing = list_split(ds_cfg)
+    listing = list_split(ds_cfg, data_cfg)
     if listing.error is not None:
         raise listing.error
-    cache = Path(ds_cfg.root) / f".fcn_class_counts_{ds_cfg.split}_{counts_checksum(ds_cfg, data_cfg, listing)}.json"
-    description = f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
+    where = listing.cache_dir if isinstance(listing, CocoListing) else Path(ds_cfg.root)
+    cache = where / f".fcn_class_counts_{ds_cfg.split}_{counts_checksum(ds_cfg, data_cfg, listing)}.json"
+    description = describe(ds_cfg)
     report = SplitReport("data.train", description, len(listing.ids))
     try:
         saved = json.loads(cache.read_text(encoding="utf-8"))
@@ -389,10 +413,14 @@ def split_report_cached(
     pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 0 and len(pairs) > 1 else None
-        results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg), pool)
+        results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg, listing), pool)
         report = summarise("data.train", description, listing, results, len(pairs), progress=False)
     text = json.dumps(
-        {"counts": report.counts.tolist(), "present_pixels": report.present_pixels.tolist(), "good": report.good}
+        {
+            "counts": report.counts.tolist(),
+            "present_pixels": report.present_pixels.tolist(),
+            "good": report.good,
+        }
     )
     try:
         from fcn.checkpoint import atomic_write
