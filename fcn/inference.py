@@ -21,12 +21,14 @@ from torch import nn
 
 from fcn.checkpoint import CheckpointError, atomic_write, describe_mismatch, load_checkpoint, model_weights
 from fcn.config import config_from_dict, to_dict, with_overrides
-from fcn.data.common import VOID, read_image
+from fcn.data.common import VOID, display_pixels, read_channels
 from fcn.data.loaders import DataLoader
 from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
 from fcn.sliding import model_logits, window_options
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".npy"
+)  # fmt: skip
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
 
 
@@ -436,7 +438,7 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
             channels_last=bool(e.channels_last),
             **window_options(cfg),
         )
-        images.append(denormalize(image, input_normalization(cfg.data.transforms)))
+        images.append(denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels))
         gts.append(mask.numpy().astype(np.uint8))
         preds.append(pred[0].cpu().numpy().astype(np.uint8))
     return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))
@@ -467,7 +469,10 @@ def prepare_evaluation(
 
     model, cfg, which = _load_model(checkpoint, select_device(device), None, paths, overrides)
     dataset = build_dataset(
-        cfg.data.val, cfg.data, transforms=build_transforms(cfg.data.transforms, train=False)
+        cfg.data.val,
+        cfg.data,
+        transforms=build_transforms(cfg.data.transforms, train=False),
+        channels=cfg.model.in_channels,
     )
     if len(dataset) == 0:
         raise ValueError(
@@ -618,7 +623,7 @@ def _calibration_images(files: Iterable[Path], cfg: DictConfig) -> Iterator[torc
 
     for file in files:
         try:
-            image = read_image(file, upright=True)
+            image = read_channels(file, cfg.model.in_channels, upright=True)
         except (ValueError, FileNotFoundError):
             continue
         yield preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)
@@ -669,13 +674,13 @@ def predict_files(
         list(zip(files, output_stems(files))), desc="predict", unit="image", disable=not progress
     ):
         try:
-            image = read_image(file, upright=True)
+            image = read_channels(file, cfg.model.in_channels, upright=True)
         except (ValueError, FileNotFoundError) as exc:
             errors.append(str(exc))
             log(f"error: {exc}")
             continue
         mask = segment(model, image, cfg, flip=flip, scales=scales)
-        rgb = np.asarray(image)
+        rgb = display_pixels(image, cfg.data.display_channels)
         save_index_png(mask, colours, out / f"{stem}.png")
         save_png(colorize(mask, colours), out / f"{stem}_color.png")
         save_png(overlay(rgb, mask, colours, alpha=alpha, ignore_index=untinted), out / f"{stem}_overlay.png")

@@ -41,8 +41,18 @@ def palette(data_cfg: Any) -> np.ndarray:
     return make_palette(colours or None)
 
 
-def build_dataset(ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None) -> PairDataset:
-    """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes and palette."""
+def build_dataset(
+    ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None, channels: int = 3
+) -> PairDataset:
+    """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes and
+    palette, reading images of `channels` channels (cfg.model.in_channels; see read_channels)."""
+    dataset = _open_dataset(ds_cfg, data_cfg, transforms)
+    dataset.channels = int(channels)
+    return dataset
+
+
+def _open_dataset(ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None) -> PairDataset:
+    """Return the reader of ds_cfg's layout (3 channels until build_dataset sets them)."""
     n, ignore = len(class_names(data_cfg)), int(data_cfg.ignore_index)
     if ds_cfg.name == "voc":
         return VOCSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
