@@ -116,7 +116,7 @@ def prepare_fast_path(
     model: nn.Module, cfg: DictConfig, images: Iterable[torch.Tensor], log: bool = True
 ) -> None:
     """Apply cfg.eval.fast_path to model in place once; int8 calibrates on the first
-    cfg.eval.calibration_images of ``images`` ((1, 3, H, W) tensors as the model takes them; with
+    cfg.eval.calibration_images of ``images`` ((1, channels, H, W) tensors as the model takes them; with
     eval.mode=slide, their top-left tile, the size the model will see)."""
     from fcn.fastpath import apply_fast_path
 
@@ -155,7 +155,7 @@ def predict_probs(
     scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input; each
     of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.sliding)."""
     if images.ndim != 4:
-        raise ValueError(f"predict_probs expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        raise ValueError(f"predict_probs expects images of shape (N, channels, H, W), got {tuple(images.shape)}")
     scales = [float(s) for s in scales] or [1.0]
     height, width = images.shape[-2:]
     window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
@@ -617,7 +617,7 @@ def output_stems(files: Sequence[Path]) -> list[str]:
 
 
 def _calibration_images(files: Iterable[Path], cfg: DictConfig) -> Iterator[torch.Tensor]:
-    """Yield the readable ones of files as (1, 3, H, W) model inputs (unreadable ones are skipped
+    """Yield the readable ones of files as (1, channels, H, W) model inputs (unreadable ones are skipped
     here and reported by predict_files)."""
     from fcn.data.transforms import input_normalization, preprocess
 

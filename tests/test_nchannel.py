@@ -331,6 +331,7 @@ def four_channel_cfg(*extra: str):
     return model_cfg("model.backbone=resnet18", "model.geometry=same", "model.in_channels=4", *extra)
 
 
+@pytest.mark.slow
 def test_onnx_export_of_a_4_channel_model(tmp_path):
     pytest.importorskip("onnxruntime")
     from fcn.export import check_onnx, export_metadata, export_onnx

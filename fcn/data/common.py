@@ -195,7 +195,7 @@ def image_array(path: str | os.PathLike, upright: bool = False) -> np.ndarray:
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
             img = img.convert("RGB" if img.mode != "1" else "L")
-        array = np.asarray(img)
+        array = np.array(img)  # a copy: torch.from_numpy wants writable memory
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3:

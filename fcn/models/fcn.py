@@ -80,7 +80,7 @@ def _crop(x: Tensor, offset: int, size: Tuple[int, int]) -> Tensor:
 class FCN(nn.Module):
     """A fully convolutional network with skip fusion down to stride 32, 16 or 8.
 
-    Use FCN32s, FCN16s, FCN8s or FCN8sAtOnce; forward maps (N, 3, H, W) to logits
+    Use FCN32s, FCN16s, FCN8s or FCN8sAtOnce; forward maps (N, in_channels, H, W) to logits
     (N, num_classes, H, W). FCN-32s has a single path, so its 'full' fusion is its 'skip' fusion.
     """
 
