@@ -155,7 +155,9 @@ def predict_probs(
     scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input; each
     of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.sliding)."""
     if images.ndim != 4:
-        raise ValueError(f"predict_probs expects images of shape (N, channels, H, W), got {tuple(images.shape)}")
+        raise ValueError(
+            f"predict_probs expects images of shape (N, channels, H, W), got {tuple(images.shape)}"
+        )
     scales = [float(s) for s in scales] or [1.0]
     height, width = images.shape[-2:]
     window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
