@@ -437,6 +437,7 @@ def test_classes_seen_only_in_the_fourth_channel_are_learnt(tmp_path):
     _write_dataset(root, 24, val=8)  # scored on 8 images it never trained on: nothing to memorise
     run = tmp_path / "run"
     extra = ("data.train.split=train", "data.val.split=val", "training.iters=60", "training.eval_every=60")
+    extra += ("training.vis_images=2", "data.display_channels=[3]")  # the fixed batch's grid shows channel 3
     cfg = load_config(overrides=_train_overrides(root, run, *extra))
     fit(cfg)
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
@@ -444,6 +445,9 @@ def test_classes_seen_only_in_the_fourth_channel_are_learnt(tmp_path):
     # with channel 3 noise as well ends at 0.34 mean IU, 0.53 pixel accuracy (chance; docs/nchannel.md).
     # Measured 0.90-0.93 over dataset seeds and OMP_NUM_THREADS=1/2: the bound is far from both.
     assert record["mean_iou"] > 0.7, record
+    (picture,) = (run / "vis").glob("iter_*.png")  # drawn from 4-channel inputs
+    with Image.open(picture) as grid:
+        assert grid.mode == "RGB" and grid.height >= 2 * SIZE
 
 
 def test_a_file_with_the_wrong_channel_count_stops_training_in_one_line(tmp_path, capsys):
