@@ -160,7 +160,7 @@ def count_flops(cfg: Any, size: int, training: bool) -> int:
     """Return the FLOPs of one forward (or forward + backward) at batch 1, counted on the meta device."""
     with torch.device("meta"):
         model = build_model(cfg.model).train(training)
-        x = torch.empty(1, 3, size, size)
+        x = torch.empty(1, int(cfg.model.in_channels), size, size)
         with FlopCounterMode(display=False) as counter:
             logits = model(x)
             if training:

@@ -101,6 +101,27 @@ def as_rgb(image: Any) -> Image.Image:
     )
 
 
+def as_input(image: Any, channels: int) -> Image.Image | np.ndarray:
+    """Return an image given as a path, a PIL image or an array as the model's input reader gives
+    it: as_rgb for a 3-channel model; for model.in_channels=C otherwise, an H x W x C array on the
+    0-255 scale (a path read as predict.py reads it, fcn.data.common.read_channels); ValueError
+    naming what is wrong."""
+    if channels == 3:
+        return as_rgb(image)
+    from fcn.data.common import read_channels, scale_pixels
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_channels(image, channels, upright=True)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] != channels:
+        raise ValueError(
+            f"an image for this model must be H x W x {channels} (model.in_channels), got shape {array.shape}"
+        )
+    return scale_pixels(array)
+
+
 class Segmenter:
     """A segmentation model with its classes, palette and eval.* options: call it on an image to
     get the class-index mask predict.py writes; probabilities() and overlay() for the rest."""
@@ -225,15 +246,20 @@ class Segmenter:
         def inputs():
             for image in images:
                 try:
-                    yield self._input(as_rgb(image))
+                    yield self._input(self.read(image))
                 except (ValueError, FileNotFoundError):
                     continue
 
         prepare_fast_path(self.model, self.cfg, inputs())
         self._prepared = True
 
+    def read(self, image: Any) -> Image.Image | np.ndarray:
+        """Return an image (a path, a PIL image or an array) as the model's input reader gives it:
+        RGB PIL for a 3-channel model, an H x W x C array for model.in_channels=C (as_input)."""
+        return as_input(image, int(self.cfg.model.in_channels))
+
     def _input(self, image: Image.Image) -> torch.Tensor:
-        """Return the (1, 3, H, W) model input of an RGB PIL image on the device."""
+        """Return the (1, C, H, W) model input of an image as read() gives it, on the device."""
         from fcn.data.transforms import input_normalization, preprocess
 
         x = preprocess(image, input_normalization(self.cfg.data.transforms)).unsqueeze(0)
@@ -260,7 +286,7 @@ class Segmenter:
         image's size, with the config's eval.* options: bit for bit predict.py's <stem>.png."""
         if isinstance(image, (list, tuple)):
             return [self(one) for one in image]
-        return self.segment(as_rgb(image))
+        return self.segment(self.read(image))
 
     def segment(self, image: Image.Image) -> np.ndarray:
         """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes)."""
@@ -278,10 +304,10 @@ class Segmenter:
             return [self.probabilities(one) for one in image]
         from fcn.inference import predict_probs
 
-        rgb = as_rgb(image)
-        self._ready(rgb)
+        pixels = self.read(image)
+        self._ready(pixels)
         with torch.inference_mode():
-            probs = predict_probs(self.model, self._input(rgb), **self._options())
+            probs = predict_probs(self.model, self._input(pixels), **self._options())
         return probs[0].cpu().numpy()
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
@@ -294,12 +320,14 @@ class Segmenter:
         """Return the H x W x 3 uint8 image tinted with its mask's colours at opacity alpha, the
         background class left untinted: predict.py's _overlay.png. mask: one computed before
         (seg(image)), else it is predicted."""
+        from fcn.data.common import display_pixels
         from fcn.visualize import overlay
 
-        rgb = as_rgb(image)
+        pixels = self.read(image)
         if mask is None:
-            mask = self.segment(rgb)
-        return overlay(np.asarray(rgb), mask, self.palette, alpha=alpha, ignore_index=self.untinted)
+            mask = self.segment(pixels)
+        shown = display_pixels(pixels, self.cfg.data.display_channels)  # data.display_channels
+        return overlay(shown, mask, self.palette, alpha=alpha, ignore_index=self.untinted)
 
     def shares(self, mask: np.ndarray) -> list[tuple[int, str, float]]:
         """Return (label, class name, fraction of the pixels) of each label present in a mask,

@@ -92,6 +92,10 @@ class ModelConfig:
     init_from: str = ""
     """Staged training: a checkpoint (e.g. a trained FCN-32s) whose matching tensors initialise
     this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s."""
+    in_channels: int = 3
+    """Channels of the input images (3: RGB; e.g. 4 for RGB-D, 1 for grey, N for multispectral
+    TIFF/.npy). Pretrained first convolutions are adapted to it by timm's rule (RGB filters repeated
+    over the channels and scaled by 3/in_channels; one channel gets their sum); docs/nchannel.md."""
 
 
 @dataclass
@@ -133,10 +137,12 @@ class TransformConfig:
     torchvision's. 'torchvision' (RGB, ImageNet mean/std) or 'caffe' (BGR, 0-255, minus the
     reference's mean), the latter for weights converted from the authors' Caffe models."""
     mean: List[float] = field(default_factory=list)
-    """With normalization 'auto': the RGB mean of pixels in [0, 1] (input = (x - mean) / std);
-    empty = the backbone's (see normalization)."""
+    """With normalization 'auto': the mean of each channel (model.in_channels values) of pixels in
+    [0, 1] (input = (x - mean) / std; 8-bit pixels are x/255, 16-bit x/65535, float as stored);
+    empty = the backbone's (see normalization), extended past three channels by 0.5."""
     std: List[float] = field(default_factory=list)
-    """With normalization 'auto': the RGB standard deviation that goes with mean."""
+    """With normalization 'auto': the standard deviation of each channel that goes with mean
+    (empty: the backbone's, extended past three channels by 0.25)."""
     crop_size: int = 500
     """Side of the square training crop of the 'standard' preset (the paper's images are <=500)."""
     scale_min: float = 1.0
@@ -148,7 +154,9 @@ class TransformConfig:
     hflip: bool = True
     """'standard' preset: random horizontal flip with probability 0.5."""
     color_jitter: float = 0.0
-    """'standard' preset: strength of brightness/contrast/saturation jitter (0 = off)."""
+    """'standard' preset: strength of brightness/contrast/saturation jitter (0 = off). It treats
+    channels 0-2 as R, G, B and leaves any further channel untouched (needs model.in_channels >= 3;
+    leave it 0 when the first three channels are not RGB)."""
 
 
 @dataclass
@@ -203,6 +211,9 @@ class DataConfig:
     reduce_zero_label: bool = False
     """mmsegmentation's rule for masks whose 0 means 'unlabelled' (ADE20K): raw 0 -> ignored, raw k
     -> k - 1 (raw 255 stays ignored). Not together with data.label_map (write the map on raw ids)."""
+    display_channels: List[int] = field(default_factory=list)
+    """The image channels that pictures show (grids, TensorBoard, overlays, predict.py): three
+    indices shown as R, G, B, or one shown as grey; empty = the first three (one channel: grey)."""
     ignore_index: int = VOID
     """The mask label that is ignored (255: VOC's void border): by the loss, the metrics, the
     dataset's label check, the padding fill of transforms, pad_collate and Mosaic, and the pictures.
@@ -644,16 +655,35 @@ def validate(cfg: DictConfig, source: str) -> None:
     tr = d.transforms
     _choice(source, "data.transforms.preset", tr.preset, ("paper", "standard"))
     _choice(source, "data.transforms.normalization", tr.normalization, ("auto", "torchvision", "caffe"))
+    channels = m.in_channels
+    if not 1 <= channels <= 64:
+        raise ConfigError(f"{source}: model.in_channels={channels} must be in 1..64")
     if tr.mean or tr.std:
         if tr.normalization != "auto":
             raise ConfigError(
                 f"{source}: data.transforms.mean/std apply with normalization=auto, not '{tr.normalization}'"
             )
-        if len(tr.mean) != 3 or len(tr.std) != 3 or not all(v > 0 for v in tr.std):
+        if len(tr.mean) != channels or len(tr.std) != channels or not all(v > 0 for v in tr.std):
             raise ConfigError(
-                f"{source}: data.transforms.mean={list(tr.mean)} std={list(tr.std)} must be three RGB "
-                "values each (std > 0), or both empty"
+                f"{source}: data.transforms.mean={list(tr.mean)} std={list(tr.std)} must be "
+                f"model.in_channels={channels} values each (std > 0), or both empty"
             )
+    if channels != 3 and tr.normalization == "caffe":
+        raise ConfigError(
+            f"{source}: data.transforms.normalization=caffe is for 3-channel BGR input, not "
+            f"model.in_channels={channels}; use auto (and data.transforms.mean/std)"
+        )
+    if channels < 3 and tr.color_jitter > 0:
+        raise ConfigError(
+            f"{source}: data.transforms.color_jitter={tr.color_jitter} needs RGB channels 0-2, "
+            f"but model.in_channels={channels}; set it to 0"
+        )
+    shown = list(d.display_channels)
+    if shown and (len(shown) not in (1, 3) or not all(0 <= int(c) < channels for c in shown)):
+        raise ConfigError(
+            f"{source}: data.display_channels={shown} must be one or three channel indices in "
+            f"0..{channels - 1} (model.in_channels={channels})"
+        )
     _positive(source, "data.transforms.crop_size", tr.crop_size)
     _positive(source, "data.transforms.scale_min", tr.scale_min)
     _positive(source, "data.transforms.max_shift", tr.max_shift, allow_zero=True)

@@ -446,7 +446,9 @@ def class_weight_tensor(
         return torch.tensor([float(w) for w in weights], device=device) if len(weights) else None
     from fcn.data.check import frequency_weights, split_report_cached
 
-    report, cache, cached = split_report_cached(cfg.data.train, cfg.data, cfg.data.num_workers)
+    report, cache, cached = split_report_cached(
+        cfg.data.train, cfg.data, cfg.data.num_workers, cfg.model.in_channels
+    )
     values = frequency_weights(report, weights, cfg.model.num_classes, cfg.data.ignore_index)
     source = (
         f"read from {cache}"
@@ -491,8 +493,13 @@ def setup(cfg: DictConfig) -> Run:
 
     # The data: the split's files listed (a missing one is an error here), the order of the epochs.
     ignore = cfg.data.ignore_index
-    train_set = build_dataset(cfg.data.train, cfg.data, build_transforms(cfg.data.transforms, True, ignore))
-    val_set = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, False, ignore))
+    channels = cfg.model.in_channels
+    train_set = build_dataset(
+        cfg.data.train, cfg.data, build_transforms(cfg.data.transforms, True, ignore), channels
+    )
+    val_set = build_dataset(
+        cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, False, ignore), channels
+    )
     sampler = EpochBatchSampler(len(train_set), cfg.data.batch_size, t.seed, True, info.rank, info.world_size)
     if sampler.batches_per_epoch() == 0:
         raise ValueError(
@@ -893,7 +900,9 @@ def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
             with autocast(run.device, run.amp):
                 logits = model(image.unsqueeze(0).to(run.device))
             preds.append(logits.argmax(1)[0].cpu().numpy().astype(np.uint8))
-            images.append(denormalize(image, input_normalization(cfg.data.transforms)))
+            images.append(
+                denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels)
+            )
             gts.append(mask.numpy().astype(np.uint8))
     model.train(was_training)
     return prediction_grid(

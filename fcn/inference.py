@@ -21,7 +21,7 @@ from torch import nn
 
 from fcn.checkpoint import CheckpointError, atomic_write, describe_mismatch, load_checkpoint, model_weights
 from fcn.config import config_from_dict, to_dict, with_overrides
-from fcn.data.common import VOID, read_image
+from fcn.data.common import VOID
 from fcn.data.loaders import DataLoader
 from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
 from fcn.sliding import model_logits, window_options
@@ -29,7 +29,9 @@ from fcn.sliding import model_logits, window_options
 if TYPE_CHECKING:
     from fcn.api import Segmenter
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".npy"
+)  # fmt: skip
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
 
 
@@ -117,7 +119,7 @@ def prepare_fast_path(
     model: nn.Module, cfg: DictConfig, images: Iterable[torch.Tensor], log: bool = True
 ) -> None:
     """Apply cfg.eval.fast_path to model in place once; int8 calibrates on the first
-    cfg.eval.calibration_images of ``images`` ((1, 3, H, W) tensors as the model takes them; with
+    cfg.eval.calibration_images of ``images`` ((1, channels, H, W) tensors as the model takes them; with
     eval.mode=slide, their top-left tile, the size the model will see)."""
     from fcn.fastpath import apply_fast_path
 
@@ -156,7 +158,9 @@ def predict_probs(
     scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input; each
     of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.sliding)."""
     if images.ndim != 4:
-        raise ValueError(f"predict_probs expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        raise ValueError(
+            f"predict_probs expects images of shape (N, channels, H, W), got {tuple(images.shape)}"
+        )
     scales = [float(s) for s in scales] or [1.0]
     height, width = images.shape[-2:]
     window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
@@ -439,7 +443,7 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
             channels_last=bool(e.channels_last),
             **window_options(cfg),
         )
-        images.append(denormalize(image, input_normalization(cfg.data.transforms)))
+        images.append(denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels))
         gts.append(mask.numpy().astype(np.uint8))
         preds.append(pred[0].cpu().numpy().astype(np.uint8))
     return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))
@@ -470,7 +474,10 @@ def prepare_evaluation(
 
     model, cfg, which = _load_model(checkpoint, select_device(device), None, paths, overrides)
     dataset = build_dataset(
-        cfg.data.val, cfg.data, transforms=build_transforms(cfg.data.transforms, train=False)
+        cfg.data.val,
+        cfg.data,
+        transforms=build_transforms(cfg.data.transforms, train=False),
+        channels=cfg.model.in_channels,
     )
     if len(dataset) == 0:
         raise ValueError(
@@ -653,7 +660,7 @@ def predict_files(
         list(zip(files, output_stems(files))), desc="predict", unit="image", disable=not progress
     ):
         try:
-            image = read_image(file, upright=True)
+            image = segmenter.read(file)
         except (ValueError, FileNotFoundError) as exc:
             errors.append(str(exc))
             log(f"error: {exc}")

@@ -57,6 +57,11 @@ def predict_video(
     at the clip's size and frame rate; with save_frames, also <stem>_frames/<stem>_<frame:06d>.png
     (class indices); return the frames done. A file that is not a readable video is a ValueError
     naming it."""
+    if segmenter.cfg.model.in_channels != 3:
+        raise ValueError(
+            f"{path}: video frames are RGB but the model takes model.in_channels={segmenter.cfg.model.in_channels} "
+            "channels; give it images (.tif/.npy) instead"
+        )
     av = _import_av()
     from tqdm import tqdm
 

@@ -60,10 +60,20 @@ def label_map(data_cfg: Any) -> LabelMap:
 
 
 def build_dataset(
-    ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None
+    ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None, channels: int = 3
 ) -> PairDataset | ExternalDataset:
     """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes,
-    palette and label map (applied to every kind's masks alike)."""
+    palette and label map (applied to every kind's masks alike), reading images of `channels`
+    channels (cfg.model.in_channels; see read_channels)."""
+    dataset = _open_dataset(ds_cfg, data_cfg, transforms)
+    dataset.channels = int(channels)
+    return dataset
+
+
+def _open_dataset(
+    ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None
+) -> PairDataset | ExternalDataset:
+    """Return the reader of ds_cfg's layout (3 channels until build_dataset sets them)."""
     n, ignore = len(class_names(data_cfg)), int(data_cfg.ignore_index)
     labels = label_map(data_cfg)
     if is_import_path(ds_cfg.name):

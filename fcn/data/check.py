@@ -31,7 +31,7 @@ from fcn.data import class_names, label_map
 from fcn.data.ade20k import list_ade20k
 from fcn.data.cityscapes import list_cityscapes
 from fcn.data.coco import CocoListing, CocoSegmentation, listing_for
-from fcn.data.common import VOID, PairDataset, check_pair, colour_lookup
+from fcn.data.common import ARRAY_EXTENSIONS, VOID, PairDataset, check_pair, colour_lookup, image_array
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import Listing, Problem, list_folder
 from fcn.data.sbd import list_sbd, list_voc_aug
@@ -56,6 +56,7 @@ class PairResult(NamedTuple):
     size: Optional[tuple[int, int]]  # (W, H)
     counts: Optional[np.ndarray]  # (256,) int64 pixels per label value
     problems: list[Problem]
+    kind: str = ""  # the image as stored: its PIL mode, or '<C>-channel <dtype>' for arrays
 
 
 @dataclass
@@ -72,6 +73,7 @@ class SplitReport:
     present_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
     min_size: Optional[tuple[int, int]] = None  # smallest (W, H), each side on its own
     max_size: Optional[tuple[int, int]] = None
+    kinds: dict[str, int] = field(default_factory=dict)  # good images per stored kind (PairResult.kind)
 
 
 def decode_image(path: Path) -> Image.Image:
@@ -94,24 +96,44 @@ def decode_image(path: Path) -> Image.Image:
     return img
 
 
+def decode_array(path: Path, channels: int) -> np.ndarray:
+    """Return the HxWxC pixels of an N-channel image as stored (fcn.data.common.image_array); ValueError
+    naming the file, with expected and found counts, when it has not `channels` channels (model.in_channels;
+    a one-channel file passes for three, as training repeats it)."""
+    array = image_array(path)
+    found = array.shape[2]
+    if found != channels and not (found == 1 and channels == 3):
+        raise ValueError(f"{path}: image has {found} channels, expected {channels} (model.in_channels)")
+    return array
+
+
 def inspect_pair(pair: tuple[Path, Path], reader: PairDataset) -> PairResult:
     """Return what decoding an (image, mask) pair found; every failure comes back as a Problem, never raised.
 
     `reader` reads masks as training does (its load_raw_mask, with its colour table, then its
-    label map); its num_classes bounds the labels.
+    label map); its num_classes bounds the labels and its channels (model.in_channels) the image's
+    channels.
     """
     image_path, mask_path = pair
     problems: list[Problem] = []
     image = raw = None
+    kind = ""
     try:
-        image = decode_image(image_path)
+        if reader.channels == 3 and image_path.suffix.lower() not in ARRAY_EXTENSIONS:
+            image = decode_image(image_path)
+            kind = image.mode
+        else:
+            image = decode_array(image_path, reader.channels)
+            kind = f"{image.shape[2]}-channel {image.dtype}"
     except Exception as exc:  # a worker's exception must come back as data, not end the run
         problems.append(_problem(image_path, exc))
     try:
         raw = reader.load_raw_mask(mask_path)
     except Exception as exc:
         problems.append(_problem(mask_path, exc))
-    return inspect_labels(None if image is None else image.size, raw, reader, mask_path, problems)
+    size = None if image is None else image.size if isinstance(image, Image.Image) else image.shape[1::-1]
+    result = inspect_labels(size, raw, reader, mask_path, problems)
+    return result._replace(kind=kind) if result.size is not None else result
 
 
 def inspect_labels(
@@ -190,13 +212,16 @@ def list_split(ds_cfg: Any, data_cfg: Any = None) -> Listing:
     return LISTERS[ds_cfg.name](ds_cfg.root, ds_cfg.split)
 
 
-def mask_reader(ds_cfg: Any, data_cfg: Any, listing: Optional[Listing] = None) -> PairDataset:
+def mask_reader(
+    ds_cfg: Any, data_cfg: Any, listing: Optional[Listing] = None, channels: int = 3
+) -> PairDataset:
     """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would
-    (a COCO dataset rasterises them from its listing, even one with problems)."""
+    (a COCO dataset rasterises them from its listing, even one with problems), expecting images of
+    `channels` channels (model.in_channels)."""
     n = len(class_names(data_cfg))
     ignore = int(data_cfg.ignore_index)
     if isinstance(listing, CocoListing):
-        return CocoSegmentation(
+        reader = CocoSegmentation(
             listing.annotations,
             "",
             class_names(data_cfg),
@@ -206,10 +231,13 @@ def mask_reader(ds_cfg: Any, data_cfg: Any, listing: Optional[Listing] = None) -
             ignore,
             listing,
         )
-    colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
-    # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
-    lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
-    return PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg))
+    else:
+        colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
+        # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
+        lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
+        reader = PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg))
+    reader.channels = int(channels)
+    return reader
 
 
 def external_dataset(ds_cfg: Any, data_cfg: Any) -> ExternalDataset:
@@ -259,6 +287,7 @@ def summarise(
         report.good += 1
         report.counts += result.counts
         report.present_pixels += np.where(result.counts > 0, result.counts.sum(), 0)
+        report.kinds[result.kind] = report.kinds.get(result.kind, 0) + 1
         w, h = result.size
         low, high = report.min_size or (w, h), report.max_size or (w, h)
         report.min_size = (min(low[0], w), min(low[1], h))
@@ -298,7 +327,7 @@ def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport
                 jobs.append((key, ds_cfg, listing, results, len(dataset)))
                 continue
             pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
-            results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data, listing), pool)
+            results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data, listing, cfg.model.in_channels), pool)
             jobs.append((key, ds_cfg, listing, results, len(pairs)))
         return [
             summarise(f"data.{key}", describe(ds), listing, results, n, progress)
@@ -381,7 +410,7 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
 
 
 def split_report_cached(
-    ds_cfg: Any, data_cfg: Any, workers: int = 0
+    ds_cfg: Any, data_cfg: Any, workers: int = 0, channels: int = 3
 ) -> tuple[SplitReport, Optional[Path], bool]:
     """Return (the split's SplitReport counts, the cache file (None for a Dataset class by import
     path: counted each time), whether it was read from the cache).
@@ -413,7 +442,7 @@ def split_report_cached(
     pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 0 and len(pairs) > 1 else None
-        results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg, listing), pool)
+        results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg, listing, channels), pool)
         report = summarise("data.train", description, listing, results, len(pairs), progress=False)
     text = json.dumps(
         {
@@ -453,6 +482,9 @@ def format_split(report: SplitReport, names: Sequence[str], ignore_index: int = 
         lines.append(f"  {label:>5}  {name:<{width}}  {pixels:>13,}  {100 * pixels / total:>5.1f}%")
     (w0, h0), (w1, h1) = report.min_size, report.max_size
     lines.append(f"  image size: W {w0}..{w1}, H {h0}..{h1}")
+    kinds = ", ".join(f"{kind} x {n}" for kind, n in sorted(report.kinds.items()) if kind)
+    if kinds:
+        lines.append(f"  images as stored: {kinds}")
     return lines
 
 

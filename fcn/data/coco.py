@@ -41,7 +41,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from fcn.data.common import VOID, PairDataset, check_pair, list_names, read_image, read_png_mask
+from fcn.data.common import VOID, PairDataset, check_pair, image_size, list_names, read_channels, read_png_mask
 from fcn.data.folder import Listing, Problem
 
 UNLISTED = ("error", "ignore", "background")
@@ -396,11 +396,12 @@ class CocoSegmentation(PairDataset):
         return mask
 
     def __getitem__(self, index: int):
-        image = read_image(self.images[index])
+        image = read_channels(self.images[index], self.channels)
         mask = self.load_mask(self.masks[index])
-        if mask.shape != (image.height, image.width):
+        width, height = image_size(image)
+        if mask.shape != (height, width):
             raise ValueError(
-                f"{self.annotations}: image '{self.ids[index]}' is {image.width}x{image.height} but the JSON "
+                f"{self.annotations}: image '{self.ids[index]}' is {width}x{height} but the JSON "
                 f"says {mask.shape[1]}x{mask.shape[0]} (width x height); an EXIF-rotated photo, or the wrong images directory?"
             )
         check_pair(image, mask, self.num_classes, self.annotations, self.ignore_index)

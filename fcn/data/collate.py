@@ -28,7 +28,7 @@ def _new_batch(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 def pad_collate(
     batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = VOID
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (images N3HW, masks NHW), each pair padded at the bottom/right to the batch's largest H, W.
+    """Return (images NCHW, masks NHW), each pair padded at the bottom/right to the batch's largest H, W.
 
     Image padding is 0 and mask padding ignore_index (data.ignore_index), so padded pixels count in neither the loss nor the
     metrics; a model with the paper's geometry predicts each image's own pixels unchanged.

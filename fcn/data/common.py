@@ -40,8 +40,12 @@ VOC_CLASSES = (
 )
 """The 21 PASCAL VOC classes in label order (fcn.berkeleyvision.org data/pascal/classes.txt)."""
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-"""Image file endings a VOC-layout folder may use, tried in this order."""
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".npy")
+"""Image file endings a VOC-layout folder may use, tried in this order (.tif/.tiff/.npy: N-channel
+images, see read_channels)."""
+
+ARRAY_EXTENSIONS = (".tif", ".tiff", ".npy")
+"""Image files read as arrays of any channel count (tifffile, NumPy) instead of through PIL."""
 
 
 def voc_palette() -> np.ndarray:
@@ -152,6 +156,115 @@ def read_image(path: str | os.PathLike, upright: bool = False) -> Image.Image:
     if upright:
         img = ImageOps.exif_transpose(img)
     return to_rgb(img)
+
+
+def _array_file(path: Path) -> np.ndarray:
+    """Return the pixels of a .npy or TIFF file as stored, with TIFF planes moved last (HxWxC)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        import tifffile  # imported here: only N-channel datasets need it
+
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            array, axes = series.asarray(), series.axes
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except Exception as exc:  # NumPy and tifffile raise several unrelated types for damaged files
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{path}: cannot read the image ({reason}); the file is damaged or not an image") from None
+    # tifffile names the axes: 'YXS' is interleaved (samples last); 'CYX', 'SYX', 'QYX' or 'IYX'
+    # is planar (one page or sample plane per channel), the usual layout of multispectral files.
+    if array.ndim == 3 and axes[-2:] == "YX":
+        array = np.moveaxis(array, 0, -1)
+    return array
+
+
+def image_array(path: str | os.PathLike, upright: bool = False) -> np.ndarray:
+    """Return the pixels at `path` as stored, HxWxC (HxW files get C = 1): .tif/.tiff/.npy through
+    tifffile/NumPy, other files through PIL (L/I;16/F one channel, LA two, RGB and palette three,
+    RGBA four); ValueError naming the file when it cannot be read as an image."""
+    path = Path(path)
+    if path.suffix.lower() in ARRAY_EXTENSIONS:
+        array = _array_file(path)
+    else:
+        img = _open(path)
+        if upright:
+            img = ImageOps.exif_transpose(img)
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGB" if img.mode != "1" else "L")
+        array = np.array(img)  # a copy: torch.from_numpy wants writable memory
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"{path}: image array has shape {array.shape}; expected HxWxC or HxW")
+    return array
+
+
+def read_channels(path: str | os.PathLike, channels: int = 3, upright: bool = False) -> Image.Image | np.ndarray:
+    """Return the image at `path` with `channels` channels: an 8-bit RGB PIL image when channels is 3
+    and the file is not a .tif/.tiff/.npy (read_image, unchanged), else an HxWxC array, uint8 for
+    8-bit pixels and float32 on the 0-255 scale otherwise (16-bit / 257, float * 255: a float 1.0
+    is white). ValueError naming the file when it has another channel count or an unsupported type.
+
+    Arrays may be HxWxC or HxW (one channel); a TIFF may also be planar (CxHxW, tifffile's 'CYX').
+    PIL files give their own channels: L/I;16/F one, LA two, RGB (and palette) three, RGBA four.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in ARRAY_EXTENSIONS and channels == 3:
+        return read_image(path, upright)
+    array = image_array(path, upright)
+    if array.ndim == 3 and array.shape[2] == 1 and channels == 3:
+        array = np.repeat(array, 3, axis=2)  # grey for an RGB model, as to_rgb does for PIL images
+    if array.shape[2] != channels:
+        raise ValueError(
+            f"{path}: image has {array.shape[2]} channels, expected {channels} (model.in_channels); "
+            "fix the file or set model.in_channels"
+        )
+    return scale_pixels(array, path)
+
+
+def scale_pixels(array: np.ndarray, path: str | os.PathLike = "image") -> np.ndarray:
+    """Return an HxWxC array on the 0-255 scale the transforms take: uint8 as it is (no copy),
+    uint16 (and bool) as float32 x / 257 (x * 255), float as float32 x * 255; ValueError otherwise."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.float32) * np.float32(255.0)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(257.0)
+    if np.issubdtype(array.dtype, np.floating):
+        out = array.astype(np.float32) * np.float32(255.0)
+        if not np.isfinite(out).all():
+            raise ValueError(f"{path}: image holds NaN or infinite values; fill them (e.g. 0) before training")
+        return out
+    raise ValueError(
+        f"{path}: pixel type {array.dtype} is not supported; save images as uint8, uint16 or float "
+        "(float 1.0 = the 8-bit 255)"
+    )
+
+
+def display_pixels(image: Image.Image | np.ndarray, display: Sequence[int] = ()) -> np.ndarray:
+    """Return the HxWx3 uint8 picture of an image as read_channels gives it: the channels `display`
+    names (three as R, G, B, one as grey; empty: 0-2, or 0 as grey below three channels), float
+    pixels rounded and clipped to 0..255 (data.display_channels)."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    shown = list(display) or ([0, 1, 2] if array.shape[2] >= 3 else [0])
+    picture = array[:, :, shown if len(shown) == 3 else shown * 3]
+    if picture.dtype != np.uint8:
+        picture = np.clip(np.rint(picture), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(picture)
+
+
+def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    """Return (width, height) of a PIL image or an HxW(xC) array."""
+    if isinstance(image, np.ndarray):
+        return int(image.shape[1]), int(image.shape[0])
+    return image.width, image.height
 
 
 def palette_lookup(colours: np.ndarray) -> dict[int, int]:
@@ -314,14 +427,19 @@ def read_sbd_mat(path: Path) -> np.ndarray:
 
 
 def check_pair(
-    image: Image.Image, mask: np.ndarray, num_classes: Optional[int], mask_path: Path, ignore_index: int = VOID
+    image: Image.Image | np.ndarray,
+    mask: np.ndarray,
+    num_classes: Optional[int],
+    mask_path: Path,
+    ignore_index: int = VOID,
 ) -> None:
     """Raise ValueError naming `mask_path` when the mask's size or labels do not fit the image and
     classes: labels must lie in 0..num_classes-1 or equal ignore_index."""
-    if mask.shape != (image.height, image.width):
+    width, height = image_size(image)
+    if mask.shape != (height, width):
         raise ValueError(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
-            f"{image.width}x{image.height}; masks must match their images pixel for pixel"
+            f"{width}x{height}; masks must match their images pixel for pixel"
         )
     if num_classes is not None:
         counts = np.bincount(mask.ravel(), minlength=256)  # cheaper than np.unique on 500x375 masks
@@ -336,7 +454,10 @@ def check_pair(
 
 
 class PairDataset:
-    """Image/mask pairs listed by id; an item is (RGB PIL image, uint8 HxW mask) or transforms(image, mask).
+    """Image/mask pairs listed by id; an item is (image, uint8 HxW mask) or transforms(image, mask).
+
+    The image is what read_channels gives for `channels` (model.in_channels; build_dataset sets it):
+    an RGB PIL image for 3-channel JPEG/PNG files, else an HxWxC array.
 
     A plain map-style dataset (torch's DataLoader needs only __len__ and __getitem__), so that
     importing the datasets does not import torch. `labels` (data.label_map / reduce_zero_label)
@@ -362,6 +483,7 @@ class PairDataset:
         self.num_classes = num_classes
         self._lut = lut
         self.labels = labels if labels is not None else LabelMap(ignore_index=ignore_index)
+        self.channels = 3
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -377,7 +499,7 @@ class PairDataset:
         return self.labels(self.load_raw_mask(path), path)
 
     def __getitem__(self, index: int):
-        image = read_image(self.images[index])
+        image = read_channels(self.images[index], self.channels)
         mask = self.load_mask(self.masks[index])
         check_pair(image, mask, self.num_classes, self.masks[index], self.ignore_index)
         if self.transforms is not None:

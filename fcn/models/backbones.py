@@ -22,6 +22,12 @@ online) or from a local file holding torchvision's state dict for that backbone
 (``pretrained='/path/to/file.pth'``); a timm backbone's from timm (Hugging Face hub) or a local timm
 state dict (``.safetensors`` or ``.pth``). Nothing is downloaded at import time, and timm is imported
 only when a timm backbone is built.
+
+Inputs of another channel count than RGB's (``in_channels``: grey, RGB-D, multispectral) get a first
+convolution of that many input channels. Pretrained weights are adapted to it, never re-initialised,
+by timm's rule (``timm.models._manipulate.adapt_input_conv``): ``adapt_input_conv`` below for the
+torchvision backbones, local files and staged init; timm itself (``create_model(in_chans=...)``)
+for timm backbones, which applies the same rule.
 """
 
 from __future__ import annotations
@@ -69,6 +75,65 @@ VGG16_BLOCKS = (
     (("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512)),
     (("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512)),
 )
+
+
+def adapt_input_conv(weight: Tensor, in_channels: int) -> Tensor:
+    """Return the first convolution's weight (O, I, kH, kW) adapted to in_channels inputs.
+
+    timm's rule (timm.models._manipulate.adapt_input_conv): one channel gets the sum of the I source
+    filters; otherwise the source filters are repeated cyclically over the in_channels (channel c
+    gets filter c mod I) and scaled by I / in_channels, so an input whose channels all equal one
+    grey image gives the same response as the source's grey RGB image. Same count: unchanged.
+    """
+    if weight.ndim != 4:
+        raise ValueError(
+            f"adapt_input_conv needs a Conv2d weight (O, I, kH, kW), got shape {tuple(weight.shape)}"
+        )
+    source = weight.shape[1]
+    if in_channels < 1:
+        raise ValueError(f"in_channels={in_channels} must be at least 1")
+    if in_channels == source:
+        return weight
+    dtype, w = weight.dtype, weight.float()  # half weights: sum in float32, as timm
+    if in_channels == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        w = w.repeat(1, math.ceil(in_channels / source), 1, 1)[:, :in_channels] * (source / in_channels)
+    return w.to(dtype)
+
+
+def input_conv_name(module: nn.Module) -> str:
+    """Return the name of module's first convolution (the one that sees the image): the first
+    nn.Conv2d in registration order, which every backbone here (and an FCN, backbone first) keeps."""
+    for name, child in module.named_modules():
+        if isinstance(child, nn.Conv2d):
+            return name
+    raise ValueError(f"{type(module).__name__} has no convolution")
+
+
+def set_in_channels(backbone: nn.Module, in_channels: int) -> None:
+    """Replace a torchvision backbone's first convolution by one taking in_channels inputs, with
+    the random initialisation torchvision gives its convolutions (Kaiming normal, fan_out, zero
+    bias: the same distribution whatever the input count); pretrained weights are adapted later."""
+    name = input_conv_name(backbone)
+    old = backbone.get_submodule(name)
+    if old.in_channels == in_channels:
+        return
+    new = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        old.dilation,
+        old.groups,
+        old.bias is not None,
+    )
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    parent, _, attr = name.rpartition(".")
+    setattr(backbone.get_submodule(parent) if parent else backbone, attr, new)
 
 
 def make_dropout(kind: str, p: float) -> nn.Module:
@@ -290,10 +355,13 @@ def read_timm_state_dict(name: str, path: str) -> Dict[str, Tensor]:
     return dict(state)
 
 
-def _timm_features(name: str, pretrained: bool | str, out_indices: Tuple[int, ...]) -> nn.Module:
-    """Return timm's features_only extractor of ``name`` with weights as model.pretrained says."""
+def _timm_features(
+    name: str, pretrained: bool | str, out_indices: Tuple[int, ...], in_channels: int = 3
+) -> nn.Module:
+    """Return timm's features_only extractor of ``name`` with weights as model.pretrained says,
+    taking in_channels inputs (timm adapts pretrained first convolutions by adapt_input_conv's rule)."""
     timm = _timm()
-    kwargs: Dict[str, Any] = dict(features_only=True, out_indices=out_indices)
+    kwargs: Dict[str, Any] = dict(features_only=True, out_indices=out_indices, in_chans=in_channels)
     if pretrained is False:
         # From scratch, residual blocks start as torchvision's do: timm zero-initialises the last
         # BatchNorm of each block (zero_init_last), which on the toy demo cost 77.0 -> 52.9 mean IU
@@ -330,7 +398,12 @@ class TimmBackbone(nn.Module):
     each of the strides 8, 16 and 32 in its feature_info, the stride-32 one through dropout."""
 
     def __init__(
-        self, name: str, dropout: str = "element", dropout_p: float = 0.5, pretrained: bool | str = False
+        self,
+        name: str,
+        dropout: str = "element",
+        dropout_p: float = 0.5,
+        pretrained: bool | str = False,
+        in_channels: int = 3,
     ):
         super().__init__()
         check_timm_name(name)
@@ -347,7 +420,7 @@ class TimmBackbone(nn.Module):
                 )
             indices[stride] = found[-1]
         self.name = name
-        self.body = _timm_features(name, pretrained, tuple(indices.values()))
+        self.body = _timm_features(name, pretrained, tuple(indices.values()), in_channels)
         self.channels = dict(zip(indices, self.body.feature_info.channels()))
         self.drop = make_dropout(dropout, dropout_p)
 
@@ -372,20 +445,28 @@ def build_backbone(
     dropout: str = "element",
     dropout_p: float = 0.5,
     pretrained: bool | str = False,
+    in_channels: int = 3,
 ) -> nn.Module:
-    """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>'); torchvision backbones are
-    randomly initialised (see load_torchvision_weights), a timm one has the weights ``pretrained``
-    names."""
+    """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>') taking in_channels inputs;
+    torchvision backbones are randomly initialised (see load_torchvision_weights), a timm one has
+    the weights ``pretrained`` names."""
     if not is_timm(name) and name not in BACKBONES:
         raise ValueError(f"backbone='{name}' is not one of {', '.join(BACKBONES)}, timm:<name>")
+    if is_timm(name) and geometry == "same":
+        return TimmBackbone(name.removeprefix("timm:"), dropout, dropout_p, pretrained, in_channels)
+    backbone = _torchvision_backbone(name, geometry, dropout, dropout_p)
+    set_in_channels(backbone, in_channels)
+    return backbone
+
+
+def _torchvision_backbone(name: str, geometry: str, dropout: str, dropout_p: float) -> nn.Module:
+    """Return the randomly initialised torchvision backbone ``name`` (3 input channels)."""
     if name in VGG_BACKBONES:
         return VGG16Backbone(name == "vgg16_bn", geometry, dropout, dropout_p)
     if geometry != "same":
         raise ValueError(
             f"geometry='{geometry}' needs a VGG backbone (its offsets are VGG16's); use geometry='same' with {name}"
         )
-    if is_timm(name):
-        return TimmBackbone(name.removeprefix("timm:"), dropout, dropout_p, pretrained)
     if name in _RESNETS:
         return ResNetBackbone(name, dropout, dropout_p)
     return MobileNetV3Backbone(dropout, dropout_p)
@@ -402,6 +483,9 @@ def resolve_normalization(cfg: Any) -> Any:
     mean, std = pretrained_cfg.get("mean"), pretrained_cfg.get("std")
     if not mean or not std or len(mean) != 3:
         return cfg  # no RGB statistics published: torchvision's, as for other backbones
+    from fcn.data.transforms import extend_stats
+
+    mean, std = extend_stats(tuple(mean), tuple(std), int(cfg.model.in_channels))
 
     def listed(v: Any) -> str:
         return "[" + ",".join(repr(float(x)) for x in v) + "]"
@@ -470,6 +554,7 @@ def load_torchvision_weights(backbone: nn.Module, state: Mapping[str, Tensor], s
     """Copy torchvision's state dict into backbone (reshaping VGG's fc6/fc7), checking every key."""
     mapping = backbone.torchvision_key_map()
     own = backbone.state_dict()
+    first = input_conv_name(backbone) + ".weight"
     # Torchvision's classifiers (fc8, fc, classifier) have no counterpart in an FCN and are dropped.
     dropped = ("classifier.6.",) if isinstance(backbone, VGG16Backbone) else ("fc.", "classifier.")
     for key in state:
@@ -482,6 +567,8 @@ def load_torchvision_weights(backbone: nn.Module, state: Mapping[str, Tensor], s
                 continue
             raise ValueError(f"{source}: missing key '{tv_key}' (is this torchvision's state dict?)")
         value, target = state[tv_key], own[own_key]
+        if own_key == first and value.ndim == 4 and value.shape[1] != target.shape[1]:
+            value = adapt_input_conv(value, target.shape[1])  # RGB filters -> in_channels inputs
         if value.numel() != target.numel():
             raise ValueError(
                 f"{source}: '{tv_key}' has shape {tuple(value.shape)}, expected {tuple(target.shape)}"

@@ -30,7 +30,13 @@ from torch import Tensor, nn
 
 from fcn.checkpoint import bare_state_dict
 from fcn.config import ARCHS, is_timm, pretrained_choice
-from fcn.models.backbones import build_backbone, load_torchvision_weights, torchvision_state_dict
+from fcn.models.backbones import (
+    adapt_input_conv,
+    build_backbone,
+    input_conv_name,
+    load_torchvision_weights,
+    torchvision_state_dict,
+)
 from fcn.models.upsampling import make_upsampling
 
 # Crop offsets of the reference nets (crop_param { offset: ... } in voc-fcn*/train.prototxt).
@@ -74,7 +80,7 @@ def _crop(x: Tensor, offset: int, size: Tuple[int, int]) -> Tensor:
 class FCN(nn.Module):
     """A fully convolutional network with skip fusion down to stride 32, 16 or 8.
 
-    Use FCN32s, FCN16s, FCN8s or FCN8sAtOnce; forward maps (N, 3, H, W) to logits
+    Use FCN32s, FCN16s, FCN8s or FCN8sAtOnce; forward maps (N, in_channels, H, W) to logits
     (N, num_classes, H, W). FCN-32s has a single path, so its 'full' fusion is its 'skip' fusion.
     """
 
@@ -95,6 +101,7 @@ class FCN(nn.Module):
         dropout: str = "element",
         dropout_p: float = 0.5,
         at_once: bool = False,
+        in_channels: int = 3,
     ):
         super().__init__()
         if stride not in (32, 16, 8):
@@ -108,12 +115,13 @@ class FCN(nn.Module):
                 "at-once scaling is the paper's FCN-8s with skip fusion (stride=8, fusion='skip')"
             )
         self.stride, self.num_classes, self.at_once = stride, num_classes, at_once
+        self.in_channels = in_channels
         self.backbone_name, self.geometry = backbone, geometry
         self.upsampling, self.fusion, self.head = upsampling, fusion, head
 
         # A timm backbone loads its own weights (timm maps them into its feature extractor).
         timm_weights = pretrained if is_timm(backbone) else False
-        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights)
+        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights, in_channels)
         channels = self.backbone.channels
 
         def score(in_channels: int) -> nn.Module:
@@ -255,6 +263,7 @@ def build_model(model_cfg: Any) -> FCN:
         head=str(model_cfg.head),
         dropout=str(model_cfg.dropout),
         dropout_p=float(model_cfg.dropout_p),
+        in_channels=int(model_cfg.in_channels),
     )
 
 
@@ -263,15 +272,29 @@ def init_from_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
 
     The paper's staged training: FCN-16s starts from a trained FCN-32s (score_pool4 and the new
     deconvolutions are new), FCN-8s from FCN-16s. Tensors of the source that the model lacks are
-    ignored; a model tensor of another shape (e.g. another number of classes) stays new.
+    ignored; a model tensor of another shape (e.g. another number of classes) stays new, except the
+    first convolution of a source with another input channel count (a 3-channel checkpoint into a
+    4-channel model): it is adapted (adapt_input_conv) and listed in copied as 'name (adapted I->C
+    channels)'.
     """
     source = bare_state_dict(dict(state_dict))
     copied: List[str] = []
     new: List[str] = []
+    first = input_conv_name(model) + ".weight"
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             value = source.get(name)
-            if isinstance(value, Tensor) and value.shape == tensor.shape:
+            if (
+                name == first
+                and isinstance(value, Tensor)
+                and value.ndim == 4
+                and value.shape[0] == tensor.shape[0]
+                and value.shape[2:] == tensor.shape[2:]
+                and value.shape[1] != tensor.shape[1]
+            ):
+                tensor.copy_(adapt_input_conv(value, tensor.shape[1]))
+                copied.append(f"{name} (adapted {value.shape[1]}->{tensor.shape[1]} channels)")
+            elif isinstance(value, Tensor) and value.shape == tensor.shape:
                 tensor.copy_(value)
                 copied.append(name)
             else:
@@ -280,5 +303,7 @@ def init_from_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
 
 
 def describe_init(copied: List[str], new: List[str]) -> str:
-    """Return the one log line of a staged init: counts and the new tensors' names."""
-    return f"staged init: copied {len(copied)} tensors, new {len(new)}: {', '.join(new) or 'none'}"
+    """Return the one log line of a staged init: counts, the new tensors' names and any adapted one."""
+    adapted = [name for name in copied if "(adapted" in name]
+    line = f"staged init: copied {len(copied)} tensors, new {len(new)}: {', '.join(new) or 'none'}"
+    return line + (f"; {', '.join(adapted)}" if adapted else "")
