@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Segment the inputs; return the exit code (fcn.cli's rule: 2 if the checkpoint or config is
     bad or no input exists, 1 if any input failed, after doing the others)."""
     args = parse_args(argv)
-    from fcn.inference import list_images, load_model, predict_files
+    from fcn.engines import load
+    from fcn.inference import list_images, predict_files
     from fcn.runtime import select_device
     from fcn.video import is_video, predict_video
 
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not files:
             raise FileNotFoundError("no input image to segment (see above); give image files or directories")
         overrides = [*args.overrides, *eval_overrides(args)]
-        model, cfg = load_model(args.checkpoint, select_device(args.device), None, args.config, overrides)
+        model, cfg = load(args.checkpoint, select_device(args.device), None, args.config, overrides)
         return model, cfg, files, missing
 
     def work(prepared) -> int:
