@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import cpu_info, load_average, markdown_table, time_interleaved, write_json  # noqa: E402
-from data import HEIGHT, WIDTH, make_images  # noqa: E402
 
+from data import HEIGHT, WIDTH, make_images  # noqa: E402
 from fcn.data import VOC_CLASSES  # noqa: E402
 from fcn.data.check import main as check_main  # noqa: E402
 
