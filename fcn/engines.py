@@ -6,9 +6,11 @@ float32 normalised CPU tensor it returns the (N, num_classes, H, W) float32 logi
 augmentation, sliding windows, pre/post-processing and the outputs are the torch path's code.
 
 - ``onnxruntime``: one session on the dynamic-shape export (any batch, height and width).
-- ``openvino``: the export read once, then reshaped to each input's static shape and compiled for it
-  (OpenVINO picks faster kernels for static shapes); compiled models are kept per shape in a bounded
-  LRU (OPENVINO_CACHE_SHAPES), since evaluate.py meets a new shape at nearly every native-size image.
+- ``openvino``: the export read once, then reshaped to an input's static shape and compiled for it
+  (OpenVINO picks faster kernels for static shapes) from the second time that shape is met, the
+  dynamic-shape model serving its first time; compiled models are kept per shape in a bounded LRU
+  (OPENVINO_CACHE_SHAPES). A video, a folder of same-size photos or VOC's few common sizes compile
+  once per size; a stream of distinct native sizes pays no compilation per image.
   The precision hint is f32: on a CPU with bf16, OpenVINO would otherwise compute in bf16.
 
 The export (fcn.export.export_onnx) is cached beside the checkpoint as ``<checkpoint>.<key>.onnx``,
@@ -288,21 +290,37 @@ class OpenVinoEngine(Engine):
         self.precision = precision
         self.max_shapes = int(max_shapes)
         self.compiled: OrderedDict[tuple, object] = OrderedDict()
+        self.seen: set[tuple] = set()  # shapes met once (compiled statically when met again)
+        self.dynamic = None  # the dynamic-shape model, compiled when a shape is first met
 
-    def compiled_for(self, shape: Sequence[int]):
-        """Return the model compiled for input shape (from the LRU, or compiled now)."""
-        key = tuple(int(s) for s in shape)
-        if key in self.compiled:
-            self.compiled.move_to_end(key)
-            return self.compiled[key]
-        model = self.model.clone()
-        model.reshape({model.input(0).get_any_name(): list(key)})
+    def _compile(self, shape: tuple | None):
+        model = self.model
+        if shape is not None:
+            model = model.clone()
+            model.reshape({model.input(0).get_any_name(): list(shape)})
         config = {
             "INFERENCE_NUM_THREADS": self.threads,
             "INFERENCE_PRECISION_HINT": self.precision,  # f32: exact; the CPU plugin's default may be bf16
             "PERFORMANCE_HINT": "LATENCY",
         }
-        compiled = self.core.compile_model(model, "CPU", config)
+        return self.core.compile_model(model, "CPU", config)
+
+    def compiled_for(self, shape: Sequence[int]):
+        """Return the model compiled for input shape: from the LRU; compiled for it on the second
+        time it is met; the first time, the dynamic-shape model (compiled once), so that a stream
+        of distinct sizes (native-size evaluation) does not pay a compilation per image."""
+        key = tuple(int(s) for s in shape)
+        if key in self.compiled:
+            self.compiled.move_to_end(key)
+            return self.compiled[key]
+        if key not in self.seen:
+            if len(self.seen) >= 4096:
+                self.seen.clear()
+            self.seen.add(key)
+            if self.dynamic is None:
+                self.dynamic = self._compile(None)
+            return self.dynamic
+        compiled = self._compile(key)
         self.compiled[key] = compiled
         while len(self.compiled) > self.max_shapes:
             self.compiled.popitem(last=False)
@@ -325,6 +343,7 @@ class OpenVinoEngine(Engine):
             subset_size=len(arrays),
         )
         self.compiled.clear()
+        self.dynamic = None
         return len(arrays)
 
 

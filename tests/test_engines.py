@@ -202,11 +202,13 @@ def test_openvino_compiles_once_per_shape_and_keeps_a_bounded_number(setup):
     _, _, ckpt, _, _ = setup
     model, cfg = load(ckpt, overrides=["eval.engine=torch"])
     engine = OpenVinoEngine(cached_onnx(model, cfg, ckpt, "model"), max_shapes=2)
-    shapes = [(1, 3, 40, 48), (1, 3, 64, 64), (1, 3, 40, 48), (1, 3, 33, 65)]
+    # Each shape twice: the first time the dynamic-shape model serves it, the second compiles it.
+    shapes = [(1, 3, 40, 48), (1, 3, 64, 64), (1, 3, 40, 48), (1, 3, 33, 65)] * 2
     with torch.inference_mode():
         for shape in shapes:
             x = torch.randn(shape)
             got = engine(x)
             assert got.shape == (1, 3, *shape[-2:])
             torch.testing.assert_close(got, model(x), atol=1e-4, rtol=1e-4)
+            assert (engine.dynamic is not None) and len(engine.compiled) <= 2
     assert list(engine.compiled) == [(1, 3, 40, 48), (1, 3, 33, 65)]  # 64x64 was least recently used
