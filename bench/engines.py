@@ -38,7 +38,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import load_average, machine_info, markdown_table, write_json  # noqa: E402
-from model import make_model, make_scene, model_config  # noqa: E402
+
+try:  # bench/model.py's helpers, in bench/model_setup.py once bench/model.py is split (#23)
+    from model_setup import make_model, make_scene, model_config  # noqa: E402
+except ImportError:
+    from model import make_model, make_scene, model_config  # noqa: E402
 
 from fcn.checkpoint import save_checkpoint  # noqa: E402
 from fcn.config import VOID, to_dict  # noqa: E402
