@@ -26,7 +26,7 @@ from fcn.engines import Engine, available, calibration_slice, model_device, to_e
 from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
 from fcn.sliding import model_logits, window_options
 
-AUTO_ENGINES = ("openvino", "onnxruntime")
+AUTO_ENGINES = ("onnxruntime", "openvino")
 """The engines eval.fast_path=auto picks on a CPU without native bf16, in order of preference."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
@@ -94,8 +94,9 @@ def resolve_fast_path(cfg: DictConfig, device: torch.device, log: bool = True) -
     - on a GPU: fp32 (eval.amp is the lever there);
     - with eval.engine onnxruntime or openvino given: that engine in fp32;
     - on a CPU with native bf16 (AVX-512 BF16, AMX): bf16 autocast + channels-last in torch;
-    - else the first installed of OpenVINO, ONNX Runtime (fp32 on the cached ONNX export: 1.6x
-      torch's fp32 on VGG16 and ResNet-18 FCN-8s at 500x500 on AVX2, where winograd gives 1.1-1.6x);
+    - else the first installed of ONNX Runtime, OpenVINO (fp32 on the cached ONNX export: 1.6x
+      torch's fp32 on VGG16 and ResNet-18 FCN-8s at 500x500 on AVX2, where winograd gives 1.1-1.6x;
+      ONNX Runtime first, within 5% of OpenVINO or ahead in every run but the most loaded one);
     - else winograd where NNPACK is built in, else fp32.
 
     int8 is never chosen: its results are an approximation to check first."""

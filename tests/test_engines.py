@@ -135,8 +135,8 @@ def test_an_export_that_fails_is_one_error_line(setup, tmp_path, monkeypatch, ca
 @pytest.mark.parametrize(
     ("bf16", "installed", "expected"),
     [
-        (False, {"openvino", "onnxruntime"}, ("openvino", "none", "none")),
-        (False, {"onnxruntime"}, ("onnxruntime", "none", "none")),
+        (False, {"openvino", "onnxruntime"}, ("onnxruntime", "none", "none")),
+        (False, {"openvino"}, ("openvino", "none", "none")),
         (True, {"openvino", "onnxruntime"}, ("torch", "none", "bf16")),
     ],
 )
