@@ -15,8 +15,6 @@ from typing import Sequence
 
 from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides, run_phases
 
-ENGINES = ("torch", "onnxruntime", "openvino")  # fcn.api.ENGINES, without importing torch to parse
-
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the parsed command line."""
@@ -24,7 +22,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) written by train.py or imported")
     add_config_arguments(p, "the checkpoint's config")
     add_eval_arguments(p)
-    p.add_argument("--engine", choices=ENGINES, default="torch", help="what runs the network (default torch)")
     p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
     p.add_argument(
         "--images",
@@ -52,7 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         segmenter = Segmenter.from_checkpoint(
             args.checkpoint,
             device=args.device,
-            engine=args.engine,
             config=args.config,
             overrides=[*args.overrides, *eval_overrides(args)],
         )

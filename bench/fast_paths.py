@@ -35,7 +35,8 @@ from common import load_average, machine_info, markdown_table, time_call, write_
 from fcn.config import VOID  # noqa: E402
 from fcn.data import build_dataset  # noqa: E402
 from fcn.data.transforms import build_transforms  # noqa: E402
-from fcn.inference import load_model, prepare_fast_path  # noqa: E402
+from fcn.engines import load  # noqa: E402
+from fcn.inference import prepare_fast_path  # noqa: E402
 from fcn.metrics import ConfusionMatrix  # noqa: E402
 from fcn.runtime import autocast, cpu_flags  # noqa: E402
 
@@ -60,7 +61,8 @@ def forward(model: torch.nn.Module, cfg, x: torch.Tensor) -> torch.Tensor:
 def described(cfg) -> str:
     """Return what a loaded path runs: its fast path, precision and layout."""
     e = cfg.eval
-    parts = [e.fast_path] if e.fast_path != "none" else []
+    parts = [e.engine] if e.engine != "torch" else []  # auto may choose an engine (fcn/engines.py)
+    parts += [e.fast_path] if e.fast_path != "none" else []
     parts += [e.amp] if e.amp != "none" else []
     parts += ["channels-last"] if e.channels_last else []
     return " + ".join(parts) or "fp32"
@@ -84,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     device = torch.device("cpu")  # both fast paths are CPU paths
     models, setup, cfgs = {}, {}, {}
     for kind in args.paths:
-        model, cfg = load_model(args.checkpoint, device, overrides=[*args.overrides, *PATHS[kind]])
+        model, cfg = load(args.checkpoint, device, overrides=[*args.overrides, *PATHS[kind]])
         cfgs[kind] = cfg
         if kind == "none":
             dataset = build_dataset(

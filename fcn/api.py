@@ -25,29 +25,29 @@ from PIL import Image
 from torch import nn
 
 ENGINES = ("torch", "onnxruntime", "openvino")
-"""What runs the network: PyTorch here; the ONNX Runtime and OpenVINO engines (issue 21 items 1-4)
-plug into _load, the one place that builds the model."""
+"""What runs the network (eval.engine): PyTorch, or the checkpoint's ONNX export in ONNX Runtime or
+OpenVINO (fcn.engines); _load is the one place that builds it."""
 
 
 def _load(
     checkpoint: str | os.PathLike,
     *,
     device: torch.device,
-    engine: str,
+    engine: str | None,
     use_ema: bool | None,
     paths: Sequence[str],
     overrides: Sequence[str],
 ) -> tuple[nn.Module, DictConfig]:
-    """Return (model or engine, config): the one loading call of the API. The config's
-    eval.fast_path=auto is resolved here (fcn.inference.resolve_fast_path, said in one line); a
-    fast path that needs images (int8's calibration) is applied on the first ones segmented."""
-    if engine not in ENGINES:
+    """Return (model or engine, config): the one loading call of the API (fcn.engines.load, as
+    predict.py and evaluate.py load). engine=None keeps the config's eval.engine. The config's
+    eval.fast_path=auto is resolved here (said in one line; it may choose an engine); a fast path
+    that needs images (int8's calibration) is applied on the first ones segmented."""
+    if engine is not None and engine not in ENGINES:
         raise ValueError(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
-    if engine != "torch":
-        raise ValueError(f"engine '{engine}' needs the engines module (fcn.engines), which this build lacks")
-    from fcn.inference import load_model
+    from fcn.engines import load
 
-    return load_model(checkpoint, device, use_ema, paths, overrides)
+    chosen = [] if engine is None else [f"eval.engine={engine}"]
+    return load(checkpoint, device, use_ema, paths, [*overrides, *chosen])
 
 
 def _eval_overrides(
@@ -132,7 +132,6 @@ class Segmenter:
         cfg: DictConfig,
         *,
         device: torch.device | str | None = None,
-        engine: str = "torch",
         checkpoint: str | os.PathLike | None = None,
         requested_fast_path: str | None = None,
     ) -> None:
@@ -143,9 +142,12 @@ class Segmenter:
         self.model = model
         self.cfg = cfg
         if device is None:
-            device = next(model.parameters()).device
+            from fcn.engines import model_device
+
+            device = model_device(model)
         self.device = torch.device(device)
-        self.engine = engine
+        self.engine: str = str(cfg.eval.engine)
+        """What runs the network: torch, onnxruntime or openvino (eval.engine, after fast_path=auto)."""
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.requested_fast_path = requested_fast_path or str(cfg.eval.fast_path)
         self.classes: list[str] = class_names(cfg.data)
@@ -160,7 +162,7 @@ class Segmenter:
         checkpoint: str | os.PathLike,
         *,
         device: str | torch.device = "auto",
-        engine: str = "torch",
+        engine: str | None = None,
         fast_path: str | None = None,
         flip: bool | None = None,
         scales: Sequence[float] | None = None,
@@ -174,7 +176,8 @@ class Segmenter:
     ) -> Segmenter:
         """Return the Segmenter of a checkpoint of this project (or imported reference weights).
 
-        device: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'. engine: 'torch'.
+        device: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'. engine: 'torch',
+        'onnxruntime' or 'openvino' (None: the config's eval.engine; fast_path='auto' may choose one).
         fast_path, flip, scales, mode, tile, stride and amp override the checkpoint config's eval.*
         keys of the same names (None keeps the config's); config (YAML files) and overrides
         (key=value) are merged over it as on the command line, before the keyword arguments.
@@ -198,9 +201,7 @@ class Segmenter:
                 if item.startswith("eval.fast_path="):
                     requested = item.split("=", 1)[1]
                     break
-        return cls(
-            model, cfg, device=dev, engine=engine, checkpoint=checkpoint, requested_fast_path=requested
-        )
+        return cls(model, cfg, device=dev, checkpoint=checkpoint, requested_fast_path=requested)
 
     # -----------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import argparse
 import sys
 from typing import Callable, TypeVar
 
-from fcn.config import FAST_PATHS
+from fcn.config import ENGINES, FAST_PATHS
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -115,7 +115,14 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fast-path",
         choices=FAST_PATHS,
-        help="CPU fast path (eval.fast_path): winograd = fp32's results, faster; int8 = close, faster still",
+        help="CPU fast path (eval.fast_path): auto = the fastest exact engine and path here (said in one "
+        "line); winograd = fp32's results, faster; int8 = close, faster still (on --engine's runtime)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="what runs the model (eval.engine): torch, or the checkpoint exported to ONNX (cached beside "
+        "it) and run on the CPU by onnxruntime or openvino",
     )
     p.add_argument(
         "--mode",
@@ -141,6 +148,8 @@ def eval_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"eval.amp={args.amp}")
     if args.fast_path:
         out.append(f"eval.fast_path={args.fast_path}")
+    if args.engine:
+        out.append(f"eval.engine={args.engine}")
     if args.mode:
         out.append(f"eval.mode={args.mode}")
     if args.tile is not None:

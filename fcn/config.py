@@ -42,6 +42,7 @@ DATASETS = ("voc", "sbd", "voc_aug", "folder", "cityscapes", "ade20k", "coco")
 """data.<split>.name choices; any other name with a colon is a Dataset class by import path
 ('package.module:Class', fcn/data/external.py)."""
 FAST_PATHS = ("none", "auto", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
+ENGINES = ("torch", "onnxruntime", "openvino")  # eval.engine: fcn/engines.py
 VOID = 255
 """The default of data.ignore_index (VOC's void border). Code takes the configured value as an
 argument; this constant is only the default of those arguments (also as fcn.data.VOID)."""
@@ -354,12 +355,19 @@ class EvalConfig:
     """Mixed precision at evaluation/prediction: 'none' or 'bf16' or 'fp16'."""
     channels_last: bool = False
     """Channels-last memory format at evaluation/prediction."""
+    engine: str = "torch"
+    """evaluate.py/predict.py: what runs the model: 'torch' (PyTorch, any device), 'onnxruntime' or
+    'openvino' (the checkpoint exported once to ONNX, cached beside it, run by that runtime on the
+    CPU; same pre/post-processing, TTA and sliding windows). See fcn/engines.py."""
     fast_path: str = "none"
-    """evaluate.py/predict.py on the CPU: 'none' (fp32); 'auto' (chosen by the CPU, logged: bf16
-    autocast + channels-last where bf16 is native (AVX-512 BF16, AMX), else 'winograd'); 'winograd'
-    (3x3 convs by NNPACK's Winograd: fp32's results, faster); 'int8' (backbone quantized after
-    training: close to fp32, faster still; never chosen by auto). See fcn/fastpath.py;
-    bench/fast_paths.py measures them on a checkpoint."""
+    """evaluate.py/predict.py on the CPU: 'none' (fp32); 'auto' (chosen by the CPU and the installed
+    engines, logged, exact paths only with eval.engine=torch: ONNX Runtime or OpenVINO fp32 where
+    installed, else winograd; bf16 autocast + channels-last where bf16 is native (AVX-512 BF16,
+    AMX); fcn.inference.resolve_fast_path); 'winograd' (3x3 convs by NNPACK's Winograd: fp32's
+    results, faster); 'int8' (quantized after training, calibrated on eval.calibration_images:
+    close to fp32, faster still; never chosen by auto; with eval.engine=onnxruntime/openvino that
+    runtime's static int8). See fcn/fastpath.py, fcn/engines.py; bench/fast_paths.py and
+    bench/engines.py measure them."""
     calibration_images: int = 8
     """Images (the first of the data being evaluated or predicted; no labels) that calibrate int8."""
     use_ema: bool = True
@@ -755,6 +763,17 @@ def validate(cfg: DictConfig, source: str) -> None:
     e = cfg.eval
     _choice(source, "eval.amp", e.amp, ("none", "bf16", "fp16"))
     _choice(source, "eval.fast_path", e.fast_path, FAST_PATHS)
+    _choice(source, "eval.engine", e.engine, ENGINES)
+    if e.engine != "torch" and e.fast_path == "winograd":
+        raise ConfigError(
+            f"{source}: eval.fast_path=winograd is a PyTorch path; with eval.engine={e.engine} use none, "
+            "auto or int8"
+        )
+    if e.engine != "torch" and (e.amp != "none" or e.channels_last):
+        raise ConfigError(
+            f"{source}: eval.engine={e.engine} runs the fp32 export; set eval.amp=none and "
+            "eval.channels_last=false"
+        )
     _positive(source, "eval.calibration_images", e.calibration_images)
     if e.fast_path != "none" and (e.amp != "none" or e.channels_last):
         raise ConfigError(

@@ -13,8 +13,9 @@
   (``bench/fast_paths.py --checkpoint``) before trusting its numbers.
 
 Both are CPU paths: on a GPU, bf16/fp16 autocast (``eval.amp``) is the lever. ``auto`` chooses by the
-CPU (``fcn.inference.resolve_fast_path``): bf16 autocast + channels-last where bf16 is native (AVX-512
-BF16 or AMX), else ``winograd``; never ``int8``. ``bench/model.py`` measures their speed and agreement
+CPU and the installed engines (``fcn.inference.resolve_fast_path``): bf16 autocast + channels-last
+where bf16 is native (AVX-512 BF16 or AMX), else ONNX Runtime or OpenVINO fp32 where installed
+(fcn/engines.py), else ``winograd``; never ``int8``. ``bench/model.py`` measures their speed and agreement
 against fp32.
 """
 

@@ -3,7 +3,6 @@ validation split at native resolution (evaluate.py) and segment a user's images 
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -23,12 +22,15 @@ from fcn.checkpoint import CheckpointError, atomic_write, describe_mismatch, loa
 from fcn.config import config_from_dict, to_dict, with_overrides
 from fcn.data.common import VOID
 from fcn.data.loaders import DataLoader
+from fcn.engines import Engine, available, calibration_slice, model_device, to_engine
 from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
 from fcn.sliding import model_logits, window_options
 
 if TYPE_CHECKING:
     from fcn.api import Segmenter
 
+AUTO_ENGINES = ("onnxruntime", "openvino")
+"""The engines eval.fast_path=auto picks on a CPU without native bf16, in order of preference."""
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".npy"
 )  # fmt: skip
@@ -92,24 +94,43 @@ def _load_model(
 
 def resolve_fast_path(cfg: DictConfig, device: torch.device, log: bool = True) -> DictConfig:
     """Return cfg with eval.fast_path=auto replaced by what it stands for on device, said in one
-    line: on a CPU with native bf16 (AVX-512 BF16, AMX), bf16 autocast + channels-last; on another
-    CPU, winograd (fp32's results) where NNPACK is built in; on a GPU, none (eval.amp is the lever
-    there). int8 is never chosen: its results are an approximation to check first."""
+    line. The one place of the rule, from bench/engines.py's measurements (docs/engines.md):
+
+    - on a GPU: fp32 (eval.amp is the lever there);
+    - with eval.engine onnxruntime or openvino given: that engine in fp32;
+    - on a CPU with native bf16 (AVX-512 BF16, AMX): bf16 autocast + channels-last in torch;
+    - else the first installed of ONNX Runtime, OpenVINO (fp32 on the cached ONNX export: 1.6x
+      torch's fp32 on VGG16 and ResNet-18 FCN-8s at 500x500 on AVX2, where winograd gives 1.1-1.6x;
+      ONNX Runtime first, within 5% of OpenVINO or ahead in every run but the most loaded one);
+    - else winograd where NNPACK is built in, else fp32.
+
+    int8 is never chosen: its results are an approximation to check first."""
     if cfg.eval.fast_path != "auto":
         return cfg
+    engine = cfg.eval.engine
     if device.type != "cpu":
         changes, why = ["eval.fast_path=none"], f"fp32 on {device} (the CPU fast paths do not apply)"
+    elif engine != "torch":
+        changes, why = ["eval.fast_path=none"], f"{engine} fp32 (eval.engine={engine} was given)"
     elif native_bf16(device):
         changes = ["eval.fast_path=none", "eval.amp=bf16", "eval.channels_last=true"]
         flags = "/".join(sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())) or "native bf16"
         why = f"bf16 autocast + channels-last (this CPU has {flags})"
+    elif any(available(e) for e in AUTO_ENGINES):
+        chosen = next(e for e in AUTO_ENGINES if available(e))
+        changes = ["eval.fast_path=none", f"eval.engine={chosen}"]
+        why = (
+            f"{chosen} fp32 on the ONNX export (no native bf16 on this CPU; {chosen} is installed: "
+            "the fastest exact engine in bench/engines.py)"
+        )
     elif torch.backends.nnpack.is_available():
         changes, why = (
             ["eval.fast_path=winograd"],
-            "winograd (no native bf16 on this CPU: the fastest exact path)",
+            "winograd (no native bf16 on this CPU and neither openvino nor onnxruntime installed: "
+            "the fastest exact torch path)",
         )
     else:
-        changes, why = ["eval.fast_path=none"], "fp32 (no native bf16 and no NNPACK in this build)"
+        changes, why = ["eval.fast_path=none"], "fp32 (no native bf16, no other engine and no NNPACK)"
     if log:
         print(f"eval.fast_path=auto: {why}", flush=True)
     return with_overrides(cfg, changes, source="eval.fast_path=auto")
@@ -126,12 +147,11 @@ def prepare_fast_path(
     kind = cfg.eval.fast_path
     if kind == "none" or getattr(model, "fast_path", "none") == kind:
         return
-    device = next(model.parameters()).device
-    e = cfg.eval
-    side = int(e.tile) if e.mode == "slide" else None
-    calibration = (
-        x[..., :side, :side].to(device) for x in itertools.islice(images, int(e.calibration_images))
-    )
+    if isinstance(model, Engine):
+        model.apply_fast_path(kind, calibration_slice(images, cfg), log=log)
+        return
+    device = model_device(model)
+    calibration = (x.to(device) for x in calibration_slice(images, cfg))
     apply_fast_path(model, kind, calibration, log=log)
     model.fast_path = kind
 
@@ -227,7 +247,7 @@ def segment(
 
     e = cfg.eval
     x = preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)
-    x = x.to(next(model.parameters()).device)
+    x = x.to(model_device(model))
     labels = predict_labels(
         model,
         x,
@@ -324,7 +344,7 @@ def evaluate_model(
 
     from fcn.metrics import ConfusionMatrix
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -429,7 +449,7 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
     from fcn.data.transforms import denormalize, input_normalization
     from fcn.visualize import prediction_grid
 
-    cfg, device = ev.cfg, next(ev.model.parameters()).device
+    cfg, device = ev.cfg, model_device(ev.model)
     e = cfg.eval
     images, gts, preds = [], [], []
     for r in rows:
@@ -454,7 +474,7 @@ class Evaluation:
     """A checkpoint ready to be scored: its model, config, which weights, and the dataset."""
 
     checkpoint: str
-    model: nn.Module
+    model: nn.Module | Engine
     cfg: DictConfig
     weights: str
     dataset: torch.utils.data.Dataset
@@ -473,6 +493,7 @@ def prepare_evaluation(
     from fcn.data.transforms import build_transforms
 
     model, cfg, which = _load_model(checkpoint, select_device(device), None, paths, overrides)
+    model = to_engine(model, cfg, checkpoint, which)
     dataset = build_dataset(
         cfg.data.val,
         cfg.data,

@@ -99,10 +99,19 @@ def test_classes_palette_shares_and_repr(setup, images):  # noqa: F811
     assert "mode=slide" in text
 
 
-def test_engines_other_than_torch_and_bad_inputs_are_value_errors(setup):  # noqa: F811
+def test_onnxruntime_engine_gives_the_torch_mask(setup, images):  # noqa: F811
+    pytest.importorskip("onnxruntime")
     _, _, ckpt = setup
-    with pytest.raises(ValueError, match="engine 'onnxruntime' needs the engines module"):
-        Segmenter.from_checkpoint(ckpt, device="cpu", engine="onnxruntime")
+    torch_seg = Segmenter.from_checkpoint(ckpt, device="cpu")
+    ort_seg = Segmenter.from_checkpoint(ckpt, device="cpu", engine="onnxruntime")
+    assert ort_seg.engine == "onnxruntime" and "engine=onnxruntime" in repr(ort_seg)
+    for path in images:
+        a, b = torch_seg(path), ort_seg(path)
+        assert a.shape == b.shape and (a == b).mean() >= 0.9999
+
+
+def test_unknown_engine_and_bad_inputs_are_value_errors(setup):  # noqa: F811
+    _, _, ckpt = setup
     with pytest.raises(ValueError, match="engine 'tensorrt' is not one of torch, onnxruntime, openvino"):
         Segmenter.from_checkpoint(ckpt, device="cpu", engine="tensorrt")
     with pytest.raises(ValueError, match="eval.mode"):

@@ -47,7 +47,7 @@ def test_shares_html_is_a_legend_with_percentages(seg):
 def test_describe_says_engine_device_and_fast_path(setup):  # noqa: F811
     auto = Segmenter.from_checkpoint(setup[2], device="cpu", fast_path="auto")
     line = describe(auto)
-    assert "engine **torch** on **cpu**" in line and "chosen by `--fast-path auto`" in line
+    assert f"engine **{auto.engine}** on **cpu**" in line and "chosen by `--fast-path auto`" in line
     assert f"fast path **{auto.fast_path}**" in line and "best.pt" in line
 
 

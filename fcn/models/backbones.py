@@ -187,8 +187,8 @@ class VGG16Backbone(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor) -> Dict[int, Tensor]:
-        pools = []
-        for block in VGG16_BLOCKS:
+        pools = {}
+        for stage, block in enumerate(VGG16_BLOCKS, start=1):
             for name, _, _ in block:
                 x = getattr(self, name)(x)
                 if self.batch_norm:
@@ -196,10 +196,11 @@ class VGG16Backbone(nn.Module):
                 x = F.relu(x, inplace=True)
             # pool1..pool5: Pooling { pool: MAX kernel_size: 2 stride: 2 }; Caffe rounds up.
             x = F.max_pool2d(x, 2, 2, ceil_mode=True)
-            pools.append(x)
+            if stage in (3, 4):  # only pool3 and pool4 are scored: pool1/pool2 are freed at once
+                pools[stage] = x
         x = self.drop6(F.relu(self.fc6(x), inplace=True))
         x = self.drop7(F.relu(self.fc7(x), inplace=True))
-        return {8: pools[2], 16: pools[3], 32: x}
+        return {8: pools[3], 16: pools[4], 32: x}
 
     def torchvision_key_map(self) -> Dict[str, str]:
         """Return {torchvision key: own key} (fc8, i.e. classifier.6, has no counterpart)."""
