@@ -118,7 +118,7 @@ class DatasetConfig:
     args: Any = field(default_factory=dict)
     """Keyword arguments of the constructor of a Dataset class named by import path
     (name: 'my_package.my_module:MyDataset'), e.g. {root: /data/x, split: train}; must stay empty
-    for the built-in names. See docs/cityscapes.md for what the class returns."""
+    for the built-in names. See docs/datasets.md for what the class returns."""
     annotations: str = ""
     """name 'coco': the COCO-format JSON (polygons or RLE; CVAT, Label Studio, Roboflow and labelme
     export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md)."""

@@ -23,15 +23,16 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 RUNNABLE = "<!-- runnable -->"
 
 
-def _prose(text: str) -> str:
-    """Return text with fenced blocks and inline code removed (links there are not links)."""
+def _prose(text: str, code: bool = False) -> str:
+    """Return text with fenced blocks removed, and inline code too unless code (links there are not
+    links; a heading's inline code is part of its anchor)."""
     out, fenced = [], False
     for line in text.splitlines():
         if FENCE.match(line.strip()):
             fenced = not fenced
             continue
         if not fenced:
-            out.append(re.sub(r"`[^`]*`", "", line))
+            out.append(line if code else re.sub(r"`[^`]*`", "", line))
     return "\n".join(out)
 
 
@@ -40,7 +41,7 @@ def anchors(path: Path) -> set[str]:
     hyphens, a repeated heading numbered -1, -2, ...)."""
     seen: dict[str, int] = {}
     found = set()
-    for line in _prose(path.read_text()).splitlines():
+    for line in _prose(path.read_text(), code=True).splitlines():
         m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not m:
             continue

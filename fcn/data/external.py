@@ -2,7 +2,7 @@
 
 The class is imported, constructed with data.<split>.args as keyword arguments, and wrapped so that
 its items go through the same steps as the built-in readers' (data.label_map / reduce_zero_label,
-the label check, the project's transforms). The protocol (docs/cityscapes.md, "Your own Dataset class"):
+the label check, the project's transforms). The protocol (docs/datasets.md, "Your own Dataset class"):
 
 - ``len(ds)`` is the number of items (at least 1);
 - ``ds[i]`` returns ``(image, mask)`` BEFORE any transform: image a PIL image (any mode: converted
