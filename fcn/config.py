@@ -61,6 +61,10 @@ class ModelConfig:
     its features at strides 8, 16 and 32, found from timm's feature_info (geometry 'same' only)."""
     num_classes: int = 21
     """Number of classes including background (21 for PASCAL VOC)."""
+    in_channels: int = 3
+    """Input channels the first convolution takes (3: RGB; 4: e.g. NYUDv2's colour + depth). Pretrained
+    ImageNet weights of the first convolution are adapted by timm's adapt_input_conv rule (RGB
+    filters repeated, scaled by 3 / in_channels; summed for 1 channel)."""
     pretrained: str = "true"
     """Backbone init: 'false' (random), 'true' (ImageNet weights: torchvision's, or timm's for a timm
     backbone, downloaded when not cached) or a path to a local file: torchvision's state dict for
@@ -524,6 +528,8 @@ def validate(cfg: DictConfig, source: str) -> None:
     _choice(source, "model.dropout", m.dropout, ("element", "channel"))
     if m.num_classes < 2:
         raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
+    if m.in_channels < 1:
+        raise ConfigError(f"{source}: model.in_channels={m.in_channels} must be at least 1")
     if not 0 <= d.ignore_index <= 255:
         raise ConfigError(f"{source}: data.ignore_index={d.ignore_index} must be in 0..255 (masks are 8-bit)")
     if m.num_classes > 256 or (m.num_classes > VOID and d.ignore_index == VOID):

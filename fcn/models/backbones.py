@@ -89,6 +89,7 @@ class VGG16Backbone(nn.Module):
         geometry: str = "paper",
         dropout: str = "element",
         dropout_p: float = 0.5,
+        in_channels: int = 3,
     ):
         super().__init__()
         if geometry not in ("paper", "same"):
@@ -97,6 +98,7 @@ class VGG16Backbone(nn.Module):
         self.channels = {8: 256, 16: 512, 32: 4096}
         for block in VGG16_BLOCKS:
             for name, c_in, c_out in block:
+                c_in = in_channels if name == "conv1_1" else c_in
                 # conv1_1 { pad: 100 } (voc-fcn*/net.py): the paper's margin that lets any input
                 # size through fc6's 7x7 window; 'same' pads by 1 like every other conv.
                 pad = 100 if name == "conv1_1" and geometry == "paper" else 1
@@ -167,9 +169,13 @@ _RESNETS: Dict[str, Callable[..., nn.Module]] = {
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without its pooling and classifier; layer2/3/4 give strides 8/16/32."""
 
-    def __init__(self, name: str, dropout: str = "element", dropout_p: float = 0.5):
+    def __init__(self, name: str, dropout: str = "element", dropout_p: float = 0.5, in_channels: int = 3):
         super().__init__()
         net = _RESNETS[name](weights=None)
+        if in_channels != 3:
+            old = net.conv1
+            net.conv1 = nn.Conv2d(in_channels, old.out_channels, 7, 2, 3, bias=False)
+            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         width = net.layer1[0].expansion
@@ -191,9 +197,13 @@ class ResNetBackbone(nn.Module):
 class MobileNetV3Backbone(nn.Module):
     """torchvision's MobileNetV3-Large feature extractor split at its stride-16 and -32 blocks."""
 
-    def __init__(self, dropout: str = "element", dropout_p: float = 0.5):
+    def __init__(self, dropout: str = "element", dropout_p: float = 0.5, in_channels: int = 3):
         super().__init__()
         self.features = torchvision.models.mobilenet_v3_large(weights=None).features
+        if in_channels != 3:
+            old = self.features[0][0]
+            self.features[0][0] = nn.Conv2d(in_channels, old.out_channels, 3, 2, 1, bias=False)
+            nn.init.kaiming_normal_(self.features[0][0].weight, mode="fan_out")
         # Blocks with _is_cn downsample (as torchvision's LR-ASPP finds its stages); the last two
         # start the stride-16 and stride-32 stages.
         downsampling = [i for i, block in enumerate(self.features) if getattr(block, "_is_cn", False)]
@@ -290,10 +300,13 @@ def read_timm_state_dict(name: str, path: str) -> Dict[str, Tensor]:
     return dict(state)
 
 
-def _timm_features(name: str, pretrained: bool | str, out_indices: Tuple[int, ...]) -> nn.Module:
-    """Return timm's features_only extractor of ``name`` with weights as model.pretrained says."""
+def _timm_features(
+    name: str, pretrained: bool | str, out_indices: Tuple[int, ...], in_channels: int = 3
+) -> nn.Module:
+    """Return timm's features_only extractor of ``name`` with weights as model.pretrained says
+    (timm adapts a pretrained stem to in_channels itself: in_chans)."""
     timm = _timm()
-    kwargs: Dict[str, Any] = dict(features_only=True, out_indices=out_indices)
+    kwargs: Dict[str, Any] = dict(features_only=True, out_indices=out_indices, in_chans=in_channels)
     if pretrained is False:
         # From scratch, residual blocks start as torchvision's do: timm zero-initialises the last
         # BatchNorm of each block (zero_init_last), which on the toy demo cost 77.0 -> 52.9 mean IU
@@ -330,7 +343,12 @@ class TimmBackbone(nn.Module):
     each of the strides 8, 16 and 32 in its feature_info, the stride-32 one through dropout."""
 
     def __init__(
-        self, name: str, dropout: str = "element", dropout_p: float = 0.5, pretrained: bool | str = False
+        self,
+        name: str,
+        dropout: str = "element",
+        dropout_p: float = 0.5,
+        pretrained: bool | str = False,
+        in_channels: int = 3,
     ):
         super().__init__()
         check_timm_name(name)
@@ -347,7 +365,7 @@ class TimmBackbone(nn.Module):
                 )
             indices[stride] = found[-1]
         self.name = name
-        self.body = _timm_features(name, pretrained, tuple(indices.values()))
+        self.body = _timm_features(name, pretrained, tuple(indices.values()), in_channels)
         self.channels = dict(zip(indices, self.body.feature_info.channels()))
         self.drop = make_dropout(dropout, dropout_p)
 
@@ -372,23 +390,24 @@ def build_backbone(
     dropout: str = "element",
     dropout_p: float = 0.5,
     pretrained: bool | str = False,
+    in_channels: int = 3,
 ) -> nn.Module:
-    """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>'); torchvision backbones are
-    randomly initialised (see load_torchvision_weights), a timm one has the weights ``pretrained``
-    names."""
+    """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>') whose first convolution
+    takes in_channels; torchvision backbones are randomly initialised (see
+    load_torchvision_weights), a timm one has the weights ``pretrained`` names."""
     if not is_timm(name) and name not in BACKBONES:
         raise ValueError(f"backbone='{name}' is not one of {', '.join(BACKBONES)}, timm:<name>")
     if name in VGG_BACKBONES:
-        return VGG16Backbone(name == "vgg16_bn", geometry, dropout, dropout_p)
+        return VGG16Backbone(name == "vgg16_bn", geometry, dropout, dropout_p, in_channels)
     if geometry != "same":
         raise ValueError(
             f"geometry='{geometry}' needs a VGG backbone (its offsets are VGG16's); use geometry='same' with {name}"
         )
     if is_timm(name):
-        return TimmBackbone(name.removeprefix("timm:"), dropout, dropout_p, pretrained)
+        return TimmBackbone(name.removeprefix("timm:"), dropout, dropout_p, pretrained, in_channels)
     if name in _RESNETS:
-        return ResNetBackbone(name, dropout, dropout_p)
-    return MobileNetV3Backbone(dropout, dropout_p)
+        return ResNetBackbone(name, dropout, dropout_p, in_channels)
+    return MobileNetV3Backbone(dropout, dropout_p, in_channels)
 
 
 def resolve_normalization(cfg: Any) -> Any:
@@ -482,6 +501,12 @@ def load_torchvision_weights(backbone: nn.Module, state: Mapping[str, Tensor], s
                 continue
             raise ValueError(f"{source}: missing key '{tv_key}' (is this torchvision's state dict?)")
         value, target = state[tv_key], own[own_key]
+        if value.ndim == 4 and target.ndim == 4 and value.shape[1] == 3 and target.shape[1] != 3:
+            # The first convolution of an in_channels != 3 model: timm's rule (RGB filters repeated
+            # and scaled by 3 / in_channels, or summed for one channel), the one every family shares.
+            from timm.models import adapt_input_conv
+
+            value = adapt_input_conv(int(target.shape[1]), value)
         if value.numel() != target.numel():
             raise ValueError(
                 f"{source}: '{tv_key}' has shape {tuple(value.shape)}, expected {tuple(target.shape)}"

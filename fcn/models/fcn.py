@@ -74,7 +74,7 @@ def _crop(x: Tensor, offset: int, size: Tuple[int, int]) -> Tensor:
 class FCN(nn.Module):
     """A fully convolutional network with skip fusion down to stride 32, 16 or 8.
 
-    Use FCN32s, FCN16s, FCN8s or FCN8sAtOnce; forward maps (N, 3, H, W) to logits
+    Use FCN32s, FCN16s, FCN8s or FCN8sAtOnce; forward maps (N, in_channels, H, W) to logits
     (N, num_classes, H, W). FCN-32s has a single path, so its 'full' fusion is its 'skip' fusion.
     """
 
@@ -95,6 +95,7 @@ class FCN(nn.Module):
         dropout: str = "element",
         dropout_p: float = 0.5,
         at_once: bool = False,
+        in_channels: int = 3,
     ):
         super().__init__()
         if stride not in (32, 16, 8):
@@ -113,7 +114,8 @@ class FCN(nn.Module):
 
         # A timm backbone loads its own weights (timm maps them into its feature extractor).
         timm_weights = pretrained if is_timm(backbone) else False
-        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights)
+        self.in_channels = in_channels
+        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights, in_channels)
         channels = self.backbone.channels
 
         def score(in_channels: int) -> nn.Module:
@@ -255,6 +257,7 @@ def build_model(model_cfg: Any) -> FCN:
         head=str(model_cfg.head),
         dropout=str(model_cfg.dropout),
         dropout_p=float(model_cfg.dropout_p),
+        in_channels=int(model_cfg.in_channels),
     )
 
 
