@@ -12,6 +12,7 @@ import numpy as np
 
 from fcn.data.common import VOC_CLASSES, VOID, PairDataset, make_palette, voc_palette
 from fcn.data.folder import FolderSegmentation, read_classes
+from fcn.data.paper import PAPER_CLASSES, NYUDSegmentation, PascalContextSegmentation, SIFTFlowSegmentation
 from fcn.data.sbd import SBDSegmentation, VOCAugSegmentation
 from fcn.data.voc import VOCSegmentation
 
@@ -19,6 +20,9 @@ __all__ = [
     "VOC_CLASSES",
     "VOID",
     "FolderSegmentation",
+    "NYUDSegmentation",
+    "PascalContextSegmentation",
+    "SIFTFlowSegmentation",
     "SBDSegmentation",
     "VOCAugSegmentation",
     "VOCSegmentation",
@@ -31,8 +35,14 @@ __all__ = [
 
 
 def class_names(data_cfg: Any) -> list[str]:
-    """Return the class names in label order: data.classes, or PASCAL VOC's 21."""
-    return [str(c) for c in data_cfg.classes] if len(data_cfg.classes) else list(VOC_CLASSES)
+    """Return the class names in label order: data.classes, or the datasets' own (PASCAL VOC's 21,
+    or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
+    if len(data_cfg.classes):
+        return [str(c) for c in data_cfg.classes]
+    for ds in (data_cfg.val, data_cfg.train):
+        if ds.name in PAPER_CLASSES:
+            return list(PAPER_CLASSES[ds.name])
+    return list(VOC_CLASSES)
 
 
 def palette(data_cfg: Any) -> np.ndarray:
@@ -55,4 +65,16 @@ def build_dataset(ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = N
         return FolderSegmentation(
             ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore
         )
-    raise ValueError(f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder")
+    if ds_cfg.name == "pascal_context":
+        names = class_names(data_cfg)
+        return PascalContextSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, names)
+    if ds_cfg.name == "nyud":
+        modalities = [str(m) for m in ds_cfg.modalities]
+        return NYUDSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, modalities)
+    if ds_cfg.name == "siftflow":
+        from fcn.data.paper import SIFTFLOW_GEOMETRIC_CLASSES
+
+        return SIFTFlowSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, len(SIFTFLOW_GEOMETRIC_CLASSES))
+    raise ValueError(
+        f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder, pascal_context, nyud, siftflow"
+    )

@@ -28,6 +28,7 @@ from fcn.config import ConfigError, load_config
 from fcn.data import class_names
 from fcn.data.common import VOID, PairDataset, check_pair, colour_lookup
 from fcn.data.folder import Listing, Problem, list_folder
+from fcn.data.paper import empty_reader, list_nyud, list_pascal_context, list_siftflow
 from fcn.data.sbd import list_sbd, list_voc_aug
 from fcn.data.voc import list_voc
 
@@ -38,6 +39,9 @@ LISTERS: dict[str, Callable[[str, str], Listing]] = {
     "sbd": list_sbd,
     "voc_aug": list_voc_aug,
     "folder": list_folder,
+    "pascal_context": list_pascal_context,
+    "nyud": list_nyud,  # the colour images and masks; list_split passes the modalities
+    "siftflow": list_siftflow,  # the images and semantic masks (the geometric ones are listed too)
 }
 """The listing function of each data.<split>.name (build_dataset's constructors list through these)."""
 
@@ -137,12 +141,16 @@ def list_split(ds_cfg: Any) -> Listing:
     """Return the Listing of cfg.data.train or cfg.data.val; raise when it cannot be listed at all."""
     if ds_cfg.name not in LISTERS:
         raise ValueError(f"dataset name '{ds_cfg.name}' is not one of {', '.join(LISTERS)}")
+    if ds_cfg.name == "nyud":
+        return list_nyud(ds_cfg.root, ds_cfg.split, [str(m) for m in ds_cfg.modalities])
     return LISTERS[ds_cfg.name](ds_cfg.root, ds_cfg.split)
 
 
 def mask_reader(ds_cfg: Any, data_cfg: Any) -> PairDataset:
     """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would."""
     n = len(class_names(data_cfg))
+    if ds_cfg.name in ("pascal_context", "nyud", "siftflow"):
+        return empty_reader(ds_cfg.name, ds_cfg.root, n, int(data_cfg.ignore_index))
     colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
     # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
     ignore = int(data_cfg.ignore_index)

@@ -83,9 +83,13 @@ def _check_normalization(normalization: str | MeanStd) -> None:
 
 
 def _image_tensor(image: Any) -> tv_tensors.Image:
-    """Return the image as a uint8 3xHxW tv_tensors.Image (from PIL, or from a uint8 tensor CHW)."""
+    """Return the image as a uint8 3xHxW tv_tensors.Image (from PIL, or from a uint8 tensor CHW), or
+    as a float32 CxHxW one from a float H x W x C array: a data layer's input, already normalised
+    (fcn/data/paper.py: NYUDv2's stacked modalities, SIFT Flow's BGR minus its mean)."""
     if isinstance(image, PIL.Image.Image):
         return tv_tensors.Image(F.pil_to_tensor(to_rgb(image)))
+    if isinstance(image, np.ndarray) and image.ndim == 3 and np.issubdtype(image.dtype, np.floating):
+        return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1))
     if (
         isinstance(image, torch.Tensor)
         and image.dtype == torch.uint8
@@ -94,16 +98,17 @@ def _image_tensor(image: Any) -> tv_tensors.Image:
     ):
         return tv_tensors.Image(image)
     raise TypeError(
-        f"image must be a PIL image or a uint8 tensor of shape 3xHxW, got {type(image).__name__} "
+        f"image must be a PIL image, a uint8 tensor of shape 3xHxW or a float array HxWxC, got {type(image).__name__} "
         f"{getattr(image, 'dtype', '')} {tuple(getattr(image, 'shape', ()))}"
     )
 
 
 def _mask_array(mask: Any) -> np.ndarray | torch.Tensor:
-    """Return the mask as a 2-D integer array or tensor, checked to hold values in 0..255."""
+    """Return the mask as a 2-D integer array or tensor (or K x H x W: one map per head, SIFT Flow's
+    semantic and geometric labels), checked to hold values in 0..255."""
     if isinstance(mask, PIL.Image.Image):
         mask = np.asarray(mask)
-    if not isinstance(mask, (np.ndarray, torch.Tensor)) or mask.ndim != 2:
+    if not isinstance(mask, (np.ndarray, torch.Tensor)) or mask.ndim not in (2, 3):
         raise TypeError(f"mask must be a 2-D integer array or tensor (HxW), got {type(mask).__name__}")
     if mask.dtype not in (np.uint8, torch.uint8):
         if isinstance(mask, torch.Tensor):
@@ -112,7 +117,7 @@ def _mask_array(mask: Any) -> np.ndarray | torch.Tensor:
             integer = np.issubdtype(mask.dtype, np.integer)
         if not integer:
             raise TypeError(f"mask must hold integer class indices, got dtype {mask.dtype}")
-        if mask.shape[0] * mask.shape[1] > 0:
+        if mask.numel() if isinstance(mask, torch.Tensor) else mask.size:
             low, high = int(mask.min()), int(mask.max())
             if low < 0 or high > 255:  # masks are 8-bit
                 raise ValueError(f"mask values must be labels in 0..255, found {low}..{high}")
@@ -127,7 +132,7 @@ def _mask_tensor(mask: np.ndarray | torch.Tensor) -> tv_tensors.Mask:
 
 
 def _check_sizes(image: torch.Tensor, mask: np.ndarray | torch.Tensor) -> None:
-    if tuple(image.shape[-2:]) != tuple(mask.shape):
+    if tuple(image.shape[-2:]) != tuple(mask.shape[-2:]):
         raise ValueError(
             f"mask size {tuple(mask.shape)} (HxW) differs from image size {tuple(image.shape[-2:])}; "
             "image and mask must be pixel-aligned"
@@ -139,6 +144,9 @@ def normalize(image: torch.Tensor, normalization: str | MeanStd) -> torch.Tensor
     'auto' = torchvision's, or a MeanStd)."""
     _check_normalization(normalization)
     image = image.as_subclass(torch.Tensor)
+    if image.is_floating_point():
+        # A data layer's float input (fcn/data/paper.py) is the network input already.
+        return image.to(torch.float32, memory_format=torch.contiguous_format)
     if normalization == "caffe":
         # The reference feeds BGR pixels in 0..255 minus the mean (voc_layers.py: load_image).
         out = image.flip(0).to(torch.float32, memory_format=torch.contiguous_format)
@@ -152,6 +160,11 @@ def denormalize(image: torch.Tensor, normalization: str | MeanStd) -> np.ndarray
     """Return the uint8 HxWx3 RGB picture of a normalised 3xHxW network input (for visualisation)."""
     _check_normalization(normalization)
     x = image.detach().to("cpu", torch.float64)
+    if x.shape[0] != 3:
+        # NYUDv2's stacked modalities: the first three channels stand for the picture (the colour's
+        # BGR for [color, ...], else HHA), shown with the Caffe mean added back.
+        x = x[:3] if x.shape[0] >= 3 else x[:1].expand(3, -1, -1)
+        normalization = "caffe"
     if normalization == "caffe":
         x = (x + torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float64).view(3, 1, 1)).flip(0)
     else:
@@ -306,7 +319,7 @@ class RandomScaleCrop(v2.Transform):
             size = (rows[3], cols[3])
             if is_mask:
                 piece = resize_mask(
-                    inpt[rows[0] : rows[0] + rows[1], cols[0] : cols[0] + cols[1]], size
+                    inpt[..., rows[0] : rows[0] + rows[1], cols[0] : cols[0] + cols[1]], size
                 )
             else:
                 piece = F.crop(inpt, rows[0], cols[0], rows[1], cols[1])
