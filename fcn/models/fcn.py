@@ -332,9 +332,10 @@ def build_model(model_cfg: Any) -> FCN:
         head=str(model_cfg.head),
         dropout=str(model_cfg.dropout),
         dropout_p=float(model_cfg.dropout_p),
-        in_channels=int(model_cfg.in_channels),
-        late_fusion=[str(m) for m in model_cfg.late_fusion],
-        geometric_classes=int(model_cfg.geometric_classes),
+        # Keys added after the others default as the schema does, for objects that predate them.
+        in_channels=int(getattr(model_cfg, "in_channels", 3)),
+        late_fusion=[str(m) for m in getattr(model_cfg, "late_fusion", [])],
+        geometric_classes=int(getattr(model_cfg, "geometric_classes", 0)),
     )
 
 
