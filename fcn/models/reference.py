@@ -249,6 +249,7 @@ def net_options(
     if "score_fr_geo" in shapes:
         geo = int(shapes["score_fr_geo"][0])
         out += [f"model.geometric_classes={geo}", "data.train.name=siftflow", "data.val.name=siftflow"]
+        out.append("loss.normalize=false")  # the two summed losses of siftflow-fcn*s (the config checks it)
         out += ["data.train.split=trainval", "data.val.split=test"]
         return out if num_classes == 33 else out + [_numbered(num_classes)]
     if late:
