@@ -93,7 +93,9 @@ def test_each_net_maps_from_its_caffemodel_onto_the_model_exactly(kind):
         "data.transforms.normalization=caffe",
         *net_options(shapes, num_classes),
     ]
-    cfg = config_from_dict({}, overrides=[f"model.arch={model.arch}", f"model.num_classes={num_classes}", *options])
+    cfg = config_from_dict(
+        {}, overrides=[f"model.arch={model.arch}", f"model.num_classes={num_classes}", *options]
+    )
     assert cfg.model.in_channels == model.in_channels and list(cfg.model.late_fusion) == list(
         model.late_fusion
     )
