@@ -240,9 +240,19 @@ def segment(
         scales=list(e.scales) if scales is None else scales,
         amp=e.amp if amp is None else amp,
         channels_last=bool(e.channels_last) if channels_last is None else channels_last,
+        heads=model_heads(cfg),
         **window_options(cfg),
     )
+    if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
+        labels = labels[:, 0]
     return labels[0].to(torch.uint8).cpu().numpy()
+
+
+def model_heads(cfg: DictConfig) -> list[int] | None:
+    """Return the channels of each head of a two-headed model ([semantic, geometric] classes for
+    model.geometric_classes > 0), or None for the usual one head."""
+    geometric = int(cfg.model.geometric_classes)
+    return [int(cfg.model.num_classes), geometric] if geometric else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,10 +467,12 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
             scales=list(e.scales),
             amp=e.amp,
             channels_last=bool(e.channels_last),
+            heads=model_heads(cfg),
             **window_options(cfg),
         )
+        pred = pred[:, 0] if pred.ndim == 4 else pred  # the semantic head of a two-headed model
         images.append(denormalize(image, input_normalization(cfg.data.transforms)))
-        gts.append(mask.numpy().astype(np.uint8))
+        gts.append(mask.numpy().astype(np.uint8).reshape(-1, *mask.shape[-2:])[0])
         preds.append(pred[0].cpu().numpy().astype(np.uint8))
     return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))
 

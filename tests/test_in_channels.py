@@ -14,7 +14,14 @@ from fcn.models.backbones import ResNetBackbone, load_torchvision_weights
 def test_first_convolution_takes_in_channels(backbone):
     geometry = "paper" if backbone == "vgg16" else "same"
     overrides = [f"model.backbone={backbone}", f"model.geometry={geometry}", "model.pretrained=false"]
-    cfg = load_config(overrides=[*overrides, "model.in_channels=4"])
+    # A folder dataset: VOC's readers give RGB images, which a 4-channel model refuses at load time.
+    folder = [
+        "data.train.name=folder",
+        "data.val.name=folder",
+        "model.num_classes=21",
+        f"data.classes=[{','.join('c' * 21)}]",
+    ]
+    cfg = load_config(overrides=[*overrides, *folder, "model.in_channels=4"])
     with torch.device("meta"):
         model = build_model(cfg.model).eval()
         out = model(torch.empty(1, 4, 37, 29))
@@ -26,6 +33,8 @@ def test_first_convolution_takes_in_channels(backbone):
 def test_in_channels_below_one_is_a_config_error():
     with pytest.raises(ConfigError, match=r"model.in_channels=0 must be at least 1"):
         load_config(overrides=["model.in_channels=0"])
+    with pytest.raises(ConfigError, match=r"model.in_channels=4 but data.train.name=sbd gives RGB images"):
+        load_config(overrides=["model.in_channels=4"])
 
 
 def test_pretrained_rgb_first_convolution_is_adapted_by_timms_rule():

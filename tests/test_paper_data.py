@@ -315,3 +315,9 @@ def test_siftflow_trains_both_heads_and_scores_both(tmp_path):
     result = json.loads(report.read_text())
     assert result["num_images"] == 1 and 0.0 <= result["geometric_pixel_acc"] <= 1.0
     assert result["geometric_pixel_acc"] == pytest.approx(record["geometric_pixel_acc"])
+    # A loose image (predict.py's path): the semantic head's labels, at the image's size.
+    from fcn.inference import load_model, segment
+
+    model, cfg = load_model(run / "checkpoints" / "best.pt", "cpu")
+    labels = segment(model, Image.open(tmp_path / "sf" / "Images" / SIFTFLOW_DIR / "a.jpg"), cfg)
+    assert labels.shape == SIZES["a"][::-1] and labels.max() < 33

@@ -106,9 +106,14 @@ class FCN(nn.Module):
                 "late fusion is nyud-fcn32s-color-hha: stride=32, fusion='skip' and a VGG backbone"
             )
         if late_fusion and in_channels != sum(MODALITY_CHANNELS[m] for m in late_fusion):
-            raise ValueError(f"late_fusion={list(late_fusion)} takes {in_channels} input channels in all")
-        if geometric_classes and (fusion != "skip" or late_fusion):
-            raise ValueError("the geometric head (siftflow-fcn*s) needs fusion='skip' and one trunk")
+            width = sum(MODALITY_CHANNELS[m] for m in late_fusion)
+            raise ValueError(
+                f"late_fusion={list(late_fusion)} takes {width} input channels, not {in_channels}"
+            )
+        if geometric_classes and (fusion != "skip" or head != "score" or late_fusion):
+            raise ValueError(
+                "the geometric head (siftflow-fcn*s) needs fusion='skip', head='score' and one trunk"
+            )
         if stride not in (32, 16, 8):
             raise ValueError(f"stride={stride} must be 32, 16 or 8")
         if fusion not in ("skip", "full"):
