@@ -253,3 +253,25 @@ def test_siftflow_loss_is_the_sum_of_both_heads_unnormalised_cross_entropies():
         F.cross_entropy(logits[:, 33:], geo, ignore_index=255, reduction="sum"), logits
     )
     torch.testing.assert_close(grad[:, 33:], grad_geo[:, 33:])
+
+
+def test_two_head_evaluation_scores_each_head_on_its_own_mask():
+    from fcn.engine import evaluate
+
+    sem_pred = torch.tensor([[0, 1, 2], [2, 2, 0]])
+    geo_pred = torch.tensor([[0, 0, 1], [1, 1, 1]])
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):  # 3 semantic channels, then 2 geometric ones, one-hot of the predictions
+            sem = F.one_hot(sem_pred, 3).permute(2, 0, 1).float()
+            geo = F.one_hot(geo_pred, 2).permute(2, 0, 1).float() * 5  # larger: a joint argmax would pick it
+            return torch.cat([sem, geo])[None].expand(x.shape[0], -1, -1, -1)
+
+    sem = torch.tensor([[0, 1, 1], [2, 255, 0]])  # 5 labelled, 4 right
+    geo = torch.tensor([[0, 1, 1], [255, 1, 0]])  # 5 labelled, 3 right
+    loader = [(torch.zeros(1, 3, 2, 3), torch.stack([sem, geo])[None])]
+    result = evaluate(Fixed(), loader, 3, torch.device("cpu"), geometric_classes=2)
+    assert result["pixel_acc"] == pytest.approx(4 / 5)
+    assert result["geometric_pixel_acc"] == pytest.approx(3 / 5)
+    assert result["geometric"]["acc"] == pytest.approx([1 / 2, 2 / 3])  # class 0: 1 of 2; class 1: 2 of 3
+    assert len(result["iou"]) == 3 and len(result["geometric"]["iou"]) == 2
