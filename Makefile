@@ -1,7 +1,7 @@
 PYTHON ?= python
-SOURCES = fcn tests bench train.py evaluate.py predict.py
+SOURCES = fcn tests bench train.py evaluate.py predict.py demo.py
 
-.PHONY: install lint format verify_format run_tests pre_push_test demo
+.PHONY: install lint format verify_format run_tests pre_push_test demo demo_web
 
 install:
 	$(PYTHON) -m pip install -r requirements.dev.txt
@@ -28,3 +28,7 @@ demo:
 	$(PYTHON) train.py --config predefined_configs/toy.yml
 	$(PYTHON) evaluate.py --checkpoint runs/toy/checkpoints/best.pt --output runs/toy/eval.json
 	$(PYTHON) predict.py --checkpoint runs/toy/checkpoints/best.pt --input data/toy/JPEGImages/val_0000[0-3].jpg --output runs/toy/predictions
+
+# The web demo of the toy checkpoint (after make demo), on http://127.0.0.1:7860/; needs requirements.demo.txt.
+demo_web:
+	$(PYTHON) demo.py --checkpoint runs/toy/checkpoints/best.pt

@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Segment the inputs; return the exit code (fcn.cli's rule: 2 if the checkpoint or config is
     bad or no input exists, 1 if any input failed, after doing the others)."""
     args = parse_args(argv)
-    from fcn.inference import list_images, load_model, predict_files
-    from fcn.runtime import select_device
+    from fcn.api import Segmenter
+    from fcn.inference import list_images, predict_files
     from fcn.video import is_video, predict_video
 
     def prepare():
@@ -65,24 +65,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not files:
             raise FileNotFoundError("no input image to segment (see above); give image files or directories")
         overrides = [*args.overrides, *eval_overrides(args)]
-        model, cfg = load_model(args.checkpoint, select_device(args.device), None, args.config, overrides)
-        return model, cfg, files, missing
+        segmenter = Segmenter.from_checkpoint(
+            args.checkpoint, device=args.device, config=args.config, overrides=overrides
+        )
+        return segmenter, files, missing
 
     def work(prepared) -> int:
-        model, cfg, files, missing = prepared
+        segmenter, files, missing = prepared
         videos = [f for f in files if is_video(f)]
         images = [f for f in files if not is_video(f)]
         done, unreadable = 0, []
         if images:
             done, unreadable = predict_files(
-                model, cfg, images, args.output, alpha=args.alpha, progress=not args.no_progress
+                segmenter, images, args.output, alpha=args.alpha, progress=not args.no_progress
             )
             print(f"wrote {done} image(s) to {Path(args.output)}")
         for video in videos:
             try:
                 frames = predict_video(
-                    model,
-                    cfg,
+                    segmenter,
                     video,
                     args.output,
                     alpha=args.alpha,

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from fcn.cli import add_config_arguments, run_phases
+from fcn.cli import add_config_arguments, exit_code, run_phases
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -26,7 +26,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train; return the exit code (fcn.cli: 2 for a bad config or input before training, 1 for a
-    failure during it), each error as one line."""
+    failure during it or of the process group, 143 / 75 when preempted by SIGTERM / SIGUSR1),
+    each error as one line."""
     args = parse_args(argv)
     from fcn import distributed, engine
     from fcn.config import load_config
@@ -34,8 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def prepare() -> engine.Run:
         return engine.setup(load_config(args.config or ["config.yml"], args.overrides))
 
-    def work(run: engine.Run) -> None:
-        engine.train(run)
+    def work(run: engine.Run) -> int:
+        return exit_code(engine.train(run)["signal"])  # 143 or 75 when preempted
 
     info = distributed.env_info()
     return run_phases(prepare, work, prefix=f"rank {info.rank}: " if info.enabled else "")

@@ -7,8 +7,13 @@ load (JPEG + PNG decode, as the datasets do) plus the transform of each preset, 
 many worker processes keep a model running at --step-rate images/s fed.
 
     python bench/data.py [--step-rate 20] [--images 48] [--seconds 3]
+    python bench/data.py --layouts-only [--layout-images 200 --layout-size 256]
 
-Prints a table and writes bench/results/data.json.
+Then the same toy images (fcn.data.toy) in VOC layout and as COCO JSON, read as training reads them
+(decode only, no transform), epoch after epoch: COCO's first epoch rasterises each mask and writes
+it to the cache beside the JSON; later epochs read the cached PNGs, as the VOC layout reads its own.
+
+Prints tables and writes bench/results/data.json.
 """
 
 from __future__ import annotations
@@ -126,6 +131,43 @@ def time_preset(transform, pairs, seconds: float) -> dict:
     }
 
 
+def time_layouts(images: int, size: int, epochs: int) -> list[dict]:
+    """Return images/s (CPU and wall) of each epoch of reading the toy data in VOC layout and as COCO JSON."""
+    from fcn.data import CocoSegmentation, FolderSegmentation
+    from fcn.data.toy import TOY_CLASSES, TOY_PALETTE, generate
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        voc, coco = Path(tmp) / "voc", Path(tmp) / "coco"
+        generate(voc, n_train=images, n_val=1, size=size, workers=1)
+        generate(coco, n_train=images, n_val=1, size=size, workers=1, fmt="coco")
+        classes = list(TOY_CLASSES)
+        for name, make in (
+            ("voc", lambda: FolderSegmentation(voc, "train", TOY_PALETTE, num_classes=len(classes))),
+            (
+                "coco",
+                lambda: CocoSegmentation(
+                    coco / "annotations" / "train.json", coco / "images", classes, None, "ignore", "last"
+                ),
+            ),
+        ):
+            for epoch in range(1, epochs + 1):
+                cpu, wall = time.process_time(), time.perf_counter()
+                dataset = make()  # listing (and the JSON's parse and checksum) counts, as each run pays it
+                for index in range(len(dataset)):
+                    dataset[index]
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                rows.append(
+                    {
+                        "layout": name,
+                        "epoch": epoch,
+                        "images_per_s": images / cpu,
+                        "wall_images_per_s": images / wall,
+                    }
+                )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step-rate", type=float, default=20.0, help="model images/s to keep fed")
@@ -135,9 +177,35 @@ def main(argv: list[str] | None = None) -> dict:
         "--rounds", type=int, default=3, help="rounds; the fastest round of each preset counts"
     )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "data.json"))
+    parser.add_argument(
+        "--layout-images", type=int, default=200, help="toy images for VOC layout vs COCO JSON"
+    )
+    parser.add_argument("--layout-size", type=int, default=256, help="side of those toy images")
+    parser.add_argument("--layout-epochs", type=int, default=3, help="epochs read per layout")
+    parser.add_argument("--layouts-only", action="store_true", help="only VOC layout vs COCO JSON")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # a DataLoader worker process runs with one torch thread
+    layouts = time_layouts(args.layout_images, args.layout_size, args.layout_epochs)
+    print(
+        f"toy data, {args.layout_images} images {args.layout_size}x{args.layout_size}, read as training reads "
+        f"them (no transform), 1 process, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(f"{'layout':8s} {'epoch':>5s} {'img/s':>8s} {'wall img/s':>11s}")
+    for row in layouts:
+        print(
+            f"{row['layout']:8s} {row['epoch']:5d} {row['images_per_s']:8.1f} {row['wall_images_per_s']:11.1f}"
+        )
+    print(
+        "coco epoch 1 rasterises every mask and caches it as a PNG beside the JSON; later epochs read the cache"
+    )
+    if args.layouts_only:
+        report = {"layouts": layouts, "layout_image_size": args.layout_size, "load_average": load_average()}
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+        return report
     with tempfile.TemporaryDirectory() as tmp:
         pairs = make_images(Path(tmp), args.images)
         presets = [("decode only", None)] + [
@@ -190,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "load_average": load_average(),  # other work skews timings
         "results": results,
+        "layouts": layouts,
+        "layout_image_size": args.layout_size,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

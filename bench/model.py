@@ -35,19 +35,14 @@ import copy
 import functools
 import gc
 import math
-import resource
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,222 +52,42 @@ from common import (  # noqa: E402
     load_average,
     machine_info,
     markdown_table,
-    synchronize,
     time_call,
     time_interleaved,
     write_json,
 )
+from model_memory import (  # noqa: E402
+    memory_growth,
+    peak_train_memory,
+)
+from model_report import (  # noqa: E402
+    _format_value,
+    evaluate_targets,
+    fraction_of_matmul,
+    results_table,
+)
+from model_setup import (  # noqa: E402
+    ARCHS,
+    CALIBRATION_SEEDS,
+    GB,
+    GEOMETRIES,
+    MATMUL,
+    QUICK_VARIANTS,
+    TARGET_TRAIN_SIZE,
+    VARIANTS,
+    count_flops,
+    inference_fn,
+    make_model,
+    make_scene,
+    matmul_rate,
+    model_config,
+    reset_compiler,
+    train_step_fn,
+)
 
-from fcn.config import load_config  # noqa: E402
-from fcn.engine import build_optimizer, segmentation_loss  # noqa: E402
+from fcn.engine import build_optimizer  # noqa: E402
 from fcn.fastpath import quantize_int8, use_winograd  # noqa: E402
-from fcn.models import build_model  # noqa: E402
 from fcn.runtime import autocast, select_device  # noqa: E402
-
-ARCHS = ("fcn32s", "fcn16s", "fcn8s")
-GEOMETRIES = ("paper", "same")
-
-
-class Variant(NamedTuple):
-    """How a variant runs the model: autocast dtype, memory format, torch.compile, eval.fast_path."""
-
-    amp: str
-    channels_last: bool
-    compile: bool
-    fast_path: str = "none"  # fcn.fastpath: 'winograd' or 'int8' (inference only)
-
-
-VARIANTS: Dict[str, Variant] = {
-    "fp32": Variant("none", False, False),
-    "cl": Variant("none", True, False),
-    "bf16": Variant("bf16", False, False),
-    "bf16+cl": Variant("bf16", True, False),
-    "compile": Variant("none", False, True),
-    "compile+cl": Variant("none", True, True),
-    "compile+bf16": Variant("bf16", False, True),
-    "compile+bf16+cl": Variant("bf16", True, True),
-    "winograd": Variant("none", False, False, "winograd"),
-    "int8": Variant("none", False, False, "int8"),
-}
-QUICK_VARIANTS = ("fp32", "cl", "bf16", "bf16+cl", "winograd", "int8")
-CALIBRATION_SEEDS = (2, 3)  # int8 calibrates on these scenes; agreement is measured on scene 1
-MATMUL = "matmul fp32"  # timed with every group's variants
-
-# Issue 8's targets on the 2-core CPU.
-TARGET_FP32_FRACTION = 0.90  # paper-geometry FCN-8s fp32 inference vs the fp32 matmul rate
-TARGET_INFER_SPEEDUP = 2.2  # fastest inference variant with >= 99.5% pixel agreement vs fp32
-TARGET_AGREEMENT = 0.995
-TARGET_TRAIN_SPEEDUP = 2.2  # bf16 autocast training step vs fp32
-TARGET_TRAIN_SIZE = 320
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision normalisation
-GB = 1e9
-MB = 2**20
-
-
-# ----------------------------------------------------------------------------- inputs and models
-
-
-def make_scene(size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Return a natural-looking normalised image (1, 3, size, size) and its mask (1, size, size).
-
-    A smooth two-colour gradient with a soft wave, eight filled ellipses and polygons (classes 1-20),
-    a Gaussian blur and mild sensor noise; the mask marks 1-pixel object boundaries void (255) as VOC.
-    """
-    rng = np.random.default_rng(seed)
-    yy = np.linspace(0.0, 1.0, size)[:, None, None]
-    xx = np.linspace(0.0, 1.0, size)[None, :, None]
-    top, bottom = rng.uniform(60, 220, 3), rng.uniform(30, 180, 3)
-    background = top * (1 - yy) + bottom * yy + 25 * np.sin(2 * math.pi * (xx * rng.uniform(0.5, 2) + yy))
-    image = Image.fromarray(np.clip(np.broadcast_to(background, (size, size, 3)), 0, 255).astype(np.uint8))
-    mask = Image.new("L", (size, size), 0)
-    draw_image, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
-    for _ in range(8):
-        label = int(rng.integers(1, 21))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cx, cy = rng.uniform(0, size, 2)
-        rx, ry = rng.uniform(0.05, 0.25, 2) * size
-        if rng.random() < 0.5:
-            box = [cx - rx, cy - ry, cx + rx, cy + ry]
-            draw_image.ellipse(box, fill=colour)
-            draw_mask.ellipse(box, fill=label)
-        else:
-            angles = np.sort(rng.uniform(0, 2 * math.pi, int(rng.integers(3, 7))))
-            points = [(cx + rx * math.cos(a), cy + ry * math.sin(a)) for a in angles]
-            draw_image.polygon(points, fill=colour)
-            draw_mask.polygon(points, fill=label)
-    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32)
-    pixels = np.clip(pixels + rng.normal(0, 3, pixels.shape), 0, 255) / 255.0
-    x = torch.from_numpy(pixels).permute(2, 0, 1).float()
-    x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
-    labels = np.asarray(mask).astype(np.int64)
-    edge = np.zeros(labels.shape, dtype=bool)
-    for axis in (0, 1):
-        change = np.diff(labels, axis=axis) != 0
-        lead = (slice(None, -1), slice(None)) if axis == 0 else (slice(None), slice(None, -1))
-        trail = (slice(1, None), slice(None)) if axis == 0 else (slice(None), slice(1, None))
-        edge[lead] |= change
-        edge[trail] |= change
-    labels[edge] = 255
-    return x.unsqueeze(0), torch.from_numpy(labels).unsqueeze(0)
-
-
-def model_config(arch: str, geometry: str, backbone: str = "vgg16") -> Any:
-    """Return the default config with this arch, geometry and backbone (pretrained=False, 21 classes)."""
-    return load_config(
-        overrides=[
-            f"model.arch={arch}",
-            f"model.geometry={geometry}",
-            f"model.backbone={backbone}",
-            "model.pretrained=false",
-        ]
-    )
-
-
-def make_model(cfg: Any, device: torch.device, scene: Tensor | None = None, seed: int = 0) -> nn.Module:
-    """Return build_model(cfg.model) on device with small random score layers.
-
-    The reference zero-initialises score_fr/score_pool4/score_pool3, so an untrained net's argmax is
-    constant; these get N(0, 1/fan_in) weights instead. Given a scene, each score layer's bias is set
-    to minus its response to the mean feature on that scene, so the logits vary with local content
-    (about 15-20 of 21 classes appear) rather than following one spatially constant component.
-    """
-    torch.manual_seed(seed)
-    model = build_model(cfg.model).to(device)
-    layers = [
-        (s, getattr(model, n, None)) for s, n in ((32, "score_fr"), (16, "score_pool4"), (8, "score_pool3"))
-    ]
-    layers = [(s, layer) for s, layer in layers if isinstance(layer, nn.Conv2d)]
-    with torch.no_grad():
-        for _, layer in layers:
-            layer.weight.normal_(0.0, 1.0 / math.sqrt(layer.in_channels))
-            layer.bias.zero_()
-    if scene is not None:
-        was_training = model.training
-        model.eval()
-        with torch.inference_mode():
-            feats = model.backbone(scene)
-        with torch.no_grad():
-            for stride, layer in layers:
-                layer.bias.copy_(-layer.weight.flatten(1) @ feats[stride].mean((0, 2, 3)))
-        model.train(was_training)
-    return model
-
-
-def count_flops(cfg: Any, size: int, training: bool) -> int:
-    """Return the FLOPs of one forward (or forward + backward) at batch 1, counted on the meta device."""
-    with torch.device("meta"):
-        model = build_model(cfg.model).train(training)
-        x = torch.empty(1, 3, size, size)
-        with FlopCounterMode(display=False) as counter:
-            logits = model(x)
-            if training:
-                logits.float().sum().backward()
-    return counter.get_total_flops()
-
-
-# ----------------------------------------------------------------------------- matmul
-
-
-def matmul_rate(device: torch.device, dtype: torch.dtype, max_call_seconds: float, repeats: int = 2) -> dict:
-    """Return the best dense torch.mm FLOP/s over square sizes, growing n while a call is short."""
-    sizes = (512, 1024, 2048, 4096) + ((8192,) if device.type == "cuda" else ())
-    best: dict = {"flops_per_s": 0.0, "n": 0}
-    for n in sizes:
-        a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
-        mm = functools.partial(torch.mm, a, b)
-        first, _ = time_call(mm, device)  # also warms up
-        seconds = min(time_call(mm, device)[0] for _ in range(repeats))
-        seconds = min(seconds, first)
-        rate = 2 * n**3 / seconds
-        if rate > best["flops_per_s"]:
-            best = {"flops_per_s": rate, "n": n}
-        if seconds > max_call_seconds:
-            break
-    return best
-
-
-# ----------------------------------------------------------------------------- one group of variants
-
-
-def inference_fn(model: nn.Module, x: Tensor, amp: str, device: torch.device) -> Callable[[], Tensor]:
-    """Return a function running one inference (inference_mode, autocast as asked)."""
-
-    def run() -> Tensor:
-        with torch.inference_mode(), autocast(device, amp):
-            return model(x)
-
-    return run
-
-
-def train_step_fn(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor,
-    mask: Tensor,
-    amp: str,
-    device: torch.device,
-) -> Callable[[], Tensor]:
-    """Return a function running one training step: forward (autocast), loss, backward, SGD step."""
-
-    def run() -> Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, amp):
-            logits = model(x)
-        loss = segmentation_loss(logits, mask, normalize=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    return run
-
-
-def reset_compiler() -> None:
-    """Forget compiled graphs (each group compiles its own) and allow one per variant of a group."""
-    torch._dynamo.reset()
-    torch._dynamo.config.cache_size_limit = 64
-    if hasattr(torch._dynamo.config, "recompile_limit"):
-        torch._dynamo.config.recompile_limit = 64
 
 
 def run_group(
@@ -440,273 +255,6 @@ def probe_variants(args: argparse.Namespace, device: torch.device) -> tuple[Dict
         probe[key] = {"seconds": seconds, "slowdown": slowdown, "flops_per_s": flops[key[0]] / seconds}
     rows = [{"mode": m, "amp": a, "channels_last": c, **probe[(m, a, c)]} for m, a, c in keys]
     return probe, rows
-
-
-# ----------------------------------------------------------------------------- memory
-
-
-def _proc_status(field: str) -> float | None:
-    """Return a /proc/self/status memory field (VmRSS, VmHWM) in bytes, None where there is none."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the process's peak RSS (VmHWM) to its current RSS; return whether the OS allowed it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss() -> float:
-    """Return the peak RSS in bytes (VmHWM, else ru_maxrss in KiB on Linux)."""
-    hwm = _proc_status("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
-
-
-def _current_memory(device: torch.device) -> float:
-    """Return allocated CUDA memory, or the process RSS on the CPU, in bytes."""
-    if device.type == "cuda":
-        return float(torch.cuda.memory_allocated(device))
-    rss = _proc_status("VmRSS")
-    return rss if rss is not None else float("nan")
-
-
-def peak_train_memory(size: int, device: torch.device) -> dict:
-    """Return the memory of an fp32 FCN-8s (paper) training step at batch 1: state and step peak."""
-    cfg = model_config("fcn8s", "paper")
-    model = make_model(cfg, device).train()
-    optimizer = build_optimizer(model, cfg)
-    x, mask = (t.to(device) for t in make_scene(size, seed=3))
-    step = train_step_fn(model, optimizer, x, mask, "none", device)
-    step()  # allocates the momentum buffers, so the measured step is a steady-state one
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    result = {
-        "size": size,
-        "params_mb": params / MB,
-        "grads_mb": trainable / MB,
-        "momentum_mb": trainable / MB,
-    }
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        seconds, _ = time_call(step, device)
-        peak = torch.cuda.max_memory_allocated(device)
-        result.update(kind="cuda max_memory_allocated", peak_reset=True)
-    else:
-        reset = _reset_peak_rss()
-        before = _current_memory(device)
-        seconds, _ = time_call(step, device)
-        peak = _peak_rss()
-        result.update(kind="process RSS (VmHWM / ru_maxrss)", peak_reset=reset)
-    result.update(
-        before_mb=before / MB, peak_mb=peak / MB, step_growth_mb=(peak - before) / MB, seconds=seconds
-    )
-    del model, optimizer, step
-    gc.collect()
-    return result
-
-
-def _live_tensors() -> int:
-    """Return how many torch tensors the garbage collector can see."""
-    with warnings.catch_warnings():  # isinstance() touches deprecated module aliases that gc also holds
-        warnings.simplefilter("ignore", FutureWarning)
-        return sum(1 for obj in gc.get_objects() if isinstance(obj, Tensor))
-
-
-def memory_growth(steps: int, size: int, device: torch.device) -> dict:
-    """Return memory and live-tensor counts after step 10 and after the last of `steps` training steps.
-
-    FCN-8s in the paper's geometry: its pad of 100 keeps fc6's input at 8x8 or more even for a tiny
-    image, where the 'same' geometry would put fc6's backward on oneDNN's slow reference path.
-    """
-    cfg = model_config("fcn8s", "paper")
-    model = make_model(cfg, device).train()
-    optimizer = build_optimizer(model, cfg)
-    x, mask = (t.to(device) for t in make_scene(size, seed=4))
-    step = train_step_fn(model, optimizer, x, mask, "none", device)
-    marks: Dict[int, dict] = {}
-    start = time.perf_counter()
-    for i in range(1, steps + 1):
-        step()
-        if i in (10, steps):
-            synchronize(device)
-            gc.collect()
-            marks[i] = {"memory_mb": _current_memory(device) / MB, "live_tensors": _live_tensors()}
-    seconds = time.perf_counter() - start
-    first, last = marks[10], marks[steps]
-    growth = last["memory_mb"] - first["memory_mb"]
-    # Allocator noise is a few MB; one retained FCN-8s graph at this size would be tens of MB, and a
-    # retained tensor shows in the count.
-    tolerance = max(32.0, 0.02 * first["memory_mb"])
-    ok = growth <= tolerance and last["live_tensors"] <= first["live_tensors"]
-    del model, optimizer, step
-    gc.collect()
-    return {
-        "steps": steps,
-        "size": size,
-        "arch": "fcn8s",
-        "geometry": "paper",
-        "kind": "cuda memory_allocated" if device.type == "cuda" else "process RSS (VmRSS)",
-        "step10": first,
-        "last": last,
-        "growth_mb": growth,
-        "tolerance_mb": tolerance,
-        "ok": ok,
-        "seconds_per_step": seconds / steps,
-    }
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def fraction_of_matmul(row: dict, rates: Dict[str, float]) -> float:
-    """Return the row's achieved FLOP/s over the matmul rate of its dtype (fp32: its group's)."""
-    seconds = row["seconds"] if row["measured"] else row["estimate_s"]
-    amp = VARIANTS[row["variant"]].amp
-    rate = row["matmul_fp32_flops_per_s"] if amp == "none" else rates[amp]
-    return row["flops"] / seconds / rate
-
-
-def results_table(rows: List[dict], rates: Dict[str, float]) -> str:
-    """Return the markdown table of every (arch, geometry, size, mode, variant)."""
-    headers = [
-        "arch",
-        "geometry",
-        "size",
-        "mode",
-        "variant",
-        "GFLOP",
-        "s/img",
-        "GFLOP/s",
-        "mm GFLOP/s",
-        "% mm",
-    ]
-    headers += ["vs fp32", "agree %", "logit err", "compile s"]
-    body = []
-    for r in rows:
-        seconds = r["seconds"] if r["measured"] else r["estimate_s"]
-        mark = "" if r["measured"] else "~"
-        agree = f"{100 * r['agreement']:.2f}" if "agreement" in r else "-"
-        err = f"{r['logit_rel_err']:.1e}" if "logit_rel_err" in r else "-"
-        comp = f"{r['compile_s']:.0f}" if r.get("compile_s") is not None else "-"
-        if "error" in r:
-            body.append(
-                [r["arch"], r["geometry"], r["size"], r["mode"], r["variant"], f"{r['flops'] / GB:.0f}"]
-            )
-            body[-1] += ["failed: " + r["error"][:60]] + ["-"] * 7
-            continue
-        body.append(
-            [
-                r["arch"],
-                r["geometry"],
-                r["size"],
-                r["mode"],
-                r["variant"],
-                f"{r['flops'] / GB:.0f}",
-                f"{mark}{seconds:.2f}",
-                f"{mark}{r['flops'] / seconds / GB:.1f}",
-                f"{(r['matmul_fp32_flops_per_s'] if VARIANTS[r['variant']].amp == 'none' else rates['bf16']) / GB:.1f}",
-                f"{mark}{100 * fraction_of_matmul(r, rates):.0f}",
-                f"{mark}{r['speedup']:.2f}x",
-                agree,
-                err,
-                comp,
-            ]
-        )
-    return markdown_table(headers, body)
-
-
-def _verdict(value: float, required: float, unit: str = "x") -> str:
-    """Return 'PASS'/'MISS' with how far the value is from the requirement."""
-    if value >= required:
-        return f"PASS ({value / required:.2f} times the requirement)"
-    return f"MISS: {value:.2f}{unit} is {100 * value / required:.0f}% of the {required:.2f}{unit} required"
-
-
-def evaluate_targets(rows: List[dict], rates: Dict[str, float], growth: dict | None, size: int) -> List[dict]:
-    """Return issue 8's targets with the measured value, requirement and verdict."""
-
-    def pick(geometry: str, sz: int, mode: str) -> List[dict]:
-        return [
-            r
-            for r in rows
-            if (r["arch"], r["geometry"], r["size"], r["mode"]) == ("fcn8s", geometry, sz, mode)
-        ]
-
-    targets = []
-    infer = pick("paper", size, "infer")
-    fp32 = next((r for r in infer if r["variant"] == "fp32"), None)
-    name = f"FCN-8s paper {size} fp32 inference / fp32 matmul rate >= {TARGET_FP32_FRACTION:.0%}"
-    if fp32:
-        value = fraction_of_matmul(fp32, rates)
-        targets.append(
-            {
-                "target": name,
-                "value": value,
-                "required": TARGET_FP32_FRACTION,
-                "verdict": _verdict(value, TARGET_FP32_FRACTION, ""),
-            }
-        )
-    good = [r for r in infer if r["measured"] and r.get("agreement", 0.0) >= TARGET_AGREEMENT]
-    if good:
-        best = max(good, key=lambda r: r["speedup"])
-        fastest = max((r for r in infer if r["measured"]), key=lambda r: r["speedup"])
-        note = f"{best['variant']} ({100 * best['agreement']:.3f}% agreement)"
-        if fastest is not best:
-            note += f"; fastest of all: {fastest['variant']} {fastest['speedup']:.2f}x at {100 * fastest['agreement']:.2f}%"
-        targets.append(
-            {
-                "target": f"fastest FCN-8s paper {size} inference with >= {TARGET_AGREEMENT:.1%} pixel agreement "
-                f"vs fp32 >= {TARGET_INFER_SPEEDUP}x",
-                "value": best["speedup"],
-                "required": TARGET_INFER_SPEEDUP,
-                "verdict": _verdict(best["speedup"], TARGET_INFER_SPEEDUP),
-                "note": note,
-            }
-        )
-    train = [r for r in pick("paper", TARGET_TRAIN_SIZE, "train") if VARIANTS[r["variant"]].amp == "bf16"]
-    name = (
-        f"bf16 autocast FCN-8s paper training step at {TARGET_TRAIN_SIZE} vs fp32 >= {TARGET_TRAIN_SPEEDUP}x"
-    )
-    if train:
-        measured = [r for r in train if r["measured"]]
-        best = max(measured or train, key=lambda r: r["speedup"])
-        est = "" if best["measured"] else " (estimate: not run, see --max-seconds)"
-        targets.append(
-            {
-                "target": name,
-                "value": best["speedup"],
-                "required": TARGET_TRAIN_SPEEDUP,
-                "verdict": _verdict(best["speedup"], TARGET_TRAIN_SPEEDUP) + est,
-                "note": best["variant"],
-            }
-        )
-    if growth:
-        verdict = "PASS" if growth["ok"] else "MISS"
-        value = f"{growth['growth_mb']:+.1f} MB, tensors {growth['step10']['live_tensors']} -> {growth['last']['live_tensors']}"
-        targets.append(
-            {
-                "target": f"no retained memory/tensors over {growth['steps']} training steps",
-                "value": value,
-                "required": f"<= {growth['tolerance_mb']:.0f} MB, no new tensors",
-                "verdict": verdict,
-            }
-        )
-    return targets
-
-
-def _format_value(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 # ----------------------------------------------------------------------------- main

@@ -43,7 +43,8 @@ def _child(args: argparse.Namespace) -> None:
     """Run one variant in this process; print its result as one JSON line."""
     import numpy as np
     import torch
-    from model import _current_memory, _peak_rss, _reset_peak_rss, make_model, make_scene, model_config
+    from model_memory import _current_memory, _peak_rss, _reset_peak_rss
+    from model_setup import make_model, make_scene, model_config
 
     from fcn.inference import predict_labels
 

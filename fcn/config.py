@@ -38,7 +38,20 @@ BACKBONES = (
     "mobilenet_v3_large",
 )
 VGG_BACKBONES = ("vgg16", "vgg16_bn")
-DATASETS = ("voc", "sbd", "voc_aug", "folder", "pascal_context", "nyud", "siftflow")
+DATASETS = (
+    "voc",
+    "sbd",
+    "voc_aug",
+    "folder",
+    "cityscapes",
+    "ade20k",
+    "coco",
+    "pascal_context",
+    "nyud",
+    "siftflow",
+)
+"""data.<split>.name choices; any other name with a colon is a Dataset class by import path
+('package.module:Class', fcn/data/external.py)."""
 PAPER_DATASET_CLASSES = {"pascal_context": 60, "nyud": 40, "siftflow": 33}
 """The classes of the paper's other datasets (fcn/data/paper.py names them)."""
 LAYER_INPUT_DATASETS = ("nyud", "siftflow")
@@ -67,10 +80,6 @@ class ModelConfig:
     its features at strides 8, 16 and 32, found from timm's feature_info (geometry 'same' only)."""
     num_classes: int = 21
     """Number of classes including background (21 for PASCAL VOC)."""
-    in_channels: int = 3
-    """Input channels the first convolution takes (3: RGB; 4: e.g. NYUDv2's colour + depth). Pretrained
-    ImageNet weights of the first convolution are adapted by timm's adapt_input_conv rule (RGB
-    filters repeated, scaled by 3 / in_channels; summed for 1 channel)."""
     pretrained: str = "true"
     """Backbone init: 'false' (random), 'true' (ImageNet weights: torchvision's, or timm's for a timm
     backbone, downloaded when not cached) or a path to a local file: torchvision's state dict for
@@ -110,28 +119,46 @@ class ModelConfig:
     init_from: str = ""
     """Staged training: a checkpoint (e.g. a trained FCN-32s) whose matching tensors initialise
     this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s."""
+    in_channels: int = 3
+    """Channels of the input images (3: RGB; e.g. 4 for RGB-D, 1 for grey, N for multispectral
+    TIFF/.npy). Pretrained first convolutions are adapted to it by timm's rule (RGB filters repeated
+    over the channels and scaled by 3/in_channels; one channel gets their sum); docs/nchannel.md."""
 
 
 @dataclass
 class DatasetConfig:
     name: str = "voc"
     """'voc' (PASCAL VOC 2012), 'sbd' (benchmark_RELEASE), 'voc_aug' (VOC 2012 train + SBD
-    train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout), or the
-    paper's other datasets in the layouts of the authors' data layers (fcn/data/paper.py):
-    'pascal_context' (59 classes + background), 'nyud' (NYUDv2, 40 classes) or 'siftflow' (33
-    semantic classes; masks carry the 3 geometric classes too)."""
+    train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout),
+    'cityscapes' (leftImg8bit/ + gtFine/ labelIds; needs data.label_map), 'ade20k'
+    (ADEChallengeData2016), 'coco' (a COCO-format segmentation JSON: annotations and images below;
+    root and split unused), the paper's other datasets in the layouts of the authors' data layers
+    (fcn/data/paper.py): 'pascal_context' (59 classes + background), 'nyud' (NYUDv2, 40 classes) or
+    'siftflow' (33 semantic classes; masks carry the 3 geometric classes too), or your own Dataset
+    class by import path: 'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
     dataset's own root for 'folder' (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/),
+    'cityscapes' (leftImg8bit/, gtFine/), 'ade20k' (ADEChallengeData2016: images/, annotations/),
     pascal_context (VOC2010/ and pascal-context/), nyud and siftflow (see docs/paper_datasets.md)."""
     split: str = "train"
     """Split name: voc: train, val, trainval, seg11valid; sbd: train, val; voc_aug: train;
-    folder: any ImageSets/Segmentation/<split>.txt; pascal_context: train, val; nyud: train, val,
-    test, trainval; siftflow: trainval, test."""
+    folder: any ImageSets/Segmentation/<split>.txt; cityscapes: train, val, test; ade20k:
+    training, validation; pascal_context: train, val; nyud: train, val, test, trainval; siftflow:
+    trainval, test. A Dataset class by import path gets it only through its args."""
     modalities: List[str] = field(default_factory=lambda: ["color"])
     """nyud: the inputs stacked along the channels, in order: color (3, BGR minus the mean), depth
     (1, log depth minus the mean), hha (3): [color, depth] is the early-fusion 4-channel input,
     [color, hha] the late-fusion pair. Other datasets: [color] only."""
+    args: Any = field(default_factory=dict)
+    """Keyword arguments of the constructor of a Dataset class named by import path
+    (name: 'my_package.my_module:MyDataset'), e.g. {root: /data/x, split: train}; must stay empty
+    for the built-in names. See docs/cityscapes.md for what the class returns."""
+    annotations: str = ""
+    """name 'coco': the COCO-format JSON (polygons or RLE; CVAT, Label Studio, Roboflow and labelme
+    export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md)."""
+    images: str = ""
+    """name 'coco': the directory holding the JSON's images (file_name relative to it)."""
 
 
 @dataclass
@@ -146,10 +173,12 @@ class TransformConfig:
     torchvision's. 'torchvision' (RGB, ImageNet mean/std) or 'caffe' (BGR, 0-255, minus the
     reference's mean), the latter for weights converted from the authors' Caffe models."""
     mean: List[float] = field(default_factory=list)
-    """With normalization 'auto': the RGB mean of pixels in [0, 1] (input = (x - mean) / std);
-    empty = the backbone's (see normalization)."""
+    """With normalization 'auto': the mean of each channel (model.in_channels values) of pixels in
+    [0, 1] (input = (x - mean) / std; 8-bit pixels are x/255, 16-bit x/65535, float as stored);
+    empty = the backbone's (see normalization), extended past three channels by 0.5."""
     std: List[float] = field(default_factory=list)
-    """With normalization 'auto': the RGB standard deviation that goes with mean."""
+    """With normalization 'auto': the standard deviation of each channel that goes with mean
+    (empty: the backbone's, extended past three channels by 0.25)."""
     crop_size: int = 500
     """Side of the square training crop of the 'standard' preset (the paper's images are <=500)."""
     scale_min: float = 1.0
@@ -161,7 +190,9 @@ class TransformConfig:
     hflip: bool = True
     """'standard' preset: random horizontal flip with probability 0.5."""
     color_jitter: float = 0.0
-    """'standard' preset: strength of brightness/contrast/saturation jitter (0 = off)."""
+    """'standard' preset: strength of brightness/contrast/saturation jitter (0 = off). It treats
+    channels 0-2 as R, G, B and leaves any further channel untouched (needs model.in_channels >= 3;
+    leave it 0 when the first three channels are not RGB)."""
 
 
 @dataclass
@@ -188,6 +219,12 @@ class DataConfig:
     palette: List[List[int]] = field(default_factory=list)
     """RGB colour per class, index order; empty means the PASCAL VOC palette. A 'folder' dataset
     whose masks are RGB colour images is converted through it."""
+    coco_unlisted: str = "error"
+    """'coco' datasets: an annotation whose category is not in data.classes is an error naming it
+    ('error'), has its pixels ignored (data.ignore_index: 'ignore') or is dropped ('background')."""
+    coco_overlap: str = "ignore"
+    """'coco' datasets: 'ignore' (torchvision's rule): iscrowd regions and pixels where instances of
+    different classes overlap get data.ignore_index; 'last': the later annotation in the file wins."""
     transforms: TransformConfig = field(default_factory=TransformConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
     batch_size: int = 20
@@ -201,6 +238,18 @@ class DataConfig:
     preset and batch_size > 1."""
     num_workers: int = 4
     """Data-loader worker processes per training process."""
+    label_map: Any = field(default_factory=dict)
+    """Raw mask id -> class index, as a mapping (e.g. Cityscapes' labelIds -> train ids {7: 0, 8: 1,
+    ...}); ids it does not list become data.ignore_index (fcn.data.check names them). Raw ids may be
+    0..65535 (8- or 16-bit PNG masks); class indices lie in 0..num_classes-1 or equal
+    data.ignore_index. Applied to every dataset kind's masks, train and val alike. Empty = masks hold
+    class indices already. Files merge it key by key."""
+    reduce_zero_label: bool = False
+    """mmsegmentation's rule for masks whose 0 means 'unlabelled' (ADE20K): raw 0 -> ignored, raw k
+    -> k - 1 (raw 255 stays ignored). Not together with data.label_map (write the map on raw ids)."""
+    display_channels: List[int] = field(default_factory=list)
+    """The image channels that pictures show (grids, TensorBoard, overlays, predict.py): three
+    indices shown as R, G, B, or one shown as grey; empty = the first three (one channel: grey)."""
     ignore_index: int = VOID
     """The mask label that is ignored (255: VOC's void border): by the loss, the metrics, the
     dataset's label check, the padding fill of transforms, pad_collate and Mosaic, and the pictures.
@@ -302,7 +351,10 @@ class TrainingConfig:
     eval_every: int = 0
     """Evaluate (and save last.pt/best.pt) every N iterations; 0 = at the end of each epoch."""
     checkpoint_every: int = 0
-    """Also save last.pt every N iterations between evaluations (0 = only at evaluations)."""
+    """Also save last.pt every N iterations between evaluations (0 = only at evaluations). The
+    preemption trade-off: a SIGTERM or SIGUSR1 saves last.pt at the end of the current iteration,
+    but a SIGKILL, a crash or a lost node loses every iteration since the last save; each save costs
+    a checkpoint write (model + optimizer state) on rank 0 while the others wait (docs/preempt.md)."""
     log_every: int = 20
     """Write training scalars to TensorBoard every N iterations."""
     vis_images: int = 4
@@ -317,6 +369,11 @@ class TrainingConfig:
     """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     sync_bn: bool = False
     """Under torchrun, convert BatchNorm layers to SyncBatchNorm."""
+    dist_timeout: int = 1800
+    """Under torchrun, seconds a collective (or joining the process group) waits for the other
+    processes before the run fails with exit 1 (a hung or unreachable peer); a peer that exits is
+    noticed at once. Longer than the slowest evaluation and checkpoint write on rank 0, which the
+    others wait for."""
     early_stop_patience: int = 0
     """Stop after this many evaluations in a row without a better mean IU (the EMA's with
     ema_decay > 0); best.pt keeps the best weights, last.pt the count (a resumed run goes on
@@ -390,6 +447,22 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"{source}: key '{key}': {_one_line(exc)}") from None
+    except TypeError:  # OmegaConf's "Cannot merge incompatible container types" names no key
+        key, want = _container_mismatch(base, other)
+        raise ConfigError(f"{source}: key '{key}' must be a {want}, as in the schema") from None
+
+
+def _container_mismatch(base: Any, other: Any, prefix: str = "") -> tuple[str, str]:
+    """Return (key, 'mapping' or 'list') of the first value of `other` whose kind differs from base's."""
+    if OmegaConf.is_dict(base) and OmegaConf.is_dict(other):
+        for key in other:
+            if key in base:
+                found = _container_mismatch(base._get_node(key), other._get_node(key), f"{prefix}{key}.")
+                if found[0] != "?":
+                    return found
+    elif OmegaConf.is_dict(base) != OmegaConf.is_dict(other) and OmegaConf.is_config(other):
+        return prefix.rstrip("."), "mapping" if OmegaConf.is_dict(base) else "list"
+    return "?", "value of another kind"
 
 
 def read_text(path: str | os.PathLike) -> str:
@@ -425,31 +498,34 @@ def _read_yaml(path: str) -> DictConfig:
     return OmegaConf.create(data)
 
 
-def _schema_type(key: str) -> Any:
-    """Return the declared type of a dotted key in the schema (e.g. str for model.init_from), or None
-    for a key the schema does not have (the merge reports it)."""
+def _schema_field(key: str) -> tuple[Any, Any]:
+    """Return (declared type, default value) of a dotted key in the schema (e.g. (str, '') for
+    model.init_from), or (None, None) for a key the schema does not have (the merge reports it)."""
     section: Any = Config
-    kind: Any = None
+    kind = default = None
     for part in key.split("."):
         if not dataclasses.is_dataclass(section):
-            return None
-        hints = typing.get_type_hints(section)
-        if part not in hints:
-            return None
-        kind = section = hints[part]
-    return kind
+            return None, None
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        if part not in fields:
+            return None, None
+        f = fields[part]
+        kind = section = typing.get_type_hints(section)[part]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return kind, default
 
 
 def _empty_value(key: str, item: str) -> str:
-    """Return what an empty override (``key=``) means for key: '' for a string key, [] for a list;
-    a ConfigError saying what to write for a key of another type."""
-    kind = _schema_type(key)
-    if kind is str:
+    """Return what an empty override (``key=``) means for key: '' for a string key, [] for a list and
+    {} for a mapping (also an untyped key whose default is one); a ConfigError saying what to write
+    for a key of another type."""
+    kind, default = _schema_field(key)
+    if kind is None or kind is str:  # an unknown key: the merge names it
         return "''"
-    if typing.get_origin(kind) is list:
+    if typing.get_origin(kind) is list or isinstance(default, list):
         return "[]"
-    if kind is None:  # not a key of the schema: the merge names it
-        return "''"
+    if typing.get_origin(kind) is dict or isinstance(default, dict):
+        return "{}"
     what = "a value" if kind is Any else f"a value of type {getattr(kind, '__name__', kind)}"
     raise ConfigError(f"command line: '{item}': key '{key}' needs {what} (nothing after '=')")
 
@@ -553,8 +629,6 @@ def validate(cfg: DictConfig, source: str) -> None:
     _choice(source, "model.dropout", m.dropout, ("element", "channel"))
     if m.num_classes < 2:
         raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
-    if m.in_channels < 1:
-        raise ConfigError(f"{source}: model.in_channels={m.in_channels} must be at least 1")
     if not 0 <= d.ignore_index <= 255:
         raise ConfigError(f"{source}: data.ignore_index={d.ignore_index} must be in 0..255 (masks are 8-bit)")
     if m.num_classes > 256 or (m.num_classes > VOID and d.ignore_index == VOID):
@@ -579,11 +653,22 @@ def validate(cfg: DictConfig, source: str) -> None:
     _validate_paper_options(cfg, source)
     for split_key in ("train", "val"):
         ds = d[split_key]
-        _choice(source, f"data.{split_key}.name", ds.name, DATASETS)
+        _validate_dataset(source, f"data.{split_key}", ds, d)
         if ds.name == "folder" and not d.classes:
             raise ConfigError(
                 f"{source}: data.{split_key}.name='folder' needs data.classes (the class names in index order)"
             )
+        for key in ("annotations", "images") if ds.name == "coco" else ():
+            if not ds[key]:
+                raise ConfigError(f"{source}: data.{split_key}.name='coco' needs data.{split_key}.{key}")
+    _choice(source, "data.coco_unlisted", d.coco_unlisted, ("error", "ignore", "background"))
+    _choice(source, "data.coco_overlap", d.coco_overlap, ("ignore", "last"))
+    if (len(d.label_map) or d.reduce_zero_label) and "coco" in (d.train.name, d.val.name):
+        raise ConfigError(
+            f"{source}: data.label_map and data.reduce_zero_label do not apply to 'coco' datasets (their "
+            "categories map to data.classes by name); remove them or use data.coco_unlisted"
+        )
+    _validate_label_map(source, d, m.num_classes)
     if d.classes and len(d.classes) != m.num_classes:
         raise ConfigError(
             f"{source}: data.classes has {len(d.classes)} names but model.num_classes={m.num_classes}"
@@ -614,16 +699,36 @@ def validate(cfg: DictConfig, source: str) -> None:
     tr = d.transforms
     _choice(source, "data.transforms.preset", tr.preset, ("paper", "standard"))
     _choice(source, "data.transforms.normalization", tr.normalization, ("auto", "torchvision", "caffe"))
+    channels = m.in_channels
+    if not 1 <= channels <= 64:
+        raise ConfigError(f"{source}: model.in_channels={channels} must be in 1..64")
     if tr.mean or tr.std:
         if tr.normalization != "auto":
             raise ConfigError(
                 f"{source}: data.transforms.mean/std apply with normalization=auto, not '{tr.normalization}'"
             )
-        if len(tr.mean) != 3 or len(tr.std) != 3 or not all(v > 0 for v in tr.std):
+        if len(tr.mean) != channels or len(tr.std) != channels or not all(v > 0 for v in tr.std):
             raise ConfigError(
-                f"{source}: data.transforms.mean={list(tr.mean)} std={list(tr.std)} must be three RGB "
-                "values each (std > 0), or both empty"
+                f"{source}: data.transforms.mean={list(tr.mean)} std={list(tr.std)} must be "
+                f"model.in_channels={channels} values each (std > 0), or both empty"
             )
+    layer_input = all(d[k].name in LAYER_INPUT_DATASETS for k in ("train", "val"))
+    if channels != 3 and tr.normalization == "caffe" and not layer_input:
+        raise ConfigError(
+            f"{source}: data.transforms.normalization=caffe is for 3-channel BGR input (or the data-layer "
+            f"input of nyud/siftflow), not model.in_channels={channels}; use auto (and data.transforms.mean/std)"
+        )
+    if channels < 3 and tr.color_jitter > 0:
+        raise ConfigError(
+            f"{source}: data.transforms.color_jitter={tr.color_jitter} needs RGB channels 0-2, "
+            f"but model.in_channels={channels}; set it to 0"
+        )
+    shown = list(d.display_channels)
+    if shown and (len(shown) not in (1, 3) or not all(0 <= int(c) < channels for c in shown)):
+        raise ConfigError(
+            f"{source}: data.display_channels={shown} must be one or three channel indices in "
+            f"0..{channels - 1} (model.in_channels={channels})"
+        )
     _positive(source, "data.transforms.crop_size", tr.crop_size)
     _positive(source, "data.transforms.scale_min", tr.scale_min)
     _positive(source, "data.transforms.max_shift", tr.max_shift, allow_zero=True)
@@ -687,6 +792,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     for key in ("eval_every", "checkpoint_every", "vis_images"):
         _positive(source, f"training.{key}", t[key], allow_zero=True)
     _positive(source, "training.log_every", t.log_every)
+    _positive(source, "training.dist_timeout", t.dist_timeout)
     _positive(source, "training.early_stop_patience", t.early_stop_patience, allow_zero=True)
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise ConfigError(f"{source}: training.device='{t.device}' must be auto, cpu, cuda or cuda:N")
@@ -765,7 +871,7 @@ def _validate_paper_options(cfg: DictConfig, source: str) -> None:
                 raise ConfigError(
                     f"{source}: data.{key}.modalities={mods} must be model.late_fusion={fusion} (its trunks' order)"
                 )
-        elif m.in_channels != 3 and ds.name != "folder":
+        elif m.in_channels != 3 and ds.name in ("pascal_context", "siftflow"):
             raise ConfigError(
                 f"{source}: model.in_channels={m.in_channels} but data.{key}.name={ds.name} gives RGB images"
             )
@@ -795,6 +901,77 @@ def _validate_paper_options(cfg: DictConfig, source: str) -> None:
             raise ConfigError(
                 f"{source}: loss.class_weights are per semantic class; not with model.geometric_classes"
             )
+
+
+def is_import_path(name: str) -> bool:
+    """Return whether a dataset name is a Dataset class by import path: 'package.module:Class'."""
+    return re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", str(name)) is not None
+
+
+def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> None:
+    """Raise ConfigError for a dataset name that is neither built in nor an import path, args
+    given to a built-in reader, or Cityscapes without a label map."""
+    if ":" in str(ds.name):
+        if not is_import_path(ds.name):
+            raise ConfigError(
+                f"{source}: {key}.name='{ds.name}' is not an import path 'package.module:Class'"
+            )
+    else:
+        _choice(source, f"{key}.name", ds.name, DATASETS)
+    if not OmegaConf.is_dict(ds.args) and not isinstance(ds.args, dict):
+        raise ConfigError(f"{source}: {key}.args must be a mapping of constructor arguments, got {ds.args!r}")
+    if len(ds.args) and not is_import_path(ds.name):
+        raise ConfigError(
+            f"{source}: {key}.args is given but {key}.name='{ds.name}' is built in; args are for a "
+            "Dataset class named by import path ('package.module:Class')"
+        )
+    if ds.name == "cityscapes" and not len(d.label_map):
+        raise ConfigError(
+            f"{source}: {key}.name='cityscapes' reads raw labelIds: set data.label_map (labelIds -> train ids; "
+            "predefined_configs/cityscapes_fcn8s.yml holds the official 19-class map)"
+        )
+
+
+def label_map_dict(value: Any) -> dict[int, int]:
+    """Return data.label_map as {raw id: class index}; ValueError when it is not a mapping of integers."""
+    if not OmegaConf.is_dict(value) and not isinstance(value, dict):
+        raise ValueError(f"data.label_map must be a mapping {{raw id: class index}}, got {value!r}")
+    out = {}
+    for raw, index in value.items():
+        if (
+            isinstance(raw, bool)
+            or isinstance(index, bool)
+            or not isinstance(raw, int)
+            or not isinstance(index, int)
+        ):
+            raise ValueError(
+                f"data.label_map entry {raw!r}: {index!r} must map an integer id to an integer class index"
+            )
+        out[raw] = index
+    return out
+
+
+def _validate_label_map(source: str, d: DictConfig, n: int) -> None:
+    """Raise ConfigError for a label map entry outside 0..65535 -> 0..n-1 or ignore, or one combined
+    with reduce_zero_label."""
+    try:
+        mapping = label_map_dict(d.label_map)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for raw, index in mapping.items():
+        if not 0 <= raw <= 65535:
+            raise ConfigError(
+                f"{source}: data.label_map id {raw} is outside 0..65535 (masks are 8- or 16-bit)"
+            )
+        if not (0 <= index < n or index == d.ignore_index):
+            raise ConfigError(
+                f"{source}: data.label_map maps {raw} to {index}, outside 0..{n - 1} (model.num_classes) "
+                f"and {d.ignore_index} (data.ignore_index)"
+            )
+    if mapping and d.reduce_zero_label:
+        raise ConfigError(
+            f"{source}: data.label_map and data.reduce_zero_label are both set; give one (write the map on raw ids)"
+        )
 
 
 def is_timm(backbone: str) -> bool:

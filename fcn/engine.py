@@ -348,28 +348,64 @@ def _log(info: distributed.DistInfo, message: str) -> None:
         tqdm.write(message)
 
 
-class _StopFlag:
-    """Turns the first Ctrl-C into a request to stop at the next iteration boundary."""
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
+"""Signals that mean "this machine is going away": save last.pt at the iteration's end and stop
+(fcn.cli's exit codes 143 and 75). SIGINT (Ctrl-C) does the same and exits 0."""
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+
+# When processes saw different signals, all stop for the first of these (the same on every one):
+# the machine going away (SIGTERM) before the time limit coming (SIGUSR1) before a Ctrl-C.
+_SIGNAL_PRIORITY = ("SIGTERM", "SIGUSR1", "SIGINT")
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C, SIGTERM or SIGUSR1 into a request to stop at the next iteration
+    boundary (`signal` names it); a second one stops at once."""
+
+    # A signal within this many seconds of the first is the same event delivered twice, not a
+    # second request: SLURM can signal every process of a job step while torchrun forwards the one
+    # it gets, so a worker under `srun torchrun` may see one preemption as two SIGTERMs.
+    SAME_EVENT_S = 1.0
+
+    def __init__(self, last: Path) -> None:
+        self.signal: str | None = None
+        self._last = last
+        self._first = 0.0
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
 
     def __enter__(self) -> _StopFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
+        for name in ("SIGINT", *PREEMPTION_SIGNALS):
+            signum = getattr(signal, name, None)  # no SIGUSR1 on Windows
+            if signum is None:
+                continue
+            with contextlib.suppress(ValueError):  # not the main thread: no handler
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C stops at once
+        name = signal.Signals(signum).name
+        if self.signal is None:
+            self.signal, self._first = name, time.monotonic()
+            return
+        if time.monotonic() - self._first < self.SAME_EVENT_S:
+            return
+        if name == "SIGINT":  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
-        self.requested = True
+        from fcn.cli import Stopped, exit_code
+
+        raise Stopped(
+            f"stopped at once by a second {name} (after {self.signal}); {self._last}, if any, holds the last "
+            "saved iteration: start again with training.resume=auto",
+            exit_code(name),
+        )
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def total_iterations(cfg: DictConfig, batches_per_epoch: int) -> int:
@@ -423,9 +459,15 @@ def class_weight_tensor(
         return torch.tensor([float(w) for w in weights], device=device) if len(weights) else None
     from fcn.data.check import frequency_weights, split_report_cached
 
-    report, cache, cached = split_report_cached(cfg.data.train, cfg.data, cfg.data.num_workers)
+    report, cache, cached = split_report_cached(
+        cfg.data.train, cfg.data, cfg.data.num_workers, cfg.model.in_channels
+    )
     values = frequency_weights(report, weights, cfg.model.num_classes, cfg.data.ignore_index)
-    source = f"read from {cache}" if cached else f"counted in {report.good} masks, cached in {cache}"
+    source = (
+        f"read from {cache}"
+        if cached
+        else f"counted in {report.good} masks" + (f", cached in {cache}" if cache else "")
+    )
     _log(info, f"loss.class_weights={weights} ({source}): [{', '.join(f'{w:.4g}' for w in values)}]")
     return torch.tensor(values, device=device)
 
@@ -457,15 +499,20 @@ def setup(cfg: DictConfig) -> Run:
             "training.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
             "set training.sync_bn=false"
         )
-    info = distributed.setup(device)
+    info = distributed.setup(device, t.dist_timeout)
     run_dir = Path(t.run_dir)
     configure_determinism(t.deterministic, fixed_sizes=cfg.data.transforms.preset == "standard")
     seed_everything(t.seed)
 
     # The data: the split's files listed (a missing one is an error here), the order of the epochs.
     ignore = cfg.data.ignore_index
-    train_set = build_dataset(cfg.data.train, cfg.data, build_transforms(cfg.data.transforms, True, ignore))
-    val_set = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, False, ignore))
+    channels = cfg.model.in_channels
+    train_set = build_dataset(
+        cfg.data.train, cfg.data, build_transforms(cfg.data.transforms, True, ignore), channels
+    )
+    val_set = build_dataset(
+        cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, False, ignore), channels
+    )
     sampler = EpochBatchSampler(len(train_set), cfg.data.batch_size, t.seed, True, info.rank, info.world_size)
     if sampler.batches_per_epoch() == 0:
         raise ValueError(
@@ -496,7 +543,8 @@ def setup(cfg: DictConfig) -> Run:
     if resume is not None:
         position = _resume(resume, cfg, info, model, optimizer, scheduler, scaler, ema)
     if info.enabled:  # without a shared filesystem a node may not see training.resume's checkpoint
-        positions = distributed.all_gather_object(position[:3])
+        with distributed.backend_failures("before training started"):
+            positions = distributed.all_gather_object(position[:3])
         if len(set(positions)) > 1:
             raise TrainingError(
                 f"training.resume: the processes would start at different (iteration, epoch, batch) "
@@ -509,7 +557,8 @@ def setup(cfg: DictConfig) -> Run:
         train_model = torch.compile(train_model)
     if info.enabled:
         ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
-        train_model = nn.parallel.DistributedDataParallel(train_model, **ddp_kwargs)
+        with distributed.backend_failures("before training started"):  # DDP broadcasts rank 0's weights
+            train_model = nn.parallel.DistributedDataParallel(train_model, **ddp_kwargs)
 
     writer = None
     if info.is_primary:
@@ -646,9 +695,22 @@ def _next_batches(run: Run) -> tuple[list, int, bool]:
 
 
 def train(run: Run) -> dict:
-    """Train the run to its last iteration (or a Ctrl-C, or training.early_stop_patience evaluations
-    without a better mean IU); return a summary (iterations, best mean IU, last metrics, run_dir,
-    stopped_early)."""
+    """Train the run to its last iteration (or a Ctrl-C, SIGTERM or SIGUSR1, or
+    training.early_stop_patience evaluations without a better mean IU); return a summary
+    (iterations, best mean IU, last metrics, run_dir, stopped_early, and `signal`: the name of the
+    signal that stopped the run before its end, else None).
+
+    A failure of the process group (a lost peer, a collective timeout) is a DistributedError whose
+    one line says to check the peers and resume."""
+    try:
+        return _train(run)
+    except RuntimeError as exc:
+        if not (run.info.enabled and distributed.is_backend_failure(exc)):
+            raise
+        raise distributed.lost_peer(exc, f"after iteration {run.iteration}") from None
+
+
+def _train(run: Run) -> dict:
     from tqdm import tqdm
 
     cfg, t, info = run.cfg, run.cfg.training, run.info
@@ -656,10 +718,11 @@ def train(run: Run) -> dict:
         total=run.total, initial=run.iteration, disable=not info.is_primary, dynamic_ncols=True, desc="train"
     )
     last_record: dict = {}
-    stopped_early = False
+    stopped_early, stopped_by = False, None
     seen_images, tick = 0, time.time()
     run.train_model.train()
-    with _StopFlag() as stop, bar:  # an error closes the bar before its line is printed
+    last = run.run_dir / "checkpoints" / "last.pt"
+    with _StopFlag(last) as stop, bar:  # an error closes the bar before its line is printed
         while run.iteration < run.total:
             batches, images, epoch_done = _next_batches(run)
             seen_images += images
@@ -674,11 +737,11 @@ def train(run: Run) -> dict:
                 clip_grad_norm=t.clip_grad_norm,
                 iteration=run.iteration,
             )
-            stop_now = stop.requested
-            if info.enabled:  # the whole batch's loss; a Ctrl-C seen by any process stops all at this step
-                totals = torch.tensor([loss_value, float(stop_now)], dtype=torch.float64, device=run.device)
-                loss_value, stopping = distributed.all_reduce_sum(totals).tolist()
-                stop_now = stopping > 0
+            signals = [float(stop.signal == name) for name in _SIGNAL_PRIORITY]  # 1 where seen
+            if info.enabled:  # the whole batch's loss; a signal seen by any process stops all at this step
+                totals = torch.tensor([loss_value, *signals], dtype=torch.float64, device=run.device)
+                loss_value, *signals = distributed.all_reduce_sum(totals).tolist()
+            stop_now = next((name for name, seen in zip(_SIGNAL_PRIORITY, signals) if seen), None)
             run.scheduler.step()
             if run.ema is not None:
                 run.ema.update(run.model)
@@ -714,13 +777,18 @@ def train(run: Run) -> dict:
                     break
             elif t.checkpoint_every > 0 and run.iteration % t.checkpoint_every == 0:
                 save_last(run)
-            if stop_now:
+            if stop_now and run.iteration < run.total:  # at the last iteration the run is complete
                 if not evaluate_now:
                     save_last(run)
                 bar.close()
-                run.log(
-                    f"interrupted: saved {run.run_dir / 'checkpoints' / 'last.pt'} at iteration {run.iteration}"
-                )
+                if stop_now == "SIGINT":
+                    run.log(f"interrupted: saved {last} at iteration {run.iteration}")
+                else:
+                    run.log(
+                        f"preempted by {stop_now}: saved {last} at iteration {run.iteration} of {run.total}; "
+                        "start again with training.resume=auto to go on from it"
+                    )
+                    stopped_by = stop_now
                 break
     if run.writer is not None:
         run.writer.close()
@@ -731,6 +799,7 @@ def train(run: Run) -> dict:
         "metrics": last_record,
         "run_dir": str(run.run_dir),
         "stopped_early": stopped_early,
+        "signal": stopped_by,
     }
 
 
@@ -851,7 +920,9 @@ def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
                 logits = model(image.unsqueeze(0).to(run.device))
             # The semantic head (and mask) of a two-headed model are what the grid shows.
             preds.append(logits[:, : cfg.model.num_classes].argmax(1)[0].cpu().numpy().astype(np.uint8))
-            images.append(denormalize(image, input_normalization(cfg.data.transforms)))
+            images.append(
+                denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels)
+            )
             gts.append(mask.numpy().astype(np.uint8).reshape(-1, *mask.shape[-2:])[0])
     model.train(was_training)
     return prediction_grid(

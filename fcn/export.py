@@ -4,7 +4,8 @@ the exported model against PyTorch on inputs of several sizes.
     python -m fcn.export --checkpoint runs/x/checkpoints/best.pt --output fcn8s.onnx
     python -m fcn.export --checkpoint best.pt --output fcn8s.pt --format torchscript
 
-The exported model takes a float32 image batch (N, 3, H, W) normalised as the checkpoint's
+The exported model takes a float32 image batch (N, C, H, W), C = the checkpoint's model.in_channels
+(3 for RGB), normalised as the checkpoint's
 data.transforms.normalization (and mean/std, which hold a timm backbone's own) say, and returns logits
 (N, num_classes, H, W).
 """
@@ -29,7 +30,18 @@ from fcn.checkpoint import atomic_write
 
 DEFAULT_OPSET = 17
 CHECK_SIZES = ((1, 3, 64, 64), (2, 3, 97, 131))
-"""Input shapes the export is checked on: odd sizes exercise the paper geometry's crops."""
+"""Input shapes the export is checked on: odd sizes exercise the paper geometry's crops (the
+channel count is the model's, see input_channels)."""
+
+
+def input_channels(model: nn.Module) -> int:
+    """Return the channel count the model's input takes (FCN.in_channels; 3 for other modules)."""
+    return int(getattr(model, "in_channels", 3))
+
+
+def _shape(shape: Sequence[int], model: nn.Module) -> tuple[int, ...]:
+    """Return an (N, C, H, W) shape with C set to the model's input channels."""
+    return (int(shape[0]), input_channels(model), *(int(v) for v in shape[2:]))
 
 
 def export_onnx(
@@ -42,11 +54,12 @@ def export_onnx(
     metadata: dict[str, str] | None = None,
 ) -> None:
     """Write model (in eval mode, on the CPU) as ONNX to path, atomically: input 'image', output
-    'logits'; batch, height and width dynamic unless dynamic=False (then fixed at sample_shape)."""
+    'logits'; batch, height and width dynamic unless dynamic=False (then fixed at sample_shape,
+    whose channel count is the model's own)."""
     import onnx
 
     model = model.eval()
-    sample = torch.zeros(*sample_shape)
+    sample = torch.zeros(*_shape(sample_shape, model))
     axes = {0: "batch", 2: "height", 3: "width"}
 
     def write(tmp: Path) -> None:
@@ -81,7 +94,7 @@ def export_torchscript(
     """Write model traced to TorchScript at path, atomically (sizes stay symbolic in the trace)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model.eval(), torch.zeros(*sample_shape), check_trace=False)
+        traced = torch.jit.trace(model.eval(), torch.zeros(*_shape(sample_shape, model)), check_trace=False)
     atomic_write(path, lambda tmp: traced.save(str(tmp)))
 
 
@@ -99,7 +112,7 @@ def check_onnx(
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diffs = []
-    for x in _inputs(shapes):
+    for x in _inputs([_shape(shape, model) for shape in shapes]):
         expected = model.eval()(x).numpy()
         (got,) = session.run(["logits"], {"image": x.numpy()})
         if got.shape != expected.shape:
@@ -119,7 +132,7 @@ def check_torchscript(
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
         loaded = torch.jit.load(str(path), map_location="cpu")
     diffs = []
-    for x in _inputs(shapes):
+    for x in _inputs([_shape(shape, model) for shape in shapes]):
         expected, got = model.eval()(x), loaded(x)
         if got.shape != expected.shape:
             raise ValueError(f"{path}: TorchScript output {tuple(got.shape)} for input {tuple(x.shape)}")
@@ -128,15 +141,23 @@ def check_torchscript(
 
 
 def export_metadata(cfg: DictConfig) -> dict[str, str]:
-    """Return what a user of the exported file needs: class names, palette, input normalisation."""
+    """Return what a user of the exported file needs: class names, palette, input channels and
+    normalisation (mean/std: the config's, or for C != 3 channels the per-channel values 'auto' uses)."""
     from fcn.data import class_names, palette
+    from fcn.data.transforms import channel_stats, input_normalization
 
+    channels = int(cfg.model.in_channels)
+    mean, std = list(cfg.data.transforms.mean), list(cfg.data.transforms.std)
+    if channels != 3 and not mean:
+        stats = channel_stats(input_normalization(cfg.data.transforms), channels)
+        mean, std = list(stats.mean), list(stats.std)
     return {
         "classes": json.dumps(class_names(cfg.data)),
         "palette": json.dumps(palette(cfg.data)[: int(cfg.model.num_classes)].tolist()),
         "normalization": str(cfg.data.transforms.normalization),
-        "mean": json.dumps(list(cfg.data.transforms.mean)),  # [] unless 'auto' resolved to a mean/std
-        "std": json.dumps(list(cfg.data.transforms.std)),
+        "in_channels": str(channels),
+        "mean": json.dumps(mean),  # [] for 3 channels unless 'auto' resolved to a mean/std
+        "std": json.dumps(std),
         "arch": f"{cfg.model.arch}/{cfg.model.backbone}/{cfg.model.geometry}",
     }
 
@@ -181,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def work(loaded) -> None:
         model, cfg = loaded
-        sample = (1, 3, *args.size)
+        channels = int(cfg.model.in_channels)
+        sample = (1, channels, *args.size)
         if args.format == "onnx":
             export_onnx(
                 model,
@@ -194,12 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             export_torchscript(model, args.output, sample_shape=sample)
         print(
-            f"wrote {args.output} ({args.format}; input 'image' (N, 3, H, W) float32 normalised as "
+            f"wrote {args.output} ({args.format}; input 'image' (N, {channels}, H, W) float32 normalised as "
             f"{input_normalization(cfg.data.transforms)!r}, output 'logits' (N, {cfg.model.num_classes}, H, W))"
         )
         if args.no_check:
             return
-        shapes = [(1, 3, *args.size)] if not args.dynamic else [(1, 3, *args.size), *CHECK_SIZES]
+        shapes = [sample] if not args.dynamic else [sample, *CHECK_SIZES]
         check = check_onnx if args.format == "onnx" else check_torchscript
         diffs = check(model, args.output, shapes)
         for shape, diff in zip(shapes, diffs):

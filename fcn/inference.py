@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -21,12 +21,17 @@ from torch import nn
 
 from fcn.checkpoint import CheckpointError, atomic_write, describe_mismatch, load_checkpoint, model_weights
 from fcn.config import config_from_dict, to_dict, with_overrides
-from fcn.data.common import VOID, read_image
+from fcn.data.common import VOID
 from fcn.data.loaders import DataLoader
 from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
 from fcn.sliding import argmax_heads, model_logits, softmax_heads, window_options
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+if TYPE_CHECKING:
+    from fcn.api import Segmenter
+
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".npy"
+)  # fmt: skip
 """Files a directory given to predict.py contributes (other files in it are skipped)."""
 
 
@@ -114,7 +119,7 @@ def prepare_fast_path(
     model: nn.Module, cfg: DictConfig, images: Iterable[torch.Tensor], log: bool = True
 ) -> None:
     """Apply cfg.eval.fast_path to model in place once; int8 calibrates on the first
-    cfg.eval.calibration_images of ``images`` ((1, 3, H, W) tensors as the model takes them; with
+    cfg.eval.calibration_images of ``images`` ((1, channels, H, W) tensors as the model takes them; with
     eval.mode=slide, their top-left tile, the size the model will see)."""
     from fcn.fastpath import apply_fast_path
 
@@ -155,7 +160,9 @@ def predict_probs(
     of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.sliding).
     heads: the channels of each head of a two-headed model (SIFT Flow's [33, 3]), each its own softmax."""
     if images.ndim != 4:
-        raise ValueError(f"predict_probs expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        raise ValueError(
+            f"predict_probs expects images of shape (N, channels, H, W), got {tuple(images.shape)}"
+        )
     scales = [float(s) for s in scales] or [1.0]
     height, width = images.shape[-2:]
     window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
@@ -471,7 +478,7 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
             **window_options(cfg),
         )
         pred = pred[:, 0] if pred.ndim == 4 else pred  # the semantic head of a two-headed model
-        images.append(denormalize(image, input_normalization(cfg.data.transforms)))
+        images.append(denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels))
         gts.append(mask.numpy().astype(np.uint8).reshape(-1, *mask.shape[-2:])[0])
         preds.append(pred[0].cpu().numpy().astype(np.uint8))
     return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))
@@ -502,7 +509,10 @@ def prepare_evaluation(
 
     model, cfg, which = _load_model(checkpoint, select_device(device), None, paths, overrides)
     dataset = build_dataset(
-        cfg.data.val, cfg.data, transforms=build_transforms(cfg.data.transforms, train=False)
+        cfg.data.val,
+        cfg.data,
+        transforms=build_transforms(cfg.data.transforms, train=False),
+        channels=cfg.model.in_channels,
     )
     if len(dataset) == 0:
         raise ValueError(
@@ -648,19 +658,6 @@ def output_stems(files: Sequence[Path]) -> list[str]:
     return stems
 
 
-def _calibration_images(files: Iterable[Path], cfg: DictConfig) -> Iterator[torch.Tensor]:
-    """Yield the readable ones of files as (1, 3, H, W) model inputs (unreadable ones are skipped
-    here and reported by predict_files)."""
-    from fcn.data.transforms import input_normalization, preprocess
-
-    for file in files:
-        try:
-            image = read_image(file, upright=True)
-        except (ValueError, FileNotFoundError):
-            continue
-        yield preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)
-
-
 def untinted_label(cfg: DictConfig) -> int:
     """Return the label overlays leave untinted: a background class (named 'background' or 'bg'),
     so that the objects stand out on the photo, else the ignore index."""
@@ -670,53 +667,46 @@ def untinted_label(cfg: DictConfig) -> int:
 
 
 def predict_files(
-    model: nn.Module,
-    cfg: DictConfig,
+    segmenter: Segmenter,
     files: Sequence[Path],
     output_dir: str | os.PathLike,
     *,
-    flip: bool | None = None,
-    scales: Sequence[float] | None = None,
     alpha: float = 0.5,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[int, list[str]]:
-    """Segment every image file (as list_images lists them) and write, per image, <stem>.png (class
-    indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input size) and <stem>_legend.png
-    (classes present); return (images done, error lines of the files that could not be read)."""
+    """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
+    image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
+    size) and <stem>_legend.png (classes present); return (images done, error lines of the files
+    that could not be read). int8 calibrates on the readable files."""
     from tqdm import tqdm
 
-    from fcn.data import class_names, palette
-    from fcn.visualize import colorize, legend, overlay, save_png
+    from fcn.visualize import legend, save_png
 
     if log is None:
 
         def log(line: str) -> None:
             tqdm.write(line, file=sys.stderr)
 
-    names = class_names(cfg.data)
-    colours = palette(cfg.data)
-    untinted = untinted_label(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    prepare_fast_path(model, cfg, _calibration_images(files, cfg))
+    segmenter.calibrate(files)
     done = 0
     for file, stem in tqdm(
         list(zip(files, output_stems(files))), desc="predict", unit="image", disable=not progress
     ):
         try:
-            image = read_image(file, upright=True)
+            image = segmenter.read(file)
         except (ValueError, FileNotFoundError) as exc:
             errors.append(str(exc))
             log(f"error: {exc}")
             continue
-        mask = segment(model, image, cfg, flip=flip, scales=scales)
-        rgb = np.asarray(image)
-        save_index_png(mask, colours, out / f"{stem}.png")
-        save_png(colorize(mask, colours), out / f"{stem}_color.png")
-        save_png(overlay(rgb, mask, colours, alpha=alpha, ignore_index=untinted), out / f"{stem}_overlay.png")
-        present = [int(c) for c in np.unique(mask) if c < len(names)]
-        save_png(legend(present, names, colours), out / f"{stem}_legend.png")
+        mask = segmenter.segment(image)
+        save_index_png(mask, segmenter.palette, out / f"{stem}.png")
+        save_png(segmenter.colorize(mask), out / f"{stem}_color.png")
+        save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png")
+        present = [int(c) for c in np.unique(mask) if c < len(segmenter.classes)]
+        save_png(legend(present, segmenter.classes, segmenter.palette), out / f"{stem}_legend.png")
         done += 1
     return done, errors

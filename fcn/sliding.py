@@ -82,7 +82,9 @@ def slide_logits(
     model(images) when one window covers the image. Call it under the caller's autocast and
     inference mode."""
     if images.ndim != 4:
-        raise ValueError(f"slide_logits expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        raise ValueError(
+            f"slide_logits expects images of shape (N, channels, H, W), got {tuple(images.shape)}"
+        )
     if stride > tile:
         raise ValueError(
             f"stride={stride} is larger than tile={tile}: pixels between windows would be missed"

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
-from omegaconf import DictConfig
-from PIL import Image
-from torch import nn
+if TYPE_CHECKING:
+    from fcn.api import Segmenter
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 """Inputs predict.py reads as videos (frame by frame) rather than as images."""
@@ -35,49 +33,43 @@ def _import_av():
     return av
 
 
-def _model_inputs(av, path: Path, cfg: DictConfig):
-    """Yield the video's frames as (1, 3, H, W) model inputs (int8's calibration images)."""
-    from fcn.data.transforms import input_normalization, preprocess
-
+def _frames(av, path: Path):
+    """Yield the video's frames as RGB PIL images (int8's calibration images); nothing if unreadable."""
     try:
         with av.open(str(path)) as source:
             for frame in source.decode(video=0):
-                yield preprocess(frame.to_image(), input_normalization(cfg.data.transforms)).unsqueeze(0)
+                yield frame.to_image()
     except (av.error.FFmpegError, OSError):
         return
 
 
 def predict_video(
-    model: nn.Module,
-    cfg: DictConfig,
+    segmenter: Segmenter,
     path: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
     alpha: float = 0.5,
     save_frames: bool = False,
     progress: bool = True,
-    segment_frame: Callable[[Image.Image], np.ndarray] | None = None,
 ) -> int:
-    """Segment every frame of the video at path (fcn.inference.segment, the config's eval.*
-    options) and write <output_dir>/<stem>_overlay.mp4 at the clip's size and frame rate; with
-    save_frames, also <stem>_frames/<stem>_<frame:06d>.png (class indices); return the frames done.
-    A file that is not a readable video is a ValueError naming it."""
+    """Segment every frame of the video at path with a fcn.api.Segmenter (its config's eval.*
+    options; int8 calibrates on the clip's first frames) and write <output_dir>/<stem>_overlay.mp4
+    at the clip's size and frame rate; with save_frames, also <stem>_frames/<stem>_<frame:06d>.png
+    (class indices); return the frames done. A file that is not a readable video is a ValueError
+    naming it."""
+    if segmenter.cfg.model.in_channels != 3:
+        raise ValueError(
+            f"{path}: video frames are RGB but the model takes model.in_channels={segmenter.cfg.model.in_channels} "
+            "channels; give it images (.tif/.npy) instead"
+        )
     av = _import_av()
     from tqdm import tqdm
 
     from fcn.checkpoint import atomic_write
-    from fcn.data import palette
-    from fcn.inference import prepare_fast_path, save_index_png, segment, untinted_label
-    from fcn.visualize import overlay
+    from fcn.inference import save_index_png
 
     path, out = Path(path), Path(output_dir)
-    colours, untinted = palette(cfg.data), untinted_label(cfg)
-    if segment_frame is None:
-        prepare_fast_path(model, cfg, _model_inputs(av, path, cfg))
-
-        def segment_frame(image: Image.Image) -> np.ndarray:
-            return segment(model, image, cfg)
-
+    segmenter.calibrate(_frames(av, path))
     try:
         source = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -105,14 +97,14 @@ def predict_video(
                 source.decode(stream), total=total, desc=path.name, unit="frame", disable=not progress
             ):
                 image = frame.to_image()  # RGB
-                mask = segment_frame(image)
-                blended = overlay(np.asarray(image), mask, colours, alpha=alpha, ignore_index=untinted)
+                mask = segmenter.segment(image)
+                blended = segmenter.overlay(image, alpha=alpha, mask=mask)
                 picture = av.VideoFrame.from_ndarray(blended, format="rgb24")
                 picture.pts, picture.time_base = frame.pts, frame.time_base
                 for packet in encoder.encode(picture):
                     sink.mux(packet)
                 if save_frames:
-                    save_index_png(mask, colours, frames_dir / f"{path.stem}_{done:06d}.png")
+                    save_index_png(mask, segmenter.palette, frames_dir / f"{path.stem}_{done:06d}.png")
                 done += 1
             for packet in encoder.encode():  # flush the encoder's delayed frames
                 sink.mux(packet)

@@ -211,7 +211,7 @@ def test_missing_dataset_directory_exits_2_naming_split_and_directory(tmp_path):
 
 def test_worker_error_of_an_unexpected_kind_comes_back_as_a_problem(tmp_path):
     class Broken(PairDataset):
-        def load_mask(self, path):
+        def load_raw_mask(self, path):
             raise KeyError("boom")
 
     root = tmp_path / "d"

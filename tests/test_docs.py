@@ -74,8 +74,7 @@ def _configs_named():
     for name in sorted(names):
         # predefined_configs/fcn{32s,16s}.yml stands for each name in the braces.
         m = re.match(r"(.*)\{(.*)\}(.*)", name)
-        for expanded in [m.group(1) + part + m.group(3) for part in m.group(2).split(",")] if m else [name]:
-            yield expanded
+        yield from [m.group(1) + part + m.group(3) for part in m.group(2).split(",")] if m else [name]
 
 
 @pytest.mark.parametrize("name", sorted(set(_configs_named())))

@@ -445,6 +445,7 @@ def test_build_model_defaults_are_the_paper_nets(arch):
         dropout="element",
         dropout_p=0.5,
         init_from="",
+        in_channels=3,
     )
     with torch.device("meta"):
         model = build_model(cfg)

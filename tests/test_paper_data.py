@@ -16,6 +16,7 @@ from fcn.config import ConfigError, load_config
 from fcn.data import build_dataset, class_names
 from fcn.data.check import main as check_main
 from fcn.data.collate import pad_collate
+from fcn.data.common import LayerInput
 from fcn.data.paper import PASCAL_CONTEXT_CLASSES, SIFTFLOW_DIR
 from fcn.data.transforms import build_transforms
 
@@ -143,6 +144,7 @@ def test_nyud_stacks_the_modalities_as_the_layer_and_shifts_labels_void_to_255(t
     image, mask = data[1]  # id b
     w, h = SIZES["b"]
     assert image.shape == (h, w, 7) and image.dtype == np.float32
+    assert isinstance(image, LayerInput)  # the network input already: the transforms do not normalise it
     colour = np.asarray(Image.open(tmp_path / "data/images/img_b.png"), np.float64)
     depth = np.asarray(Image.open(tmp_path / "data/depth/img_b.png"), np.float64)
     hha = np.asarray(Image.open(tmp_path / "data/hha/img_b.png"), np.float64)
@@ -161,7 +163,7 @@ def test_nyud_transforms_move_every_channel_with_the_mask(tmp_path):
     # relation must still hold at every labelled pixel (padding: mask 255, input 0).
     g = rng(0)
     mask = g.integers(0, 40, (21, 17)).astype(np.uint8)
-    image = np.stack([mask + 100.0 * c for c in range(4)], axis=2).astype(np.float32)
+    image = np.stack([mask + 100.0 * c for c in range(4)], axis=2).astype(np.float32).view(LayerInput)
     overrides = ["data.transforms.crop_size=24", "data.transforms.max_shift=5", "data.transforms.hflip=true"]
     tr = build_transforms(load_config(overrides=overrides).data.transforms, train=True)
     for seed in range(4):
@@ -315,9 +317,13 @@ def test_siftflow_trains_both_heads_and_scores_both(tmp_path):
     result = json.loads(report.read_text())
     assert result["num_images"] == 1 and 0.0 <= result["geometric_pixel_acc"] <= 1.0
     assert result["geometric_pixel_acc"] == pytest.approx(record["geometric_pixel_acc"])
-    # A loose image (predict.py's path): the semantic head's labels, at the image's size.
-    from fcn.inference import load_model, segment
+    # A loose image (predict.py's path, the Segmenter): the semantic head's labels and softmax, at
+    # the image's size.
+    from fcn.api import Segmenter
 
-    model, cfg = load_model(run / "checkpoints" / "best.pt", "cpu")
-    labels = segment(model, Image.open(tmp_path / "sf" / "Images" / SIFTFLOW_DIR / "a.jpg"), cfg)
+    seg = Segmenter.from_checkpoint(run / "checkpoints" / "best.pt", device="cpu")
+    photo = tmp_path / "sf" / "Images" / SIFTFLOW_DIR / "a.jpg"
+    labels, probs = seg(photo), seg.probabilities(photo)
     assert labels.shape == SIZES["a"][::-1] and labels.max() < 33
+    assert probs.shape == (33, *SIZES["a"][::-1])
+    np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)

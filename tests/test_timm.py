@@ -187,7 +187,7 @@ def test_config_accepts_any_timm_name_and_checks_head_and_normalization():
         load_config(overrides=["model.backbone='timm:'"])
     with pytest.raises(ConfigError, match="model.head='fpn' is not one of score, fcn"):
         load_config(overrides=["model.head=fpn"])
-    with pytest.raises(ConfigError, match="must be three RGB values each"):
+    with pytest.raises(ConfigError, match="must be model.in_channels=3 values each"):
         load_config(overrides=["data.transforms.mean=[0.5,0.5,0.5]"])
     with pytest.raises(ConfigError, match="apply with normalization=auto, not 'caffe'"):
         load_config(

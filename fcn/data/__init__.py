@@ -1,4 +1,6 @@
-"""Datasets (PASCAL VOC 2012 with seg11valid, SBD, VOC + SBD augmented, any VOC-layout folder).
+"""Datasets (PASCAL VOC 2012 with seg11valid, SBD, VOC + SBD augmented, any VOC-layout folder,
+Cityscapes, ADE20K, COCO JSON, the paper's PASCAL-Context, NYUDv2 and SIFT Flow, a Dataset class by
+import path), and data.label_map / reduce_zero_label.
 
 Importing this package reads nothing from disk or the network and does not import torch;
 transforms, collate and mixing live in their own submodules (fcn.data.transforms, ...).
@@ -9,8 +11,14 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import numpy as np
+from omegaconf import OmegaConf
 
-from fcn.data.common import VOC_CLASSES, VOID, PairDataset, make_palette, voc_palette
+from fcn.config import DATASETS, is_import_path, label_map_dict
+from fcn.data.ade20k import ADE20KSegmentation
+from fcn.data.cityscapes import CityscapesSegmentation
+from fcn.data.coco import CocoSegmentation
+from fcn.data.common import VOC_CLASSES, VOID, LabelMap, PairDataset, make_palette, voc_palette
+from fcn.data.external import ExternalDataset
 from fcn.data.folder import FolderSegmentation, read_classes
 from fcn.data.paper import PAPER_CLASSES, NYUDSegmentation, PascalContextSegmentation, SIFTFlowSegmentation
 from fcn.data.sbd import SBDSegmentation, VOCAugSegmentation
@@ -19,6 +27,11 @@ from fcn.data.voc import VOCSegmentation
 __all__ = [
     "VOC_CLASSES",
     "VOID",
+    "ADE20KSegmentation",
+    "CityscapesSegmentation",
+    "CocoSegmentation",
+    "ExternalDataset",
+    "LabelMap",
     "FolderSegmentation",
     "NYUDSegmentation",
     "PascalContextSegmentation",
@@ -28,6 +41,7 @@ __all__ = [
     "VOCSegmentation",
     "build_dataset",
     "class_names",
+    "label_map",
     "palette",
     "read_classes",
     "voc_palette",
@@ -51,30 +65,69 @@ def palette(data_cfg: Any) -> np.ndarray:
     return make_palette(colours or None)
 
 
-def build_dataset(ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None) -> PairDataset:
-    """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes and palette."""
+def label_map(data_cfg: Any) -> LabelMap:
+    """Return the translation of raw mask ids that data.label_map / data.reduce_zero_label describe."""
+    return LabelMap(label_map_dict(data_cfg.label_map), bool(data_cfg.reduce_zero_label), int(data_cfg.ignore_index))
+
+
+def build_dataset(
+    ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None, channels: int = 3
+) -> PairDataset | ExternalDataset:
+    """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes,
+    palette and label map (applied to every kind's masks alike), reading images of `channels`
+    channels (cfg.model.in_channels; see read_channels)."""
+    dataset = _open_dataset(ds_cfg, data_cfg, transforms)
+    dataset.channels = int(channels)
+    return dataset
+
+
+def _open_dataset(
+    ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None
+) -> PairDataset | ExternalDataset:
+    """Return the reader of ds_cfg's layout (3 channels until build_dataset sets them)."""
     n, ignore = len(class_names(data_cfg)), int(data_cfg.ignore_index)
-    if ds_cfg.name == "voc":
-        return VOCSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
-    if ds_cfg.name == "sbd":
-        return SBDSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
-    if ds_cfg.name == "voc_aug":
-        return VOCAugSegmentation(ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore)
+    labels = label_map(data_cfg)
+    if is_import_path(ds_cfg.name):
+        args = OmegaConf.to_container(ds_cfg.args, resolve=True) if OmegaConf.is_config(ds_cfg.args) else ds_cfg.args
+        return ExternalDataset(ds_cfg.name, args, transforms, num_classes=n, ignore_index=ignore, labels=labels)
+    kinds = {
+        "voc": VOCSegmentation,
+        "sbd": SBDSegmentation,
+        "voc_aug": VOCAugSegmentation,
+        "cityscapes": CityscapesSegmentation,
+        "ade20k": ADE20KSegmentation,
+    }
+    if ds_cfg.name in kinds:
+        return kinds[ds_cfg.name](
+            ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore, labels=labels
+        )
     if ds_cfg.name == "folder":
         colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
         return FolderSegmentation(
-            ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore
+            ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore, labels=labels
+        )
+    if ds_cfg.name == "coco":
+        return CocoSegmentation(
+            ds_cfg.annotations,
+            ds_cfg.images,
+            class_names(data_cfg),
+            transforms,
+            unlisted=data_cfg.coco_unlisted,
+            overlap=data_cfg.coco_overlap,
+            ignore_index=ignore,
         )
     if ds_cfg.name == "pascal_context":
         names = class_names(data_cfg)
-        return PascalContextSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, names)
+        return PascalContextSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, names, labels=labels)
     if ds_cfg.name == "nyud":
         modalities = [str(m) for m in ds_cfg.modalities]
-        return NYUDSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, modalities)
+        return NYUDSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, modalities, labels=labels)
     if ds_cfg.name == "siftflow":
         from fcn.data.paper import SIFTFLOW_GEOMETRIC_CLASSES
 
-        return SIFTFlowSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, len(SIFTFLOW_GEOMETRIC_CLASSES))
+        return SIFTFlowSegmentation(
+            ds_cfg.root, ds_cfg.split, transforms, n, ignore, len(SIFTFLOW_GEOMETRIC_CLASSES), labels=labels
+        )
     raise ValueError(
-        f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder, pascal_context, nyud, siftflow"
+        f"dataset name '{ds_cfg.name}' is not one of {', '.join(DATASETS)}, package.module:Class"
     )

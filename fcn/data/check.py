@@ -1,9 +1,11 @@
 """Check a dataset before training on it: python -m fcn.data.check --config FILE [key=value ...]
 
 Lists data.train and data.val as the config names them (every missing file and every id listed
-twice, not only the first), reads every image and mask once in data.num_workers processes, and
-prints each bad file on a line of its own with the reason, then for the good pairs the pixels per
-class, the range of image sizes and inverse-frequency weights for loss.class_weights.
+twice, not only the first), reads every image and mask once in data.num_workers processes (a
+Dataset class by import path: item by item here), translates the masks by data.label_map /
+reduce_zero_label as training does, and prints each bad file on a line of its own with the reason
+(raw ids the label map does not list among them), then for the good pairs the pixels per class,
+the range of image sizes and inverse-frequency weights for loss.class_weights.
 
 Exit code: 0 when nothing is bad, 1 when a bad file was found, 2 for a bad command line or config
 or a split that cannot be listed at all (a missing dataset directory).
@@ -24,9 +26,13 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fcn.config import ConfigError, load_config
-from fcn.data import class_names
-from fcn.data.common import VOID, PairDataset, check_pair, colour_lookup
+from fcn.config import ConfigError, is_import_path, load_config
+from fcn.data import class_names, label_map
+from fcn.data.ade20k import list_ade20k
+from fcn.data.cityscapes import list_cityscapes
+from fcn.data.coco import CocoListing, CocoSegmentation, listing_for
+from fcn.data.common import ARRAY_EXTENSIONS, VOID, PairDataset, check_pair, colour_lookup, image_array
+from fcn.data.external import ExternalDataset
 from fcn.data.folder import Listing, Problem, list_folder
 from fcn.data.paper import empty_reader, list_nyud, list_pascal_context, list_siftflow
 from fcn.data.sbd import list_sbd, list_voc_aug
@@ -39,6 +45,8 @@ LISTERS: dict[str, Callable[[str, str], Listing]] = {
     "sbd": list_sbd,
     "voc_aug": list_voc_aug,
     "folder": list_folder,
+    "cityscapes": list_cityscapes,
+    "ade20k": list_ade20k,
     "pascal_context": list_pascal_context,
     "nyud": list_nyud,  # the colour images and masks; list_split passes the modalities
     "siftflow": list_siftflow,  # the images and semantic masks (the geometric ones are listed too)
@@ -52,6 +60,7 @@ class PairResult(NamedTuple):
     size: Optional[tuple[int, int]]  # (W, H)
     counts: Optional[np.ndarray]  # (256,) int64 pixels per label value
     problems: list[Problem]
+    kind: str = ""  # the image as stored: its PIL mode, or '<C>-channel <dtype>' for arrays
 
 
 @dataclass
@@ -68,6 +77,7 @@ class SplitReport:
     present_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
     min_size: Optional[tuple[int, int]] = None  # smallest (W, H), each side on its own
     max_size: Optional[tuple[int, int]] = None
+    kinds: dict[str, int] = field(default_factory=dict)  # good images per stored kind (PairResult.kind)
 
 
 def decode_image(path: Path) -> Image.Image:
@@ -90,44 +100,100 @@ def decode_image(path: Path) -> Image.Image:
     return img
 
 
+def decode_array(path: Path, channels: int) -> np.ndarray:
+    """Return the HxWxC pixels of an N-channel image as stored (fcn.data.common.image_array); ValueError
+    naming the file, with expected and found counts, when it has not `channels` channels (model.in_channels;
+    a one-channel file passes for three, as training repeats it)."""
+    array = image_array(path)
+    found = array.shape[2]
+    if found != channels and not (found == 1 and channels == 3):
+        raise ValueError(f"{path}: image has {found} channels, expected {channels} (model.in_channels)")
+    return array
+
+
 def inspect_pair(pair: tuple[Path, Path], reader: PairDataset) -> PairResult:
     """Return what decoding an (image, mask) pair found; every failure comes back as a Problem, never raised.
 
-    `reader` reads masks as training does (its load_mask, with its colour table); its num_classes
-    bounds the labels.
+    `reader` reads masks as training does (its load_raw_mask, with its colour table, then its
+    label map); its num_classes bounds the labels and its channels (model.in_channels) the image's
+    channels.
     """
     image_path, mask_path = pair
     problems: list[Problem] = []
-    image = mask = None
+    image = raw = None
+    kind = ""
     try:
-        image = decode_image(image_path)
+        if reader.channels == 3 and image_path.suffix.lower() not in ARRAY_EXTENSIONS:
+            image = decode_image(image_path)
+            kind = image.mode
+        else:
+            image = decode_array(image_path, reader.channels)
+            kind = f"{image.shape[2]}-channel {image.dtype}"
     except Exception as exc:  # a worker's exception must come back as data, not end the run
         problems.append(_problem(image_path, exc))
     try:
-        mask = reader.load_mask(mask_path)
+        raw = reader.load_raw_mask(mask_path)
     except Exception as exc:
         problems.append(_problem(mask_path, exc))
-    counts = None
+    size = None if image is None else image.size if isinstance(image, Image.Image) else image.shape[1::-1]
+    result = inspect_labels(size, raw, reader, mask_path, problems)
+    return result._replace(kind=kind) if result.size is not None else result
+
+
+def inspect_labels(
+    size: Optional[tuple[int, int]], raw: Optional[np.ndarray], reader: Any, where: Path | str, problems: list[Problem]
+) -> PairResult:
+    """Return the PairResult of a mask's raw ids (None: unreadable) for an image of `size` (W, H; None:
+    unreadable): its ids translated by reader.labels, counted and checked against reader.num_classes.
+
+    Raw ids that data.label_map does not list are a problem, but the pair still counts (it trains,
+    with those pixels ignored).
+    """
+    counts = mask = None
+    notes = []  # problems that leave the pair usable
+    if raw is not None:
+        unlisted = reader.labels.unlisted(raw)
+        if unlisted:
+            ids = ", ".join(f"{i} ({n:,} px)" for i, n in unlisted.items())
+            notes.append(Problem(where, f"raw label ids {ids} are not in data.label_map (trained as ignored)"))
+        try:
+            mask = reader.labels(raw, where)
+        except ValueError as exc:
+            problems.append(Problem.from_error(where, exc))
     if mask is not None:
         counts = np.bincount(mask.ravel(), minlength=256)  # one pass; np.unique sorts
         n, ignore = reader.num_classes, reader.ignore_index
         labels = np.flatnonzero(counts)
         outside = labels[(labels >= n) & (labels != ignore)]
         if outside.size:
+            after = " after data.label_map" if not reader.labels.identity else ""
             problems.append(
                 Problem(
-                    mask_path,
-                    f"labels {outside.tolist()} are outside 0..{n - 1} and {ignore} (data.ignore_index)",
+                    where,
+                    f"labels {outside.tolist()}{after} are outside 0..{n - 1} and {ignore} (data.ignore_index)",
                 )
             )
-        if image is not None:
-            try:
-                check_pair(image, mask, None, mask_path)  # the size only: labels are counted above
-            except ValueError as exc:
-                problems.append(Problem.from_error(mask_path, exc))
-    if problems:
-        return PairResult(None, None, problems)
-    return PairResult(image.size, counts, [])
+        if size is not None and mask.shape != (size[1], size[0]):
+            problems.append(
+                Problem(
+                    where,
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is {size[0]}x{size[1]}; "
+                    "masks must match their images pixel for pixel",
+                )
+            )
+    if size is None or counts is None or problems:
+        return PairResult(None, None, problems + notes)
+    return PairResult(size, counts, notes)
+
+
+def inspect_item(index: int, dataset: ExternalDataset) -> PairResult:
+    """Return what reading item `index` of a Dataset class found (as inspect_pair does for files)."""
+    where = f"{dataset.name}[{index}]"
+    try:
+        image, raw = dataset.raw_item(index)
+    except Exception as exc:
+        return PairResult(None, None, [Problem(where, str(exc).replace(f"dataset class {dataset.name}: ", ""))])
+    return inspect_labels(image.size, raw, dataset, where, [])
 
 
 def _problem(path: Path, exc: Exception) -> Problem:
@@ -137,8 +203,14 @@ def _problem(path: Path, exc: Exception) -> Problem:
     return Problem(path, f"unexpected {type(exc).__name__}: {exc}")
 
 
-def list_split(ds_cfg: Any) -> Listing:
-    """Return the Listing of cfg.data.train or cfg.data.val; raise when it cannot be listed at all."""
+def list_split(ds_cfg: Any, data_cfg: Any = None) -> Listing:
+    """Return the Listing of cfg.data.train or cfg.data.val; raise when it cannot be listed at all
+    (a Dataset class by import path has no files to list: its Listing is empty). data_cfg (cfg.data:
+    classes and coco_* options) is needed for 'coco' datasets only."""
+    if is_import_path(ds_cfg.name):
+        return Listing()
+    if ds_cfg.name == "coco":
+        return listing_for(ds_cfg, data_cfg, class_names(data_cfg))
     if ds_cfg.name not in LISTERS:
         raise ValueError(f"dataset name '{ds_cfg.name}' is not one of {', '.join(LISTERS)}")
     if ds_cfg.name == "nyud":
@@ -146,16 +218,44 @@ def list_split(ds_cfg: Any) -> Listing:
     return LISTERS[ds_cfg.name](ds_cfg.root, ds_cfg.split)
 
 
-def mask_reader(ds_cfg: Any, data_cfg: Any) -> PairDataset:
-    """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would."""
+def mask_reader(
+    ds_cfg: Any, data_cfg: Any, listing: Optional[Listing] = None, channels: int = 3
+) -> PairDataset:
+    """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would
+    (a COCO dataset rasterises them from its listing, even one with problems), expecting images of
+    `channels` channels (model.in_channels)."""
     n = len(class_names(data_cfg))
-    if ds_cfg.name in ("pascal_context", "nyud", "siftflow"):
-        return empty_reader(ds_cfg.name, ds_cfg.root, n, int(data_cfg.ignore_index))
-    colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
-    # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
     ignore = int(data_cfg.ignore_index)
-    lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
-    return PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore)
+    if ds_cfg.name in ("pascal_context", "nyud", "siftflow"):
+        reader = empty_reader(ds_cfg.name, ds_cfg.root, n, ignore, label_map(data_cfg))
+    elif isinstance(listing, CocoListing):
+        reader = CocoSegmentation(
+            listing.annotations,
+            "",
+            class_names(data_cfg),
+            None,
+            data_cfg.coco_unlisted,
+            data_cfg.coco_overlap,
+            ignore,
+            listing,
+        )
+    else:
+        colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
+        # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
+        lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
+        reader = PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg))
+    # The paper's readers list their colour images (NYUDv2's other modalities are listed as files
+    # beside them): those are RGB whatever model.in_channels the stacked input gives.
+    reader.channels = 3 if ds_cfg.name in ("pascal_context", "nyud", "siftflow") else int(channels)
+    return reader
+
+
+def external_dataset(ds_cfg: Any, data_cfg: Any) -> ExternalDataset:
+    """Return the Dataset class a split names by import path, constructed (its first item read: the
+    protocol check build_dataset makes)."""
+    from fcn.data import build_dataset
+
+    return build_dataset(ds_cfg, data_cfg)
 
 
 def read_pairs(
@@ -197,6 +297,7 @@ def summarise(
         report.good += 1
         report.counts += result.counts
         report.present_pixels += np.where(result.counts > 0, result.counts.sum(), 0)
+        report.kinds[result.kind] = report.kinds.get(result.kind, 0) + 1
         w, h = result.size
         low, high = report.min_size or (w, h), report.max_size or (w, h)
         report.min_size = (min(low[0], w), min(low[1], h))
@@ -214,22 +315,44 @@ def check_dataset(cfg: Any, progress: Optional[bool] = None) -> list[SplitReport
     listings = {}
     for key in SPLITS:
         try:
-            listings[key] = list_split(cfg.data[key])
+            listings[key] = list_split(cfg.data[key], cfg.data)
         except (OSError, ValueError) as exc:
             raise ValueError(f"data.{key}: {exc}") from None
+    externals = {}  # a Dataset class by import path: constructed (and its first item read) now
+    for key in SPLITS:
+        if is_import_path(cfg.data[key].name):
+            try:
+                externals[key] = external_dataset(cfg.data[key], cfg.data)
+            except ValueError as exc:
+                raise ValueError(f"data.{key}: {exc}") from None
     workers = int(cfg.data.num_workers)
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 0 else None
         jobs = []
         for key in SPLITS:  # both splits queued before either is summarised: no idle worker between
             ds_cfg, listing = cfg.data[key], listings[key]
+            if key in externals:  # read here, in order: a user's class need not pickle
+                dataset = externals[key]
+                results = map(functools.partial(inspect_item, dataset=dataset), range(len(dataset)))
+                jobs.append((key, ds_cfg, listing, results, len(dataset)))
+                continue
             pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
-            results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data), pool)
+            results = read_pairs(pairs, mask_reader(ds_cfg, cfg.data, listing, cfg.model.in_channels), pool)
             jobs.append((key, ds_cfg, listing, results, len(pairs)))
         return [
-            summarise(f"data.{key}", f"{ds.name}/{ds.split} in {ds.root}", listing, results, n, progress)
+            summarise(f"data.{key}", describe(ds), listing, results, n, progress)
             for key, ds, listing, results, n in jobs
         ]
+
+
+def describe(ds_cfg: Any) -> str:
+    """Return how the report names a split: 'name/split in root', a COCO JSON and its images, or a
+    Dataset class with its args."""
+    if is_import_path(ds_cfg.name):
+        return f"{ds_cfg.name} with args {dict(ds_cfg.args)}"
+    if ds_cfg.name == "coco":
+        return f"coco {ds_cfg.annotations} with images in {ds_cfg.images}"
+    return f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
 
 
 def class_weights(counts: np.ndarray) -> list[float]:
@@ -284,25 +407,39 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
 
     h = hashlib.sha256()
     h.update(f"{ds_cfg.name}\n{[list(c) for c in data_cfg.palette]}\n".encode())
+    if len(data_cfg.label_map) or data_cfg.reduce_zero_label:  # so that the old caches stay valid
+        h.update(f"{sorted(dict(data_cfg.label_map).items())} {bool(data_cfg.reduce_zero_label)}\n".encode())
+    if isinstance(listing, CocoListing):
+        # Its masks may not be rasterised yet: the key of the JSON and its options stands for them.
+        h.update(listing.key.encode())
+        return h.hexdigest()[:16]
     for i, mask in zip(listing.ids, listing.masks):
         stat = mask.stat()
         h.update(f"{i}\t{mask.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
-def split_report_cached(ds_cfg: Any, data_cfg: Any, workers: int = 0) -> tuple[SplitReport, Path, bool]:
-    """Return (the split's SplitReport counts, the cache file, whether it was read from the cache).
+def split_report_cached(
+    ds_cfg: Any, data_cfg: Any, workers: int = 0, channels: int = 3
+) -> tuple[SplitReport, Optional[Path], bool]:
+    """Return (the split's SplitReport counts, the cache file (None for a Dataset class by import
+    path: counted each time), whether it was read from the cache).
 
     The pixel counts are those of check_dataset, read once and cached in
     <root>/.fcn_class_counts_<split>_<checksum>.json (see counts_checksum); a root that cannot be
     written is not an error (the counts are then computed again by the next run)."""
     import json
 
-    listing = list_split(ds_cfg)
+    if is_import_path(ds_cfg.name):  # no files to checksum: counted each time, not cached
+        dataset = external_dataset(ds_cfg, data_cfg)
+        results = map(functools.partial(inspect_item, dataset=dataset), range(len(dataset)))
+        return summarise("data.train", describe(ds_cfg), Listing(), results, len(dataset), progress=False), None, False
+    listing = list_split(ds_cfg, data_cfg)
     if listing.error is not None:
         raise listing.error
-    cache = Path(ds_cfg.root) / f".fcn_class_counts_{ds_cfg.split}_{counts_checksum(ds_cfg, data_cfg, listing)}.json"
-    description = f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
+    where = listing.cache_dir if isinstance(listing, CocoListing) else Path(ds_cfg.root)
+    cache = where / f".fcn_class_counts_{ds_cfg.split}_{counts_checksum(ds_cfg, data_cfg, listing)}.json"
+    description = describe(ds_cfg)
     report = SplitReport("data.train", description, len(listing.ids))
     try:
         saved = json.loads(cache.read_text(encoding="utf-8"))
@@ -315,10 +452,14 @@ def split_report_cached(ds_cfg: Any, data_cfg: Any, workers: int = 0) -> tuple[S
     pairs = list(dict.fromkeys(zip(listing.images, listing.masks)))
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 0 and len(pairs) > 1 else None
-        results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg), pool)
+        results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg, listing, channels), pool)
         report = summarise("data.train", description, listing, results, len(pairs), progress=False)
     text = json.dumps(
-        {"counts": report.counts.tolist(), "present_pixels": report.present_pixels.tolist(), "good": report.good}
+        {
+            "counts": report.counts.tolist(),
+            "present_pixels": report.present_pixels.tolist(),
+            "good": report.good,
+        }
     )
     try:
         from fcn.checkpoint import atomic_write
@@ -351,6 +492,9 @@ def format_split(report: SplitReport, names: Sequence[str], ignore_index: int = 
         lines.append(f"  {label:>5}  {name:<{width}}  {pixels:>13,}  {100 * pixels / total:>5.1f}%")
     (w0, h0), (w1, h1) = report.min_size, report.max_size
     lines.append(f"  image size: W {w0}..{w1}, H {h0}..{h1}")
+    kinds = ", ".join(f"{kind} x {n}" for kind, n in sorted(report.kinds.items()) if kind)
+    if kinds:
+        lines.append(f"  images as stored: {kinds}")
     return lines
 
 

@@ -40,8 +40,12 @@ VOC_CLASSES = (
 )
 """The 21 PASCAL VOC classes in label order (fcn.berkeleyvision.org data/pascal/classes.txt)."""
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-"""Image file endings a VOC-layout folder may use, tried in this order."""
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".npy")
+"""Image file endings a VOC-layout folder may use, tried in this order (.tif/.tiff/.npy: N-channel
+images, see read_channels)."""
+
+ARRAY_EXTENSIONS = (".tif", ".tiff", ".npy")
+"""Image files read as arrays of any channel count (tifffile, NumPy) instead of through PIL."""
 
 
 def voc_palette() -> np.ndarray:
@@ -154,6 +158,122 @@ def read_image(path: str | os.PathLike, upright: bool = False) -> Image.Image:
     return to_rgb(img)
 
 
+def _array_file(path: Path) -> np.ndarray:
+    """Return the pixels of a .npy or TIFF file as stored, with TIFF planes moved last (HxWxC)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        import tifffile  # imported here: only N-channel datasets need it
+
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            array, axes = series.asarray(), series.axes
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except Exception as exc:  # NumPy and tifffile raise several unrelated types for damaged files
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{path}: cannot read the image ({reason}); the file is damaged or not an image") from None
+    # tifffile names the axes: 'YXS' is interleaved (samples last); 'CYX', 'SYX', 'QYX' or 'IYX'
+    # is planar (one page or sample plane per channel), the usual layout of multispectral files.
+    if array.ndim == 3 and axes[-2:] == "YX":
+        array = np.moveaxis(array, 0, -1)
+    return array
+
+
+def image_array(path: str | os.PathLike, upright: bool = False) -> np.ndarray:
+    """Return the pixels at `path` as stored, HxWxC (HxW files get C = 1): .tif/.tiff/.npy through
+    tifffile/NumPy, other files through PIL (L/I;16/F one channel, LA two, RGB and palette three,
+    RGBA four); ValueError naming the file when it cannot be read as an image."""
+    path = Path(path)
+    if path.suffix.lower() in ARRAY_EXTENSIONS:
+        array = _array_file(path)
+    else:
+        img = _open(path)
+        if upright:
+            img = ImageOps.exif_transpose(img)
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGB" if img.mode != "1" else "L")
+        array = np.array(img)  # a copy: torch.from_numpy wants writable memory
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"{path}: image array has shape {array.shape}; expected HxWxC or HxW")
+    return array
+
+
+class LayerInput(np.ndarray):
+    """An H x W x C float32 array that is the network input already: the authors' data-layer input
+    (fcn/data/paper.py: NYUDv2's stacked modalities, SIFT Flow's BGR, each minus its mean). The
+    transforms move it geometrically and do not scale or normalise it (unlike read_channels' float
+    pixels, which are on the 0-255 scale). Make one with ``array.view(LayerInput)``."""
+
+
+def read_channels(path: str | os.PathLike, channels: int = 3, upright: bool = False) -> Image.Image | np.ndarray:
+    """Return the image at `path` with `channels` channels: an 8-bit RGB PIL image when channels is 3
+    and the file is not a .tif/.tiff/.npy (read_image, unchanged), else an HxWxC array, uint8 for
+    8-bit pixels and float32 on the 0-255 scale otherwise (16-bit / 257, float * 255: a float 1.0
+    is white). ValueError naming the file when it has another channel count or an unsupported type.
+
+    Arrays may be HxWxC or HxW (one channel); a TIFF may also be planar (CxHxW, tifffile's 'CYX').
+    PIL files give their own channels: L/I;16/F one, LA two, RGB (and palette) three, RGBA four.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in ARRAY_EXTENSIONS and channels == 3:
+        return read_image(path, upright)
+    array = image_array(path, upright)
+    if array.ndim == 3 and array.shape[2] == 1 and channels == 3:
+        array = np.repeat(array, 3, axis=2)  # grey for an RGB model, as to_rgb does for PIL images
+    if array.shape[2] != channels:
+        raise ValueError(
+            f"{path}: image has {array.shape[2]} channels, expected {channels} (model.in_channels); "
+            "fix the file or set model.in_channels"
+        )
+    return scale_pixels(array, path)
+
+
+def scale_pixels(array: np.ndarray, path: str | os.PathLike = "image") -> np.ndarray:
+    """Return an HxWxC array on the 0-255 scale the transforms take: uint8 as it is (no copy),
+    uint16 (and bool) as float32 x / 257 (x * 255), float as float32 x * 255; ValueError otherwise."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.float32) * np.float32(255.0)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(257.0)
+    if np.issubdtype(array.dtype, np.floating):
+        out = array.astype(np.float32) * np.float32(255.0)
+        if not np.isfinite(out).all():
+            raise ValueError(f"{path}: image holds NaN or infinite values; fill them (e.g. 0) before training")
+        return out
+    raise ValueError(
+        f"{path}: pixel type {array.dtype} is not supported; save images as uint8, uint16 or float "
+        "(float 1.0 = the 8-bit 255)"
+    )
+
+
+def display_pixels(image: Image.Image | np.ndarray, display: Sequence[int] = ()) -> np.ndarray:
+    """Return the HxWx3 uint8 picture of an image as read_channels gives it: the channels `display`
+    names (three as R, G, B, one as grey; empty: 0-2, or 0 as grey below three channels), float
+    pixels rounded and clipped to 0..255 (data.display_channels)."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    shown = list(display) or ([0, 1, 2] if array.shape[2] >= 3 else [0])
+    picture = array[:, :, shown if len(shown) == 3 else shown * 3]
+    if picture.dtype != np.uint8:
+        picture = np.clip(np.rint(picture), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(picture)
+
+
+def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    """Return (width, height) of a PIL image or an HxW(xC) array."""
+    if isinstance(image, np.ndarray):
+        return int(image.shape[1]), int(image.shape[0])
+    return image.width, image.height
+
+
 def palette_lookup(colours: np.ndarray) -> dict[int, int]:
     """Return {packed 0xRRGGBB colour: label} for a (N, 3) palette; the first label of a repeated colour wins."""
     lut: dict[int, int] = {}
@@ -193,17 +313,28 @@ def rgb_to_index(rgb: np.ndarray, lut: dict[int, int], path: Path) -> np.ndarray
     return labels[inverse.reshape(packed.shape)]
 
 
-def read_png_mask(path: Path, lut: Optional[dict[int, int]] = None) -> np.ndarray:
-    """Return the HxW uint8 label map of a mask image: palette ('P') or grayscale indices, or colours via `lut`."""
+def read_png_mask(path: Path, lut: Optional[dict[int, int]] = None, raw: bool = False) -> np.ndarray:
+    """Return the HxW label map of a mask image: palette ('P') or grayscale indices, or colours via `lut`.
+
+    uint8, except with raw=True, where an 8- or 16-bit grayscale mask keeps its raw ids (a uint16 or
+    int32 array; ids above 255 allowed) for a LabelMap to translate; otherwise ids above 255 are an error.
+    """
     img = _open(path)
     if img.mode in ("P", "L", "1"):
         # np.array of a 'P' image gives the palette indices, i.e. the labels (VOC's SegmentationClass);
         # a 1-bit mask gives labels 0 and 1.
         return np.array(img, dtype=np.uint8)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+    if img.mode in _INTEGER_MODES:
         arr = np.asarray(img)
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise ValueError(f"{path}: 16-bit mask has values outside 0..255; save labels as an 8-bit PNG")
+        if arr.size and arr.min() < 0:
+            raise ValueError(f"{path}: mask has negative values; label ids must be 0 or more")
+        if raw:
+            return arr
+        if arr.size and arr.max() > 255:
+            raise ValueError(
+                f"{path}: 16-bit mask has values outside 0..255; save labels as an 8-bit PNG, "
+                "or translate its ids with data.label_map"
+            )
         return arr.astype(np.uint8)
     if img.mode in ("RGB", "RGBA"):
         if lut is None:
@@ -212,6 +343,70 @@ def read_png_mask(path: Path, lut: Optional[dict[int, int]] = None) -> np.ndarra
     raise ValueError(
         f"{path}: mask image mode {img.mode!r} is not supported; save labels as a palette or grayscale PNG"
     )
+
+
+MAX_RAW_ID = 65535
+"""The largest raw label id a LabelMap translates (16-bit masks)."""
+
+
+class LabelMap:
+    """data.label_map and data.reduce_zero_label: raw mask ids -> class indices, the one place where
+    every dataset kind's masks are translated (after the reader, before the checks and transforms).
+
+    label_map: {raw id: class index}; ids it does not list become ignore_index. reduce_zero_label
+    (mmsegmentation's rule): raw 0 -> ignore_index, raw k -> k - 1, raw 255 (void) stays ignored.
+    With neither, masks pass through unchanged (ids above 255 are an error). Raw ids may be 0..65535
+    (16-bit PNGs); the result is uint8, by one lookup in a 64 KiB table.
+    """
+
+    def __init__(
+        self, label_map: Optional[dict[int, int]] = None, reduce_zero_label: bool = False, ignore_index: int = VOID
+    ) -> None:
+        self.ignore_index = int(ignore_index)
+        self.table: Optional[np.ndarray] = None  # raw id -> class index
+        self.listed: Optional[np.ndarray] = None  # raw id -> whether data.label_map names it
+        self.max_raw = MAX_RAW_ID  # the largest raw id the table can translate
+        if label_map:
+            self.table = np.full(MAX_RAW_ID + 1, self.ignore_index, np.uint8)
+            self.listed = np.zeros(MAX_RAW_ID + 1, bool)
+            for raw, index in label_map.items():
+                self.table[int(raw)] = int(index)
+                self.listed[int(raw)] = True
+        elif reduce_zero_label:
+            self.max_raw = 256  # k - 1 must fit 0..255
+            self.table = np.zeros(MAX_RAW_ID + 1, np.uint8)
+            self.table[1:257] = np.arange(256)
+            self.table[0] = self.table[255] = self.ignore_index
+        self._lut8 = None if self.table is None else self.table[:256].tolist()
+
+    @property
+    def identity(self) -> bool:
+        """Return whether masks pass through unchanged (no label_map, no reduce_zero_label)."""
+        return self.table is None
+
+    def __call__(self, raw: np.ndarray, path: object) -> np.ndarray:
+        """Return the uint8 class-index map of raw ids; ValueError naming `path` for an id it cannot map."""
+        if raw.dtype != np.uint8 and raw.size:  # 8-bit ids always fit: no scan of the mask for them
+            low, high = int(raw.min()), int(raw.max())
+            limit = 255 if self.table is None else self.max_raw
+            if low < 0 or high > limit:
+                hint = "translate them with data.label_map" if self.table is None else "they cannot be mapped"
+                raise ValueError(f"{path}: label ids {low}..{high} do not fit 0..{limit}; {hint}")
+        if self.table is None:
+            return raw.astype(np.uint8, copy=False)
+        if raw.dtype == np.uint8 and raw.ndim == 2:
+            # PIL's point() is a plain C lookup: 3x faster than numpy's gather on a 2048x1024 mask.
+            return np.array(Image.fromarray(raw).point(self._lut8))
+        return np.take(self.table, raw)
+
+    def unlisted(self, raw: np.ndarray) -> dict[int, int]:
+        """Return {raw id: pixels} of the ids data.label_map does not list (they train as ignored)."""
+        if self.listed is None or raw.size == 0:
+            return {}
+        counts = np.bincount(raw.ravel().astype(np.int64), minlength=1)  # ids are checked to be >= 0 first
+        ids = np.flatnonzero(counts)
+        keep = ids[(ids > MAX_RAW_ID) | ~self.listed[np.minimum(ids, MAX_RAW_ID)]]
+        return {int(i): int(counts[i]) for i in keep}
 
 
 def read_sbd_mat(path: Path) -> np.ndarray:
@@ -239,14 +434,19 @@ def read_sbd_mat(path: Path) -> np.ndarray:
 
 
 def check_pair(
-    image: Image.Image, mask: np.ndarray, num_classes: Optional[int], mask_path: Path, ignore_index: int = VOID
+    image: Image.Image | np.ndarray,
+    mask: np.ndarray,
+    num_classes: Optional[int],
+    mask_path: Path,
+    ignore_index: int = VOID,
 ) -> None:
     """Raise ValueError naming `mask_path` when the mask's size or labels do not fit the image and
     classes: labels must lie in 0..num_classes-1 or equal ignore_index."""
-    if mask.shape != (image.height, image.width):
+    width, height = image_size(image)
+    if mask.shape != (height, width):
         raise ValueError(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
-            f"{image.width}x{image.height}; masks must match their images pixel for pixel"
+            f"{width}x{height}; masks must match their images pixel for pixel"
         )
     if num_classes is not None:
         counts = np.bincount(mask.ravel(), minlength=256)  # cheaper than np.unique on 500x375 masks
@@ -261,10 +461,14 @@ def check_pair(
 
 
 class PairDataset:
-    """Image/mask pairs listed by id; an item is (RGB PIL image, uint8 HxW mask) or transforms(image, mask).
+    """Image/mask pairs listed by id; an item is (image, uint8 HxW mask) or transforms(image, mask).
+
+    The image is what read_channels gives for `channels` (model.in_channels; build_dataset sets it):
+    an RGB PIL image for 3-channel JPEG/PNG files, else an HxWxC array.
 
     A plain map-style dataset (torch's DataLoader needs only __len__ and __getitem__), so that
-    importing the datasets does not import torch.
+    importing the datasets does not import torch. `labels` (data.label_map / reduce_zero_label)
+    translates each mask's raw ids before the label check.
     """
 
     def __init__(
@@ -276,6 +480,7 @@ class PairDataset:
         num_classes: Optional[int] = None,
         lut: Optional[dict[int, int]] = None,
         ignore_index: int = VOID,
+        labels: Optional[LabelMap] = None,
     ) -> None:
         self.ids = ids
         self.ignore_index = ignore_index
@@ -284,18 +489,24 @@ class PairDataset:
         self.transforms = transforms
         self.num_classes = num_classes
         self._lut = lut
+        self.labels = labels if labels is not None else LabelMap(ignore_index=ignore_index)
+        self.channels = 3
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def load_mask(self, path: Path) -> np.ndarray:
-        """Return the label map at `path` (.mat: SBD's GTcls; else a PNG mask)."""
+    def load_raw_mask(self, path: Path) -> np.ndarray:
+        """Return the raw ids of the mask at `path` (.mat: SBD's GTcls; else a PNG mask, 16-bit allowed)."""
         if path.suffix == ".mat":
             return read_sbd_mat(path)
-        return read_png_mask(path, self._lut)
+        return read_png_mask(path, self._lut, raw=not self.labels.identity)
+
+    def load_mask(self, path: Path) -> np.ndarray:
+        """Return the uint8 class-index map at `path`: its raw ids through data.label_map / reduce_zero_label."""
+        return self.labels(self.load_raw_mask(path), path)
 
     def __getitem__(self, index: int):
-        image = read_image(self.images[index])
+        image = read_channels(self.images[index], self.channels)
         mask = self.load_mask(self.masks[index])
         check_pair(image, mask, self.num_classes, self.masks[index], self.ignore_index)
         if self.transforms is not None:

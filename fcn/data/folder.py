@@ -23,6 +23,7 @@ import numpy as np
 from fcn.config import read_text
 from fcn.data.common import (
     VOID,
+    LabelMap,
     IMAGE_EXTENSIONS,
     PairDataset,
     colour_lookup,
@@ -198,6 +199,7 @@ class FolderSegmentation(PairDataset):
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = None,
         ignore_index: int = VOID,
+        labels: Optional[LabelMap] = None,
     ) -> None:
         listing = list_folder(root, split)
         if listing.error is not None:
@@ -212,6 +214,7 @@ class FolderSegmentation(PairDataset):
             num_classes,
             colour_lookup(palette, num_classes, ignore_index),
             ignore_index,
+            labels,
         )
         self.root = Path(root)
         self.split = split

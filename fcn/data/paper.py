@@ -19,9 +19,11 @@ contract: an item is (image, mask) or transforms(image, mask).
   image is the layer's input (BGR minus (114.578, 115.294, 108.353), float32 H x W x 3); the mask is
   2 x H x W: semantic (33 classes), then geometric (3 classes).
 
-The float images are already normalised (data.transforms.normalization=caffe is required for nyud
-and siftflow, which the config checks): the transforms move their C channels geometrically and pass
-their values through. Like every reader here, no torch is imported.
+The float images are already normalised, marked so by their type (fcn.data.common.LayerInput;
+data.transforms.normalization=caffe is required for nyud and siftflow, which the config checks): the
+transforms move their C channels geometrically and pass their values through. Masks are the raw maps
+(load_raw_mask); data.label_map applies after, as for every reader. Like every reader here, no
+torch is imported.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from fcn.config import MODALITY_CHANNELS, read_text
-from fcn.data.common import VOID, PairDataset, _open, list_names, read_image, require_dir
+from fcn.data.common import VOID, LabelMap, LayerInput, PairDataset, _open, list_names, read_image, require_dir
 from fcn.data.folder import Listing, Problem, list_pairs, read_split_leniently
 
 PASCAL_CONTEXT_CLASSES = (
@@ -167,11 +169,14 @@ class PascalContextSegmentation(PairDataset):
         num_classes: Optional[int] = 60,
         ignore_index: int = VOID,
         class_names: Optional[Sequence[str]] = None,
+        labels: Optional[LabelMap] = None,
     ) -> None:
         listing = list_pascal_context(root, split)
         if listing.error is not None:
             raise listing.error
-        super().__init__(listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index)
+        super().__init__(
+            listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index, labels
+        )
         self.root, self.split = Path(root), split
         self.context_dir = pascal_context_dirs(root)[1]
         self.table = pascal_context_lookup(self.context_dir)
@@ -183,7 +188,7 @@ class PascalContextSegmentation(PairDataset):
                     f"(after background); set data.classes=[background,{','.join(expected)}]"
                 )
 
-    def load_mask(self, path: Path) -> np.ndarray:
+    def load_raw_mask(self, path: Path) -> np.ndarray:
         """Return the 60-class label map of a trainval/<id>.mat (LabelMap through the 400 -> 59 table)."""
         label_400 = read_mat(path, "LabelMap")
         if label_400.size and (label_400.min() < 0 or label_400.max() >= len(self.table)):
@@ -191,9 +196,11 @@ class PascalContextSegmentation(PairDataset):
         return self.table[label_400.astype(np.int64)]
 
 
-def _empty_pascal_context(num_classes: int, ignore_index: int, root: str | Path) -> PascalContextSegmentation:
+def _empty_pascal_context(
+    num_classes: int, ignore_index: int, root: str | Path, labels: Optional[LabelMap] = None
+) -> PascalContextSegmentation:
     reader = PascalContextSegmentation.__new__(PascalContextSegmentation)
-    PairDataset.__init__(reader, [], [], [], None, num_classes, None, ignore_index)
+    PairDataset.__init__(reader, [], [], [], None, num_classes, None, ignore_index, labels)
     reader.context_dir = pascal_context_dirs(root)[1]
     reader.table = pascal_context_lookup(reader.context_dir)
     return reader
@@ -262,7 +269,7 @@ def nyud_input(color_path: Path, modalities: Sequence[str]) -> np.ndarray:
         raise ValueError(f"{color_path}: the modalities {list(modalities)} differ in size: {sorted(shapes)}")
     out = np.concatenate(parts, axis=2).astype(np.float32)
     assert out.shape[2] == sum(MODALITY_CHANNELS[m] for m in modalities)
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(out).view(LayerInput)
 
 
 class NYUDSegmentation(PairDataset):
@@ -276,14 +283,17 @@ class NYUDSegmentation(PairDataset):
         num_classes: Optional[int] = 40,
         ignore_index: int = VOID,
         modalities: Sequence[str] = ("color",),
+        labels: Optional[LabelMap] = None,
     ) -> None:
         listing = list_nyud(root, split, modalities)
         if listing.error is not None:
             raise listing.error
-        super().__init__(listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index)
+        super().__init__(
+            listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index, labels
+        )
         self.root, self.split, self.modalities = Path(root), split, tuple(modalities)
 
-    def load_mask(self, path: Path) -> np.ndarray:
+    def load_raw_mask(self, path: Path) -> np.ndarray:
         """Return segmentation/img_<id>.mat's labels minus 1 (void 0 -> 255)."""
         return minus_one(read_mat(path, "segmentation"))
 
@@ -324,7 +334,7 @@ def list_siftflow(root: str | Path, split: str) -> Listing:
 def siftflow_input(path: Path) -> np.ndarray:
     """Return the float32 H x W x 3 input of siftflow_layers.py: BGR minus its mean."""
     rgb = np.asarray(read_image(path), dtype=np.float32)
-    return np.ascontiguousarray(rgb[:, :, ::-1] - np.asarray(SIFTFLOW_MEAN_BGR, np.float32))
+    return np.ascontiguousarray(rgb[:, :, ::-1] - np.asarray(SIFTFLOW_MEAN_BGR, np.float32)).view(LayerInput)
 
 
 def geometric_path(semantic: Path) -> Path:
@@ -343,14 +353,17 @@ class SIFTFlowSegmentation(PairDataset):
         num_classes: Optional[int] = 33,
         ignore_index: int = VOID,
         geometric_classes: int = 3,
+        labels: Optional[LabelMap] = None,
     ) -> None:
         listing = list_siftflow(root, split)
         if listing.error is not None:
             raise listing.error
-        super().__init__(listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index)
+        super().__init__(
+            listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index, labels
+        )
         self.root, self.split, self.geometric_classes = Path(root), split, geometric_classes
 
-    def load_mask(self, path: Path) -> np.ndarray:
+    def load_raw_mask(self, path: Path) -> np.ndarray:
         """Return the semantic labels of SemanticLabels/<D>/<id>.mat minus 1 (0 -> 255)."""
         return minus_one(read_mat(path, "S"))
 
@@ -383,13 +396,15 @@ def check_array_pair(
     check_pair(_Size, mask, num_classes, mask_path, ignore_index)  # type: ignore[arg-type]
 
 
-def empty_reader(name: str, root: str | Path, num_classes: int, ignore_index: int) -> PairDataset:
+def empty_reader(
+    name: str, root: str | Path, num_classes: int, ignore_index: int, labels: Optional[LabelMap] = None
+) -> PairDataset:
     """Return an empty dataset of `name` whose load_mask reads its masks (fcn.data.check's reader)."""
     if name == "pascal_context":
-        return _empty_pascal_context(num_classes, ignore_index, root)
+        return _empty_pascal_context(num_classes, ignore_index, root, labels)
     cls = NYUDSegmentation if name == "nyud" else SIFTFlowSegmentation
     reader = cls.__new__(cls)
-    PairDataset.__init__(reader, [], [], [], None, num_classes, None, ignore_index)
+    PairDataset.__init__(reader, [], [], [], None, num_classes, None, ignore_index, labels)
     return reader
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import VOID, PairDataset, colour_lookup, list_names, require_dir
+from fcn.data.common import VOID, LabelMap, PairDataset, colour_lookup, list_names, require_dir
 from fcn.data.folder import Listing, list_pairs, read_split_leniently
 from fcn.data.voc import list_voc, voc_dir, voc_split_file
 
@@ -67,12 +67,13 @@ class SBDSegmentation(PairDataset):
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = 21,
         ignore_index: int = VOID,
+        labels: Optional[LabelMap] = None,
     ) -> None:
         listing = list_sbd(root, split)
         if listing.error is not None:
             raise listing.error
         super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, ignore_index=ignore_index
+            listing.ids, listing.images, listing.masks, transforms, num_classes, ignore_index=ignore_index, labels=labels
         )
         self.root = Path(root)
         self.split = split
@@ -92,13 +93,14 @@ class VOCAugSegmentation(PairDataset):
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = 21,
         ignore_index: int = VOID,
+        labels: Optional[LabelMap] = None,
     ) -> None:
         listing = list_voc_aug(root, split)
         if listing.error is not None:
             raise listing.error
         lut = colour_lookup(None, num_classes, ignore_index)
         super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index
+            listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index, labels
         )
         self.root = Path(root)
         self.split = split

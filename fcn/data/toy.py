@@ -1,11 +1,20 @@
 """A small synthetic dataset in VOC layout for demos and tests: shapes on textured backgrounds.
 
     python -m fcn.data.toy --root data/toy [--seed 0] [--train 2000 --val 200 --size 96]
+    python -m fcn.data.toy --root data/toy_coco --format coco    # the same images as COCO JSON
 
 Each image holds one to three circles, squares and triangles (rotated, of random size, possibly
 overlapping or cut by the border) over a textured, noisy background. Shapes and background take
 random colours from the same distribution, so only the shape tells the class. Masks are VOC-style
 palette PNGs with a thin void (255) band on every boundary. Output is deterministic from the seed.
+
+--format coco writes the same images to <root>/images/ and their annotations to
+<root>/annotations/<split>.json, as an annotation tool exports them: one annotation per shape in
+drawing order, a polygon (a circle as a 64-gon), except one shape in ten as uncompressed and one in
+ten as compressed RLE; and per image the void band as a compressed-RLE annotation of a category
+'void' that the classes leave out. With data.coco_overlap=last (a later shape covers an earlier
+one, as drawn) and data.coco_unlisted=ignore (the band is ignored) the masks are the VOC layout's
+up to the pixels where pycocotools' polygon fill differs from PIL's (predefined_configs/toy_coco.yml).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -97,12 +106,26 @@ def _void_band(label: np.ndarray) -> np.ndarray:
     return band
 
 
+CIRCLE_VERTICES = 64
+"""Vertices of the polygon a circle is exported as (--format coco): within 0.12% of its radius."""
+
+
 def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Return one (HxWx3 uint8 image, HxW uint8 mask) pair drawn from `rng`."""
+    image, label, _ = make_sample_shapes(rng, size)
+    return image, label
+
+
+def make_sample_shapes(
+    rng: np.random.Generator, size: int
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, list[tuple[float, float]]]]]:
+    """Return make_sample's pair and its shapes in drawing order: (class, polygon vertices) each,
+    a circle as a CIRCLE_VERTICES-gon (the pixels are drawn as an ellipse)."""
     img = _background(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
     bg_mean = img.reshape(-1, 3).mean(0)
     texture = _texture(rng, size, 15.0)  # shared by the shapes of this image
+    shapes = []
     for _ in range(int(rng.integers(1, 4))):
         kind = int(rng.integers(1, len(TOY_CLASSES)))
         r = rng.uniform(0.12, 0.26) * size
@@ -111,8 +134,12 @@ def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
         draw = ImageDraw.Draw(shape)
         if kind == 1:
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=1)
+            t = 2 * np.pi * np.arange(CIRCLE_VERTICES) / CIRCLE_VERTICES
+            shapes.append((kind, list(zip((cx + r * np.cos(t)).tolist(), (cy + r * np.sin(t)).tolist()))))
         else:
-            draw.polygon(_polygon(kind, cx, cy, r, rng.uniform(0, 2 * np.pi)), fill=1)
+            polygon = _polygon(kind, cx, cy, r, rng.uniform(0, 2 * np.pi))
+            draw.polygon(polygon, fill=1)
+            shapes.append((kind, [(float(x), float(y)) for x, y in polygon]))
         inside = np.asarray(shape, dtype=bool)
         # A colour far enough from the background that the shape is visible, but otherwise random.
         for _ in range(20):
@@ -122,42 +149,127 @@ def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
         img[inside] = colour.astype(np.float32) + texture[inside]
         label[inside] = kind
     label[_void_band(label)] = VOID
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), label
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), label, shapes
 
 
-def _write_images(directory: str, split: str, code: int, indices: range, seed: int, size: int) -> None:
-    """Write the images and masks of `split` with the given indices into `directory`."""
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """Return COCO's uncompressed RLE of a bool mask: run lengths in column-major order, zeros first."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]]))
+    counts = ([0] if flat.size and flat[0] else []) + runs.tolist()
+    return {"size": list(mask.shape), "counts": counts}
+
+
+def _compressed_rle(mask: np.ndarray) -> dict:
+    """Return COCO's compressed RLE of a bool mask (counts as the JSON string)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
+
+
+def _clip_polygon(polygon: list[tuple[float, float]], size: float) -> list[tuple[float, float]]:
+    """Return the polygon clipped to the image [0, size] x [0, size] (Sutherland-Hodgman), as
+    annotation tools clip a shape cut by the border."""
+    for axis in (0, 1):
+        for bound, inside in ((0.0, lambda v: v >= 0.0), (size, lambda v: v <= size)):
+            out = []
+            for k, p in enumerate(polygon):
+                q = polygon[k - 1]
+                if inside(p[axis]) != inside(q[axis]):  # the edge q -> p crosses the bound
+                    t = (bound - q[axis]) / (p[axis] - q[axis])
+                    cut = [q[0] + t * (p[0] - q[0]), q[1] + t * (p[1] - q[1])]
+                    cut[axis] = bound
+                    out.append((cut[0], cut[1]))
+                if inside(p[axis]):
+                    out.append(p)
+            polygon = out
+    return polygon
+
+
+def _coco_annotations(i: int, shapes: list, label: np.ndarray) -> list[dict]:
+    """Return the annotations of image `i` (no ids yet): its shapes in drawing order, then its void band."""
+    from pycocotools import mask as mask_utils
+
+    size = label.shape[0]
+    out = []
+    for j, (kind, polygon) in enumerate(shapes):
+        flat = [round(c, 2) for xy in _clip_polygon(polygon, size) for c in xy]
+        segmentation: Any = [flat]
+        if (i + j) % 10 in (0, 5):  # RLE of the polygon's own pixels, so the mask is the same either way
+            pixels = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([flat], size, size))).astype(
+                bool
+            )
+            segmentation = _uncompressed_rle(pixels) if (i + j) % 10 == 0 else _compressed_rle(pixels)
+        out.append({"category_id": kind, "segmentation": segmentation, "iscrowd": 0})
+    void = label == VOID
+    if void.any():
+        out.append({"category_id": len(TOY_CLASSES), "segmentation": _compressed_rle(void), "iscrowd": 0})
+    return out
+
+
+def _write_images(
+    directory: str, split: str, code: int, indices: range, seed: int, size: int, fmt: str = "voc"
+) -> list[list[dict]]:
+    """Write the images (and masks) of `split` with the given indices into `directory`; return
+    each image's COCO annotations when fmt is 'coco'."""
     directory = Path(directory)
     pal = make_palette(TOY_PALETTE).tobytes()
+    annotations = []
     for i in indices:
         # One generator per image, keyed by (seed, split, index): the output does not depend on the
         # number of worker processes, and adding images leaves the others unchanged.
-        image, label = make_sample(np.random.default_rng([seed, code, i]), size)
+        image, label, shapes = make_sample_shapes(np.random.default_rng([seed, code, i]), size)
         name = f"{split}_{i:05d}"
+        if fmt == "coco":
+            Image.fromarray(image).save(directory / "images" / f"{name}.jpg", quality=95)
+            annotations.append(_coco_annotations(i, shapes, label))
+            continue
         Image.fromarray(image).save(directory / "JPEGImages" / f"{name}.jpg", quality=95)
         mask = Image.fromarray(label, mode="P")
         mask.putpalette(pal)
         mask.save(directory / "SegmentationClass" / f"{name}.png")
+    return annotations
 
 
-def _write_all(directory: Path, counts: dict[str, int], seed: int, size: int, workers: int) -> None:
-    """Write every split's images (in `workers` processes when > 1) and ImageSets/Segmentation/<split>.txt."""
+def _write_all(
+    directory: Path, counts: dict[str, int], seed: int, size: int, workers: int, fmt: str = "voc"
+) -> None:
+    """Write every split's images (in `workers` processes when > 1) and ImageSets/Segmentation/<split>.txt,
+    or with fmt 'coco' annotations/<split>.json."""
     jobs = []
     for code, (split, count) in enumerate(counts.items()):
         step = max(1, -(-count // max(1, workers)))
         jobs += [
-            (str(directory), split, code, range(a, min(a + step, count)), seed, size)
+            (str(directory), split, code, range(a, min(a + step, count)), seed, size, fmt)
             for a in range(0, count, step)
         ]
-        ids = [f"{split}_{i:05d}" for i in range(count)]
-        (directory / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+        if fmt == "voc":
+            ids = [f"{split}_{i:05d}" for i in range(count)]
+            (directory / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     if workers <= 1:
-        for job in jobs:
-            _write_images(*job)
-        return
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        for future in [pool.submit(_write_images, *job) for job in jobs]:
-            future.result()
+        results = [_write_images(*job) for job in jobs]
+    else:
+        with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+            results = [future.result() for future in [pool.submit(_write_images, *job) for job in jobs]]
+    if fmt == "coco":
+        for split, count in counts.items():
+            per_image = [anns for job, res in zip(jobs, results) if job[1] == split for anns in res]
+            _write_coco_json(directory / "annotations" / f"{split}.json", split, per_image, size)
+
+
+def _write_coco_json(path: Path, split: str, per_image: list[list[dict]], size: int) -> None:
+    """Write one split's COCO JSON: images, the toy classes and 'void' as categories, and annotations."""
+    images, annotations = [], []
+    for i, anns in enumerate(per_image):
+        images.append({"id": i + 1, "file_name": f"{split}_{i:05d}.jpg", "width": size, "height": size})
+        for ann in anns:
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **ann})
+    names = [*TOY_CLASSES[1:], "void"]
+    categories = [{"id": k, "name": name, "supercategory": "shape"} for k, name in enumerate(names, 1)]
+    doc = {"images": images, "annotations": annotations, "categories": categories}
+    path.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
 
 
 def generate(
@@ -167,18 +279,24 @@ def generate(
     n_val: int = 200,
     size: int = 96,
     workers: Optional[int] = None,
+    fmt: str = "voc",
 ) -> bool:
     """Write the toy dataset into `root` and return True, or return False when it is already there.
 
     Writes into a temporary sibling directory and renames it, so `root` is either complete or absent.
     `workers` processes share the work (None: up to 4, one per CPU); the output is the same for any number.
+    fmt: 'voc' (the VOC layout) or 'coco' (images/ and annotations/<split>.json; see the module doc).
     """
+    if fmt not in ("voc", "coco"):
+        raise ValueError(f"toy dataset format '{fmt}' is not one of voc, coco")
     if n_train < 1 or n_val < 1 or size < 16:
         raise ValueError(
             f"toy dataset needs train >= 1, val >= 1 and size >= 16, got {n_train}, {n_val}, {size}"
         )
     root = Path(root)
     params = {"version": FORMAT_VERSION, "seed": seed, "train": n_train, "val": n_val, "size": size}
+    if fmt != "voc":
+        params["format"] = fmt
     marker = root / MARKER
     if marker.is_file():
         existing = json.loads(marker.read_text())
@@ -196,11 +314,16 @@ def generate(
     staging = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        subs = (
+            ("images", "annotations")
+            if fmt == "coco"
+            else ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")
+        )
+        for sub in subs:
             (staging / sub).mkdir(parents=True)
         if workers is None:
             workers = min(4, os.cpu_count() or 1)
-        _write_all(staging, {"train": n_train, "val": n_val}, seed, size, workers)
+        _write_all(staging, {"train": n_train, "val": n_val}, seed, size, workers, fmt)
         lines = [f"{name} {r} {g} {b}" for name, (r, g, b) in zip(TOY_CLASSES, TOY_PALETTE)]
         (staging / "classes.txt").write_text("\n".join(lines) + "\n")
         (staging / MARKER).write_text(json.dumps(params) + "\n")
@@ -221,10 +344,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--val", type=int, default=200, help="validation images")
     parser.add_argument("--size", type=int, default=96, help="image side in pixels")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4, one per CPU)")
+    parser.add_argument(
+        "--format",
+        choices=("voc", "coco"),
+        default="voc",
+        help="VOC layout, or COCO JSON (annotations/<split>.json)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        created = generate(args.root, args.seed, args.train, args.val, args.size, args.workers)
+        created = generate(args.root, args.seed, args.train, args.val, args.size, args.workers, args.format)
     except ValueError as exc:  # a bad argument or a root holding something else: nothing written
         report(exc)
         return EXIT_BAD_INPUT

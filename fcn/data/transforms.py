@@ -14,7 +14,7 @@ generator, so a seeded loader replays the same augmentations.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import PIL.Image
@@ -25,7 +25,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
-from fcn.data.common import VOID, to_rgb
+from fcn.data.common import VOID, LayerInput, scale_pixels, to_rgb
 
 NORMALIZATIONS = ("auto", "torchvision", "caffe")
 """The named normalisations ('auto' with no mean/std resolved is torchvision's)."""
@@ -42,12 +42,42 @@ _TORCHVISION_SHIFT = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / torch.tensor(IM
 _CAFFE_SHIFT = torch.tensor(CAFFE_MEAN_BGR).view(3, 1, 1)
 
 
-class MeanStd(NamedTuple):
-    """RGB mean and std of pixels in [0, 1]: the network input is (x / 255 - mean) / std (timm's
-    pretrained_cfg convention; torchvision's ImageNet values are one such pair)."""
+# Statistics 'auto' gives the channels past the third (depth, near infrared, ...): values spread
+# over [0, 1] land roughly in [-2, 2], the range ImageNet's statistics give RGB pixels.
+EXTRA_MEAN, EXTRA_STD = 0.5, 0.25
 
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+
+class MeanStd(NamedTuple):
+    """Per-channel mean and std of pixels in [0, 1]: the network input is (x / 255 - mean) / std
+    (timm's pretrained_cfg convention; torchvision's ImageNet values are one such pair)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def extend_stats(mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> MeanStd:
+    """Return RGB statistics fitted to `channels`: the first `channels` of them, then
+    EXTRA_MEAN/EXTRA_STD for every channel past the third ('auto' normalisation of N channels)."""
+    extra = max(channels - len(mean), 0)
+    return MeanStd(
+        tuple(float(v) for v in mean[:channels]) + (EXTRA_MEAN,) * extra,
+        tuple(float(v) for v in std[:channels]) + (EXTRA_STD,) * extra,
+    )
+
+
+def channel_stats(normalization: str | MeanStd, channels: int) -> MeanStd:
+    """Return the MeanStd that normalizes `channels`-channel input: 'auto'/'torchvision' give
+    ImageNet's for channels 0-2 and 0.5/0.25 after; a MeanStd must have `channels` values."""
+    if isinstance(normalization, MeanStd):
+        if len(normalization.mean) != channels:
+            raise ValueError(
+                f"normalization has {len(normalization.mean)} means for an image of {channels} channels; "
+                "set data.transforms.mean/std to model.in_channels values each"
+            )
+        return normalization
+    if normalization == "caffe":
+        raise ValueError(f"normalization 'caffe' is for 3-channel BGR images, not {channels} channels")
+    return extend_stats(IMAGENET_MEAN, IMAGENET_STD, channels)
 
 
 def input_normalization(tr_cfg: Any) -> str | MeanStd:
@@ -62,18 +92,21 @@ def input_normalization(tr_cfg: Any) -> str | MeanStd:
     return str(tr_cfg.normalization)
 
 
-def _affine(normalization: str | MeanStd) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (scale, shift) with input = x * scale - shift for 0-255 pixels x."""
-    if not isinstance(normalization, MeanStd):
+def _affine(normalization: str | MeanStd, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (scale, shift) with input = x * scale - shift for 0-255 pixels x of `channels` channels."""
+    if not isinstance(normalization, MeanStd) and channels == 3:
         return _TORCHVISION_SCALE, _TORCHVISION_SHIFT
-    mean, std = torch.tensor(normalization.mean).view(3, 1, 1), torch.tensor(normalization.std).view(3, 1, 1)
+    stats = channel_stats(normalization, channels)
+    mean = torch.tensor(stats.mean).view(channels, 1, 1)
+    std = torch.tensor(stats.std).view(channels, 1, 1)
     return 1.0 / (255.0 * std), mean / std
 
 
 def _check_normalization(normalization: str | MeanStd) -> None:
     if isinstance(normalization, MeanStd):
-        if len(normalization.mean) != 3 or len(normalization.std) != 3 or min(normalization.std) <= 0:
-            raise ValueError(f"normalization {normalization} needs three means and three positive stds")
+        n = len(normalization.mean)
+        if n < 1 or len(normalization.std) != n or min(normalization.std) <= 0:
+            raise ValueError(f"normalization {normalization} needs one mean and one positive std per channel")
         return
     if normalization not in NORMALIZATIONS:
         raise ValueError(
@@ -83,23 +116,28 @@ def _check_normalization(normalization: str | MeanStd) -> None:
 
 
 def _image_tensor(image: Any) -> tv_tensors.Image:
-    """Return the image as a uint8 3xHxW tv_tensors.Image (from PIL, or from a uint8 tensor CHW), or
-    as a float32 CxHxW one from a float H x W x C array: a data layer's input, already normalised
-    (fcn/data/paper.py: NYUDv2's stacked modalities, SIFT Flow's BGR minus its mean)."""
+    """Return the image as a CxHxW tv_tensors.Image: uint8, or float32 on the 0-255 scale, or
+    float32 network input as it is (a LayerInput: the authors' data-layer input, fcn/data/paper.py).
+
+    From a PIL image (made RGB), an HxWxC or HxW array (fcn.data.common.read_channels: uint8, or
+    any other type scaled by scale_pixels), or a uint8/float32 CxHxW tensor.
+    """
     if isinstance(image, PIL.Image.Image):
         return tv_tensors.Image(F.pil_to_tensor(to_rgb(image)))
-    if isinstance(image, np.ndarray) and image.ndim == 3 and np.issubdtype(image.dtype, np.floating):
-        return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1))
-    if (
-        isinstance(image, torch.Tensor)
-        and image.dtype == torch.uint8
-        and image.ndim == 3
-        and image.shape[0] == 3
-    ):
+    if isinstance(image, LayerInput):
+        if image.ndim != 3:
+            raise TypeError(f"a LayerInput must be H x W x C, got shape {image.shape}")
+        array = np.ascontiguousarray(image.view(np.ndarray), dtype=np.float32)
+        return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
+    if isinstance(image, np.ndarray) and image.ndim in (2, 3):
+        array = scale_pixels(image if image.ndim == 3 else image[:, :, None])
+        # A CxHxW view of the HxWxC pixels: the interleaved layout the uint8 resize kernels are fast on.
+        return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
+    if isinstance(image, torch.Tensor) and image.dtype in (torch.uint8, torch.float32) and image.ndim == 3:
         return tv_tensors.Image(image)
     raise TypeError(
-        f"image must be a PIL image, a uint8 tensor of shape 3xHxW or a float array HxWxC, got {type(image).__name__} "
-        f"{getattr(image, 'dtype', '')} {tuple(getattr(image, 'shape', ()))}"
+        f"image must be a PIL image, an HxWxC array or a uint8/float32 tensor of shape CxHxW, got "
+        f"{type(image).__name__} {getattr(image, 'dtype', '')} {tuple(getattr(image, 'shape', ()))}"
     )
 
 
@@ -140,48 +178,70 @@ def _check_sizes(image: torch.Tensor, mask: np.ndarray | torch.Tensor) -> None:
 
 
 def normalize(image: torch.Tensor, normalization: str | MeanStd) -> torch.Tensor:
-    """Return the float 3xHxW network input for a uint8 RGB 3xHxW image ('caffe', 'torchvision',
-    'auto' = torchvision's, or a MeanStd)."""
+    """Return the float CxHxW network input for a CxHxW image of 0-255 pixels (uint8 or float;
+    'caffe', 'torchvision', 'auto' = torchvision's, or a MeanStd; see channel_stats for C != 3)."""
     _check_normalization(normalization)
     image = image.as_subclass(torch.Tensor)
-    if image.is_floating_point():
-        # A data layer's float input (fcn/data/paper.py) is the network input already.
-        return image.to(torch.float32, memory_format=torch.contiguous_format)
+    channels = image.shape[0]
+    if normalization == "caffe" and channels != 3:
+        # Only a data layer's input (fcn/data/paper.py: LayerInput, not normalised here) has more.
+        raise ValueError(
+            f"normalization 'caffe' is for 3-channel BGR images, not {channels} channels (a nyud net's "
+            "stacked input is read by its dataset reader: evaluate.py)"
+        )
     if normalization == "caffe":
         # The reference feeds BGR pixels in 0..255 minus the mean (voc_layers.py: load_image).
         out = image.flip(0).to(torch.float32, memory_format=torch.contiguous_format)
         return out.sub_(_CAFFE_SHIFT)
-    out = image.to(torch.float32, memory_format=torch.contiguous_format)
-    scale, shift = _affine(normalization)
+    out = image.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    scale, shift = _affine(normalization, channels)
     return out.mul_(scale).sub_(shift)
 
 
-def denormalize(image: torch.Tensor, normalization: str | MeanStd) -> np.ndarray:
-    """Return the uint8 HxWx3 RGB picture of a normalised 3xHxW network input (for visualisation)."""
+def denormalize(
+    image: torch.Tensor, normalization: str | MeanStd, display: Sequence[int] = ()
+) -> np.ndarray:
+    """Return the uint8 HxWx3 RGB picture of a normalised CxHxW network input (for visualisation).
+
+    It shows the channels `display` names (three as R, G, B; one as grey; empty: channels 0-2, or
+    channel 0 as grey when there are fewer than three: data.display_channels).
+    """
     _check_normalization(normalization)
     x = image.detach().to("cpu", torch.float64)
-    if x.shape[0] != 3:
-        # NYUDv2's stacked modalities: the first three channels stand for the picture (the colour's
-        # BGR for [color, ...], else HHA), shown with the Caffe mean added back.
-        x = x[:3] if x.shape[0] >= 3 else x[:1].expand(3, -1, -1)
-        normalization = "caffe"
-    if normalization == "caffe":
+    channels = x.shape[0]
+    if normalization == "caffe" and channels != 3:
+        # A data layer's stacked input (NYUDv2's modalities, fcn/data/paper.py): its first three
+        # channels (the colour's BGR for [color, ...], else HHA) are shown with the Caffe mean added
+        # back; a lone depth channel stands for all three. Further channels stay as they are.
+        if channels < 3:
+            x, channels = x[:1].expand(3, -1, -1), 3
+        bgr = x[:3] + torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float64).view(3, 1, 1)
+        x = torch.cat([bgr.flip(0), x[3:]])
+    elif normalization == "caffe":
         x = (x + torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float64).view(3, 1, 1)).flip(0)
     else:
-        stats = normalization if isinstance(normalization, MeanStd) else MeanStd(IMAGENET_MEAN, IMAGENET_STD)
-        std = torch.tensor(stats.std, dtype=torch.float64).view(3, 1, 1)
-        mean = torch.tensor(stats.mean, dtype=torch.float64).view(3, 1, 1)
+        stats = channel_stats(normalization, channels)
+        std = torch.tensor(stats.std, dtype=torch.float64).view(channels, 1, 1)
+        mean = torch.tensor(stats.mean, dtype=torch.float64).view(channels, 1, 1)
         x = (x * std + mean) * 255.0
+    shown = list(display) or ([0, 1, 2] if channels >= 3 else [0])
+    if max(shown) >= channels or len(shown) not in (1, 3):
+        raise ValueError(f"display channels {shown} must be one or three of the image's {channels}")
+    x = x[shown] if len(shown) == 3 else x[shown].expand(3, -1, -1)
     return x.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def preprocess(image: PIL.Image.Image, normalization: str | MeanStd) -> torch.Tensor:
-    """Return the float 3xHxW network input for a user image of any PIL mode, at its native size."""
+def preprocess(image: PIL.Image.Image | np.ndarray, normalization: str | MeanStd) -> torch.Tensor:
+    """Return the float CxHxW network input for a user image (any PIL mode, made RGB; or an HxWxC
+    array from read_channels), at its native size."""
     return normalize(_image_tensor(image), normalization)
 
 
 class ColorJitter(v2.Transform):
     """Random brightness, contrast and saturation (factors in [1 - s, 1 + s], random order) of images.
+
+    It changes channels 0-2 (taken as R, G, B) and leaves any further channel (depth, infrared)
+    exactly as it is; float images (16-bit, float files) are not rounded.
 
     The operations of ``v2.ColorJitter`` (blends with black, with the mean grey level and with the
     grey image), each affine in colour, composed into one 3x3 map plus offset and applied in a single
@@ -205,8 +265,11 @@ class ColorJitter(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         channels, height, width = inpt.shape
-        x = inpt.as_subclass(torch.Tensor).to(torch.float32, memory_format=torch.contiguous_format)
-        x = x.view(3, -1)
+        if channels < 3:
+            raise ValueError(f"colour jitter needs RGB channels 0-2, the image has {channels} channel(s)")
+        plain = inpt.as_subclass(torch.Tensor)
+        x = plain[:3].to(torch.float32, memory_format=torch.contiguous_format)
+        x = x.reshape(3, -1)
         luma = torch.tensor(self._LUMA).view(1, 3)
         ones = torch.ones(3, 1)
         mean = x.mean(dim=1, keepdim=True)  # per-channel mean colour of the input
@@ -221,10 +284,18 @@ class ColorJitter(v2.Transform):
             else:  # saturation: blend with the grey image
                 blend = factor * torch.eye(3) + (1.0 - factor) * ones @ luma
                 matrix, offset = blend @ matrix, blend @ offset
-        y = torch.addmm(offset, matrix, x).clamp_(0.0, 255.0).add_(0.5)  # +0.5: truncation rounds
+        y = torch.addmm(offset, matrix, x).clamp_(0.0, 255.0)
+        if plain.dtype == torch.float32:
+            out = plain.clone()
+            out[:3] = y.view(3, height, width)
+            return tv_tensors.wrap(out, like=inpt)
+        y.add_(0.5)  # +0.5: truncation rounds
         # float -> int16 -> uint8 is ~3x faster than float -> uint8; the result goes back to
         # interleaved (HWC) memory, the layout the uint8 resize kernels are fast on.
-        y = y.view(channels, height, width).to(torch.int16).permute(1, 2, 0).contiguous()
+        y = y.view(3, height, width).to(torch.int16).permute(1, 2, 0)
+        if channels > 3:
+            y = torch.cat([y, plain[3:].permute(1, 2, 0).to(torch.int16)], dim=2)
+        y = y.contiguous()
         return tv_tensors.wrap(y.to(torch.uint8).permute(2, 0, 1), like=inpt)
 
     def extra_repr(self) -> str:
@@ -335,7 +406,7 @@ class RandomScaleCrop(v2.Transform):
 
 
 class SegmentationTransform:
-    """Callable (image, mask) -> (float 3xHxW normalised image, int64 HxW mask)."""
+    """Callable (image, mask) -> (float CxHxW normalised image, int64 HxW mask)."""
 
     def __init__(self, geometric: v2.Transform | None, normalization: str | MeanStd) -> None:
         _check_normalization(normalization)
@@ -343,15 +414,22 @@ class SegmentationTransform:
         self.normalization = normalization
 
     def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        # A data layer's input (fcn/data/paper.py) is the network input already: moved, not normalised.
+        ready = isinstance(image, LayerInput)
         image = _image_tensor(image)
         mask = _mask_array(mask)
         _check_sizes(image, mask)
         if self.geometric is None:
             # No geometry: the mask is returned exactly as given (metrics need the original map).
             target = torch.from_numpy(mask.astype(np.int64)) if isinstance(mask, np.ndarray) else mask.long()
-            return normalize(image, self.normalization), target
+            return self._finish(image, ready), target
         image, target = self.geometric(image, _mask_tensor(mask))
-        return normalize(image, self.normalization), target.as_subclass(torch.Tensor).long()
+        return self._finish(image, ready), target.as_subclass(torch.Tensor).long()
+
+    def _finish(self, image: torch.Tensor, ready: bool) -> torch.Tensor:
+        if ready:
+            return image.as_subclass(torch.Tensor).to(torch.float32, memory_format=torch.contiguous_format)
+        return normalize(image, self.normalization)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(geometric={self.geometric}, normalization={self.normalization!r})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import VOID, PairDataset, colour_lookup, require_dir
+from fcn.data.common import VOID, LabelMap, PairDataset, colour_lookup, require_dir
 from fcn.data.folder import Listing, list_pairs
 
 VOC_SPLITS = ("train", "val", "trainval", "seg11valid")
@@ -66,6 +66,7 @@ class VOCSegmentation(PairDataset):
         transforms: Optional[Callable] = None,
         num_classes: Optional[int] = 21,
         ignore_index: int = VOID,
+        labels: Optional[LabelMap] = None,
     ) -> None:
         listing = list_voc(root, split)
         if listing.error is not None:
@@ -73,7 +74,7 @@ class VOCSegmentation(PairDataset):
         # Masks are palette PNGs; a copy saved as RGB colours is converted through VOC's palette.
         lut = colour_lookup(None, num_classes, ignore_index)
         super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index
+            listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index, labels
         )
         self.root = Path(root)
         self.split = split

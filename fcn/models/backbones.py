@@ -22,6 +22,12 @@ online) or from a local file holding torchvision's state dict for that backbone
 (``pretrained='/path/to/file.pth'``); a timm backbone's from timm (Hugging Face hub) or a local timm
 state dict (``.safetensors`` or ``.pth``). Nothing is downloaded at import time, and timm is imported
 only when a timm backbone is built.
+
+Inputs of another channel count than RGB's (``in_channels``: grey, RGB-D, multispectral) get a first
+convolution of that many input channels. Pretrained weights are adapted to it, never re-initialised,
+by timm's rule (``timm.models._manipulate.adapt_input_conv``): ``adapt_input_conv`` below for the
+torchvision backbones, local files and staged init; timm itself (``create_model(in_chans=...)``)
+for timm backbones, which applies the same rule.
 """
 
 from __future__ import annotations
@@ -71,6 +77,65 @@ VGG16_BLOCKS = (
 )
 
 
+def adapt_input_conv(weight: Tensor, in_channels: int) -> Tensor:
+    """Return the first convolution's weight (O, I, kH, kW) adapted to in_channels inputs.
+
+    timm's rule (timm.models._manipulate.adapt_input_conv): one channel gets the sum of the I source
+    filters; otherwise the source filters are repeated cyclically over the in_channels (channel c
+    gets filter c mod I) and scaled by I / in_channels, so an input whose channels all equal one
+    grey image gives the same response as the source's grey RGB image. Same count: unchanged.
+    """
+    if weight.ndim != 4:
+        raise ValueError(
+            f"adapt_input_conv needs a Conv2d weight (O, I, kH, kW), got shape {tuple(weight.shape)}"
+        )
+    source = weight.shape[1]
+    if in_channels < 1:
+        raise ValueError(f"in_channels={in_channels} must be at least 1")
+    if in_channels == source:
+        return weight
+    dtype, w = weight.dtype, weight.float()  # half weights: sum in float32, as timm
+    if in_channels == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        w = w.repeat(1, math.ceil(in_channels / source), 1, 1)[:, :in_channels] * (source / in_channels)
+    return w.to(dtype)
+
+
+def input_conv_name(module: nn.Module) -> str:
+    """Return the name of module's first convolution (the one that sees the image): the first
+    nn.Conv2d in registration order, which every backbone here (and an FCN, backbone first) keeps."""
+    for name, child in module.named_modules():
+        if isinstance(child, nn.Conv2d):
+            return name
+    raise ValueError(f"{type(module).__name__} has no convolution")
+
+
+def set_in_channels(backbone: nn.Module, in_channels: int) -> None:
+    """Replace a torchvision backbone's first convolution by one taking in_channels inputs, with
+    the random initialisation torchvision gives its convolutions (Kaiming normal, fan_out, zero
+    bias: the same distribution whatever the input count); pretrained weights are adapted later."""
+    name = input_conv_name(backbone)
+    old = backbone.get_submodule(name)
+    if old.in_channels == in_channels:
+        return
+    new = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        old.dilation,
+        old.groups,
+        old.bias is not None,
+    )
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    parent, _, attr = name.rpartition(".")
+    setattr(backbone.get_submodule(parent) if parent else backbone, attr, new)
+
+
 def make_dropout(kind: str, p: float) -> nn.Module:
     """Return element-wise dropout ('element', the reference's Caffe Dropout) or Dropout2d ('channel')."""
     if kind == "element":
@@ -89,7 +154,6 @@ class VGG16Backbone(nn.Module):
         geometry: str = "paper",
         dropout: str = "element",
         dropout_p: float = 0.5,
-        in_channels: int = 3,
     ):
         super().__init__()
         if geometry not in ("paper", "same"):
@@ -98,7 +162,6 @@ class VGG16Backbone(nn.Module):
         self.channels = {8: 256, 16: 512, 32: 4096}
         for block in VGG16_BLOCKS:
             for name, c_in, c_out in block:
-                c_in = in_channels if name == "conv1_1" else c_in
                 # conv1_1 { pad: 100 } (voc-fcn*/net.py): the paper's margin that lets any input
                 # size through fc6's 7x7 window; 'same' pads by 1 like every other conv.
                 pad = 100 if name == "conv1_1" and geometry == "paper" else 1
@@ -169,13 +232,9 @@ _RESNETS: Dict[str, Callable[..., nn.Module]] = {
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without its pooling and classifier; layer2/3/4 give strides 8/16/32."""
 
-    def __init__(self, name: str, dropout: str = "element", dropout_p: float = 0.5, in_channels: int = 3):
+    def __init__(self, name: str, dropout: str = "element", dropout_p: float = 0.5):
         super().__init__()
         net = _RESNETS[name](weights=None)
-        if in_channels != 3:
-            old = net.conv1
-            net.conv1 = nn.Conv2d(in_channels, old.out_channels, 7, 2, 3, bias=False)
-            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         width = net.layer1[0].expansion
@@ -197,13 +256,9 @@ class ResNetBackbone(nn.Module):
 class MobileNetV3Backbone(nn.Module):
     """torchvision's MobileNetV3-Large feature extractor split at its stride-16 and -32 blocks."""
 
-    def __init__(self, dropout: str = "element", dropout_p: float = 0.5, in_channels: int = 3):
+    def __init__(self, dropout: str = "element", dropout_p: float = 0.5):
         super().__init__()
         self.features = torchvision.models.mobilenet_v3_large(weights=None).features
-        if in_channels != 3:
-            old = self.features[0][0]
-            self.features[0][0] = nn.Conv2d(in_channels, old.out_channels, 3, 2, 1, bias=False)
-            nn.init.kaiming_normal_(self.features[0][0].weight, mode="fan_out")
         # Blocks with _is_cn downsample (as torchvision's LR-ASPP finds its stages); the last two
         # start the stride-16 and stride-32 stages.
         downsampling = [i for i, block in enumerate(self.features) if getattr(block, "_is_cn", False)]
@@ -303,8 +358,8 @@ def read_timm_state_dict(name: str, path: str) -> Dict[str, Tensor]:
 def _timm_features(
     name: str, pretrained: bool | str, out_indices: Tuple[int, ...], in_channels: int = 3
 ) -> nn.Module:
-    """Return timm's features_only extractor of ``name`` with weights as model.pretrained says
-    (timm adapts a pretrained stem to in_channels itself: in_chans)."""
+    """Return timm's features_only extractor of ``name`` with weights as model.pretrained says,
+    taking in_channels inputs (timm adapts pretrained first convolutions by adapt_input_conv's rule)."""
     timm = _timm()
     kwargs: Dict[str, Any] = dict(features_only=True, out_indices=out_indices, in_chans=in_channels)
     if pretrained is False:
@@ -392,22 +447,29 @@ def build_backbone(
     pretrained: bool | str = False,
     in_channels: int = 3,
 ) -> nn.Module:
-    """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>') whose first convolution
-    takes in_channels; torchvision backbones are randomly initialised (see
-    load_torchvision_weights), a timm one has the weights ``pretrained`` names."""
+    """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>') taking in_channels inputs;
+    torchvision backbones are randomly initialised (see load_torchvision_weights), a timm one has
+    the weights ``pretrained`` names."""
     if not is_timm(name) and name not in BACKBONES:
         raise ValueError(f"backbone='{name}' is not one of {', '.join(BACKBONES)}, timm:<name>")
+    if is_timm(name) and geometry == "same":
+        return TimmBackbone(name.removeprefix("timm:"), dropout, dropout_p, pretrained, in_channels)
+    backbone = _torchvision_backbone(name, geometry, dropout, dropout_p)
+    set_in_channels(backbone, in_channels)
+    return backbone
+
+
+def _torchvision_backbone(name: str, geometry: str, dropout: str, dropout_p: float) -> nn.Module:
+    """Return the randomly initialised torchvision backbone ``name`` (3 input channels)."""
     if name in VGG_BACKBONES:
-        return VGG16Backbone(name == "vgg16_bn", geometry, dropout, dropout_p, in_channels)
+        return VGG16Backbone(name == "vgg16_bn", geometry, dropout, dropout_p)
     if geometry != "same":
         raise ValueError(
             f"geometry='{geometry}' needs a VGG backbone (its offsets are VGG16's); use geometry='same' with {name}"
         )
-    if is_timm(name):
-        return TimmBackbone(name.removeprefix("timm:"), dropout, dropout_p, pretrained, in_channels)
     if name in _RESNETS:
-        return ResNetBackbone(name, dropout, dropout_p, in_channels)
-    return MobileNetV3Backbone(dropout, dropout_p, in_channels)
+        return ResNetBackbone(name, dropout, dropout_p)
+    return MobileNetV3Backbone(dropout, dropout_p)
 
 
 def resolve_normalization(cfg: Any) -> Any:
@@ -421,6 +483,9 @@ def resolve_normalization(cfg: Any) -> Any:
     mean, std = pretrained_cfg.get("mean"), pretrained_cfg.get("std")
     if not mean or not std or len(mean) != 3:
         return cfg  # no RGB statistics published: torchvision's, as for other backbones
+    from fcn.data.transforms import extend_stats
+
+    mean, std = extend_stats(tuple(mean), tuple(std), int(cfg.model.in_channels))
 
     def listed(v: Any) -> str:
         return "[" + ",".join(repr(float(x)) for x in v) + "]"
@@ -489,6 +554,7 @@ def load_torchvision_weights(backbone: nn.Module, state: Mapping[str, Tensor], s
     """Copy torchvision's state dict into backbone (reshaping VGG's fc6/fc7), checking every key."""
     mapping = backbone.torchvision_key_map()
     own = backbone.state_dict()
+    first = input_conv_name(backbone) + ".weight"
     # Torchvision's classifiers (fc8, fc, classifier) have no counterpart in an FCN and are dropped.
     dropped = ("classifier.6.",) if isinstance(backbone, VGG16Backbone) else ("fc.", "classifier.")
     for key in state:
@@ -501,12 +567,8 @@ def load_torchvision_weights(backbone: nn.Module, state: Mapping[str, Tensor], s
                 continue
             raise ValueError(f"{source}: missing key '{tv_key}' (is this torchvision's state dict?)")
         value, target = state[tv_key], own[own_key]
-        if value.ndim == 4 and target.ndim == 4 and value.shape[1] == 3 and target.shape[1] != 3:
-            # The first convolution of an in_channels != 3 model: timm's rule (RGB filters repeated
-            # and scaled by 3 / in_channels, or summed for one channel), the one every family shares.
-            from timm.models import adapt_input_conv
-
-            value = adapt_input_conv(int(target.shape[1]), value)
+        if own_key == first and value.ndim == 4 and value.shape[1] != target.shape[1]:
+            value = adapt_input_conv(value, target.shape[1])  # RGB filters -> in_channels inputs
         if value.numel() != target.numel():
             raise ValueError(
                 f"{source}: '{tv_key}' has shape {tuple(value.shape)}, expected {tuple(target.shape)}"

@@ -30,7 +30,13 @@ from torch import Tensor, nn
 
 from fcn.checkpoint import bare_state_dict
 from fcn.config import ARCHS, MODALITY_CHANNELS, VGG_BACKBONES, is_timm, pretrained_choice
-from fcn.models.backbones import build_backbone, load_torchvision_weights, torchvision_state_dict
+from fcn.models.backbones import (
+    adapt_input_conv,
+    build_backbone,
+    input_conv_name,
+    load_torchvision_weights,
+    torchvision_state_dict,
+)
 from fcn.models.upsampling import make_upsampling
 
 # Crop offsets of the reference nets (crop_param { offset: ... } in voc-fcn*/train.prototxt).
@@ -349,15 +355,29 @@ def init_from_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
 
     The paper's staged training: FCN-16s starts from a trained FCN-32s (score_pool4 and the new
     deconvolutions are new), FCN-8s from FCN-16s. Tensors of the source that the model lacks are
-    ignored; a model tensor of another shape (e.g. another number of classes) stays new.
+    ignored; a model tensor of another shape (e.g. another number of classes) stays new, except the
+    first convolution of a source with another input channel count (a 3-channel checkpoint into a
+    4-channel model): it is adapted (adapt_input_conv) and listed in copied as 'name (adapted I->C
+    channels)'.
     """
     source = bare_state_dict(dict(state_dict))
     copied: List[str] = []
     new: List[str] = []
+    first = input_conv_name(model) + ".weight"
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             value = source.get(name)
-            if isinstance(value, Tensor) and value.shape == tensor.shape:
+            if (
+                name == first
+                and isinstance(value, Tensor)
+                and value.ndim == 4
+                and value.shape[0] == tensor.shape[0]
+                and value.shape[2:] == tensor.shape[2:]
+                and value.shape[1] != tensor.shape[1]
+            ):
+                tensor.copy_(adapt_input_conv(value, tensor.shape[1]))
+                copied.append(f"{name} (adapted {value.shape[1]}->{tensor.shape[1]} channels)")
+            elif isinstance(value, Tensor) and value.shape == tensor.shape:
                 tensor.copy_(value)
                 copied.append(name)
             else:
@@ -366,5 +386,7 @@ def init_from_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
 
 
 def describe_init(copied: List[str], new: List[str]) -> str:
-    """Return the one log line of a staged init: counts and the new tensors' names."""
-    return f"staged init: copied {len(copied)} tensors, new {len(new)}: {', '.join(new) or 'none'}"
+    """Return the one log line of a staged init: counts, the new tensors' names and any adapted one."""
+    adapted = [name for name in copied if "(adapted" in name]
+    line = f"staged init: copied {len(copied)} tensors, new {len(new)}: {', '.join(new) or 'none'}"
+    return line + (f"; {', '.join(adapted)}" if adapted else "")

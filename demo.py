@@ -1,0 +1,74 @@
+"""Serve a web page that segments images with a checkpoint (Gradio, on 127.0.0.1): upload an image
+or pick a validation image; see the overlay (with an opacity slider), the colour mask with its
+legend, each class's share of the pixels, and the engine and fast path that run the model.
+
+    pip install -r requirements.demo.txt     # Gradio: optional, only the demo needs it
+    python demo.py --checkpoint runs/toy/checkpoints/best.pt            # http://127.0.0.1:7860/
+    python demo.py --checkpoint best.pt --fast-path auto --port 8000 --images photos/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides, run_phases
+
+ENGINES = ("torch", "onnxruntime", "openvino")  # fcn.api.ENGINES, without importing torch to parse
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Return the parsed command line."""
+    p = argparse.ArgumentParser(description="Serve the segmentation demo page on 127.0.0.1.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) written by train.py or imported")
+    add_config_arguments(p, "the checkpoint's config")
+    add_eval_arguments(p)
+    p.add_argument("--engine", choices=ENGINES, default="torch", help="what runs the network (default torch)")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="offer the images of DIR as examples (default: the checkpoint config's validation images)",
+    )
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until Ctrl-C; return the exit code (fcn.cli's rule: 2 if Gradio is missing or the
+    checkpoint, config or --images is bad, 130 on Ctrl-C)."""
+    args = parse_args(argv)
+
+    def prepare():
+        try:
+            import gradio  # noqa: F401
+        except ImportError:
+            from fcn.demo import GRADIO_MISSING
+
+            raise ValueError(GRADIO_MISSING) from None
+        from fcn.api import Segmenter
+        from fcn.demo import build_app, example_images
+
+        segmenter = Segmenter.from_checkpoint(
+            args.checkpoint,
+            device=args.device,
+            engine=args.engine,
+            config=args.config,
+            overrides=[*args.overrides, *eval_overrides(args)],
+        )
+        examples = example_images(segmenter, args.images)
+        return build_app(segmenter, examples), examples
+
+    def work(prepared) -> int:
+        from fcn.demo import serve
+
+        app, examples = prepared
+        print(f"serving on http://127.0.0.1:{args.port}/ (Ctrl-C stops)", flush=True)
+        serve(app, args.port, examples)
+        return 0
+
+    return run_phases(prepare, work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""The Python API: a checkpoint turned into a callable on images.
+
+    from fcn import Segmenter
+
+    seg = Segmenter.from_checkpoint("runs/toy/checkpoints/best.pt", device="cpu")
+    mask = seg("photo.jpg")              # H x W uint8 class indices, what predict.py writes
+    probs = seg.probabilities(photo)     # C x H x W float32 softmax
+    picture = seg.overlay(photo, alpha=0.6)
+
+predict.py (images and videos) and demo.py segment through a Segmenter, so the API, the command
+line and the web page give the same pixels. An image is a path (read as predict.py reads it:
+any mode to RGB, turned upright as its EXIF orientation says), a PIL image or an H x W x C uint8
+array (C = 1, 3 or 4; alpha is dropped), taken as it is; a list of them gives a list of results.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torch import nn
+
+ENGINES = ("torch", "onnxruntime", "openvino")
+"""What runs the network: PyTorch here; the ONNX Runtime and OpenVINO engines (issue 21 items 1-4)
+plug into _load, the one place that builds the model."""
+
+
+def _load(
+    checkpoint: str | os.PathLike,
+    *,
+    device: torch.device,
+    engine: str,
+    use_ema: bool | None,
+    paths: Sequence[str],
+    overrides: Sequence[str],
+) -> tuple[nn.Module, DictConfig]:
+    """Return (model or engine, config): the one loading call of the API. The config's
+    eval.fast_path=auto is resolved here (fcn.inference.resolve_fast_path, said in one line); a
+    fast path that needs images (int8's calibration) is applied on the first ones segmented."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
+    if engine != "torch":
+        raise ValueError(f"engine '{engine}' needs the engines module (fcn.engines), which this build lacks")
+    from fcn.inference import load_model
+
+    return load_model(checkpoint, device, use_ema, paths, overrides)
+
+
+def _eval_overrides(
+    fast_path: str | None,
+    flip: bool | None,
+    scales: Sequence[float] | None,
+    mode: str | None,
+    tile: int | None,
+    stride: int | None,
+    amp: str | None,
+) -> list[str]:
+    """Return the eval.* key=value overrides the keyword arguments of from_checkpoint stand for."""
+    out = []
+    if fast_path is not None:
+        out.append(f"eval.fast_path={fast_path}")
+    if flip is not None:
+        out.append(f"eval.flip={'true' if flip else 'false'}")
+    if scales is not None:
+        out.append("eval.scales=[" + ",".join(repr(float(s)) for s in scales) + "]")
+    if mode is not None:
+        out.append(f"eval.mode={mode}")
+    if tile is not None:
+        out.append(f"eval.tile={int(tile)}")
+    if stride is not None:
+        out.append(f"eval.stride={int(stride)}")
+    if amp is not None:
+        out.append(f"eval.amp={amp}")
+    return out
+
+
+def as_rgb(image: Any) -> Image.Image:
+    """Return an image given as a path, a PIL image or an H x W [x C] uint8 array as 8-bit RGB PIL:
+    a path as predict.py reads it (fcn.data.common.read_image, upright), the others as they are
+    (fcn.data.common.to_rgb: grey repeated, alpha dropped); ValueError naming what is wrong."""
+    from fcn.data.common import read_image, to_rgb
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image, upright=True)
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"an image array must be uint8 (0..255), got {image.dtype}")
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+            raise ValueError(f"an image array must be H x W x C with C = 1, 3 or 4, got shape {image.shape}")
+        return to_rgb(Image.fromarray(np.ascontiguousarray(image)))
+    raise ValueError(
+        f"an image is a path, a PIL image or an H x W x C uint8 array, not {type(image).__name__}"
+    )
+
+
+def as_input(image: Any, channels: int) -> Image.Image | np.ndarray:
+    """Return an image given as a path, a PIL image or an array as the model's input reader gives
+    it: as_rgb for a 3-channel model; for model.in_channels=C otherwise, an H x W x C array on the
+    0-255 scale (a path read as predict.py reads it, fcn.data.common.read_channels); ValueError
+    naming what is wrong."""
+    if channels == 3:
+        return as_rgb(image)
+    from fcn.data.common import read_channels, scale_pixels
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_channels(image, channels, upright=True)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] != channels:
+        raise ValueError(
+            f"an image for this model must be H x W x {channels} (model.in_channels), got shape {array.shape}"
+        )
+    return scale_pixels(array)
+
+
+class Segmenter:
+    """A segmentation model with its classes, palette and eval.* options: call it on an image to
+    get the class-index mask predict.py writes; probabilities() and overlay() for the rest."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: DictConfig,
+        *,
+        device: torch.device | str | None = None,
+        engine: str = "torch",
+        checkpoint: str | os.PathLike | None = None,
+        requested_fast_path: str | None = None,
+    ) -> None:
+        """Wrap a loaded model (fcn.inference.load_model's) and its config; most users call
+        from_checkpoint instead. device defaults to where the model's parameters are."""
+        from fcn.data import class_names, palette
+
+        self.model = model
+        self.cfg = cfg
+        if device is None:
+            device = next(model.parameters()).device
+        self.device = torch.device(device)
+        self.engine = engine
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.requested_fast_path = requested_fast_path or str(cfg.eval.fast_path)
+        self.classes: list[str] = class_names(cfg.data)
+        """The class names in label order (label i is classes[i])."""
+        self.palette: np.ndarray = palette(cfg.data)
+        """(256, 3) uint8 colours indexed by label (row 255: the void colour), as predict.py's PNGs."""
+        self._prepared = False
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike,
+        *,
+        device: str | torch.device = "auto",
+        engine: str = "torch",
+        fast_path: str | None = None,
+        flip: bool | None = None,
+        scales: Sequence[float] | None = None,
+        mode: str | None = None,
+        tile: int | None = None,
+        stride: int | None = None,
+        amp: str | None = None,
+        use_ema: bool | None = None,
+        config: Sequence[str | os.PathLike] = (),
+        overrides: Sequence[str] = (),
+    ) -> Segmenter:
+        """Return the Segmenter of a checkpoint of this project (or imported reference weights).
+
+        device: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'. engine: 'torch'.
+        fast_path, flip, scales, mode, tile, stride and amp override the checkpoint config's eval.*
+        keys of the same names (None keeps the config's); config (YAML files) and overrides
+        (key=value) are merged over it as on the command line, before the keyword arguments.
+        use_ema=None follows eval.use_ema. Errors: ConfigError / ValueError / CheckpointError
+        naming the file or key."""
+        from fcn.runtime import select_device
+
+        dev = device if isinstance(device, torch.device) else select_device(str(device))
+        every = [*overrides, *_eval_overrides(fast_path, flip, scales, mode, tile, stride, amp)]
+        model, cfg = _load(
+            checkpoint,
+            device=dev,
+            engine=engine,
+            use_ema=use_ema,
+            paths=[str(p) for p in config],
+            overrides=every,
+        )
+        requested = fast_path
+        if requested is None:
+            for item in reversed(every):
+                if item.startswith("eval.fast_path="):
+                    requested = item.split("=", 1)[1]
+                    break
+        return cls(
+            model, cfg, device=dev, engine=engine, checkpoint=checkpoint, requested_fast_path=requested
+        )
+
+    # -----------------------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes the model predicts."""
+        return int(self.cfg.model.num_classes)
+
+    @property
+    def fast_path(self) -> str:
+        """What runs, in words: the resolved eval.fast_path, or the precision when it is none
+        ('fp32', 'bf16 autocast + channels-last', ...)."""
+        e = self.cfg.eval
+        if e.fast_path != "none":
+            return str(e.fast_path)
+        text = "fp32" if e.amp == "none" else f"{e.amp} autocast"
+        return text + (" + channels-last" if e.channels_last else "")
+
+    @property
+    def untinted(self) -> int:
+        """The label overlays leave untinted (fcn.inference.untinted_label: a background class)."""
+        from fcn.inference import untinted_label
+
+        return untinted_label(self.cfg)
+
+    def __repr__(self) -> str:
+        m, e = self.cfg.model, self.cfg.eval
+        auto = " (auto)" if self.requested_fast_path == "auto" else ""
+        return (
+            f"Segmenter({m.arch} {m.backbone}, {self.num_classes} classes, engine={self.engine}, "
+            f"device={self.device}, fast_path={self.fast_path}{auto}, flip={bool(e.flip)}, "
+            f"scales={list(e.scales)}, mode={e.mode})"
+        )
+
+    # -----------------------------------------------------------------------------------------
+
+    def calibrate(self, images: Iterable[Any]) -> None:
+        """Apply the config's eval.fast_path to the model once (int8 calibrates on the first
+        eval.calibration_images of images; unreadable ones are skipped); without this call, the
+        first image segmented calibrates it. A no-op for the fast paths that need no images."""
+        from fcn.inference import prepare_fast_path
+
+        def inputs():
+            for image in images:
+                try:
+                    yield self._input(self.read(image))
+                except (ValueError, FileNotFoundError):
+                    continue
+
+        prepare_fast_path(self.model, self.cfg, inputs())
+        self._prepared = True
+
+    def read(self, image: Any) -> Image.Image | np.ndarray:
+        """Return an image (a path, a PIL image or an array) as the model's input reader gives it:
+        RGB PIL for a 3-channel model, an H x W x C array for model.in_channels=C (as_input)."""
+        return as_input(image, int(self.cfg.model.in_channels))
+
+    def _input(self, image: Image.Image) -> torch.Tensor:
+        """Return the (1, C, H, W) model input of an image as read() gives it, on the device."""
+        from fcn.data.transforms import input_normalization, preprocess
+
+        x = preprocess(image, input_normalization(self.cfg.data.transforms)).unsqueeze(0)
+        return x.to(self.device)
+
+    def _ready(self, image: Image.Image) -> None:
+        if not self._prepared:
+            self.calibrate([image])
+
+    def _options(self) -> dict:
+        from fcn.inference import model_heads
+        from fcn.sliding import window_options
+
+        e = self.cfg.eval
+        return dict(
+            flip=bool(e.flip),
+            scales=list(e.scales),
+            amp=e.amp,
+            channels_last=bool(e.channels_last),
+            heads=model_heads(self.cfg),  # a two-headed model (SIFT Flow): each head its own softmax
+            **window_options(self.cfg),
+        )
+
+    def __call__(self, image: Any) -> np.ndarray | list[np.ndarray]:
+        """Return the H x W uint8 class-index mask of an image (a list of them for a list), at the
+        image's size, with the config's eval.* options: bit for bit predict.py's <stem>.png."""
+        if isinstance(image, (list, tuple)):
+            return [self(one) for one in image]
+        return self.segment(self.read(image))
+
+    def segment(self, image: Image.Image) -> np.ndarray:
+        """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes)."""
+        from fcn.inference import predict_labels
+
+        self._ready(image)
+        labels = predict_labels(self.model, self._input(image), **self._options())
+        if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
+            labels = labels[:, 0]
+        return labels[0].to(torch.uint8).cpu().numpy()
+
+    def probabilities(self, image: Any) -> np.ndarray | list[np.ndarray]:
+        """Return the C x H x W float32 softmax of an image (a list of them for a list), averaged
+        over the eval.* test-time augmentation; its argmax is __call__'s mask wherever the best
+        two classes differ by more than float rounding."""
+        if isinstance(image, (list, tuple)):
+            return [self.probabilities(one) for one in image]
+        from fcn.inference import predict_probs
+
+        pixels = self.read(image)
+        self._ready(pixels)
+        with torch.inference_mode():
+            probs = predict_probs(self.model, self._input(pixels), **self._options())
+        return probs[0, : self.num_classes].cpu().numpy()  # a two-headed model's semantic head
+
+    def colorize(self, mask: np.ndarray) -> np.ndarray:
+        """Return the H x W x 3 uint8 colour picture of a mask in the palette (predict.py's _color.png)."""
+        from fcn.visualize import colorize
+
+        return colorize(mask, self.palette)
+
+    def overlay(self, image: Any, alpha: float = 0.5, mask: np.ndarray | None = None) -> np.ndarray:
+        """Return the H x W x 3 uint8 image tinted with its mask's colours at opacity alpha, the
+        background class left untinted: predict.py's _overlay.png. mask: one computed before
+        (seg(image)), else it is predicted."""
+        from fcn.data.common import display_pixels
+        from fcn.visualize import overlay
+
+        pixels = self.read(image)
+        if mask is None:
+            mask = self.segment(pixels)
+        shown = display_pixels(pixels, self.cfg.data.display_channels)  # data.display_channels
+        return overlay(shown, mask, self.palette, alpha=alpha, ignore_index=self.untinted)
+
+    def shares(self, mask: np.ndarray) -> list[tuple[int, str, float]]:
+        """Return (label, class name, fraction of the pixels) of each label present in a mask,
+        largest first (ties by label); void and labels without a name are named by their number."""
+        counts = np.bincount(np.asarray(mask, dtype=np.int64).ravel(), minlength=256)
+        total = max(1, int(counts.sum()))
+        present = [int(c) for c in np.flatnonzero(counts)]
+        present.sort(key=lambda c: (-counts[c], c))
+        return [
+            (c, self.classes[c] if c < len(self.classes) else str(c), float(counts[c] / total))
+            for c in present
+        ]

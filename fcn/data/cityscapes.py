@@ -1,0 +1,87 @@
+"""Cityscapes (Cordts et al. 2016), fine annotations, as the official archives extract.
+
+<root>/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png      2048x1024 RGB
+<root>/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png      8-bit label ids 0..33
+
+Splits train (2,975 images), val (500), test (1,525; its public labels are void). The masks hold
+the raw labelIds of cityscapesScripts' labels.py; the benchmark's 19 classes are its train ids,
+given as data.label_map (predefined_configs/cityscapes_fcn8s.yml), applied like any label map.
+
+The archives need a login: register at https://www.cityscapes-dataset.com/ and download
+leftImg8bit_trainvaltest.zip (11 GB) and gtFine_trainvaltest.zip (241 MB) from its Downloads page
+(or with cityscapesScripts' csDownload), then unzip both into the same root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from fcn.data.common import VOID, LabelMap, PairDataset, require_dir
+from fcn.data.folder import Listing, Problem
+
+CITYSCAPES_SPLITS = ("train", "val", "test")
+IMAGE_SUFFIX = "_leftImg8bit.png"
+MASK_SUFFIX = "_gtFine_labelIds.png"
+HINT = (
+    "set the dataset root to the directory holding leftImg8bit/ and gtFine/ (unzip leftImg8bit_trainvaltest.zip "
+    "and gtFine_trainvaltest.zip from https://www.cityscapes-dataset.com/downloads/ there; a login is needed)"
+)
+
+
+def list_cityscapes(root: str | Path, split: str) -> Listing:
+    """Return the Listing of a Cityscapes split: every leftImg8bit image with its gtFine labelIds mask,
+    sorted by city and name; each image without a mask is a problem."""
+    if split not in CITYSCAPES_SPLITS:
+        raise ValueError(f"Cityscapes split '{split}' is not one of {', '.join(CITYSCAPES_SPLITS)}")
+    root = Path(root)
+    images_dir, masks_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+    for directory in (root, images_dir, masks_dir):
+        require_dir(directory, "Cityscapes", HINT)
+    listing = Listing()
+    no_mask = []
+    for image in sorted(images_dir.glob(f"*/*{IMAGE_SUFFIX}")):
+        stem = image.name[: -len(IMAGE_SUFFIX)]
+        mask = masks_dir / image.parent.name / f"{stem}{MASK_SUFFIX}"
+        if not mask.is_file():
+            no_mask.append(mask)
+            listing.problems.append(Problem(mask, f"no such mask for {image.name}"))
+            continue
+        listing.ids.append(stem)
+        listing.images.append(image)
+        listing.masks.append(mask)
+    if no_mask:
+        listing.error = FileNotFoundError(
+            f"{len(no_mask)} Cityscapes {split} images have no gtFine labelIds mask (e.g. {no_mask[0]}); "
+            "unzip gtFine_trainvaltest.zip into the same root"
+        )
+    elif not listing.ids:
+        listing.error = FileNotFoundError(
+            f"Cityscapes: no <city>/*{IMAGE_SUFFIX} images in {images_dir}; {HINT}"
+        )
+    return listing
+
+
+class CityscapesSegmentation(PairDataset):
+    """Cityscapes fine annotations: leftImg8bit images with gtFine labelIds masks (see the module doc).
+
+    `labels` translates the raw labelIds (data.label_map: the official labelIds -> train ids).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transforms: Optional[Callable] = None,
+        num_classes: Optional[int] = 19,
+        ignore_index: int = VOID,
+        labels: Optional[LabelMap] = None,
+    ) -> None:
+        listing = list_cityscapes(root, split)
+        if listing.error is not None:
+            raise listing.error
+        super().__init__(
+            listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index, labels
+        )
+        self.root = Path(root)
+        self.split = split

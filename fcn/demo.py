@@ -1,0 +1,210 @@
+"""The web demo (demo.py): a Gradio page on 127.0.0.1 that segments an uploaded image or one of the
+validation images with a fcn.api.Segmenter: the overlay, the colour mask with a legend of the
+classes present and each one's share of the pixels, an opacity slider, and what runs the model.
+
+The page is built by build_app(segmenter) around one function, analyse(segmenter, image, alpha),
+which tests call directly and through the page's HTTP API (POST /gradio_api/call/analyse, or
+gradio_client's Client.predict(..., api_name="/analyse")). Gradio is imported only by build_app:
+it is an optional requirement (requirements.demo.txt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fcn.api import Segmenter, as_rgb
+
+GRADIO_MISSING = "the web demo needs Gradio, an optional requirement: pip install -r requirements.demo.txt"
+MAX_EXAMPLES = 12
+"""Validation images offered as examples under the upload box."""
+
+
+def analyse(
+    segmenter: Segmenter, image: Any, alpha: float = 0.5, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, float]]]:
+    """Return (overlay, colour mask, shares) of an image: the H x W x 3 uint8 overlay at opacity
+    alpha and colour mask that predict.py writes as <stem>_overlay.png and <stem>_color.png, and
+    (label, class name, fraction of the pixels) of each class present, largest first. mask: the
+    image's mask when already predicted (the slider re-blends without running the model again)."""
+    rgb = as_rgb(image)
+    if mask is None:
+        mask = segmenter.segment(rgb)
+    return segmenter.overlay(rgb, alpha=alpha, mask=mask), segmenter.colorize(mask), segmenter.shares(mask)
+
+
+def shares_html(shares: Sequence[tuple[int, str, float]], palette: np.ndarray) -> str:
+    """Return the legend of a colour mask as an HTML table: each class present with its colour,
+    its share of the pixels in percent and a bar of that length, largest first."""
+    rows = []
+    for label, name, share in shares:
+        r, g, b = (int(v) for v in palette[label])
+        swatch = f"background:rgb({r},{g},{b})"
+        rows.append(
+            "<tr>"
+            f'<td><span class="fcn-swatch" style="{swatch}"></span></td>'
+            f"<td>{html.escape(name)}</td>"
+            f'<td class="fcn-num">{100 * share:.1f}%</td>'
+            f'<td class="fcn-barcell"><div class="fcn-bar" style="width:{100 * share:.1f}%;{swatch}"></div></td>'
+            "</tr>"
+        )
+    body = "".join(rows) or '<tr><td colspan="4">(no image)</td></tr>'
+    return (
+        '<table class="fcn-shares"><thead><tr><th></th><th>class</th><th>pixels</th><th></th></tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def describe(segmenter: Segmenter) -> str:
+    """Return the Markdown line that says what runs: checkpoint, model, engine, device, fast path
+    (and whether auto chose it) and the eval.* options."""
+    m, e = segmenter.cfg.model, segmenter.cfg.eval
+    name = Path(segmenter.checkpoint).name if segmenter.checkpoint else "(in memory)"
+    chosen = " (chosen by `--fast-path auto`)" if segmenter.requested_fast_path == "auto" else ""
+    tta = ("flip, " if e.flip else "") + "scales " + ", ".join(f"{s:g}" for s in e.scales)
+    window = "whole image" if e.mode == "whole" else f"sliding {e.tile} px windows every {e.stride} px"
+    return (
+        f"**{m.arch.upper()}** on **{m.backbone}**, {segmenter.num_classes} classes · "
+        f"checkpoint `{name}` · engine **{segmenter.engine}** on **{segmenter.device}** · "
+        f"fast path **{segmenter.fast_path}**{chosen} · {tta}; {window}"
+    )
+
+
+def example_images(segmenter: Segmenter, images_dir: str | os.PathLike | None = None) -> list[str]:
+    """Return up to MAX_EXAMPLES image paths to offer: the image files of images_dir, else the
+    checkpoint config's validation images (data.val) where they are on this machine, else none."""
+    if images_dir is not None:
+        from fcn.inference import list_images
+
+        files, errors = list_images([images_dir])
+        if errors:
+            raise FileNotFoundError(errors[0])
+        return [str(f) for f in files[:MAX_EXAMPLES]]
+    from fcn.data import build_dataset
+
+    try:
+        dataset = build_dataset(segmenter.cfg.data.val, segmenter.cfg.data)
+    except (ValueError, OSError):
+        return []  # the validation data is where training ran, not here
+    return [str(p) for p in dataset.images[:MAX_EXAMPLES] if Path(p).is_file()]
+
+
+# Small images (the toy data set's 96 x 96) fill their box, pixels kept sharp so class edges stay exact.
+_CSS = """
+.fcn-shares { border-collapse: collapse; width: 100%; font-size: 15px; }
+.fcn-shares th { text-align: left; font-weight: 600; padding: 4px 8px; border-bottom: 1px solid #ccc; }
+.fcn-shares td { padding: 4px 8px; }
+.fcn-swatch { display: inline-block; width: 18px; height: 18px; border: 1px solid #555; border-radius: 3px;
+  vertical-align: middle; }
+.fcn-num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.fcn-barcell { width: 45%; }
+.fcn-big img { width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: pixelated; }
+.fcn-bar { height: 14px; border: 1px solid #555; border-radius: 2px; min-width: 2px; }
+"""
+
+
+def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: int = 8):
+    """Return the Gradio Blocks page of the demo around analyse(segmenter, ...): an image input
+    (upload, or an example; the first one is shown segmented when the page opens), the opacity slider, the overlay, the colour mask, the legend with pixel
+    shares and what runs the model. The last cache_size masks are kept, keyed by the image's pixels,
+    so that moving the slider only re-blends. Its HTTP API is /analyse (image, alpha)."""
+    import gradio as gr
+
+    masks: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def run(image: Any, alpha: float):
+        if image is None:
+            return None, None, shares_html([], segmenter.palette), ""
+        rgb = as_rgb(image)
+        pixels = np.asarray(rgb)
+        key = hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
+        start = time.perf_counter()
+        mask = masks.get(key)
+        if mask is None:
+            mask = masks[key] = segmenter.segment(rgb)
+            while len(masks) > cache_size:
+                masks.popitem(last=False)
+            timing = f"segmented in {1000 * (time.perf_counter() - start):.0f} ms"
+        else:
+            masks.move_to_end(key)
+            timing = "re-blended (mask cached)"
+        picture, colour, shares = analyse(segmenter, rgb, float(alpha), mask=mask)
+        present = f"{len(shares)} class" + ("" if len(shares) == 1 else "es")
+        status = f"{pixels.shape[1]} x {pixels.shape[0]} px · {present} present · {timing}"
+        return picture, colour, shares_html(shares, segmenter.palette), status
+
+    m = segmenter.cfg.model
+    with gr.Blocks(title=f"pytorch-fcn: {m.arch} {m.backbone}") as app:
+        gr.Markdown(f"## pytorch-fcn · semantic segmentation demo\n{describe(segmenter)}")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                # image_mode=None: the file's own mode, read by as_rgb as predict.py reads it (16-bit
+                # grey rescaled, not clipped as Gradio's default convert("RGB") would).
+                image = gr.Image(
+                    value=examples[0] if examples else None,
+                    label="image",
+                    type="pil",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    height=360,
+                    elem_classes=["fcn-big"],
+                )
+                alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="mask opacity in the overlay")
+                if examples:
+                    gr.Examples(
+                        examples=[[e] for e in examples],
+                        inputs=[image],
+                        label="validation images (click one)",
+                        examples_per_page=MAX_EXAMPLES,
+                    )
+            with gr.Column(scale=1):
+                overlay = gr.Image(
+                    label="overlay",
+                    type="numpy",
+                    interactive=False,
+                    height=360,
+                    format="png",
+                    elem_classes=["fcn-big"],
+                )
+                status = gr.Markdown()
+            with gr.Column(scale=1):
+                colour = gr.Image(
+                    label="colour mask",
+                    type="numpy",
+                    interactive=False,
+                    height=360,
+                    format="png",
+                    elem_classes=["fcn-big"],
+                )
+                gr.Markdown("**legend** · share of the pixels")
+                table = gr.HTML(shares_html([], segmenter.palette))
+        outputs = [overlay, colour, table, status]
+        image.change(run, [image, alpha], outputs, api_name="analyse")
+        alpha.release(run, [image, alpha], outputs, api_name=False)
+        if examples:  # the page opens with the first example segmented
+            app.load(run, [image, alpha], outputs, api_name=False)
+    app.fcn_css = _CSS  # Gradio 6 takes css in launch(): serve() passes it
+    return app
+
+
+def serve(app, port: int = 7860, examples: Sequence[str] = (), block: bool = True) -> str:
+    """Start the app on 127.0.0.1:port (block=False: in a thread, the caller closes it with
+    app.close()) and return its URL; example images may be read from their folders."""
+    allowed = sorted({str(Path(e).resolve().parent) for e in examples})
+    app.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=not block,
+        quiet=not block,
+        allowed_paths=allowed,
+        css=getattr(app, "fcn_css", None),
+        footer_links=[],
+    )
+    return f"http://127.0.0.1:{port}/"
