@@ -271,6 +271,7 @@ class Segmenter:
             self.calibrate([image])
 
     def _options(self) -> dict:
+        from fcn.inference import model_heads
         from fcn.sliding import window_options
 
         e = self.cfg.eval
@@ -279,6 +280,7 @@ class Segmenter:
             scales=list(e.scales),
             amp=e.amp,
             channels_last=bool(e.channels_last),
+            heads=model_heads(self.cfg),  # a two-headed model (SIFT Flow): each head its own softmax
             **window_options(self.cfg),
         )
 
@@ -295,6 +297,8 @@ class Segmenter:
 
         self._ready(image)
         labels = predict_labels(self.model, self._input(image), **self._options())
+        if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
+            labels = labels[:, 0]
         return labels[0].to(torch.uint8).cpu().numpy()
 
     def probabilities(self, image: Any) -> np.ndarray | list[np.ndarray]:
@@ -309,7 +313,7 @@ class Segmenter:
         self._ready(pixels)
         with torch.inference_mode():
             probs = predict_probs(self.model, self._input(pixels), **self._options())
-        return probs[0].cpu().numpy()
+        return probs[0, : self.num_classes].cpu().numpy()  # a two-headed model's semantic head
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """Return the H x W x 3 uint8 colour picture of a mask in the palette (predict.py's _color.png)."""

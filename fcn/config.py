@@ -38,9 +38,26 @@ BACKBONES = (
     "mobilenet_v3_large",
 )
 VGG_BACKBONES = ("vgg16", "vgg16_bn")
-DATASETS = ("voc", "sbd", "voc_aug", "folder", "cityscapes", "ade20k", "coco")
+DATASETS = (
+    "voc",
+    "sbd",
+    "voc_aug",
+    "folder",
+    "cityscapes",
+    "ade20k",
+    "coco",
+    "pascal_context",
+    "nyud",
+    "siftflow",
+)
 """data.<split>.name choices; any other name with a colon is a Dataset class by import path
 ('package.module:Class', fcn/data/external.py)."""
+PAPER_DATASET_CLASSES = {"pascal_context": 60, "nyud": 40, "siftflow": 33}
+"""The classes of the paper's other datasets (fcn/data/paper.py names them)."""
+LAYER_INPUT_DATASETS = ("nyud", "siftflow")
+"""Readers that give the authors' data-layer input (float, mean subtracted): normalization=caffe."""
+MODALITY_CHANNELS = {"color": 3, "depth": 1, "hha": 3}
+"""NYUDv2's inputs (nyud_layers.py tops) and their channels: colour (BGR), log-depth, HHA."""
 FAST_PATHS = ("none", "auto", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
 ENGINES = ("torch", "onnxruntime", "openvino")  # eval.engine: fcn/engines.py
 VOID = 255
@@ -90,6 +107,16 @@ class ModelConfig:
     dropout_p: float = 0.5
     """Probability of that dropout (the reference: 0.5; 0 = off). The 'fcn' head's own Dropout(0.1)
     is separate."""
+    late_fusion: List[str] = field(default_factory=list)
+    """Late fusion (nyud-fcn32s-color-hha): one VGG16 trunk and score_fr per modality, e.g. [color,
+    hha], taking the input's channels in that order (color 3, depth 1, hha 3; in_channels is their
+    sum); score_fused = the mean of the trunks' score_fr (Eltwise SUM, coeff 0.5 each), then one
+    upscore. fcn32s only (the one net the authors published the prototxt of); [] = one trunk."""
+    geometric_classes: int = 0
+    """SIFT Flow's second head (siftflow-fcn*s): this many geometric classes (3: sky, horizontal,
+    vertical) scored by their own score_fr_geo / skip path on the same trunk; the logits are the
+    semantic classes then these, along the channels; the loss is the sum of both heads' (summed)
+    cross-entropies. 0 = one head."""
     init_from: str = ""
     """Staged training: a checkpoint (e.g. a trained FCN-32s) whose matching tensors initialise
     this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s."""
@@ -106,15 +133,24 @@ class DatasetConfig:
     train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout),
     'cityscapes' (leftImg8bit/ + gtFine/ labelIds; needs data.label_map), 'ade20k'
     (ADEChallengeData2016), 'coco' (a COCO-format segmentation JSON: annotations and images below;
-    root and split unused), or your own Dataset class by import path: 'package.module:Class'."""
+    root and split unused), the paper's other datasets in the layouts of the authors' data layers
+    (fcn/data/paper.py): 'pascal_context' (59 classes + background), 'nyud' (NYUDv2, 40 classes) or
+    'siftflow' (33 semantic classes; masks carry the 3 geometric classes too), or your own Dataset
+    class by import path: 'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
     dataset's own root for 'folder' (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/),
-    'cityscapes' (leftImg8bit/, gtFine/) and 'ade20k' (ADEChallengeData2016: images/, annotations/)."""
+    'cityscapes' (leftImg8bit/, gtFine/), 'ade20k' (ADEChallengeData2016: images/, annotations/),
+    pascal_context (VOC2010/ and pascal-context/), nyud and siftflow (see docs/paper_datasets.md)."""
     split: str = "train"
     """Split name: voc: train, val, trainval, seg11valid; sbd: train, val; voc_aug: train;
     folder: any ImageSets/Segmentation/<split>.txt; cityscapes: train, val, test; ade20k:
-    training, validation. A Dataset class by import path gets it only through its args."""
+    training, validation; pascal_context: train, val; nyud: train, val, test, trainval; siftflow:
+    trainval, test. A Dataset class by import path gets it only through its args."""
+    modalities: List[str] = field(default_factory=lambda: ["color"])
+    """nyud: the inputs stacked along the channels, in order: color (3, BGR minus the mean), depth
+    (1, log depth minus the mean), hha (3): [color, depth] is the early-fusion 4-channel input,
+    [color, hha] the late-fusion pair. Other datasets: [color] only."""
     args: Any = field(default_factory=dict)
     """Keyword arguments of the constructor of a Dataset class named by import path
     (name: 'my_package.my_module:MyDataset'), e.g. {root: /data/x, split: train}; must stay empty
@@ -622,6 +658,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     if pretrained.lower() not in ("true", "false") and not pretrained:
         raise ConfigError(f"{source}: model.pretrained must be true, false or a file path")
 
+    _validate_paper_options(cfg, source)
     for split_key in ("train", "val"):
         ds = d[split_key]
         _validate_dataset(source, f"data.{split_key}", ds, d)
@@ -654,9 +691,16 @@ def validate(cfg: DictConfig, source: str) -> None:
                 raise ConfigError(
                     f"{source}: data.palette[{i}]={list(colour)} must be three values in 0..255"
                 )
-    if not d.classes and m.num_classes != 21 and "folder" not in (d.train.name, d.val.name):
+    own = {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (d.train, d.val) if ds.name != "folder"}
+    if not d.classes and len(own) > 1:
         raise ConfigError(
-            f"{source}: model.num_classes={m.num_classes} but PASCAL VOC has 21 classes; "
+            f"{source}: data.train.name={d.train.name} and data.val.name={d.val.name} have different classes"
+        )
+    if not d.classes and own and m.num_classes != next(iter(own)):
+        n = next(iter(own))
+        what = "PASCAL VOC" if n == 21 else next(ds.name for ds in (d.val, d.train) if ds.name != "folder")
+        raise ConfigError(
+            f"{source}: model.num_classes={m.num_classes} but {what} has {n} classes; "
             "set data.classes for another label set"
         )
 
@@ -676,10 +720,11 @@ def validate(cfg: DictConfig, source: str) -> None:
                 f"{source}: data.transforms.mean={list(tr.mean)} std={list(tr.std)} must be "
                 f"model.in_channels={channels} values each (std > 0), or both empty"
             )
-    if channels != 3 and tr.normalization == "caffe":
+    layer_input = all(d[k].name in LAYER_INPUT_DATASETS for k in ("train", "val"))
+    if channels != 3 and tr.normalization == "caffe" and not layer_input:
         raise ConfigError(
-            f"{source}: data.transforms.normalization=caffe is for 3-channel BGR input, not "
-            f"model.in_channels={channels}; use auto (and data.transforms.mean/std)"
+            f"{source}: data.transforms.normalization=caffe is for 3-channel BGR input (or the data-layer "
+            f"input of nyud/siftflow), not model.in_channels={channels}; use auto (and data.transforms.mean/std)"
         )
     if channels < 3 and tr.color_jitter > 0:
         raise ConfigError(
@@ -793,6 +838,88 @@ def validate(cfg: DictConfig, source: str) -> None:
             f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "
             "would get no prediction"
         )
+
+
+def _validate_paper_options(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for model.late_fusion / geometric_classes / in_channels and the data
+    modalities of the paper's other datasets that do not fit together."""
+    m, d = cfg.model, cfg.data
+    fusion = list(m.late_fusion)
+    for i, name in enumerate(fusion):
+        _choice(source, f"model.late_fusion[{i}]", name, tuple(MODALITY_CHANNELS))
+    if fusion:
+        if len(fusion) < 2 or len(set(fusion)) != len(fusion):
+            raise ConfigError(
+                f"{source}: model.late_fusion={fusion} must name two or more different modalities"
+            )
+        if m.arch != "fcn32s" or m.backbone not in VGG_BACKBONES or m.fusion != "skip" or m.head != "score":
+            raise ConfigError(
+                f"{source}: model.late_fusion is nyud-fcn32s-color-hha: set model.arch=fcn32s, a VGG backbone, "
+                "model.fusion=skip and model.head=score"
+            )
+        width = sum(MODALITY_CHANNELS[x] for x in fusion)
+        if m.in_channels != width:
+            raise ConfigError(
+                f"{source}: model.late_fusion={fusion} takes {width} channels but model.in_channels={m.in_channels}"
+            )
+    g = m.geometric_classes
+    if g != 0 and not 2 <= g <= 255:
+        raise ConfigError(f"{source}: model.geometric_classes={g} must be 0 (off) or 2..255")
+    if g and (m.fusion != "skip" or m.head != "score"):
+        raise ConfigError(
+            f"{source}: model.geometric_classes is siftflow-fcn*s's head: set model.fusion=skip and model.head=score"
+        )
+    for key in ("train", "val"):
+        ds = d[key]
+        mods = list(ds.modalities)
+        for i, name in enumerate(mods):
+            _choice(source, f"data.{key}.modalities[{i}]", name, tuple(MODALITY_CHANNELS))
+        if ds.name != "nyud" and mods != ["color"]:
+            raise ConfigError(f"{source}: data.{key}.modalities={mods} is for nyud; {ds.name} has [color]")
+        if ds.name == "nyud":
+            if not mods or len(set(mods)) != len(mods):
+                raise ConfigError(
+                    f"{source}: data.{key}.modalities={mods} must name one or more different modalities"
+                )
+            width = sum(MODALITY_CHANNELS[x] for x in mods)
+            if width != m.in_channels:
+                raise ConfigError(
+                    f"{source}: data.{key}.modalities={mods} stack {width} channels but model.in_channels={m.in_channels}"
+                )
+            if fusion and mods != fusion:
+                raise ConfigError(
+                    f"{source}: data.{key}.modalities={mods} must be model.late_fusion={fusion} (its trunks' order)"
+                )
+        elif m.in_channels != 3 and ds.name in ("pascal_context", "siftflow"):
+            raise ConfigError(
+                f"{source}: model.in_channels={m.in_channels} but data.{key}.name={ds.name} gives RGB images"
+            )
+        if (ds.name == "siftflow") != bool(g):
+            raise ConfigError(
+                f"{source}: data.{key}.name={ds.name} with model.geometric_classes={g}: SIFT Flow's masks hold the "
+                "geometric labels too, so siftflow and a geometric head (3) go together"
+            )
+        if ds.name in LAYER_INPUT_DATASETS and d.transforms.normalization != "caffe":
+            raise ConfigError(
+                f"{source}: data.{key}.name={ds.name} reads the authors' data-layer input (BGR/log-depth/HHA minus "
+                "their means): set data.transforms.normalization=caffe"
+            )
+    layer_input = any(d[k].name in LAYER_INPUT_DATASETS for k in ("train", "val"))
+    if layer_input and d.transforms.color_jitter > 0:
+        raise ConfigError(
+            f"{source}: data.transforms.color_jitter needs RGB images, not {d.train.name}'s inputs"
+        )
+    if g:
+        mixing = d.mixing.cutmix_p + d.mixing.mixup_p + d.mixing.mosaic_p
+        if mixing > 0 or cfg.loss.normalize or [t.name for t in cfg.loss.terms] != ["ce"]:
+            raise ConfigError(
+                f"{source}: model.geometric_classes takes the reference's loss (loss.terms=[ce], loss.normalize=false: "
+                "two summed cross-entropies) and no data.mixing"
+            )
+        if isinstance(cfg.loss.class_weights, str) or len(cfg.loss.class_weights):
+            raise ConfigError(
+                f"{source}: loss.class_weights are per semantic class; not with model.geometric_classes"
+            )
 
 
 def is_import_path(name: str) -> bool:

@@ -63,7 +63,7 @@ from fcn.runtime import (
     seed_everything,
     select_device,
 )
-from fcn.sliding import model_logits, window_options
+from fcn.sliding import argmax_heads, model_logits, window_options
 
 
 class TrainingError(RuntimeError):
@@ -247,10 +247,13 @@ def evaluate(
     stride: int = 341,
     window_batch: int = 4,
     ignore_index: int = VOID,
+    geometric_classes: int = 0,
 ) -> dict:
     """Return the paper's metrics of a model over a loader, summed across processes, at the masks'
     own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'. With
-    mode='slide', each batch is predicted by tile x tile windows (fcn.sliding.slide_logits).
+    mode='slide', each batch is predicted by tile x tile windows (fcn.sliding.slide_logits). A
+    two-headed model (geometric_classes > 0, SIFT Flow): the semantic head's metrics, plus
+    'geometric_pixel_acc' and 'geometric' (the geometric head's compute()).
 
     Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
     (fcn.inference.evaluate_model)."""
@@ -259,16 +262,26 @@ def evaluate(
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    heads = [num_classes, geometric_classes] if geometric_classes else None
+    geo = ConfusionMatrix(geometric_classes, ignore_index=ignore_index, device=device) if heads else None
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
         with autocast(device, amp):
             window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
-            pred = model_logits(model, images, channels_last, **window).argmax(1)
-        matrix.update(pred, masks.to(device, non_blocking=True))
+            pred = argmax_heads(model_logits(model, images, channels_last, **window), heads)
+        if geo is not None:
+            geo.update(pred[:, 1], masks[:, 1])
+            pred, masks = pred[:, 0], masks[:, 0]
+        matrix.update(pred, masks)
     matrix.all_reduce()
     model.train(was_training)
     result = matrix.compute()
     result["confusion"] = matrix.mat.cpu().tolist()
+    if geo is not None:
+        geo.all_reduce()
+        result["geometric"] = geo.compute()
+        result["geometric_pixel_acc"] = result["geometric"]["pixel_acc"]
     return result
 
 
@@ -581,7 +594,9 @@ def setup(cfg: DictConfig) -> Run:
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
-        loss_fn=build_loss(cfg.loss, ignore, weight),
+        loss_fn=build_loss(
+            cfg.loss, ignore, weight, int(cfg.model.num_classes), int(cfg.model.geometric_classes)
+        ),
         mixer=build_mixer(cfg.data.mixing, ignore),
         total=total,
         class_names=class_names(cfg.data),
@@ -808,6 +823,7 @@ def evaluate_and_save(run: Run) -> dict:
         distributed.broadcast_buffers(run.ema.module)
     n = cfg.model.num_classes
     ignore, window = cfg.data.ignore_index, window_options(cfg)
+    window["geometric_classes"] = int(cfg.model.geometric_classes)
     metrics = evaluate(
         run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval", ignore_index=ignore, **window
     )
@@ -858,6 +874,9 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
     run.log(f"\niteration {it}/{run.total} (epoch {run.epoch})\n{format_table(metrics, run.class_names)}")
     if "ema" in record:
         run.log(f"EMA weights: mean IU {record['ema']['mean_iou']:.4f}")
+    if "geometric" in metrics:
+        run.log(f"geometric pixel accuracy {100 * metrics['geometric_pixel_acc']:.2f}")
+        writer.add_scalar("val/geometric_pixel_acc", metrics["geometric_pixel_acc"], it)
     for key in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
         writer.add_scalar(f"val/{key}", metrics[key], it)
         if "ema" in record:
@@ -899,11 +918,12 @@ def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
             image, mask = run.val_set[index]
             with autocast(run.device, run.amp):
                 logits = model(image.unsqueeze(0).to(run.device))
-            preds.append(logits.argmax(1)[0].cpu().numpy().astype(np.uint8))
+            # The semantic head (and mask) of a two-headed model are what the grid shows.
+            preds.append(logits[:, : cfg.model.num_classes].argmax(1)[0].cpu().numpy().astype(np.uint8))
             images.append(
                 denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels)
             )
-            gts.append(mask.numpy().astype(np.uint8))
+            gts.append(mask.numpy().astype(np.uint8).reshape(-1, *mask.shape[-2:])[0])
     model.train(was_training)
     return prediction_grid(
         images, gts, preds, run.palette, run.class_names, ignore_index=cfg.data.ignore_index

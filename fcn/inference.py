@@ -24,7 +24,7 @@ from fcn.data.common import VOID
 from fcn.data.loaders import DataLoader
 from fcn.engines import Engine, available, calibration_slice, model_device, to_engine
 from fcn.runtime import autocast, cpu_flags, native_bf16, select_device
-from fcn.sliding import model_logits, window_options
+from fcn.sliding import argmax_heads, model_logits, softmax_heads, window_options
 
 if TYPE_CHECKING:
     from fcn.api import Segmenter
@@ -173,10 +173,12 @@ def predict_probs(
     tile: int = 512,
     stride: int = 341,
     window_batch: int = 4,
+    heads: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Return softmax probabilities (N, C, H, W) float32 at the input's size, averaged over the
     scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input; each
-    of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.sliding)."""
+    of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.sliding).
+    heads: the channels of each head of a two-headed model (SIFT Flow's [33, 3]), each its own softmax."""
     if images.ndim != 4:
         raise ValueError(
             f"predict_probs expects images of shape (N, channels, H, W), got {tuple(images.shape)}"
@@ -199,7 +201,7 @@ def predict_probs(
                     logits = logits.flip(-1)
                 if logits.shape[-2:] != (height, width):
                     logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-                probs = logits.softmax(dim=1)
+                probs = softmax_heads(logits, heads)
                 del logits  # at a photo's size each (N, C, H, W) float32 tensor is a gigabyte
                 total = probs if total is None else total.add_(probs)
                 count += 1
@@ -218,16 +220,26 @@ def predict_labels(
     tile: int = 512,
     stride: int = 341,
     window_batch: int = 4,
+    heads: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Return predicted class indices (N, H, W) int64: argmax of the logits, or of the averaged
-    probabilities when flip or scales ask for test-time augmentation; whole or by sliding windows."""
+    probabilities when flip or scales ask for test-time augmentation; whole or by sliding windows.
+    With heads (a two-headed model's channels per head), (N, K, H, W): each head's own argmax."""
     window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
     if flip or [float(s) for s in scales] != [1.0]:
-        return predict_probs(
-            model, images, flip=flip, scales=scales, amp=amp, channels_last=channels_last, **window
-        ).argmax(1)
+        probs = predict_probs(
+            model,
+            images,
+            flip=flip,
+            scales=scales,
+            amp=amp,
+            channels_last=channels_last,
+            heads=heads,
+            **window,
+        )
+        return argmax_heads(probs, heads)
     with torch.inference_mode(), autocast(images.device, amp):
-        return model_logits(model, images, channels_last, **window).argmax(1)
+        return argmax_heads(model_logits(model, images, channels_last, **window), heads)
 
 
 def segment(
@@ -255,9 +267,19 @@ def segment(
         scales=list(e.scales) if scales is None else scales,
         amp=e.amp if amp is None else amp,
         channels_last=bool(e.channels_last) if channels_last is None else channels_last,
+        heads=model_heads(cfg),
         **window_options(cfg),
     )
+    if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
+        labels = labels[:, 0]
     return labels[0].to(torch.uint8).cpu().numpy()
+
+
+def model_heads(cfg: DictConfig) -> list[int] | None:
+    """Return the channels of each head of a two-headed model ([semantic, geometric] classes for
+    model.geometric_classes > 0), or None for the usual one head."""
+    geometric = int(cfg.model.geometric_classes)
+    return [int(cfg.model.num_classes), geometric] if geometric else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,10 +356,13 @@ def evaluate_model(
     progress: bool = True,
     per_image: bool = False,
     ignore_index: int = VOID,
+    geometric_classes: int = 0,
 ) -> dict:
     """Return the metrics dict (ConfusionMatrix.compute() plus 'confusion') of model on dataset at
     each image's native resolution, pixels labelled ignore_index left out; optionally write each
-    prediction as <id>.png in palette.
+    prediction as <id>.png in palette. geometric_classes > 0 (SIFT Flow's two-headed net, masks
+    2 x H x W): the metrics are the semantic head's, plus 'geometric_pixel_acc' and 'geometric'
+    (the geometric head's ConfusionMatrix.compute()); predictions and per-image scores are semantic.
     window: window_options() (whole or sliding windows); None is whole. per_image adds
     'per_image': one image_scores() dict per image, with its 'id', 'index', 'height', 'width'."""
     from tqdm import tqdm
@@ -359,6 +384,8 @@ def evaluate_model(
         if palette is None:
             raise ValueError("save_predictions needs the dataset's palette")
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    heads = [num_classes, geometric_classes] if geometric_classes else None
+    geo = ConfusionMatrix(geometric_classes, ignore_index=ignore_index, device=device) if heads else None
     rows: list[dict] = []
     tta = flip or [float(s) for s in scales] != [1.0]
     window = dict(window or {})
@@ -369,15 +396,18 @@ def evaluate_model(
     for images, masks, sizes in bar:
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
-        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, **window)
+        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, heads=heads, **window)
         if one_by_one and any(size != tuple(images.shape[-2:]) for size in sizes):
             # Mirroring or rescaling a padded image would move or blend the padding into the
             # image, so a padded batch gets test-time augmentation image by image.
             preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
             for i, (h, w) in enumerate(sizes):
-                preds[i, :h, :w] = predict_labels(model, images[i : i + 1, :, :h, :w], **options)[0]
+                preds[i, ..., :h, :w] = predict_labels(model, images[i : i + 1, :, :h, :w], **options)[0]
         else:
             preds = predict_labels(model, images, **options)
+        if geo is not None:  # two heads: the geometric one scored on its own, the rest is semantic
+            geo.update(preds[:, 1], masks[:, 1])
+            preds, masks = preds[:, 0], masks[:, 0]
         # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
         matrix.update(preds, masks)
         if per_image:
@@ -391,6 +421,9 @@ def evaluate_model(
                 index += 1
     metrics = matrix.compute()
     metrics["confusion"] = matrix.mat.cpu().tolist()
+    if geo is not None:
+        metrics["geometric"] = geo.compute()
+        metrics["geometric_pixel_acc"] = metrics["geometric"]["pixel_acc"]
     if per_image:
         metrics["per_image"] = rows
     return metrics
@@ -461,10 +494,12 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
             scales=list(e.scales),
             amp=e.amp,
             channels_last=bool(e.channels_last),
+            heads=model_heads(cfg),
             **window_options(cfg),
         )
+        pred = pred[:, 0] if pred.ndim == 4 else pred  # the semantic head of a two-headed model
         images.append(denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels))
-        gts.append(mask.numpy().astype(np.uint8))
+        gts.append(mask.numpy().astype(np.uint8).reshape(-1, *mask.shape[-2:])[0])
         preds.append(pred[0].cpu().numpy().astype(np.uint8))
     return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))
 
@@ -538,6 +573,7 @@ def run_evaluation(
         progress=progress,
         per_image=per_image,
         ignore_index=int(cfg.data.ignore_index),
+        geometric_classes=int(cfg.model.geometric_classes),
     )
     names = class_names(cfg.data)
     return {
@@ -550,6 +586,7 @@ def run_evaluation(
         "mean_acc": metrics["mean_acc"],
         "mean_iou": metrics["mean_iou"],
         "fwavacc": metrics["fwavacc"],
+        **({"geometric_pixel_acc": metrics["geometric_pixel_acc"]} if "geometric" in metrics else {}),
         "per_class": {
             name: {"iou": iou, "acc": acc} for name, iou, acc in zip(names, metrics["iou"], metrics["acc"])
         },

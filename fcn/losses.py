@@ -241,11 +241,48 @@ class SegmentationLoss:
         return labelled(masks, self.weight, self.ignore_index)
 
 
+@dataclass
+class TwoHeadLoss:
+    """SIFT Flow's loss (siftflow-fcn*s/net.py): the semantic head's loss plus the geometric head's
+    (loss + loss_geo, both SoftmaxWithLoss with weight 1), each on its own channels of the logits
+    (num_classes semantic, then the geometric ones) and its own mask (masks N x 2 x H x W)."""
+
+    loss: SegmentationLoss
+    num_classes: int
+
+    def _split(self, logits: torch.Tensor, masks: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        n = self.num_classes
+        return [(logits[:, :n], masks[:, 0]), (logits[:, n:], masks[:, 1])]
+
+    def _sum(self, part: str, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        values = [getattr(self.loss, part)(x, y) for x, y in self._split(logits, masks)]
+        return None if values[0] is None else values[0] + values[1]
+
+    def pixel_sum(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        """Return the two heads' ce/focal pixel sums, added."""
+        return self._sum("pixel_sum", logits, masks)
+
+    def batch_mean(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        """Return the two heads' ohem/dice/lovasz terms, added."""
+        return self._sum("batch_mean", logits, masks)
+
+    def labelled(self, masks: torch.Tensor) -> torch.Tensor:
+        """Return the labelled pixels of both heads' masks."""
+        return self.loss.labelled(masks[:, 0]) + self.loss.labelled(masks[:, 1])
+
+
 def build_loss(
-    loss_cfg: Any, ignore_index: int = VOID, weight: torch.Tensor | None = None
-) -> SegmentationLoss:
+    loss_cfg: Any,
+    ignore_index: int = VOID,
+    weight: torch.Tensor | None = None,
+    num_classes: int = 0,
+    geometric_classes: int = 0,
+) -> SegmentationLoss | TwoHeadLoss:
     """Return the SegmentationLoss of cfg.loss with the run's ignore index and class weights (a tensor
-    on the logits' device, or None)."""
+    on the logits' device, or None); with geometric_classes > 0, the TwoHeadLoss of it for a model
+    whose first num_classes channels are the semantic head's."""
+    if geometric_classes:
+        return TwoHeadLoss(build_loss(loss_cfg, ignore_index, weight), num_classes)
     return SegmentationLoss(
         terms=tuple((str(t.name), float(t.weight)) for t in loss_cfg.terms),
         weight=weight,

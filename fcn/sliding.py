@@ -21,7 +21,7 @@ accumulated in place, plus an H x W coverage count. Used alike by training's eva
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -112,3 +112,17 @@ def slide_logits(
             total[:, :, y : y + th, x : x + tw] += logits[k * n : (k + 1) * n].float()
         del logits, crops
     return total.div_(count)
+
+
+def softmax_heads(logits: torch.Tensor, heads: Sequence[int] | None = None) -> torch.Tensor:
+    """Return the softmax over the channels, or over each head's channels when heads splits them."""
+    if not heads:
+        return logits.softmax(dim=1)
+    return torch.cat([part.softmax(dim=1) for part in torch.split(logits, list(heads), dim=1)], dim=1)
+
+
+def argmax_heads(scores: torch.Tensor, heads: Sequence[int] | None = None) -> torch.Tensor:
+    """Return the class indices (N, H, W), or (N, K, H, W) for K heads (each head's own argmax)."""
+    if not heads:
+        return scores.argmax(1)
+    return torch.stack([part.argmax(1) for part in torch.split(scores, list(heads), dim=1)], dim=1)

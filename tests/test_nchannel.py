@@ -486,6 +486,17 @@ def test_a_layer_that_sees_the_image_is_the_first_convolution():
     assert name == "backbone.conv1" and isinstance(conv, nn.Conv2d) and conv.in_channels == 4
 
 
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet18", "mobilenet_v3_large"])
+def test_every_torchvision_family_takes_in_channels(backbone):
+    geometry = "paper" if backbone == "vgg16" else "same"
+    cfg = model_cfg(f"model.backbone={backbone}", f"model.geometry={geometry}", "model.in_channels=4")
+    with torch.device("meta"):
+        model = build_model(cfg.model).eval()
+        out = model(torch.empty(1, 4, 37, 29))
+    assert out.shape == (1, 2, 37, 29)
+    assert model.get_submodule(input_conv_name(model)).in_channels == 4
+
+
 def test_a_timm_backbones_own_statistics_are_extended_past_three_channels():
     from fcn.models import resolve_normalization
 

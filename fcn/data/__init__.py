@@ -1,5 +1,6 @@
 """Datasets (PASCAL VOC 2012 with seg11valid, SBD, VOC + SBD augmented, any VOC-layout folder,
-Cityscapes, ADE20K, COCO JSON, a Dataset class by import path), and data.label_map / reduce_zero_label.
+Cityscapes, ADE20K, COCO JSON, the paper's PASCAL-Context, NYUDv2 and SIFT Flow, a Dataset class by
+import path), and data.label_map / reduce_zero_label.
 
 Importing this package reads nothing from disk or the network and does not import torch;
 transforms, collate and mixing live in their own submodules (fcn.data.transforms, ...).
@@ -12,13 +13,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from fcn.config import is_import_path, label_map_dict
+from fcn.config import DATASETS, is_import_path, label_map_dict
 from fcn.data.ade20k import ADE20KSegmentation
 from fcn.data.cityscapes import CityscapesSegmentation
 from fcn.data.coco import CocoSegmentation
 from fcn.data.common import VOC_CLASSES, VOID, LabelMap, PairDataset, make_palette, voc_palette
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import FolderSegmentation, read_classes
+from fcn.data.paper import PAPER_CLASSES, NYUDSegmentation, PascalContextSegmentation, SIFTFlowSegmentation
 from fcn.data.sbd import SBDSegmentation, VOCAugSegmentation
 from fcn.data.voc import VOCSegmentation
 
@@ -31,6 +33,9 @@ __all__ = [
     "ExternalDataset",
     "LabelMap",
     "FolderSegmentation",
+    "NYUDSegmentation",
+    "PascalContextSegmentation",
+    "SIFTFlowSegmentation",
     "SBDSegmentation",
     "VOCAugSegmentation",
     "VOCSegmentation",
@@ -44,8 +49,14 @@ __all__ = [
 
 
 def class_names(data_cfg: Any) -> list[str]:
-    """Return the class names in label order: data.classes, or PASCAL VOC's 21."""
-    return [str(c) for c in data_cfg.classes] if len(data_cfg.classes) else list(VOC_CLASSES)
+    """Return the class names in label order: data.classes, or the datasets' own (PASCAL VOC's 21,
+    or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
+    if len(data_cfg.classes):
+        return [str(c) for c in data_cfg.classes]
+    for ds in (data_cfg.val, data_cfg.train):
+        if ds.name in PAPER_CLASSES:
+            return list(PAPER_CLASSES[ds.name])
+    return list(VOC_CLASSES)
 
 
 def palette(data_cfg: Any) -> np.ndarray:
@@ -105,6 +116,18 @@ def _open_dataset(
             overlap=data_cfg.coco_overlap,
             ignore_index=ignore,
         )
+    if ds_cfg.name == "pascal_context":
+        names = class_names(data_cfg)
+        return PascalContextSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, names, labels=labels)
+    if ds_cfg.name == "nyud":
+        modalities = [str(m) for m in ds_cfg.modalities]
+        return NYUDSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, modalities, labels=labels)
+    if ds_cfg.name == "siftflow":
+        from fcn.data.paper import SIFTFLOW_GEOMETRIC_CLASSES
+
+        return SIFTFlowSegmentation(
+            ds_cfg.root, ds_cfg.split, transforms, n, ignore, len(SIFTFLOW_GEOMETRIC_CLASSES), labels=labels
+        )
     raise ValueError(
-        f"dataset name '{ds_cfg.name}' is not one of voc, sbd, voc_aug, folder, cityscapes, ade20k, coco, package.module:Class"
+        f"dataset name '{ds_cfg.name}' is not one of {', '.join(DATASETS)}, package.module:Class"
     )

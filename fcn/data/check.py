@@ -34,6 +34,7 @@ from fcn.data.coco import CocoListing, CocoSegmentation, listing_for
 from fcn.data.common import ARRAY_EXTENSIONS, VOID, PairDataset, check_pair, colour_lookup, image_array
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import Listing, Problem, list_folder
+from fcn.data.paper import empty_reader, list_nyud, list_pascal_context, list_siftflow
 from fcn.data.sbd import list_sbd, list_voc_aug
 from fcn.data.voc import list_voc
 
@@ -46,6 +47,9 @@ LISTERS: dict[str, Callable[[str, str], Listing]] = {
     "folder": list_folder,
     "cityscapes": list_cityscapes,
     "ade20k": list_ade20k,
+    "pascal_context": list_pascal_context,
+    "nyud": list_nyud,  # the colour images and masks; list_split passes the modalities
+    "siftflow": list_siftflow,  # the images and semantic masks (the geometric ones are listed too)
 }
 """The listing function of each data.<split>.name (build_dataset's constructors list through these)."""
 
@@ -209,6 +213,8 @@ def list_split(ds_cfg: Any, data_cfg: Any = None) -> Listing:
         return listing_for(ds_cfg, data_cfg, class_names(data_cfg))
     if ds_cfg.name not in LISTERS:
         raise ValueError(f"dataset name '{ds_cfg.name}' is not one of {', '.join(LISTERS)}")
+    if ds_cfg.name == "nyud":
+        return list_nyud(ds_cfg.root, ds_cfg.split, [str(m) for m in ds_cfg.modalities])
     return LISTERS[ds_cfg.name](ds_cfg.root, ds_cfg.split)
 
 
@@ -220,7 +226,9 @@ def mask_reader(
     `channels` channels (model.in_channels)."""
     n = len(class_names(data_cfg))
     ignore = int(data_cfg.ignore_index)
-    if isinstance(listing, CocoListing):
+    if ds_cfg.name in ("pascal_context", "nyud", "siftflow"):
+        reader = empty_reader(ds_cfg.name, ds_cfg.root, n, ignore, label_map(data_cfg))
+    elif isinstance(listing, CocoListing):
         reader = CocoSegmentation(
             listing.annotations,
             "",
@@ -236,7 +244,9 @@ def mask_reader(
         # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
         lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
         reader = PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg))
-    reader.channels = int(channels)
+    # The paper's readers list their colour images (NYUDv2's other modalities are listed as files
+    # beside them): those are RGB whatever model.in_channels the stacked input gives.
+    reader.channels = 3 if ds_cfg.name in ("pascal_context", "nyud", "siftflow") else int(channels)
     return reader
 
 

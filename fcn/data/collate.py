@@ -28,7 +28,7 @@ def _new_batch(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 def pad_collate(
     batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = VOID
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (images NCHW, masks NHW), each pair padded at the bottom/right to the batch's largest H, W.
+    """Return (images NCHW, masks NHW or NKHW), each pair padded at the bottom/right to the batch's largest H, W.
 
     Image padding is 0 and mask padding ignore_index (data.ignore_index), so padded pixels count in neither the loss nor the
     metrics; a model with the paper's geometry predicts each image's own pixels unchanged.
@@ -39,18 +39,18 @@ def pad_collate(
         if len(item) != 2:
             raise ValueError(f"pad_collate: batch item {i} has {len(item)} fields; expected (image, mask)")
         image, mask = item
-        if image.ndim != 3 or mask.ndim != 2 or tuple(image.shape[-2:]) != tuple(mask.shape):
+        if image.ndim != 3 or mask.ndim not in (2, 3) or tuple(image.shape[-2:]) != tuple(mask.shape[-2:]):
             raise ValueError(
                 f"pad_collate: batch item {i} has image {tuple(image.shape)} and mask {tuple(mask.shape)}; "
-                "expected CxHxW and HxW of the same H, W"
+                "expected CxHxW and HxW (or KxHxW) of the same H, W"
             )
     height = max(image.shape[-2] for image, _ in batch)
     width = max(image.shape[-1] for image, _ in batch)
     first_image, first_mask = batch[0]
     images = _new_batch(first_image, (len(batch), first_image.shape[0], height, width)).fill_(0)
-    masks = _new_batch(first_mask, (len(batch), height, width)).fill_(ignore_index)
+    masks = _new_batch(first_mask, (len(batch), *first_mask.shape[:-2], height, width)).fill_(ignore_index)
     for i, (image, mask) in enumerate(batch):
-        h, w = mask.shape
+        h, w = mask.shape[-2:]
         images[i, :, :h, :w] = image
-        masks[i, :h, :w] = mask
+        masks[i, ..., :h, :w] = mask
     return images, masks

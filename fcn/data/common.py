@@ -203,6 +203,13 @@ def image_array(path: str | os.PathLike, upright: bool = False) -> np.ndarray:
     return array
 
 
+class LayerInput(np.ndarray):
+    """An H x W x C float32 array that is the network input already: the authors' data-layer input
+    (fcn/data/paper.py: NYUDv2's stacked modalities, SIFT Flow's BGR, each minus its mean). The
+    transforms move it geometrically and do not scale or normalise it (unlike read_channels' float
+    pixels, which are on the 0-255 scale). Make one with ``array.view(LayerInput)``."""
+
+
 def read_channels(path: str | os.PathLike, channels: int = 3, upright: bool = False) -> Image.Image | np.ndarray:
     """Return the image at `path` with `channels` channels: an 8-bit RGB PIL image when channels is 3
     and the file is not a .tif/.tiff/.npy (read_image, unchanged), else an HxWxC array, uint8 for

@@ -25,7 +25,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
-from fcn.data.common import VOID, scale_pixels, to_rgb
+from fcn.data.common import VOID, LayerInput, scale_pixels, to_rgb
 
 NORMALIZATIONS = ("auto", "torchvision", "caffe")
 """The named normalisations ('auto' with no mean/std resolved is torchvision's)."""
@@ -116,13 +116,19 @@ def _check_normalization(normalization: str | MeanStd) -> None:
 
 
 def _image_tensor(image: Any) -> tv_tensors.Image:
-    """Return the image as a CxHxW tv_tensors.Image: uint8, or float32 on the 0-255 scale.
+    """Return the image as a CxHxW tv_tensors.Image: uint8, or float32 on the 0-255 scale, or
+    float32 network input as it is (a LayerInput: the authors' data-layer input, fcn/data/paper.py).
 
     From a PIL image (made RGB), an HxWxC or HxW array (fcn.data.common.read_channels: uint8, or
     any other type scaled by scale_pixels), or a uint8/float32 CxHxW tensor.
     """
     if isinstance(image, PIL.Image.Image):
         return tv_tensors.Image(F.pil_to_tensor(to_rgb(image)))
+    if isinstance(image, LayerInput):
+        if image.ndim != 3:
+            raise TypeError(f"a LayerInput must be H x W x C, got shape {image.shape}")
+        array = np.ascontiguousarray(image.view(np.ndarray), dtype=np.float32)
+        return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
     if isinstance(image, np.ndarray) and image.ndim in (2, 3):
         array = scale_pixels(image if image.ndim == 3 else image[:, :, None])
         # A CxHxW view of the HxWxC pixels: the interleaved layout the uint8 resize kernels are fast on.
@@ -136,10 +142,11 @@ def _image_tensor(image: Any) -> tv_tensors.Image:
 
 
 def _mask_array(mask: Any) -> np.ndarray | torch.Tensor:
-    """Return the mask as a 2-D integer array or tensor, checked to hold values in 0..255."""
+    """Return the mask as a 2-D integer array or tensor (or K x H x W: one map per head, SIFT Flow's
+    semantic and geometric labels), checked to hold values in 0..255."""
     if isinstance(mask, PIL.Image.Image):
         mask = np.asarray(mask)
-    if not isinstance(mask, (np.ndarray, torch.Tensor)) or mask.ndim != 2:
+    if not isinstance(mask, (np.ndarray, torch.Tensor)) or mask.ndim not in (2, 3):
         raise TypeError(f"mask must be a 2-D integer array or tensor (HxW), got {type(mask).__name__}")
     if mask.dtype not in (np.uint8, torch.uint8):
         if isinstance(mask, torch.Tensor):
@@ -148,7 +155,7 @@ def _mask_array(mask: Any) -> np.ndarray | torch.Tensor:
             integer = np.issubdtype(mask.dtype, np.integer)
         if not integer:
             raise TypeError(f"mask must hold integer class indices, got dtype {mask.dtype}")
-        if mask.shape[0] * mask.shape[1] > 0:
+        if mask.numel() if isinstance(mask, torch.Tensor) else mask.size:
             low, high = int(mask.min()), int(mask.max())
             if low < 0 or high > 255:  # masks are 8-bit
                 raise ValueError(f"mask values must be labels in 0..255, found {low}..{high}")
@@ -163,7 +170,7 @@ def _mask_tensor(mask: np.ndarray | torch.Tensor) -> tv_tensors.Mask:
 
 
 def _check_sizes(image: torch.Tensor, mask: np.ndarray | torch.Tensor) -> None:
-    if tuple(image.shape[-2:]) != tuple(mask.shape):
+    if tuple(image.shape[-2:]) != tuple(mask.shape[-2:]):
         raise ValueError(
             f"mask size {tuple(mask.shape)} (HxW) differs from image size {tuple(image.shape[-2:])}; "
             "image and mask must be pixel-aligned"
@@ -176,6 +183,12 @@ def normalize(image: torch.Tensor, normalization: str | MeanStd) -> torch.Tensor
     _check_normalization(normalization)
     image = image.as_subclass(torch.Tensor)
     channels = image.shape[0]
+    if normalization == "caffe" and channels != 3:
+        # Only a data layer's input (fcn/data/paper.py: LayerInput, not normalised here) has more.
+        raise ValueError(
+            f"normalization 'caffe' is for 3-channel BGR images, not {channels} channels (a nyud net's "
+            "stacked input is read by its dataset reader: evaluate.py)"
+        )
     if normalization == "caffe":
         # The reference feeds BGR pixels in 0..255 minus the mean (voc_layers.py: load_image).
         out = image.flip(0).to(torch.float32, memory_format=torch.contiguous_format)
@@ -196,7 +209,15 @@ def denormalize(
     _check_normalization(normalization)
     x = image.detach().to("cpu", torch.float64)
     channels = x.shape[0]
-    if normalization == "caffe":
+    if normalization == "caffe" and channels != 3:
+        # A data layer's stacked input (NYUDv2's modalities, fcn/data/paper.py): its first three
+        # channels (the colour's BGR for [color, ...], else HHA) are shown with the Caffe mean added
+        # back; a lone depth channel stands for all three. Further channels stay as they are.
+        if channels < 3:
+            x, channels = x[:1].expand(3, -1, -1), 3
+        bgr = x[:3] + torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float64).view(3, 1, 1)
+        x = torch.cat([bgr.flip(0), x[3:]])
+    elif normalization == "caffe":
         x = (x + torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float64).view(3, 1, 1)).flip(0)
     else:
         stats = channel_stats(normalization, channels)
@@ -369,7 +390,7 @@ class RandomScaleCrop(v2.Transform):
             size = (rows[3], cols[3])
             if is_mask:
                 piece = resize_mask(
-                    inpt[rows[0] : rows[0] + rows[1], cols[0] : cols[0] + cols[1]], size
+                    inpt[..., rows[0] : rows[0] + rows[1], cols[0] : cols[0] + cols[1]], size
                 )
             else:
                 piece = F.crop(inpt, rows[0], cols[0], rows[1], cols[1])
@@ -393,15 +414,22 @@ class SegmentationTransform:
         self.normalization = normalization
 
     def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        # A data layer's input (fcn/data/paper.py) is the network input already: moved, not normalised.
+        ready = isinstance(image, LayerInput)
         image = _image_tensor(image)
         mask = _mask_array(mask)
         _check_sizes(image, mask)
         if self.geometric is None:
             # No geometry: the mask is returned exactly as given (metrics need the original map).
             target = torch.from_numpy(mask.astype(np.int64)) if isinstance(mask, np.ndarray) else mask.long()
-            return normalize(image, self.normalization), target
+            return self._finish(image, ready), target
         image, target = self.geometric(image, _mask_tensor(mask))
-        return normalize(image, self.normalization), target.as_subclass(torch.Tensor).long()
+        return self._finish(image, ready), target.as_subclass(torch.Tensor).long()
+
+    def _finish(self, image: torch.Tensor, ready: bool) -> torch.Tensor:
+        if ready:
+            return image.as_subclass(torch.Tensor).to(torch.float32, memory_format=torch.contiguous_format)
+        return normalize(image, self.normalization)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(geometric={self.geometric}, normalization={self.normalization!r})"

@@ -23,13 +23,13 @@ any timm model's), and ``head='fcn'``: torchvision's FCNHead in place of each 1x
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from fcn.checkpoint import bare_state_dict
-from fcn.config import ARCHS, is_timm, pretrained_choice
+from fcn.config import ARCHS, MODALITY_CHANNELS, VGG_BACKBONES, is_timm, pretrained_choice
 from fcn.models.backbones import (
     adapt_input_conv,
     build_backbone,
@@ -102,8 +102,24 @@ class FCN(nn.Module):
         dropout_p: float = 0.5,
         at_once: bool = False,
         in_channels: int = 3,
+        late_fusion: Sequence[str] = (),
+        geometric_classes: int = 0,
     ):
         super().__init__()
+        late_fusion = tuple(late_fusion)
+        if late_fusion and (stride != 32 or fusion != "skip" or backbone not in VGG_BACKBONES):
+            raise ValueError(
+                "late fusion is nyud-fcn32s-color-hha: stride=32, fusion='skip' and a VGG backbone"
+            )
+        if late_fusion and in_channels != sum(MODALITY_CHANNELS[m] for m in late_fusion):
+            width = sum(MODALITY_CHANNELS[m] for m in late_fusion)
+            raise ValueError(
+                f"late_fusion={list(late_fusion)} takes {width} input channels, not {in_channels}"
+            )
+        if geometric_classes and (fusion != "skip" or head != "score" or late_fusion):
+            raise ValueError(
+                "the geometric head (siftflow-fcn*s) needs fusion='skip', head='score' and one trunk"
+            )
         if stride not in (32, 16, 8):
             raise ValueError(f"stride={stride} must be 32, 16 or 8")
         if fusion not in ("skip", "full"):
@@ -115,28 +131,46 @@ class FCN(nn.Module):
                 "at-once scaling is the paper's FCN-8s with skip fusion (stride=8, fusion='skip')"
             )
         self.stride, self.num_classes, self.at_once = stride, num_classes, at_once
-        self.in_channels = in_channels
         self.backbone_name, self.geometry = backbone, geometry
         self.upsampling, self.fusion, self.head = upsampling, fusion, head
 
         # A timm backbone loads its own weights (timm maps them into its feature extractor).
         timm_weights = pretrained if is_timm(backbone) else False
-        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights, in_channels)
-        channels = self.backbone.channels
+        self.in_channels, self.late_fusion, self.geometric_classes = (
+            in_channels,
+            late_fusion,
+            geometric_classes,
+        )
+        if late_fusion:
+            # nyud-fcn32s-color-hha (late fusion): one whole VGG16 trunk and score_fr per modality,
+            # every layer named with the modality as a suffix (conv1_1color ... score_frhha).
+            self.backbone = nn.ModuleDict(
+                {
+                    m: build_backbone(backbone, geometry, dropout, dropout_p, False, MODALITY_CHANNELS[m])
+                    for m in late_fusion
+                }
+            )
+            channels = self.backbone[late_fusion[0]].channels
+        else:
+            self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights, in_channels)
+            channels = self.backbone.channels
 
         def score(in_channels: int) -> nn.Module:
             if head == "fcn":
                 return FCNHead(in_channels, num_classes)
             return nn.Conv2d(in_channels, num_classes, 1)
 
-        self.score_fr = score(channels[32])
+        if late_fusion:
+            self.score_fr = nn.ModuleDict({m: score(channels[32]) for m in late_fusion})
+        else:
+            self.score_fr = score(channels[32])
         if stride <= 16:
             self.score_pool4 = score(channels[16])
         if stride <= 8:
             self.score_pool3 = score(channels[8])
 
-        def up(factor: int) -> nn.Module:
-            return make_upsampling(upsampling, num_classes, factor, geometry, learnable_upsampling)
+        def up(factor: int, classes: int = num_classes) -> nn.Module:
+            return make_upsampling(upsampling, classes, factor, geometry, learnable_upsampling)
 
         if stride == 32:
             self.upscore = up(32)
@@ -154,7 +188,28 @@ class FCN(nn.Module):
                 self.upscore8 = up(8)
             self.fuse_weight = nn.Parameter(torch.ones(2 if stride == 16 else 3, num_classes))
 
-        for layer in (self.score_fr, getattr(self, "score_pool4", None), getattr(self, "score_pool3", None)):
+        scores = [self.score_fr, getattr(self, "score_pool4", None), getattr(self, "score_pool3", None)]
+        if geometric_classes:
+            # siftflow-fcn*s: a second, geometric head on the same trunk with its own whole skip path
+            # (score_fr_geo, upscore2_geo, score_pool4_geo, ... upscore8_geo), as the semantic one.
+            self.score_fr_geo = nn.Conv2d(channels[32], geometric_classes, 1)
+            scores.append(self.score_fr_geo)
+            if stride <= 16:
+                self.score_pool4_geo = nn.Conv2d(channels[16], geometric_classes, 1)
+                scores.append(self.score_pool4_geo)
+            if stride <= 8:
+                self.score_pool3_geo = nn.Conv2d(channels[8], geometric_classes, 1)
+                scores.append(self.score_pool3_geo)
+            g = geometric_classes
+            if stride == 32:
+                self.upscore_geo = up(32, g)
+            elif stride == 16:
+                self.upscore2_geo, self.upscore16_geo = up(2, g), up(16, g)
+            else:
+                self.upscore2_geo, self.upscore_pool4_geo, self.upscore8_geo = up(2, g), up(2, g), up(8, g)
+        if late_fusion:
+            scores = [*self.score_fr.values(), *scores[1:]]
+        for layer in scores:
             # The FCN head keeps torchvision's initialisation: zeroing its last 1x1 convolution as
             # well blocked the gradient to its 3x3 convolution and BatchNorm at the start, and on
             # the toy demo (ResNet-18, 600 iterations) cost 80+ -> 37 mean IU.
@@ -165,22 +220,43 @@ class FCN(nn.Module):
         state = None if is_timm(backbone) else torchvision_state_dict(backbone, pretrained)
         if state is not None:
             source = pretrained if isinstance(pretrained, str) else f"torchvision {backbone}"
-            load_torchvision_weights(self.backbone, state, source)
+            for trunk in self.backbone.values() if late_fusion else [self.backbone]:
+                load_torchvision_weights(trunk, state, source)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.backbone(x), (x.shape[-2], x.shape[-1]))
+        size = (x.shape[-2], x.shape[-1])
+        if self.late_fusion:
+            return self.decode_late_fusion(x, size)
+        feats = self.backbone(x)
+        logits = self.decode(feats, size)
+        if self.geometric_classes:
+            # Two heads, one tensor: semantic logits, then the geometric ones, along the channels.
+            return torch.cat([logits, self.decode(feats, size, "_geo")], 1)
+        return logits
 
-    def decode(self, feats: Mapping[int, Tensor], size: Tuple[int, int]) -> Tensor:
-        """Return logits of the input size from the backbone's {8, 16, 32}-stride features."""
+    def decode_late_fusion(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
+        """Return the logits of the late-fusion net: each modality's channels through its own trunk
+        and score_fr, then score_fused = Eltwise SUM with coeff 1/n each (nyud-fcn32s-color-hha:
+        coeff 0.5, 0.5), upscore and crop as FCN-32s."""
+        parts = torch.split(x, [MODALITY_CHANNELS[m] for m in self.late_fusion], dim=1)
+        coeff = 1.0 / len(self.late_fusion)
+        fused = sum(
+            coeff * self.score_fr[m](self.backbone[m](part)[32]) for m, part in zip(self.late_fusion, parts)
+        )
+        return _crop(self.upscore(fused), SCORE_OFFSET[32] if self.geometry == "paper" else 0, size)
+
+    def decode(self, feats: Mapping[int, Tensor], size: Tuple[int, int], head: str = "") -> Tensor:
+        """Return logits of the input size from the backbone's {8, 16, 32}-stride features; head
+        '_geo' takes the geometric head's layers (score_fr_geo, upscore2_geo, ...)."""
         paper = self.geometry == "paper"
-        score = self.score_fr(feats[32])
+        score = getattr(self, "score_fr" + head)(feats[32])
         if self.stride == 32:
-            return _crop(self.upscore(score), SCORE_OFFSET[32] if paper else 0, size)
+            return _crop(getattr(self, "upscore" + head)(score), SCORE_OFFSET[32] if paper else 0, size)
         pool4 = feats[16] * AT_ONCE_SCALE[16] if self.at_once else feats[16]
-        score_pool4 = self.score_pool4(pool4)
+        score_pool4 = getattr(self, "score_pool4" + head)(pool4)
         if self.stride == 8:
             pool3 = feats[8] * AT_ONCE_SCALE[8] if self.at_once else feats[8]
-            score_pool3 = self.score_pool3(pool3)
+            score_pool3 = getattr(self, "score_pool3" + head)(pool3)
         if self.fusion == "full":
             offsets = FULL_FUSION_OFFSET if paper else {32: 0, 16: 0, 8: 0}
             paths = [(self.upscore, score, 32), (self.upscore16, score_pool4, 16)]
@@ -190,11 +266,15 @@ class FCN(nn.Module):
             for weight, (upsample, s, stride) in zip(self.fuse_weight, paths):
                 out = out + weight.view(1, -1, 1, 1) * _crop(upsample(s), offsets[stride], size)
             return out
-        fuse = self._fuse(self.upscore2(score), score_pool4, SCORE_POOL4_OFFSET)  # fuse_pool4
+        fuse = self._fuse(
+            getattr(self, "upscore2" + head)(score), score_pool4, SCORE_POOL4_OFFSET
+        )  # fuse_pool4
         if self.stride == 16:
-            return _crop(self.upscore16(fuse), SCORE_OFFSET[16] if paper else 0, size)
-        fuse = self._fuse(self.upscore_pool4(fuse), score_pool3, SCORE_POOL3_OFFSET)  # fuse_pool3
-        return _crop(self.upscore8(fuse), SCORE_OFFSET[8] if paper else 0, size)
+            return _crop(getattr(self, "upscore16" + head)(fuse), SCORE_OFFSET[16] if paper else 0, size)
+        fuse = self._fuse(
+            getattr(self, "upscore_pool4" + head)(fuse), score_pool3, SCORE_POOL3_OFFSET
+        )  # fuse_pool3
+        return _crop(getattr(self, "upscore8" + head)(fuse), SCORE_OFFSET[8] if paper else 0, size)
 
     def _fuse(self, upscored: Tensor, skip: Tensor, offset: int) -> Tensor:
         """Return the element-wise sum of an upsampled score map and a finer skip score map."""
@@ -263,7 +343,10 @@ def build_model(model_cfg: Any) -> FCN:
         head=str(model_cfg.head),
         dropout=str(model_cfg.dropout),
         dropout_p=float(model_cfg.dropout_p),
-        in_channels=int(model_cfg.in_channels),
+        # Keys added after the others default as the schema does, for objects that predate them.
+        in_channels=int(getattr(model_cfg, "in_channels", 3)),
+        late_fusion=[str(m) for m in getattr(model_cfg, "late_fusion", [])],
+        geometric_classes=int(getattr(model_cfg, "geometric_classes", 0)),
     )
 
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from fcn.checkpoint import WriteError, save_checkpoint, weights_checkpoint
 from fcn.cli import EXIT_BAD_INPUT, EXIT_FAILURE, report
-from fcn.config import ARCHS, load_config, to_dict
+from fcn.config import ARCHS, MODALITY_CHANNELS, load_config, to_dict
 from fcn.models.backbones import read_state_dict
 from fcn.models.caffe import ZIP_MAGIC, read_caffemodel
 from fcn.models.fcn import AT_ONCE_SCALE, FCN, build_model
@@ -55,8 +55,35 @@ def reference_key_map(model: FCN) -> Dict[str, str]:
             "reference weights fit backbone=vgg16, upsampling=transposed, fusion=skip; this model has "
             f"backbone={model.backbone_name}, upsampling={model.upsampling}, fusion={model.fusion}"
         )
-    # VGG16Backbone and the FCN heads use the reference's own layer names; only the prefix differs.
-    return {key.removeprefix("backbone."): key for key in model.state_dict()}
+    # VGG16Backbone and the FCN heads use the reference's own layer names; only the prefix differs,
+    # and the paper's other nets rename some layers (see reference_layer_name).
+    mapping = {}
+    for key in model.state_dict():
+        layer, param = key.rsplit(".", 1)
+        mapping[f"{reference_layer_name(model, layer)}.{param}"] = key
+    return mapping
+
+
+def reference_layer_name(model: FCN, layer: str) -> str:
+    """Return the reference net's name of a model layer (its state-dict prefix, e.g. backbone.fc6):
+
+    - the VOC nets and pascalcontext-fcn*s: the same names (conv1_1 ... fc7, score_fr, upscore ...);
+    - nyud-fcn32s-color-d (in_channels 4, early fusion): conv1_1 is ``conv1_1_bgrd``;
+    - nyud-fcn32s-color-hha (late fusion): each trunk's layers and score_fr end in the modality
+      (``conv1_1color`` ... ``fc7color``, ``score_frcolor``; ``conv1_1hha`` ... ``score_frhha``);
+    - siftflow-fcn*s (geometric head): the semantic head's layers end in ``_sem`` (``score_fr_sem``,
+      ``upscore2_sem``, ``score_pool4_sem`` ...), the geometric head's in ``_geo`` as here.
+    """
+    parts = layer.split(".")
+    if model.late_fusion and parts[0] in ("backbone", "score_fr"):
+        modality = parts[1]
+        return (parts[2] if parts[0] == "backbone" else "score_fr") + modality
+    name = layer.removeprefix("backbone.")
+    if name == "conv1_1" and model.in_channels == 4:
+        return "conv1_1_bgrd"
+    if model.geometric_classes and not layer.startswith("backbone.") and not name.endswith("_geo"):
+        return name + "_sem"
+    return name
 
 
 def load_reference_weights(model: FCN, state_dict: Mapping[str, Tensor]) -> None:
@@ -174,8 +201,10 @@ def is_caffemodel(path: str) -> bool:
 
 
 def _caffe_num_classes(layers: Mapping[str, Sequence[np.ndarray]], path: str) -> int:
-    """Return the number of classes of a caffemodel's FCN: score_fr's number of outputs."""
-    blobs = layers.get("score_fr")
+    """Return the number of classes of a caffemodel's FCN: score_fr's number of outputs (score_fr_sem
+    of SIFT Flow's, score_fr<modality> of the late-fusion net's)."""
+    names = ["score_fr", "score_fr_sem", *(f"score_fr{m}" for m in MODALITY_CHANNELS)]
+    blobs = next((layers[n] for n in names if layers.get(n)), None)
     if not blobs:
         with_weights = [name for name, b in layers.items() if len(b)]
         raise ValueError(
@@ -186,19 +215,69 @@ def _caffe_num_classes(layers: Mapping[str, Sequence[np.ndarray]], path: str) ->
     return int(blobs[1].size) if len(blobs) > 1 else int(blobs[0].shape[0])
 
 
+SCORE_FR_KEYS = (
+    "score_fr.weight",
+    "score_fr_sem.weight",
+    *(f"score_fr{m}.weight" for m in MODALITY_CHANNELS),
+)
+"""score_fr's weight in the reference naming of the VOC, SIFT Flow and late-fusion nets."""
+
+
 def _read_state_dict(path: str) -> Mapping[str, Tensor]:
     state = read_state_dict(path)
-    if isinstance(state, Mapping) and "score_fr.weight" not in state:
+    if isinstance(state, Mapping) and not any(k in state for k in SCORE_FR_KEYS):
         for nested in ("state_dict", "model"):
             if isinstance(state.get(nested), Mapping):
                 state = state[nested]
                 break
-    if not isinstance(state, Mapping) or "score_fr.weight" not in state:
+    if not isinstance(state, Mapping) or not any(k in state for k in SCORE_FR_KEYS):
         raise ValueError(f"{path}: not a state dict in the reference naming (no 'score_fr.weight')")
     return state
 
 
-def convert(in_path: str, out_path: str, arch: str = "fcn8s") -> str:
+def net_options(
+    shapes: Mapping[str, Sequence[int]], num_classes: int, modalities: Sequence[str] = ()
+) -> list[str]:
+    """Return the config overrides of the authors' net whose layers have these weight shapes
+    ({layer name: first blob's shape}): the paper's other nets are told apart by their layer names
+    (conv1_1_bgrd: early fusion; conv1_1color/conv1_1hha: late fusion; score_fr_geo: SIFT Flow), the
+    dataset by the number of classes (60: PASCAL-Context; 40: NYUDv2, the modalities given for a
+    3-channel net: colour unless told); others keep the VOC datasets with numbered classes."""
+    late = [m for m in MODALITY_CHANNELS if f"conv1_1{m}" in shapes]
+    late.sort(key=lambda m: list(shapes).index(f"conv1_1{m}"))  # the trunks in the file's order
+    out: list[str] = []
+    if "score_fr_geo" in shapes:
+        geo = int(shapes["score_fr_geo"][0])
+        out += [f"model.geometric_classes={geo}", "data.train.name=siftflow", "data.val.name=siftflow"]
+        out.append("loss.normalize=false")  # the two summed losses of siftflow-fcn*s (the config checks it)
+        out += ["data.train.split=trainval", "data.val.split=test"]
+        return out if num_classes == 33 else out + [_numbered(num_classes)]
+    if late:
+        mods = late
+        out.append(f"model.late_fusion=[{','.join(late)}]")
+        out.append(f"model.in_channels={sum(MODALITY_CHANNELS[m] for m in late)}")
+    elif "conv1_1_bgrd" in shapes:
+        mods = ["color", "depth"]
+        out.append(f"model.in_channels={int(shapes['conv1_1_bgrd'][1])}")
+    else:
+        mods = list(modalities) or ["color"]
+        width = sum(MODALITY_CHANNELS[m] for m in mods)
+        if width != 3:
+            out.append(f"model.in_channels={width}")
+    if num_classes == 40 or late or "conv1_1_bgrd" in shapes:
+        out += ["data.train.name=nyud", "data.val.name=nyud", "data.val.split=test"]
+        out += [f"data.train.modalities=[{','.join(mods)}]", f"data.val.modalities=[{','.join(mods)}]"]
+        return out if num_classes == 40 else out + [_numbered(num_classes)]
+    if num_classes == 60:
+        return out + ["data.train.name=pascal_context", "data.val.name=pascal_context", "data.val.split=val"]
+    return out + ([_numbered(num_classes)] if num_classes != 21 else [])
+
+
+def _numbered(num_classes: int) -> str:
+    return "data.classes=[" + ",".join(f"class_{i}" for i in range(num_classes)) + "]"
+
+
+def convert(in_path: str, out_path: str, arch: str = "fcn8s", modalities: Sequence[str] = ()) -> str:
     """Write a checkpoint {'model', 'config'} loadable by evaluate.py from the authors' weights (a
     .caffemodel, or a state dict in the reference naming); return a summary."""
     if not os.path.isfile(in_path):
@@ -214,9 +293,11 @@ def convert(in_path: str, out_path: str, arch: str = "fcn8s") -> str:
                 raise
             raise ValueError(f"{exc} (nor is it a PyTorch file)") from None
         num_classes = _caffe_num_classes(layers, in_path)
+        shapes = {name: tuple(blobs[0].shape) for name, blobs in layers.items() if len(blobs)}
     else:
         state = _read_state_dict(in_path)
-        num_classes = int(state["score_fr.weight"].shape[0])
+        num_classes = int(next(state[k] for k in SCORE_FR_KEYS if k in state).shape[0])
+        shapes = {k.rsplit(".", 1)[0]: tuple(v.shape) for k, v in state.items() if k.endswith(".weight")}
     overrides = [
         f"model.arch={arch}",
         "model.backbone=vgg16",
@@ -227,9 +308,11 @@ def convert(in_path: str, out_path: str, arch: str = "fcn8s") -> str:
         f"model.num_classes={num_classes}",
         "data.transforms.normalization=caffe",
     ]
-    if num_classes != 21:
-        overrides.append("data.classes=[" + ",".join(f"class_{i}" for i in range(num_classes)) + "]")
-    cfg = load_config(overrides=overrides)
+    overrides += net_options(shapes, num_classes, modalities)
+    try:
+        cfg = load_config(overrides=overrides)
+    except ValueError as exc:  # e.g. late fusion with --arch fcn16s: the net the file holds is not that
+        raise ValueError(f"{in_path}: {str(exc).split(': ', 1)[-1]} (is --arch right?)") from None
     with torch.device("meta"):
         shapes = build_model(cfg.model)  # every check below runs on shapes, before 134M weights are made
     if caffe:
@@ -260,9 +343,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("output", help="checkpoint to write")
     parser.add_argument("--arch", choices=ARCHS, default="fcn8s", help="which reference net (default fcn8s)")
+    parser.add_argument(
+        "--modalities",
+        default="",
+        help="NYUDv2 nets of one trunk: the input modalities, comma-separated (nyud-fcn32s-hha: hha; default "
+        "color); the early- and late-fusion nets and the other datasets are recognised by their layer names",
+    )
     args = parser.parse_args(argv)
+    modalities = [m for m in args.modalities.split(",") if m]
     try:
-        print(convert(args.input, args.output, args.arch))
+        print(convert(args.input, args.output, args.arch, modalities))
     except (OSError, ValueError, RuntimeError) as exc:
         # Every check (the file, its keys and shapes) comes before the one write, so a failure is
         # the input's (2) unless the write itself failed (1).
