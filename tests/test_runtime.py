@@ -51,16 +51,25 @@ def test_channels_last_auto_is_on_with_cuda_and_mixed_precision_only():
 
 
 @pytest.mark.parametrize(
-    "cpu, fast_path, amp, channels_last",
-    [({"avx512_bf16"}, "none", "bf16", True), ({"avx2"}, "winograd", "none", False)],
+    "cpu, engines, fast_path, amp, channels_last, engine",
+    [
+        ({"avx512_bf16"}, ("onnxruntime",), "none", "bf16", True, "torch"),
+        ({"avx2"}, (), "winograd", "none", False, "torch"),
+        ({"avx2"}, ("openvino",), "none", "none", False, "openvino"),
+        ({"avx2"}, ("onnxruntime", "openvino"), "none", "none", False, "onnxruntime"),
+    ],
 )
-def test_fast_path_auto_follows_the_cpu_and_says_so(flags, capsys, cpu, fast_path, amp, channels_last):
+def test_fast_path_auto_follows_the_cpu_and_the_engines_and_says_so(
+    flags, capsys, monkeypatch, cpu, engines, fast_path, amp, channels_last, engine
+):
+    # which engines are installed is this machine's business: the rule is tested for each case
     if fast_path == "winograd" and not torch.backends.nnpack.is_available():
         pytest.skip("no NNPACK in this build")
     flags(cpu)
+    monkeypatch.setattr(fcn.inference, "available", lambda name: name == "torch" or name in engines)
     cfg = fcn.inference.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CPU)
     e = cfg.eval
-    assert (e.fast_path, e.amp, bool(e.channels_last)) == (fast_path, amp, channels_last)
+    assert (e.fast_path, e.amp, bool(e.channels_last), e.engine) == (fast_path, amp, channels_last, engine)
     assert capsys.readouterr().out.startswith("eval.fast_path=auto: ")
 
 
