@@ -130,6 +130,13 @@ def _torchrun(args: list[str], timeout: float = TIMEOUT) -> tuple[int, str, floa
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    code, out = finish(proc, timeout, "torchrun")
+    return code, out, time.time() - start
+
+
+def finish(proc: subprocess.Popen, timeout: float, what: str = "the process") -> tuple[int, str]:
+    """Return (exit code, output with \\r as line breaks) of a process writing to one pipe; a test
+    failure with the output's end if it runs past timeout (stopped by SIGTERM, then SIGKILL)."""
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -139,8 +146,8 @@ def _torchrun(args: list[str], timeout: float = TIMEOUT) -> tuple[int, str, floa
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish within {timeout} s:\n{out[-3000:]}")
-    return proc.returncode, out.replace("\r", "\n"), time.time() - start
+        pytest.fail(f"{what} did not finish within {timeout} s:\n{out[-3000:]}")
+    return proc.returncode, out.replace("\r", "\n")
 
 
 def _torchrun_child(mode: str, spec: dict, path: Path) -> tuple[int, str, float]:

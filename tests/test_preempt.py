@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_distributed import TinyNet
+from tests.test_distributed import TinyNet, finish
 from tests.test_engine import python_env, toy_overrides
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,17 +121,7 @@ def _start(prefix: list[str], spec: dict, tmp: Path, name: str, env: dict | None
 
 
 def _finish(proc: subprocess.Popen) -> tuple[int, str]:
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # torchrun passes SIGTERM on to its workers (they run in their own sessions)
-        try:
-            out, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        pytest.fail(f"did not finish within {TIMEOUT} s:\n{out[-3000:]}")
-    return proc.returncode, out.replace("\r", "\n")
+    return finish(proc, TIMEOUT)
 
 
 def _wait_for(paths: list[Path], proc: subprocess.Popen) -> None:
