@@ -165,24 +165,10 @@ def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: in
                         examples_per_page=MAX_EXAMPLES,
                     )
             with gr.Column(scale=1):
-                overlay = gr.Image(
-                    label="overlay",
-                    type="numpy",
-                    interactive=False,
-                    height=360,
-                    format="png",
-                    elem_classes=["fcn-big"],
-                )
+                overlay = _picture(gr, "overlay")
                 status = gr.Markdown()
             with gr.Column(scale=1):
-                colour = gr.Image(
-                    label="colour mask",
-                    type="numpy",
-                    interactive=False,
-                    height=360,
-                    format="png",
-                    elem_classes=["fcn-big"],
-                )
+                colour = _picture(gr, "colour mask")
                 gr.Markdown("**legend** · share of the pixels")
                 table = gr.HTML(shares_html([], segmenter.palette))
         outputs = [overlay, colour, table, status]
@@ -208,3 +194,10 @@ def serve(app, port: int = 7860, examples: Sequence[str] = (), block: bool = Tru
         footer_links=[],
     )
     return f"http://127.0.0.1:{port}/"
+
+
+def _picture(gr, label: str):
+    """Return one of the page's two result pictures (the overlay, the colour mask): read-only PNGs."""
+    return gr.Image(
+        label=label, type="numpy", interactive=False, height=360, format="png", elem_classes=["fcn-big"]
+    )
