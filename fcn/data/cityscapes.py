@@ -77,11 +77,6 @@ class CityscapesSegmentation(PairDataset):
         ignore_index: int = VOID,
         labels: Optional[LabelMap] = None,
     ) -> None:
-        listing = list_cityscapes(root, split)
-        if listing.error is not None:
-            raise listing.error
-        super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index, labels
+        self._init_from_listing(
+            list_cityscapes(root, split), root, split, transforms, num_classes, None, ignore_index, labels
         )
-        self.root = Path(root)
-        self.split = split

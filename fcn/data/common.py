@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from fcn.config import VOID, read_text
+
+if TYPE_CHECKING:
+    from fcn.data.folder import Listing
 
 VOC_CLASSES = (
     "background",
@@ -491,6 +494,26 @@ class PairDataset:
         self._lut = lut
         self.labels = labels if labels is not None else LabelMap(ignore_index=ignore_index)
         self.channels = 3
+
+    def _init_from_listing(
+        self,
+        listing: Listing,
+        root: str | Path,
+        split: str,
+        transforms: Optional[Callable],
+        num_classes: Optional[int],
+        lut: Optional[dict[int, int]],
+        ignore_index: int,
+        labels: Optional[LabelMap],
+    ) -> None:
+        """Initialise a layout's dataset from its Listing (raising the Listing's error)
+        and remember the root and split it was read from: what every layout's __init__ shares."""
+        if listing.error is not None:
+            raise listing.error
+        PairDataset.__init__(
+            self, listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index, labels
+        )
+        self.root, self.split = Path(root), split
 
     def __len__(self) -> int:
         return len(self.ids)

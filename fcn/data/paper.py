@@ -171,13 +171,9 @@ class PascalContextSegmentation(PairDataset):
         class_names: Optional[Sequence[str]] = None,
         labels: Optional[LabelMap] = None,
     ) -> None:
-        listing = list_pascal_context(root, split)
-        if listing.error is not None:
-            raise listing.error
-        super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index, labels
+        self._init_from_listing(
+            list_pascal_context(root, split), root, split, transforms, num_classes, None, ignore_index, labels
         )
-        self.root, self.split = Path(root), split
         self.context_dir = pascal_context_dirs(root)[1]
         self.table = pascal_context_lookup(self.context_dir)
         if class_names is not None:
@@ -285,13 +281,10 @@ class NYUDSegmentation(PairDataset):
         modalities: Sequence[str] = ("color",),
         labels: Optional[LabelMap] = None,
     ) -> None:
-        listing = list_nyud(root, split, modalities)
-        if listing.error is not None:
-            raise listing.error
-        super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index, labels
+        self._init_from_listing(
+            list_nyud(root, split, modalities), root, split, transforms, num_classes, None, ignore_index, labels
         )
-        self.root, self.split, self.modalities = Path(root), split, tuple(modalities)
+        self.modalities = tuple(modalities)
 
     def load_raw_mask(self, path: Path) -> np.ndarray:
         """Return segmentation/img_<id>.mat's labels minus 1 (void 0 -> 255)."""
@@ -355,13 +348,10 @@ class SIFTFlowSegmentation(PairDataset):
         geometric_classes: int = 3,
         labels: Optional[LabelMap] = None,
     ) -> None:
-        listing = list_siftflow(root, split)
-        if listing.error is not None:
-            raise listing.error
-        super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, None, ignore_index, labels
+        self._init_from_listing(
+            list_siftflow(root, split), root, split, transforms, num_classes, None, ignore_index, labels
         )
-        self.root, self.split, self.geometric_classes = Path(root), split, geometric_classes
+        self.geometric_classes = geometric_classes
 
     def load_raw_mask(self, path: Path) -> np.ndarray:
         """Return the semantic labels of SemanticLabels/<D>/<id>.mat minus 1 (0 -> 255)."""

@@ -69,14 +69,9 @@ class SBDSegmentation(PairDataset):
         ignore_index: int = VOID,
         labels: Optional[LabelMap] = None,
     ) -> None:
-        listing = list_sbd(root, split)
-        if listing.error is not None:
-            raise listing.error
-        super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, ignore_index=ignore_index, labels=labels
+        self._init_from_listing(
+            list_sbd(root, split), root, split, transforms, num_classes, None, ignore_index, labels
         )
-        self.root = Path(root)
-        self.split = split
 
 
 class VOCAugSegmentation(PairDataset):
@@ -95,12 +90,7 @@ class VOCAugSegmentation(PairDataset):
         ignore_index: int = VOID,
         labels: Optional[LabelMap] = None,
     ) -> None:
-        listing = list_voc_aug(root, split)
-        if listing.error is not None:
-            raise listing.error
         lut = colour_lookup(None, num_classes, ignore_index)
-        super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index, labels
+        self._init_from_listing(
+            list_voc_aug(root, split), root, split, transforms, num_classes, lut, ignore_index, labels
         )
-        self.root = Path(root)
-        self.split = split

@@ -68,13 +68,8 @@ class VOCSegmentation(PairDataset):
         ignore_index: int = VOID,
         labels: Optional[LabelMap] = None,
     ) -> None:
-        listing = list_voc(root, split)
-        if listing.error is not None:
-            raise listing.error
         # Masks are palette PNGs; a copy saved as RGB colours is converted through VOC's palette.
         lut = colour_lookup(None, num_classes, ignore_index)
-        super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index, labels
+        self._init_from_listing(
+            list_voc(root, split), root, split, transforms, num_classes, lut, ignore_index, labels
         )
-        self.root = Path(root)
-        self.split = split
