@@ -1,0 +1,467 @@
+"""Validation: validate(cfg, source), one check per section of the config, each naming the key.
+
+validate() runs the section checks in a fixed order: model, the paper's options, each dataset,
+labels, input (transforms and channels), batches, loss, optimizer and schedule, training, eval. The
+first impossible key raises a one-line ConfigError naming the key and the file or command line it
+came from. The order decides which of two wrong keys is reported (tests and users see that one),
+so a check moved between sections changes behaviour; add a new check at the end of its section.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from fcn.config.schema import (
+    ARCHS,
+    BACKBONES,
+    CLASS_WEIGHTINGS,
+    DATASETS,
+    ENGINES,
+    FAST_PATHS,
+    LAYER_INPUT_DATASETS,
+    LOSS_NAMES,
+    MODALITY_CHANNELS,
+    PAPER_DATASET_CLASSES,
+    VGG_BACKBONES,
+    VOID,
+    ConfigError,
+    is_import_path,
+    is_timm,
+    label_map_dict,
+)
+
+
+def validate(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError naming the first key whose value is impossible, alone or with others."""
+    _validate_model(cfg, source)
+    _validate_paper_options(cfg, source)
+    for split in ("train", "val"):
+        _validate_dataset(source, f"data.{split}", cfg.data[split], cfg.data)
+    _validate_labels(cfg, source)
+    _validate_input(cfg, source)
+    _validate_batches(cfg, source)
+    _validate_loss(cfg.loss, cfg.model.num_classes, source)
+    _validate_optimizer(cfg, source)
+    _validate_training(cfg, source)
+    _validate_eval(cfg, source)
+
+
+def _choice(source: str, key: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        near = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise ConfigError(f"{source}: {key}='{value}' is not one of {', '.join(allowed)}{hint}")
+
+
+def _positive(source: str, key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{source}: {key}={value} must be {bound}")
+
+
+def _probability(source: str, key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{source}: {key}={value} must be between 0 and 1")
+
+
+def _validate_model(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for a model key outside its choices or a model that cannot be built; also
+    for data.ignore_index, which bounds model.num_classes."""
+    m, d = cfg.model, cfg.data
+    _choice(source, "model.arch", m.arch, ARCHS)
+    if not is_timm(m.backbone):  # any timm name passes here; timm itself checks it at build time
+        _choice(source, "model.backbone", m.backbone, BACKBONES + ("timm:<name>",))
+    _choice(source, "model.head", m.head, ("score", "fcn"))
+    _choice(source, "model.geometry", m.geometry, ("paper", "same"))
+    _choice(source, "model.upsampling", m.upsampling, ("transposed", "bilinear", "nearest_conv"))
+    _choice(source, "model.fusion", m.fusion, ("skip", "full"))
+    _choice(source, "model.dropout", m.dropout, ("element", "channel"))
+    if m.num_classes < 2:
+        raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
+    if not 0 <= d.ignore_index <= 255:
+        raise ConfigError(f"{source}: data.ignore_index={d.ignore_index} must be in 0..255 (masks are 8-bit)")
+    if m.num_classes > 256 or (m.num_classes > VOID and d.ignore_index == VOID):
+        raise ConfigError(
+            f"{source}: model.num_classes={m.num_classes} must be at most {VOID} ({VOID} marks void: data.ignore_index)"
+        )
+    if not 0.0 <= m.dropout_p < 1.0:
+        raise ConfigError(f"{source}: model.dropout_p={m.dropout_p} must be in [0, 1)")
+    if m.geometry == "paper" and m.backbone not in VGG_BACKBONES:
+        raise ConfigError(
+            f"{source}: model.geometry='paper' needs a VGG backbone (its offsets are VGG16's); "
+            f"use model.geometry=same with model.backbone={m.backbone}"
+        )
+    if m.arch == "fcn8s_atonce" and m.fusion != "skip":
+        raise ConfigError(
+            f"{source}: model.arch=fcn8s_atonce is the paper's skip fusion; set model.fusion=skip"
+        )
+    pretrained = str(m.pretrained)
+    if pretrained.lower() not in ("true", "false") and not pretrained:
+        raise ConfigError(f"{source}: model.pretrained must be true, false or a file path")
+
+
+def _validate_paper_options(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for model.late_fusion / geometric_classes / in_channels and the data
+    modalities of the paper's other datasets that do not fit together."""
+    m, d = cfg.model, cfg.data
+    fusion = list(m.late_fusion)
+    for i, name in enumerate(fusion):
+        _choice(source, f"model.late_fusion[{i}]", name, tuple(MODALITY_CHANNELS))
+    if fusion:
+        if len(fusion) < 2 or len(set(fusion)) != len(fusion):
+            raise ConfigError(
+                f"{source}: model.late_fusion={fusion} must name two or more different modalities"
+            )
+        if m.arch != "fcn32s" or m.backbone not in VGG_BACKBONES or m.fusion != "skip" or m.head != "score":
+            raise ConfigError(
+                f"{source}: model.late_fusion is nyud-fcn32s-color-hha: set model.arch=fcn32s, a VGG backbone, "
+                "model.fusion=skip and model.head=score"
+            )
+        width = sum(MODALITY_CHANNELS[x] for x in fusion)
+        if m.in_channels != width:
+            raise ConfigError(
+                f"{source}: model.late_fusion={fusion} takes {width} channels but model.in_channels={m.in_channels}"
+            )
+    g = m.geometric_classes
+    if g != 0 and not 2 <= g <= 255:
+        raise ConfigError(f"{source}: model.geometric_classes={g} must be 0 (off) or 2..255")
+    if g and (m.fusion != "skip" or m.head != "score"):
+        raise ConfigError(
+            f"{source}: model.geometric_classes is siftflow-fcn*s's head: set model.fusion=skip and model.head=score"
+        )
+    for key in ("train", "val"):
+        ds = d[key]
+        mods = list(ds.modalities)
+        for i, name in enumerate(mods):
+            _choice(source, f"data.{key}.modalities[{i}]", name, tuple(MODALITY_CHANNELS))
+        if ds.name != "nyud" and mods != ["color"]:
+            raise ConfigError(f"{source}: data.{key}.modalities={mods} is for nyud; {ds.name} has [color]")
+        if ds.name == "nyud":
+            if not mods or len(set(mods)) != len(mods):
+                raise ConfigError(
+                    f"{source}: data.{key}.modalities={mods} must name one or more different modalities"
+                )
+            width = sum(MODALITY_CHANNELS[x] for x in mods)
+            if width != m.in_channels:
+                raise ConfigError(
+                    f"{source}: data.{key}.modalities={mods} stack {width} channels but model.in_channels={m.in_channels}"
+                )
+            if fusion and mods != fusion:
+                raise ConfigError(
+                    f"{source}: data.{key}.modalities={mods} must be model.late_fusion={fusion} (its trunks' order)"
+                )
+        elif m.in_channels != 3 and ds.name in ("pascal_context", "siftflow"):
+            raise ConfigError(
+                f"{source}: model.in_channels={m.in_channels} but data.{key}.name={ds.name} gives RGB images"
+            )
+        if (ds.name == "siftflow") != bool(g):
+            raise ConfigError(
+                f"{source}: data.{key}.name={ds.name} with model.geometric_classes={g}: SIFT Flow's masks hold the "
+                "geometric labels too, so siftflow and a geometric head (3) go together"
+            )
+        if ds.name in LAYER_INPUT_DATASETS and d.transforms.normalization != "caffe":
+            raise ConfigError(
+                f"{source}: data.{key}.name={ds.name} reads the authors' data-layer input (BGR/log-depth/HHA minus "
+                "their means): set data.transforms.normalization=caffe"
+            )
+    layer_input = any(d[k].name in LAYER_INPUT_DATASETS for k in ("train", "val"))
+    if layer_input and d.transforms.color_jitter > 0:
+        raise ConfigError(
+            f"{source}: data.transforms.color_jitter needs RGB images, not {d.train.name}'s inputs"
+        )
+    if g:
+        mixing = d.mixing.cutmix_p + d.mixing.mixup_p + d.mixing.mosaic_p
+        if mixing > 0 or cfg.loss.normalize or [t.name for t in cfg.loss.terms] != ["ce"]:
+            raise ConfigError(
+                f"{source}: model.geometric_classes takes the reference's loss (loss.terms=[ce], loss.normalize=false: "
+                "two summed cross-entropies) and no data.mixing"
+            )
+        if isinstance(cfg.loss.class_weights, str) or len(cfg.loss.class_weights):
+            raise ConfigError(
+                f"{source}: loss.class_weights are per semantic class; not with model.geometric_classes"
+            )
+
+
+def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> None:
+    """Raise ConfigError for a dataset name that is neither built in nor an import path, args
+    given to a built-in reader, Cityscapes without a label map, a folder without data.classes or
+    COCO without its annotations and images."""
+    if ":" in str(ds.name):
+        if not is_import_path(ds.name):
+            raise ConfigError(
+                f"{source}: {key}.name='{ds.name}' is not an import path 'package.module:Class'"
+            )
+    else:
+        _choice(source, f"{key}.name", ds.name, DATASETS)
+    if not OmegaConf.is_dict(ds.args) and not isinstance(ds.args, dict):
+        raise ConfigError(f"{source}: {key}.args must be a mapping of constructor arguments, got {ds.args!r}")
+    if len(ds.args) and not is_import_path(ds.name):
+        raise ConfigError(
+            f"{source}: {key}.args is given but {key}.name='{ds.name}' is built in; args are for a "
+            "Dataset class named by import path ('package.module:Class')"
+        )
+    if ds.name == "cityscapes" and not len(d.label_map):
+        raise ConfigError(
+            f"{source}: {key}.name='cityscapes' reads raw labelIds: set data.label_map (labelIds -> train ids; "
+            "predefined_configs/cityscapes_fcn8s.yml holds the official 19-class map)"
+        )
+    if ds.name == "folder" and not d.classes:
+        raise ConfigError(
+            f"{source}: {key}.name='folder' needs data.classes (the class names in index order)"
+        )
+    for part in ("annotations", "images") if ds.name == "coco" else ():
+        if not ds[part]:
+            raise ConfigError(f"{source}: {key}.name='coco' needs {key}.{part}")
+
+
+def _validate_labels(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for the keys that turn masks into class indices (COCO's options, the label
+    map, data.classes, data.palette) where they disagree with model.num_classes or the datasets."""
+    m, d = cfg.model, cfg.data
+    _choice(source, "data.coco_unlisted", d.coco_unlisted, ("error", "ignore", "background"))
+    _choice(source, "data.coco_overlap", d.coco_overlap, ("ignore", "last"))
+    if (len(d.label_map) or d.reduce_zero_label) and "coco" in (d.train.name, d.val.name):
+        raise ConfigError(
+            f"{source}: data.label_map and data.reduce_zero_label do not apply to 'coco' datasets (their "
+            "categories map to data.classes by name); remove them or use data.coco_unlisted"
+        )
+    _validate_label_map(source, d, m.num_classes)
+    if d.classes and len(d.classes) != m.num_classes:
+        raise ConfigError(
+            f"{source}: data.classes has {len(d.classes)} names but model.num_classes={m.num_classes}"
+        )
+    if d.palette:
+        if len(d.palette) < m.num_classes:
+            raise ConfigError(
+                f"{source}: data.palette has {len(d.palette)} colours but model.num_classes={m.num_classes}"
+            )
+        for i, colour in enumerate(d.palette):
+            if len(colour) != 3 or not all(0 <= int(c) <= 255 for c in colour):
+                raise ConfigError(
+                    f"{source}: data.palette[{i}]={list(colour)} must be three values in 0..255"
+                )
+    own = {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (d.train, d.val) if ds.name != "folder"}
+    if not d.classes and len(own) > 1:
+        raise ConfigError(
+            f"{source}: data.train.name={d.train.name} and data.val.name={d.val.name} have different classes"
+        )
+    if not d.classes and own and m.num_classes != next(iter(own)):
+        n = next(iter(own))
+        what = "PASCAL VOC" if n == 21 else next(ds.name for ds in (d.val, d.train) if ds.name != "folder")
+        raise ConfigError(
+            f"{source}: model.num_classes={m.num_classes} but {what} has {n} classes; "
+            "set data.classes for another label set"
+        )
+
+
+def _validate_label_map(source: str, d: DictConfig, n: int) -> None:
+    """Raise ConfigError for a label map entry outside 0..65535 -> 0..n-1 or ignore, or one combined
+    with reduce_zero_label."""
+    try:
+        mapping = label_map_dict(d.label_map)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for raw, index in mapping.items():
+        if not 0 <= raw <= 65535:
+            raise ConfigError(
+                f"{source}: data.label_map id {raw} is outside 0..65535 (masks are 8- or 16-bit)"
+            )
+        if not (0 <= index < n or index == d.ignore_index):
+            raise ConfigError(
+                f"{source}: data.label_map maps {raw} to {index}, outside 0..{n - 1} (model.num_classes) "
+                f"and {d.ignore_index} (data.ignore_index)"
+            )
+    if mapping and d.reduce_zero_label:
+        raise ConfigError(
+            f"{source}: data.label_map and data.reduce_zero_label are both set; give one (write the map on raw ids)"
+        )
+
+
+def _validate_input(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for data.transforms and the channel keys it works with (model.in_channels,
+    mean/std, data.display_channels) that do not fit together."""
+    m, d = cfg.model, cfg.data
+    tr = d.transforms
+    _choice(source, "data.transforms.preset", tr.preset, ("paper", "standard"))
+    _choice(source, "data.transforms.normalization", tr.normalization, ("auto", "torchvision", "caffe"))
+    channels = m.in_channels
+    if not 1 <= channels <= 64:
+        raise ConfigError(f"{source}: model.in_channels={channels} must be in 1..64")
+    if tr.mean or tr.std:
+        if tr.normalization != "auto":
+            raise ConfigError(
+                f"{source}: data.transforms.mean/std apply with normalization=auto, not '{tr.normalization}'"
+            )
+        if len(tr.mean) != channels or len(tr.std) != channels or not all(v > 0 for v in tr.std):
+            raise ConfigError(
+                f"{source}: data.transforms.mean={list(tr.mean)} std={list(tr.std)} must be "
+                f"model.in_channels={channels} values each (std > 0), or both empty"
+            )
+    layer_input = all(d[k].name in LAYER_INPUT_DATASETS for k in ("train", "val"))
+    if channels != 3 and tr.normalization == "caffe" and not layer_input:
+        raise ConfigError(
+            f"{source}: data.transforms.normalization=caffe is for 3-channel BGR input (or the data-layer "
+            f"input of nyud/siftflow), not model.in_channels={channels}; use auto (and data.transforms.mean/std)"
+        )
+    if channels < 3 and tr.color_jitter > 0:
+        raise ConfigError(
+            f"{source}: data.transforms.color_jitter={tr.color_jitter} needs RGB channels 0-2, "
+            f"but model.in_channels={channels}; set it to 0"
+        )
+    shown = list(d.display_channels)
+    if shown and (len(shown) not in (1, 3) or not all(0 <= int(c) < channels for c in shown)):
+        raise ConfigError(
+            f"{source}: data.display_channels={shown} must be one or three channel indices in "
+            f"0..{channels - 1} (model.in_channels={channels})"
+        )
+    _positive(source, "data.transforms.crop_size", tr.crop_size)
+    _positive(source, "data.transforms.scale_min", tr.scale_min)
+    _positive(source, "data.transforms.max_shift", tr.max_shift, allow_zero=True)
+    _positive(source, "data.transforms.color_jitter", tr.color_jitter, allow_zero=True)
+    if tr.scale_max < tr.scale_min:
+        raise ConfigError(
+            f"{source}: data.transforms.scale_max={tr.scale_max} is below scale_min={tr.scale_min}"
+        )
+
+
+def _validate_batches(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for batch keys (sizes, workers, pad_collate, data.mixing) that cannot make a
+    batch."""
+    d = cfg.data
+    tr = d.transforms
+    for key in ("cutmix_p", "mixup_p", "mosaic_p"):
+        _probability(source, f"data.mixing.{key}", d.mixing[key])
+    _positive(source, "data.mixing.alpha", d.mixing.alpha)
+    _positive(source, "data.batch_size", d.batch_size)
+    _positive(source, "data.val_batch_size", d.val_batch_size)
+    _positive(source, "data.num_workers", d.num_workers, allow_zero=True)
+    if tr.preset == "paper" and d.batch_size > 1 and not d.pad_collate:
+        raise ConfigError(
+            f"{source}: data.batch_size={d.batch_size} with data.transforms.preset='paper' (native sizes) "
+            "needs data.pad_collate=true, or use training.accumulate for the paper's batch of 20"
+        )
+    mixing_total = d.mixing.cutmix_p + d.mixing.mixup_p + d.mixing.mosaic_p
+    if mixing_total > 1.0 + 1e-9:
+        raise ConfigError(
+            f"{source}: data.mixing probabilities sum to {mixing_total:g} (cutmix_p + mixup_p + mosaic_p); "
+            "at most one mixing applies to a batch, so the sum must be at most 1"
+        )
+    mixing_on = mixing_total > 0
+    if mixing_on and tr.preset == "paper" and not d.pad_collate:
+        raise ConfigError(
+            f"{source}: data.mixing needs images of one size: use data.transforms.preset=standard or data.pad_collate=true"
+        )
+
+
+def _validate_loss(loss: DictConfig, n: int, source: str) -> None:
+    """Raise ConfigError for an unknown loss term, a bad weight or bad class weights."""
+    if len(loss.terms) == 0:
+        raise ConfigError(
+            f"{source}: loss.terms is empty; give at least one term, e.g. [{{name: ce, weight: 1.0}}]"
+        )
+    for i, term in enumerate(loss.terms):
+        _choice(source, f"loss.terms[{i}].name", term.name, LOSS_NAMES)
+        _positive(source, f"loss.terms[{i}].weight", term.weight, allow_zero=True)
+    if not 0.0 <= loss.label_smoothing < 1.0:
+        raise ConfigError(f"{source}: loss.label_smoothing={loss.label_smoothing} must be in [0, 1)")
+    _positive(source, "loss.focal_gamma", loss.focal_gamma, allow_zero=True)
+    keep = loss.ohem_keep
+    if keep <= 0 or (keep > 1 and keep != int(keep)):
+        raise ConfigError(
+            f"{source}: loss.ohem_keep={keep} must be a fraction in (0, 1] or a whole number of pixels"
+        )
+    weights = loss.class_weights
+    if isinstance(weights, str):
+        _choice(source, "loss.class_weights", weights, CLASS_WEIGHTINGS)
+        return
+    if not OmegaConf.is_list(weights) and not isinstance(weights, (list, tuple)):
+        raise ConfigError(
+            f"{source}: loss.class_weights={weights!r} must be a list of floats, inverse_frequency or median_frequency"
+        )
+    if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights):
+        raise ConfigError(f"{source}: loss.class_weights={list(weights)} must hold numbers >= 0")
+    if len(weights) and len(weights) != n:
+        raise ConfigError(f"{source}: loss.class_weights has {len(weights)} values but model.num_classes={n}")
+
+
+def _validate_optimizer(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for an optimizer or learning-rate schedule key outside its range."""
+    o = cfg.optimizer
+    _choice(source, "optimizer.name", o.name, ("sgd", "adamw"))
+    _positive(source, "optimizer.lr", o.lr)
+    _positive(source, "optimizer.weight_decay", o.weight_decay, allow_zero=True)
+    _positive(source, "optimizer.bias_lr_mult", o.bias_lr_mult, allow_zero=True)
+    if not 0.0 <= o.momentum < 1.0:
+        raise ConfigError(f"{source}: optimizer.momentum={o.momentum} must be in [0, 1)")
+    if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
+        raise ConfigError(f"{source}: optimizer.betas={list(o.betas)} must be two values in [0, 1)")
+
+    s = cfg.schedule
+    _choice(source, "schedule.name", s.name, ("fixed", "poly", "cosine"))
+    _positive(source, "schedule.warmup_iters", s.warmup_iters, allow_zero=True)
+    _probability(source, "schedule.warmup_factor", s.warmup_factor)
+    if s.min_lr > o.lr:
+        raise ConfigError(f"{source}: schedule.min_lr={s.min_lr} is above optimizer.lr={o.lr}")
+
+
+def _validate_training(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for a training key outside its range or choices."""
+    t = cfg.training
+    _choice(source, "training.amp", t.amp, ("none", "auto", "bf16", "fp16"))
+    _choice(source, "training.channels_last", str(t.channels_last).lower(), ("auto", "true", "false"))
+    _positive(source, "training.epochs", t.epochs, allow_zero=True)
+    _positive(source, "training.iters", t.iters, allow_zero=True)
+    if t.epochs == 0 and t.iters == 0:
+        raise ConfigError(f"{source}: training.epochs and training.iters are both 0; set one of them")
+    _positive(source, "training.accumulate", t.accumulate)
+    _positive(source, "training.clip_grad_norm", t.clip_grad_norm, allow_zero=True)
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"{source}: training.ema_decay={t.ema_decay} must be in [0, 1) (0 = off)")
+    for key in ("eval_every", "checkpoint_every", "vis_images"):
+        _positive(source, f"training.{key}", t[key], allow_zero=True)
+    _positive(source, "training.log_every", t.log_every)
+    _positive(source, "training.dist_timeout", t.dist_timeout)
+    _positive(source, "training.early_stop_patience", t.early_stop_patience, allow_zero=True)
+    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+        raise ConfigError(f"{source}: training.device='{t.device}' must be auto, cpu, cuda or cuda:N")
+
+
+def _validate_eval(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for an eval key outside its choices or an engine, fast path, precision and
+    window combination that cannot run."""
+    e = cfg.eval
+    _choice(source, "eval.amp", e.amp, ("none", "bf16", "fp16"))
+    _choice(source, "eval.fast_path", e.fast_path, FAST_PATHS)
+    _choice(source, "eval.engine", e.engine, ENGINES)
+    if e.engine != "torch" and e.fast_path == "winograd":
+        raise ConfigError(
+            f"{source}: eval.fast_path=winograd is a PyTorch path; with eval.engine={e.engine} use none, "
+            "auto or int8"
+        )
+    if e.engine != "torch" and (e.amp != "none" or e.channels_last):
+        raise ConfigError(
+            f"{source}: eval.engine={e.engine} runs the fp32 export; set eval.amp=none and "
+            "eval.channels_last=false"
+        )
+    _positive(source, "eval.calibration_images", e.calibration_images)
+    if e.fast_path != "none" and (e.amp != "none" or e.channels_last):
+        raise ConfigError(
+            f"{source}: eval.fast_path={e.fast_path} computes in its own precision and layout; "
+            "set eval.amp=none and eval.channels_last=false"
+        )
+    if not e.scales or any(sc <= 0 for sc in e.scales):
+        raise ConfigError(
+            f"{source}: eval.scales={list(e.scales)} must be a non-empty list of positive factors"
+        )
+    _choice(source, "eval.mode", e.mode, ("whole", "slide"))
+    _positive(source, "eval.tile", e.tile)
+    _positive(source, "eval.stride", e.stride)
+    _positive(source, "eval.window_batch", e.window_batch)
+    if e.stride > e.tile:
+        raise ConfigError(
+            f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "
+            "would get no prediction"
+        )

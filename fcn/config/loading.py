@@ -1,0 +1,193 @@
+"""Loading: YAML files and key=value overrides merged onto the schema's defaults, validated once.
+
+load_config(files, overrides) and config_from_dict(a checkpoint's config, ...) return the read-only
+config; every problem on the way (a missing or undecodable file, bad YAML, an unknown key with the
+nearest one suggested, a wrong type, an empty override of a key that needs a value) is a one-line
+ConfigError naming the key and its source. to_dict and to_yaml turn a config back into plain data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from fcn.config.checks import validate
+from fcn.config.schema import Config, ConfigError
+
+
+def _one_line(exc: OmegaConfBaseException) -> str:
+    """Return OmegaConf's message without its multi-line 'full_key/object_type' trailer; for an
+    unknown key, with the nearest key of its section suggested."""
+    msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0].strip()
+    if isinstance(exc, ConfigKeyError):
+        # The interpreter's own "Did you mean" (Python 3.10/3.11 only) is replaced by ours, computed
+        # from the schema, so the message is the same on every Python.
+        msg = msg.split(" Did you mean", 1)[0]
+        section = getattr(exc, "object_type", None)
+        if dataclasses.is_dataclass(section) and getattr(exc, "key", None) is not None:
+            names = [f.name for f in dataclasses.fields(section)]
+            near = difflib.get_close_matches(str(exc.key), names, n=1)
+            if near:
+                msg = f"{msg.rstrip('.')}. Did you mean: '{near[0]}'?"
+    return msg
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"{source}: key '{key}': {_one_line(exc)}") from None
+    except TypeError:  # OmegaConf's "Cannot merge incompatible container types" names no key
+        key, want = _container_mismatch(base, other)
+        raise ConfigError(f"{source}: key '{key}' must be a {want}, as in the schema") from None
+
+
+def _container_mismatch(base: Any, other: Any, prefix: str = "") -> tuple[str, str]:
+    """Return (key, 'mapping' or 'list') of the first value of `other` whose kind differs from base's."""
+    if OmegaConf.is_dict(base) and OmegaConf.is_dict(other):
+        for key in other:
+            if key in base:
+                found = _container_mismatch(base._get_node(key), other._get_node(key), f"{prefix}{key}.")
+                if found[0] != "?":
+                    return found
+    elif OmegaConf.is_dict(base) != OmegaConf.is_dict(other) and OmegaConf.is_config(other):
+        return prefix.rstrip("."), "mapping" if OmegaConf.is_dict(base) else "list"
+    return "?", "value of another kind"
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """Return a text file's contents decoded as UTF-8 (a byte-order mark is allowed); ValueError
+    naming the file and the first undecodable byte otherwise."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        utf16 = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ValueError(
+            f"{path}: not UTF-8 text{utf16}: byte 0x{data[exc.start]:02x} at offset {exc.start} cannot be "
+            "decoded; save the file as UTF-8"
+        ) from None
+
+
+def _read_yaml(path: str) -> DictConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: config file not found (give an existing YAML file to --config)")
+    try:
+        data = yaml.safe_load(read_text(p))
+    except ValueError as exc:  # not UTF-8
+        raise ConfigError(str(exc)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
+    return OmegaConf.create(data)
+
+
+def _schema_field(key: str) -> tuple[Any, Any]:
+    """Return (declared type, default value) of a dotted key in the schema (e.g. (str, '') for
+    model.init_from), or (None, None) for a key the schema does not have (the merge reports it)."""
+    section: Any = Config
+    kind = default = None
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(section):
+            return None, None
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        if part not in fields:
+            return None, None
+        f = fields[part]
+        kind = section = typing.get_type_hints(section)[part]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return kind, default
+
+
+def _empty_value(key: str, item: str) -> str:
+    """Return what an empty override (``key=``) means for key: '' for a string key, [] for a list and
+    {} for a mapping (also an untyped key whose default is one); a ConfigError saying what to write
+    for a key of another type."""
+    kind, default = _schema_field(key)
+    if kind is None or kind is str:  # an unknown key: the merge names it
+        return "''"
+    if typing.get_origin(kind) is list or isinstance(default, list):
+        return "[]"
+    if typing.get_origin(kind) is dict or isinstance(default, dict):
+        return "{}"
+    what = "a value" if kind is Any else f"a value of type {getattr(kind, '__name__', kind)}"
+    raise ConfigError(f"command line: '{item}': key '{key}' needs {what} (nothing after '=')")
+
+
+def _parse_override(item: str) -> DictConfig:
+    if "=" not in item:
+        raise ConfigError(f"command line: '{item}' is not a key=value override (e.g. training.epochs=3)")
+    key, value = item.split("=", 1)
+    if not key:
+        raise ConfigError(f"command line: '{item}' has no key before '='")
+    if not value.strip():
+        # 'model.init_from=' is the natural way to clear a key on a command line; OmegaConf would read
+        # it as null, which a str field refuses. Empty means '' for a string key and [] for a list.
+        value = _empty_value(key, item)
+    if value.lstrip().startswith(("[", "{")):
+        # YAML reads '{name:ce}' as one key 'name:ce'; a space after a flow mapping's ':' lets the
+        # shell-friendly loss.terms=[{name:ce,weight:1.0}] mean what it says.
+        value = re.sub(r"([{,]\s*[A-Za-z_]\w*):(?=\S)", r"\1: ", value)
+    try:
+        return OmegaConf.from_dotlist([f"{key}={value}"])
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"command line: '{item}': {_one_line(exc)}") from None
+
+
+def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> DictConfig:
+    """Return the validated, read-only config: schema defaults <- each file in turn <- overrides."""
+    cfg = OmegaConf.structured(Config)
+    for path in paths:
+        cfg = _merge(cfg, _read_yaml(path), path)
+    for item in overrides:
+        cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
+    source = ", ".join(list(paths) + (["command line"] if overrides else [])) or "defaults"
+    validate(cfg, source)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def config_from_dict(
+    data: dict, source: str = "checkpoint", paths: Sequence[str] = (), overrides: Sequence[str] = ()
+) -> DictConfig:
+    """Return the validated, read-only config rebuilt from a plain dict (e.g. a checkpoint's),
+    then merged with the given files and key=value overrides."""
+    cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(data), source)
+    for path in paths:
+        cfg = _merge(cfg, _read_yaml(path), path)
+    for item in overrides:
+        cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
+    validate(cfg, ", ".join([source, *paths] + (["command line"] if overrides else [])))
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def with_overrides(cfg: DictConfig, overrides: Sequence[str], source: str = "program") -> DictConfig:
+    """Return a new validated, read-only config: cfg with key=value overrides (cfg is unchanged)."""
+    return config_from_dict(to_dict(cfg), source, overrides=overrides)
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    """Return the config as plain Python containers (for checkpoints and JSON)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """Return the config as YAML text (written into every run directory)."""
+    return OmegaConf.to_yaml(cfg)
