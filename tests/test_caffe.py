@@ -23,7 +23,7 @@ from PIL import Image
 import evaluate
 from fcn import distributed
 from fcn.config import load_config
-from fcn.engine import _init_from
+from fcn.run import init_from
 from fcn.inference import load_model
 from fcn.models import FCN8s, FCN8sAtOnce, FCN16s, FCN32s, build_model, load_reference_weights
 from fcn.models.caffe import parse_caffemodel, read_caffemodel
@@ -504,7 +504,7 @@ def test_init_from_the_converted_checkpoint_with_other_classes_keeps_every_tenso
         "data.classes=[a,b,c,d,e]",
     ]
     model = build_model(load_config(overrides=[*overrides, f"model.init_from={fcn8s_caffe}"]).model)
-    _init_from(model, str(fcn8s_caffe), distributed.env_info())  # what train.py's setup() calls
+    init_from(model, str(fcn8s_caffe), distributed.env_info())  # what train.py's setup() calls
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("init_from"))
     state = model.state_dict()
     for key, value in weights_for(weights, "fcn8s").items():

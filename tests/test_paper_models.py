@@ -256,7 +256,7 @@ def test_siftflow_loss_is_the_sum_of_both_heads_unnormalised_cross_entropies():
 
 
 def test_two_head_evaluation_scores_each_head_on_its_own_mask():
-    from fcn.engine import evaluate
+    from fcn.train_eval import evaluate
 
     sem_pred = torch.tensor([[0, 1, 2], [2, 2, 0]])
     geo_pred = torch.tensor([[0, 0, 1], [1, 1, 1]])
