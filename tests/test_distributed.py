@@ -251,8 +251,8 @@ def _evaluate_as_the_workers(model: nn.Module, val_set, batch_size: int) -> dict
     matrices are summed as all_reduce sums them. (A batch of 1 on two threads may round otherwise.)"""
     from torch.utils.data import DataLoader, Subset
 
-    from fcn.train_eval import evaluate
     from fcn.metrics import ConfusionMatrix
+    from fcn.train_eval import evaluate
 
     total = ConfusionMatrix(NUM_CLASSES)
     threads = torch.get_num_threads()
