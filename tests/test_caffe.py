@@ -29,8 +29,9 @@ from fcn.models.caffe import parse_caffemodel, read_caffemodel
 from fcn.models.reference import CAFFE_MEAN_BGR, reference_weights_from_caffe
 from fcn.models.reference import main as reference_main
 from fcn.run import init_from
+from tests.reference_nets import POOL_AFTER
 from tests.test_data_datasets import SEG11VALID, make_voc_tree
-from tests.test_models_reference import NUM_CLASSES, POOL_AFTER, random_reference_weights, weights_for
+from tests.test_models_reference import NUM_CLASSES, random_reference_weights, weights_for
 
 CLASSES = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FCN8sAtOnce}
 AT_ONCE_SCALES = {"scale_pool4": (512, 0.01), "scale_pool3": (256, 0.0001)}  # Scale { constant }
