@@ -45,10 +45,6 @@ class StopFlag:
         self._first = 0.0
         self._previous: dict[int, Any] = {}
 
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
-
     def agree(
         self, loss_value: float, info: distributed.DistInfo, device: torch.device
     ) -> tuple[float, str | None]:
