@@ -31,11 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from fcn import distributed, engine
     from fcn.config import load_config
+    from fcn.run import Run
 
-    def prepare() -> engine.Run:
+    def prepare() -> Run:
         return engine.setup(load_config(args.config or ["config.yml"], args.overrides))
 
-    def work(run: engine.Run) -> int:
+    def work(run: Run) -> int:
         return exit_code(engine.train(run)["signal"])  # 143 or 75 when preempted
 
     info = distributed.env_info()

@@ -23,14 +23,15 @@ from PIL import Image
 import evaluate
 from fcn import distributed
 from fcn.config import load_config
-from fcn.engine import _init_from
 from fcn.inference import load_model
 from fcn.models import FCN8s, FCN8sAtOnce, FCN16s, FCN32s, build_model, load_reference_weights
 from fcn.models.caffe import parse_caffemodel, read_caffemodel
 from fcn.models.reference import CAFFE_MEAN_BGR, reference_weights_from_caffe
 from fcn.models.reference import main as reference_main
+from fcn.run import init_from
+from tests.reference_nets import POOL_AFTER
 from tests.test_data_datasets import SEG11VALID, make_voc_tree
-from tests.test_models_reference import NUM_CLASSES, POOL_AFTER, random_reference_weights, weights_for
+from tests.test_models_reference import NUM_CLASSES, random_reference_weights, weights_for
 
 CLASSES = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FCN8sAtOnce}
 AT_ONCE_SCALES = {"scale_pool4": (512, 0.01), "scale_pool3": (256, 0.0001)}  # Scale { constant }
@@ -504,7 +505,7 @@ def test_init_from_the_converted_checkpoint_with_other_classes_keeps_every_tenso
         "data.classes=[a,b,c,d,e]",
     ]
     model = build_model(load_config(overrides=[*overrides, f"model.init_from={fcn8s_caffe}"]).model)
-    _init_from(model, str(fcn8s_caffe), distributed.env_info())  # what train.py's setup() calls
+    init_from(model, str(fcn8s_caffe), distributed.env_info())  # what train.py's setup() calls
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("init_from"))
     state = model.state_dict()
     for key, value in weights_for(weights, "fcn8s").items():

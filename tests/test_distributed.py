@@ -104,7 +104,7 @@ def _child_evaluate(run: dict, out: Path, rank: int) -> None:
     from fcn.data import build_dataset
     from fcn.data.loaders import eval_loader
     from fcn.data.transforms import build_transforms
-    from fcn.engine import evaluate
+    from fcn.train_eval import evaluate
 
     cfg = load_config(overrides=run["overrides"])
     model = TinyNet(**run.get("net", {}))
@@ -251,8 +251,8 @@ def _evaluate_as_the_workers(model: nn.Module, val_set, batch_size: int) -> dict
     matrices are summed as all_reduce sums them. (A batch of 1 on two threads may round otherwise.)"""
     from torch.utils.data import DataLoader, Subset
 
-    from fcn.engine import evaluate
     from fcn.metrics import ConfusionMatrix
+    from fcn.train_eval import evaluate
 
     total = ConfusionMatrix(NUM_CLASSES)
     threads = torch.get_num_threads()

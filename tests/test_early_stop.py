@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fcn.engine
+import fcn.train_eval
 from fcn.checkpoint import save_checkpoint
 from fcn.config import ConfigError, load_config
 from fcn.engine import fit
@@ -43,7 +43,7 @@ def flat_scores(monkeypatch):
                 "confusion": torch.eye(n, dtype=torch.long).tolist(),
             }
 
-        monkeypatch.setattr(fcn.engine, "evaluate", evaluate)
+        monkeypatch.setattr(fcn.train_eval, "evaluate", evaluate)
         return calls
 
     return use

@@ -22,7 +22,7 @@ from tests.test_paper_models import EARLY, LATE, head_weights, model_of, renamed
 
 def trunk(seed: int, in_channels: int = 3) -> dict:
     """conv1_1 ... fc7 in the reference naming: zeros, but conv1_1, conv5_3 and fc7's bias random."""
-    from tests.test_models_reference import VGG
+    from tests.reference_nets import VGG
 
     g = torch.Generator().manual_seed(seed)
     state = {}

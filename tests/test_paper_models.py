@@ -10,7 +10,7 @@
   ``score_pool4_sem`` crop 5, ``fuse_pool4_sem``, ``upscore_pool4_sem``, ``score_pool3_sem`` crop 9,
   ``upscore8_sem`` crop 31; the same with ``_geo``), loss + loss_geo (SoftmaxWithLoss, normalize false).
 
-The reference functions are those of tests/test_models_reference.py (written from voc-fcn*s'
+The reference functions are those of tests/reference_nets.py (written from voc-fcn*s'
 prototxts: trunk, crops and heads), fed with each net's own weights under their reference names;
 the models get their weights only through load_reference_weights, so the names are tested too.
 """
@@ -26,35 +26,19 @@ import torch.nn.functional as F
 from fcn.config import load_config
 from fcn.losses import build_loss
 from fcn.models import FCN8s, FCN16s, FCN32s, build_model, load_reference_weights
-from tests.test_models_reference import (
+from tests.reference_nets import (
     DECONVS,
-    VGG,
+    assert_close_relative,
     caffe_crop,
     reference_feature_sizes,
     reference_head,
     reference_trunk,
+    vgg_weights,
 )
 
 NYUD = 40
 SIFT_SEM, SIFT_GEO = 33, 3
 CLASSES = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s}
-
-
-def vgg_weights(g: torch.Generator, in_channels: int = 3, real: bool = True) -> dict:
-    """Random conv1_1 ... fc7 in the reference naming (meta tensors when not real)."""
-    state = {}
-    layers = [(n, (in_channels if n == "conv1_1" else c_in), c_out, 3) for n, c_in, c_out in VGG]
-    layers += [("fc6", 512, 4096, 7), ("fc7", 4096, 4096, 1)]
-    for name, c_in, c_out, k in layers:
-        if real:
-            state[f"{name}.weight"] = torch.randn(c_out, c_in, k, k, generator=g) * math.sqrt(
-                2 / (k * k * c_in)
-            )
-            state[f"{name}.bias"] = torch.randn(c_out, generator=g) * 0.1
-        else:
-            state[f"{name}.weight"] = torch.empty(c_out, c_in, k, k, device="meta")
-            state[f"{name}.bias"] = torch.empty(c_out, device="meta")
-    return state
 
 
 def head_weights(g: torch.Generator, arch: str, n: int) -> dict:
@@ -98,13 +82,6 @@ def siftflow(arch: str) -> list[str]:
         "model.geometric_classes=3",
         "loss.normalize=false",
     ] + [f"data.{k}.name=siftflow" for k in ("train", "val")]
-
-
-def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    assert actual.shape == expected.shape
-    scale = expected.abs().max().item()
-    assert scale > 0
-    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale)
 
 
 # ------------------------------------------------------------------ whole nets (VGG16 on a CPU: slow)
@@ -256,7 +233,7 @@ def test_siftflow_loss_is_the_sum_of_both_heads_unnormalised_cross_entropies():
 
 
 def test_two_head_evaluation_scores_each_head_on_its_own_mask():
-    from fcn.engine import evaluate
+    from fcn.train_eval import evaluate
 
     sem_pred = torch.tensor([[0, 1, 2], [2, 2, 0]])
     geo_pred = torch.tensor([[0, 0, 1], [1, 1, 1]])

@@ -53,6 +53,7 @@ def _child(spec_path: str) -> int:
     """Run train.py's main as the spec says, with the pause, kill and signal marks; return its code."""
     import fcn.engine
     import fcn.models
+    import fcn.preemption
     import train
 
     spec = json.loads(Path(spec_path).read_text())
@@ -61,14 +62,14 @@ def _child(spec_path: str) -> int:
     first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
     fcn.models.build_model = lambda model_cfg: TinyNet(model_cfg.num_classes, dropout=0.5)
 
-    handle = fcn.engine._StopFlag._handle
+    handle = fcn.preemption.StopFlag._handle
 
     def handle_and_mark(self, signum, frame):
         count = len(list(marks.glob(f"signal.rank{rank}.*")))
         (marks / f"signal.rank{rank}.{count + 1}").touch()
         return handle(self, signum, frame)
 
-    fcn.engine._StopFlag._handle = handle_and_mark
+    fcn.preemption.StopFlag._handle = handle_and_mark
     step = fcn.engine.train_one_step
 
     def hooked_step(*args, **kwargs):
@@ -209,9 +210,9 @@ def test_a_preemption_signal_saves_the_iteration_under_way_and_a_resume_equals_t
 
 @pytest.mark.slow
 def test_a_second_signal_stops_at_once(toy_root, tmp_path, monkeypatch, capsys):
-    from fcn.engine import _StopFlag
+    from fcn.preemption import StopFlag
 
-    monkeypatch.setattr(_StopFlag, "SAME_EVENT_S", 0.0)  # the second comes later than the first
+    monkeypatch.setattr(StopFlag, "SAME_EVENT_S", 0.0)  # the second comes later than the first
     run = tmp_path / "run"
     overrides = toy_overrides(toy_root, run, *EXTRA)
     assert _train_here(monkeypatch, overrides, at=3, signals=(signal.SIGTERM, signal.SIGTERM)) == 143

@@ -122,7 +122,7 @@ def test_bad_sliding_window_keys_are_rejected_at_load_time(override, message):
 
 
 def test_training_evaluation_in_slide_mode_with_a_covering_tile_equals_whole():
-    from fcn.engine import evaluate
+    from fcn.train_eval import evaluate
 
     model = _fcn()
     images = torch.randn(3, 3, 40, 56, generator=torch.Generator().manual_seed(2))

@@ -41,7 +41,15 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from fcn.data.common import VOID, PairDataset, check_pair, image_size, list_names, read_channels, read_png_mask
+from fcn.data.common import (
+    VOID,
+    PairDataset,
+    check_pair,
+    image_size,
+    list_names,
+    read_channels,
+    read_png_mask,
+)
 from fcn.data.folder import Listing, Problem
 
 UNLISTED = ("error", "ignore", "background")
@@ -134,25 +142,43 @@ def list_coco(
     """
     path, image_dir = Path(annotations), Path(images)
     listing = CocoListing(annotations=path)
+    read = _read_json(path, image_dir, listing)
+    if read is None:
+        return listing
+    data, doc = read
+    listing.key = cache_key(data, classes, unlisted, overlap, ignore_index)
+    listing.cache_dir = path.parent / ".fcn_coco_cache" / f"{path.stem}-{listing.key}"
+    categories = _categories(doc, path, listing)
+    entries = None if categories is None else _image_entries(doc, path, listing)
+    if entries is None:
+        return listing
+    per_image = _instances(doc, path, entries, categories, classes, unlisted, ignore_index, listing)
+    _list_images_and_masks(path, image_dir, entries, per_image, listing)
+    return listing
+
+
+def _read_json(path: Path, image_dir: Path, listing: CocoListing) -> Optional[tuple[bytes, dict]]:
+    """Return (the JSON's bytes, the parsed document) when the file reads as COCO JSON and the images
+    directory exists; else None, the reason failed in the listing."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         reason = "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
         listing.fail(path, FileNotFoundError(f"{path}: {reason} (data.<split>.annotations)"))
-        return listing
+        return None
     if not image_dir.is_dir():
         listing.fail(
             image_dir, FileNotFoundError(f"{image_dir}: images directory not found (data.<split>.images)")
         )
-        return listing
+        return None
     try:
         doc = json.loads(data)
     except json.JSONDecodeError as exc:
         listing.fail(path, _json_error(path, exc))
-        return listing
+        return None
     except UnicodeDecodeError as exc:
         listing.fail(path, ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"))
-        return listing
+        return None
     if (
         not isinstance(doc, dict)
         or not isinstance(doc.get("images"), list)
@@ -162,24 +188,28 @@ def list_coco(
             path,
             ValueError(f"{path}: not COCO JSON: expected an object with 'images' and 'categories' lists"),
         )
-        return listing
-    anns = doc.get("annotations", [])
-    if not isinstance(anns, list):
+        return None
+    if not isinstance(doc.get("annotations", []), list):
         listing.fail(path, ValueError(f"{path}: 'annotations' must be a list"))
-        return listing
-    listing.key = cache_key(data, classes, unlisted, overlap, ignore_index)
-    listing.cache_dir = path.parent / ".fcn_coco_cache" / f"{path.stem}-{listing.key}"
+        return None
+    return data, doc
 
-    index = {name: i for i, name in reversed(list(enumerate(classes)))}  # the first of a repeated name
+
+def _categories(doc: dict, path: Path, listing: CocoListing) -> Optional[dict[Any, str]]:
+    """Return the JSON's category id -> name, or None (the malformed category failed in the listing)."""
     categories: dict[Any, str] = {}
     for c in doc["categories"]:
         if not isinstance(c, dict) or "id" not in c or not isinstance(c.get("name"), str):
             listing.fail(path, ValueError(f"{path}: category {c!r} needs an 'id' and a 'name'"))
-            return listing
+            return None
         categories[c["id"]] = c["name"]
+    return categories
 
-    entries: dict[Any, tuple[str, int, int]] = {}  # image id -> (file_name, height, width)
-    order: list[Any] = []
+
+def _image_entries(doc: dict, path: Path, listing: CocoListing) -> Optional[dict[Any, tuple[str, int, int]]]:
+    """Return image id -> (file_name, height, width) in the JSON's order, or None (the malformed or
+    repeated image failed in the listing)."""
+    entries: dict[Any, tuple[str, int, int]] = {}
     for im in doc["images"]:
         ok = isinstance(im, dict) and "id" in im and isinstance(im.get("file_name"), str)
         ok = ok and all(
@@ -189,16 +219,30 @@ def list_coco(
             listing.fail(
                 path, ValueError(f"{path}: image {im!r} needs 'id', 'file_name', 'width' and 'height'")
             )
-            return listing
+            return None
         if im["id"] in entries:
             listing.fail(path, ValueError(f"{path}: image id {im['id']!r} is listed twice"))
-            return listing
+            return None
         entries[im["id"]] = (im["file_name"], int(im["height"]), int(im["width"]))
-        order.append(im["id"])
+    return entries
 
-    per_image: dict[Any, list[Instance]] = {i: [] for i in order}
+
+def _instances(
+    doc: dict,
+    path: Path,
+    entries: dict[Any, tuple[str, int, int]],
+    categories: dict[Any, str],
+    classes: Sequence[str],
+    unlisted: str,
+    ignore_index: int,
+    listing: CocoListing,
+) -> dict[Any, list[Instance]]:
+    """Return image id -> its annotations as Instances, each category mapped to data.classes by name
+    (data.coco_unlisted deciding the others); every bad annotation and unknown category is a problem."""
+    index = {name: i for i, name in reversed(list(enumerate(classes)))}  # the first of a repeated name
+    per_image: dict[Any, list[Instance]] = {i: [] for i in entries}
     unknown: Counter = Counter()
-    for n, ann in enumerate(anns):
+    for n, ann in enumerate(doc.get("annotations", [])):
         aid = ann.get("id", f"#{n}") if isinstance(ann, dict) else f"#{n}"
         if not isinstance(ann, dict) or ann.get("image_id") not in entries:
             listing.fail(
@@ -237,11 +281,21 @@ def list_coco(
                 "or set data.coco_unlisted=ignore (its pixels ignored) or background"
             ),
         )
+    return per_image
 
+
+def _list_images_and_masks(
+    path: Path,
+    image_dir: Path,
+    entries: dict[Any, tuple[str, int, int]],
+    per_image: dict[Any, list[Instance]],
+    listing: CocoListing,
+) -> None:
+    """Add each image found on disk to the listing with its mask's cache path and shape; a missing
+    image is a problem, and the error counts them."""
     names_in_dir = list_names(image_dir)  # one listdir instead of a stat per image
     missing = []
-    for k, image_id in enumerate(order):
-        file_name, h, w = entries[image_id]
+    for k, (image_id, (file_name, h, w)) in enumerate(entries.items()):
         image = _find_image(image_dir, file_name, names_in_dir)
         if image is None:
             missing.append(file_name)
@@ -254,12 +308,11 @@ def list_coco(
         listing.shapes[mask] = (h, w, tuple(per_image[image_id]))
     if missing and listing.error is None:
         listing.error = FileNotFoundError(
-            f"{len(missing)} of {len(order)} images listed in {path} are not in {image_dir} "
+            f"{len(missing)} of {len(entries)} images listed in {path} are not in {image_dir} "
             f"(e.g. {image_dir / missing[0]}); restore them or set data.<split>.images to their directory"
         )
-    if not order and listing.error is None:
+    if not entries and listing.error is None:
         listing.fail(path, ValueError(f"{path}: lists no images"))
-    return listing
 
 
 def _find_image(image_dir: Path, file_name: str, names_in_dir: set[str]) -> Optional[Path]:

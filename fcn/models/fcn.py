@@ -23,7 +23,7 @@ any timm model's), and ``head='fcn'``: torchvision's FCNHead in place of each 1x
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -77,6 +77,36 @@ def _crop(x: Tensor, offset: int, size: Tuple[int, int]) -> Tensor:
     return x[..., offset : offset + h, offset : offset + w]
 
 
+def _check_options(
+    stride: int,
+    backbone: str,
+    fusion: str,
+    head: str,
+    at_once: bool,
+    in_channels: int,
+    late_fusion: Tuple[str, ...],
+    geometric_classes: int,
+) -> None:
+    """Raise a ValueError naming the option when a combination is not one FCN can build."""
+    if late_fusion and (stride != 32 or fusion != "skip" or backbone not in VGG_BACKBONES):
+        raise ValueError("late fusion is nyud-fcn32s-color-hha: stride=32, fusion='skip' and a VGG backbone")
+    if late_fusion and in_channels != sum(MODALITY_CHANNELS[m] for m in late_fusion):
+        width = sum(MODALITY_CHANNELS[m] for m in late_fusion)
+        raise ValueError(f"late_fusion={list(late_fusion)} takes {width} input channels, not {in_channels}")
+    if geometric_classes and (fusion != "skip" or head != "score" or late_fusion):
+        raise ValueError(
+            "the geometric head (siftflow-fcn*s) needs fusion='skip', head='score' and one trunk"
+        )
+    if stride not in (32, 16, 8):
+        raise ValueError(f"stride={stride} must be 32, 16 or 8")
+    if fusion not in ("skip", "full"):
+        raise ValueError(f"fusion='{fusion}' must be 'skip' or 'full'")
+    if head not in ("score", "fcn"):
+        raise ValueError(f"head='{head}' must be 'score' or 'fcn'")
+    if at_once and (stride != 8 or fusion != "skip"):
+        raise ValueError("at-once scaling is the paper's FCN-8s with skip fusion (stride=8, fusion='skip')")
+
+
 class FCN(nn.Module):
     """A fully convolutional network with skip fusion down to stride 32, 16 or 8.
 
@@ -107,76 +137,73 @@ class FCN(nn.Module):
     ):
         super().__init__()
         late_fusion = tuple(late_fusion)
-        if late_fusion and (stride != 32 or fusion != "skip" or backbone not in VGG_BACKBONES):
-            raise ValueError(
-                "late fusion is nyud-fcn32s-color-hha: stride=32, fusion='skip' and a VGG backbone"
-            )
-        if late_fusion and in_channels != sum(MODALITY_CHANNELS[m] for m in late_fusion):
-            width = sum(MODALITY_CHANNELS[m] for m in late_fusion)
-            raise ValueError(
-                f"late_fusion={list(late_fusion)} takes {width} input channels, not {in_channels}"
-            )
-        if geometric_classes and (fusion != "skip" or head != "score" or late_fusion):
-            raise ValueError(
-                "the geometric head (siftflow-fcn*s) needs fusion='skip', head='score' and one trunk"
-            )
-        if stride not in (32, 16, 8):
-            raise ValueError(f"stride={stride} must be 32, 16 or 8")
-        if fusion not in ("skip", "full"):
-            raise ValueError(f"fusion='{fusion}' must be 'skip' or 'full'")
-        if head not in ("score", "fcn"):
-            raise ValueError(f"head='{head}' must be 'score' or 'fcn'")
-        if at_once and (stride != 8 or fusion != "skip"):
-            raise ValueError(
-                "at-once scaling is the paper's FCN-8s with skip fusion (stride=8, fusion='skip')"
-            )
+        _check_options(stride, backbone, fusion, head, at_once, in_channels, late_fusion, geometric_classes)
         self.stride, self.num_classes, self.at_once = stride, num_classes, at_once
         self.backbone_name, self.geometry = backbone, geometry
         self.upsampling, self.fusion, self.head = upsampling, fusion, head
-
-        # A timm backbone loads its own weights (timm maps them into its feature extractor).
-        timm_weights = pretrained if is_timm(backbone) else False
         self.in_channels, self.late_fusion, self.geometric_classes = (
             in_channels,
             late_fusion,
             geometric_classes,
         )
-        if late_fusion:
+
+        def up(factor: int, classes: int = num_classes) -> nn.Module:
+            return make_upsampling(upsampling, classes, factor, geometry, learnable_upsampling)
+
+        # Built in this order: the modules' registration order is the state_dict's key order.
+        channels = self._build_trunk(pretrained, dropout, dropout_p)
+        self._build_score_layers(channels)
+        self._build_upsampling(up)
+        if geometric_classes:
+            self._build_geometric_head(channels, up)
+        self._zero_score_layers()
+        self._load_torchvision_weights(pretrained)
+
+    def _build_trunk(self, pretrained: bool | str, dropout: str, dropout_p: float) -> dict[int, int]:
+        """Build self.backbone (one trunk per modality for late fusion); return its channels per stride."""
+        backbone, geometry = self.backbone_name, self.geometry
+        if self.late_fusion:
             # nyud-fcn32s-color-hha (late fusion): one whole VGG16 trunk and score_fr per modality,
             # every layer named with the modality as a suffix (conv1_1color ... score_frhha).
             self.backbone = nn.ModuleDict(
                 {
                     m: build_backbone(backbone, geometry, dropout, dropout_p, False, MODALITY_CHANNELS[m])
-                    for m in late_fusion
+                    for m in self.late_fusion
                 }
             )
-            channels = self.backbone[late_fusion[0]].channels
-        else:
-            self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights, in_channels)
-            channels = self.backbone.channels
+            return self.backbone[self.late_fusion[0]].channels
+        # A timm backbone loads its own weights (timm maps them into its feature extractor).
+        timm_weights = pretrained if is_timm(backbone) else False
+        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights, self.in_channels)
+        return self.backbone.channels
+
+    def _build_score_layers(self, channels: Mapping[int, int]) -> None:
+        """Build score_fr (one per modality for late fusion), score_pool4 (16s, 8s) and score_pool3
+        (8s): 1x1 convolutions to the classes, or FCNHeads with head='fcn'."""
 
         def score(in_channels: int) -> nn.Module:
-            if head == "fcn":
-                return FCNHead(in_channels, num_classes)
-            return nn.Conv2d(in_channels, num_classes, 1)
+            if self.head == "fcn":
+                return FCNHead(in_channels, self.num_classes)
+            return nn.Conv2d(in_channels, self.num_classes, 1)
 
-        if late_fusion:
-            self.score_fr = nn.ModuleDict({m: score(channels[32]) for m in late_fusion})
+        if self.late_fusion:
+            self.score_fr = nn.ModuleDict({m: score(channels[32]) for m in self.late_fusion})
         else:
             self.score_fr = score(channels[32])
-        if stride <= 16:
+        if self.stride <= 16:
             self.score_pool4 = score(channels[16])
-        if stride <= 8:
+        if self.stride <= 8:
             self.score_pool3 = score(channels[8])
 
-        def up(factor: int, classes: int = num_classes) -> nn.Module:
-            return make_upsampling(upsampling, classes, factor, geometry, learnable_upsampling)
-
+    def _build_upsampling(self, up: Callable[..., nn.Module]) -> None:
+        """Build the upsampling layers: the skip path's (upscore; upscore2, upscore16; upscore2,
+        upscore_pool4, upscore8) or full fusion's (one per stride, straight to stride 1, and fuse_weight)."""
+        stride = self.stride
         if stride == 32:
             self.upscore = up(32)
-        elif fusion == "skip" and stride == 16:
+        elif self.fusion == "skip" and stride == 16:
             self.upscore2, self.upscore16 = up(2), up(16)
-        elif fusion == "skip":
+        elif self.fusion == "skip":
             self.upscore2, self.upscore_pool4, self.upscore8 = up(2), up(2), up(8)
         else:
             # Full fusion: every score map goes straight to stride 1 (upscore x32, upscore16 x16,
@@ -186,29 +213,29 @@ class FCN(nn.Module):
             self.upscore16 = up(16)
             if stride == 8:
                 self.upscore8 = up(8)
-            self.fuse_weight = nn.Parameter(torch.ones(2 if stride == 16 else 3, num_classes))
+            self.fuse_weight = nn.Parameter(torch.ones(2 if stride == 16 else 3, self.num_classes))
 
-        scores = [self.score_fr, getattr(self, "score_pool4", None), getattr(self, "score_pool3", None)]
-        if geometric_classes:
-            # siftflow-fcn*s: a second, geometric head on the same trunk with its own whole skip path
-            # (score_fr_geo, upscore2_geo, score_pool4_geo, ... upscore8_geo), as the semantic one.
-            self.score_fr_geo = nn.Conv2d(channels[32], geometric_classes, 1)
-            scores.append(self.score_fr_geo)
-            if stride <= 16:
-                self.score_pool4_geo = nn.Conv2d(channels[16], geometric_classes, 1)
-                scores.append(self.score_pool4_geo)
-            if stride <= 8:
-                self.score_pool3_geo = nn.Conv2d(channels[8], geometric_classes, 1)
-                scores.append(self.score_pool3_geo)
-            g = geometric_classes
-            if stride == 32:
-                self.upscore_geo = up(32, g)
-            elif stride == 16:
-                self.upscore2_geo, self.upscore16_geo = up(2, g), up(16, g)
-            else:
-                self.upscore2_geo, self.upscore_pool4_geo, self.upscore8_geo = up(2, g), up(2, g), up(8, g)
-        if late_fusion:
-            scores = [*self.score_fr.values(), *scores[1:]]
+    def _build_geometric_head(self, channels: Mapping[int, int], up: Callable[..., nn.Module]) -> None:
+        """Build siftflow-fcn*s's second, geometric head on the same trunk with its own whole skip
+        path (score_fr_geo, upscore2_geo, score_pool4_geo, ... upscore8_geo), as the semantic one."""
+        g, stride = self.geometric_classes, self.stride
+        self.score_fr_geo = nn.Conv2d(channels[32], g, 1)
+        if stride <= 16:
+            self.score_pool4_geo = nn.Conv2d(channels[16], g, 1)
+        if stride <= 8:
+            self.score_pool3_geo = nn.Conv2d(channels[8], g, 1)
+        if stride == 32:
+            self.upscore_geo = up(32, g)
+        elif stride == 16:
+            self.upscore2_geo, self.upscore16_geo = up(2, g), up(16, g)
+        else:
+            self.upscore2_geo, self.upscore_pool4_geo, self.upscore8_geo = up(2, g), up(2, g), up(8, g)
+
+    def _zero_score_layers(self) -> None:
+        """Zero the 1x1 score layers, as the reference's solve.py starts them."""
+        scores = [*self.score_fr.values()] if self.late_fusion else [self.score_fr]
+        for name in ("score_pool4", "score_pool3", "score_fr_geo", "score_pool4_geo", "score_pool3_geo"):
+            scores.append(getattr(self, name, None))
         for layer in scores:
             # The FCN head keeps torchvision's initialisation: zeroing its last 1x1 convolution as
             # well blocked the gradient to its 3x3 convolution and BatchNorm at the start, and on
@@ -217,10 +244,13 @@ class FCN(nn.Module):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
+    def _load_torchvision_weights(self, pretrained: bool | str) -> None:
+        """Load torchvision's (or a file's) ImageNet weights into every trunk of a torchvision backbone."""
+        backbone = self.backbone_name
         state = None if is_timm(backbone) else torchvision_state_dict(backbone, pretrained)
         if state is not None:
             source = pretrained if isinstance(pretrained, str) else f"torchvision {backbone}"
-            for trunk in self.backbone.values() if late_fusion else [self.backbone]:
+            for trunk in self.backbone.values() if self.late_fusion else [self.backbone]:
                 load_torchvision_weights(trunk, state, source)
 
     def forward(self, x: Tensor) -> Tensor:

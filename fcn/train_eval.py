@@ -1,0 +1,192 @@
+"""Evaluation during training: evaluate() (the paper's metrics of a model over a loader, reused by
+bench/ and the tests) and evaluate_and_save(), what the loop does every training.eval_every
+iterations: evaluate the model (and its EMA), log the result (console, TensorBoard scalars, the
+confusion matrix and per-class IU pictures, the fixed-batch grid, metrics.jsonl), keep the count
+for early stopping and save last.pt and, when the mean IU improved, best.pt (fcn.run).
+
+evaluate.py's evaluation (test-time augmentation, saved predictions, per-image scores) is
+fcn.inference's; both score with fcn.metrics.ConfusionMatrix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from fcn import distributed
+from fcn.data.common import VOID
+from fcn.metrics import ConfusionMatrix, format_table
+from fcn.run import Run, save_best, save_last
+from fcn.runtime import autocast
+from fcn.sliding import argmax_heads, model_logits, window_options
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    device: torch.device,
+    *,
+    amp: str = "none",
+    channels_last: bool = False,
+    progress: bool = False,
+    desc: str = "eval",
+    mode: str = "whole",
+    tile: int = 512,
+    stride: int = 341,
+    window_batch: int = 4,
+    ignore_index: int = VOID,
+    geometric_classes: int = 0,
+) -> dict:
+    """Return the paper's metrics of a model over a loader, summed across processes, at the masks'
+    own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'. With
+    mode='slide', each batch is predicted by tile x tile windows (fcn.sliding.slide_logits). A
+    two-headed model (geometric_classes > 0, SIFT Flow): the semantic head's metrics, plus
+    'geometric_pixel_acc' and 'geometric' (the geometric head's compute()).
+
+    Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
+    (fcn.inference.evaluate_model)."""
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    heads = [num_classes, geometric_classes] if geometric_classes else None
+    geo = ConfusionMatrix(geometric_classes, ignore_index=ignore_index, device=device) if heads else None
+    for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        with autocast(device, amp):
+            window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
+            pred = argmax_heads(model_logits(model, images, channels_last, **window), heads)
+        if geo is not None:
+            geo.update(pred[:, 1], masks[:, 1])
+            pred, masks = pred[:, 0], masks[:, 0]
+        matrix.update(pred, masks)
+    matrix.all_reduce()
+    model.train(was_training)
+    result = matrix.compute()
+    result["confusion"] = matrix.mat.cpu().tolist()
+    if geo is not None:
+        geo.all_reduce()
+        result["geometric"] = geo.compute()
+        result["geometric_pixel_acc"] = result["geometric"]["pixel_acc"]
+    return result
+
+
+def evaluate_and_save(run: Run) -> dict:
+    """Evaluate the model (and its EMA) on the validation split, log the metrics (console,
+    TensorBoard, metrics.jsonl, the fixed-batch grid), save last.pt and, when the mean IU improved,
+    best.pt; return the metrics record."""
+    cfg, info = run.cfg, run.info
+    # BatchNorm statistics drift apart across processes between DDP's broadcasts at each forward;
+    # every process evaluates rank 0's, the ones the checkpoint holds
+    distributed.broadcast_buffers(run.model)
+    if run.ema is not None:
+        distributed.broadcast_buffers(run.ema.module)
+    n = cfg.model.num_classes
+    ignore, window = cfg.data.ignore_index, window_options(cfg)
+    window["geometric_classes"] = int(cfg.model.geometric_classes)
+    metrics = evaluate(
+        run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval", ignore_index=ignore, **window
+    )
+    record = {"iteration": run.iteration, "epoch": run.epoch, "time": time.time(), **metrics}
+    record["train_loss"] = run.loss_sum / max(run.loss_count, 1)  # mean since the previous evaluation
+    run.loss_sum, run.loss_count = 0.0, 0
+    record.pop("confusion")
+    score = metrics["mean_iou"]
+    if run.ema is not None:
+        ema_metrics = evaluate(
+            run.ema.module,
+            run.val_loader,
+            n,
+            run.device,
+            amp=run.amp,
+            desc="eval ema",
+            ignore_index=ignore,
+            **window,
+        )
+        ema_metrics.pop("confusion")
+        record["ema"] = ema_metrics
+        score = ema_metrics["mean_iou"]
+    if info.is_primary:
+        _log_evaluation(run, metrics, record)
+    improved = score > run.best
+    if improved:
+        run.best = score
+    run.evals_since_best = 0 if improved else run.evals_since_best + 1
+    save_last(run)
+    if improved and info.is_primary:
+        save_best(run)
+    distributed.barrier()
+    return record
+
+
+def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
+    """Write one evaluation to the console, TensorBoard (scalars, the confusion matrix and the
+    per-class IU chart), the fixed-batch grid and metrics.jsonl."""
+    writer, it = run.writer, run.iteration
+    run.log(f"\niteration {it}/{run.total} (epoch {run.epoch})\n{format_table(metrics, run.class_names)}")
+    if "ema" in record:
+        run.log(f"EMA weights: mean IU {record['ema']['mean_iou']:.4f}")
+    if "geometric" in metrics:
+        run.log(f"geometric pixel accuracy {100 * metrics['geometric_pixel_acc']:.2f}")
+        writer.add_scalar("val/geometric_pixel_acc", metrics["geometric_pixel_acc"], it)
+    for key in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
+        writer.add_scalar(f"val/{key}", metrics[key], it)
+        if "ema" in record:
+            writer.add_scalar(f"val_ema/{key}", record["ema"][key], it)
+    for name, value in zip(run.class_names, metrics["iou"]):
+        if not math.isnan(value):
+            writer.add_scalar(f"val_iou/{name}", value, it)
+    from fcn.visualize import confusion_image, iou_chart
+
+    title = f"iteration {it}: mean IU {100 * metrics['mean_iou']:.1f}"
+    writer.add_image(
+        "val/confusion", confusion_image(metrics["confusion"], run.class_names, title), it, dataformats="HWC"
+    )
+    writer.add_image(
+        "val/iou", iou_chart(metrics["iou"], run.class_names, run.palette, title), it, dataformats="HWC"
+    )
+    vis_indices = list(range(min(run.cfg.training.vis_images, len(run.val_set))))
+    if vis_indices:
+        from fcn.visualize import save_png
+
+        grid = _vis_grid(run, vis_indices)
+        save_png(grid, run.run_dir / "vis" / f"iter_{it:07d}.png")
+        writer.add_image("val/fixed_batch", grid, it, dataformats="HWC")
+    with open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record, allow_nan=True) + "\n")
+
+
+def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
+    """Return the image | ground truth | prediction grid of the given validation images."""
+    from fcn.data.transforms import denormalize, input_normalization
+    from fcn.visualize import prediction_grid
+
+    images, gts, preds = [], [], []
+    model, cfg = run.model, run.cfg
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for index in indices:
+            image, mask = run.val_set[index]
+            with autocast(run.device, run.amp):
+                logits = model(image.unsqueeze(0).to(run.device))
+            # The semantic head (and mask) of a two-headed model are what the grid shows.
+            preds.append(logits[:, : cfg.model.num_classes].argmax(1)[0].cpu().numpy().astype(np.uint8))
+            images.append(
+                denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels)
+            )
+            gts.append(mask.numpy().astype(np.uint8).reshape(-1, *mask.shape[-2:])[0])
+    model.train(was_training)
+    return prediction_grid(
+        images, gts, preds, run.palette, run.class_names, ignore_index=cfg.data.ignore_index
+    )
