@@ -256,7 +256,7 @@ def evaluate(
     'geometric_pixel_acc' and 'geometric' (the geometric head's compute()).
 
     Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
-    (fcn.inference.evaluate_model)."""
+    (fcn.evaluation.evaluate_model)."""
     from tqdm import tqdm
 
     was_training = model.training

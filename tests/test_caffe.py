@@ -24,11 +24,11 @@ import evaluate
 from fcn import distributed
 from fcn.config import load_config
 from fcn.engine import _init_from
-from fcn.inference import load_model
 from fcn.models import FCN8s, FCN8sAtOnce, FCN16s, FCN32s, build_model, load_reference_weights
 from fcn.models.caffe import parse_caffemodel, read_caffemodel
 from fcn.models.reference import CAFFE_MEAN_BGR, reference_weights_from_caffe
 from fcn.models.reference import main as reference_main
+from fcn.prediction import load_model
 from tests.test_data_datasets import SEG11VALID, make_voc_tree
 from tests.test_models_reference import NUM_CLASSES, POOL_AFTER, random_reference_weights, weights_for
 
