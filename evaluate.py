@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation; return the exit code (fcn.cli's rule), errors as one 'error:' line."""
     args = parse_args(argv)
     from fcn.data import class_names
-    from fcn.inference import (
+    from fcn.evaluation import (
         Evaluation,
         plot_paths,
         prepare_evaluation,

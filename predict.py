@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad or no input exists, 1 if any input failed, after doing the others)."""
     args = parse_args(argv)
     from fcn.api import Segmenter
-    from fcn.inference import list_images, predict_files
+    from fcn.prediction import list_images, predict_files
     from fcn.video import is_video, predict_video
 
     def prepare():

@@ -47,8 +47,8 @@ except ImportError:
 from fcn.checkpoint import save_checkpoint  # noqa: E402
 from fcn.config import VOID, to_dict  # noqa: E402
 from fcn.engines import available, load  # noqa: E402
-from fcn.inference import prepare_fast_path  # noqa: E402
 from fcn.metrics import ConfusionMatrix  # noqa: E402
+from fcn.prediction import prepare_fast_path  # noqa: E402
 from fcn.runtime import autocast, cpu_flags, native_bf16  # noqa: E402
 from fcn.sliding import model_logits  # noqa: E402
 
@@ -71,7 +71,7 @@ MODELS = {"vgg16": ("vgg16", "paper"), "resnet18": ("resnet18", "same")}
 
 def resolved_auto(checkpoint: Path, overrides: Sequence[str]) -> tuple[str, str]:
     """Return (row name, the one line auto printed) of eval.fast_path=auto on this machine."""
-    from fcn.inference import _load_model
+    from fcn.prediction import _load_model
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for checkpoint in args.checkpoint:
             from fcn.data import build_dataset
             from fcn.data.transforms import build_transforms
-            from fcn.inference import load_model
+            from fcn.prediction import load_model
 
             _, cfg = load_model(checkpoint, "cpu")
             dataset = build_dataset(

@@ -36,8 +36,8 @@ from fcn.config import VOID  # noqa: E402
 from fcn.data import build_dataset  # noqa: E402
 from fcn.data.transforms import build_transforms  # noqa: E402
 from fcn.engines import load  # noqa: E402
-from fcn.inference import prepare_fast_path  # noqa: E402
 from fcn.metrics import ConfusionMatrix  # noqa: E402
+from fcn.prediction import prepare_fast_path  # noqa: E402
 from fcn.runtime import autocast, cpu_flags  # noqa: E402
 
 PATHS = {
@@ -47,7 +47,7 @@ PATHS = {
     "int8": ["eval.fast_path=int8"],
     "bf16+cl": ["eval.fast_path=none", "eval.amp=bf16", "eval.channels_last=true"],
 }
-"""Each row's config overrides; 'auto' is resolved by fcn.inference as evaluate.py resolves it."""
+"""Each row's config overrides; 'auto' is resolved by fcn.prediction as evaluate.py resolves it."""
 
 
 def forward(model: torch.nn.Module, cfg, x: torch.Tensor) -> torch.Tensor:

@@ -135,7 +135,7 @@ class Segmenter:
         checkpoint: str | os.PathLike | None = None,
         requested_fast_path: str | None = None,
     ) -> None:
-        """Wrap a loaded model (fcn.inference.load_model's) and its config; most users call
+        """Wrap a loaded model (fcn.prediction.load_model's) and its config; most users call
         from_checkpoint instead. device defaults to where the model's parameters are."""
         from fcn.data import class_names, palette
 
@@ -222,8 +222,8 @@ class Segmenter:
 
     @property
     def untinted(self) -> int:
-        """The label overlays leave untinted (fcn.inference.untinted_label: a background class)."""
-        from fcn.inference import untinted_label
+        """The label overlays leave untinted (fcn.prediction.untinted_label: a background class)."""
+        from fcn.prediction import untinted_label
 
         return untinted_label(self.cfg)
 
@@ -242,7 +242,7 @@ class Segmenter:
         """Apply the config's eval.fast_path to the model once (int8 calibrates on the first
         eval.calibration_images of images; unreadable ones are skipped); without this call, the
         first image segmented calibrates it. A no-op for the fast paths that need no images."""
-        from fcn.inference import prepare_fast_path
+        from fcn.prediction import prepare_fast_path
 
         def inputs():
             for image in images:
@@ -271,7 +271,7 @@ class Segmenter:
             self.calibrate([image])
 
     def _options(self) -> dict:
-        from fcn.inference import model_heads
+        from fcn.prediction import model_heads
         from fcn.sliding import window_options
 
         e = self.cfg.eval
@@ -293,7 +293,7 @@ class Segmenter:
 
     def segment(self, image: Image.Image) -> np.ndarray:
         """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes)."""
-        from fcn.inference import predict_labels
+        from fcn.prediction import predict_labels
 
         self._ready(image)
         labels = predict_labels(self.model, self._input(image), **self._options())
@@ -307,7 +307,7 @@ class Segmenter:
         two classes differ by more than float rounding."""
         if isinstance(image, (list, tuple)):
             return [self.probabilities(one) for one in image]
-        from fcn.inference import predict_probs
+        from fcn.prediction import predict_probs
 
         pixels = self.read(image)
         self._ready(pixels)

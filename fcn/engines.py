@@ -1,7 +1,7 @@
 """Inference engines: the checkpoint's model run by PyTorch, or exported once to ONNX and run by ONNX
 Runtime or OpenVINO on the CPU (``eval.engine``).
 
-An engine is a drop-in replacement for the torch model in fcn.inference: called on an (N, 3, H, W)
+An engine is a drop-in replacement for the torch model in fcn.prediction: called on an (N, 3, H, W)
 float32 normalised CPU tensor it returns the (N, num_classes, H, W) float32 logits, so test-time
 augmentation, sliding windows, pre/post-processing and the outputs are the torch path's code.
 
@@ -377,7 +377,7 @@ def load(
     """Return (model or engine, config) of a checkpoint as cfg.eval.engine says (after the config's
     files and overrides, and eval.fast_path=auto resolved): the torch model on device, or the
     checkpoint's ONNX export (cached beside it) in ONNX Runtime or OpenVINO on the CPU."""
-    from fcn.inference import _load_model
+    from fcn.prediction import _load_model
 
     model, cfg, which = _load_model(checkpoint_path, device, use_ema, paths, overrides)
     return to_engine(model, cfg, checkpoint_path, which, log=log), cfg

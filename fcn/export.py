@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from fcn.cli import run_phases
     from fcn.data.transforms import input_normalization
-    from fcn.inference import load_model
+    from fcn.prediction import load_model
 
     def prepare():
         needed = ["onnx", "onnxscript"] + ([] if args.no_check else ["onnxruntime"])

@@ -13,7 +13,7 @@
   (``bench/fast_paths.py --checkpoint``) before trusting its numbers.
 
 Both are CPU paths: on a GPU, bf16/fp16 autocast (``eval.amp``) is the lever. ``auto`` chooses by the
-CPU and the installed engines (``fcn.inference.resolve_fast_path``): bf16 autocast + channels-last
+CPU and the installed engines (``fcn.prediction.resolve_fast_path``): bf16 autocast + channels-last
 where bf16 is native (AVX-512 BF16 or AMX), else ONNX Runtime or OpenVINO fp32 where installed
 (fcn/engines.py), else ``winograd``; never ``int8``. ``bench/model.py`` measures their speed and agreement
 against fp32.
@@ -135,8 +135,8 @@ def check_fast_path(kind: str, device: torch.device) -> None:
     """Raise ValueError unless fast path ``kind`` can run on ``device`` (both fast paths are CPU paths)."""
     if kind not in FAST_PATHS:
         raise ValueError(f"eval.fast_path='{kind}' must be one of {', '.join(FAST_PATHS)}")
-    if kind == "auto":  # a choice, not a path: fcn.inference.resolve_fast_path makes it
-        raise ValueError("eval.fast_path=auto must be resolved first (fcn.inference.resolve_fast_path)")
+    if kind == "auto":  # a choice, not a path: fcn.prediction.resolve_fast_path makes it
+        raise ValueError("eval.fast_path=auto must be resolved first (fcn.prediction.resolve_fast_path)")
     if kind != "none" and device.type != "cpu":
         raise ValueError(
             f"eval.fast_path={kind} runs on the CPU only (device is {device}); "

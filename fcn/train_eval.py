@@ -5,7 +5,7 @@ confusion matrix and per-class IU pictures, the fixed-batch grid, metrics.jsonl)
 for early stopping and save last.pt and, when the mean IU improved, best.pt (fcn.run).
 
 evaluate.py's evaluation (test-time augmentation, saved predictions, per-image scores) is
-fcn.inference's; both score with fcn.metrics.ConfusionMatrix.
+fcn.evaluation's; both score with fcn.metrics.ConfusionMatrix.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def evaluate(
     'geometric_pixel_acc' and 'geometric' (the geometric head's compute()).
 
     Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
-    (fcn.inference.evaluate_model)."""
+    (fcn.evaluation.evaluate_model)."""
     from tqdm import tqdm
 
     was_training = model.training

@@ -66,7 +66,7 @@ def predict_video(
     from tqdm import tqdm
 
     from fcn.checkpoint import atomic_write
-    from fcn.inference import save_index_png
+    from fcn.prediction import save_index_png
 
     path, out = Path(path), Path(output_dir)
     segmenter.calibrate(_frames(av, path))

@@ -19,7 +19,7 @@ import predict
 from fcn.checkpoint import load_checkpoint, save_checkpoint
 from fcn.config import ConfigError, load_config, to_dict
 from fcn.engines import OpenVinoEngine, cached_onnx, load
-from fcn.inference import resolve_fast_path
+from fcn.prediction import resolve_fast_path
 from tests.test_evaluate_predict import _brightness_detector, _overrides, _write_folder_dataset
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -143,10 +143,10 @@ def test_an_export_that_fails_is_one_error_line(setup, tmp_path, monkeypatch, ca
 def test_auto_chooses_the_engine_by_cpu_and_install_and_says_so(
     bf16, installed, expected, monkeypatch, capsys
 ):
-    import fcn.inference
+    import fcn.prediction
 
-    monkeypatch.setattr(fcn.inference, "native_bf16", lambda device: bf16)
-    monkeypatch.setattr(fcn.inference, "available", lambda engine: engine in installed)
+    monkeypatch.setattr(fcn.prediction, "native_bf16", lambda device: bf16)
+    monkeypatch.setattr(fcn.prediction, "available", lambda engine: engine in installed)
     cfg = resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), torch.device("cpu"))
     assert (cfg.eval.engine, cfg.eval.fast_path, cfg.eval.amp) == expected
     (line,) = capsys.readouterr().out.strip().splitlines()
@@ -154,10 +154,10 @@ def test_auto_chooses_the_engine_by_cpu_and_install_and_says_so(
 
 
 def test_auto_with_no_engine_installed_falls_back_to_winograd(monkeypatch, capsys):
-    import fcn.inference
+    import fcn.prediction
 
-    monkeypatch.setattr(fcn.inference, "native_bf16", lambda device: False)
-    monkeypatch.setattr(fcn.inference, "available", lambda engine: engine == "torch")
+    monkeypatch.setattr(fcn.prediction, "native_bf16", lambda device: False)
+    monkeypatch.setattr(fcn.prediction, "available", lambda engine: engine == "torch")
     cfg = resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), torch.device("cpu"))
     want = "winograd" if torch.backends.nnpack.is_available() else "none"
     assert (cfg.eval.engine, cfg.eval.fast_path) == ("torch", want)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from fcn.config import config_from_dict
-from fcn.inference import load_model
 from fcn.models.caffe import parse_caffemodel
 from fcn.models.reference import main as reference_main
 from fcn.models.reference import net_options, reference_key_map, reference_weights_from_caffe
+from fcn.prediction import load_model
 from tests.test_caffe import net, net_layers, write
 from tests.test_paper_models import EARLY, LATE, head_weights, model_of, renamed, siftflow
 

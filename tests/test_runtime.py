@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fcn.inference
+import fcn.prediction
 import fcn.runtime
 from fcn.config import load_config
 from fcn.runtime import configure_determinism, resolve_amp, resolve_channels_last
@@ -20,7 +20,7 @@ def flags(monkeypatch):
 
     def set_flags(values: set[str]) -> None:
         monkeypatch.setattr(fcn.runtime, "cpu_flags", lambda: frozenset(values))
-        monkeypatch.setattr(fcn.inference, "cpu_flags", lambda: frozenset(values))
+        monkeypatch.setattr(fcn.prediction, "cpu_flags", lambda: frozenset(values))
 
     return set_flags
 
@@ -66,8 +66,8 @@ def test_fast_path_auto_follows_the_cpu_and_the_engines_and_says_so(
     if fast_path == "winograd" and not torch.backends.nnpack.is_available():
         pytest.skip("no NNPACK in this build")
     flags(cpu)
-    monkeypatch.setattr(fcn.inference, "available", lambda name: name == "torch" or name in engines)
-    cfg = fcn.inference.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CPU)
+    monkeypatch.setattr(fcn.prediction, "available", lambda name: name == "torch" or name in engines)
+    cfg = fcn.prediction.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CPU)
     e = cfg.eval
     assert (e.fast_path, e.amp, bool(e.channels_last), e.engine) == (fast_path, amp, channels_last, engine)
     assert capsys.readouterr().out.startswith("eval.fast_path=auto: ")
@@ -75,10 +75,10 @@ def test_fast_path_auto_follows_the_cpu_and_the_engines_and_says_so(
 
 def test_fast_path_auto_on_a_gpu_is_fp32_and_never_int8(flags, capsys):
     flags({"avx512_bf16"})
-    cfg = fcn.inference.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CUDA)
+    cfg = fcn.prediction.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CUDA)
     assert cfg.eval.fast_path == "none" and cfg.eval.amp == "none"
     unchanged = load_config(overrides=["eval.fast_path=int8"])
-    assert fcn.inference.resolve_fast_path(unchanged, CPU) is unchanged
+    assert fcn.prediction.resolve_fast_path(unchanged, CPU) is unchanged
 
 
 def test_fast_path_auto_keeps_the_rule_that_it_sets_precision_itself():

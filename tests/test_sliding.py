@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fcn.config import ConfigError, load_config
-from fcn.inference import predict_labels, predict_probs
+from fcn.prediction import predict_labels, predict_probs
 from fcn.sliding import slide_logits, window_starts
 
 

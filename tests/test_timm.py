@@ -239,7 +239,7 @@ def test_torchvision_mean_std_normalizes_bit_for_bit_like_torchvision():
 def test_resolved_mean_std_is_saved_in_the_checkpoint_and_used_by_inference(tmp_path):
     from fcn.data.toy import generate
     from fcn.engine import fit
-    from fcn.inference import load_model
+    from fcn.prediction import load_model
     from tests.test_engine import toy_overrides
 
     root = tmp_path / "toy"

@@ -394,7 +394,7 @@ class EvalConfig:
     """evaluate.py/predict.py on the CPU: 'none' (fp32); 'auto' (chosen by the CPU and the installed
     engines, logged, exact paths only with eval.engine=torch: ONNX Runtime or OpenVINO fp32 where
     installed, else winograd; bf16 autocast + channels-last where bf16 is native (AVX-512 BF16,
-    AMX); fcn.inference.resolve_fast_path); 'winograd' (3x3 convs by NNPACK's Winograd: fp32's
+    AMX); fcn.prediction.resolve_fast_path); 'winograd' (3x3 convs by NNPACK's Winograd: fp32's
     results, faster); 'int8' (quantized after training, calibrated on eval.calibration_images:
     close to fp32, faster still; never chosen by auto; with eval.engine=onnxruntime/openvino that
     runtime's static int8). See fcn/fastpath.py, fcn/engines.py; bench/fast_paths.py and

@@ -1,4 +1,5 @@
-"""fcn.inference: test-time augmentation, image modes, index PNGs, output naming, JSON."""
+"""fcn.prediction: test-time augmentation, image modes, index PNGs, output naming; and the JSON
+report writer of fcn.evaluation."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from PIL import Image
 from torch import nn
 
 from fcn.data.common import read_image, to_rgb
-from fcn.inference import (
+from fcn.evaluation import write_json
+from fcn.prediction import (
     list_images,
     output_stems,
     predict_labels,
     predict_probs,
     save_index_png,
-    write_json,
 )
 
 

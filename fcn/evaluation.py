@@ -1,0 +1,362 @@
+"""Evaluation against ground truth (evaluate.py): a checkpoint's data.val split scored at each
+image's native resolution with the eval.* test-time augmentation (fcn.metrics' ConfusionMatrix),
+each image's own scores and the worst images drawn, the report written as JSON (and the per-image
+rows as CSV), and the error plots: the confusion matrix and the per-class IU chart.
+
+It predicts through fcn.prediction; prediction never imports this module."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from fcn.checkpoint import atomic_write
+from fcn.config import to_dict
+from fcn.data.common import VOID
+from fcn.data.loaders import DataLoader
+from fcn.engines import Engine, model_device, to_engine
+from fcn.prediction import _load_model, model_heads, predict_labels, prepare_fast_path, save_index_png
+from fcn.runtime import select_device
+from fcn.sliding import window_options
+
+
+class _SizedCollate:
+    """Collate (image, mask) items into a batch and remember each item's native (H, W); masks are
+    padded with the ignore index."""
+
+    def __init__(self, ignore_index: int = VOID) -> None:
+        self.ignore_index = ignore_index
+
+    def __call__(self, batch: list) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        sizes = [tuple(mask.shape[-2:]) for _, mask in batch]
+        if len(batch) == 1:
+            image, mask = batch[0]
+            return image[None], mask[None], sizes
+        from fcn.data.collate import pad_collate
+
+        images, masks = pad_collate(batch, ignore_index=self.ignore_index)
+        return images, masks, sizes
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    num_classes: int,
+    *,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    amp: str = "none",
+    channels_last: bool = False,
+    window: dict | None = None,
+    save_predictions: str | os.PathLike | None = None,
+    palette: np.ndarray | None = None,
+    progress: bool = True,
+    per_image: bool = False,
+    ignore_index: int = VOID,
+    geometric_classes: int = 0,
+) -> dict:
+    """Return the metrics dict (ConfusionMatrix.compute() plus 'confusion') of model on dataset at
+    each image's native resolution, pixels labelled ignore_index left out; optionally write each
+    prediction as <id>.png in palette. geometric_classes > 0 (SIFT Flow's two-headed net, masks
+    2 x H x W): the metrics are the semantic head's, plus 'geometric_pixel_acc' and 'geometric'
+    (the geometric head's ConfusionMatrix.compute()); predictions and per-image scores are semantic.
+    window: window_options() (whole or sliding windows); None is whole. per_image adds
+    'per_image': one image_scores() dict per image, with its 'id', 'index', 'height', 'width'."""
+    from tqdm import tqdm
+
+    from fcn.metrics import ConfusionMatrix
+
+    device = model_device(model)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_SizedCollate(ignore_index),
+        pin_memory=device.type == "cuda",
+    )
+    ids = list(getattr(dataset, "ids", range(len(dataset))))
+    if save_predictions is not None:
+        Path(save_predictions).mkdir(parents=True, exist_ok=True)
+        if palette is None:
+            raise ValueError("save_predictions needs the dataset's palette")
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    heads = [num_classes, geometric_classes] if geometric_classes else None
+    geo = ConfusionMatrix(geometric_classes, ignore_index=ignore_index, device=device) if heads else None
+    rows: list[dict] = []
+    tta = flip or [float(s) for s in scales] != [1.0]
+    window = dict(window or {})
+    # Sliding windows over a padded image would tile the padding too: slide image by image.
+    one_by_one = tta or window.get("mode", "whole") == "slide"
+    index = 0
+    bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
+    for images, masks, sizes in bar:
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, heads=heads, **window)
+        if one_by_one and any(size != tuple(images.shape[-2:]) for size in sizes):
+            # Mirroring or rescaling a padded image would move or blend the padding into the
+            # image, so a padded batch gets test-time augmentation image by image.
+            preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
+            for i, (h, w) in enumerate(sizes):
+                preds[i, ..., :h, :w] = predict_labels(model, images[i : i + 1, :, :h, :w], **options)[0]
+        else:
+            preds = predict_labels(model, images, **options)
+        if geo is not None:  # two heads: the geometric one scored on its own, the rest is semantic
+            geo.update(preds[:, 1], masks[:, 1])
+            preds, masks = preds[:, 0], masks[:, 0]
+        # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
+        matrix.update(preds, masks)
+        if per_image:
+            for k, (h, w) in enumerate(sizes):
+                scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes, ignore_index)
+                position = len(rows)
+                rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **scores})
+        if save_predictions is not None:
+            for pred, (h, w) in zip(preds.cpu().numpy().astype(np.uint8), sizes):
+                save_index_png(pred[:h, :w], palette, Path(save_predictions) / f"{ids[index]}.png")
+                index += 1
+    metrics = matrix.compute()
+    metrics["confusion"] = matrix.mat.cpu().tolist()
+    if geo is not None:
+        metrics["geometric"] = geo.compute()
+        metrics["geometric_pixel_acc"] = metrics["geometric"]["pixel_acc"]
+    if per_image:
+        metrics["per_image"] = rows
+    return metrics
+
+
+def image_scores(pred: torch.Tensor, mask: torch.Tensor, num_classes: int, ignore_index: int = VOID) -> dict:
+    """Return one image's pixel_acc, mean_iou and per-class iou (list): the IU of a class absent
+    from both its ground truth and its prediction is NaN, and the mean is over the others (the
+    classes present in the image's ground truth or prediction); NaN where nothing is labelled."""
+    from fcn.metrics import ConfusionMatrix
+
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=pred.device)
+    matrix.update(pred[None], mask[None])
+    scores = matrix.compute()
+    return {"pixel_acc": scores["pixel_acc"], "mean_iou": scores["mean_iou"], "iou": scores["iou"]}
+
+
+def worst_images(rows: Sequence[dict], count: int = 5) -> list[dict]:
+    """Return the count rows of lowest mean IU (images with nothing labelled, NaN, left out)."""
+    scored = [r for r in rows if not math.isnan(r["mean_iou"])]
+    return sorted(scored, key=lambda r: (r["mean_iou"], r["index"]))[:count]
+
+
+def write_per_image_csv(rows: Sequence[dict], class_names: Sequence[str], path: str | os.PathLike) -> None:
+    """Write one CSV row per image, atomically: id, height, width, pixel_acc, mean_iou and one IU
+    column per class (iou_<name>); an empty cell where a value is NaN (a class absent from the
+    image's ground truth and prediction)."""
+    import csv
+    import io
+
+    def cell(value: float) -> str:
+        return "" if math.isnan(value) else f"{value:.6f}"
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "height", "width", "pixel_acc", "mean_iou", *[f"iou_{n}" for n in class_names]])
+    for r in rows:
+        writer.writerow(
+            [
+                r["id"],
+                r["height"],
+                r["width"],
+                cell(r["pixel_acc"]),
+                cell(r["mean_iou"]),
+                *map(cell, r["iou"]),
+            ]
+        )
+    text = buffer.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(data: Any, path: str | os.PathLike) -> None:
+    """Write data as indented JSON, atomically; NaN (a class absent everywhere) becomes null."""
+    text = json.dumps(_json_safe(data), indent=2) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
+    """Return the image | ground truth | prediction grid (fcn.visualize.prediction_grid) of the given
+    per-image rows, predicted again one by one as evaluate.py predicts (eval.* options)."""
+    from fcn.data import class_names, palette
+    from fcn.data.transforms import denormalize, input_normalization
+    from fcn.visualize import prediction_grid
+
+    cfg, device = ev.cfg, model_device(ev.model)
+    e = cfg.eval
+    images, gts, preds = [], [], []
+    for r in rows:
+        image, mask = ev.dataset[r["index"]]
+        pred = predict_labels(
+            ev.model,
+            image[None].to(device),
+            flip=bool(e.flip),
+            scales=list(e.scales),
+            amp=e.amp,
+            channels_last=bool(e.channels_last),
+            heads=model_heads(cfg),
+            **window_options(cfg),
+        )
+        pred = pred[:, 0] if pred.ndim == 4 else pred  # the semantic head of a two-headed model
+        images.append(denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels))
+        gts.append(mask.numpy().astype(np.uint8).reshape(-1, *mask.shape[-2:])[0])
+        preds.append(pred[0].cpu().numpy().astype(np.uint8))
+    return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))
+
+
+@dataclass
+class Evaluation:
+    """A checkpoint ready to be scored: its model, config, which weights, and the dataset."""
+
+    checkpoint: str
+    model: nn.Module | Engine
+    cfg: DictConfig
+    weights: str
+    dataset: torch.utils.data.Dataset
+
+
+def prepare_evaluation(
+    checkpoint: str | os.PathLike,
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    *,
+    device: str = "auto",
+) -> Evaluation:
+    """Return the model of a checkpoint and its config's data.val split (listed, not yet read);
+    errors here are the command line's, the config's or the input files'."""
+    from fcn.data import build_dataset
+    from fcn.data.transforms import build_transforms
+
+    model, cfg, which = _load_model(checkpoint, select_device(device), None, paths, overrides)
+    model = to_engine(model, cfg, checkpoint, which)
+    dataset = build_dataset(
+        cfg.data.val,
+        cfg.data,
+        transforms=build_transforms(cfg.data.transforms, train=False),
+        channels=cfg.model.in_channels,
+    )
+    if len(dataset) == 0:
+        raise ValueError(
+            f"data.val ({cfg.data.val.name} '{cfg.data.val.split}' in {cfg.data.val.root}) is empty"
+        )
+    return Evaluation(str(checkpoint), model, cfg, which, dataset)
+
+
+def run_evaluation(
+    ev: Evaluation,
+    *,
+    save_predictions: str | os.PathLike | None = None,
+    progress: bool = True,
+    per_image: bool = False,
+) -> dict:
+    """Return the report of a prepared evaluation: the checkpoint scored on its data.val split at
+    native resolution with the config's eval.* test-time augmentation; the metrics, the per-class
+    IU/accuracy by class name, the confusion matrix and what was evaluated (and with per_image,
+    'per_image': evaluate_model's rows)."""
+    from fcn.data import class_names, palette
+
+    cfg, dataset, e = ev.cfg, ev.dataset, ev.cfg.eval
+    prepare_fast_path(ev.model, cfg, (dataset[i][0][None] for i in range(len(dataset))))
+    metrics = evaluate_model(
+        ev.model,
+        dataset,
+        int(cfg.model.num_classes),
+        batch_size=int(cfg.data.val_batch_size),
+        num_workers=int(cfg.data.num_workers),
+        flip=bool(e.flip),
+        scales=list(e.scales),
+        amp=e.amp,
+        channels_last=bool(e.channels_last),
+        window=window_options(cfg),
+        save_predictions=save_predictions,
+        palette=palette(cfg.data),
+        progress=progress,
+        per_image=per_image,
+        ignore_index=int(cfg.data.ignore_index),
+        geometric_classes=int(cfg.model.geometric_classes),
+    )
+    names = class_names(cfg.data)
+    return {
+        "checkpoint": ev.checkpoint,
+        "weights": ev.weights,
+        "dataset": to_dict(cfg.data.val),
+        "num_images": len(dataset),
+        "eval": to_dict(cfg.eval),
+        "pixel_acc": metrics["pixel_acc"],
+        "mean_acc": metrics["mean_acc"],
+        "mean_iou": metrics["mean_iou"],
+        "fwavacc": metrics["fwavacc"],
+        **({"geometric_pixel_acc": metrics["geometric_pixel_acc"]} if "geometric" in metrics else {}),
+        "per_class": {
+            name: {"iou": iou, "acc": acc} for name, iou, acc in zip(names, metrics["iou"], metrics["acc"])
+        },
+        "iou": metrics["iou"],
+        "acc": metrics["acc"],
+        "confusion": metrics["confusion"],
+        **({"per_image": metrics["per_image"]} if per_image else {}),
+    }
+
+
+def plot_paths(output: str | os.PathLike | None, plots: str | os.PathLike | None) -> list[tuple[Path, Path]]:
+    """Return the (confusion, IU chart) PNG paths evaluate.py writes: x_confusion.png and x_iou.png
+    beside --output x.json, and DIR/confusion.png and DIR/iou.png for --plots DIR."""
+    pairs = []
+    if output:
+        out = Path(output)
+        pairs.append((out.with_name(f"{out.stem}_confusion.png"), out.with_name(f"{out.stem}_iou.png")))
+    if plots:
+        pairs.append((Path(plots) / "confusion.png", Path(plots) / "iou.png"))
+    return pairs
+
+
+def save_error_plots(
+    report: dict, cfg: DictConfig, confusion_path: str | os.PathLike, iou_path: str | os.PathLike
+) -> None:
+    """Write the report's row-normalised confusion matrix and its per-class IU bar chart as PNGs
+    (fcn.visualize.confusion_image, iou_chart), titled with the split and the mean IU."""
+    from fcn.data import class_names, palette
+    from fcn.visualize import confusion_image, iou_chart, save_png
+
+    names = class_names(cfg.data)
+    v = cfg.data.val
+    title = f"{v.name} '{v.split}', {report['num_images']} images: mean IU {100 * report['mean_iou']:.1f}"
+    save_png(confusion_image(report["confusion"], names, title=f"{title}; % of each row"), confusion_path)
+    save_png(iou_chart(report["iou"], names, palette(cfg.data), title=title), iou_path)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    *,
+    device: str = "auto",
+    save_predictions: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[dict, DictConfig]:
+    """Return (report, config) of prepare_evaluation then run_evaluation."""
+    ev = prepare_evaluation(checkpoint, paths, overrides, device=device)
+    return run_evaluation(ev, save_predictions=save_predictions, progress=progress), ev.cfg
