@@ -345,3 +345,11 @@ class Segmenter:
             (c, self.classes[c] if c < len(self.classes) else str(c), float(counts[c] / total))
             for c in present
         ]
+
+
+def untinted_label(cfg: DictConfig) -> int:
+    """Return the label overlays leave untinted: a background class (named 'background' or 'bg'),
+    so that the objects stand out on the photo, else the ignore index."""
+    from fcn.data import class_names
+
+    return 0 if class_names(cfg.data)[0].lower() in ("background", "bg") else int(cfg.data.ignore_index)

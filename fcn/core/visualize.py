@@ -398,3 +398,18 @@ def iou_chart(
         (name_w - 2 * _GAP - _text_size(font, xlabel)[0], bottom + _GAP), xlabel, fill=(90, 90, 90), font=font
     )
     return np.asarray(canvas).copy()
+
+
+def save_index_png(mask: np.ndarray, palette: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a class-index mask as a palette ('P' mode) PNG, atomically: pixel values are the class
+    indices (255 = void), the palette colours them in any viewer, as VOC's SegmentationClass PNGs."""
+    if mask.ndim != 2:
+        raise ValueError(f"{path}: an index mask must be 2-D, got shape {mask.shape}")
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1)[: 256 * 3].tolist())
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "xb") as f:
+            image.save(f, format="PNG")
+
+    atomic_write(path, write)

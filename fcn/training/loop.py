@@ -188,26 +188,6 @@ def train_one_step(
     return loss_value
 
 
-class ModelEMA:
-    """An exponential moving average of a model's parameters and buffers."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average towards the model's current state."""
-        current = model.state_dict()
-        for name, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(self.decay).add_(current[name].detach(), alpha=1.0 - self.decay)
-            else:
-                value.copy_(current[name])
-
-
 # ----------------------------------------------------------------------------- setup
 
 

@@ -1,4 +1,4 @@
-"""The checkpoint format and every file the project writes.
+"""The checkpoint format: what a checkpoint holds, writing it atomically and reading it back.
 
 What a checkpoint holds (a dict, loadable with ``torch.load(weights_only=True)``: tensors, numbers,
 strings, lists and dicts only, never pickled objects):
@@ -14,23 +14,22 @@ strings, lists and dicts only, never pickled objects):
   and ``best_miou``.
 
 Both carry ``version`` (``CHECKPOINT_VERSION``); ``load_checkpoint`` refuses a newer one with a line
-that says so. ``atomic_write`` is the one way a file is written: to a temporary file beside the
-target, fsynced, with the usual mode (0666 less the umask), renamed over the target; a crash, a kill or
-a full disk leaves the previous file whole and no temporary file behind.
+that says so. ``save_checkpoint`` writes through ``fcn.core.files.atomic_write``: a crash, a kill or a
+full disk leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import random
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+from fcn.core.files import WriteError, atomic_write
 
 CHECKPOINT_VERSION = 1
 """The format written; bump it when a key changes meaning, and read older versions in load_checkpoint."""
@@ -39,76 +38,6 @@ CHECKPOINT_VERSION = 1
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, truncated, newer than this code or not a dict; the
     message names the file."""
-
-
-class WriteError(OSError):
-    """A file could not be written (no space, no permission); the message names the file, the cause
-    and what is left on disk."""
-
-
-def _os_error(exc: BaseException) -> OSError | None:
-    """Return the OSError behind exc (itself, or one it was raised from or while handling, unless
-    that context was suppressed with 'raise ... from None'), if any."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OSError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return None
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Write a file as write(temp_path) does, atomically: the temporary file beside path is fsynced,
-    given the usual mode and renamed over path; on any failure it is removed and path is untouched.
-    An OS error (no space left, no permission) is raised as a WriteError naming path and the cause."""
-    path = Path(path)
-    existed = path.exists()
-    # Same directory, hence the same file system: os.replace is then an atomic rename.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # some writers (mkstemp-based ones) create 0600
-        os.replace(tmp, path)
-    except BaseException as exc:  # also KeyboardInterrupt: never leave the temp file behind
-        tmp.unlink(missing_ok=True)
-        cause = _os_error(exc)
-        if cause is None or isinstance(exc, WriteError):
-            raise
-        reason = cause.strerror or str(cause)
-        if cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            reason += " (free some space or write elsewhere)"
-        kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was written"
-        error = WriteError(f"cannot write {path}: {reason}; {kept}")
-        error.errno = cause.errno
-        raise error from None
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable where the platform allows fsync on a directory (POSIX)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:

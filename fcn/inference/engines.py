@@ -366,23 +366,6 @@ def check_engine(engine: str) -> None:
     require("onnx", f"eval.engine={engine} (the checkpoint is exported to ONNX)")
 
 
-def load(
-    checkpoint_path: str | os.PathLike,
-    device: torch.device | str = "cpu",
-    use_ema: bool | None = None,
-    paths: Sequence[str] = (),
-    overrides: Sequence[str] = (),
-    log: bool = True,
-) -> tuple[nn.Module | Engine, DictConfig]:
-    """Return (model or engine, config) of a checkpoint as cfg.eval.engine says (after the config's
-    files and overrides, and eval.fast_path=auto resolved): the torch model on device, or the
-    checkpoint's ONNX export (cached beside it) in ONNX Runtime or OpenVINO on the CPU."""
-    from fcn.prediction import _load_model
-
-    model, cfg, which = _load_model(checkpoint_path, device, use_ema, paths, overrides)
-    return to_engine(model, cfg, checkpoint_path, which, log=log), cfg
-
-
 def to_engine(
     model: nn.Module, cfg: DictConfig, checkpoint_path: str | os.PathLike, weights: str, log: bool = True
 ) -> nn.Module | Engine:

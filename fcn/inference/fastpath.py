@@ -162,3 +162,71 @@ def apply_fast_path(
     if log:
         print(f"eval.fast_path={kind}: {done} in {time.perf_counter() - start:.1f} s", flush=True)
     return model
+
+
+AUTO_ENGINES = ("onnxruntime", "openvino")
+"""The engines eval.fast_path=auto picks on a CPU without native bf16, in order of preference."""
+
+
+def resolve_fast_path(cfg: DictConfig, device: torch.device, log: bool = True) -> DictConfig:
+    """Return cfg with eval.fast_path=auto replaced by what it stands for on device, said in one
+    line. The one place of the rule, from bench/engines.py's measurements (docs/engines.md):
+
+    - on a GPU: fp32 (eval.amp is the lever there);
+    - with eval.engine onnxruntime or openvino given: that engine in fp32;
+    - on a CPU with native bf16 (AVX-512 BF16, AMX): bf16 autocast + channels-last in torch;
+    - else the first installed of ONNX Runtime, OpenVINO (fp32 on the cached ONNX export: 1.6x
+      torch's fp32 on VGG16 and ResNet-18 FCN-8s at 500x500 on AVX2, where winograd gives 1.1-1.6x;
+      ONNX Runtime first, within 5% of OpenVINO or ahead in every run but the most loaded one);
+    - else winograd where NNPACK is built in, else fp32.
+
+    int8 is never chosen: its results are an approximation to check first."""
+    if cfg.eval.fast_path != "auto":
+        return cfg
+    engine = cfg.eval.engine
+    if device.type != "cpu":
+        changes, why = ["eval.fast_path=none"], f"fp32 on {device} (the CPU fast paths do not apply)"
+    elif engine != "torch":
+        changes, why = ["eval.fast_path=none"], f"{engine} fp32 (eval.engine={engine} was given)"
+    elif native_bf16(device):
+        changes = ["eval.fast_path=none", "eval.amp=bf16", "eval.channels_last=true"]
+        flags = "/".join(sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())) or "native bf16"
+        why = f"bf16 autocast + channels-last (this CPU has {flags})"
+    elif any(available(e) for e in AUTO_ENGINES):
+        chosen = next(e for e in AUTO_ENGINES if available(e))
+        changes = ["eval.fast_path=none", f"eval.engine={chosen}"]
+        why = (
+            f"{chosen} fp32 on the ONNX export (no native bf16 on this CPU; {chosen} is installed: "
+            "the fastest exact engine in bench/engines.py)"
+        )
+    elif torch.backends.nnpack.is_available():
+        changes, why = (
+            ["eval.fast_path=winograd"],
+            "winograd (no native bf16 on this CPU and neither openvino nor onnxruntime installed: "
+            "the fastest exact torch path)",
+        )
+    else:
+        changes, why = ["eval.fast_path=none"], "fp32 (no native bf16, no other engine and no NNPACK)"
+    if log:
+        print(f"eval.fast_path=auto: {why}", flush=True)
+    return with_overrides(cfg, changes, source="eval.fast_path=auto")
+
+
+def prepare_fast_path(
+    model: nn.Module, cfg: DictConfig, images: Iterable[torch.Tensor], log: bool = True
+) -> None:
+    """Apply cfg.eval.fast_path to model in place once; int8 calibrates on the first
+    cfg.eval.calibration_images of ``images`` ((1, channels, H, W) tensors as the model takes them; with
+    eval.mode=slide, their top-left tile, the size the model will see)."""
+    from fcn.fastpath import apply_fast_path
+
+    kind = cfg.eval.fast_path
+    if kind == "none" or getattr(model, "fast_path", "none") == kind:
+        return
+    if isinstance(model, Engine):
+        model.apply_fast_path(kind, calibration_slice(images, cfg), log=log)
+        return
+    device = model_device(model)
+    calibration = (x.to(device) for x in calibration_slice(images, cfg))
+    apply_fast_path(model, kind, calibration, log=log)
+    model.fast_path = kind

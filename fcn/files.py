@@ -1,0 +1,104 @@
+"""predict.py's files: the inputs listed (files as given, directories' images sorted by name), one
+distinct output name per input, and per image a class-index PNG, colour mask, overlay and legend
+written by a fcn.api.Segmenter."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from fcn.api import Segmenter
+from fcn.core.visualize import legend, save_index_png, save_png
+
+
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".npy"
+)  # fmt: skip
+"""Files a directory given to predict.py contributes (other files in it are skipped)."""
+
+
+def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """Return (image files, errors): each input file as given, each directory's image files sorted
+    by name; a missing input becomes an error line naming it."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                errors.append(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this directory")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            errors.append(f"{p}: no such file or directory")
+    return files, errors
+
+
+def output_stems(files: Sequence[Path]) -> list[str]:
+    """Return one distinct output name per file: its stem, or stem_ext / stem_N on a clash."""
+    counts: dict[str, int] = {}
+    for f in files:
+        counts[f.stem] = counts.get(f.stem, 0) + 1
+    used: set[str] = set()
+    stems = []
+    for f in files:
+        stem = f.stem if counts[f.stem] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower() or 'noext'}"
+        base, n = stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{base}_{n}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def predict_files(
+    segmenter: Segmenter,
+    files: Sequence[Path],
+    output_dir: str | os.PathLike,
+    *,
+    alpha: float = 0.5,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[int, list[str]]:
+    """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
+    image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
+    size) and <stem>_legend.png (classes present); return (images done, error lines of the files
+    that could not be read). int8 calibrates on the readable files."""
+    from tqdm import tqdm
+
+    from fcn.visualize import legend, save_png
+
+    if log is None:
+
+        def log(line: str) -> None:
+            tqdm.write(line, file=sys.stderr)
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    segmenter.calibrate(files)
+    done = 0
+    for file, stem in tqdm(
+        list(zip(files, output_stems(files))), desc="predict", unit="image", disable=not progress
+    ):
+        try:
+            image = segmenter.read(file)
+        except (ValueError, FileNotFoundError) as exc:
+            errors.append(str(exc))
+            log(f"error: {exc}")
+            continue
+        mask = segmenter.segment(image)
+        save_index_png(mask, segmenter.palette, out / f"{stem}.png")
+        save_png(segmenter.colorize(mask), out / f"{stem}_color.png")
+        save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png")
+        present = [int(c) for c in np.unique(mask) if c < len(segmenter.classes)]
+        save_png(legend(present, segmenter.classes, segmenter.palette), out / f"{stem}_legend.png")
+        done += 1
+    return done, errors

@@ -1,0 +1,92 @@
+"""A checkpoint back into a model: its config read (with the caller's files and overrides),
+eval.fast_path=auto resolved, the net rebuilt without downloading anything, the chosen weights
+(EMA or raw) checked against it and loaded; then, as eval.engine says, the torch model itself or
+its ONNX export in ONNX Runtime or OpenVINO (fcn.inference.engines).
+
+Everything that predicts from a checkpoint loads it here: fcn.api.Segmenter (predict.py, video,
+demo.py), fcn.inference.evaluation (evaluate.py), the ONNX export command and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from fcn.config import config_from_dict, with_overrides
+from fcn.core.checkpoint import CheckpointError, describe_mismatch, load_checkpoint, model_weights
+from fcn.inference.engines import Engine, to_engine
+from fcn.inference.fastpath import resolve_fast_path
+
+
+def _check_weights(model: nn.Module, state: dict, path: str, cfg: DictConfig) -> None:
+    """Raise CheckpointError in one line when state's names or shapes do not fit model."""
+    problems = describe_mismatch(model.state_dict(), state)
+    if problems:
+        m = cfg.model
+        raise CheckpointError(
+            f"{path}: weights do not fit model.arch={m.arch} backbone={m.backbone} geometry={m.geometry} "
+            f"num_classes={m.num_classes}: {problems}; do not override model.* keys of a checkpoint"
+        )
+
+
+def load_model(
+    checkpoint_path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    use_ema: bool | None = None,
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+) -> tuple[nn.Module, DictConfig]:
+    """Return (model in eval mode on device, config) rebuilt from a checkpoint of this project or
+    from weights imported in the reference naming; use_ema=None follows the config's eval.use_ema."""
+    model, cfg, _ = load_model_weights(checkpoint_path, device, use_ema, paths, overrides)
+    return model, cfg
+
+
+def load_model_weights(
+    checkpoint_path: str | os.PathLike,
+    device: torch.device | str,
+    use_ema: bool | None,
+    paths: Sequence[str],
+    overrides: Sequence[str],
+) -> tuple[nn.Module, DictConfig, str]:
+    """Return (model, config, weights) as load_model does, weights naming which were loaded:
+    'ema' or 'model'."""
+    path = str(checkpoint_path)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path}: not a pytorch-fcn checkpoint (it needs 'model' and 'config' entries)")
+    cfg = config_from_dict(ckpt["config"], source=path, paths=paths, overrides=overrides)
+    cfg = resolve_fast_path(cfg, torch.device(device))
+    if use_ema is None:
+        use_ema = bool(cfg.eval.use_ema)
+    from fcn.models import build_model, resolve_normalization  # torchvision/timm: on use
+
+    cfg = resolve_normalization(cfg)  # a no-op for train.py's checkpoints, which hold it resolved
+    # Never download backbone weights nor read another checkpoint: the weights come from this one.
+    build_cfg = with_overrides(cfg, ["model.pretrained=false", "model.init_from=''"], source=path)
+    model = build_model(build_cfg.model)
+    state, which = model_weights(ckpt, use_ema)
+    _check_weights(model, state, path, cfg)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    if cfg.eval.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, cfg, which
+
+
+def load(
+    checkpoint_path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    use_ema: bool | None = None,
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    log: bool = True,
+) -> tuple[nn.Module | Engine, DictConfig]:
+    """Return (model or engine, config) of a checkpoint as cfg.eval.engine says (after the config's
+    files and overrides, and eval.fast_path=auto resolved): the torch model on device, or the
+    checkpoint's ONNX export (cached beside it) in ONNX Runtime or OpenVINO on the CPU."""
+    model, cfg, which = load_model_weights(checkpoint_path, device, use_ema, paths, overrides)
+    return to_engine(model, cfg, checkpoint_path, which, log=log), cfg
