@@ -13,7 +13,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides, run_phases
+from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
+from fcn.core.errors import run_phases
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

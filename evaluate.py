@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides, run_phases
+from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
+from fcn.core.errors import run_phases
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -63,8 +64,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation; return the exit code (fcn.cli's rule), errors as one 'error:' line."""
     args = parse_args(argv)
+    from fcn.core.metrics import format_table
+    from fcn.core.visualize import save_png
     from fcn.data import class_names
-    from fcn.evaluation import (
+    from fcn.inference.evaluation import (
         Evaluation,
         plot_paths,
         prepare_evaluation,
@@ -75,8 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json,
         write_per_image_csv,
     )
-    from fcn.metrics import format_table
-    from fcn.visualize import save_png
 
     overrides = [
         *args.overrides,

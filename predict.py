@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fcn.cli import EXIT_FAILURE, add_config_arguments, add_eval_arguments, eval_overrides, run_phases
+from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
+from fcn.core.errors import EXIT_FAILURE, run_phases
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad or no input exists, 1 if any input failed, after doing the others)."""
     args = parse_args(argv)
     from fcn.api import Segmenter
-    from fcn.prediction import list_images, predict_files
+    from fcn.files import list_images, predict_files
     from fcn.video import is_video, predict_video
 
     def prepare():

@@ -11,7 +11,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from fcn.cli import add_config_arguments, exit_code, run_phases
+from fcn.cli import add_config_arguments
+from fcn.core.errors import exit_code, run_phases
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -25,19 +26,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train; return the exit code (fcn.cli: 2 for a bad config or input before training, 1 for a
+    """Train; return the exit code (fcn.core.errors: 2 for a bad config or input before training, 1 for a
     failure during it or of the process group, 143 / 75 when preempted by SIGTERM / SIGUSR1),
     each error as one line."""
     args = parse_args(argv)
-    from fcn import distributed, engine
     from fcn.config import load_config
-    from fcn.run import Run
+    from fcn.core import distributed
+    from fcn.training import loop
+    from fcn.training.state import Run
 
     def prepare() -> Run:
-        return engine.setup(load_config(args.config or ["config.yml"], args.overrides))
+        return loop.setup(load_config(args.config or ["config.yml"], args.overrides))
 
     def work(run: Run) -> int:
-        return exit_code(engine.train(run)["signal"])  # 143 or 75 when preempted
+        return exit_code(loop.train(run)["signal"])  # 143 or 75 when preempted
 
     info = distributed.env_info()
     return run_phases(prepare, work, prefix=f"rank {info.rank}: " if info.enabled else "")

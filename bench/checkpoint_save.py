@@ -2,7 +2,7 @@
 
 For FCN-8s on each --backbones (pretrained=False, the schema's defaults otherwise: SGD), this builds
 the model and optimizer, fills the optimizer's momentum buffers (the state a trained run holds),
-and times fcn.checkpoint.save_checkpoint (torch.save to a temporary file, fsync, rename) --rounds
+and times fcn.core.checkpoint.save_checkpoint (torch.save to a temporary file, fsync, rename) --rounds
 times into --dir (the file system the run directory is on: it is what is measured).
 
     python bench/checkpoint_save.py [--backbones vgg16 resnet18] [--dir runs] [--rounds 3]
@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fcn.checkpoint import save_checkpoint, training_checkpoint  # noqa: E402
 from fcn.config import load_config, to_dict  # noqa: E402
-from fcn.engine import build_optimizer  # noqa: E402
+from fcn.core.checkpoint import save_checkpoint, training_checkpoint  # noqa: E402
 from fcn.models import build_model  # noqa: E402
+from fcn.training.loop import build_optimizer  # noqa: E402
 
 
 def save_times(backbone: str, directory: Path, rounds: int) -> tuple[int, list[float]]:

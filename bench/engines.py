@@ -2,7 +2,7 @@
 and ResNet-18 at 500x500, batch 1, and on trained checkpoints: time, ratio to torch fp32, agreement
 with torch fp32 and (on a checkpoint) mean IU.
 
-Each row is loaded as evaluate.py loads it (fcn.engines.load: the ONNX export cached beside the
+Each row is loaded as evaluate.py loads it (fcn.inference.loading.load: the ONNX export cached beside the
 checkpoint; int8 calibrated as evaluate.py calibrates it), then all rows of a model are called in
 interleaved rounds (one warm-up call each first), so that load from other processes falls on every
 row alike; a row's time is the median over the rounds. The random-weight models get small random
@@ -44,13 +44,14 @@ try:  # bench/model.py's helpers, in bench/model_setup.py once bench/model.py is
 except ImportError:
     from model import make_model, make_scene, model_config  # noqa: E402
 
-from fcn.checkpoint import save_checkpoint  # noqa: E402
 from fcn.config import VOID, to_dict  # noqa: E402
-from fcn.engines import available, load  # noqa: E402
-from fcn.metrics import ConfusionMatrix  # noqa: E402
-from fcn.prediction import prepare_fast_path  # noqa: E402
-from fcn.runtime import autocast, cpu_flags, native_bf16  # noqa: E402
-from fcn.sliding import model_logits  # noqa: E402
+from fcn.core.checkpoint import save_checkpoint  # noqa: E402
+from fcn.core.metrics import ConfusionMatrix  # noqa: E402
+from fcn.core.runtime import autocast, cpu_flags, native_bf16  # noqa: E402
+from fcn.core.sliding import model_logits  # noqa: E402
+from fcn.inference.engines import available  # noqa: E402
+from fcn.inference.fastpath import prepare_fast_path  # noqa: E402
+from fcn.inference.loading import load, load_model_weights  # noqa: E402
 
 ROWS = {
     "torch": (["eval.engine=torch", "eval.fast_path=none"], True),
@@ -71,11 +72,10 @@ MODELS = {"vgg16": ("vgg16", "paper"), "resnet18": ("resnet18", "same")}
 
 def resolved_auto(checkpoint: Path, overrides: Sequence[str]) -> tuple[str, str]:
     """Return (row name, the one line auto printed) of eval.fast_path=auto on this machine."""
-    from fcn.prediction import _load_model
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        _, cfg, _ = _load_model(
+        _, cfg, _ = load_model_weights(
             checkpoint, torch.device("cpu"), None, (), [*overrides, "eval.fast_path=auto"]
         )
     e = cfg.eval
@@ -127,7 +127,7 @@ def bench_model(
         start = time.perf_counter()
         forward(images[0])
         first[name] = time.perf_counter() - start
-        for x in images:  # a shape's second call: OpenVINO compiles for it (fcn.engines)
+        for x in images:  # a shape's second call: OpenVINO compiles for it (fcn.inference.engines)
             forward(x)
     times: dict[str, list[float]] = {name: [] for name in loaded}
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in loaded}
@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for checkpoint in args.checkpoint:
             from fcn.data import build_dataset
             from fcn.data.transforms import build_transforms
-            from fcn.prediction import load_model
+            from fcn.inference.loading import load_model
 
             _, cfg = load_model(checkpoint, "cpu")
             dataset = build_dataset(

@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import load_average, machine_info, markdown_table, time_call, write_json  # noqa: E402
 
 from fcn.config import VOID  # noqa: E402
+from fcn.core.metrics import ConfusionMatrix  # noqa: E402
+from fcn.core.runtime import autocast, cpu_flags  # noqa: E402
 from fcn.data import build_dataset  # noqa: E402
 from fcn.data.transforms import build_transforms  # noqa: E402
-from fcn.engines import load  # noqa: E402
-from fcn.metrics import ConfusionMatrix  # noqa: E402
-from fcn.prediction import prepare_fast_path  # noqa: E402
-from fcn.runtime import autocast, cpu_flags  # noqa: E402
+from fcn.inference.fastpath import prepare_fast_path  # noqa: E402
+from fcn.inference.loading import load  # noqa: E402
 
 PATHS = {
     "none": ["eval.fast_path=none"],
@@ -47,7 +47,7 @@ PATHS = {
     "int8": ["eval.fast_path=int8"],
     "bf16+cl": ["eval.fast_path=none", "eval.amp=bf16", "eval.channels_last=true"],
 }
-"""Each row's config overrides; 'auto' is resolved by fcn.prediction as evaluate.py resolves it."""
+"""Each row's config overrides; 'auto' is resolved by fcn.inference.loading as evaluate.py resolves it."""
 
 
 def forward(model: torch.nn.Module, cfg, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ def forward(model: torch.nn.Module, cfg, x: torch.Tensor) -> torch.Tensor:
 def described(cfg) -> str:
     """Return what a loaded path runs: its fast path, precision and layout."""
     e = cfg.eval
-    parts = [e.engine] if e.engine != "torch" else []  # auto may choose an engine (fcn/engines.py)
+    parts = [e.engine] if e.engine != "torch" else []  # auto may choose an engine (fcn/inference/engines.py)
     parts += [e.fast_path] if e.fast_path != "none" else []
     parts += [e.amp] if e.amp != "none" else []
     parts += ["channels-last"] if e.channels_last else []

@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fcn.metrics import ConfusionMatrix  # noqa: E402
+from fcn.core.metrics import ConfusionMatrix  # noqa: E402
 
 TARGET_RATIO = 2.0
 

@@ -85,9 +85,9 @@ from model_setup import (  # noqa: E402
     train_step_fn,
 )
 
-from fcn.engine import build_optimizer  # noqa: E402
-from fcn.fastpath import quantize_int8, use_winograd  # noqa: E402
-from fcn.runtime import autocast, select_device  # noqa: E402
+from fcn.core.runtime import autocast, select_device  # noqa: E402
+from fcn.inference.fastpath import quantize_int8, use_winograd  # noqa: E402
+from fcn.training.loop import build_optimizer  # noqa: E402
 
 
 def run_group(

@@ -21,7 +21,7 @@ from common import (  # noqa: E402
 )
 from model_setup import MB, make_model, make_scene, model_config, train_step_fn  # noqa: E402
 
-from fcn.engine import build_optimizer  # noqa: E402
+from fcn.training.loop import build_optimizer  # noqa: E402
 
 # ----------------------------------------------------------------------------- memory
 

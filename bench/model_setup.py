@@ -23,9 +23,9 @@ from common import (  # noqa: E402
 )
 
 from fcn.config import load_config  # noqa: E402
-from fcn.engine import segmentation_loss  # noqa: E402
+from fcn.core.runtime import autocast  # noqa: E402
 from fcn.models import build_model  # noqa: E402
-from fcn.runtime import autocast  # noqa: E402
+from fcn.training.loop import segmentation_loss  # noqa: E402
 
 ARCHS = ("fcn32s", "fcn16s", "fcn8s")
 GEOMETRIES = ("paper", "same")
@@ -37,7 +37,7 @@ class Variant(NamedTuple):
     amp: str
     channels_last: bool
     compile: bool
-    fast_path: str = "none"  # fcn.fastpath: 'winograd' or 'int8' (inference only)
+    fast_path: str = "none"  # fcn.inference.fastpath: 'winograd' or 'int8' (inference only)
 
 
 VARIANTS: Dict[str, Variant] = {

@@ -46,7 +46,7 @@ def _child(args: argparse.Namespace) -> None:
     from model_memory import _current_memory, _peak_rss, _reset_peak_rss
     from model_setup import make_model, make_scene, model_config
 
-    from fcn.prediction import predict_labels
+    from fcn.inference.segment import predict_labels
 
     width, height = args.size
     device = torch.device("cpu")

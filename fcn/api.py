@@ -26,7 +26,7 @@ from torch import nn
 
 ENGINES = ("torch", "onnxruntime", "openvino")
 """What runs the network (eval.engine): PyTorch, or the checkpoint's ONNX export in ONNX Runtime or
-OpenVINO (fcn.engines); _load is the one place that builds it."""
+OpenVINO (fcn.inference.engines); _load is the one place that builds it."""
 
 
 def _load(
@@ -38,13 +38,13 @@ def _load(
     paths: Sequence[str],
     overrides: Sequence[str],
 ) -> tuple[nn.Module, DictConfig]:
-    """Return (model or engine, config): the one loading call of the API (fcn.engines.load, as
+    """Return (model or engine, config): the one loading call of the API (fcn.inference.loading.load, as
     predict.py and evaluate.py load). engine=None keeps the config's eval.engine. The config's
     eval.fast_path=auto is resolved here (said in one line; it may choose an engine); a fast path
     that needs images (int8's calibration) is applied on the first ones segmented."""
     if engine is not None and engine not in ENGINES:
         raise ValueError(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
-    from fcn.engines import load
+    from fcn.inference.loading import load
 
     chosen = [] if engine is None else [f"eval.engine={engine}"]
     return load(checkpoint, device, use_ema, paths, [*overrides, *chosen])
@@ -135,14 +135,14 @@ class Segmenter:
         checkpoint: str | os.PathLike | None = None,
         requested_fast_path: str | None = None,
     ) -> None:
-        """Wrap a loaded model (fcn.prediction.load_model's) and its config; most users call
+        """Wrap a loaded model (fcn.inference.loading.load_model's) and its config; most users call
         from_checkpoint instead. device defaults to where the model's parameters are."""
         from fcn.data import class_names, palette
 
         self.model = model
         self.cfg = cfg
         if device is None:
-            from fcn.engines import model_device
+            from fcn.inference.engines import model_device
 
             device = model_device(model)
         self.device = torch.device(device)
@@ -183,7 +183,7 @@ class Segmenter:
         (key=value) are merged over it as on the command line, before the keyword arguments.
         use_ema=None follows eval.use_ema. Errors: ConfigError / ValueError / CheckpointError
         naming the file or key."""
-        from fcn.runtime import select_device
+        from fcn.core.runtime import select_device
 
         dev = device if isinstance(device, torch.device) else select_device(str(device))
         every = [*overrides, *_eval_overrides(fast_path, flip, scales, mode, tile, stride, amp)]
@@ -222,8 +222,8 @@ class Segmenter:
 
     @property
     def untinted(self) -> int:
-        """The label overlays leave untinted (fcn.prediction.untinted_label: a background class)."""
-        from fcn.prediction import untinted_label
+        """The label overlays leave untinted (fcn.api.untinted_label: a background class)."""
+        from fcn.api import untinted_label
 
         return untinted_label(self.cfg)
 
@@ -242,7 +242,7 @@ class Segmenter:
         """Apply the config's eval.fast_path to the model once (int8 calibrates on the first
         eval.calibration_images of images; unreadable ones are skipped); without this call, the
         first image segmented calibrates it. A no-op for the fast paths that need no images."""
-        from fcn.prediction import prepare_fast_path
+        from fcn.inference.fastpath import prepare_fast_path
 
         def inputs():
             for image in images:
@@ -261,7 +261,8 @@ class Segmenter:
 
     def _input(self, image: Image.Image) -> torch.Tensor:
         """Return the (1, C, H, W) model input of an image as read() gives it, on the device."""
-        from fcn.data.transforms import input_normalization, preprocess
+        from fcn.core.normalize import input_normalization
+        from fcn.data.transforms import preprocess
 
         x = preprocess(image, input_normalization(self.cfg.data.transforms)).unsqueeze(0)
         return x.to(self.device)
@@ -271,8 +272,8 @@ class Segmenter:
             self.calibrate([image])
 
     def _options(self) -> dict:
-        from fcn.prediction import model_heads
-        from fcn.sliding import window_options
+        from fcn.core.sliding import window_options
+        from fcn.inference.segment import model_heads
 
         e = self.cfg.eval
         return dict(
@@ -293,7 +294,7 @@ class Segmenter:
 
     def segment(self, image: Image.Image) -> np.ndarray:
         """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes)."""
-        from fcn.prediction import predict_labels
+        from fcn.inference.segment import predict_labels
 
         self._ready(image)
         labels = predict_labels(self.model, self._input(image), **self._options())
@@ -307,7 +308,7 @@ class Segmenter:
         two classes differ by more than float rounding."""
         if isinstance(image, (list, tuple)):
             return [self.probabilities(one) for one in image]
-        from fcn.prediction import predict_probs
+        from fcn.inference.segment import predict_probs
 
         pixels = self.read(image)
         self._ready(pixels)
@@ -317,7 +318,7 @@ class Segmenter:
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """Return the H x W x 3 uint8 colour picture of a mask in the palette (predict.py's _color.png)."""
-        from fcn.visualize import colorize
+        from fcn.core.visualize import colorize
 
         return colorize(mask, self.palette)
 
@@ -325,8 +326,8 @@ class Segmenter:
         """Return the H x W x 3 uint8 image tinted with its mask's colours at opacity alpha, the
         background class left untinted: predict.py's _overlay.png. mask: one computed before
         (seg(image)), else it is predicted."""
+        from fcn.core.visualize import overlay
         from fcn.data.common import display_pixels
-        from fcn.visualize import overlay
 
         pixels = self.read(image)
         if mask is None:

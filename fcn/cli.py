@@ -4,10 +4,9 @@ evaluate.py and predict.py (the exit codes and error lines are fcn.core.errors')
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Callable, TypeVar
 
 from fcn.config import ENGINES, FAST_PATHS
+
 
 def add_config_arguments(p: argparse.ArgumentParser, over: str) -> None:
     """Add --config FILE (repeatable) and the trailing key=value overrides."""

@@ -81,7 +81,7 @@ def example_images(segmenter: Segmenter, images_dir: str | os.PathLike | None = 
     """Return up to MAX_EXAMPLES image paths to offer: the image files of images_dir, else the
     checkpoint config's validation images (data.val) where they are on this machine, else none."""
     if images_dir is not None:
-        from fcn.prediction import list_images
+        from fcn.files import list_images
 
         files, errors = list_images([images_dir])
         if errors:

@@ -14,7 +14,6 @@ import numpy as np
 from fcn.api import Segmenter
 from fcn.core.visualize import legend, save_index_png, save_png
 
-
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".npy"
 )  # fmt: skip
@@ -72,8 +71,6 @@ def predict_files(
     size) and <stem>_legend.png (classes present); return (images done, error lines of the files
     that could not be read). int8 calibrates on the readable files."""
     from tqdm import tqdm
-
-    from fcn.visualize import legend, save_png
 
     if log is None:
 

@@ -65,8 +65,8 @@ def predict_video(
     av = _import_av()
     from tqdm import tqdm
 
-    from fcn.checkpoint import atomic_write
-    from fcn.prediction import save_index_png
+    from fcn.core.files import atomic_write
+    from fcn.core.visualize import save_index_png
 
     path, out = Path(path), Path(output_dir)
     segmenter.calibrate(_frames(av, path))

@@ -21,14 +21,14 @@ import torch
 from PIL import Image
 
 import evaluate
-from fcn import distributed
 from fcn.config import load_config
+from fcn.core import distributed
+from fcn.core.caffemodel import parse_caffemodel, read_caffemodel
+from fcn.inference.loading import load_model
 from fcn.models import FCN8s, FCN8sAtOnce, FCN16s, FCN32s, build_model, load_reference_weights
-from fcn.models.caffe import parse_caffemodel, read_caffemodel
 from fcn.models.reference import CAFFE_MEAN_BGR, reference_weights_from_caffe
 from fcn.models.reference import main as reference_main
-from fcn.prediction import load_model
-from fcn.run import init_from
+from fcn.training.state import init_from
 from tests.reference_nets import POOL_AFTER
 from tests.test_data_datasets import SEG11VALID, make_voc_tree
 from tests.test_models_reference import NUM_CLASSES, random_reference_weights, weights_for

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fcn.checkpoint import (
+from fcn.core.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
-    atomic_write,
     bare_state_dict,
     capture_rng_state,
     describe_mismatch,
@@ -23,6 +22,7 @@ from fcn.checkpoint import (
     unwrap,
     weights_checkpoint,
 )
+from fcn.core.files import atomic_write
 
 
 def draw_all() -> tuple:

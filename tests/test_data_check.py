@@ -15,7 +15,7 @@ from PIL import Image
 from fcn.config import load_config
 from fcn.data import FolderSegmentation, SBDSegmentation, VOCAugSegmentation, VOCSegmentation
 from fcn.data.check import class_weights, inspect_pair, main, weights_line
-from fcn.data.common import PairDataset
+from fcn.data.dataset import PairDataset
 from fcn.data.sbd import list_voc_aug
 from fcn.data.voc import list_voc
 from tests.test_bench import load_bench

@@ -23,8 +23,8 @@ import pytest
 import torch
 from torch import nn
 
-from fcn import distributed
 from fcn.config import load_config
+from fcn.core import distributed
 from tests.test_engine import python_env, toy_overrides
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,8 +52,9 @@ class TinyNet(nn.Module):
 
 def _child(argv: list[str]) -> int:
     """Run as a torchrun worker: argv is [mode, spec.json]; return the exit code."""
-    import fcn.engine
     import fcn.models
+    import fcn.training.ema
+    import fcn.training.loop
     import train
 
     mode, spec_path = argv
@@ -66,7 +67,7 @@ def _child(argv: list[str]) -> int:
         return built[-1]
 
     fcn.models.build_model = build
-    step = fcn.engine.train_one_step
+    step = fcn.training.loop.train_one_step
 
     def failing_step(*args, **kwargs):
         if rank == spec.get("fail_rank") and kwargs["iteration"] == spec["fail_at"]:
@@ -75,7 +76,7 @@ def _child(argv: list[str]) -> int:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C reaching one rank a step before the others
         return step(*args, **kwargs)
 
-    fcn.engine.train_one_step = failing_step
+    fcn.training.loop.train_one_step = failing_step
     if mode == "fail":
         return train.main(spec["overrides"])
 
@@ -104,7 +105,7 @@ def _child_evaluate(run: dict, out: Path, rank: int) -> None:
     from fcn.data import build_dataset
     from fcn.data.loaders import eval_loader
     from fcn.data.transforms import build_transforms
-    from fcn.train_eval import evaluate
+    from fcn.training.validate import evaluate
 
     cfg = load_config(overrides=run["overrides"])
     model = TinyNet(**run.get("net", {}))
@@ -251,8 +252,8 @@ def _evaluate_as_the_workers(model: nn.Module, val_set, batch_size: int) -> dict
     matrices are summed as all_reduce sums them. (A batch of 1 on two threads may round otherwise.)"""
     from torch.utils.data import DataLoader, Subset
 
-    from fcn.metrics import ConfusionMatrix
-    from fcn.train_eval import evaluate
+    from fcn.core.metrics import ConfusionMatrix
+    from fcn.training.validate import evaluate
 
     total = ConfusionMatrix(NUM_CLASSES)
     threads = torch.get_num_threads()
@@ -270,11 +271,12 @@ def _evaluate_as_the_workers(model: nn.Module, val_set, batch_size: int) -> dict
 
 
 def _single_process_fit(overrides: list[str], monkeypatch, **net) -> None:
-    import fcn.engine
     import fcn.models
+    import fcn.training.ema
+    import fcn.training.loop
 
     monkeypatch.setattr(fcn.models, "build_model", lambda model_cfg: TinyNet(model_cfg.num_classes, **net))
-    fcn.engine.fit(load_config(overrides=overrides))
+    fcn.training.loop.fit(load_config(overrides=overrides))
 
 
 @pytest.mark.slow

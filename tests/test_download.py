@@ -338,7 +338,7 @@ def fetch_models(root: Path, base: str, table: dict, log=lambda _: None) -> list
 
 
 def test_caffe_model_is_downloaded_verified_and_kept_under_models(tmp_path, server, tiny_caffemodel):
-    from fcn.models.caffe import read_caffemodel
+    from fcn.core.caffemodel import read_caffemodel
 
     base, handler = server
     handler.files["fcn8s-heavy-pascal.caffemodel"] = tiny_caffemodel

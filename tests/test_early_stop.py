@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fcn.train_eval
-from fcn.checkpoint import save_checkpoint
+import fcn.training.validate
 from fcn.config import ConfigError, load_config
-from fcn.engine import fit
+from fcn.core.checkpoint import save_checkpoint
+from fcn.training.loop import fit
 from tests.test_engine import toy_overrides
 
 
@@ -43,7 +43,7 @@ def flat_scores(monkeypatch):
                 "confusion": torch.eye(n, dtype=torch.long).tolist(),
             }
 
-        monkeypatch.setattr(fcn.train_eval, "evaluate", evaluate)
+        monkeypatch.setattr(fcn.training.validate, "evaluate", evaluate)
         return calls
 
     return use

@@ -16,7 +16,7 @@ import torch
 
 from fcn.config import load_config
 from fcn.data.loaders import EpochBatchSampler
-from fcn.engine import fit, lr_factor, segmentation_loss
+from fcn.training.loop import fit, lr_factor, segmentation_loss
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""eval.engine (fcn/engines.py): the checkpoint exported to ONNX and run by ONNX Runtime or OpenVINO
+"""eval.engine (fcn/inference/engines.py): the checkpoint exported to ONNX and run by ONNX Runtime or OpenVINO
 through evaluate.py and predict.py, against the torch path on test_evaluate_predict's checkpoint
 whose weights are set (a brightness detector), not trained."""
 
@@ -16,10 +16,11 @@ from PIL import Image
 
 import evaluate
 import predict
-from fcn.checkpoint import load_checkpoint, save_checkpoint
 from fcn.config import ConfigError, load_config, to_dict
-from fcn.engines import OpenVinoEngine, cached_onnx, load
-from fcn.prediction import resolve_fast_path
+from fcn.core.checkpoint import load_checkpoint, save_checkpoint
+from fcn.inference.engines import OpenVinoEngine, cached_onnx
+from fcn.inference.fastpath import resolve_fast_path
+from fcn.inference.loading import load
 from tests.test_evaluate_predict import _brightness_detector, _overrides, _write_folder_dataset
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -117,6 +118,7 @@ def test_a_missing_engine_package_is_one_error_line_with_the_pip_command(setup, 
 
 def test_an_export_that_fails_is_one_error_line(setup, tmp_path, monkeypatch, capsys):
     import fcn.export
+    import fcn.inference.onnx
 
     ckpt = tmp_path / "best.pt"
     shutil.copy(setup[2], ckpt)
@@ -143,10 +145,15 @@ def test_an_export_that_fails_is_one_error_line(setup, tmp_path, monkeypatch, ca
 def test_auto_chooses_the_engine_by_cpu_and_install_and_says_so(
     bf16, installed, expected, monkeypatch, capsys
 ):
-    import fcn.prediction
+    import fcn.api
+    import fcn.core.visualize
+    import fcn.files
+    import fcn.inference.fastpath
+    import fcn.inference.loading
+    import fcn.inference.segment
 
-    monkeypatch.setattr(fcn.prediction, "native_bf16", lambda device: bf16)
-    monkeypatch.setattr(fcn.prediction, "available", lambda engine: engine in installed)
+    monkeypatch.setattr(fcn.inference.loading, "native_bf16", lambda device: bf16)
+    monkeypatch.setattr(fcn.inference.loading, "available", lambda engine: engine in installed)
     cfg = resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), torch.device("cpu"))
     assert (cfg.eval.engine, cfg.eval.fast_path, cfg.eval.amp) == expected
     (line,) = capsys.readouterr().out.strip().splitlines()
@@ -154,10 +161,15 @@ def test_auto_chooses_the_engine_by_cpu_and_install_and_says_so(
 
 
 def test_auto_with_no_engine_installed_falls_back_to_winograd(monkeypatch, capsys):
-    import fcn.prediction
+    import fcn.api
+    import fcn.core.visualize
+    import fcn.files
+    import fcn.inference.fastpath
+    import fcn.inference.loading
+    import fcn.inference.segment
 
-    monkeypatch.setattr(fcn.prediction, "native_bf16", lambda device: False)
-    monkeypatch.setattr(fcn.prediction, "available", lambda engine: engine == "torch")
+    monkeypatch.setattr(fcn.inference.loading, "native_bf16", lambda device: False)
+    monkeypatch.setattr(fcn.inference.loading, "available", lambda engine: engine == "torch")
     cfg = resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), torch.device("cpu"))
     want = "winograd" if torch.backends.nnpack.is_available() else "none"
     assert (cfg.eval.engine, cfg.eval.fast_path) == ("torch", want)

@@ -15,10 +15,10 @@ from torch import nn
 
 import evaluate
 import predict
-from fcn.checkpoint import CheckpointError, save_checkpoint
 from fcn.config import load_config, to_dict
-from fcn.metrics import ConfusionMatrix
-from fcn.prediction import load_model
+from fcn.core.checkpoint import CheckpointError, save_checkpoint
+from fcn.core.metrics import ConfusionMatrix
+from fcn.inference.loading import load_model
 from tests.test_bench import load_bench
 
 CLASSES = ["background", "bright", "dark"]
@@ -246,7 +246,7 @@ def test_evaluate_with_padded_batches_and_flip_matches_one_image_at_a_time(setup
         assert evaluate.main([*args, f"data.val_batch_size={batch}"]) == 0
     assert [_read_png(tmp_path / "3" / f"{name}.png").shape for name in ids] == SIZES
     # Bitwise: the sizes differ, so with flip a padded batch is predicted image by image at its own
-    # size (fcn.evaluation.evaluate_model), the same computation as a batch of one.
+    # size (fcn.inference.evaluation.evaluate_model), the same computation as a batch of one.
     for name in ids:
         assert np.array_equal(
             _read_png(tmp_path / "3" / f"{name}.png"), _read_png(tmp_path / "1" / f"{name}.png")
@@ -454,8 +454,8 @@ def test_bench_fast_paths_scores_every_path_on_the_checkpoint(setup, tmp_path, c
     rows = {r["path"]: r for r in result["rows"]}
     assert list(rows) == ["none", "auto", "winograd", "int8", "bf16+cl"] and result["images"] == len(ids)
     assert rows["none"]["agreement"] == 1.0 and rows["none"]["speedup"] == 1.0
-    from fcn.prediction import resolve_fast_path
-    from fcn.runtime import native_bf16
+    from fcn.core.runtime import native_bf16
+    from fcn.inference.fastpath import resolve_fast_path
 
     chosen = resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), torch.device("cpu"), log=False)
     assert rows["auto"]["runs"] == fast_paths.described(
@@ -544,7 +544,7 @@ def test_evaluate_per_image_csv_scores_each_saved_prediction_and_draws_the_worst
 
 
 def test_per_image_csv_leaves_nan_cells_empty(tmp_path):
-    from fcn.evaluation import image_scores, worst_images, write_per_image_csv
+    from fcn.inference.evaluation import image_scores, worst_images, write_per_image_csv
 
     pred = torch.tensor([[0, 0], [1, 1]])
     mask = torch.tensor([[0, 0], [1, 255]])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fcn.export import check_onnx, check_torchscript, export_onnx, export_torchscript
+from fcn.inference.onnx import check_onnx, check_torchscript, export_onnx, export_torchscript
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -95,8 +95,8 @@ def _build(*overrides: str) -> tuple[nn.Module, object]:
 
 @pytest.mark.slow
 def test_export_cli_writes_a_checked_onnx_model_of_a_checkpoint(tmp_path, capsys):
-    from fcn.checkpoint import save_checkpoint
     from fcn.config import to_dict
+    from fcn.core.checkpoint import save_checkpoint
     from fcn.export import main
 
     model, cfg = _build("model.arch=fcn8s", "model.backbone=resnet18", "model.geometry=same")

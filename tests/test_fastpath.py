@@ -1,4 +1,4 @@
-"""fcn.fastpath: Winograd convolutions through NNPACK and int8 post-training quantization."""
+"""fcn.inference.fastpath: Winograd convolutions through NNPACK and int8 post-training quantization."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcn import fastpath
 from fcn.config import ConfigError, load_config
-from fcn.fastpath import (
+from fcn.inference import fastpath
+from fcn.inference.fastpath import (
     WinogradConv2d,
     apply_fast_path,
     check_fast_path,

@@ -17,8 +17,9 @@ from PIL import Image
 import evaluate
 import predict
 import train
-from fcn.checkpoint import CheckpointError, WriteError, load_checkpoint, save_checkpoint, weights_checkpoint
 from fcn.config import load_config, to_dict
+from fcn.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, weights_checkpoint
+from fcn.core.files import WriteError
 from fcn.data.loaders import DataLoader
 from tests.test_engine import python_env
 
@@ -191,7 +192,7 @@ def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line(tmp_path):
 
 _FULL_DISK = """
 import resource, signal, sys, torch
-from fcn.checkpoint import save_checkpoint
+from fcn.core.checkpoint import save_checkpoint
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
 limit = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

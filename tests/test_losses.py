@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from fcn.config import ConfigError, load_config
-from fcn.engine import train_one_step
-from fcn.losses import (
+from fcn.training.loop import train_one_step
+from fcn.training.losses import (
     SegmentationLoss,
     build_loss,
     cross_entropy_sum,
@@ -214,7 +214,7 @@ def test_all_pixels_ignored_gives_zero_and_a_zero_gradient():
 
 
 def old_segmentation_loss(logits, masks, normalize, weight=None):
-    """The loss before loss.terms (fcn.engine.segmentation_loss at 630d203), verbatim."""
+    """The loss before loss.terms (fcn.training.loop.segmentation_loss at 630d203), verbatim."""
     total = F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=255, reduction="sum")
     if not normalize:
         return total
@@ -364,10 +364,10 @@ def test_median_frequency_follows_eigen_and_fergus():
 
 
 def test_class_weights_are_counted_once_cached_and_logged(tmp_path, capsys):
+    from fcn.core.distributed import env_info
     from fcn.data.check import split_report_cached
     from fcn.data.toy import TOY_CLASSES, generate
-    from fcn.distributed import env_info
-    from fcn.engine import class_weight_tensor
+    from fcn.training.loop import class_weight_tensor
 
     generate(tmp_path, seed=0, n_train=6, n_val=2, size=24)
     cfg = load_config(
@@ -428,7 +428,7 @@ def test_ignore_index_0_with_labels_1_to_n_trains_end_to_end(tmp_path):
     from PIL import Image
 
     from fcn.data.toy import TOY_CLASSES, generate
-    from fcn.engine import fit
+    from fcn.training.loop import fit
 
     root = tmp_path / "toy0"
     generate(root, seed=0, n_train=8, n_val=3, size=32)

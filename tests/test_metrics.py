@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fcn import metrics
-from fcn.metrics import ConfusionMatrix, format_table
+from fcn.core import metrics
+from fcn.core.metrics import ConfusionMatrix, format_table
 
 N = 7  # class 4: in ground truth only; class 5: absent everywhere; class 6: in prediction only
 

@@ -316,7 +316,7 @@ def test_display_channels_choose_what_pictures_show():
     assert display_pixels(array, [2])[0, 0].tolist() == [30, 30, 30]
     assert display_pixels(array.astype(np.float32) * 1.5)[0, 0].tolist() == [15, 30, 45]
 
-    from fcn.visualize import prediction_grid
+    from fcn.core.visualize import prediction_grid
 
     mask = np.zeros((3, 4), np.uint8)
     palette = np.zeros((256, 3), np.uint8)
@@ -334,7 +334,7 @@ def four_channel_cfg(*extra: str):
 @pytest.mark.slow
 def test_onnx_export_of_a_4_channel_model(tmp_path):
     pytest.importorskip("onnxruntime")
-    from fcn.export import check_onnx, export_metadata, export_onnx
+    from fcn.inference.onnx import check_onnx, export_metadata, export_onnx
 
     cfg = four_channel_cfg()
     model = build_model(cfg.model).eval()
@@ -351,8 +351,8 @@ def test_onnx_export_of_a_4_channel_model(tmp_path):
 
 
 def _checkpoint(tmp_path: Path) -> Path:
-    from fcn.checkpoint import save_checkpoint
     from fcn.config import to_dict
+    from fcn.core.checkpoint import save_checkpoint
 
     cfg = four_channel_cfg("data.display_channels=[3]")
     model = build_model(cfg.model)
@@ -431,7 +431,7 @@ def _train_overrides(root: Path, run: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_classes_seen_only_in_the_fourth_channel_are_learnt(tmp_path):
-    from fcn.engine import fit
+    from fcn.training.loop import fit
 
     root = tmp_path / "data"
     _write_dataset(root, 24, val=8)  # scored on 8 images it never trained on: nothing to memorise

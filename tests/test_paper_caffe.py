@@ -1,6 +1,6 @@
 """The .caffemodel import of the paper's other nets (#24): files written as the authors' nets name
 their layers (conv1_1_bgrd; conv1_1color ... score_frhha; score_fr_sem ... upscore8_geo), read by
-fcn.models.caffe and mapped onto the models, and the command that recognises each net.
+fcn.core.caffemodel and mapped onto the models, and the command that recognises each net.
 
 The VGG16 trunks are zeros but for a few layers (a zero tensor is allocated lazily and encodes as
 fast as any), so that a trunk mapped onto the wrong one would show; the heads are random.
@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from fcn.config import config_from_dict
-from fcn.models.caffe import parse_caffemodel
+from fcn.core.caffemodel import parse_caffemodel
+from fcn.inference.loading import load_model
 from fcn.models.reference import main as reference_main
 from fcn.models.reference import net_options, reference_key_map, reference_weights_from_caffe
-from fcn.prediction import load_model
 from tests.test_caffe import net, net_layers, write
 from tests.test_paper_models import EARLY, LATE, head_weights, model_of, renamed, siftflow
 

@@ -286,7 +286,7 @@ def test_check_reports_each_paper_dataset(tmp_path, capsys):
 def test_siftflow_trains_both_heads_and_scores_both(tmp_path):
     # ResNet-18 (geometry 'same') stands in for VGG16 to keep the run short; the heads are the same.
     import evaluate
-    from fcn.engine import fit
+    from fcn.training.loop import fit
 
     make_siftflow(tmp_path / "sf")
     run = tmp_path / "run"

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from fcn.config import load_config
-from fcn.losses import build_loss
 from fcn.models import FCN8s, FCN16s, FCN32s, build_model, load_reference_weights
+from fcn.training.losses import build_loss
 from tests.reference_nets import (
     DECONVS,
     assert_close_relative,
@@ -233,7 +233,7 @@ def test_siftflow_loss_is_the_sum_of_both_heads_unnormalised_cross_entropies():
 
 
 def test_two_head_evaluation_scores_each_head_on_its_own_mask():
-    from fcn.train_eval import evaluate
+    from fcn.training.validate import evaluate
 
     sem_pred = torch.tensor([[0, 1, 2], [2, 2, 0]])
     geo_pred = torch.tensor([[0, 0, 1], [1, 1, 1]])

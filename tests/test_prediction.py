@@ -1,5 +1,5 @@
-"""fcn.prediction: test-time augmentation, image modes, index PNGs, output naming; and the JSON
-report writer of fcn.evaluation."""
+"""fcn.inference.loading: test-time augmentation, image modes, index PNGs, output naming; and the JSON
+report writer of fcn.inference.evaluation."""
 
 from __future__ import annotations
 
@@ -13,15 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from fcn.core.visualize import save_index_png
 from fcn.data.common import read_image, to_rgb
-from fcn.evaluation import write_json
-from fcn.prediction import (
-    list_images,
-    output_stems,
-    predict_labels,
-    predict_probs,
-    save_index_png,
-)
+from fcn.files import list_images, output_stems
+from fcn.inference.evaluation import write_json
+from fcn.inference.segment import predict_labels, predict_probs
 
 
 def _conv_model(symmetric: bool, seed: int = 0) -> nn.Module:

@@ -51,9 +51,10 @@ EXTRA = (  # everything that draws random numbers, so that an inexact resume sho
 
 def _child(spec_path: str) -> int:
     """Run train.py's main as the spec says, with the pause, kill and signal marks; return its code."""
-    import fcn.engine
     import fcn.models
-    import fcn.preemption
+    import fcn.training.ema
+    import fcn.training.loop
+    import fcn.training.preemption
     import train
 
     spec = json.loads(Path(spec_path).read_text())
@@ -62,15 +63,15 @@ def _child(spec_path: str) -> int:
     first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
     fcn.models.build_model = lambda model_cfg: TinyNet(model_cfg.num_classes, dropout=0.5)
 
-    handle = fcn.preemption.StopFlag._handle
+    handle = fcn.training.preemption.StopFlag._handle
 
     def handle_and_mark(self, signum, frame):
         count = len(list(marks.glob(f"signal.rank{rank}.*")))
         (marks / f"signal.rank{rank}.{count + 1}").touch()
         return handle(self, signum, frame)
 
-    fcn.preemption.StopFlag._handle = handle_and_mark
-    step = fcn.engine.train_one_step
+    fcn.training.preemption.StopFlag._handle = handle_and_mark
+    step = fcn.training.loop.train_one_step
 
     def hooked_step(*args, **kwargs):
         iteration = kwargs["iteration"]
@@ -83,7 +84,7 @@ def _child(spec_path: str) -> int:
                 time.sleep(0.01)
         return step(*args, **kwargs)
 
-    fcn.engine.train_one_step = hooked_step
+    fcn.training.loop.train_one_step = hooked_step
     code = train.main(spec["overrides"])
     print(f"rank {rank} exit {code}", flush=True)
     return code
@@ -170,12 +171,13 @@ def straight(toy_root, tmp_path_factory) -> Path:
 def _train_here(monkeypatch, overrides: list[str], at: int | None = None, signals: tuple = ()) -> int:
     """Run train.py's main in this process with the tiny net, sending itself `signals` during
     iteration `at` + 1 (as a scheduler would, between two iterations' ends); return the exit code."""
-    import fcn.engine
     import fcn.models
+    import fcn.training.ema
+    import fcn.training.loop
     import train
 
     monkeypatch.setattr(fcn.models, "build_model", lambda c: TinyNet(c.num_classes, dropout=0.5))
-    step = fcn.engine.train_one_step
+    step = fcn.training.loop.train_one_step
 
     def hooked_step(*args, **kwargs):
         if kwargs["iteration"] == at:
@@ -183,7 +185,7 @@ def _train_here(monkeypatch, overrides: list[str], at: int | None = None, signal
                 os.kill(os.getpid(), signum)  # handled here, before the step's work
         return step(*args, **kwargs)
 
-    monkeypatch.setattr(fcn.engine, "train_one_step", hooked_step)
+    monkeypatch.setattr(fcn.training.loop, "train_one_step", hooked_step)
     return train.main(overrides)
 
 
@@ -210,7 +212,7 @@ def test_a_preemption_signal_saves_the_iteration_under_way_and_a_resume_equals_t
 
 @pytest.mark.slow
 def test_a_second_signal_stops_at_once(toy_root, tmp_path, monkeypatch, capsys):
-    from fcn.preemption import StopFlag
+    from fcn.training.preemption import StopFlag
 
     monkeypatch.setattr(StopFlag, "SAME_EVENT_S", 0.0)  # the second comes later than the first
     run = tmp_path / "run"

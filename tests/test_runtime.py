@@ -1,4 +1,4 @@
-"""fcn.runtime and the choices made from the hardware: amp/channels-last 'auto', eval.fast_path
+"""fcn.core.runtime and the choices made from the hardware: amp/channels-last 'auto', eval.fast_path
 'auto', cuDNN's benchmark mode. The CPU's flags are set by the test, so it holds on any machine."""
 
 from __future__ import annotations
@@ -6,27 +6,32 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fcn.prediction
-import fcn.runtime
+import fcn.api
+import fcn.core.runtime
+import fcn.core.visualize
+import fcn.files
+import fcn.inference.fastpath
+import fcn.inference.loading
+import fcn.inference.segment
 from fcn.config import load_config
-from fcn.runtime import configure_determinism, resolve_amp, resolve_channels_last
+from fcn.core.runtime import configure_determinism, resolve_amp, resolve_channels_last
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 @pytest.fixture
 def flags(monkeypatch):
-    """Set the CPU flags fcn.runtime sees: flags({'avx512_bf16'})."""
+    """Set the CPU flags fcn.core.runtime sees: flags({'avx512_bf16'})."""
 
     def set_flags(values: set[str]) -> None:
-        monkeypatch.setattr(fcn.runtime, "cpu_flags", lambda: frozenset(values))
-        monkeypatch.setattr(fcn.prediction, "cpu_flags", lambda: frozenset(values))
+        monkeypatch.setattr(fcn.core.runtime, "cpu_flags", lambda: frozenset(values))
+        monkeypatch.setattr(fcn.inference.loading, "cpu_flags", lambda: frozenset(values))
 
     return set_flags
 
 
 def test_cpu_flags_are_read_from_the_machine():
-    flags = fcn.runtime.cpu_flags()
+    flags = fcn.core.runtime.cpu_flags()
     assert isinstance(flags, frozenset)
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         assert "avx2" in flags or not flags  # /proc/cpuinfo lists it; elsewhere the probes say less
@@ -66,8 +71,8 @@ def test_fast_path_auto_follows_the_cpu_and_the_engines_and_says_so(
     if fast_path == "winograd" and not torch.backends.nnpack.is_available():
         pytest.skip("no NNPACK in this build")
     flags(cpu)
-    monkeypatch.setattr(fcn.prediction, "available", lambda name: name == "torch" or name in engines)
-    cfg = fcn.prediction.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CPU)
+    monkeypatch.setattr(fcn.inference.loading, "available", lambda name: name == "torch" or name in engines)
+    cfg = fcn.inference.fastpath.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CPU)
     e = cfg.eval
     assert (e.fast_path, e.amp, bool(e.channels_last), e.engine) == (fast_path, amp, channels_last, engine)
     assert capsys.readouterr().out.startswith("eval.fast_path=auto: ")
@@ -75,10 +80,10 @@ def test_fast_path_auto_follows_the_cpu_and_the_engines_and_says_so(
 
 def test_fast_path_auto_on_a_gpu_is_fp32_and_never_int8(flags, capsys):
     flags({"avx512_bf16"})
-    cfg = fcn.prediction.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CUDA)
+    cfg = fcn.inference.fastpath.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CUDA)
     assert cfg.eval.fast_path == "none" and cfg.eval.amp == "none"
     unchanged = load_config(overrides=["eval.fast_path=int8"])
-    assert fcn.prediction.resolve_fast_path(unchanged, CPU) is unchanged
+    assert fcn.inference.fastpath.resolve_fast_path(unchanged, CPU) is unchanged
 
 
 def test_fast_path_auto_keeps_the_rule_that_it_sets_precision_itself():

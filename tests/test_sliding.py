@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from fcn.config import ConfigError, load_config
-from fcn.prediction import predict_labels, predict_probs
-from fcn.sliding import slide_logits, window_starts
+from fcn.core.sliding import slide_logits, window_starts
+from fcn.inference.segment import predict_labels, predict_probs
 
 
 class _Counting(nn.Module):
@@ -122,7 +122,7 @@ def test_bad_sliding_window_keys_are_rejected_at_load_time(override, message):
 
 
 def test_training_evaluation_in_slide_mode_with_a_covering_tile_equals_whole():
-    from fcn.train_eval import evaluate
+    from fcn.training.validate import evaluate
 
     model = _fcn()
     images = torch.randn(3, 3, 40, 56, generator=torch.Generator().manual_seed(2))

@@ -238,8 +238,8 @@ def test_torchvision_mean_std_normalizes_bit_for_bit_like_torchvision():
 @pytest.mark.slow
 def test_resolved_mean_std_is_saved_in_the_checkpoint_and_used_by_inference(tmp_path):
     from fcn.data.toy import generate
-    from fcn.engine import fit
-    from fcn.prediction import load_model
+    from fcn.inference.loading import load_model
+    from fcn.training.loop import fit
     from tests.test_engine import toy_overrides
 
     root = tmp_path / "toy"

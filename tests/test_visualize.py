@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fcn import visualize
-from fcn.visualize import colorize, legend, overlay, prediction_grid, save_png
+from fcn.core import visualize
+from fcn.core.visualize import colorize, legend, overlay, prediction_grid, save_png
 
 
 @pytest.fixture

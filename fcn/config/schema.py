@@ -53,12 +53,12 @@ LAYER_INPUT_DATASETS = ("nyud", "siftflow")
 """Readers that give the authors' data-layer input (float, mean subtracted): normalization=caffe."""
 MODALITY_CHANNELS = {"color": 3, "depth": 1, "hha": 3}
 """NYUDv2's inputs (nyud_layers.py tops) and their channels: colour (BGR), log-depth, HHA."""
-FAST_PATHS = ("none", "auto", "winograd", "int8")  # eval.fast_path: fcn/fastpath.py
-ENGINES = ("torch", "onnxruntime", "openvino")  # eval.engine: fcn/engines.py
+FAST_PATHS = ("none", "auto", "winograd", "int8")  # eval.fast_path: fcn/inference/fastpath.py
+ENGINES = ("torch", "onnxruntime", "openvino")  # eval.engine: fcn/inference/engines.py
 VOID = 255
 """The default of data.ignore_index (VOC's void border). Code takes the configured value as an
 argument; this constant is only the default of those arguments (also as fcn.data.VOID)."""
-LOSS_NAMES = ("ce", "dice", "focal", "lovasz", "ohem")  # loss.terms[i].name: fcn/losses.py
+LOSS_NAMES = ("ce", "dice", "focal", "lovasz", "ohem")  # loss.terms[i].name: fcn/training/losses.py
 CLASS_WEIGHTINGS = ("inverse_frequency", "median_frequency")  # loss.class_weights as a string
 
 
@@ -257,7 +257,7 @@ class DataConfig:
 @dataclass
 class LossTerm:
     name: str = "ce"
-    """ce, dice, focal, lovasz or ohem (fcn/losses.py)."""
+    """ce, dice, focal, lovasz or ohem (fcn/training/losses.py)."""
     weight: float = 1.0
     """The term's factor in the sum."""
 
@@ -389,15 +389,15 @@ class EvalConfig:
     engine: str = "torch"
     """evaluate.py/predict.py: what runs the model: 'torch' (PyTorch, any device), 'onnxruntime' or
     'openvino' (the checkpoint exported once to ONNX, cached beside it, run by that runtime on the
-    CPU; same pre/post-processing, TTA and sliding windows). See fcn/engines.py."""
+    CPU; same pre/post-processing, TTA and sliding windows). See fcn/inference/engines.py."""
     fast_path: str = "none"
     """evaluate.py/predict.py on the CPU: 'none' (fp32); 'auto' (chosen by the CPU and the installed
     engines, logged, exact paths only with eval.engine=torch: ONNX Runtime or OpenVINO fp32 where
     installed, else winograd; bf16 autocast + channels-last where bf16 is native (AVX-512 BF16,
-    AMX); fcn.prediction.resolve_fast_path); 'winograd' (3x3 convs by NNPACK's Winograd: fp32's
+    AMX); fcn.inference.fastpath.resolve_fast_path); 'winograd' (3x3 convs by NNPACK's Winograd: fp32's
     results, faster); 'int8' (quantized after training, calibrated on eval.calibration_images:
     close to fp32, faster still; never chosen by auto; with eval.engine=onnxruntime/openvino that
-    runtime's static int8). See fcn/fastpath.py, fcn/engines.py; bench/fast_paths.py and
+    runtime's static int8). See fcn/inference/fastpath.py, fcn/inference/engines.py; bench/fast_paths.py and
     bench/engines.py measure them."""
     calibration_images: int = 8
     """Images (the first of the data being evaluated or predicted; no labels) that calibrate int8."""
@@ -405,7 +405,7 @@ class EvalConfig:
     """Evaluate the EMA weights when the checkpoint has them."""
     mode: str = "whole"
     """'whole' (the image in one forward, as the paper) or 'slide' (tile x tile windows every stride
-    pixels, their logits averaged: memory bounded by the tile; fcn/sliding.py). Also used by the
+    pixels, their logits averaged: memory bounded by the tile; fcn/core/sliding.py). Also used by the
     evaluation during training."""
     tile: int = 512
     """eval.mode=slide: side of the square window in pixels (clamped to the image); a tile at least

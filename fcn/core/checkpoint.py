@@ -23,13 +23,13 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fcn.core.files import WriteError, atomic_write
+from fcn.core.files import atomic_write
 
 CHECKPOINT_VERSION = 1
 """The format written; bump it when a key changes meaning, and read older versions in load_checkpoint."""

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fcn.cli import WorkFailure
+from fcn.core.errors import WorkFailure
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Where and in what precision a model runs: device selection, autocast, seeding and determinism;
-used alike by training (fcn.engine) and inference (fcn.prediction)."""
+used alike by training (fcn.training.loop) and inference (fcn.inference.loading)."""
 
 from __future__ import annotations
 

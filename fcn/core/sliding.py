@@ -16,7 +16,7 @@ without spatial context (1x1 convolutions) gives the ``whole`` logits up to roun
 Memory: the model sees at most ``window_batch`` windows at a time; the per-class sums are one
 float32 tensor at the image's size (N x C x H x W: 1 GB for a 4000x3000 image at 21 classes),
 accumulated in place, plus an H x W coverage count. Used alike by training's evaluation
-(fcn.train_eval) and by evaluate.py/predict.py (fcn.prediction).
+(fcn.training.validate) and by evaluate.py/predict.py (fcn.inference.loading).
 """
 
 from __future__ import annotations

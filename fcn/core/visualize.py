@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from fcn.config import VOID  # the default of data.ignore_index
+from fcn.core.files import atomic_write
 
 _BACKGROUND = 255  # white canvas behind tiles, titles and legends
 _GAP = 4  # pixels between tiles
@@ -219,9 +220,8 @@ def prediction_grid(
 
 def save_png(array: Any, path: str | os.PathLike) -> None:
     """Write an HxW or HxWx3/4 uint8 array (or a PIL image) to ``path`` as PNG, atomically
-    (fcn.checkpoint.atomic_write: readers never see a half-written file); parent directories are
+    (fcn.core.files.atomic_write: readers never see a half-written file); parent directories are
     created."""
-    from fcn.checkpoint import atomic_write  # imports torch: only when a picture is written
 
     picture = (
         array if isinstance(array, Image.Image) else Image.fromarray(np.ascontiguousarray(_to_numpy(array)))

@@ -17,7 +17,8 @@ from fcn.config import DATASETS, is_import_path, label_map_dict
 from fcn.data.ade20k import ADE20KSegmentation
 from fcn.data.cityscapes import CityscapesSegmentation
 from fcn.data.coco import CocoSegmentation
-from fcn.data.common import VOC_CLASSES, VOID, LabelMap, PairDataset, make_palette, voc_palette
+from fcn.data.common import VOC_CLASSES, VOID, LabelMap, make_palette, voc_palette
+from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import FolderSegmentation, read_classes
 from fcn.data.paper import PAPER_CLASSES, NYUDSegmentation, PascalContextSegmentation, SIFTFlowSegmentation
@@ -67,7 +68,9 @@ def palette(data_cfg: Any) -> np.ndarray:
 
 def label_map(data_cfg: Any) -> LabelMap:
     """Return the translation of raw mask ids that data.label_map / data.reduce_zero_label describe."""
-    return LabelMap(label_map_dict(data_cfg.label_map), bool(data_cfg.reduce_zero_label), int(data_cfg.ignore_index))
+    return LabelMap(
+        label_map_dict(data_cfg.label_map), bool(data_cfg.reduce_zero_label), int(data_cfg.ignore_index)
+    )
 
 
 def build_dataset(
@@ -88,8 +91,14 @@ def _open_dataset(
     n, ignore = len(class_names(data_cfg)), int(data_cfg.ignore_index)
     labels = label_map(data_cfg)
     if is_import_path(ds_cfg.name):
-        args = OmegaConf.to_container(ds_cfg.args, resolve=True) if OmegaConf.is_config(ds_cfg.args) else ds_cfg.args
-        return ExternalDataset(ds_cfg.name, args, transforms, num_classes=n, ignore_index=ignore, labels=labels)
+        args = (
+            OmegaConf.to_container(ds_cfg.args, resolve=True)
+            if OmegaConf.is_config(ds_cfg.args)
+            else ds_cfg.args
+        )
+        return ExternalDataset(
+            ds_cfg.name, args, transforms, num_classes=n, ignore_index=ignore, labels=labels
+        )
     kinds = {
         "voc": VOCSegmentation,
         "sbd": SBDSegmentation,
@@ -118,7 +127,9 @@ def _open_dataset(
         )
     if ds_cfg.name == "pascal_context":
         names = class_names(data_cfg)
-        return PascalContextSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, names, labels=labels)
+        return PascalContextSegmentation(
+            ds_cfg.root, ds_cfg.split, transforms, n, ignore, names, labels=labels
+        )
     if ds_cfg.name == "nyud":
         modalities = [str(m) for m in ds_cfg.modalities]
         return NYUDSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, modalities, labels=labels)

@@ -31,9 +31,11 @@ from fcn.data import class_names, label_map
 from fcn.data.ade20k import list_ade20k
 from fcn.data.cityscapes import list_cityscapes
 from fcn.data.coco import CocoListing, CocoSegmentation, listing_for
-from fcn.data.common import ARRAY_EXTENSIONS, VOID, PairDataset, check_pair, colour_lookup, image_array
+from fcn.data.common import ARRAY_EXTENSIONS, VOID, colour_lookup, image_array
+from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
-from fcn.data.folder import Listing, Problem, list_folder
+from fcn.data.folder import list_folder
+from fcn.data.listing import Listing, Problem
 from fcn.data.paper import empty_reader, list_nyud, list_pascal_context, list_siftflow
 from fcn.data.sbd import list_sbd, list_voc_aug
 from fcn.data.voc import list_voc
@@ -141,7 +143,11 @@ def inspect_pair(pair: tuple[Path, Path], reader: PairDataset) -> PairResult:
 
 
 def inspect_labels(
-    size: Optional[tuple[int, int]], raw: Optional[np.ndarray], reader: Any, where: Path | str, problems: list[Problem]
+    size: Optional[tuple[int, int]],
+    raw: Optional[np.ndarray],
+    reader: Any,
+    where: Path | str,
+    problems: list[Problem],
 ) -> PairResult:
     """Return the PairResult of a mask's raw ids (None: unreadable) for an image of `size` (W, H; None:
     unreadable): its ids translated by reader.labels, counted and checked against reader.num_classes.
@@ -155,7 +161,9 @@ def inspect_labels(
         unlisted = reader.labels.unlisted(raw)
         if unlisted:
             ids = ", ".join(f"{i} ({n:,} px)" for i, n in unlisted.items())
-            notes.append(Problem(where, f"raw label ids {ids} are not in data.label_map (trained as ignored)"))
+            notes.append(
+                Problem(where, f"raw label ids {ids} are not in data.label_map (trained as ignored)")
+            )
         try:
             mask = reader.labels(raw, where)
         except ValueError as exc:
@@ -192,7 +200,9 @@ def inspect_item(index: int, dataset: ExternalDataset) -> PairResult:
     try:
         image, raw = dataset.raw_item(index)
     except Exception as exc:
-        return PairResult(None, None, [Problem(where, str(exc).replace(f"dataset class {dataset.name}: ", ""))])
+        return PairResult(
+            None, None, [Problem(where, str(exc).replace(f"dataset class {dataset.name}: ", ""))]
+        )
     return inspect_labels(image.size, raw, dataset, where, [])
 
 
@@ -243,7 +253,9 @@ def mask_reader(
         colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
         # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
         lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
-        reader = PairDataset([], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg))
+        reader = PairDataset(
+            [], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg)
+        )
     # The paper's readers list their colour images (NYUDv2's other modalities are listed as files
     # beside them): those are RGB whatever model.in_channels the stacked input gives.
     reader.channels = 3 if ds_cfg.name in ("pascal_context", "nyud", "siftflow") else int(channels)
@@ -433,7 +445,11 @@ def split_report_cached(
     if is_import_path(ds_cfg.name):  # no files to checksum: counted each time, not cached
         dataset = external_dataset(ds_cfg, data_cfg)
         results = map(functools.partial(inspect_item, dataset=dataset), range(len(dataset)))
-        return summarise("data.train", describe(ds_cfg), Listing(), results, len(dataset), progress=False), None, False
+        return (
+            summarise("data.train", describe(ds_cfg), Listing(), results, len(dataset), progress=False),
+            None,
+            False,
+        )
     listing = list_split(ds_cfg, data_cfg)
     if listing.error is not None:
         raise listing.error
@@ -462,7 +478,7 @@ def split_report_cached(
         }
     )
     try:
-        from fcn.checkpoint import atomic_write
+        from fcn.core.files import atomic_write
 
         atomic_write(cache, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError:

@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import VOID, LabelMap, PairDataset, require_dir
-from fcn.data.folder import Listing, Problem
+from fcn.data.common import VOID, LabelMap, require_dir
+from fcn.data.dataset import PairDataset
+from fcn.data.listing import Listing, Problem
 
 CITYSCAPES_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX = "_leftImg8bit.png"

@@ -41,16 +41,9 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from fcn.data.common import (
-    VOID,
-    PairDataset,
-    check_pair,
-    image_size,
-    list_names,
-    read_channels,
-    read_png_mask,
-)
-from fcn.data.folder import Listing, Problem
+from fcn.data.common import VOID, check_pair, image_size, list_names, read_channels, read_png_mask
+from fcn.data.dataset import PairDataset
+from fcn.data.listing import Listing, Problem
 
 UNLISTED = ("error", "ignore", "background")
 """data.coco_unlisted: what an annotation of a category not in data.classes becomes."""
@@ -437,7 +430,7 @@ class CocoSegmentation(PairDataset):
         height, width, instances = self._shapes[path]
         mask = rasterise(height, width, instances, self.overlap, self.ignore_index)
         try:
-            from fcn.checkpoint import atomic_write  # torch: only once a mask is written
+            from fcn.core.files import atomic_write  # torch: only once a mask is written
 
             atomic_write(path, lambda tmp: Image.fromarray(mask, mode="L").save(tmp, format="PNG"))
         except OSError as exc:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from fcn.config import VOID, read_text
-
-if TYPE_CHECKING:
-    from fcn.data.folder import Listing
 
 VOC_CLASSES = (
     "background",
@@ -175,7 +172,9 @@ def _array_file(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"{path}: file not found") from None
     except Exception as exc:  # NumPy and tifffile raise several unrelated types for damaged files
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ValueError(f"{path}: cannot read the image ({reason}); the file is damaged or not an image") from None
+        raise ValueError(
+            f"{path}: cannot read the image ({reason}); the file is damaged or not an image"
+        ) from None
     # tifffile names the axes: 'YXS' is interleaved (samples last); 'CYX', 'SYX', 'QYX' or 'IYX'
     # is planar (one page or sample plane per channel), the usual layout of multispectral files.
     if array.ndim == 3 and axes[-2:] == "YX":
@@ -213,7 +212,9 @@ class LayerInput(np.ndarray):
     pixels, which are on the 0-255 scale). Make one with ``array.view(LayerInput)``."""
 
 
-def read_channels(path: str | os.PathLike, channels: int = 3, upright: bool = False) -> Image.Image | np.ndarray:
+def read_channels(
+    path: str | os.PathLike, channels: int = 3, upright: bool = False
+) -> Image.Image | np.ndarray:
     """Return the image at `path` with `channels` channels: an 8-bit RGB PIL image when channels is 3
     and the file is not a .tif/.tiff/.npy (read_image, unchanged), else an HxWxC array, uint8 for
     8-bit pixels and float32 on the 0-255 scale otherwise (16-bit / 257, float * 255: a float 1.0
@@ -248,7 +249,9 @@ def scale_pixels(array: np.ndarray, path: str | os.PathLike = "image") -> np.nda
     if np.issubdtype(array.dtype, np.floating):
         out = array.astype(np.float32) * np.float32(255.0)
         if not np.isfinite(out).all():
-            raise ValueError(f"{path}: image holds NaN or infinite values; fill them (e.g. 0) before training")
+            raise ValueError(
+                f"{path}: image holds NaN or infinite values; fill them (e.g. 0) before training"
+            )
         return out
     raise ValueError(
         f"{path}: pixel type {array.dtype} is not supported; save images as uint8, uint16 or float "
@@ -286,7 +289,9 @@ def palette_lookup(colours: np.ndarray) -> dict[int, int]:
 
 
 def colour_lookup(
-    palette: Optional[Sequence[Sequence[int]] | np.ndarray], num_classes: Optional[int], ignore_index: int = VOID
+    palette: Optional[Sequence[Sequence[int]] | np.ndarray],
+    num_classes: Optional[int],
+    ignore_index: int = VOID,
 ) -> dict[int, int]:
     """Return {0xRRGGBB: label} for colour masks: the first num_classes colours, and the palette's
     colour of ignore_index (VOC's void colour for 255) -> ignore_index."""
@@ -363,7 +368,10 @@ class LabelMap:
     """
 
     def __init__(
-        self, label_map: Optional[dict[int, int]] = None, reduce_zero_label: bool = False, ignore_index: int = VOID
+        self,
+        label_map: Optional[dict[int, int]] = None,
+        reduce_zero_label: bool = False,
+        ignore_index: int = VOID,
     ) -> None:
         self.ignore_index = int(ignore_index)
         self.table: Optional[np.ndarray] = None  # raw id -> class index
@@ -461,5 +469,3 @@ def check_pair(
                 "(data.ignore_index); "
                 "fix the mask or set data.classes / model.num_classes"
             )
-
-

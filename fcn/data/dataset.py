@@ -61,7 +61,15 @@ class PairDataset:
         if listing.error is not None:
             raise listing.error
         PairDataset.__init__(
-            self, listing.ids, listing.images, listing.masks, transforms, num_classes, lut, ignore_index, labels
+            self,
+            listing.ids,
+            listing.images,
+            listing.masks,
+            transforms,
+            num_classes,
+            lut,
+            ignore_index,
+            labels,
         )
         self.root, self.split = Path(root), split
 

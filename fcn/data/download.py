@@ -125,7 +125,7 @@ RESOURCES = {
 
 def check_caffemodel(path: Path) -> None:
     """Raise DownloadError unless `path` is a Caffe NetParameter holding an FCN's score_fr weights."""
-    from fcn.models.caffe import read_caffemodel  # numpy only, but fcn.models imports torch: on use
+    from fcn.core.caffemodel import read_caffemodel  # numpy only, but fcn.models imports torch: on use
 
     try:
         layers = read_caffemodel(path)

@@ -75,11 +75,7 @@ def _mask(name: str, index: int, mask: Any) -> np.ndarray:
                 f"return label ids (modes {', '.join(_MASK_MODES)}) or an HxW integer numpy array"
             )
         mask = np.array(mask, dtype=np.uint8) if mask.mode in ("P", "L", "1") else np.asarray(mask)
-    if (
-        not isinstance(mask, np.ndarray)
-        or mask.ndim != 2
-        or not np.issubdtype(mask.dtype, np.integer)
-    ):
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
         what = f"{type(mask).__name__}" + (
             f" of shape {mask.shape} and dtype {mask.dtype}" if isinstance(mask, np.ndarray) else ""
         )
@@ -109,7 +105,9 @@ class ExternalDataset:
             self.inner = cls(**args)
         except Exception as exc:
             message = " ".join(str(exc).split()) or "no message"
-            raise ValueError(f"dataset class {name}({_args_text(args)}) raised {type(exc).__name__}: {message}") from None
+            raise ValueError(
+                f"dataset class {name}({_args_text(args)}) raised {type(exc).__name__}: {message}"
+            ) from None
         self.name = name
         self.transforms = transforms
         self.num_classes = num_classes
@@ -118,12 +116,16 @@ class ExternalDataset:
         try:
             n = len(self.inner)
         except Exception as exc:
-            raise ValueError(f"dataset class {name}: len() failed ({type(exc).__name__}: {exc}); define __len__") from None
+            raise ValueError(
+                f"dataset class {name}: len() failed ({type(exc).__name__}: {exc}); define __len__"
+            ) from None
         if n < 1:
             raise ValueError(f"dataset class {name}({_args_text(args)}) has no items (len {n})")
         self._len = n
         ids = getattr(self.inner, "ids", None)
-        self.ids = [str(i) for i in ids] if ids is not None and len(ids) == n else [f"{i:06d}" for i in range(n)]
+        self.ids = (
+            [str(i) for i in ids] if ids is not None and len(ids) == n else [f"{i:06d}" for i in range(n)]
+        )
         if probe:  # the protocol checked on the first item now, before any work
             self.load(0)
 
@@ -137,9 +139,13 @@ class ExternalDataset:
             item = self.inner[index]
         except Exception as exc:
             message = " ".join(str(exc).split()) or "no message"
-            raise ValueError(f"dataset class {self.name}: item {index} raised {type(exc).__name__}: {message}") from None
+            raise ValueError(
+                f"dataset class {self.name}: item {index} raised {type(exc).__name__}: {message}"
+            ) from None
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-            what = f"a {type(item).__name__}" + (f" of {len(item)}" if isinstance(item, (tuple, list)) else "")
+            what = f"a {type(item).__name__}" + (
+                f" of {len(item)}" if isinstance(item, (tuple, list)) else ""
+            )
             raise ValueError(
                 f"dataset class {self.name}: item {index} is {what}; __getitem__ must return (image, mask)"
             )

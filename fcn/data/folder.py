@@ -13,8 +13,6 @@ raise the Listing's error. (It is shared by voc.py and sbd.py and belongs in com
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -22,15 +20,14 @@ import numpy as np
 
 from fcn.config import read_text
 from fcn.data.common import (
+    IMAGE_EXTENSIONS,
     VOID,
     LabelMap,
-    IMAGE_EXTENSIONS,
-    PairDataset,
     colour_lookup,
-    list_names,
-    read_split,
     require_dir,
 )
+from fcn.data.dataset import PairDataset
+from fcn.data.listing import Listing, list_pairs
 
 
 def read_classes(path: str | Path) -> tuple[list[str], list[list[int]]]:

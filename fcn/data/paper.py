@@ -34,15 +34,76 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from fcn.config import MODALITY_CHANNELS, read_text
-from fcn.data.common import VOID, LabelMap, LayerInput, PairDataset, _open, list_names, read_image, require_dir
-from fcn.data.folder import Listing, Problem, list_pairs, read_split_leniently
+from fcn.data.common import VOID, LabelMap, LayerInput, _open, list_names, read_image, require_dir
+from fcn.data.dataset import PairDataset
+from fcn.data.listing import Listing, Problem, list_pairs, read_split_leniently
 
 PASCAL_CONTEXT_CLASSES = (
     "background",
-    *["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "table", "dog", "horse", "motorbike", "person"],
-    *["pottedplant", "sheep", "sofa", "train", "tvmonitor", "bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "cloth"],
-    *["computer", "cup", "door", "fence", "floor", "flower", "food", "grass", "ground", "keyboard", "light", "mountain", "mouse", "curtain"],
-    *["platform", "sign", "plate", "road", "rock", "shelves", "sidewalk", "sky", "snow", "bedclothes", "track", "tree", "truck", "wall"],
+    *[
+        "aeroplane",
+        "bicycle",
+        "bird",
+        "boat",
+        "bottle",
+        "bus",
+        "car",
+        "cat",
+        "chair",
+        "cow",
+        "table",
+        "dog",
+        "horse",
+        "motorbike",
+        "person",
+    ],
+    *[
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
+        "bag",
+        "bed",
+        "bench",
+        "book",
+        "building",
+        "cabinet",
+        "ceiling",
+        "cloth",
+    ],
+    *[
+        "computer",
+        "cup",
+        "door",
+        "fence",
+        "floor",
+        "flower",
+        "food",
+        "grass",
+        "ground",
+        "keyboard",
+        "light",
+        "mountain",
+        "mouse",
+        "curtain",
+    ],
+    *[
+        "platform",
+        "sign",
+        "plate",
+        "road",
+        "rock",
+        "shelves",
+        "sidewalk",
+        "sky",
+        "snow",
+        "bedclothes",
+        "track",
+        "tree",
+        "truck",
+        "wall",
+    ],
     *["water", "window", "wood"],
 )
 """Background and the 59 PASCAL-Context classes (Mottaghi et al. 2014) in the order of the dataset's
@@ -52,7 +113,22 @@ PASCAL_CONTEXT_RENAMES = {"diningtable": "table", "bedcloth": "bedclothes", "clo
 """pascalcontext_layers.py: 59_labels.txt names renamed to labels.txt's spelling."""
 
 NYUD_CLASSES = (
-    *["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture", "counter", "blinds", "desk"],
+    *[
+        "wall",
+        "floor",
+        "cabinet",
+        "bed",
+        "chair",
+        "sofa",
+        "table",
+        "door",
+        "window",
+        "bookshelf",
+        "picture",
+        "counter",
+        "blinds",
+        "desk",
+    ],
     *["shelves", "curtain", "dresser", "pillow", "mirror"],
     "floor mat",
     *["clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel"],
@@ -65,7 +141,41 @@ NYUD_CLASSES = (
 spelling)."""
 
 SIFTFLOW_CLASSES = tuple(
-    ["awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert", "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole", "river", "road", "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase", "streetlight", "sun", "tree", "window"]
+    [
+        "awning",
+        "balcony",
+        "bird",
+        "boat",
+        "bridge",
+        "building",
+        "bus",
+        "car",
+        "cow",
+        "crosswalk",
+        "desert",
+        "door",
+        "fence",
+        "field",
+        "grass",
+        "moon",
+        "mountain",
+        "person",
+        "plant",
+        "pole",
+        "river",
+        "road",
+        "rock",
+        "sand",
+        "sea",
+        "sidewalk",
+        "sign",
+        "sky",
+        "staircase",
+        "streetlight",
+        "sun",
+        "tree",
+        "window",
+    ]
 )
 """SIFT Flow's 33 semantic classes (Liu et al.), label 0..32, alphabetical."""
 SIFTFLOW_GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")
@@ -93,9 +203,13 @@ def read_mat(path: Path, key: str) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except Exception as exc:  # scipy raises several unrelated types for damaged files
-        raise ValueError(f"{path}: cannot read the .mat file ({exc}); the file is damaged, replace it") from None
+        raise ValueError(
+            f"{path}: cannot read the .mat file ({exc}); the file is damaged, replace it"
+        ) from None
     if key not in mat:
-        raise ValueError(f"{path}: no '{key}' inside (keys: {', '.join(k for k in mat if not k.startswith('__'))})")
+        raise ValueError(
+            f"{path}: no '{key}' inside (keys: {', '.join(k for k in mat if not k.startswith('__'))})"
+        )
     value = np.asarray(mat[key])
     if value.ndim != 2:
         raise ValueError(f"{path}: '{key}' must be a 2-D label map, got shape {value.shape}")
@@ -151,7 +265,9 @@ def list_pascal_context(root: str | Path, split: str) -> Listing:
     if split not in PASCAL_CONTEXT_SPLITS:
         raise ValueError(f"pascal_context split '{split}' is not one of {', '.join(PASCAL_CONTEXT_SPLITS)}")
     voc, context = pascal_context_dirs(root)
-    hint = "set the dataset root to the directory holding VOC2010/ and pascal-context/ (docs/paper_datasets.md)"
+    hint = (
+        "set the dataset root to the directory holding VOC2010/ and pascal-context/ (docs/paper_datasets.md)"
+    )
     for directory in (Path(root), voc / "JPEGImages", context / "trainval"):
         require_dir(directory, "PASCAL-Context", hint)
     split_file = voc / "ImageSets" / "Main" / f"{split}.txt"
@@ -177,7 +293,9 @@ class PascalContextSegmentation(PairDataset):
         self.context_dir = pascal_context_dirs(root)[1]
         self.table = pascal_context_lookup(self.context_dir)
         if class_names is not None:
-            expected = [PASCAL_CONTEXT_RENAMES.get(n, n) for n in read_label_names(self.context_dir / "59_labels.txt")]
+            expected = [
+                PASCAL_CONTEXT_RENAMES.get(n, n) for n in read_label_names(self.context_dir / "59_labels.txt")
+            ]
             if [str(c).replace(" ", "") for c in class_names[1:]] != expected:
                 raise ValueError(
                     f"{self.context_dir / '59_labels.txt'}: its class order differs from data.classes' "
@@ -188,7 +306,9 @@ class PascalContextSegmentation(PairDataset):
         """Return the 60-class label map of a trainval/<id>.mat (LabelMap through the 400 -> 59 table)."""
         label_400 = read_mat(path, "LabelMap")
         if label_400.size and (label_400.min() < 0 or label_400.max() >= len(self.table)):
-            raise ValueError(f"{path}: LabelMap values {label_400.min()}..{label_400.max()} outside 0..{len(self.table) - 1}")
+            raise ValueError(
+                f"{path}: LabelMap values {label_400.min()}..{label_400.max()} outside 0..{len(self.table) - 1}"
+            )
         return self.table[label_400.astype(np.int64)]
 
 
@@ -282,7 +402,14 @@ class NYUDSegmentation(PairDataset):
         labels: Optional[LabelMap] = None,
     ) -> None:
         self._init_from_listing(
-            list_nyud(root, split, modalities), root, split, transforms, num_classes, None, ignore_index, labels
+            list_nyud(root, split, modalities),
+            root,
+            split,
+            transforms,
+            num_classes,
+            None,
+            ignore_index,
+            labels,
         )
         self.modalities = tuple(modalities)
 
@@ -315,9 +442,13 @@ def list_siftflow(root: str | Path, split: str) -> Listing:
     keep = [k for k, i in enumerate(listing.ids) if f"{i}.mat" in geo]
     for i in listing.ids:
         if f"{i}.mat" not in geo:
-            listing.problems.append(Problem(dirs[2] / f"{i}.mat", f"no such file; id '{i}' is listed in {split}.txt"))
+            listing.problems.append(
+                Problem(dirs[2] / f"{i}.mat", f"no such file; id '{i}' is listed in {split}.txt")
+            )
             if listing.error is None:
-                listing.error = FileNotFoundError(f"{dirs[2] / (i + '.mat')}: no such file (id '{i}'); restore it")
+                listing.error = FileNotFoundError(
+                    f"{dirs[2] / (i + '.mat')}: no such file (id '{i}'); restore it"
+                )
     listing.ids = [listing.ids[k] for k in keep]
     listing.images = [listing.images[k] for k in keep]
     listing.masks = [listing.masks[k] for k in keep]

@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fcn.cli import EXIT_BAD_INPUT, EXIT_FAILURE, report
+from fcn.core.errors import EXIT_BAD_INPUT, EXIT_FAILURE, report
 from fcn.data.common import VOID, make_palette
 
 TOY_CLASSES = ("background", "circle", "square", "triangle")
@@ -254,7 +254,7 @@ def _write_all(
         with concurrent.futures.ProcessPoolExecutor(workers) as pool:
             results = [future.result() for future in [pool.submit(_write_images, *job) for job in jobs]]
     if fmt == "coco":
-        for split, count in counts.items():
+        for split in counts:
             per_image = [anns for job, res in zip(jobs, results) if job[1] == split for anns in res]
             _write_coco_json(directory / "annotations" / f"{split}.json", split, per_image, size)
 

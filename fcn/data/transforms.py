@@ -14,7 +14,7 @@ generator, so a seeded loader replays the same augmentations.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import PIL.Image
@@ -42,8 +42,6 @@ from fcn.data.common import VOID, LayerInput, scale_pixels, to_rgb
 _TORCHVISION_SCALE = 1.0 / (255.0 * torch.tensor(IMAGENET_STD).view(3, 1, 1))
 _TORCHVISION_SHIFT = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
 _CAFFE_SHIFT = torch.tensor(CAFFE_MEAN_BGR).view(3, 1, 1)
-
-
 
 
 def _affine(normalization: str | MeanStd, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,9 +150,7 @@ def normalize(image: torch.Tensor, normalization: str | MeanStd) -> torch.Tensor
     return out.mul_(scale).sub_(shift)
 
 
-def denormalize(
-    image: torch.Tensor, normalization: str | MeanStd, display: Sequence[int] = ()
-) -> np.ndarray:
+def denormalize(image: torch.Tensor, normalization: str | MeanStd, display: Sequence[int] = ()) -> np.ndarray:
     """Return the uint8 HxWx3 RGB picture of a normalised CxHxW network input (for visualisation).
 
     It shows the channels `display` names (three as R, G, B; one as grey; empty: channels 0-2, or
@@ -343,9 +339,7 @@ class RandomScaleCrop(v2.Transform):
         if rows is not None and cols is not None:
             size = (rows[3], cols[3])
             if is_mask:
-                piece = resize_mask(
-                    inpt[..., rows[0] : rows[0] + rows[1], cols[0] : cols[0] + cols[1]], size
-                )
+                piece = resize_mask(inpt[..., rows[0] : rows[0] + rows[1], cols[0] : cols[0] + cols[1]], size)
             else:
                 piece = F.crop(inpt, rows[0], cols[0], rows[1], cols[1])
                 if (rows[1], cols[1]) != size and not piece.permute(1, 2, 0).is_contiguous():

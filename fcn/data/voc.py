@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import VOID, LabelMap, PairDataset, colour_lookup, require_dir
-from fcn.data.folder import Listing, list_pairs
+from fcn.data.common import VOID, LabelMap, colour_lookup, require_dir
+from fcn.data.dataset import PairDataset
+from fcn.data.listing import Listing, list_pairs
 
 VOC_SPLITS = ("train", "val", "trainval", "seg11valid")
 SEG11VALID = "seg11valid.txt"

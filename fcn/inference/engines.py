@@ -1,7 +1,7 @@
 """Inference engines: the checkpoint's model run by PyTorch, or exported once to ONNX and run by ONNX
 Runtime or OpenVINO on the CPU (``eval.engine``).
 
-An engine is a drop-in replacement for the torch model in fcn.prediction: called on an (N, 3, H, W)
+An engine is a drop-in replacement for the torch model in fcn.inference.loading: called on an (N, 3, H, W)
 float32 normalised CPU tensor it returns the (N, num_classes, H, W) float32 logits, so test-time
 augmentation, sliding windows, pre/post-processing and the outputs are the torch path's code.
 
@@ -13,7 +13,7 @@ augmentation, sliding windows, pre/post-processing and the outputs are the torch
   once per size; a stream of distinct native sizes pays no compilation per image.
   The precision hint is f32: on a CPU with bf16, OpenVINO would otherwise compute in bf16.
 
-The export (fcn.export.export_onnx) is cached beside the checkpoint as ``<checkpoint>.<key>.onnx``,
+The export (fcn.inference.onnx.export_onnx) is cached beside the checkpoint as ``<checkpoint>.<key>.onnx``,
 the key a digest of the checkpoint's bytes and the export options (which weights, opset, exporter
 format), so an export is reused until the checkpoint changes; older exports of the same checkpoint
 name are removed when a new one is written. A checkpoint in a read-only directory is exported to
@@ -111,7 +111,7 @@ def cached_onnx(
     """Return the ONNX export of model (the checkpoint's ``weights``: 'model' or 'ema'): the cached
     file when one with this key exists, else a new export written atomically (older exports of the
     same checkpoint name removed). An export that fails raises RuntimeError in one line."""
-    from fcn.export import DEFAULT_OPSET, export_metadata, export_onnx
+    from fcn.inference.onnx import DEFAULT_OPSET, export_metadata, export_onnx
 
     require("onnx", "exporting the checkpoint to ONNX")
     ckpt = Path(checkpoint)

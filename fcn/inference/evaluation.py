@@ -1,9 +1,9 @@
 """Evaluation against ground truth (evaluate.py): a checkpoint's data.val split scored at each
-image's native resolution with the eval.* test-time augmentation (fcn.metrics' ConfusionMatrix),
+image's native resolution with the eval.* test-time augmentation (fcn.core.metrics' ConfusionMatrix),
 each image's own scores and the worst images drawn, the report written as JSON (and the per-image
 rows as CSV), and the error plots: the confusion matrix and the per-class IU chart.
 
-It predicts through fcn.prediction; prediction never imports this module."""
+It predicts through fcn.inference.loading; prediction never imports this module."""
 
 from __future__ import annotations
 
@@ -19,14 +19,17 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from fcn.checkpoint import atomic_write
 from fcn.config import to_dict
+from fcn.core.files import atomic_write
+from fcn.core.runtime import select_device
+from fcn.core.sliding import window_options
+from fcn.core.visualize import save_index_png
 from fcn.data.common import VOID
 from fcn.data.loaders import DataLoader
-from fcn.engines import Engine, model_device, to_engine
-from fcn.prediction import _load_model, model_heads, predict_labels, prepare_fast_path, save_index_png
-from fcn.runtime import select_device
-from fcn.sliding import window_options
+from fcn.inference.engines import Engine, model_device, to_engine
+from fcn.inference.fastpath import prepare_fast_path
+from fcn.inference.loading import load_model_weights
+from fcn.inference.segment import model_heads, predict_labels
 
 
 class _SizedCollate:
@@ -75,7 +78,7 @@ def evaluate_model(
     'per_image': one image_scores() dict per image, with its 'id', 'index', 'height', 'width'."""
     from tqdm import tqdm
 
-    from fcn.metrics import ConfusionMatrix
+    from fcn.core.metrics import ConfusionMatrix
 
     device = model_device(model)
     loader = DataLoader(
@@ -141,7 +144,7 @@ def image_scores(pred: torch.Tensor, mask: torch.Tensor, num_classes: int, ignor
     """Return one image's pixel_acc, mean_iou and per-class iou (list): the IU of a class absent
     from both its ground truth and its prediction is NaN, and the mean is over the others (the
     classes present in the image's ground truth or prediction); NaN where nothing is labelled."""
-    from fcn.metrics import ConfusionMatrix
+    from fcn.core.metrics import ConfusionMatrix
 
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=pred.device)
     matrix.update(pred[None], mask[None])
@@ -200,11 +203,12 @@ def _json_safe(value: Any) -> Any:
 
 
 def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
-    """Return the image | ground truth | prediction grid (fcn.visualize.prediction_grid) of the given
+    """Return the image | ground truth | prediction grid (fcn.core.visualize.prediction_grid) of the given
     per-image rows, predicted again one by one as evaluate.py predicts (eval.* options)."""
+    from fcn.core.normalize import input_normalization
+    from fcn.core.visualize import prediction_grid
     from fcn.data import class_names, palette
-    from fcn.data.transforms import denormalize, input_normalization
-    from fcn.visualize import prediction_grid
+    from fcn.data.transforms import denormalize
 
     cfg, device = ev.cfg, model_device(ev.model)
     e = cfg.eval
@@ -251,7 +255,7 @@ def prepare_evaluation(
     from fcn.data import build_dataset
     from fcn.data.transforms import build_transforms
 
-    model, cfg, which = _load_model(checkpoint, select_device(device), None, paths, overrides)
+    model, cfg, which = load_model_weights(checkpoint, select_device(device), None, paths, overrides)
     model = to_engine(model, cfg, checkpoint, which)
     dataset = build_dataset(
         cfg.data.val,
@@ -337,9 +341,9 @@ def save_error_plots(
     report: dict, cfg: DictConfig, confusion_path: str | os.PathLike, iou_path: str | os.PathLike
 ) -> None:
     """Write the report's row-normalised confusion matrix and its per-class IU bar chart as PNGs
-    (fcn.visualize.confusion_image, iou_chart), titled with the split and the mean IU."""
+    (fcn.core.visualize.confusion_image, iou_chart), titled with the split and the mean IU."""
+    from fcn.core.visualize import confusion_image, iou_chart, save_png
     from fcn.data import class_names, palette
-    from fcn.visualize import confusion_image, iou_chart, save_png
 
     names = class_names(cfg.data)
     v = cfg.data.val

@@ -13,9 +13,9 @@
   (``bench/fast_paths.py --checkpoint``) before trusting its numbers.
 
 Both are CPU paths: on a GPU, bf16/fp16 autocast (``eval.amp``) is the lever. ``auto`` chooses by the
-CPU and the installed engines (``fcn.prediction.resolve_fast_path``): bf16 autocast + channels-last
+CPU and the installed engines (``fcn.inference.fastpath.resolve_fast_path``): bf16 autocast + channels-last
 where bf16 is native (AVX-512 BF16 or AMX), else ONNX Runtime or OpenVINO fp32 where installed
-(fcn/engines.py), else ``winograd``; never ``int8``. ``bench/model.py`` measures their speed and agreement
+(fcn/inference/engines.py), else ``winograd``; never ``int8``. ``bench/model.py`` measures their speed and agreement
 against fp32.
 """
 
@@ -28,9 +28,12 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from fcn.config import FAST_PATHS
+from fcn.config import FAST_PATHS, with_overrides
+from fcn.core.runtime import cpu_flags, native_bf16
+from fcn.inference.engines import Engine, available, calibration_slice, model_device
 
 # NNPACK's transforms pay off on large maps only. Measured layer by layer against oneDNN at batch 1
 # (2 AVX2 cores): 1.3-1.7x from 40x40 pixels and C_in * C_out * H * W >= 1e8 up (VGG16 at 500x500:
@@ -135,8 +138,10 @@ def check_fast_path(kind: str, device: torch.device) -> None:
     """Raise ValueError unless fast path ``kind`` can run on ``device`` (both fast paths are CPU paths)."""
     if kind not in FAST_PATHS:
         raise ValueError(f"eval.fast_path='{kind}' must be one of {', '.join(FAST_PATHS)}")
-    if kind == "auto":  # a choice, not a path: fcn.prediction.resolve_fast_path makes it
-        raise ValueError("eval.fast_path=auto must be resolved first (fcn.prediction.resolve_fast_path)")
+    if kind == "auto":  # a choice, not a path: fcn.inference.fastpath.resolve_fast_path makes it
+        raise ValueError(
+            "eval.fast_path=auto must be resolved first (fcn.inference.fastpath.resolve_fast_path)"
+        )
     if kind != "none" and device.type != "cpu":
         raise ValueError(
             f"eval.fast_path={kind} runs on the CPU only (device is {device}); "
@@ -218,8 +223,6 @@ def prepare_fast_path(
     """Apply cfg.eval.fast_path to model in place once; int8 calibrates on the first
     cfg.eval.calibration_images of ``images`` ((1, channels, H, W) tensors as the model takes them; with
     eval.mode=slide, their top-left tile, the size the model will see)."""
-    from fcn.fastpath import apply_fast_path
-
     kind = cfg.eval.fast_path
     if kind == "none" or getattr(model, "fast_path", "none") == kind:
         return

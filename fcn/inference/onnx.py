@@ -138,8 +138,8 @@ def check_torchscript(
 def export_metadata(cfg: DictConfig) -> dict[str, str]:
     """Return what a user of the exported file needs: class names, palette, input channels and
     normalisation (mean/std: the config's, or for C != 3 channels the per-channel values 'auto' uses)."""
+    from fcn.core.normalize import channel_stats, input_normalization
     from fcn.data import class_names, palette
-    from fcn.data.transforms import channel_stats, input_normalization
 
     channels = int(cfg.model.in_channels)
     mean, std = list(cfg.data.transforms.mean), list(cfg.data.transforms.std)

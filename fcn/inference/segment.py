@@ -39,7 +39,7 @@ def predict_probs(
 ) -> torch.Tensor:
     """Return softmax probabilities (N, C, H, W) float32 at the input's size, averaged over the
     scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input; each
-    of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.sliding).
+    of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.core.sliding).
     heads: the channels of each head of a two-headed model (SIFT Flow's [33, 3]), each its own softmax."""
     if images.ndim != 4:
         raise ValueError(
@@ -117,7 +117,8 @@ def segment(
     """Return the predicted uint8 class-index mask (H, W) of one PIL image of any mode and size;
     test-time augmentation and precision default to the config's eval.* keys, as does whole or
     sliding-window inference (eval.mode)."""
-    from fcn.data.transforms import input_normalization, preprocess
+    from fcn.core.normalize import input_normalization
+    from fcn.data.transforms import preprocess
 
     e = cfg.eval
     x = preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)

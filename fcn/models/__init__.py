@@ -9,7 +9,7 @@
 - ``load_reference_weights(model, state_dict)`` (``fcn.models.reference``): weights in the
   reference (Caffe) layer naming; ``python -m fcn.models.reference IN OUT --arch fcn8s`` converts a
   file (the authors' ``.caffemodel``, or such a state dict) into a checkpoint.
-- ``read_caffemodel(path)`` (``fcn.models.caffe``): {layer name: blob arrays} of a ``.caffemodel``,
+- ``read_caffemodel(path)`` (``fcn.core.caffemodel``): {layer name: blob arrays} of a ``.caffemodel``,
   read without Caffe or protobuf.
 """
 

@@ -52,8 +52,8 @@ from torchvision.models import (
     VGG16_Weights,
 )
 
-from fcn.checkpoint import CheckpointError, describe_mismatch, read_torch_file
 from fcn.config import BACKBONES, VGG_BACKBONES, is_timm, with_overrides
+from fcn.core.checkpoint import CheckpointError, describe_mismatch, read_torch_file
 
 # torchvision's ImageNet weights per backbone. VGG16 is the paper's ImageNet model
 # (VGG16_Weights.IMAGENET1K_V1); the ResNet-50/101 V2 weights are torchvision's better recipe.
@@ -484,7 +484,7 @@ def resolve_normalization(cfg: Any) -> Any:
     mean, std = pretrained_cfg.get("mean"), pretrained_cfg.get("std")
     if not mean or not std or len(mean) != 3:
         return cfg  # no RGB statistics published: torchvision's, as for other backbones
-    from fcn.data.transforms import extend_stats
+    from fcn.core.normalize import extend_stats
 
     mean, std = extend_stats(tuple(mean), tuple(std), int(cfg.model.in_channels))
 

@@ -28,8 +28,8 @@ from typing import Any, Callable, List, Mapping, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from fcn.checkpoint import bare_state_dict
 from fcn.config import ARCHS, MODALITY_CHANNELS, VGG_BACKBONES, is_timm, pretrained_choice
+from fcn.core.checkpoint import bare_state_dict
 from fcn.models.backbones import (
     adapt_input_conv,
     build_backbone,

@@ -1,6 +1,6 @@
 """Import of the authors' Caffe FCNs: their ``.caffemodel`` files, or state dicts in the reference naming.
 
-A ``.caffemodel`` is read directly (``fcn.models.caffe``: no Caffe, no protobuf), its layers mapped by
+A ``.caffemodel`` is read directly (``fcn.core.caffemodel``: no Caffe, no protobuf), its layers mapped by
 name onto the model (blob 0 = weight, blob 1 = bias) and every shape checked. A state dict in the
 reference naming (the public conversions) names its tensors after the reference prototxts: ``conv1_1`` ... ``conv5_3``,
 ``fc6``, ``fc7``, ``score_fr``, ``score_pool4``, ``score_pool3`` (each ``.weight`` and ``.bias``) and
@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fcn.checkpoint import WriteError, save_checkpoint, weights_checkpoint
-from fcn.cli import EXIT_BAD_INPUT, EXIT_FAILURE, report
 from fcn.config import ARCHS, MODALITY_CHANNELS, load_config, to_dict
+from fcn.core.caffemodel import ZIP_MAGIC, read_caffemodel
+from fcn.core.checkpoint import save_checkpoint, weights_checkpoint
+from fcn.core.errors import EXIT_BAD_INPUT, EXIT_FAILURE, report
+from fcn.core.files import WriteError
 from fcn.models.backbones import read_state_dict
-from fcn.models.caffe import ZIP_MAGIC, read_caffemodel
 from fcn.models.fcn import AT_ONCE_SCALE, FCN, build_model
 
 # The Caffe mean the reference data layers subtract (voc_layers.py), in BGR order.
@@ -139,7 +140,7 @@ def reference_weights_from_caffe(
     layers: Mapping[str, Sequence[np.ndarray]], model: FCN, source: str
 ) -> Dict[str, Tensor]:
     """Return the state dict in the reference naming that load_reference_weights takes, from a
-    caffemodel's {layer name: blobs} (fcn.models.caffe.read_caffemodel), each shape checked against
+    caffemodel's {layer name: blobs} (fcn.core.caffemodel.read_caffemodel), each shape checked against
     model; source names the file in the one-line errors."""
     mapping = reference_key_map(model)
     arch = model.arch

@@ -1,21 +1,20 @@
 """Training: fit(cfg) = setup(cfg), then train(run); train_one_step() is the piece bench/ reuses.
 
-setup() builds everything from the config into one plain ``Run`` (fcn.run), in named steps: the
+setup() builds everything from the config into one plain ``Run`` (fcn.training.state), in named steps: the
 runtime (device, processes, precision), the data and its order, the model, what trains it
 (optimizer, schedule, scaler, EMA), the resume position, the run directory's logs. train() is the
 loop: a step, then every ``training.eval_every`` iterations (or at each epoch's end) an evaluation
 that logs the metrics and saves ``checkpoints/last.pt`` and ``checkpoints/best.pt``
-(fcn.train_eval); a Ctrl-C, SIGTERM or SIGUSR1 stops it at an iteration's end (fcn.preemption).
+(fcn.training.validate); a Ctrl-C, SIGTERM or SIGUSR1 stops it at an iteration's end (fcn.training.preemption).
 A resumed run continues exactly: the data order is a pure function of (seed, epoch), every
 sample's augmentation a pure function of (seed, epoch, index) (fcn.data.loaders), every batch's
-mixing a pure function of (seed, iteration), and the checkpoint (fcn.checkpoint, written and read
-by fcn.run) holds the model, optimizer, scheduler, scaler, EMA, RNG states and the data position.
+mixing a pure function of (seed, iteration), and the checkpoint (fcn.core.checkpoint, written and read
+by fcn.training.state) holds the model, optimizer, scheduler, scaler, EMA, RNG states and the data position.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from collections.abc import Sequence
@@ -28,14 +27,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fcn import config as fcn_config
-from fcn import distributed
-from fcn.checkpoint import atomic_write
-from fcn.data.common import VOID
-from fcn.data.loaders import EpochBatchSampler, SeededItems, eval_loader, mix_seed, train_loader
-from fcn.losses import SegmentationLoss, build_loss, cross_entropy_sum, labelled
-from fcn.preemption import StopFlag
-from fcn.run import Run, init_from, log, resume_checkpoint_path, resume_from, save_last
-from fcn.runtime import (
+from fcn.core import distributed
+from fcn.core.files import atomic_write
+from fcn.core.runtime import (
     autocast,
     configure_determinism,
     resolve_amp,
@@ -43,7 +37,13 @@ from fcn.runtime import (
     seed_everything,
     select_device,
 )
-from fcn.train_eval import evaluate_and_save
+from fcn.data.common import VOID
+from fcn.data.loaders import EpochBatchSampler, SeededItems, eval_loader, mix_seed, train_loader
+from fcn.training.ema import ModelEMA
+from fcn.training.losses import SegmentationLoss, build_loss, cross_entropy_sum, labelled
+from fcn.training.preemption import StopFlag
+from fcn.training.state import Run, init_from, log, resume_checkpoint_path, resume_from, save_last
+from fcn.training.validate import evaluate_and_save
 
 
 class TrainingError(RuntimeError):

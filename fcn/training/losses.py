@@ -5,7 +5,7 @@ Every function takes logits (N, C, H, W), int64 masks (N, H, W), the optional pe
 log-probabilities are computed in float32 whatever the logits' dtype (autocast).
 
 Two kinds of term, normalised differently over a step made of accumulated micro-batches and
-processes (fcn.engine.train_one_step):
+processes (fcn.training.loop.train_one_step):
 
 - pixel sums (``ce``, ``focal``): each returns the sum over labelled pixels of a micro-batch; the
   step divides the sum of all micro-batches of all processes by the labelled pixels (or their
@@ -189,7 +189,7 @@ class SegmentationLoss:
     """loss.terms as a callable split in two: pixel_sum() and batch_mean() of one micro-batch.
 
     The step's loss is (sum over micro-batches of pixel_sum) / normaliser + mean over micro-batches
-    of batch_mean (fcn.engine.train_one_step); either part is None when no term of its kind is set.
+    of batch_mean (fcn.training.loop.train_one_step); either part is None when no term of its kind is set.
     """
 
     terms: tuple[tuple[str, float], ...] = (("ce", 1.0),)

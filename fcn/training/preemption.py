@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from fcn import distributed
+from fcn.core import distributed
 
 PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
 """Signals that mean "this machine is going away": save last.pt at the iteration's end and stop
@@ -74,7 +74,7 @@ class StopFlag:
             return
         if name == "SIGINT":  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
-        from fcn.cli import Stopped, exit_code
+        from fcn.core.errors import Stopped, exit_code
 
         raise Stopped(
             f"stopped at once by a second {name} (after {self.signal}); {self._last}, if any, holds the last "

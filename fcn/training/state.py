@@ -1,11 +1,11 @@
-"""A training run's state and its checkpoints: the ``Run`` that fcn.engine.setup() builds and
+"""A training run's state and its checkpoints: the ``Run`` that fcn.training.loop.setup() builds and
 train() moves on, and what the run writes and reads back.
 
 Written: ``checkpoints/last.pt`` (save_last: everything resume needs, every process's RNG states)
 and ``checkpoints/best.pt`` (save_best: the weights at the best mean IU). Read back:
 training.resume (resume_checkpoint_path, resume_from: the objects, the RNGs and the position in the
 data) and model.init_from (init_from: the paper's staged initialisation). The format itself is
-fcn.checkpoint's.
+fcn.core.checkpoint's.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from fcn import config as fcn_config
-from fcn import distributed
-from fcn.checkpoint import (
+from fcn.core import distributed
+from fcn.core.checkpoint import (
     CheckpointError,
     bare_state_dict,
     capture_rng_state,
@@ -34,12 +34,10 @@ from fcn.checkpoint import (
     training_checkpoint,
     weights_checkpoint,
 )
+from fcn.core.runtime import seed_everything
 from fcn.data.loaders import EpochBatchSampler, SeededItems, mix_seed, resume_position
-from fcn.losses import SegmentationLoss
-from fcn.runtime import seed_everything
-
-if TYPE_CHECKING:
-    from fcn.engine import ModelEMA
+from fcn.training.ema import ModelEMA
+from fcn.training.losses import SegmentationLoss
 
 
 @dataclass

@@ -2,10 +2,10 @@
 bench/ and the tests) and evaluate_and_save(), what the loop does every training.eval_every
 iterations: evaluate the model (and its EMA), log the result (console, TensorBoard scalars, the
 confusion matrix and per-class IU pictures, the fixed-batch grid, metrics.jsonl), keep the count
-for early stopping and save last.pt and, when the mean IU improved, best.pt (fcn.run).
+for early stopping and save last.pt and, when the mean IU improved, best.pt (fcn.training.state).
 
 evaluate.py's evaluation (test-time augmentation, saved predictions, per-image scores) is
-fcn.evaluation's; both score with fcn.metrics.ConfusionMatrix.
+fcn.inference.evaluation's; both score with fcn.core.metrics.ConfusionMatrix.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fcn import distributed
+from fcn.core import distributed
+from fcn.core.metrics import ConfusionMatrix, format_table
+from fcn.core.runtime import autocast
+from fcn.core.sliding import argmax_heads, model_logits, window_options
 from fcn.data.common import VOID
-from fcn.metrics import ConfusionMatrix, format_table
-from fcn.run import Run, save_best, save_last
-from fcn.runtime import autocast
-from fcn.sliding import argmax_heads, model_logits, window_options
+from fcn.training.state import Run, save_best, save_last
 
 
 @torch.no_grad()
@@ -47,12 +47,12 @@ def evaluate(
 ) -> dict:
     """Return the paper's metrics of a model over a loader, summed across processes, at the masks'
     own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'. With
-    mode='slide', each batch is predicted by tile x tile windows (fcn.sliding.slide_logits). A
+    mode='slide', each batch is predicted by tile x tile windows (fcn.core.sliding.slide_logits). A
     two-headed model (geometric_classes > 0, SIFT Flow): the semantic head's metrics, plus
     'geometric_pixel_acc' and 'geometric' (the geometric head's compute()).
 
     Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
-    (fcn.evaluation.evaluate_model)."""
+    (fcn.inference.evaluation.evaluate_model)."""
     from tqdm import tqdm
 
     was_training = model.training
@@ -146,7 +146,7 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
     for name, value in zip(run.class_names, metrics["iou"]):
         if not math.isnan(value):
             writer.add_scalar(f"val_iou/{name}", value, it)
-    from fcn.visualize import confusion_image, iou_chart
+    from fcn.core.visualize import confusion_image, iou_chart
 
     title = f"iteration {it}: mean IU {100 * metrics['mean_iou']:.1f}"
     writer.add_image(
@@ -157,7 +157,7 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
     )
     vis_indices = list(range(min(run.cfg.training.vis_images, len(run.val_set))))
     if vis_indices:
-        from fcn.visualize import save_png
+        from fcn.core.visualize import save_png
 
         grid = _vis_grid(run, vis_indices)
         save_png(grid, run.run_dir / "vis" / f"iter_{it:07d}.png")
@@ -168,8 +168,9 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
 
 def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
     """Return the image | ground truth | prediction grid of the given validation images."""
-    from fcn.data.transforms import denormalize, input_normalization
-    from fcn.visualize import prediction_grid
+    from fcn.core.normalize import input_normalization
+    from fcn.core.visualize import prediction_grid
+    from fcn.data.transforms import denormalize
 
     images, gts, preds = [], [], []
     model, cfg = run.model, run.cfg
