@@ -8,6 +8,7 @@ install:
 
 lint:
 	$(PYTHON) -m ruff check $(SOURCES)
+	lint-imports  # the layers contract in pyproject.toml (docs/development.md)
 
 format:
 	$(PYTHON) -m ruff check --select I --fix $(SOURCES)
