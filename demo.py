@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until Ctrl-C; return the exit code (fcn.cli's rule: 2 if Gradio is missing or the
+    """Serve until Ctrl-C; return the exit code (fcn.core.errors' rule: 2 if Gradio is missing or the
     checkpoint, config or --images is bad, 130 on Ctrl-C)."""
     args = parse_args(argv)
 

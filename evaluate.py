@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the evaluation; return the exit code (fcn.cli's rule), errors as one 'error:' line."""
+    """Run the evaluation; return the exit code (fcn.core.errors' rule), errors as one 'error:' line."""
     args = parse_args(argv)
     from fcn.core.metrics import format_table
     from fcn.core.visualize import save_png

@@ -52,7 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Segment the inputs; return the exit code (fcn.cli's rule: 2 if the checkpoint or config is
+    """Segment the inputs; return the exit code (fcn.core.errors' rule: 2 if the checkpoint or config is
     bad or no input exists, 1 if any input failed, after doing the others)."""
     args = parse_args(argv)
     from fcn.api import Segmenter

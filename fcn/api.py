@@ -24,9 +24,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
-ENGINES = ("torch", "onnxruntime", "openvino")
-"""What runs the network (eval.engine): PyTorch, or the checkpoint's ONNX export in ONNX Runtime or
-OpenVINO (fcn.inference.engines); _load is the one place that builds it."""
+from fcn.config import ENGINES  # what runs the network (eval.engine); _load is the one place that builds it
 
 
 def _load(

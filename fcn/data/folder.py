@@ -6,9 +6,8 @@
 <root>/ImageSets/Segmentation/<split>.txt   one id per line
 <root>/classes.txt (optional)           one class per line: name R G B, in label order
 
-list_pairs() lists a split without stopping at the first problem (a Listing of the pairs found and a
-Problem per missing or unreadable file); every dataset kind lists through it, and the constructors
-raise the Listing's error. (It is shared by voc.py and sbd.py and belongs in common.py.)
+The split is listed by fcn.data.listing.list_pairs, as every layout lists its pairs: a Listing of the
+pairs found and a Problem per missing or unreadable file; the constructor raises the Listing's error.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ image's native resolution with the eval.* test-time augmentation (fcn.core.metri
 each image's own scores and the worst images drawn, the report written as JSON (and the per-image
 rows as CSV), and the error plots: the confusion matrix and the per-class IU chart.
 
-It predicts through fcn.inference.loading; prediction never imports this module."""
+It loads through fcn.inference.loading and predicts through fcn.inference.segment; neither imports
+this module."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ next iteration boundary, which every process of a torchrun job agrees on.
 
 ``StopFlag`` installs the handlers for the loop's duration; ``StopFlag.agree()`` sums the signals seen
 with the step's loss across processes (one all-reduce), so all ranks stop at the same iteration and
-the loop then saves ``checkpoints/last.pt`` and exits with fcn.cli's code for the signal (143 for
+the loop then saves ``checkpoints/last.pt`` and exits with fcn.core.errors' code for the signal (143 for
 SIGTERM, 75 for SIGUSR1, 0 for Ctrl-C). A second signal stops at once. docs/preempt.md says how to
 use it with schedulers.
 """
@@ -22,7 +22,7 @@ from fcn.core import distributed
 
 PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
 """Signals that mean "this machine is going away": save last.pt at the iteration's end and stop
-(fcn.cli's exit codes 143 and 75). SIGINT (Ctrl-C) does the same and exits 0."""
+(fcn.core.errors' exit codes 143 and 75). SIGINT (Ctrl-C) does the same and exits 0."""
 
 
 # When processes saw different signals, all stop for the first of these (the same on every one):
