@@ -102,7 +102,7 @@ def test_bad_choice_suggests_nearest():
         (["data.mixing.cutmix_p=1.5"], "data.mixing.cutmix_p"),
         (["data.mixing.cutmix_p=0.6", "data.mixing.mixup_p=0.6"], "cutmix_p + mixup_p + mosaic_p"),
         (["schedule.min_lr=1.0"], "schedule.min_lr"),
-        (["data.classes=[a,b]"], "data.classes"),
+        (["data.classes=[a,b]", "model.num_classes=21"], "data.classes"),
         (["training.device=gpu"], "training.device"),
     ],
 )

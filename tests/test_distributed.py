@@ -53,7 +53,6 @@ class TinyNet(nn.Module):
 def _child(argv: list[str]) -> int:
     """Run as a torchrun worker: argv is [mode, spec.json]; return the exit code."""
     import fcn.models
-    import fcn.training.ema
     import fcn.training.loop
     import train
 
@@ -272,7 +271,6 @@ def _evaluate_as_the_workers(model: nn.Module, val_set, batch_size: int) -> dict
 
 def _single_process_fit(overrides: list[str], monkeypatch, **net) -> None:
     import fcn.models
-    import fcn.training.ema
     import fcn.training.loop
 
     monkeypatch.setattr(fcn.models, "build_model", lambda model_cfg: TinyNet(model_cfg.num_classes, **net))

@@ -117,7 +117,6 @@ def test_a_missing_engine_package_is_one_error_line_with_the_pip_command(setup, 
 
 
 def test_an_export_that_fails_is_one_error_line(setup, tmp_path, monkeypatch, capsys):
-    import fcn.export
     import fcn.inference.onnx
 
     ckpt = tmp_path / "best.pt"
@@ -126,7 +125,7 @@ def test_an_export_that_fails_is_one_error_line(setup, tmp_path, monkeypatch, ca
     def fail(*args, **kwargs):
         raise NotImplementedError("Unsupported: ONNX export of operator aten::made_up")
 
-    monkeypatch.setattr(fcn.export, "export_onnx", fail)
+    monkeypatch.setattr(fcn.inference.onnx, "export_onnx", fail)
     code = evaluate.main(["--checkpoint", str(ckpt), "--device", "cpu", "--engine", "onnxruntime"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
@@ -145,15 +144,11 @@ def test_an_export_that_fails_is_one_error_line(setup, tmp_path, monkeypatch, ca
 def test_auto_chooses_the_engine_by_cpu_and_install_and_says_so(
     bf16, installed, expected, monkeypatch, capsys
 ):
-    import fcn.api
-    import fcn.core.visualize
-    import fcn.files
     import fcn.inference.fastpath
     import fcn.inference.loading
-    import fcn.inference.segment
 
-    monkeypatch.setattr(fcn.inference.loading, "native_bf16", lambda device: bf16)
-    monkeypatch.setattr(fcn.inference.loading, "available", lambda engine: engine in installed)
+    monkeypatch.setattr(fcn.inference.fastpath, "native_bf16", lambda device: bf16)
+    monkeypatch.setattr(fcn.inference.fastpath, "available", lambda engine: engine in installed)
     cfg = resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), torch.device("cpu"))
     assert (cfg.eval.engine, cfg.eval.fast_path, cfg.eval.amp) == expected
     (line,) = capsys.readouterr().out.strip().splitlines()
@@ -161,15 +156,11 @@ def test_auto_chooses_the_engine_by_cpu_and_install_and_says_so(
 
 
 def test_auto_with_no_engine_installed_falls_back_to_winograd(monkeypatch, capsys):
-    import fcn.api
-    import fcn.core.visualize
-    import fcn.files
     import fcn.inference.fastpath
     import fcn.inference.loading
-    import fcn.inference.segment
 
-    monkeypatch.setattr(fcn.inference.loading, "native_bf16", lambda device: False)
-    monkeypatch.setattr(fcn.inference.loading, "available", lambda engine: engine == "torch")
+    monkeypatch.setattr(fcn.inference.fastpath, "native_bf16", lambda device: False)
+    monkeypatch.setattr(fcn.inference.fastpath, "available", lambda engine: engine == "torch")
     cfg = resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), torch.device("cpu"))
     want = "winograd" if torch.backends.nnpack.is_available() else "none"
     assert (cfg.eval.engine, cfg.eval.fast_path) == ("torch", want)

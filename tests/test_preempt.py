@@ -52,7 +52,6 @@ EXTRA = (  # everything that draws random numbers, so that an inexact resume sho
 def _child(spec_path: str) -> int:
     """Run train.py's main as the spec says, with the pause, kill and signal marks; return its code."""
     import fcn.models
-    import fcn.training.ema
     import fcn.training.loop
     import fcn.training.preemption
     import train
@@ -172,7 +171,6 @@ def _train_here(monkeypatch, overrides: list[str], at: int | None = None, signal
     """Run train.py's main in this process with the tiny net, sending itself `signals` during
     iteration `at` + 1 (as a scheduler would, between two iterations' ends); return the exit code."""
     import fcn.models
-    import fcn.training.ema
     import fcn.training.loop
     import train
 

@@ -6,13 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fcn.api
 import fcn.core.runtime
-import fcn.core.visualize
-import fcn.files
 import fcn.inference.fastpath
-import fcn.inference.loading
-import fcn.inference.segment
 from fcn.config import load_config
 from fcn.core.runtime import configure_determinism, resolve_amp, resolve_channels_last
 
@@ -25,7 +20,7 @@ def flags(monkeypatch):
 
     def set_flags(values: set[str]) -> None:
         monkeypatch.setattr(fcn.core.runtime, "cpu_flags", lambda: frozenset(values))
-        monkeypatch.setattr(fcn.inference.loading, "cpu_flags", lambda: frozenset(values))
+        monkeypatch.setattr(fcn.inference.fastpath, "cpu_flags", lambda: frozenset(values))
 
     return set_flags
 
@@ -71,7 +66,7 @@ def test_fast_path_auto_follows_the_cpu_and_the_engines_and_says_so(
     if fast_path == "winograd" and not torch.backends.nnpack.is_available():
         pytest.skip("no NNPACK in this build")
     flags(cpu)
-    monkeypatch.setattr(fcn.inference.loading, "available", lambda name: name == "torch" or name in engines)
+    monkeypatch.setattr(fcn.inference.fastpath, "available", lambda name: name == "torch" or name in engines)
     cfg = fcn.inference.fastpath.resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), CPU)
     e = cfg.eval
     assert (e.fast_path, e.amp, bool(e.channels_last), e.engine) == (fast_path, amp, channels_last, engine)

@@ -79,7 +79,7 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
     _choice(source, "model.upsampling", m.upsampling, ("transposed", "bilinear", "nearest_conv"))
     _choice(source, "model.fusion", m.fusion, ("skip", "full"))
     _choice(source, "model.dropout", m.dropout, ("element", "channel"))
-    if m.num_classes < 2:
+    if m.num_classes < 2 and m.num_classes != 0:  # 0: not inferable, reported by _validate_labels
         raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
     if not 0 <= d.ignore_index <= 255:
         raise ConfigError(f"{source}: data.ignore_index={d.ignore_index} must be in 0..255 (masks are 8-bit)")
@@ -228,6 +228,16 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
             f"{source}: data.label_map and data.reduce_zero_label do not apply to 'coco' datasets (their "
             "categories map to data.classes by name); remove them or use data.coco_unlisted"
         )
+    own = {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (d.train, d.val) if ds.name != "folder"}
+    if not d.classes and len(own) > 1:
+        raise ConfigError(
+            f"{source}: data.train.name={d.train.name} and data.val.name={d.val.name} have different classes"
+        )
+    if m.num_classes == 0:  # still 0 after loading (fcn.config.loading): nothing to infer it from
+        raise ConfigError(
+            f"{source}: model.num_classes cannot be inferred: set data.classes (the class names in index "
+            "order) or model.num_classes"
+        )
     _validate_label_map(source, d, m.num_classes)
     if d.classes and len(d.classes) != m.num_classes:
         raise ConfigError(
@@ -243,11 +253,6 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
                 raise ConfigError(
                     f"{source}: data.palette[{i}]={list(colour)} must be three values in 0..255"
                 )
-    own = {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (d.train, d.val) if ds.name != "folder"}
-    if not d.classes and len(own) > 1:
-        raise ConfigError(
-            f"{source}: data.train.name={d.train.name} and data.val.name={d.val.name} have different classes"
-        )
     if not d.classes and own and m.num_classes != next(iter(own)):
         n = next(iter(own))
         what = "PASCAL VOC" if n == 21 else next(ds.name for ds in (d.val, d.train) if ds.name != "folder")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from fcn.config.checks import validate
-from fcn.config.schema import Config, ConfigError
+from fcn.config.schema import PAPER_DATASET_CLASSES, Config, ConfigError
 
 
 def _one_line(exc: OmegaConfBaseException) -> str:
@@ -150,6 +150,20 @@ def _parse_override(item: str) -> DictConfig:
         raise ConfigError(f"command line: '{item}': {_one_line(exc)}") from None
 
 
+def _resolve_num_classes(cfg: DictConfig) -> None:
+    """Set model.num_classes=0 to what it stands for: len(data.classes), else the datasets' own
+    number of classes when they agree (validate() reports what is left: a folder dataset without
+    data.classes, two datasets with different classes)."""
+    if cfg.model.num_classes != 0:
+        return
+    if cfg.data.classes:
+        cfg.model.num_classes = len(cfg.data.classes)
+        return
+    own = {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (cfg.data.train, cfg.data.val) if ds.name != "folder"}
+    if len(own) == 1:
+        cfg.model.num_classes = next(iter(own))
+
+
 def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> DictConfig:
     """Return the validated, read-only config: schema defaults <- each file in turn <- overrides."""
     cfg = OmegaConf.structured(Config)
@@ -158,6 +172,7 @@ def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> Dic
     for item in overrides:
         cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
     source = ", ".join(list(paths) + (["command line"] if overrides else [])) or "defaults"
+    _resolve_num_classes(cfg)
     validate(cfg, source)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -173,6 +188,7 @@ def config_from_dict(
         cfg = _merge(cfg, _read_yaml(path), path)
     for item in overrides:
         cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
+    _resolve_num_classes(cfg)
     validate(cfg, ", ".join([source, *paths] + (["command line"] if overrides else [])))
     OmegaConf.set_readonly(cfg, True)
     return cfg

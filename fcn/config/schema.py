@@ -74,8 +74,10 @@ class ModelConfig:
     """torchvision backbone: vgg16 (the paper), vgg16_bn, resnet18/34/50/101, mobilenet_v3_large; or
     any timm model as 'timm:<name>' (e.g. timm:convnext_tiny, timm:tf_efficientnetv2_s.in21k_ft_in1k):
     its features at strides 8, 16 and 32, found from timm's feature_info (geometry 'same' only)."""
-    num_classes: int = 21
-    """Number of classes including background (21 for PASCAL VOC)."""
+    num_classes: int = 0
+    """Number of classes including background. 0 (the default): the number of data.classes when
+    they are set, else the datasets' own (21 for PASCAL VOC, 60 for PASCAL-Context, ...); the run's
+    config.yml and checkpoints hold the number it stood for."""
     pretrained: str = "true"
     """Backbone init: 'false' (random), 'true' (ImageNet weights: torchvision's, or timm's for a timm
     backbone, downloaded when not cached) or a path to a local file: torchvision's state dict for
