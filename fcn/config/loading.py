@@ -159,7 +159,9 @@ def _resolve_num_classes(cfg: DictConfig) -> None:
     if cfg.data.classes:
         cfg.model.num_classes = len(cfg.data.classes)
         return
-    own = {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (cfg.data.train, cfg.data.val) if ds.name != "folder"}
+    own = {
+        PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (cfg.data.train, cfg.data.val) if ds.name != "folder"
+    }
     if len(own) == 1:
         cfg.model.num_classes = next(iter(own))
 
