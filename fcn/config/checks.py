@@ -187,8 +187,9 @@ def _validate_paper_options(cfg: DictConfig, source: str) -> None:
 
 def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> None:
     """Raise ConfigError for a dataset name that is neither built in nor an import path, args
-    given to a built-in reader, Cityscapes without a label map, a folder without data.classes or
-    COCO without its annotations and images."""
+    given to a built-in reader, Cityscapes without a label map, a folder or pairs dataset without
+    data.classes, COCO without its annotations and images, pairs without its images and masks (or
+    pairs' keys given to another dataset)."""
     if ":" in str(ds.name):
         if not is_import_path(ds.name):
             raise ConfigError(
@@ -208,13 +209,33 @@ def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> N
             f"{source}: {key}.name='cityscapes' reads raw labelIds: set data.label_map (labelIds -> train ids; "
             "predefined_configs/cityscapes_fcn8s.yml holds the official 19-class map)"
         )
-    if ds.name == "folder" and not d.classes:
+    if ds.name in ("folder", "pairs") and not d.classes:
         raise ConfigError(
-            f"{source}: {key}.name='folder' needs data.classes (the class names in index order)"
+            f"{source}: {key}.name='{ds.name}' needs data.classes (the class names in index order)"
         )
     for part in ("annotations", "images") if ds.name == "coco" else ():
         if not ds[part]:
             raise ConfigError(f"{source}: {key}.name='coco' needs {key}.{part}")
+    _validate_pairs(source, key, ds)
+
+
+def _validate_pairs(source: str, key: str, ds: DictConfig) -> None:
+    """Raise ConfigError for a 'pairs' dataset without its images or masks directory or with a
+    mask_suffix that is not a bare suffix, and for pairs' own keys given to another dataset."""
+    if ds.name != "pairs":
+        for part in ("masks", "ids", "mask_suffix"):
+            if ds[part]:
+                raise ConfigError(f"{source}: {key}.{part} is for name 'pairs', not '{ds.name}'")
+        return
+    for part, what in (("images", "images"), ("masks", "masks (<stem><mask_suffix>.png)")):
+        if not ds[part]:
+            raise ConfigError(f"{source}: {key}.name='pairs' needs {key}.{part}: the directory of the {what}")
+    suffix = str(ds.mask_suffix)
+    if "/" in suffix or "\\" in suffix or suffix.lower().endswith(".png"):
+        raise ConfigError(
+            f"{source}: {key}.mask_suffix='{suffix}' must be what the mask's name adds to the image's stem "
+            "before .png (e.g. '_mask' for abc_mask.png): no directory, no .png"
+        )
 
 
 def _validate_labels(cfg: DictConfig, source: str) -> None:

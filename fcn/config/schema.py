@@ -38,6 +38,7 @@ DATASETS = (
     "sbd",
     "voc_aug",
     "folder",
+    "pairs",
     "cityscapes",
     "ade20k",
     "coco",
@@ -127,8 +128,9 @@ class ModelConfig:
 class DatasetConfig:
     name: str = "voc"
     """'voc' (PASCAL VOC 2012), 'sbd' (benchmark_RELEASE), 'voc_aug' (VOC 2012 train + SBD
-    train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout),
-    'cityscapes' (leftImg8bit/ + gtFine/ labelIds; needs data.label_map), 'ade20k'
+    train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout), 'pairs'
+    (images and masks in two folders paired by file stem, as CVAT and Roboflow export masks: images,
+    masks, ids and mask_suffix below; root and split unused), 'cityscapes' (leftImg8bit/ + gtFine/ labelIds; needs data.label_map), 'ade20k'
     (ADEChallengeData2016), 'coco' (a COCO-format segmentation JSON: annotations and images below;
     root and split unused), the paper's other datasets in the layouts of the authors' data layers
     (fcn/data/paper.py): 'pascal_context' (59 classes + background), 'nyud' (NYUDv2, 40 classes) or
@@ -141,7 +143,7 @@ class DatasetConfig:
     pascal_context (VOC2010/ and pascal-context/), nyud and siftflow (see docs/paper_datasets.md)."""
     split: str = "train"
     """Split name: voc: train, val, trainval, seg11valid; sbd: train, val; voc_aug: train;
-    folder: any ImageSets/Segmentation/<split>.txt; cityscapes: train, val, test; ade20k:
+    folder: any ImageSets/Segmentation/<split>.txt (pairs: unused, see ids); cityscapes: train, val, test; ade20k:
     training, validation; pascal_context: train, val; nyud: train, val, test, trainval; siftflow:
     trainval, test. A Dataset class by import path gets it only through its args."""
     modalities: List[str] = field(default_factory=lambda: ["color"])
@@ -156,7 +158,21 @@ class DatasetConfig:
     """name 'coco': the COCO-format JSON (polygons or RLE; CVAT, Label Studio, Roboflow and labelme
     export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md)."""
     images: str = ""
-    """name 'coco': the directory holding the JSON's images (file_name relative to it)."""
+    """name 'coco': the directory holding the JSON's images (file_name relative to it). name 'pairs':
+    the directory of the images, <stem>.jpg (.jpeg, .png, .tif, .tiff, .npy; relative to the current
+    directory, as root is)."""
+    masks: str = ""
+    """name 'pairs': the directory of the masks, <stem><mask_suffix>.png for the image <stem>.*
+    (palette or grayscale class indices, 16-bit allowed, or RGB colours converted through
+    data.palette); it may be the images directory when mask_suffix is set (Roboflow)."""
+    ids: str = ""
+    """name 'pairs': a file of the split's stems, one per line, each needing its image and mask (this
+    path and masks' are relative to the current directory too);
+    '' = every image that has a mask, sorted by stem (fcn.data.check names the images without a
+    mask and the masks without an image; training warns of them in one line)."""
+    mask_suffix: str = ""
+    """name 'pairs': what a mask's name adds to its image's stem before .png: '' (abc.jpg <-> abc.png,
+    CVAT) or e.g. '_mask' (Roboflow: abc.jpg <-> abc_mask.png)."""
 
 
 @dataclass
@@ -280,7 +296,7 @@ class LossConfig:
     """Per-class weights: [] (uniform), a list of num_classes floats, 'inverse_frequency' (w_c =
     total / (present * count_c): pixel-weighted mean 1) or 'median_frequency' (Eigen & Fergus: w_c =
     median(freq) / freq_c over present classes); both from data.train's pixel counts, cached in
-    <root>/.fcn_class_counts_<split>_<checksum>.json. ce/focal/ohem weight each pixel by its class's
+    <root>/.fcn_class_counts_<split>_<checksum>.json ('pairs': in its masks directory). ce/focal/ohem weight each pixel by its class's
     weight; dice/lovasz take the weighted mean over classes."""
     label_smoothing: float = 0.0
     """Label smoothing of the 'ce' term (0 = none; PyTorch's cross_entropy definition)."""

@@ -1,6 +1,7 @@
 """Datasets (PASCAL VOC 2012 with seg11valid, SBD, VOC + SBD augmented, any VOC-layout folder,
-Cityscapes, ADE20K, COCO JSON, the paper's PASCAL-Context, NYUDv2 and SIFT Flow, a Dataset class by
-import path), and data.label_map / reduce_zero_label.
+images and masks in two folders paired by stem, Cityscapes, ADE20K, COCO JSON, the paper's
+PASCAL-Context, NYUDv2 and SIFT Flow, a Dataset class by import path), and data.label_map /
+reduce_zero_label.
 
 Importing this package reads nothing from disk or the network and does not import torch;
 transforms, collate and mixing live in their own submodules (fcn.data.transforms, ...).
@@ -21,6 +22,7 @@ from fcn.data.common import VOC_CLASSES, VOID, LabelMap, make_palette, voc_palet
 from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import FolderSegmentation, read_classes
+from fcn.data.pairs import PairsSegmentation
 from fcn.data.paper import PAPER_CLASSES, NYUDSegmentation, PascalContextSegmentation, SIFTFlowSegmentation
 from fcn.data.sbd import SBDSegmentation, VOCAugSegmentation
 from fcn.data.voc import VOCSegmentation
@@ -34,6 +36,7 @@ __all__ = [
     "ExternalDataset",
     "LabelMap",
     "FolderSegmentation",
+    "PairsSegmentation",
     "NYUDSegmentation",
     "PascalContextSegmentation",
     "SIFTFlowSegmentation",
@@ -110,10 +113,22 @@ def _open_dataset(
         return kinds[ds_cfg.name](
             ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore, labels=labels
         )
+    colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
     if ds_cfg.name == "folder":
-        colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
         return FolderSegmentation(
             ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore, labels=labels
+        )
+    if ds_cfg.name == "pairs":
+        return PairsSegmentation(
+            ds_cfg.images,
+            ds_cfg.masks,
+            ds_cfg.ids,
+            ds_cfg.mask_suffix,
+            colours,
+            transforms,
+            num_classes=n,
+            ignore_index=ignore,
+            labels=labels,
         )
     if ds_cfg.name == "coco":
         return CocoSegmentation(

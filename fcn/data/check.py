@@ -1,7 +1,7 @@
 """Check a dataset before training on it: python -m fcn.data.check --config FILE [key=value ...]
 
 Lists data.train and data.val as the config names them (every missing file and every id listed
-twice, not only the first), reads every image and mask once in data.num_workers processes (a
+twice, not only the first; a 'pairs' folder's images without a mask and masks without an image), reads every image and mask once in data.num_workers processes (a
 Dataset class by import path: item by item here), translates the masks by data.label_map /
 reduce_zero_label as training does, and prints each bad file on a line of its own with the reason
 (raw ids the label map does not list among them), then for the good pairs the pixels per class,
@@ -36,6 +36,7 @@ from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import list_folder
 from fcn.data.listing import Listing, Problem
+from fcn.data.pairs import list_pairs_dirs
 from fcn.data.paper import empty_reader, list_nyud, list_pascal_context, list_siftflow
 from fcn.data.sbd import list_sbd, list_voc_aug
 from fcn.data.voc import list_voc
@@ -80,6 +81,9 @@ class SplitReport:
     min_size: Optional[tuple[int, int]] = None  # smallest (W, H), each side on its own
     max_size: Optional[tuple[int, int]] = None
     kinds: dict[str, int] = field(default_factory=dict)  # good images per stored kind (PairResult.kind)
+    left_out: list[str] = field(
+        default_factory=list
+    )  # the listing's counts of files left out (Listing.left_out)
 
 
 def decode_image(path: Path) -> Image.Image:
@@ -221,6 +225,8 @@ def list_split(ds_cfg: Any, data_cfg: Any = None) -> Listing:
         return Listing()
     if ds_cfg.name == "coco":
         return listing_for(ds_cfg, data_cfg, class_names(data_cfg))
+    if ds_cfg.name == "pairs":
+        return list_pairs_dirs(ds_cfg.images, ds_cfg.masks, ds_cfg.ids, ds_cfg.mask_suffix)
     if ds_cfg.name not in LISTERS:
         raise ValueError(f"dataset name '{ds_cfg.name}' is not one of {', '.join(LISTERS)}")
     if ds_cfg.name == "nyud":
@@ -251,8 +257,8 @@ def mask_reader(
         )
     else:
         colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
-        # Only folder datasets convert colour masks through data.palette; VOC's always use VOC's colours.
-        lut = colour_lookup(colours if ds_cfg.name == "folder" else None, n, ignore)
+        # Only folder and pairs datasets convert colour masks through data.palette; VOC's always use VOC's colours.
+        lut = colour_lookup(colours if ds_cfg.name in ("folder", "pairs") else None, n, ignore)
         reader = PairDataset(
             [], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg)
         )
@@ -300,7 +306,7 @@ def summarise(
     """
     from tqdm import tqdm
 
-    report = SplitReport(key, description, pairs, list(listing.problems))
+    report = SplitReport(key, description, pairs, list(listing.problems), left_out=list(listing.left_out))
     disable = None if progress is None else not progress
     for result in tqdm(results, total=pairs, desc=key, unit="pair", disable=disable, dynamic_ncols=True):
         report.problems += result.problems
@@ -364,6 +370,9 @@ def describe(ds_cfg: Any) -> str:
         return f"{ds_cfg.name} with args {dict(ds_cfg.args)}"
     if ds_cfg.name == "coco":
         return f"coco {ds_cfg.annotations} with images in {ds_cfg.images}"
+    if ds_cfg.name == "pairs":
+        ids = f" listed in {ds_cfg.ids}" if ds_cfg.ids else ""
+        return f"pairs {ds_cfg.images}{ids} with masks in {ds_cfg.masks}"
     return f"{ds_cfg.name}/{ds_cfg.split} in {ds_cfg.root}"
 
 
@@ -438,7 +447,8 @@ def split_report_cached(
     path: counted each time), whether it was read from the cache).
 
     The pixel counts are those of check_dataset, read once and cached in
-    <root>/.fcn_class_counts_<split>_<checksum>.json (see counts_checksum); a root that cannot be
+    <root>/.fcn_class_counts_<split>_<checksum>.json (a 'pairs' dataset: in its masks directory;
+    see counts_checksum); a root that cannot be
     written is not an error (the counts are then computed again by the next run)."""
     import json
 
@@ -453,7 +463,10 @@ def split_report_cached(
     listing = list_split(ds_cfg, data_cfg)
     if listing.error is not None:
         raise listing.error
-    where = listing.cache_dir if isinstance(listing, CocoListing) else Path(ds_cfg.root)
+    if isinstance(listing, CocoListing):
+        where = listing.cache_dir
+    else:
+        where = Path(ds_cfg.masks if ds_cfg.name == "pairs" else ds_cfg.root)
     cache = where / f".fcn_class_counts_{ds_cfg.split}_{counts_checksum(ds_cfg, data_cfg, listing)}.json"
     description = describe(ds_cfg)
     report = SplitReport("data.train", description, len(listing.ids))
@@ -498,6 +511,7 @@ def weights_line(weights: Sequence[float]) -> str:
 def format_split(report: SplitReport, names: Sequence[str], ignore_index: int = VOID) -> list[str]:
     """Return the lines that describe a split's good pairs: pixels per class, void and image sizes."""
     lines = [f"{report.key} ({report.description}): {report.good} good pairs of {report.pairs}"]
+    lines += [f"  {line}" for line in report.left_out]
     if report.good == 0:
         return lines
     total = int(report.counts.sum())

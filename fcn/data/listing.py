@@ -36,6 +36,8 @@ class Listing:
     (an id listed twice appears twice, as the dataset serves it). `problems` names each missing file,
     unreadable split file and id listed twice; `error` is what the dataset constructors raise: the
     first problem that makes the split unusable (None if there is none: ids listed twice still train).
+    `left_out` counts, in a line per kind, the files among `problems` that the split leaves out
+    without an error (a 'pairs' folder's images without a mask): training prints it as a warning.
     """
 
     ids: list[str] = field(default_factory=list)
@@ -43,10 +45,12 @@ class Listing:
     masks: list[Path] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     error: Optional[Exception] = None
+    left_out: list[str] = field(default_factory=list)
 
     def add_problems(self, other: Listing) -> None:
-        """Add other's problems to this listing's, and its error where this listing has none."""
+        """Add other's problems (and left_out lines) to this listing's, and its error where this listing has none."""
         self.problems += other.problems
+        self.left_out += other.left_out
         if self.error is None:
             self.error = other.error
 
@@ -98,12 +102,12 @@ def list_pairs(
             listing.ids.append(i)
             listing.images.append(image_dir / image)
             listing.masks.append(mask_dir / (i + mask_ext))
-    _missing(listing, "image", no_image, len(ids), split_file, image_dir, image_exts)
-    _missing(listing, "mask", no_mask, len(ids), split_file, mask_dir, (mask_ext,))
+    add_missing(listing, "image", no_image, len(ids), split_file, image_dir, image_exts)
+    add_missing(listing, "mask", no_mask, len(ids), split_file, mask_dir, (mask_ext,))
     return listing
 
 
-def _missing(
+def add_missing(
     listing: Listing,
     what: str,
     missing: list[str],

@@ -2,6 +2,7 @@
 
     python -m fcn.data.toy --root data/toy [--seed 0] [--train 2000 --val 200 --size 96]
     python -m fcn.data.toy --root data/toy_coco --format coco    # the same images as COCO JSON
+    python -m fcn.data.toy --root data/toy_pairs --format pairs  # as images/ and masks/ folders
 
 Each image holds one to three circles, squares and triangles (rotated, of random size, possibly
 overlapping or cut by the border) over a textured, noisy background. Shapes and background take
@@ -15,6 +16,10 @@ ten as compressed RLE; and per image the void band as a compressed-RLE annotatio
 'void' that the classes leave out. With data.coco_overlap=last (a later shape covers an earlier
 one, as drawn) and data.coco_unlisted=ignore (the band is ignored) the masks are the VOC layout's
 up to the pixels where pycocotools' polygon fill differs from PIL's (predefined_configs/toy_coco.yml).
+
+--format pairs writes the VOC layout's files, byte for byte, as two folders per split:
+<root>/<split>/images/<id>.jpg and <root>/<split>/masks/<id>.png (a 'pairs' dataset,
+predefined_configs/toy_pairs.yml), and <root>/classes.txt.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ FORMAT_VERSION = 1
 """Bumped whenever the generator's output changes, so an old dataset is not taken for a new one."""
 
 MARKER = "toy.json"
+
+FORMATS = ("voc", "coco", "pairs")
+"""The layouts --format writes (the module doc shows each)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -212,8 +220,8 @@ def _coco_annotations(i: int, shapes: list, label: np.ndarray) -> list[dict]:
 def _write_images(
     directory: str, split: str, code: int, indices: range, seed: int, size: int, fmt: str = "voc"
 ) -> list[list[dict]]:
-    """Write the images (and masks) of `split` with the given indices into `directory`; return
-    each image's COCO annotations when fmt is 'coco'."""
+    """Write the images (and masks) of `split` with the given indices into `directory` (fmt 'voc',
+    'coco' or 'pairs'); return each image's COCO annotations when fmt is 'coco'."""
     directory = Path(directory)
     pal = make_palette(TOY_PALETTE).tobytes()
     annotations = []
@@ -226,10 +234,15 @@ def _write_images(
             Image.fromarray(image).save(directory / "images" / f"{name}.jpg", quality=95)
             annotations.append(_coco_annotations(i, shapes, label))
             continue
-        Image.fromarray(image).save(directory / "JPEGImages" / f"{name}.jpg", quality=95)
+        images, masks = (
+            (directory / split / "images", directory / split / "masks")
+            if fmt == "pairs"
+            else (directory / "JPEGImages", directory / "SegmentationClass")
+        )
+        Image.fromarray(image).save(images / f"{name}.jpg", quality=95)
         mask = Image.fromarray(label, mode="P")
         mask.putpalette(pal)
-        mask.save(directory / "SegmentationClass" / f"{name}.png")
+        mask.save(masks / f"{name}.png")
     return annotations
 
 
@@ -237,7 +250,7 @@ def _write_all(
     directory: Path, counts: dict[str, int], seed: int, size: int, workers: int, fmt: str = "voc"
 ) -> None:
     """Write every split's images (in `workers` processes when > 1) and ImageSets/Segmentation/<split>.txt,
-    or with fmt 'coco' annotations/<split>.json."""
+    or with fmt 'coco' annotations/<split>.json (fmt 'pairs': the images and masks only)."""
     jobs = []
     for code, (split, count) in enumerate(counts.items()):
         step = max(1, -(-count // max(1, workers)))
@@ -285,10 +298,11 @@ def generate(
 
     Writes into a temporary sibling directory and renames it, so `root` is either complete or absent.
     `workers` processes share the work (None: up to 4, one per CPU); the output is the same for any number.
-    fmt: 'voc' (the VOC layout) or 'coco' (images/ and annotations/<split>.json; see the module doc).
+    fmt: 'voc' (the VOC layout), 'coco' (images/ and annotations/<split>.json) or 'pairs'
+    (<split>/images/ and <split>/masks/); see the module doc.
     """
-    if fmt not in ("voc", "coco"):
-        raise ValueError(f"toy dataset format '{fmt}' is not one of voc, coco")
+    if fmt not in FORMATS:
+        raise ValueError(f"toy dataset format '{fmt}' is not one of {', '.join(FORMATS)}")
     if n_train < 1 or n_val < 1 or size < 16:
         raise ValueError(
             f"toy dataset needs train >= 1, val >= 1 and size >= 16, got {n_train}, {n_val}, {size}"
@@ -314,11 +328,11 @@ def generate(
     staging = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        subs = (
-            ("images", "annotations")
-            if fmt == "coco"
-            else ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")
-        )
+        subs = {
+            "voc": ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"),
+            "coco": ("images", "annotations"),
+            "pairs": ("train/images", "train/masks", "val/images", "val/masks"),
+        }[fmt]
         for sub in subs:
             (staging / sub).mkdir(parents=True)
         if workers is None:
@@ -338,7 +352,7 @@ def generate(
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the command line, generate the toy dataset, print what was done; return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m fcn.data.toy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="data/toy", help="output directory (VOC layout)")
+    parser.add_argument("--root", default="data/toy", help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset")
     parser.add_argument("--train", type=int, default=2000, help="training images")
     parser.add_argument("--val", type=int, default=200, help="validation images")
@@ -346,9 +360,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4, one per CPU)")
     parser.add_argument(
         "--format",
-        choices=("voc", "coco"),
+        choices=FORMATS,
         default="voc",
-        help="VOC layout, or COCO JSON (annotations/<split>.json)",
+        help="VOC layout, COCO JSON (annotations/<split>.json) or pairs (<split>/images/, <split>/masks/)",
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -325,7 +325,7 @@ def _setup_runtime(cfg: DictConfig) -> tuple[torch.device, distributed.DistInfo,
 
 def _setup_data(cfg: DictConfig, info: distributed.DistInfo) -> tuple[Dataset, Dataset, EpochBatchSampler]:
     """Return (train set, validation set, the order of the training epochs): the split's files
-    listed (a missing one is an error here)."""
+    listed (a missing one is an error here; files a split leaves out are a warning line each)."""
     from fcn.data import build_dataset
     from fcn.data.transforms import build_transforms
 
@@ -337,6 +337,9 @@ def _setup_data(cfg: DictConfig, info: distributed.DistInfo) -> tuple[Dataset, D
     val_set = build_dataset(
         cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, False, ignore), channels
     )
+    for key, dataset in (("train", train_set), ("val", val_set)):
+        for line in getattr(dataset, "left_out", ()):  # files a 'pairs' split leaves out
+            log(info, f"warning: data.{key}: {line} (python -m fcn.data.check names them)")
     sampler = EpochBatchSampler(
         len(train_set), cfg.data.batch_size, cfg.training.seed, True, info.rank, info.world_size
     )

@@ -1,0 +1,234 @@
+"""Images and masks in two folders, paired by file stem: the layout of CVAT's and Roboflow's mask
+exports and of most public sets. No VOC tree, no split files to write.
+
+    <images>/abc.jpg    (or .jpeg, .png, .tif, .tiff, .npy: N-channel images as in a folder dataset)
+    <masks>/abc.png     labels: palette ('P') or grayscale indices (16-bit allowed), or RGB
+                        colours converted through data.palette, as a folder dataset's masks
+    <ids> (optional)    one stem per line: the split's images, each needing its image and mask
+
+    data:
+      train: {name: pairs, images: my_set/train/images, masks: my_set/train/masks}
+      val: {name: pairs, images: my_set/val/images, masks: my_set/val/masks, ids: my_set/val.txt}
+      classes: [background, road, car]
+
+Masks exported with a suffix (Roboflow: abc.jpg <-> abc_mask.png) take mask_suffix: _mask; with a
+suffix, images and masks may be the same folder. Paths are relative to the current directory.
+
+Without ids the split is every image that has a mask, sorted by stem; an image without a mask and
+a mask without an image are problems that python -m fcn.data.check names, and training warns of
+them in one line, but they do not stop it. No pair at all is the error, naming both folders, and so
+are two images of one stem (abc.jpg and abc.png: which one the mask labels is not known). With ids,
+every listed stem must have both files, as a VOC split must (fcn.data.listing.list_pairs).
+data.label_map, reduce_zero_label and ignore_index apply after this reader, as after every other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from fcn.data.common import IMAGE_EXTENSIONS, VOID, LabelMap, colour_lookup, list_names, require_dir
+from fcn.data.dataset import PairDataset
+from fcn.data.listing import Listing, Problem, add_missing, read_split_leniently
+
+MASK_EXTENSION = ".png"
+HINT = "set data.<split>.images and data.<split>.masks to the folders of the images and of the masks"
+
+
+def _stem(name: str, extensions: Sequence[str]) -> Optional[str]:
+    """Return the stem of a file name with one of `extensions` (any case), else None (hidden files too)."""
+    if name.startswith("."):  # .DS_Store, macOS's ._abc.png, the class-count cache
+        return None
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and stem and f".{ext.lower()}" in extensions else None
+
+
+def list_images(images_dir: Path, masks_dir: Path, mask_suffix: str, listing: Listing) -> dict[str, Path]:
+    """Return {stem: image} of the images in images_dir; two images of one stem fail the listing.
+
+    When masks_dir is images_dir, the files named like masks (<stem><mask_suffix>.png) are not images.
+    """
+    same_dir = images_dir.resolve() == masks_dir.resolve()
+    images: dict[str, Path] = {}
+    for name in sorted(list_names(images_dir)):
+        stem = _stem(name, IMAGE_EXTENSIONS)
+        if stem is None or (same_dir and mask_stem(name, mask_suffix) is not None):
+            continue
+        if stem in images:
+            first = images[stem]
+            listing.problems.append(
+                Problem(images_dir / name, f"another image of stem '{stem}': {first.name}")
+            )
+            if listing.error is None:
+                listing.error = ValueError(
+                    f"pairs dataset: {first} and {images_dir / name} are two images of stem '{stem}'; "
+                    "keep one of them (a mask labels one image)"
+                )
+            continue
+        images[stem] = images_dir / name
+    return images
+
+
+def mask_stem(name: str, mask_suffix: str) -> Optional[str]:
+    """Return the image stem a mask file name stands for (<stem><mask_suffix>.png), else None."""
+    base = _stem(name, (MASK_EXTENSION,))
+    if base is None or not base.endswith(mask_suffix) or len(base) == len(mask_suffix):
+        return None
+    return base[: len(base) - len(mask_suffix)]
+
+
+def list_masks(masks_dir: Path, mask_suffix: str, listing: Listing) -> dict[str, Path]:
+    """Return {image stem: mask} of the masks in masks_dir; two masks of one stem (abc.png, abc.PNG)
+    fail the listing."""
+    masks: dict[str, Path] = {}
+    for name in sorted(list_names(masks_dir)):
+        stem = mask_stem(name, mask_suffix)
+        if stem is None:
+            continue
+        if stem in masks:
+            first = masks[stem]
+            listing.problems.append(Problem(masks_dir / name, f"another mask of stem '{stem}': {first.name}"))
+            if listing.error is None:
+                listing.error = ValueError(
+                    f"pairs dataset: {first} and {masks_dir / name} are two masks of stem '{stem}'; keep one of them"
+                )
+            continue
+        masks[stem] = masks_dir / name
+    return masks
+
+
+def list_pairs_dirs(
+    images: str | Path, masks: str | Path, ids: str | Path = "", mask_suffix: str = ""
+) -> Listing:
+    """Return the Listing of a 'pairs' split (see the module doc); raise FileNotFoundError naming a
+    missing folder, ValueError when images and masks are one folder and mask_suffix is empty."""
+    images_dir, masks_dir = Path(images), Path(masks)
+    for directory in (images_dir, masks_dir):
+        require_dir(directory, "pairs dataset", HINT)
+    if images_dir.resolve() == masks_dir.resolve() and not mask_suffix:
+        raise ValueError(
+            f"pairs dataset: images and masks are both {images_dir}: set mask_suffix (e.g. _mask) to tell "
+            "the masks from the images"
+        )
+    listing = Listing() if not ids else read_split_leniently(Path(ids))
+    by_stem = list_images(images_dir, masks_dir, mask_suffix, listing)
+    mask_by_stem = list_masks(masks_dir, mask_suffix, listing)
+    if ids:
+        _pair_listed(listing, Path(ids), images_dir, masks_dir, mask_suffix, by_stem, mask_by_stem)
+    else:
+        _pair_all(listing, images_dir, masks_dir, mask_suffix, by_stem, mask_by_stem)
+    return listing
+
+
+def _pair_listed(
+    listing: Listing,
+    ids_file: Path,
+    images_dir: Path,
+    masks_dir: Path,
+    mask_suffix: str,
+    by_stem: dict[str, Path],
+    mask_by_stem: dict[str, Path],
+) -> None:
+    """Pair the ids of the ids file (already in listing.ids) in their order; a missing file is the error."""
+    listed, listing.ids = listing.ids, []
+    no_image = [i for i in listed if i not in by_stem]
+    no_mask = [i for i in listed if i not in mask_by_stem]
+    for i in listed:
+        if i in by_stem and i in mask_by_stem:
+            listing.ids.append(i)
+            listing.images.append(by_stem[i])
+            listing.masks.append(mask_by_stem[i])
+    add_missing(listing, "image", no_image, len(listed), ids_file, images_dir, IMAGE_EXTENSIONS)
+    add_missing(listing, "mask", no_mask, len(listed), ids_file, masks_dir, (mask_suffix + MASK_EXTENSION,))
+
+
+def _pair_all(
+    listing: Listing,
+    images_dir: Path,
+    masks_dir: Path,
+    mask_suffix: str,
+    by_stem: dict[str, Path],
+    mask_by_stem: dict[str, Path],
+) -> None:
+    """Pair every image that has a mask, sorted by stem; the others are problems and a left_out line."""
+    no_mask = [s for s in sorted(by_stem) if s not in mask_by_stem]
+    no_image = [s for s in sorted(mask_by_stem) if s not in by_stem]
+    for stem in sorted(by_stem):
+        if stem in mask_by_stem:
+            listing.ids.append(stem)
+            listing.images.append(by_stem[stem])
+            listing.masks.append(mask_by_stem[stem])
+    for stem in no_mask:
+        listing.problems.append(
+            Problem(
+                masks_dir / f"{stem}{mask_suffix}{MASK_EXTENSION}", f"no such mask for {by_stem[stem].name}"
+            )
+        )
+    for stem in no_image:
+        listing.problems.append(Problem(mask_by_stem[stem], f"no image of stem '{stem}' in {images_dir}"))
+    if no_mask or no_image:
+        listing.left_out.append(
+            f"{len(no_mask)} of {len(by_stem)} images in {images_dir} have no mask and {len(no_image)} of "
+            f"{len(mask_by_stem)} masks in {masks_dir} have no image: left out"
+        )
+    if not listing.ids and listing.error is None:
+        why = _no_pairs(masks_dir, mask_suffix, by_stem)
+        listing.problems.append(Problem(images_dir, f"no image has its mask in {masks_dir} {why}"))
+        listing.error = FileNotFoundError(
+            f"pairs dataset: no image in {images_dir} has its mask in {masks_dir} {why}"
+        )
+
+
+def _no_pairs(masks_dir: Path, mask_suffix: str, by_stem: dict[str, Path]) -> str:
+    """Return why a split has not a single pair: the files found, what was looked for, and what the
+    masks folder holds instead."""
+    pngs = sorted(n for n in list_names(masks_dir) if _stem(n, (MASK_EXTENSION,)) is not None)
+    message = f"({len(by_stem)} images, {len(pngs)} .png files)"
+    if by_stem:
+        stem, image = next(iter(by_stem.items()))
+        message += f"; {image.name} would pair with {stem}{mask_suffix}{MASK_EXTENSION}"
+        if pngs:
+            message += f", but the masks are named like {pngs[0]}"
+            if not mask_suffix:
+                message += " (set mask_suffix when the mask names add one to the stem, e.g. _mask)"
+    return message
+
+
+class PairsSegmentation(PairDataset):
+    """Images and masks in two folders, paired by stem (see the module doc); masks as index PNGs or
+    RGB colours via `palette` (None: VOC's colours), as FolderSegmentation reads them.
+
+    `left_out` holds the Listing's lines about images and masks left out without an error.
+    """
+
+    def __init__(
+        self,
+        images: str | Path,
+        masks: str | Path,
+        ids: str | Path = "",
+        mask_suffix: str = "",
+        palette: Optional[Sequence[Sequence[int]] | np.ndarray] = None,
+        transforms: Optional[Callable] = None,
+        num_classes: Optional[int] = None,
+        ignore_index: int = VOID,
+        labels: Optional[LabelMap] = None,
+    ) -> None:
+        listing = list_pairs_dirs(images, masks, ids, mask_suffix)
+        if listing.error is not None:
+            raise listing.error
+        if num_classes is None and palette is not None and 0 < len(palette) < 256:
+            num_classes = len(palette)
+        super().__init__(
+            listing.ids,
+            listing.images,
+            listing.masks,
+            transforms,
+            num_classes,
+            colour_lookup(palette, num_classes, ignore_index),
+            ignore_index,
+            labels,
+        )
+        self.images_dir, self.masks_dir = Path(images), Path(masks)
+        self.left_out = listing.left_out
