@@ -48,6 +48,11 @@ FORMAT_VERSION = 1
 MARKER = "toy.json"
 
 
+class NotAToyRoot(FileExistsError):
+    """--root exists and holds something other than a toy dataset (no toy.json): a bad command line,
+    exit 2; nothing is written there."""
+
+
 @functools.lru_cache(maxsize=64)
 def _upsample_matrix(size: int, cells: int) -> np.ndarray:
     """Return the (size, cells) matrix of linear interpolation from `cells` samples to `size` pixels."""
@@ -306,7 +311,7 @@ def generate(
             f"{root} holds a toy dataset made with {existing}, not {params}; remove it or choose another --root"
         )
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(
+        raise NotAToyRoot(
             f"{root} exists and is not a complete toy dataset; remove it or choose another --root"
         )
 
@@ -354,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     try:
         created = generate(args.root, args.seed, args.train, args.val, args.size, args.workers, args.format)
-    except ValueError as exc:  # a bad argument or a root holding something else: nothing written
+    except (ValueError, NotAToyRoot) as exc:  # a bad argument or a root holding other files: nothing written
         report(exc)
         return EXIT_BAD_INPUT
     except OSError as exc:
