@@ -24,9 +24,11 @@ run_tests:
 pre_push_test: verify_format lint run_tests
 
 # The CPU demo: toy data (generated once), FCN-8s on ResNet-18 from scratch, evaluation, predictions.
+# training.resume=auto: a second make demo goes on from runs/toy (finished: nothing to train) instead
+# of being refused for writing over it.
 demo:
 	$(PYTHON) -m fcn.data.toy --root data/toy
-	$(PYTHON) train.py --config predefined_configs/toy.yml
+	$(PYTHON) train.py --config predefined_configs/toy.yml training.resume=auto
 	$(PYTHON) evaluate.py --checkpoint runs/toy/checkpoints/best.pt --output runs/toy/eval.json
 	$(PYTHON) predict.py --checkpoint runs/toy/checkpoints/best.pt --input data/toy/JPEGImages/val_0000[0-3].jpg --output runs/toy/predictions
 

@@ -1,10 +1,12 @@
-"""Serve a web page that segments images with a checkpoint (Gradio, on 127.0.0.1): upload an image
-or pick a validation image; see the overlay (with an opacity slider), the colour mask with its
-legend, each class's share of the pixels, and the engine and fast path that run the model.
+"""Serve a web page that segments images with a checkpoint (Gradio, on 127.0.0.1 unless --host or
+GRADIO_SERVER_NAME says otherwise): upload an image or pick a validation image; see the overlay
+(with an opacity slider), the colour mask with its legend, each class's share of the pixels, and
+the engine and fast path that run the model.
 
     pip install -r requirements.demo.txt     # Gradio: optional, only the demo needs it
     python demo.py --checkpoint runs/toy/checkpoints/best.pt            # http://127.0.0.1:7860/
     python demo.py --checkpoint best.pt --fast-path auto --port 8000 --images photos/
+    python demo.py --checkpoint best.pt --host 0.0.0.0    # reachable from other machines, on purpose
 """
 
 from __future__ import annotations
@@ -19,11 +21,16 @@ from fcn.core.errors import run_phases
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the parsed command line."""
-    p = argparse.ArgumentParser(description="Serve the segmentation demo page on 127.0.0.1.")
+    p = argparse.ArgumentParser(description="Serve the segmentation demo page (on 127.0.0.1 by default).")
     p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) written by train.py or imported")
     add_config_arguments(p, "the checkpoint's config")
     add_eval_arguments(p)
-    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
+    p.add_argument(
+        "--host",
+        help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1: this machine only); "
+        "0.0.0.0 makes the page reachable from other machines",
+    )
+    p.add_argument("--port", type=int, help="port to listen on (default: $GRADIO_SERVER_PORT, else 7860)")
     p.add_argument(
         "--images",
         metavar="DIR",
@@ -34,10 +41,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until Ctrl-C; return the exit code (fcn.core.errors' rule: 2 if Gradio is missing or the
-    checkpoint, config or --images is bad, 130 on Ctrl-C)."""
+    port, checkpoint, config or --images is bad, 130 on Ctrl-C)."""
     args = parse_args(argv)
 
     def prepare():
+        from fcn.demo import listen_address
+
+        host, port = listen_address(args.host, args.port)  # first: a bad port stops before loading
         try:
             import gradio  # noqa: F401
         except ImportError:
@@ -54,14 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides=[*args.overrides, *eval_overrides(args)],
         )
         examples = example_images(segmenter, args.images)
-        return build_app(segmenter, examples), examples
+        return build_app(segmenter, examples), examples, host, port
 
     def work(prepared) -> int:
-        from fcn.demo import serve
+        from fcn.demo import serve, start_line
 
-        app, examples = prepared
-        print(f"serving on http://127.0.0.1:{args.port}/ (Ctrl-C stops)", flush=True)
-        serve(app, args.port, examples)
+        app, examples, host, port = prepared
+        print(start_line(host, port), flush=True)
+        serve(app, port, examples, host=host)
         return 0
 
     return run_phases(prepare, work)

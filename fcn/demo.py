@@ -1,6 +1,11 @@
-"""The web demo (demo.py): a Gradio page on 127.0.0.1 that segments an uploaded image or one of the
-validation images with a fcn.api.Segmenter: the overlay, the colour mask with a legend of the
-classes present and each one's share of the pixels, an opacity slider, and what runs the model.
+"""The web demo (demo.py): a Gradio page (on 127.0.0.1 unless asked otherwise) that segments an
+uploaded image or one of the validation images with a fcn.api.Segmenter: the overlay, the colour
+mask with a legend of the classes present and each one's share of the pixels, an opacity slider,
+and what runs the model.
+
+Where it listens: demo.py's --host and --port, else Gradio's own GRADIO_SERVER_NAME and
+GRADIO_SERVER_PORT, else 127.0.0.1:7860 (listen_address). Anything but a loopback address makes the
+page, and the model behind it, reachable from other machines, and the start line says so.
 
 The page is built by build_app(segmenter) around one function, analyse(segmenter, image, alpha),
 which tests call directly and through the page's HTTP API (POST /gradio_api/call/analyse, or
@@ -12,9 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import html
+import ipaddress
 import os
+import socket
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +33,58 @@ from fcn.api import Segmenter, as_rgb
 GRADIO_MISSING = "the web demo needs Gradio, an optional requirement: pip install -r requirements.demo.txt"
 MAX_EXAMPLES = 12
 """Validation images offered as examples under the upload box."""
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+
+def listen_address(
+    host: str | None = None, port: int | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[str, int]:
+    """Return (host, port) the page listens on: the flags given (not None), else Gradio's own
+    GRADIO_SERVER_NAME / GRADIO_SERVER_PORT from environ (os.environ by default), else
+    127.0.0.1:7860; ValueError naming the flag or variable for a port outside 1..65535."""
+    environ = os.environ if environ is None else environ
+    if host is None:
+        host = environ.get("GRADIO_SERVER_NAME") or LOOPBACK
+    source = f"--port {port}"
+    if port is None:
+        text = environ.get("GRADIO_SERVER_PORT", "").strip() or str(DEFAULT_PORT)
+        source = f"GRADIO_SERVER_PORT={text}"
+        port = int(text) if text.isdigit() else 0
+    if not 0 < port < 65536:
+        raise ValueError(f"{source} is not a port number (1..65535)")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """Return whether host is this machine only (127.0.0.0/8, ::1, localhost): a name is resolved,
+    and counts as loopback only when every address it has is."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def url(host: str, port: int) -> str:
+    """Return the page's URL on host:port (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def start_line(host: str, port: int) -> str:
+    """Return demo.py's start line: where the page listens, and, off loopback, that other machines
+    can reach it."""
+    if is_loopback(host):
+        return f"serving on {url(host, port)} (this machine only; Ctrl-C stops)"
+    where = "every network interface of this machine" if host in ("0.0.0.0", "::") else host
+    return (
+        f"serving on {url(host, port)} ({where}: reachable from other machines, which can use the "
+        "model; Ctrl-C stops)"
+    )
 
 
 def analyse(
@@ -180,12 +240,14 @@ def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: in
     return app
 
 
-def serve(app, port: int = 7860, examples: Sequence[str] = (), block: bool = True) -> str:
-    """Start the app on 127.0.0.1:port (block=False: in a thread, the caller closes it with
-    app.close()) and return its URL; example images may be read from their folders."""
+def serve(
+    app, port: int = DEFAULT_PORT, examples: Sequence[str] = (), block: bool = True, host: str = LOOPBACK
+) -> str:
+    """Start the app on host:port (block=False: in a thread, the caller closes it with app.close())
+    and return its URL; example images may be read from their folders."""
     allowed = sorted({str(Path(e).resolve().parent) for e in examples})
     app.launch(
-        server_name="127.0.0.1",
+        server_name=host,
         server_port=port,
         prevent_thread_lock=not block,
         quiet=not block,
@@ -193,7 +255,7 @@ def serve(app, port: int = 7860, examples: Sequence[str] = (), block: bool = Tru
         css=getattr(app, "fcn_css", None),
         footer_links=[],
     )
-    return f"http://127.0.0.1:{port}/"
+    return url(host, port)
 
 
 def _picture(gr, label: str):

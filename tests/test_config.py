@@ -6,7 +6,15 @@ import pytest
 import yaml
 from omegaconf.errors import ReadonlyConfigError
 
-from fcn.config import ConfigError, config_from_dict, documented_yaml, load_config, to_dict, with_overrides
+from fcn.config import (
+    ConfigError,
+    config_from_dict,
+    documented_yaml,
+    load_config,
+    to_dict,
+    to_yaml,
+    with_overrides,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(str(p.relative_to(REPO)) for p in (REPO / "predefined_configs").glob("*.yml"))
@@ -44,8 +52,45 @@ def _repeated_defaults(node: dict, base: dict, path: str = "") -> list[str]:
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_predefined_configs_hold_only_differences(name):
-    data = yaml.safe_load((REPO / name).read_text())
+    data = yaml.safe_load((REPO / name).read_text()) or {}  # minibatch_fcn32s.yml is the defaults
     assert _repeated_defaults(data, to_dict(load_config())) == []
+
+
+def test_run_dir_defaults_to_runs_and_the_last_config_files_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("config.yml").write_text("")
+    Path("a.yml").write_text("training:\n  iters: 3\n")
+    Path("b.yaml").write_text("optimizer:\n  lr: 0.5\n")
+    Path("mine.yml").write_text("training:\n  run_dir: elsewhere/x\n")
+    assert load_config(["config.yml"]).training.run_dir == "runs/config"  # plain python train.py
+    assert load_config(["a.yml"]).training.run_dir == "runs/a"
+    assert load_config(["a.yml", "b.yaml"]).training.run_dir == "runs/b"
+    assert load_config(["mine.yml", "b.yaml"]).training.run_dir == "elsewhere/x"  # set: kept
+    assert load_config(["a.yml"], ["training.run_dir=out/r"]).training.run_dir == "out/r"
+    assert load_config(["mine.yml"], ["training.run_dir="]).training.run_dir == "runs/mine"  # cleared
+    assert load_config().training.run_dir == "runs/train"  # no file to name it by
+    fcn32s = load_config([str(REPO / "predefined_configs/fcn32s.yml")])
+    assert fcn32s.training.run_dir == "runs/fcn32s"
+    assert "run_dir: runs/a\n" in to_yaml(load_config(["a.yml"]))  # what the run's config.yml says
+
+
+def test_each_staged_recipe_starts_from_where_its_previous_stage_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # run directories are relative to where train.py runs
+    staged = 0
+    for name in SHIPPED:
+        init_from = load_config([str(REPO / name)]).model.init_from
+        if init_from.startswith("runs/"):
+            previous = init_from.split("/")[1]
+            assert (REPO / "predefined_configs" / f"{previous}.yml").is_file(), name
+            ran = load_config([str(REPO / "predefined_configs" / f"{previous}.yml")]).training.run_dir
+            assert init_from == f"{ran}/checkpoints/best.pt", name
+            staged += 1
+    assert staged >= 8
+
+
+def test_overwrite_and_resume_together_are_refused():
+    with pytest.raises(ConfigError, match="training.overwrite=true .* training.resume='auto'.*only one"):
+        load_config(overrides=["training.overwrite=true", "training.resume=auto"])
 
 
 def test_overrides_and_files_merge_in_order(tmp_path):

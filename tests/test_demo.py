@@ -1,5 +1,6 @@
 """The web demo (demo.py, fcn.demo): its function, its page's HTTP API on 127.0.0.1, the examples,
-and the one error line when Gradio is missing."""
+where it listens (flags, Gradio's variables; tests bind 127.0.0.1 only) and the one error line when
+Gradio is missing or the port is bad."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from PIL import Image
 
 import demo
 from fcn.api import Segmenter
-from fcn.demo import analyse, build_app, describe, example_images, serve, shares_html
+from fcn.demo import (
+    analyse,
+    build_app,
+    describe,
+    example_images,
+    listen_address,
+    serve,
+    shares_html,
+    start_line,
+)
 from tests.test_api import images  # noqa: F401  (the module-scoped image fixture)
 from tests.test_evaluate_predict import (
     CLASSES,
@@ -97,3 +107,85 @@ def test_the_pages_http_api_returns_what_analyse_returns(seg, images):  # noqa: 
         assert "mask cached" in status
     finally:
         app.close()
+
+
+def test_listen_address_takes_the_flags_then_gradios_variables_then_loopback():
+    env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "8123"}
+    assert listen_address(None, None, {}) == ("127.0.0.1", 7860)
+    assert listen_address(None, None, env) == ("0.0.0.0", 8123)
+    assert listen_address("127.0.0.1", 9000, env) == ("127.0.0.1", 9000)  # the flags win
+    assert listen_address(None, 9000, env) == ("0.0.0.0", 9000)
+    with pytest.raises(ValueError, match=r"^GRADIO_SERVER_PORT=http is not a port number"):
+        listen_address(None, None, {"GRADIO_SERVER_PORT": "http"})
+    with pytest.raises(ValueError, match=r"^--port 70000 is not a port number"):
+        listen_address(None, 70000, env)
+
+
+def test_the_start_line_says_when_other_machines_can_reach_the_page():
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert "this machine only" in start_line(host, 7860), host
+    line = start_line("0.0.0.0", 8000)
+    assert line.startswith("serving on http://0.0.0.0:8000/ (every network interface")
+    assert "reachable from other machines" in line
+    assert "reachable from other machines" in start_line("192.168.1.20", 8000)
+    assert start_line("::", 8000).startswith("serving on http://[::]:8000/")
+
+
+def _fake_serve(calls: list):
+    def fake(app, port, examples=(), block=True, host="127.0.0.1"):  # binds nothing
+        calls.append((host, port))
+
+    return fake
+
+
+def test_demo_py_listens_where_gradios_variables_say_and_its_flags_win(setup, monkeypatch, capsys):  # noqa: F811
+    pytest.importorskip("gradio")
+    import fcn.demo
+
+    calls = []
+    monkeypatch.setattr(fcn.demo, "serve", _fake_serve(calls))
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
+    assert demo.main(["--checkpoint", str(setup[2]), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "serving on http://0.0.0.0:8123/" in out and "reachable from other machines" in out
+    assert (
+        demo.main(["--checkpoint", str(setup[2]), "--device", "cpu", "--host", "127.0.0.1", "--port", "9001"])
+        == 0
+    )
+    assert calls == [("0.0.0.0", 8123), ("127.0.0.1", 9001)]
+    assert "serving on http://127.0.0.1:9001/ (this machine only" in capsys.readouterr().out
+
+
+def test_a_bad_port_is_one_error_line_before_the_checkpoint_is_read(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "seventy")
+    assert demo.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: GRADIO_SERVER_PORT=seventy is not a port number (1..65535)"
+
+
+def test_demo_py_serves_on_the_port_gradio_server_port_names(setup, monkeypatch, capsys):  # noqa: F811
+    pytest.importorskip("gradio")
+    import urllib.request
+
+    import fcn.demo
+
+    real_serve, pages = fcn.demo.serve, []
+
+    def serve_then_fetch(app, port, examples=(), block=True, host="127.0.0.1"):
+        assert host == "127.0.0.1"  # tests never listen beyond this machine
+        url = real_serve(app, port, examples, block=False, host=host)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                pages.append((url, response.status, response.read()))
+        finally:
+            app.close()
+
+    monkeypatch.setattr(fcn.demo, "serve", serve_then_fetch)
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    port = _free_port()
+    monkeypatch.setenv("GRADIO_SERVER_PORT", str(port))
+    assert demo.main(["--checkpoint", str(setup[2]), "--device", "cpu"]) == 0
+    assert f"serving on http://127.0.0.1:{port}/ (this machine only" in capsys.readouterr().out
+    [(url, status, body)] = pages
+    assert url == f"http://127.0.0.1:{port}/" and status == 200 and b"pytorch-fcn" in body

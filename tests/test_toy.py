@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,16 @@ def test_command_line_writes_then_reports_already_present(tmp_path, capsys):
     assert "already present" in capsys.readouterr().out
     assert main(["--root", str(tmp_path / "u"), "--train", "0"]) == 2
     assert not (tmp_path / "u").exists() and not list(tmp_path.glob(".u.partial*"))
+
+
+def test_command_line_into_a_folder_of_other_files_is_one_error_line_and_exit_2(tmp_path, capsys):
+    busy = tmp_path / "photos"
+    busy.mkdir()
+    (busy / "mine.jpg").write_bytes(b"not yours")
+    assert main(["--root", str(busy), "--train", "2", "--val", "1", "--size", "32", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"error: {busy} exists and is not a complete toy dataset; remove it or choose another --root"
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["photos"] and os.listdir(busy) == ["mine.jpg"]
+    assert (busy / "mine.jpg").read_bytes() == b"not yours"

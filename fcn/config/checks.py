@@ -453,6 +453,11 @@ def _validate_training(cfg: DictConfig, source: str) -> None:
     _positive(source, "training.early_stop_patience", t.early_stop_patience, allow_zero=True)
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise ConfigError(f"{source}: training.device='{t.device}' must be auto, cpu, cuda or cuda:N")
+    if t.overwrite and t.resume:
+        raise ConfigError(
+            f"{source}: training.overwrite=true replaces the run in training.run_dir and "
+            f"training.resume='{t.resume}' continues one; set only one of them"
+        )
 
 
 def _validate_eval(cfg: DictConfig, source: str) -> None:

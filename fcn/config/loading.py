@@ -1,9 +1,10 @@
 """Loading: YAML files and key=value overrides merged onto the schema's defaults, validated once.
 
 load_config(files, overrides) and config_from_dict(a checkpoint's config, ...) return the read-only
-config; every problem on the way (a missing or undecodable file, bad YAML, an unknown key with the
-nearest one suggested, a wrong type, an empty override of a key that needs a value) is a one-line
-ConfigError naming the key and its source. to_dict and to_yaml turn a config back into plain data.
+config, an empty training.run_dir resolved to runs/<stem of the last file>; every problem on the
+way (a missing or undecodable file, bad YAML, an unknown key with the nearest one suggested, a wrong
+type, an empty override of a key that needs a value) is a one-line ConfigError naming the key and
+its source. to_dict and to_yaml turn a config back into plain data.
 """
 
 from __future__ import annotations
@@ -166,13 +167,28 @@ def _resolve_num_classes(cfg: DictConfig) -> None:
         cfg.model.num_classes = next(iter(own))
 
 
+def default_run_dir(paths: Sequence[str]) -> str:
+    """Return the run directory an empty training.run_dir stands for: runs/<stem of the last config
+    file> (runs/fcn32s for predefined_configs/fcn32s.yml), runs/train when there is no file."""
+    return f"runs/{Path(paths[-1]).stem}" if paths else "runs/train"
+
+
+def _resolve_run_dir(cfg: DictConfig, paths: Sequence[str]) -> None:
+    """Set an empty training.run_dir to default_run_dir(paths), while the config is being loaded, so
+    that the config (and the run's config.yml) holds the directory actually used."""
+    if not cfg.training.run_dir:
+        cfg.training.run_dir = default_run_dir(paths)
+
+
 def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> DictConfig:
-    """Return the validated, read-only config: schema defaults <- each file in turn <- overrides."""
+    """Return the validated, read-only config: schema defaults <- each file in turn <- overrides,
+    with an empty training.run_dir resolved to runs/<stem of the last file>."""
     cfg = OmegaConf.structured(Config)
     for path in paths:
         cfg = _merge(cfg, _read_yaml(path), path)
     for item in overrides:
         cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
+    _resolve_run_dir(cfg, paths)
     source = ", ".join(list(paths) + (["command line"] if overrides else [])) or "defaults"
     _resolve_num_classes(cfg)
     validate(cfg, source)
@@ -190,6 +206,7 @@ def config_from_dict(
         cfg = _merge(cfg, _read_yaml(path), path)
     for item in overrides:
         cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
+    _resolve_run_dir(cfg, paths)
     _resolve_num_classes(cfg)
     validate(cfg, ", ".join([source, *paths] + (["command line"] if overrides else [])))
     OmegaConf.set_readonly(cfg, True)

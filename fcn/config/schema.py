@@ -341,8 +341,12 @@ class ScheduleConfig:
 
 @dataclass
 class TrainingConfig:
-    run_dir: str = "runs/train"
-    """Directory of this run: config, checkpoints/, TensorBoard events, PNGs, metrics.jsonl."""
+    run_dir: str = ""
+    """Directory of this run: config.yml, checkpoints/, TensorBoard events, PNGs, metrics.jsonl. '' =
+    runs/<name of the last config file>, set when the config is loaded (--config
+    predefined_configs/fcn32s.yml: runs/fcn32s; config.yml: runs/config; no file: runs/train), so
+    each recipe has its own directory and the run's config.yml names the one it used. A directory
+    that already holds a run is refused unless resume or overwrite says what to do with it."""
     epochs: int = 30
     """Epochs to train; ignored when iters > 0."""
     iters: int = 0
@@ -378,7 +382,16 @@ class TrainingConfig:
     deterministic: bool = False
     """Use deterministic algorithms only (slower; needed for bitwise-exact resume)."""
     resume: str = ""
-    """'' (start fresh), 'auto' (run_dir's checkpoints/last.pt if present) or a checkpoint path."""
+    """'' (start fresh: run_dir must not hold a run), 'auto' (run_dir's checkpoints/last.pt if
+    present, else start fresh) or a checkpoint path."""
+    overwrite: bool = False
+    """Replace the run that run_dir holds: once the new run has been set up (config, data, model all
+    checked), its config.yml, metrics.jsonl, TensorBoard events, vis/iter_*.png and checkpoints/
+    last.pt and best.pt (with their ONNX exports) are deleted, and nothing else in the directory.
+    Deleted, not moved aside: this key is the explicit request to discard them, and a copy would
+    keep the old checkpoints' gigabytes in a directory nobody reads. false: train.py into a
+    directory that holds a run, without resume, stops before any work (exit 2) and says how to
+    continue it, start beside it or replace it."""
     device: str = "auto"
     """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     sync_bn: bool = False

@@ -56,6 +56,11 @@ FORMATS = ("voc", "coco", "pairs")
 """The layouts --format writes (the module doc shows each)."""
 
 
+class NotAToyRoot(FileExistsError):
+    """--root exists and holds something other than a toy dataset (no toy.json): a bad command line,
+    exit 2; nothing is written there."""
+
+
 @functools.lru_cache(maxsize=64)
 def _upsample_matrix(size: int, cells: int) -> np.ndarray:
     """Return the (size, cells) matrix of linear interpolation from `cells` samples to `size` pixels."""
@@ -320,7 +325,7 @@ def generate(
             f"{root} holds a toy dataset made with {existing}, not {params}; remove it or choose another --root"
         )
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(
+        raise NotAToyRoot(
             f"{root} exists and is not a complete toy dataset; remove it or choose another --root"
         )
 
@@ -368,7 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     try:
         created = generate(args.root, args.seed, args.train, args.val, args.size, args.workers, args.format)
-    except ValueError as exc:  # a bad argument or a root holding something else: nothing written
+    except (ValueError, NotAToyRoot) as exc:  # a bad argument or a root holding other files: nothing written
         report(exc)
         return EXIT_BAD_INPUT
     except OSError as exc:

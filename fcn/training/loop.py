@@ -42,6 +42,7 @@ from fcn.data.loaders import EpochBatchSampler, SeededItems, eval_loader, mix_se
 from fcn.training.ema import ModelEMA
 from fcn.training.losses import SegmentationLoss, build_loss, cross_entropy_sum, labelled
 from fcn.training.preemption import StopFlag
+from fcn.training.rundir import check_run_dir, holds_run, replace_run
 from fcn.training.state import Run, init_from, log, resume_checkpoint_path, resume_from, save_last
 from fcn.training.validate import evaluate_and_save
 
@@ -230,11 +231,12 @@ def setup(cfg: DictConfig) -> Run:
     from fcn.data.mixing import build_mixer
     from fcn.models import resolve_normalization
 
+    device, info, amp, channels_last = _setup_runtime(cfg)
+    check_run_dir(cfg, info)  # first: a directory that holds another run stops here, nothing done
     # 'auto' normalisation of a timm backbone: its mean/std, written into the run's config (and so
     # its checkpoints), which evaluate.py, predict.py and the export read back.
     cfg = resolve_normalization(cfg)
     t = cfg.training
-    device, info, amp, channels_last = _setup_runtime(cfg)
     run_dir = Path(t.run_dir)
     train_set, val_set, sampler = _setup_data(cfg, info)
     total = total_iterations(cfg, sampler.batches_per_epoch())
@@ -417,12 +419,17 @@ def _training_wrapper(
 
 
 def _setup_run_dir(cfg: DictConfig, info: distributed.DistInfo, run_dir: Path) -> Any:
-    """Return TensorBoard's SummaryWriter on the primary process (run_dir/checkpoints made, the
-    resolved config written to run_dir/config.yml), None on the others."""
+    """Return TensorBoard's SummaryWriter on the primary process (with training.overwrite the
+    previous run's files deleted, run_dir/checkpoints made, the resolved config written to
+    run_dir/config.yml), None on the others."""
     if not info.is_primary:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
+    if cfg.training.overwrite and holds_run(run_dir):
+        # Only now, with the config, data and model checked: a run that fails to set up keeps the old one.
+        removed = replace_run(run_dir)
+        log(info, f"training.overwrite=true: deleted the previous run's {len(removed)} files in {run_dir}")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     text = fcn_config.to_yaml(cfg)
     atomic_write(run_dir / "config.yml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
