@@ -57,8 +57,8 @@ FORMATS = ("voc", "coco", "pairs")
 
 
 class NotAToyRoot(FileExistsError):
-    """--root exists and holds something other than a toy dataset (no toy.json): a bad command line,
-    exit 2; nothing is written there."""
+    """--root exists and holds something other than this toy dataset (no toy.json, or a toy made with
+    other settings): a bad command line, exit 2; nothing is written there."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -321,7 +321,7 @@ def generate(
         existing = json.loads(marker.read_text())
         if existing == params:
             return False
-        raise FileExistsError(
+        raise NotAToyRoot(
             f"{root} holds a toy dataset made with {existing}, not {params}; remove it or choose another --root"
         )
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
