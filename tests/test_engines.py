@@ -191,7 +191,7 @@ def test_an_engine_rejects_torch_only_options_at_load_time():
                 # NNCF's int8 (nncf 3.4, OpenVINO 2026.4) of this hand-set net loses its decision: 33%
                 # of the pixels agree (also with weight noise, the mixed preset or no bias correction)
                 # on an AVX2 CPU, while make demo's trained checkpoint keeps its mean IU
-                # (docs/engines.md). Not strict: only AVX2 was tried, and OpenVINO's int8 kernels
+                # (docs/performance.md). Not strict: only AVX2 was tried, and OpenVINO's int8 kernels
                 # differ on AVX-512 VNNI / AMX, where it may pass (reported as XPASS).
                 pytest.mark.xfail(strict=False, reason="NNCF int8 of the hand-set brightness detector"),
             ],

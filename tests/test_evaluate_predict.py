@@ -460,7 +460,7 @@ def test_bench_fast_paths_scores_every_path_on_the_checkpoint(setup, tmp_path, c
     chosen = resolve_fast_path(load_config(overrides=["eval.fast_path=auto"]), torch.device("cpu"), log=False)
     assert rows["auto"]["runs"] == fast_paths.described(
         chosen
-    )  # an engine, winograd or bf16 (docs/engines.md)
+    )  # an engine, winograd or bf16 (docs/deployment.md)
     if not native_bf16(torch.device("cpu")):
         assert rows["auto"]["agreement"] > 0.999  # an exact path: fp32's results up to rounding
     assert rows["bf16+cl"]["runs"] == "bf16 + channels-last" and 0.0 < rows["bf16+cl"]["agreement"] <= 1.0

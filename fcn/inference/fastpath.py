@@ -175,7 +175,7 @@ AUTO_ENGINES = ("onnxruntime", "openvino")
 
 def resolve_fast_path(cfg: DictConfig, device: torch.device, log: bool = True) -> DictConfig:
     """Return cfg with eval.fast_path=auto replaced by what it stands for on device, said in one
-    line. The one place of the rule, from bench/engines.py's measurements (docs/engines.md):
+    line. The one place of the rule, from bench/engines.py's measurements (docs/performance.md):
 
     - on a GPU: fp32 (eval.amp is the lever there);
     - with eval.engine onnxruntime or openvino given: that engine in fp32;
