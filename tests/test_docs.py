@@ -31,12 +31,6 @@ FENCE = re.compile(r"^(```|~~~)")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 RUNNABLE = "<!-- runnable -->"
 
-# What the docs name ahead of the code: added by the parallel #30 work (training.overwrite, the pairs
-# layout, the starter recipe); remove when merged.
-COMING_KEYS = {"training.overwrite", "data.train.masks", "data.val.masks", "data.train.ids", "data.val.ids"}
-COMING_FLAG_VALUES = {("fcn.data.toy", "--format", "pairs")}
-COMING_CONFIGS = {"predefined_configs/starter.yml", "predefined_configs/cpu_check.yml"}
-
 
 def _prose(text: str, code: bool = False) -> str:
     """Return text with fenced blocks removed, and inline code too unless code (links there are not
@@ -87,7 +81,7 @@ def _configs_named():
     names = set()
     for page in PAGES:
         names |= set(re.findall(r"predefined_configs/[\w./{},-]+?\.yml", page.read_text()))
-    for name in sorted(names - COMING_CONFIGS):
+    for name in sorted(names):
         # predefined_configs/fcn{32s,16s}.yml stands for each name in the braces.
         m = re.match(r"(.*)\{(.*)\}(.*)", name)
         yield from [m.group(1) + part + m.group(3) for part in m.group(2).split(",")] if m else [name]
@@ -252,7 +246,7 @@ def keys_named(text: str) -> set[str]:
 
 def unknown_keys(text: str) -> list[str]:
     """Return the config keys a text names that the schema does not have."""
-    return sorted(k for k in keys_named(text) if not config_key_exists(k) and k not in COMING_KEYS)
+    return sorted(k for k in keys_named(text) if not config_key_exists(k))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
@@ -375,7 +369,7 @@ def bad_flags(text: str) -> list[str]:
                 if action.nargs not in ("+", "*"):
                     break
             for value in values:
-                if value not in map(str, action.choices) and (name, flag, value) not in COMING_FLAG_VALUES:
+                if value not in map(str, action.choices):
                     bad.append(f"{name} {flag} {value}")
     return bad
 
