@@ -2,7 +2,7 @@
 data and scored on the toy validation split and on a held-out toy set of another seed.
 
     python bench/starter.py                        # about 10 minutes on 2 cores
-    python bench/starter.py --seeds 0 1            # both recipes with two training seeds
+    python bench/starter.py --seeds 0 1 --starter-iters 0 1000   # two seeds; the check also run longer
 
 Rows: `demo` is predefined_configs/toy.yml (what `make demo` trains); `starter + cpu_check` is
 predefined_configs/starter.yml with predefined_configs/cpu_check.yml over it, given the same data
@@ -29,8 +29,9 @@ from common import markdown_table, write_json  # noqa: E402
 CLASSES = "data.classes=[background,circle,square,triangle]"
 
 
-def recipes(root: Path) -> dict[str, list[str]]:
-    """Return {row name: train.py arguments} on the toy data at root."""
+def recipes(root: Path, starter_iters: list[int]) -> dict[str, list[str]]:
+    """Return {row name: train.py arguments} on the toy data at root (the CPU check once per
+    iteration count: 0 is cpu_check.yml's own)."""
     data = [
         f"data.train.root={root}",
         f"data.val.root={root}",
@@ -43,16 +44,19 @@ def recipes(root: Path) -> dict[str, list[str]]:
         "data.palette=[[0,0,0],[128,0,0],[0,128,0],[128,128,0]]",
         "training.device=cpu",
     ]
-    return {
-        "demo": ["--config", "predefined_configs/toy.yml", *data],
-        "starter + cpu_check": [
+    rows = {"demo": ["--config", "predefined_configs/toy.yml", *data]}
+    for iters in starter_iters:
+        name = "starter + cpu_check" + (f", {iters} iterations" if iters else "")
+        length = [f"training.iters={iters}", f"training.eval_every={iters // 4}"] if iters else []
+        rows[name] = [
             "--config",
             "predefined_configs/starter.yml",
             "--config",
             "predefined_configs/cpu_check.yml",
             *starter_data,
-        ],
-    }
+            *length,
+        ]
+    return rows
 
 
 def run(args: list[str], log: Path) -> float:
@@ -69,6 +73,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (training.seed)")
     p.add_argument("--heldout-seed", type=int, default=7, help="seed of the held-out toy set")
+    p.add_argument(
+        "--starter-iters",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="iterations of the CPU check rows (0: cpu_check.yml's own)",
+    )
     p.add_argument("--work", help="working directory (default: a temporary one)")
     args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="fcn-starter-"))
@@ -83,8 +94,8 @@ def main() -> None:
         )
     rows = []
     for seed in args.seeds:
-        for name, train_args in recipes(toy).items():
-            run_dir = work / f"{name.replace(' ', '').replace('+', '_')}-seed{seed}"
+        for name, train_args in recipes(toy, args.starter_iters).items():
+            run_dir = work / f"{''.join(c if c.isalnum() else '_' for c in name)}-seed{seed}"
             wall = run(
                 ["train.py", *train_args, f"training.seed={seed}", f"training.run_dir={run_dir}"],
                 work / f"{run_dir.name}.log",
