@@ -4,12 +4,12 @@ mask ids through the one LabelMap, the label check, the joint transforms)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from fcn.config import VOID
-from fcn.data.common import LabelMap, check_pair, read_channels, read_png_mask, read_sbd_mat
+from fcn.data.common import LabelMap, check_pair, colour_lookup, read_channels, read_png_mask, read_sbd_mat
 from fcn.data.listing import Listing
 
 
@@ -72,6 +72,34 @@ class PairDataset:
             labels,
         )
         self.root, self.split = Path(root), split
+
+    def _init_with_palette(
+        self,
+        listing: Listing,
+        palette: Optional[Sequence[Sequence[int]] | np.ndarray],
+        transforms: Optional[Callable],
+        num_classes: Optional[int],
+        ignore_index: int,
+        labels: Optional[LabelMap],
+    ) -> None:
+        """Initialise a dataset whose masks may be RGB colours (folder, pairs) from its Listing (raising
+        the Listing's error): colours are read through `palette`, whose length is the class count
+        when num_classes is not given."""
+        if listing.error is not None:
+            raise listing.error
+        if num_classes is None and palette is not None and 0 < len(palette) < 256:
+            num_classes = len(palette)
+        PairDataset.__init__(
+            self,
+            listing.ids,
+            listing.images,
+            listing.masks,
+            transforms,
+            num_classes,
+            colour_lookup(palette, num_classes, ignore_index),
+            ignore_index,
+            labels,
+        )
 
     def __len__(self) -> int:
         return len(self.ids)

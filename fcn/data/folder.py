@@ -22,7 +22,6 @@ from fcn.data.common import (
     IMAGE_EXTENSIONS,
     VOID,
     LabelMap,
-    colour_lookup,
     require_dir,
 )
 from fcn.data.dataset import PairDataset
@@ -82,20 +81,8 @@ class FolderSegmentation(PairDataset):
         ignore_index: int = VOID,
         labels: Optional[LabelMap] = None,
     ) -> None:
-        listing = list_folder(root, split)
-        if listing.error is not None:
-            raise listing.error
-        if num_classes is None and palette is not None and 0 < len(palette) < 256:
-            num_classes = len(palette)
-        super().__init__(
-            listing.ids,
-            listing.images,
-            listing.masks,
-            transforms,
-            num_classes,
-            colour_lookup(palette, num_classes, ignore_index),
-            ignore_index,
-            labels,
+        self._init_with_palette(
+            list_folder(root, split), palette, transforms, num_classes, ignore_index, labels
         )
         self.root = Path(root)
         self.split = split

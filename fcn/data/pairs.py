@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from fcn.data.common import IMAGE_EXTENSIONS, VOID, LabelMap, colour_lookup, list_names, require_dir
+from fcn.data.common import IMAGE_EXTENSIONS, VOID, LabelMap, list_names, require_dir
 from fcn.data.dataset import PairDataset
 from fcn.data.listing import Listing, Problem, add_missing, read_split_leniently
 
@@ -216,19 +216,6 @@ class PairsSegmentation(PairDataset):
         labels: Optional[LabelMap] = None,
     ) -> None:
         listing = list_pairs_dirs(images, masks, ids, mask_suffix)
-        if listing.error is not None:
-            raise listing.error
-        if num_classes is None and palette is not None and 0 < len(palette) < 256:
-            num_classes = len(palette)
-        super().__init__(
-            listing.ids,
-            listing.images,
-            listing.masks,
-            transforms,
-            num_classes,
-            colour_lookup(palette, num_classes, ignore_index),
-            ignore_index,
-            labels,
-        )
+        self._init_with_palette(listing, palette, transforms, num_classes, ignore_index, labels)
         self.images_dir, self.masks_dir = Path(images), Path(masks)
         self.left_out = listing.left_out

@@ -38,97 +38,25 @@ from fcn.data.common import VOID, LabelMap, LayerInput, _open, list_names, read_
 from fcn.data.dataset import PairDataset
 from fcn.data.listing import Listing, Problem, list_pairs, read_split_leniently
 
+# fmt: off
 PASCAL_CONTEXT_CLASSES = (
     "background",
-    *[
-        "aeroplane",
-        "bicycle",
-        "bird",
-        "boat",
-        "bottle",
-        "bus",
-        "car",
-        "cat",
-        "chair",
-        "cow",
-        "table",
-        "dog",
-        "horse",
-        "motorbike",
-        "person",
-    ],
-    *[
-        "pottedplant",
-        "sheep",
-        "sofa",
-        "train",
-        "tvmonitor",
-        "bag",
-        "bed",
-        "bench",
-        "book",
-        "building",
-        "cabinet",
-        "ceiling",
-        "cloth",
-    ],
-    *[
-        "computer",
-        "cup",
-        "door",
-        "fence",
-        "floor",
-        "flower",
-        "food",
-        "grass",
-        "ground",
-        "keyboard",
-        "light",
-        "mountain",
-        "mouse",
-        "curtain",
-    ],
-    *[
-        "platform",
-        "sign",
-        "plate",
-        "road",
-        "rock",
-        "shelves",
-        "sidewalk",
-        "sky",
-        "snow",
-        "bedclothes",
-        "track",
-        "tree",
-        "truck",
-        "wall",
-    ],
+    *["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "table", "dog", "horse", "motorbike", "person"],
+    *["pottedplant", "sheep", "sofa", "train", "tvmonitor", "bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "cloth"],
+    *["computer", "cup", "door", "fence", "floor", "flower", "food", "grass", "ground", "keyboard", "light", "mountain", "mouse", "curtain"],
+    *["platform", "sign", "plate", "road", "rock", "shelves", "sidewalk", "sky", "snow", "bedclothes", "track", "tree", "truck", "wall"],
     *["water", "window", "wood"],
 )
+# fmt: on
 """Background and the 59 PASCAL-Context classes (Mottaghi et al. 2014) in the order of the dataset's
 59_labels.txt after the layer's renames (diningtable -> table, bedcloth -> bedclothes, clothes ->
 cloth); the reader checks the file against data.classes, so a different file order is an error."""
 PASCAL_CONTEXT_RENAMES = {"diningtable": "table", "bedcloth": "bedclothes", "clothes": "cloth"}
 """pascalcontext_layers.py: 59_labels.txt names renamed to labels.txt's spelling."""
 
+# fmt: off
 NYUD_CLASSES = (
-    *[
-        "wall",
-        "floor",
-        "cabinet",
-        "bed",
-        "chair",
-        "sofa",
-        "table",
-        "door",
-        "window",
-        "bookshelf",
-        "picture",
-        "counter",
-        "blinds",
-        "desk",
-    ],
+    *["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture", "counter", "blinds", "desk"],
     *["shelves", "curtain", "dresser", "pillow", "mirror"],
     "floor mat",
     *["clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel"],
@@ -137,46 +65,15 @@ NYUD_CLASSES = (
     "night stand",
     *["toilet", "sink", "lamp", "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop"],
 )
+# fmt: on
 """NYUDv2's 40 classes of Gupta et al. (ECCV 2014), label 0..39 (the authors' data/nyud/classes.txt
 spelling)."""
 
+# fmt: off
 SIFTFLOW_CLASSES = tuple(
-    [
-        "awning",
-        "balcony",
-        "bird",
-        "boat",
-        "bridge",
-        "building",
-        "bus",
-        "car",
-        "cow",
-        "crosswalk",
-        "desert",
-        "door",
-        "fence",
-        "field",
-        "grass",
-        "moon",
-        "mountain",
-        "person",
-        "plant",
-        "pole",
-        "river",
-        "road",
-        "rock",
-        "sand",
-        "sea",
-        "sidewalk",
-        "sign",
-        "sky",
-        "staircase",
-        "streetlight",
-        "sun",
-        "tree",
-        "window",
-    ]
+    ["awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert", "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole", "river", "road", "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase", "streetlight", "sun", "tree", "window"]
 )
+# fmt: on
 """SIFT Flow's 33 semantic classes (Liu et al.), label 0..32, alphabetical."""
 SIFTFLOW_GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")
 """SIFT Flow's 3 geometric classes, label 0..2."""
