@@ -133,3 +133,32 @@ def test_training_evaluation_in_slide_mode_with_a_covering_tile_equals_whole():
     assert covering["confusion"] == whole["confusion"]
     slid = evaluate(model, loader, 21, torch.device("cpu"), mode="slide", tile=24, stride=16, window_batch=2)
     assert sum(map(sum, slid["confusion"])) == masks.numel()
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 37, 53), (2, 21, 64, 40), (3, 2, 1, 1)])
+def test_class_argmax_equals_argmax_with_ties_nans_and_infinities(shape, monkeypatch):
+    from fcn.core import sliding
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(-2, 3, shape, generator=g).float()  # many exact ties
+    scores.view(-1)[::7] = float("nan")
+    scores.view(-1)[3::11] = float("inf")
+    scores.view(-1)[5::13] = float("-inf")
+    expected = scores.argmax(1)
+    assert torch.equal(sliding.class_argmax(scores), expected)
+    monkeypatch.setattr(sliding, "ARGMAX_CHUNK_BYTES", 1)  # one row at a time
+    assert torch.equal(sliding.class_argmax(scores), expected)
+    channels_last = scores.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(sliding.class_argmax(channels_last), expected)
+    assert torch.equal(sliding.class_argmax(scores.to(torch.bfloat16)), scores.to(torch.bfloat16).argmax(1))
+
+
+def test_argmax_heads_takes_each_heads_argmax(monkeypatch):
+    from fcn.core import sliding
+
+    scores = torch.randn(2, 7, 9, 11, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(sliding, "ARGMAX_CHUNK_BYTES", 64)
+    labels = sliding.argmax_heads(scores, [4, 3])
+    assert torch.equal(labels[:, 0], scores[:, :4].argmax(1)) and torch.equal(
+        labels[:, 1], scores[:, 4:].argmax(1)
+    )

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from fcn.core import distributed
 from fcn.core.metrics import ConfusionMatrix, format_table
 from fcn.core.runtime import autocast
-from fcn.core.sliding import argmax_heads, model_logits, window_options
+from fcn.core.sliding import argmax_heads, class_argmax, model_logits, window_options
 from fcn.data.common import VOID
 from fcn.training.state import Run, save_best, save_last
 
@@ -182,7 +182,7 @@ def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
             with autocast(run.device, run.amp):
                 logits = model(image.unsqueeze(0).to(run.device))
             # The semantic head (and mask) of a two-headed model are what the grid shows.
-            preds.append(logits[:, : cfg.model.num_classes].argmax(1)[0].cpu().numpy().astype(np.uint8))
+            preds.append(class_argmax(logits[:, : cfg.model.num_classes])[0].cpu().numpy().astype(np.uint8))
             images.append(
                 denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels)
             )
