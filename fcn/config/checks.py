@@ -24,13 +24,13 @@ from fcn.config.schema import (
     LAYER_INPUT_DATASETS,
     LOSS_NAMES,
     MODALITY_CHANNELS,
-    PAPER_DATASET_CLASSES,
     VGG_BACKBONES,
     VOID,
     ConfigError,
     is_import_path,
     is_timm,
     label_map_dict,
+    own_class_counts,
 )
 
 
@@ -249,7 +249,7 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
             f"{source}: data.label_map and data.reduce_zero_label do not apply to 'coco' datasets (their "
             "categories map to data.classes by name); remove them or use data.coco_unlisted"
         )
-    own = {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (d.train, d.val) if ds.name != "folder"}
+    own = own_class_counts(d)
     if not d.classes and len(own) > 1:
         raise ConfigError(
             f"{source}: data.train.name={d.train.name} and data.val.name={d.val.name} have different classes"

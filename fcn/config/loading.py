@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from fcn.config.checks import validate
-from fcn.config.schema import PAPER_DATASET_CLASSES, Config, ConfigError
+from fcn.config.schema import Config, ConfigError, own_class_counts
 
 
 def _one_line(exc: OmegaConfBaseException) -> str:
@@ -160,9 +160,7 @@ def _resolve_num_classes(cfg: DictConfig) -> None:
     if cfg.data.classes:
         cfg.model.num_classes = len(cfg.data.classes)
         return
-    own = {
-        PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (cfg.data.train, cfg.data.val) if ds.name != "folder"
-    }
+    own = own_class_counts(cfg.data)
     if len(own) == 1:
         cfg.model.num_classes = next(iter(own))
 
@@ -173,11 +171,13 @@ def default_run_dir(paths: Sequence[str]) -> str:
     return f"runs/{Path(paths[-1]).stem}" if paths else "runs/train"
 
 
-def _resolve_run_dir(cfg: DictConfig, paths: Sequence[str]) -> None:
-    """Set an empty training.run_dir to default_run_dir(paths), while the config is being loaded, so
-    that the config (and the run's config.yml) holds the directory actually used."""
+def _resolve(cfg: DictConfig, paths: Sequence[str]) -> None:
+    """Set the keys whose default stands for a value while the config is being loaded, so that the
+    config (and the run's config.yml) holds what is used: an empty training.run_dir is
+    default_run_dir(paths), model.num_classes=0 what _resolve_num_classes says."""
     if not cfg.training.run_dir:
         cfg.training.run_dir = default_run_dir(paths)
+    _resolve_num_classes(cfg)
 
 
 def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> DictConfig:
@@ -188,9 +188,8 @@ def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> Dic
         cfg = _merge(cfg, _read_yaml(path), path)
     for item in overrides:
         cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
-    _resolve_run_dir(cfg, paths)
+    _resolve(cfg, paths)
     source = ", ".join(list(paths) + (["command line"] if overrides else [])) or "defaults"
-    _resolve_num_classes(cfg)
     validate(cfg, source)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -206,8 +205,7 @@ def config_from_dict(
         cfg = _merge(cfg, _read_yaml(path), path)
     for item in overrides:
         cfg = _merge(cfg, _parse_override(item), f"command line '{item}'")
-    _resolve_run_dir(cfg, paths)
-    _resolve_num_classes(cfg)
+    _resolve(cfg, paths)
     validate(cfg, ", ".join([source, *paths] + (["command line"] if overrides else [])))
     OmegaConf.set_readonly(cfg, True)
     return cfg

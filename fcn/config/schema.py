@@ -463,6 +463,12 @@ def num_classes(cfg: DictConfig) -> int:
     return int(cfg.model.num_classes)
 
 
+def own_class_counts(data: DictConfig) -> set[int]:
+    """Return the class counts of data.train's and data.val's own class lists: a paper dataset's
+    (PAPER_DATASET_CLASSES), else PASCAL VOC's 21; a 'folder' dataset has none (data.classes names them)."""
+    return {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (data.train, data.val) if ds.name != "folder"}
+
+
 def is_import_path(name: str) -> bool:
     """Return whether a dataset name is a Dataset class by import path: 'package.module:Class'."""
     return re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", str(name)) is not None

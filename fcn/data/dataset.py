@@ -48,8 +48,8 @@ class PairDataset:
     def _init_from_listing(
         self,
         listing: Listing,
-        root: str | Path,
-        split: str,
+        root: str | Path | None,
+        split: str | None,
         transforms: Optional[Callable],
         num_classes: Optional[int],
         lut: Optional[dict[int, int]],
@@ -57,7 +57,8 @@ class PairDataset:
         labels: Optional[LabelMap],
     ) -> None:
         """Initialise a layout's dataset from its Listing (raising the Listing's error)
-        and remember the root and split it was read from: what every layout's __init__ shares."""
+        and remember the root and split it was read from (None: a layout without them, e.g. pairs):
+        what every layout's __init__ shares."""
         if listing.error is not None:
             raise listing.error
         PairDataset.__init__(
@@ -71,11 +72,14 @@ class PairDataset:
             ignore_index,
             labels,
         )
-        self.root, self.split = Path(root), split
+        if root is not None:
+            self.root, self.split = Path(root), split
 
     def _init_with_palette(
         self,
         listing: Listing,
+        root: str | Path | None,
+        split: str | None,
         palette: Optional[Sequence[Sequence[int]] | np.ndarray],
         transforms: Optional[Callable],
         num_classes: Optional[int],
@@ -89,17 +93,8 @@ class PairDataset:
             raise listing.error
         if num_classes is None and palette is not None and 0 < len(palette) < 256:
             num_classes = len(palette)
-        PairDataset.__init__(
-            self,
-            listing.ids,
-            listing.images,
-            listing.masks,
-            transforms,
-            num_classes,
-            colour_lookup(palette, num_classes, ignore_index),
-            ignore_index,
-            labels,
-        )
+        lut = colour_lookup(palette, num_classes, ignore_index)
+        self._init_from_listing(listing, root, split, transforms, num_classes, lut, ignore_index, labels)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -81,8 +81,5 @@ class FolderSegmentation(PairDataset):
         ignore_index: int = VOID,
         labels: Optional[LabelMap] = None,
     ) -> None:
-        self._init_with_palette(
-            list_folder(root, split), palette, transforms, num_classes, ignore_index, labels
-        )
-        self.root = Path(root)
-        self.split = split
+        listing = list_folder(root, split)
+        self._init_with_palette(listing, root, split, palette, transforms, num_classes, ignore_index, labels)

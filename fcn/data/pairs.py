@@ -45,30 +45,44 @@ def _stem(name: str, extensions: Sequence[str]) -> Optional[str]:
     return stem if dot and stem and f".{ext.lower()}" in extensions else None
 
 
+def _files_by_stem(
+    directory: Path, stem_of: Callable[[str], Optional[str]], kind: str, listing: Listing, keep: str = ""
+) -> dict[str, Path]:
+    """Return {stem: file} of the files in directory that stem_of names; two files of one stem are a
+    problem and fail the listing (the message ends with keep, what to keep)."""
+    files: dict[str, Path] = {}
+    for name in sorted(list_names(directory)):
+        stem = stem_of(name)
+        if stem is None:
+            continue
+        if stem in files:
+            first = files[stem]
+            listing.problems.append(
+                Problem(directory / name, f"another {kind} of stem '{stem}': {first.name}")
+            )
+            if listing.error is None:
+                listing.error = ValueError(
+                    f"pairs dataset: {first} and {directory / name} are two {kind}s of stem '{stem}'; "
+                    f"keep one of them{keep}"
+                )
+            continue
+        files[stem] = directory / name
+    return files
+
+
 def list_images(images_dir: Path, masks_dir: Path, mask_suffix: str, listing: Listing) -> dict[str, Path]:
     """Return {stem: image} of the images in images_dir; two images of one stem fail the listing.
 
     When masks_dir is images_dir, the files named like masks (<stem><mask_suffix>.png) are not images.
     """
     same_dir = images_dir.resolve() == masks_dir.resolve()
-    images: dict[str, Path] = {}
-    for name in sorted(list_names(images_dir)):
-        stem = _stem(name, IMAGE_EXTENSIONS)
-        if stem is None or (same_dir and mask_stem(name, mask_suffix) is not None):
-            continue
-        if stem in images:
-            first = images[stem]
-            listing.problems.append(
-                Problem(images_dir / name, f"another image of stem '{stem}': {first.name}")
-            )
-            if listing.error is None:
-                listing.error = ValueError(
-                    f"pairs dataset: {first} and {images_dir / name} are two images of stem '{stem}'; "
-                    "keep one of them (a mask labels one image)"
-                )
-            continue
-        images[stem] = images_dir / name
-    return images
+
+    def stem_of(name: str) -> Optional[str]:
+        if same_dir and mask_stem(name, mask_suffix) is not None:
+            return None
+        return _stem(name, IMAGE_EXTENSIONS)
+
+    return _files_by_stem(images_dir, stem_of, "image", listing, " (a mask labels one image)")
 
 
 def mask_stem(name: str, mask_suffix: str) -> Optional[str]:
@@ -82,21 +96,7 @@ def mask_stem(name: str, mask_suffix: str) -> Optional[str]:
 def list_masks(masks_dir: Path, mask_suffix: str, listing: Listing) -> dict[str, Path]:
     """Return {image stem: mask} of the masks in masks_dir; two masks of one stem (abc.png, abc.PNG)
     fail the listing."""
-    masks: dict[str, Path] = {}
-    for name in sorted(list_names(masks_dir)):
-        stem = mask_stem(name, mask_suffix)
-        if stem is None:
-            continue
-        if stem in masks:
-            first = masks[stem]
-            listing.problems.append(Problem(masks_dir / name, f"another mask of stem '{stem}': {first.name}"))
-            if listing.error is None:
-                listing.error = ValueError(
-                    f"pairs dataset: {first} and {masks_dir / name} are two masks of stem '{stem}'; keep one of them"
-                )
-            continue
-        masks[stem] = masks_dir / name
-    return masks
+    return _files_by_stem(masks_dir, lambda name: mask_stem(name, mask_suffix), "mask", listing)
 
 
 def list_pairs_dirs(
@@ -122,6 +122,17 @@ def list_pairs_dirs(
     return listing
 
 
+def _append_pairs(
+    listing: Listing, stems: Sequence[str], by_stem: dict[str, Path], mask_by_stem: dict[str, Path]
+) -> None:
+    """Add to listing, in the order of stems, each stem that has both an image and a mask."""
+    for stem in stems:
+        if stem in by_stem and stem in mask_by_stem:
+            listing.ids.append(stem)
+            listing.images.append(by_stem[stem])
+            listing.masks.append(mask_by_stem[stem])
+
+
 def _pair_listed(
     listing: Listing,
     ids_file: Path,
@@ -135,11 +146,7 @@ def _pair_listed(
     listed, listing.ids = listing.ids, []
     no_image = [i for i in listed if i not in by_stem]
     no_mask = [i for i in listed if i not in mask_by_stem]
-    for i in listed:
-        if i in by_stem and i in mask_by_stem:
-            listing.ids.append(i)
-            listing.images.append(by_stem[i])
-            listing.masks.append(mask_by_stem[i])
+    _append_pairs(listing, listed, by_stem, mask_by_stem)
     add_missing(listing, "image", no_image, len(listed), ids_file, images_dir, IMAGE_EXTENSIONS)
     add_missing(listing, "mask", no_mask, len(listed), ids_file, masks_dir, (mask_suffix + MASK_EXTENSION,))
 
@@ -155,11 +162,7 @@ def _pair_all(
     """Pair every image that has a mask, sorted by stem; the others are problems and a left_out line."""
     no_mask = [s for s in sorted(by_stem) if s not in mask_by_stem]
     no_image = [s for s in sorted(mask_by_stem) if s not in by_stem]
-    for stem in sorted(by_stem):
-        if stem in mask_by_stem:
-            listing.ids.append(stem)
-            listing.images.append(by_stem[stem])
-            listing.masks.append(mask_by_stem[stem])
+    _append_pairs(listing, sorted(by_stem), by_stem, mask_by_stem)
     for stem in no_mask:
         listing.problems.append(
             Problem(
@@ -216,6 +219,6 @@ class PairsSegmentation(PairDataset):
         labels: Optional[LabelMap] = None,
     ) -> None:
         listing = list_pairs_dirs(images, masks, ids, mask_suffix)
-        self._init_with_palette(listing, palette, transforms, num_classes, ignore_index, labels)
+        self._init_with_palette(listing, None, None, palette, transforms, num_classes, ignore_index, labels)
         self.images_dir, self.masks_dir = Path(images), Path(masks)
         self.left_out = listing.left_out
