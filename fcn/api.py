@@ -201,6 +201,17 @@ class Segmenter:
                     break
         return cls(model, cfg, device=dev, checkpoint=checkpoint, requested_fast_path=requested)
 
+    @classmethod
+    def from_pretrained(
+        cls, name: str | os.PathLike, *, mirror: str | None = None, **options: Any
+    ) -> Segmenter:
+        """Return the Segmenter of published weights: a name of the registry (python -m
+        fcn.pretrained; downloaded, checked and converted into torch hub's cache on first use, from
+        mirror or $FCN_DATA_MIRROR when set). options: from_checkpoint's keyword arguments."""
+        from fcn.models.pretrained import pretrained_checkpoint
+
+        return cls.from_checkpoint(pretrained_checkpoint(str(name), mirror), **options)
+
     # -----------------------------------------------------------------------------------------
 
     @property

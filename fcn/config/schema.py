@@ -135,7 +135,9 @@ class ModelConfig:
     is used in training only; predictions come from the main head."""
     init_from: str = ""
     """Staged training: a checkpoint (e.g. a trained FCN-32s) whose matching tensors initialise
-    this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s."""
+    this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s; or
+    'pretrained:<name>', published weights by name (python -m fcn.pretrained lists them; downloaded
+    into torch hub's cache on first use), e.g. pretrained:torchvision-fcn-resnet50 to fine-tune."""
     in_channels: int = 3
     """Channels of the input images (3: RGB; e.g. 4 for RGB-D, 1 for grey, N for multispectral
     TIFF/.npy). Pretrained first convolutions are adapted to it by timm's rule (RGB filters repeated
