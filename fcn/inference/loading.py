@@ -9,6 +9,7 @@ demo.py), fcn.inference.evaluation (evaluate.py), the ONNX export command and th
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -19,6 +20,7 @@ from fcn.config import config_from_dict, with_overrides
 from fcn.core.checkpoint import CheckpointError, describe_mismatch, load_checkpoint, model_weights
 from fcn.inference.engines import Engine, to_engine
 from fcn.inference.fastpath import resolve_fast_path
+from fcn.inference.hub import WEIGHTS_NAME, is_folder, read_folder
 
 
 def _check_weights(model: nn.Module, state: dict, path: str, cfg: DictConfig) -> None:
@@ -39,8 +41,9 @@ def load_model(
     paths: Sequence[str] = (),
     overrides: Sequence[str] = (),
 ) -> tuple[nn.Module, DictConfig]:
-    """Return (model in eval mode on device, config) rebuilt from a checkpoint of this project or
-    from weights imported in the reference naming; use_ema=None follows the config's eval.use_ema."""
+    """Return (model in eval mode on device, config) rebuilt from a checkpoint of this project, from
+    weights imported in the reference naming, or from a folder save_pretrained wrote (no pickle);
+    use_ema=None follows the config's eval.use_ema."""
     model, cfg, _ = load_model_weights(checkpoint_path, device, use_ema, paths, overrides)
     return model, cfg
 
@@ -55,7 +58,8 @@ def load_model_weights(
     """Return (model, config, weights) as load_model does, weights naming which were loaded:
     'ema' or 'model'."""
     path = str(checkpoint_path)
-    ckpt = load_checkpoint(path, map_location="cpu")
+    # A folder of fcn.inference.hub's shape (save_pretrained, a Hub snapshot) reads as a weights checkpoint.
+    ckpt = read_folder(path) if is_folder(path) else load_checkpoint(path, map_location="cpu")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a pytorch-fcn checkpoint (it needs 'model' and 'config' entries)")
     cfg = config_from_dict(ckpt["config"], source=path, paths=paths, overrides=overrides)
@@ -89,4 +93,5 @@ def load(
     files and overrides, and eval.fast_path=auto resolved): the torch model on device, or the
     checkpoint's ONNX export (cached beside it) in ONNX Runtime or OpenVINO on the CPU."""
     model, cfg, which = load_model_weights(checkpoint_path, device, use_ema, paths, overrides)
-    return to_engine(model, cfg, checkpoint_path, which, log=log), cfg
+    source = Path(checkpoint_path) / WEIGHTS_NAME if is_folder(checkpoint_path) else checkpoint_path
+    return to_engine(model, cfg, source, which, log=log), cfg
