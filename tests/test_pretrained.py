@@ -108,7 +108,15 @@ def tiny_entry(data: bytes, base: str = "http://127.0.0.1:9", name: str = "tiny-
         name, f"{base}/{filename}", filename, md5=None, required=(), archive=False, sha256_prefix=digest
     )
     return Pretrained(
-        name, resource, "fcn32s", "mobilenet_v3_large", "3", IMAGENET_INPUT, "none", "SHA-256", TINY
+        name,
+        resource,
+        "fcn32s",
+        "mobilenet_v3_large",
+        "3",
+        IMAGENET_INPUT,
+        "12.3 mean IU (a test)",
+        "SHA-256",
+        TINY,
     )
 
 
@@ -150,6 +158,9 @@ def test_first_call_downloads_checks_converts_and_caches_then_the_second_reads_t
         expected = reference(seg._input(seg.read(image))).argmax(1)[0].numpy()
     assert np.array_equal(mask, expected)  # the served weights, unchanged
     assert handler.requests == [entry.resource.filename]
+    card = (Path(seg.save_pretrained(hub.parent / "folder")) / "README.md").read_text()
+    assert f"Published weights (<{entry.resource.url}>)" in card
+    assert "Reported by their authors, not measured here: 12.3 mean IU (a test)." in card
 
 
 def test_the_mirror_from_the_environment_replaces_the_official_address(hub, server, tiny_file, monkeypatch):

@@ -74,7 +74,8 @@ def read_folder(path: str | os.PathLike) -> dict:
 def run_record(checkpoint: str | os.PathLike) -> dict:
     """Return what is known of the run that made a checkpoint: iteration, epoch and best_miou from
     it, and 'metrics': the evaluation of that iteration (else the best) from the run directory's
-    metrics.jsonl when it sits beside it (runs/x/checkpoints/best.pt -> runs/x/metrics.jsonl)."""
+    metrics.jsonl when it sits beside it (runs/x/checkpoints/best.pt -> runs/x/metrics.jsonl); for
+    a registry entry's converted checkpoint, 'published' (its address) and 'reported' (its number)."""
     path = Path(checkpoint)
     if path.is_dir():
         try:
@@ -83,6 +84,11 @@ def run_record(checkpoint: str | os.PathLike) -> dict:
             return {}
     state = load_checkpoint(path)
     run: dict[str, Any] = {k: state[k] for k in ("iteration", "epoch", "best_miou") if k in state}
+    from fcn.models.pretrained import entry_of
+
+    entry = entry_of(path)
+    if entry is not None:  # published weights, converted by the registry: what their authors report
+        run.update(published=entry.resource.url, reported=entry.reported)
     log = path.parent.parent / "metrics.jsonl"
     if log.is_file():
         records = []
@@ -221,6 +227,11 @@ def model_card(config: dict, run: Mapping[str, Any], parameters: int) -> str:
         lines.append(
             f"The run's best mean IU on its validation set: {100 * float(run['best_miou']):.2f} "
             f"(iteration {run.get('iteration', '?')})."
+        )
+    elif run.get("reported"):
+        lines.append(
+            f"Published weights (<{run.get('published', '')}>), converted by pytorch-fcn. Reported by "
+            f"their authors, not measured here: {run['reported']}."
         )
     else:
         lines.append(

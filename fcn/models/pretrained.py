@@ -260,6 +260,12 @@ def converted_path(entry: Pretrained) -> Path:
     return Path(torch.hub.get_dir()) / "fcn" / f"{entry.name}.pt"
 
 
+def entry_of(checkpoint: str | os.PathLike) -> Optional[Pretrained]:
+    """Return the entry whose converted checkpoint is at that path, else None."""
+    path = Path(checkpoint).resolve()
+    return next((e for e in PRETRAINED.values() if converted_path(e).resolve() == path), None)
+
+
 def _download(entry: Pretrained, mirror: Optional[str], progress: bool, log: Callable[[str], None]) -> Path:
     """Return the published file in the cache, downloaded (and checked) when it is not there yet."""
     dest = download_path(entry)
