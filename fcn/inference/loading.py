@@ -17,7 +17,7 @@ from torch import nn
 
 from fcn.config import config_from_dict, with_overrides
 from fcn.core.checkpoint import CheckpointError, describe_mismatch, load_checkpoint, model_weights
-from fcn.inference.engines import Engine, to_engine
+from fcn.inference.engines import Engine, check_engine, find_cached_onnx, make_engine, to_engine
 from fcn.inference.fastpath import resolve_fast_path
 
 
@@ -55,16 +55,33 @@ def load_model_weights(
     """Return (model, config, weights) as load_model does, weights naming which were loaded:
     'ema' or 'model'."""
     path = str(checkpoint_path)
+    ckpt, cfg = _read(path, device, paths, overrides)
+    return _build(ckpt, cfg, path, device, use_ema)
+
+
+def _read(
+    path: str, device: torch.device | str, paths: Sequence[str], overrides: Sequence[str]
+) -> tuple[dict, DictConfig]:
+    """Return (checkpoint, config): its config with the caller's files and overrides, fast_path=auto
+    resolved for device and the input normalisation resolved."""
     ckpt = load_checkpoint(path, map_location="cpu")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a pytorch-fcn checkpoint (it needs 'model' and 'config' entries)")
     cfg = config_from_dict(ckpt["config"], source=path, paths=paths, overrides=overrides)
     cfg = resolve_fast_path(cfg, torch.device(device))
+    from fcn.models import resolve_normalization
+
+    return ckpt, resolve_normalization(cfg)  # a no-op for train.py's checkpoints, which hold it resolved
+
+
+def _build(
+    ckpt: dict, cfg: DictConfig, path: str, device: torch.device | str, use_ema: bool | None
+) -> tuple[nn.Module, DictConfig, str]:
+    """Return (model in eval mode on device, config, 'ema' | 'model') of a checkpoint read by _read."""
     if use_ema is None:
         use_ema = bool(cfg.eval.use_ema)
-    from fcn.models import build_model, resolve_normalization  # torchvision/timm: on use
+    from fcn.models import build_model
 
-    cfg = resolve_normalization(cfg)  # a no-op for train.py's checkpoints, which hold it resolved
     # Never download backbone weights nor read another checkpoint: the weights come from this one.
     build_cfg = with_overrides(cfg, ["model.pretrained=false", "model.init_from=''"], source=path)
     model = build_model(build_cfg.model)
@@ -87,6 +104,16 @@ def load(
 ) -> tuple[nn.Module | Engine, DictConfig]:
     """Return (model or engine, config) of a checkpoint as cfg.eval.engine says (after the config's
     files and overrides, and eval.fast_path=auto resolved): the torch model on device, or the
-    checkpoint's ONNX export (cached beside it) in ONNX Runtime or OpenVINO on the CPU."""
-    model, cfg, which = load_model_weights(checkpoint_path, device, use_ema, paths, overrides)
-    return to_engine(model, cfg, checkpoint_path, which, log=log), cfg
+    checkpoint's ONNX export (cached beside it) in ONNX Runtime or OpenVINO on the CPU. An engine
+    whose export is cached is made from that file alone: the torch model is not built."""
+    path = str(checkpoint_path)
+    ckpt, cfg = _read(path, device, paths, overrides)
+    engine = str(cfg.eval.engine)
+    if engine != "torch":
+        ema = bool(cfg.eval.use_ema) if use_ema is None else use_ema
+        cached = find_cached_onnx(path, "ema" if ema and ckpt.get("ema") else "model")
+        if cached is not None:
+            check_engine(engine)
+            return make_engine(engine, cached), cfg
+    model, cfg, which = _build(ckpt, cfg, path, device, use_ema)
+    return to_engine(model, cfg, path, which, log=log), cfg
