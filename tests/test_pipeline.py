@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fcn.core.pipeline import Behind, read_ahead
+from fcn.core.pipeline import Behind, iterate_ahead, read_ahead
 from tests.test_engine import REPO, python_env
 
 
@@ -131,3 +131,34 @@ def test_segmenting_with_a_resnet_checkpoint_imports_no_torchvision_nor_compiler
     )
     assert proc.returncode == 0, proc.stderr
     assert "heavy: []" in proc.stdout, proc.stdout
+
+
+def test_iterate_ahead_yields_in_order_and_raises_the_iterations_error_in_its_place():
+    def frames():
+        yield from range(5)
+        raise RuntimeError("corrupt packet after frame 4")
+
+    got = []
+    with pytest.raises(RuntimeError, match="after frame 4"):
+        for item in iterate_ahead(frames(), depth=2):
+            got.append(item)
+    assert got == list(range(5))
+
+
+def test_iterate_ahead_stops_its_thread_when_the_caller_stops():
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    before = threading.active_count()
+    gen = iterate_ahead(endless(), depth=3)
+    assert [next(gen) for _ in range(4)] == [0, 1, 2, 3]
+    gen.close()
+    count = len(produced)
+    time.sleep(0.1)
+    assert len(produced) == count <= 4 + 3 + 1 and threading.active_count() == before

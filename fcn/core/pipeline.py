@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Tuple, TypeVar
 
@@ -58,6 +60,49 @@ def _settled(item: T, future: Future, errors: Tuple[type[BaseException], ...]) -
         return item, future.result(), None
     except errors as exc:
         return item, None, exc
+
+
+_END = object()
+
+
+def iterate_ahead(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield the items of iterable in order, the iteration itself (a decoder's next frame) run up to
+    depth items ahead in a background thread; an exception it raises is raised here, in its place.
+    Stopping early (close, break) stops the background thread."""
+    items: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in iterable:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread)
+            put((_END, exc))
+
+    thread = threading.Thread(target=run, name="fcn-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if item is _END:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class Behind:

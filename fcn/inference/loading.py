@@ -106,14 +106,29 @@ def load(
     files and overrides, and eval.fast_path=auto resolved): the torch model on device, or the
     checkpoint's ONNX export (cached beside it) in ONNX Runtime or OpenVINO on the CPU. An engine
     whose export is cached is made from that file alone: the torch model is not built."""
+    model, cfg, _ = load_with_weights(checkpoint_path, device, use_ema, paths, overrides, log)
+    return model, cfg
+
+
+def load_with_weights(
+    checkpoint_path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    use_ema: bool | None = None,
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    log: bool = True,
+) -> tuple[nn.Module | Engine, DictConfig, str]:
+    """Return (model or engine, config, weights) as load does, weights naming which were loaded:
+    'ema' or 'model'."""
     path = str(checkpoint_path)
     ckpt, cfg = _read(path, device, paths, overrides)
     engine = str(cfg.eval.engine)
     if engine != "torch":
         ema = bool(cfg.eval.use_ema) if use_ema is None else use_ema
-        cached = find_cached_onnx(path, "ema" if ema and ckpt.get("ema") else "model")
+        which = "ema" if ema and ckpt.get("ema") else "model"
+        cached = find_cached_onnx(path, which)
         if cached is not None:
             check_engine(engine)
-            return make_engine(engine, cached), cfg
+            return make_engine(engine, cached), cfg, which
     model, cfg, which = _build(ckpt, cfg, path, device, use_ema)
-    return to_engine(model, cfg, path, which, log=log), cfg
+    return to_engine(model, cfg, path, which, log=log), cfg, which
