@@ -301,7 +301,7 @@ class Segmenter:
     def _input(self, image: Image.Image) -> torch.Tensor:
         """Return the (1, C, H, W) model input of an image as read() gives it, on the device."""
         from fcn.core.normalize import input_normalization
-        from fcn.data.transforms import preprocess
+        from fcn.data.pixels import preprocess
 
         x = preprocess(image, input_normalization(self.cfg.data.transforms)).unsqueeze(0)
         return x.to(self.device)

@@ -25,10 +25,10 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from fcn.models.backbones import load_torchvision_weights, set_in_channels, torchvision_state_dict
+from fcn.models.resnet import ResNetTrunk
 
 TORCHVISION_FCN_BACKBONES = ("resnet50", "resnet101")
 """The trunks torchvision builds an FCN on (its BasicBlock ResNets cannot dilate)."""
@@ -58,10 +58,10 @@ class DilatedResNet(nn.Module):
         super().__init__()
         if name not in TORCHVISION_FCN_BACKBONES:
             raise ValueError(f"backbone='{name}' must be one of {', '.join(TORCHVISION_FCN_BACKBONES)}")
-        net = getattr(torchvision.models, name)(
-            weights=None, replace_stride_with_dilation=[False, True, True]
-        )
-        # Registered in torchvision's order (its IntermediateLayerGetter keeps conv1 ... layer4).
+        # torchvision's resnet50/101(replace_stride_with_dilation=[False, True, True]), without importing
+        # torchvision (fcn.models.resnet); registered in torchvision's order (its IntermediateLayerGetter
+        # keeps conv1 ... layer4).
+        net = ResNetTrunk(name, dilate=(False, True, True))
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
