@@ -9,6 +9,7 @@ demo.py), fcn.inference.evaluation (evaluate.py), the ONNX export command and th
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -19,6 +20,7 @@ from fcn.config import config_from_dict, with_overrides
 from fcn.core.checkpoint import CheckpointError, describe_mismatch, load_checkpoint, model_weights
 from fcn.inference.engines import Engine, check_engine, find_cached_onnx, make_engine, to_engine
 from fcn.inference.fastpath import resolve_fast_path
+from fcn.inference.hub import WEIGHTS_NAME, is_folder, read_folder
 
 
 def _check_weights(model: nn.Module, state: dict, path: str, cfg: DictConfig) -> None:
@@ -39,8 +41,9 @@ def load_model(
     paths: Sequence[str] = (),
     overrides: Sequence[str] = (),
 ) -> tuple[nn.Module, DictConfig]:
-    """Return (model in eval mode on device, config) rebuilt from a checkpoint of this project or
-    from weights imported in the reference naming; use_ema=None follows the config's eval.use_ema."""
+    """Return (model in eval mode on device, config) rebuilt from a checkpoint of this project, from
+    weights imported in the reference naming, or from a folder save_pretrained wrote (no pickle);
+    use_ema=None follows the config's eval.use_ema."""
     model, cfg, _ = load_model_weights(checkpoint_path, device, use_ema, paths, overrides)
     return model, cfg
 
@@ -64,7 +67,8 @@ def _read(
 ) -> tuple[dict, DictConfig]:
     """Return (checkpoint, config): its config with the caller's files and overrides, fast_path=auto
     resolved for device and the input normalisation resolved."""
-    ckpt = load_checkpoint(path, map_location="cpu")
+    # A folder of fcn.inference.hub's shape (save_pretrained, a Hub snapshot) reads as a weights checkpoint.
+    ckpt = read_folder(path) if is_folder(path) else load_checkpoint(path, map_location="cpu")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a pytorch-fcn checkpoint (it needs 'model' and 'config' entries)")
     cfg = config_from_dict(ckpt["config"], source=path, paths=paths, overrides=overrides)
@@ -122,13 +126,15 @@ def load_with_weights(
     'ema' or 'model'."""
     path = str(checkpoint_path)
     ckpt, cfg = _read(path, device, paths, overrides)
+    # A folder's ONNX export is cached beside its model.safetensors.
+    source = str(Path(path) / WEIGHTS_NAME) if is_folder(path) else path
     engine = str(cfg.eval.engine)
     if engine != "torch":
         ema = bool(cfg.eval.use_ema) if use_ema is None else use_ema
         which = "ema" if ema and ckpt.get("ema") else "model"
-        cached = find_cached_onnx(path, which)
+        cached = find_cached_onnx(source, which)
         if cached is not None:
             check_engine(engine)
             return make_engine(engine, cached), cfg, which
     model, cfg, which = _build(ckpt, cfg, path, device, use_ema)
-    return to_engine(model, cfg, path, which, log=log), cfg, which
+    return to_engine(model, cfg, source, which, log=log), cfg, which
