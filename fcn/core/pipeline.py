@@ -19,6 +19,10 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Tuple, TypeVar
 
+WRITE_NICE = 10
+"""How much lower the writing threads of predict.py, evaluate.py and videos run than the network
+(Behind's nice): they fill the cores it leaves idle instead of slowing its parallel layers down."""
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -111,8 +115,16 @@ class Behind:
     in the caller's thread by the next submit or by close(); close() (or leaving a with block)
     waits for every call queued. workers=0 runs each call at once in the caller's thread."""
 
-    def __init__(self, workers: int = 1, queue: int | None = None, name: str = "fcn-write") -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) if workers > 0 else None
+    def __init__(
+        self, workers: int = 1, queue: int | None = None, name: str = "fcn-write", nice: int = 0
+    ) -> None:
+        self._pool = (
+            ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=name, initializer=_renice, initargs=(nice,)
+            )
+            if workers > 0
+            else None
+        )
         self._limit = max(1, queue if queue is not None else 2 * workers)
         self._pending: collections.deque[Future] = collections.deque()
 
@@ -157,6 +169,16 @@ class Behind:
         # The caller failed: finish what is queued (files stay whole), keep the caller's error.
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _renice(nice: int) -> None:
+    """Lower the calling thread's priority by nice (where the OS has per-thread priorities)."""
+    if nice > 0 and hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+        except OSError:
+            pass
 
 
 def background_threads() -> int:
