@@ -7,8 +7,9 @@ On a folder of generated 500x500 JPEGs (natural-looking scenes) and a ResNet-18 
 - predict.py over the folder (process wall), and over one image (start-up to the first image);
 - evaluate.py over the same images as a VOC-layout folder with masks, --save-predictions;
 - Segmenter per image (in one process: read, forward, argmax; median);
-- predict_files one after another (pipeline=False) against pipelined (in one process, so the ratio
-  is the pipeline's alone);
+- predict_files one after another (pipeline=False) against pipelined, its writing threads at lower
+  priority (fcn.core.pipeline.WRITE_NICE) and at the network's (in one process, so the ratios are
+  the pipeline's alone);
 - the lower bound: ``python -c "import torch"`` + the forwards of the same images on that fast
   path (in one process, after a warm-up, median of rounds x the image count).
 
@@ -127,6 +128,7 @@ def in_process(
     Segmenter per image, and predict_files one after another vs pipelined (seconds for the folder)."""
     from fcn.api import Segmenter
     from fcn.core.runtime import autocast
+    import fcn.core.pipeline as pipeline_module
     from fcn.files import predict_files
 
     kwargs = (
@@ -152,19 +154,26 @@ def in_process(
         for p in images:
             seg(str(p))
 
-    def files(pipeline: bool) -> None:
-        predict_files(
-            seg, images, out / f"{pipeline}", progress=False, log=lambda line: None, pipeline=pipeline
-        )
+    def files(pipeline: bool, nice: int = pipeline_module.WRITE_NICE) -> None:
+        default, pipeline_module.WRITE_NICE = pipeline_module.WRITE_NICE, nice
+        try:
+            predict_files(
+                seg, images, out / f"{pipeline}", progress=False, log=lambda line: None, pipeline=pipeline
+            )
+        finally:
+            pipeline_module.WRITE_NICE = default
 
     forwards()  # warm-up (oneDNN primitives, an engine's first run)
-    times: dict[str, list[float]] = {"forward": [], "segmenter": [], "sequential": [], "pipelined": []}
+    times: dict[str, list[float]] = {
+        n: [] for n in ("forward", "segmenter", "sequential", "pipelined", "nice0")
+    }
     for _ in range(rounds):
         for name, fn in (
             ("forward", forwards),
             ("segmenter", segmenter),
             ("sequential", lambda: files(False)),
             ("pipelined", lambda: files(True)),
+            ("nice0", lambda: files(True, 0)),  # writers at the network's priority
         ):
             start = time.perf_counter()
             fn()
@@ -249,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "segmenter_ms": 1e3 * i["segmenter"] / len(images),
             "files_sequential_s": i["sequential"],
             "files_pipelined_s": i["pipelined"],
+            "files_pipelined_nice0_s": i["nice0"],
             "pipelined_same_bytes": i["pipelined_same_bytes"],
         }
         records.append(record)
@@ -266,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 f"{r['evaluate_s']:.2f}",
                 f"{r['segmenter_ms']:.0f}",
                 f"{by[none]['segmenter_ms'] / r['segmenter_ms']:.2f}x",
-                f"{r['files_sequential_s']:.2f} / {r['files_pipelined_s']:.2f}"
+                f"{r['files_sequential_s']:.2f} / {r['files_pipelined_s']:.2f} / {r['files_pipelined_nice0_s']:.2f}"
                 + ("" if r["pipelined_same_bytes"] else " (bytes differ!)"),
             ]
         )
@@ -281,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "evaluate.py s",
         "Segmenter ms/img",
         f"vs {none}",
-        "files seq / piped s",
+        "files seq / piped / piped nice 0 s",
     ]
     print(f"{len(images)} JPEGs of {args.size}x{args.size}, ResNet-18 FCN-8s, device {args.device}, "
           f"medians of {args.rounds} interleaved rounds")  # fmt: skip
