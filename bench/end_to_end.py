@@ -126,9 +126,9 @@ def in_process(
 ) -> dict:
     """Return the in-process times of a variant: forward-only per image (the lower bound's part),
     Segmenter per image, and predict_files one after another vs pipelined (seconds for the folder)."""
+    import fcn.core.pipeline as pipeline_module
     from fcn.api import Segmenter
     from fcn.core.runtime import autocast
-    import fcn.core.pipeline as pipeline_module
     from fcn.files import predict_files
 
     kwargs = (
