@@ -94,6 +94,7 @@ def mlflow_server(tmp_path):
             server.wait(30)
 
 
+@pytest.mark.slow
 def test_mlflow_server_gets_params_history_images_and_resume_continues_the_run(
     toy_root, tmp_path, mlflow_server, capsys
 ):
@@ -196,6 +197,7 @@ def read_wandb_records(path: Path):
             yield record
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_the_same_history(toy_root, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

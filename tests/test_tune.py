@@ -20,7 +20,6 @@ from tests.test_engine import python_env, toy_overrides
 optuna = pytest.importorskip("optuna")
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +91,7 @@ optimizer.weight_decay: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
 """
 
 
+@pytest.mark.slow
 def test_eight_trials_prune_fail_and_the_best_config_retrains_to_its_metric_bitwise(toy_root, tmp_path):
     out = _tune(
         tmp_path, toy_root, SPACE, "--trials", "8", "--study", "s", "--startup-trials", "2", "--seed", "2"
@@ -128,6 +128,7 @@ def test_eight_trials_prune_fail_and_the_best_config_retrains_to_its_metric_bitw
     assert again[-1]["mean_iou"] == best.value
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_with_no_trial_lost_or_counted_twice(toy_root, tmp_path):
     space = "optimizer.weight_decay: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}\n"
     args = ("--trials", "3", "--study", "k", "--pruner", "none", "--heartbeat", "1")
@@ -153,6 +154,7 @@ def test_a_killed_study_resumes_with_no_trial_lost_or_counted_twice(toy_root, tm
     assert len(trials) == 4
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_sqlite_study(toy_root, tmp_path):
     space = "optimizer.weight_decay: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}\n"
     args = ("--trials", "4", "--study", "w", "--pruner", "none")
@@ -172,3 +174,41 @@ def test_two_processes_share_one_sqlite_study(toy_root, tmp_path):
     assert len(set(run_dirs)) == len(trials) and all(
         (tmp_path / d / "metrics.jsonl").is_file() for d in run_dirs
     )
+
+
+def test_the_shipped_space_loads_and_every_draw_is_a_valid_config():
+    from fcn.config import load_config
+    from fcn.training.search import load_space, suggest
+
+    space = load_space(REPO / "search_spaces" / "toy.yml")
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    for _ in range(4):
+        values = suggest(study.ask(), space)
+        overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]
+        cfg = load_config([str(REPO / "config.yml"), str(REPO / "predefined_configs" / "toy.yml")], overrides)
+        assert [dict(term) for term in cfg.loss.terms] == values["loss.terms"]  # a list, read back from JSON
+        assert cfg.data.transforms.crop_size in (64, 80, 96) and 1e-4 <= cfg.optimizer.lr <= 1e-2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optimizer.lrr: {type: float, low: 0.1, high: 1.0}", "optimizer.lrr: no such config key"),
+        ("optimizer.lr: {type: float, low: 0.1}", "optimizer.lr: type float needs numbers low <= high"),
+        (
+            "optimizer.lr: {type: normal, low: 0.1, high: 1.0}",
+            "optimizer.lr: needs type: float | int | categorical",
+        ),
+        ("optimizer.lr: {type: float, low: 0.0, high: 1.0, log: true}", "log: true needs low > 0"),
+        ("model.arch: {type: categorical, choices: []}", "needs a non-empty list of choices"),
+        ("model.arch: {type: categorical, choice: [fcn8s]}", "unknown ['choice'] for type categorical"),
+        ("[1, 2]", "must be a mapping of config keys"),
+    ],
+)
+def test_a_bad_space_is_one_line_naming_the_file_and_key(tmp_path, text, message):
+    from fcn.training.search import load_space
+
+    (tmp_path / "space.yml").write_text(text + "\n")
+    with pytest.raises(ValueError, match="--space .*space.yml: ") as error:
+        load_space(tmp_path / "space.yml")
+    assert message in str(error.value) and "\n" not in str(error.value)
