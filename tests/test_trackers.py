@@ -166,7 +166,9 @@ def test_mlflow_server_gets_params_history_images_and_resume_continues_the_run(
         _cfg(toy_root, run_dir, "training.iters=10", "training.resume=auto", *extra, *extra_ckpt),
         [stop_server],
     )
-    assert summary["iteration"] == 10 and torch.load(last, weights_only=True)["iteration"] == 10
+    state = torch.load(last, weights_only=True)
+    assert summary["iteration"] == 10 and state["iteration"] == 10
+    assert state["trackers"]["mlflow"] == run_id  # kept: a resume once the server is back continues the run
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning: logging")]
     assert len(warnings) == 1 and "mlflow failed" in warnings[0] and "training goes on" in warnings[0]
     assert sorted(_records(run_dir)) == [2, 4, 6, 8, 10]

@@ -81,6 +81,7 @@ class Trackers:
     def __init__(self, backends: list, log: Callable[[str], None]) -> None:
         self.backends = backends
         self.log = log
+        self.run_ids: dict[str, str] = {}  # kept when a tracker is dropped: a resume may reach it again
 
     @classmethod
     def start(cls, cfg: DictConfig, run_dir: Path, resumed: dict, log: Callable[[str], None]) -> Trackers:
@@ -90,7 +91,10 @@ class Trackers:
         makers = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker, "wandb": WandbTracker}
         for name in cfg.logging.trackers:
             try:
-                trackers.backends.append(makers[name](cfg, run_dir, resumed.get(name)))
+                backend = makers[name](cfg, run_dir, resumed.get(name))
+                trackers.backends.append(backend)
+                if backend.run_id:
+                    trackers.run_ids[name] = backend.run_id
             except Exception as exc:  # noqa: BLE001 - any failure of a tracker leaves training alone
                 trackers._warn(name, exc, "could not start")
         return trackers
@@ -116,8 +120,9 @@ class Trackers:
         self._each(lambda b: b.image(tag, image, step))
 
     def ids(self) -> dict[str, str]:
-        """Return {tracker: its run id} for last.pt (TensorBoard has none: its files are run_dir's)."""
-        return {b.name: b.run_id for b in self.backends if b.run_id}
+        """Return {tracker: its run id} for last.pt, a dropped tracker's too (TensorBoard has none: its
+        files are run_dir's)."""
+        return dict(self.run_ids)
 
     def close(self, status: str, best: Path | None = None) -> None:
         """End every tracker run: status 'FINISHED', 'KILLED' (stopped by a signal, to be resumed) or
