@@ -467,9 +467,9 @@ class LoggingConfig:
     run_name: str = ""
     """Name of the run in MLflow and W&B ('' = the last part of training.run_dir)."""
     mlflow_uri: str = ""
-    """MLflow tracking URI: a server (http://host:5000), a database (sqlite:///mlflow.db) or ''
-    ($MLFLOW_TRACKING_URI, else sqlite:///<training.run_dir's parent>/mlflow.db with artifacts in
-    mlartifacts/ beside it: every run under runs/ in one local store)."""
+    """MLflow tracking URI: a server (http://host:5000), a database (sqlite:///mlflow.db: a new
+    experiment keeps its pictures in mlartifacts/ beside it) or '' ($MLFLOW_TRACKING_URI, else
+    sqlite:///<training.run_dir's parent>/mlflow.db: every run under runs/ in one local store)."""
     wandb_project: str = ""
     """W&B project ('' = $WANDB_PROJECT, else W&B's default). WANDB_MODE=offline writes the run
     under run_dir/wandb/ for a later `wandb sync`."""

@@ -172,7 +172,9 @@ class MLflowTracker:
         if not uri:  # a local store shared by the runs beside this one
             store = run_dir.resolve().parent
             store.mkdir(parents=True, exist_ok=True)
-            uri, artifacts = f"sqlite:///{store / 'mlflow.db'}", (store / "mlartifacts").as_uri()
+            uri = f"sqlite:///{store / 'mlflow.db'}"
+        if uri.startswith("sqlite:///"):  # a new experiment's pictures beside the database, not in ./mlruns
+            artifacts = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
         self.client = MlflowClient(uri)
         params = flat_params(cfg)
         self.after = 0  # the highest step the run already holds: a resumed run skips up to it
