@@ -20,11 +20,13 @@ from fcn.config.schema import (
     CLASS_WEIGHTINGS,
     DATASETS,
     ENGINES,
+    EVAL_METRICS,
     FAST_PATHS,
     LAYER_INPUT_DATASETS,
     LOSS_NAMES,
     MODALITY_CHANNELS,
     TORCHVISION_FCN_OPTIONS,
+    TRACKERS,
     VGG_BACKBONES,
     VOID,
     ConfigError,
@@ -48,6 +50,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     _validate_optimizer(cfg, source)
     _validate_training(cfg, source)
     _validate_eval(cfg, source)
+    _validate_logging(cfg, source)
 
 
 def _choice(source: str, key: str, value: Any, allowed: Sequence[str]) -> None:
@@ -522,3 +525,13 @@ def _validate_eval(cfg: DictConfig, source: str) -> None:
             f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "
             "would get no prediction"
         )
+    _choice(source, "eval.metric", e.metric, tuple(EVAL_METRICS))
+
+
+def _validate_logging(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for a tracker outside the choices or named twice."""
+    trackers = list(cfg.logging.trackers)
+    for name in trackers:
+        _choice(source, "logging.trackers", name, tuple(TRACKERS))
+    if len(set(trackers)) < len(trackers):
+        raise ConfigError(f"{source}: logging.trackers={trackers} names a tracker twice")

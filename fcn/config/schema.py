@@ -72,6 +72,9 @@ VOID = 255
 argument; this constant is only the default of those arguments (also as fcn.data.VOID)."""
 LOSS_NAMES = ("ce", "dice", "focal", "lovasz", "ohem")  # loss.terms[i].name: fcn/training/losses.py
 CLASS_WEIGHTINGS = ("inverse_frequency", "median_frequency")  # loss.class_weights as a string
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # logging.trackers: pip name
+EVAL_METRICS = {"mean_iu": "mean_iou", "pixel_acc": "pixel_acc", "mean_acc": "mean_acc", "fwavacc": "fwavacc"}
+"""eval.metric's choices -> the key of an evaluation's record (metrics.jsonl) that holds it."""
 
 
 class ConfigError(ValueError):
@@ -465,6 +468,36 @@ class EvalConfig:
     """eval.mode=slide: pixels between window starts (at most tile); 341 of 512 overlaps a third."""
     window_batch: int = 4
     """eval.mode=slide: windows per forward pass (times the images of a batch)."""
+    metric: str = "mean_iu"
+    """The evaluation metric tune.py maximises and prunes on: 'mean_iu', 'pixel_acc', 'mean_acc' or
+    'fwavacc' (the EMA's with training.ema_decay > 0, as for best.pt)."""
+
+
+@dataclass
+class LoggingConfig:
+    trackers: List[str] = field(default_factory=lambda: ["tensorboard"])
+    """Where the run's metrics and pictures go besides metrics.jsonl and vis/: any of 'tensorboard'
+    (events in run_dir), 'mlflow', 'wandb' (optional packages: pip install -r
+    requirements.track.txt). Each gets the resolved config as flattened parameters, the training
+    scalars and the evaluation's metrics with the iteration as step, and the fixed-batch and
+    confusion pictures at each evaluation; only the primary process logs. A tracker that fails
+    during the run is a warning line and training goes on (fcn/training/trackers.py)."""
+    experiment: str = ""
+    """MLflow experiment, made if missing ('' = $MLFLOW_EXPERIMENT_NAME, else pytorch-fcn)."""
+    run_name: str = ""
+    """Name of the run in MLflow and W&B ('' = the last part of training.run_dir)."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI: a server (http://host:5000), a database (sqlite:///mlflow.db: a new
+    experiment keeps its pictures in mlartifacts/ beside it) or '' ($MLFLOW_TRACKING_URI, else
+    sqlite:///<training.run_dir's parent>/mlflow.db: every run under runs/ in one local store)."""
+    wandb_project: str = ""
+    """W&B project ('' = $WANDB_PROJECT, else W&B's default). WANDB_MODE=offline writes the run
+    under run_dir/wandb/ for a later `wandb sync`."""
+    wandb_entity: str = ""
+    """W&B entity, a user or team ('' = $WANDB_ENTITY, else the account's default)."""
+    log_checkpoints: bool = False
+    """At the end of the run, upload checkpoints/best.pt to MLflow (artifact checkpoints/best.pt)
+    and W&B (model artifact model-<run id>, alias best)."""
 
 
 @dataclass
@@ -476,6 +509,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 def num_classes(cfg: DictConfig) -> int:
