@@ -13,6 +13,7 @@ import numpy as np
 
 from fcn.api import Segmenter
 from fcn.core.visualize import legend, save_index_png, save_png
+from fcn.inference.budget import MemoryBudgetError
 
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".npy"
@@ -69,7 +70,8 @@ def predict_files(
     """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
     image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
     size) and <stem>_legend.png (classes present); return (images done, error lines of the files
-    that could not be read). int8 calibrates on the readable files."""
+    that could not be read or that need more memory than eval.max_memory allows even in sliding
+    windows). int8 calibrates on the readable files."""
     from tqdm import tqdm
 
     if log is None:
@@ -91,7 +93,12 @@ def predict_files(
             errors.append(str(exc))
             log(f"error: {exc}")
             continue
-        mask = segmenter.segment(image)
+        try:
+            mask = segmenter.segment(image)
+        except MemoryBudgetError as exc:  # too large even window by window: the others are still done
+            errors.append(f"{file}: {exc}")
+            log(f"error: {file}: {exc}")
+            continue
         save_index_png(mask, segmenter.palette, out / f"{stem}.png")
         save_png(segmenter.colorize(mask), out / f"{stem}_color.png")
         save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png")

@@ -166,7 +166,12 @@ def test_argmax_heads_takes_each_heads_argmax(monkeypatch):
 
 @pytest.mark.parametrize(
     "height,width,tile,stride,batch,heads",
-    [(70, 53, 24, 16, 1, None), (70, 53, 24, 16, 3, None), (50, 90, 32, 20, 4, [3, 2]), (40, 40, 16, 16, 5, None)],
+    [
+        (70, 53, 24, 16, 1, None),
+        (70, 53, 24, 16, 3, None),
+        (50, 90, 32, 20, 4, [3, 2]),
+        (40, 40, 16, 16, 5, None),
+    ],
 )
 def test_slide_labels_are_the_argmax_of_slide_logits_bit_for_bit(height, width, tile, stride, batch, heads):
     # The banded sums add the same windows in the same order and divide by the same counts.
