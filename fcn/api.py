@@ -251,9 +251,14 @@ class Segmenter:
         def inputs():
             for image in images:
                 try:
-                    yield self._input(self.read(image))
+                    pixels = self.read(image)
+                    window, _ = self.plan(pixels)  # an image over eval.max_memory is skipped
                 except (ValueError, FileNotFoundError):
                     continue
+                x = self._input(pixels)
+                if window["mode"] == "slide":  # the window the model will see, not the whole photo
+                    x = x[..., : window["tile"], : window["tile"]].clone()
+                yield x
 
         prepare_fast_path(self.model, self.cfg, inputs())
         self._prepared = True

@@ -156,3 +156,24 @@ def test_predict_names_the_image_too_large_for_the_budget_and_writes_the_others(
         with Image.open(out / f"{stem}.png") as index:
             assert index.size == size
     assert not any(p.name.startswith("b_large") for p in out.iterdir())
+
+
+def test_int8_calibrates_on_the_window_of_an_image_that_slides(setup, monkeypatch):  # noqa: F811
+    import fcn.inference.fastpath
+
+    _, _, ckpt = setup
+    seen = []
+    monkeypatch.setattr(
+        fcn.inference.fastpath,
+        "prepare_fast_path",
+        lambda model, cfg, images: seen.extend(x.shape for x in images),
+    )
+    seg = Segmenter.from_checkpoint(
+        ckpt, device="cpu", tile=64, stride=48, overrides=["eval.max_memory=none"]
+    )
+    between = (whole_bytes(seg.cfg, 180, 240) + slide_bytes(seg.cfg, 180, 240, 4)) / 2 / GB
+    seg = Segmenter.from_checkpoint(
+        ckpt, device="cpu", tile=64, stride=48, overrides=[f"eval.max_memory={between}"]
+    )
+    seg.calibrate([_photo(240, 180), _photo(40, 30)])
+    assert [tuple(s) for s in seen] == [(1, 3, 64, 64), (1, 3, 30, 40)]  # the window; the small one whole
