@@ -123,7 +123,14 @@ def _run_variant(
     """Return one variant's row, run in a subprocess."""
     command = [sys.executable, __file__, "--child", "--net", net, "--classes", str(classes), "--mode", mode]
     command += ["--size", *map(str, size), "--geometry", args.geometry, "--device", args.device]
-    command += ["--tile", str(args.tile), "--stride", str(args.stride), "--window-batch", str(args.window_batch)]
+    command += [
+        "--tile",
+        str(args.tile),
+        "--stride",
+        str(args.stride),
+        "--window-batch",
+        str(args.window_batch),
+    ]
     command += ["--labels", str(labels)]
     megapixels = size[0] * size[1] / 1e6
     row: Dict[str, Any] = {
