@@ -10,9 +10,9 @@ of the forward and the class decision, the larger of two stages:
 - the class scores: SCORE_STAGE_BYTES per pixel (the features still held, the labels) plus
   SCORE_MAPS float32 maps of C channels at the image's size (the upsampled scores and their crop).
 
-Calibrated on this project's machine (bench/slide.py --calibrate; docs/performance.md has the table)
-from the peak RSS that fp32 whole-image passes in inference mode add, at 0.75, 3 and 12 megapixels with
-4 and 21 classes: FCN-8s VGG16 in the paper's geometry peaks in conv1 (768-771 bytes per padded pixel,
+Calibrated on this project's machine (bench/slide.py --classes 4 21 measures it; docs/performance.md)
+from the peak RSS that fp32 whole-image passes in inference mode add, at 0.75, 3 and 12 megapixels
+with 4 and 21 classes: FCN-8s VGG16 in the paper's geometry peaks in conv1 (768-771 bytes per padded pixel,
 the same with 4 and 21 classes), FCN-8s ResNet-18 at the scores (128 bytes a pixel with 4 classes,
 275 with 21: 8.6 bytes per class, 2.2 float32 maps). A backbone not measured is given the largest
 cost measured (VGG16's), so that its estimate errs on the side of sliding. Lower precisions (bf16,
