@@ -207,6 +207,47 @@ class Segmenter:
                     break
         return cls(model, cfg, device=dev, checkpoint=checkpoint, requested_fast_path=requested)
 
+    @classmethod
+    def from_pretrained(
+        cls, name: str | os.PathLike, *, mirror: str | None = None, **options: Any
+    ) -> Segmenter:
+        """Return the Segmenter of published weights: a name of the registry (python -m
+        fcn.pretrained; downloaded, checked and converted into torch hub's cache on first use, from
+        mirror or $FCN_DATA_MIRROR when set), a folder save_pretrained wrote, or a Hugging Face Hub
+        repository '<user>/<repo>' holding one (huggingface_hub's cache; HF_HUB_OFFLINE honoured).
+        No pickle is read from a folder. options: from_checkpoint's keyword arguments."""
+        from fcn.inference.hub import REPO_ID, download_repo, is_folder
+        from fcn.models.pretrained import PRETRAINED, pretrained_checkpoint
+
+        text = str(name)
+        if text in PRETRAINED:
+            return cls.from_checkpoint(pretrained_checkpoint(text, mirror), **options)
+        if is_folder(text):
+            return cls.from_checkpoint(text, **options)
+        if REPO_ID.match(text) and not os.path.exists(text):
+            return cls.from_checkpoint(download_repo(text), **options)
+        raise ValueError(
+            f"'{text}' is neither a registry name ({', '.join(PRETRAINED)}), a folder nor a Hub repository "
+            "'<user>/<repo>'; a .pt checkpoint goes to Segmenter.from_checkpoint"
+        )
+
+    def save_pretrained(self, directory: str | os.PathLike) -> str:
+        """Write the model as a folder in the Hub's shape (model.safetensors, config.json, README.md:
+        the model card with the classes, input and the run's metrics) and return its path. The
+        weights are the checkpoint's (those the config's eval.use_ema picks), as from_checkpoint read
+        them, before any fast path; upload it with `hf upload <user>/<repo> <directory> . --exclude "*.onnx"`."""
+        from fcn.config import to_dict
+        from fcn.inference.hub import run_record, write_folder
+
+        if self.checkpoint is None:
+            if not isinstance(self.model, nn.Module):
+                raise ValueError("save_pretrained needs the torch model (engine=torch) or a checkpoint")
+            return str(write_folder(self.model, to_dict(self.cfg), directory))
+        from fcn.inference.loading import load_model
+
+        model, cfg = load_model(self.checkpoint, "cpu")
+        return str(write_folder(model, to_dict(cfg), directory, run_record(self.checkpoint)))
+
     # -----------------------------------------------------------------------------------------
 
     @property
@@ -271,7 +312,7 @@ class Segmenter:
     def _input(self, image: Image.Image) -> torch.Tensor:
         """Return the (1, C, H, W) model input of an image as read() gives it, on the device."""
         from fcn.core.normalize import input_normalization
-        from fcn.data.transforms import preprocess
+        from fcn.data.pixels import preprocess
 
         x = preprocess(image, input_normalization(self.cfg.data.transforms)).unsqueeze(0)
         return x.to(self.device)

@@ -21,6 +21,7 @@ from fcn.config.schema import (
     LAYER_INPUT_DATASETS,
     LOSS_NAMES,
     MODALITY_CHANNELS,
+    PAPER_ARCHS,
     PAPER_DATASET_CLASSES,
     VGG_BACKBONES,
     VOID,
@@ -47,6 +48,7 @@ from fcn.config.schema import (
 
 __all__ = [
     "ARCHS",
+    "PAPER_ARCHS",
     "BACKBONES",
     "CLASS_WEIGHTINGS",
     "DATASETS",

@@ -24,6 +24,7 @@ from fcn.config.schema import (
     LAYER_INPUT_DATASETS,
     LOSS_NAMES,
     MODALITY_CHANNELS,
+    TORCHVISION_FCN_OPTIONS,
     VGG_BACKBONES,
     VOID,
     ConfigError,
@@ -80,6 +81,7 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
     _choice(source, "model.upsampling", m.upsampling, ("transposed", "bilinear", "nearest_conv"))
     _choice(source, "model.fusion", m.fusion, ("skip", "full"))
     _choice(source, "model.dropout", m.dropout, ("element", "channel"))
+    _validate_torchvision_fcn(m, source)
     if m.num_classes < 2 and m.num_classes != 0:  # 0: not inferable, reported by _validate_labels
         raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
     if not 0 <= d.ignore_index <= 255:
@@ -102,6 +104,30 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
     pretrained = str(m.pretrained)
     if pretrained.lower() not in ("true", "false") and not pretrained:
         raise ConfigError(f"{source}: model.pretrained must be true, false or a file path")
+
+
+def _validate_torchvision_fcn(m: DictConfig, source: str) -> None:
+    """Raise ConfigError for model.aux_weight, and for model.arch=torchvision_fcn with keys that say
+    something else than what it builds."""
+    if m.aux_weight < 0:
+        raise ConfigError(f"{source}: model.aux_weight={m.aux_weight} must be >= 0")
+    if m.arch != "torchvision_fcn":
+        if m.aux_weight:
+            raise ConfigError(
+                f"{source}: model.aux_weight is torchvision_fcn's auxiliary head; set model.aux_weight=0 "
+                f"for model.arch={m.arch}"
+            )
+        return
+    if m.backbone not in ("resnet50", "resnet101"):
+        raise ConfigError(
+            f"{source}: model.arch=torchvision_fcn needs model.backbone=resnet50 or resnet101, not {m.backbone}"
+        )
+    wrong = [f"model.{k}={str(v).lower()}" for k, v in TORCHVISION_FCN_OPTIONS.items() if m[k] != v]
+    if wrong:
+        raise ConfigError(
+            f"{source}: model.arch=torchvision_fcn has no options beyond its backbone and aux_weight: set "
+            f"{' '.join(wrong)} (predefined_configs/torchvision_fcn_resnet50.yml sets them)"
+        )
 
 
 def _validate_paper_options(cfg: DictConfig, source: str) -> None:

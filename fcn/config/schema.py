@@ -22,7 +22,18 @@ from typing import Any, List
 
 from omegaconf import DictConfig, OmegaConf
 
-ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+PAPER_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+"""The paper's four nets (the authors' Caffe weights fit these)."""
+ARCHS = (*PAPER_ARCHS, "torchvision_fcn")
+TORCHVISION_FCN_OPTIONS = {
+    "geometry": "same",
+    "upsampling": "bilinear",
+    "head": "fcn",
+    "fusion": "skip",
+    "learnable_upsampling": False,
+    "dropout_p": 0.0,
+}
+"""model.arch=torchvision_fcn: the only values of these keys that say what it builds (fcn/models/torchvision_fcn.py)."""
 BACKBONES = (
     "vgg16",
     "vgg16_bn",
@@ -70,7 +81,10 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     arch: str = "fcn32s"
-    """Which FCN: fcn32s, fcn16s, fcn8s or fcn8s_atonce (the paper's four)."""
+    """Which FCN: fcn32s, fcn16s, fcn8s or fcn8s_atonce (the paper's four), or torchvision_fcn:
+    torchvision's fcn_resnet50/101 (backbone resnet50 or resnet101, dilated to output stride 8,
+    FCNHead on layer4, bilinear upsampling; its state dicts load as they are), which takes
+    geometry=same, upsampling=bilinear, head=fcn, dropout_p=0 (predefined_configs/torchvision_fcn_resnet50.yml)."""
     backbone: str = "vgg16"
     """torchvision backbone: vgg16 (the paper), vgg16_bn, resnet18/34/50/101, mobilenet_v3_large; or
     any timm model as 'timm:<name>' (e.g. timm:convnext_tiny, timm:tf_efficientnetv2_s.in21k_ft_in1k):
@@ -115,9 +129,15 @@ class ModelConfig:
     vertical) scored by their own score_fr_geo / skip path on the same trunk; the logits are the
     semantic classes then these, along the channels; the loss is the sum of both heads' (summed)
     cross-entropies. 0 = one head."""
+    aux_weight: float = 0.0
+    """torchvision_fcn only: the loss weight of its auxiliary FCNHead on layer3 (torchvision's
+    reference trains it with 0.5: loss(out) + 0.5 * loss(aux)); 0 = no auxiliary head. The head
+    is used in training only; predictions come from the main head."""
     init_from: str = ""
     """Staged training: a checkpoint (e.g. a trained FCN-32s) whose matching tensors initialise
-    this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s."""
+    this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s; or
+    'pretrained:<name>', published weights by name (python -m fcn.pretrained lists them; downloaded
+    into torch hub's cache on first use), e.g. pretrained:torchvision-fcn-resnet50 to fine-tune."""
     in_channels: int = 3
     """Channels of the input images (3: RGB; e.g. 4 for RGB-D, 1 for grey, N for multispectral
     TIFF/.npy). Pretrained first convolutions are adapted to it by timm's rule (RGB filters repeated

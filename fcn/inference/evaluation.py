@@ -21,15 +21,16 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fcn.config import to_dict
-from fcn.core.files import atomic_write
+from fcn.core.files import atomic_write, sync
+from fcn.core.pipeline import Behind, background_threads
 from fcn.core.runtime import select_device
 from fcn.core.sliding import window_options
 from fcn.core.visualize import save_index_png
 from fcn.data.common import VOID
 from fcn.data.loaders import DataLoader
-from fcn.inference.engines import Engine, model_device, to_engine
+from fcn.inference.engines import Engine, model_device
 from fcn.inference.fastpath import prepare_fast_path
-from fcn.inference.loading import load_model_weights
+from fcn.inference.loading import load_with_weights
 from fcn.inference.segment import model_heads, predict_labels
 
 
@@ -105,32 +106,42 @@ def evaluate_model(
     one_by_one = tta or window.get("mode", "whole") == "slide"
     index = 0
     bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
-    for images, masks, sizes in bar:
-        images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
-        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, heads=heads, **window)
-        if one_by_one and any(size != tuple(images.shape[-2:]) for size in sizes):
-            # Mirroring or rescaling a padded image would move or blend the padding into the
-            # image, so a padded batch gets test-time augmentation image by image.
-            preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
-            for i, (h, w) in enumerate(sizes):
-                preds[i, ..., :h, :w] = predict_labels(model, images[i : i + 1, :, :h, :w], **options)[0]
-        else:
-            preds = predict_labels(model, images, **options)
-        if geo is not None:  # two heads: the geometric one scored on its own, the rest is semantic
-            geo.update(preds[:, 1], masks[:, 1])
-            preds, masks = preds[:, 0], masks[:, 0]
-        # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
-        matrix.update(preds, masks)
-        if per_image:
-            for k, (h, w) in enumerate(sizes):
-                scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes, ignore_index)
-                position = len(rows)
-                rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **scores})
-        if save_predictions is not None:
-            for pred, (h, w) in zip(preds.cpu().numpy().astype(np.uint8), sizes):
-                save_index_png(pred[:h, :w], palette, Path(save_predictions) / f"{ids[index]}.png")
-                index += 1
+    # Predictions are encoded and written behind the network (one sync at the end makes them durable).
+    with Behind(background_threads()) as behind:
+        for images, masks, sizes in bar:
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            options = dict(
+                flip=flip, scales=scales, amp=amp, channels_last=channels_last, heads=heads, **window
+            )
+            if one_by_one and any(size != tuple(images.shape[-2:]) for size in sizes):
+                # Mirroring or rescaling a padded image would move or blend the padding into the
+                # image, so a padded batch gets test-time augmentation image by image.
+                preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
+                for i, (h, w) in enumerate(sizes):
+                    preds[i, ..., :h, :w] = predict_labels(model, images[i : i + 1, :, :h, :w], **options)[0]
+            else:
+                preds = predict_labels(model, images, **options)
+            if geo is not None:  # two heads: the geometric one scored on its own, the rest is semantic
+                geo.update(preds[:, 1], masks[:, 1])
+                preds, masks = preds[:, 0], masks[:, 0]
+            # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
+            matrix.update(preds, masks)
+            if per_image:
+                for k, (h, w) in enumerate(sizes):
+                    scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes, ignore_index)
+                    position = len(rows)
+                    rows.append(
+                        {"id": str(ids[position]), "index": position, "height": h, "width": w, **scores}
+                    )
+            if save_predictions is not None:
+                for pred, (h, w) in zip(preds.cpu().numpy().astype(np.uint8), sizes):
+                    # Encoded and written behind the network; made durable by one sync at the end.
+                    path = Path(save_predictions) / f"{ids[index]}.png"
+                    behind.submit(save_index_png, pred[:h, :w], palette, path, durable=False)
+                    index += 1
+    if index:
+        sync()
     metrics = matrix.compute()
     metrics["confusion"] = matrix.mat.cpu().tolist()
     if geo is not None:
@@ -256,8 +267,7 @@ def prepare_evaluation(
     from fcn.data import build_dataset
     from fcn.data.transforms import build_transforms
 
-    model, cfg, which = load_model_weights(checkpoint, select_device(device), None, paths, overrides)
-    model = to_engine(model, cfg, checkpoint, which)
+    model, cfg, which = load_with_weights(checkpoint, select_device(device), None, paths, overrides)
     dataset = build_dataset(
         cfg.data.val,
         cfg.data,

@@ -128,7 +128,7 @@ def segment(
     test-time augmentation and precision default to the config's eval.* keys, as does whole or
     sliding-window inference (eval.mode)."""
     from fcn.core.normalize import input_normalization
-    from fcn.data.transforms import preprocess
+    from fcn.data.pixels import preprocess
 
     e = cfg.eval
     x = preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)

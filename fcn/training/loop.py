@@ -278,7 +278,12 @@ def setup(cfg: DictConfig) -> Run:
         scheduler=scheduler,
         scaler=scaler,
         loss_fn=build_loss(
-            cfg.loss, ignore, weight, int(cfg.model.num_classes), int(cfg.model.geometric_classes)
+            cfg.loss,
+            ignore,
+            weight,
+            int(cfg.model.num_classes),
+            int(cfg.model.geometric_classes),
+            float(cfg.model.aux_weight),  # torchvision_fcn's auxiliary head
         ),
         mixer=build_mixer(cfg.data.mixing, ignore),
         total=total,

@@ -195,9 +195,18 @@ def resume_from(
 
 def init_from(model: nn.Module, path: str, info: distributed.DistInfo) -> None:
     """Copy the tensors of checkpoint `path` that fit model (the paper's staged init); an error when
-    none fits, which is a wrong path rather than another stage."""
+    none fits, which is a wrong path rather than another stage. 'pretrained:<name>' is an entry of
+    the registry (fcn.models.pretrained): downloaded and converted by the primary process first."""
     from fcn.models import describe_init, init_from_state_dict
+    from fcn.models.pretrained import PREFIX, pretrained_checkpoint
 
+    if path.startswith(PREFIX):
+        name = path[len(PREFIX) :]
+        if info.is_primary:
+            path = str(pretrained_checkpoint(name, log=lambda line: log(info, line)))
+        distributed.barrier()  # the others read the primary's cache
+        if not info.is_primary:
+            path = str(pretrained_checkpoint(name, progress=False, log=lambda line: None))
     state = load_checkpoint(path)
     weights = state.get("model", state)
     copied, new = init_from_state_dict(model, weights)
