@@ -16,7 +16,8 @@ array (C = 1, 3 or 4; alpha is dropped), taken as it is; a list of them gives a 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+import sys
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -152,6 +153,11 @@ class Segmenter:
         """The class names in label order (label i is classes[i])."""
         self.palette: np.ndarray = palette(cfg.data)
         """(256, 3) uint8 colours indexed by label (row 255: the void colour), as predict.py's PNGs."""
+        self.log: Callable[[str], None] = _note
+        """Where the lines about an image go (an image too large for the whole-image pass under
+        eval.max_memory, segmented in sliding windows): 'note: ...' on stderr by default; each line
+        is said once."""
+        self._said: set[str] = set()
         self._prepared = False
 
     @classmethod
@@ -286,9 +292,14 @@ class Segmenter:
         def inputs():
             for image in images:
                 try:
-                    yield self._input(self.read(image))
+                    pixels = self.read(image)
+                    window, _ = self.plan(pixels)  # an image over eval.max_memory is skipped
                 except (ValueError, FileNotFoundError):
                     continue
+                x = self._input(pixels)
+                if window["mode"] == "slide":  # the window the model will see, not the whole photo
+                    x = x[..., : window["tile"], : window["tile"]].clone()
+                yield x
 
         prepare_fast_path(self.model, self.cfg, inputs())
         self._prepared = True
@@ -310,10 +321,22 @@ class Segmenter:
         if not self._prepared:
             self.calibrate([image])
 
-    def _options(self) -> dict:
-        from fcn.core.sliding import window_options
+    def plan(self, image: Image.Image | np.ndarray, probabilities: bool = False) -> tuple[dict, str | None]:
+        """Return (eval.mode, tile, stride and window_batch for this image, the line that says why
+        they differ from the config's, or None) under eval.max_memory (fcn.inference.budget.plan);
+        MemoryBudgetError (a ValueError naming the size and the key) when even one window does not fit."""
+        from fcn.inference.budget import plan
+
+        height, width = (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
+        return plan(self.cfg, int(height), int(width), self.device, probabilities=probabilities)
+
+    def _options(self, image: Image.Image | np.ndarray, probabilities: bool = False) -> dict:
         from fcn.inference.segment import model_heads
 
+        window, line = self.plan(image, probabilities)
+        if line is not None and line not in self._said:
+            self._said.add(line)
+            self.log(line)
         e = self.cfg.eval
         return dict(
             flip=bool(e.flip),
@@ -321,7 +344,7 @@ class Segmenter:
             amp=e.amp,
             channels_last=bool(e.channels_last),
             heads=model_heads(self.cfg),  # a two-headed model (SIFT Flow): each head its own softmax
-            **window_options(self.cfg),
+            **window,
         )
 
     def __call__(self, image: Any) -> np.ndarray | list[np.ndarray]:
@@ -335,8 +358,9 @@ class Segmenter:
         """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes)."""
         from fcn.inference.segment import predict_labels
 
+        options = self._options(image)  # first: an image over the budget is refused before any work
         self._ready(image)
-        labels = predict_labels(self.model, self._input(image), **self._options())
+        labels = predict_labels(self.model, self._input(image), **options)
         if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
             labels = labels[:, 0]
         return labels[0].to(torch.uint8).cpu().numpy()
@@ -350,9 +374,10 @@ class Segmenter:
         from fcn.inference.segment import predict_probs
 
         pixels = self.read(image)
+        options = self._options(pixels, probabilities=True)
         self._ready(pixels)
         with torch.inference_mode():
-            probs = predict_probs(self.model, self._input(pixels), **self._options())
+            probs = predict_probs(self.model, self._input(pixels), **options)
         return probs[0, : self.num_classes].cpu().numpy()  # a two-headed model's semantic head
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
@@ -385,6 +410,10 @@ class Segmenter:
             (c, self.classes[c] if c < len(self.classes) else str(c), float(counts[c] / total))
             for c in present
         ]
+
+
+def _note(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr, flush=True)
 
 
 def untinted_label(cfg: DictConfig) -> int:

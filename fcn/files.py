@@ -13,6 +13,7 @@ import numpy as np
 
 from fcn.api import Segmenter
 from fcn.core.visualize import legend, save_index_png, save_png
+from fcn.inference.budget import MemoryBudgetError
 
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".npy"
@@ -90,7 +91,8 @@ def predict_files(
     """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
     image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
     size) and <stem>_legend.png (classes present); return (images done, error lines of the files
-    that could not be read, in the files' order). int8 calibrates on the readable files.
+    that could not be read or that need more memory than eval.max_memory allows even in sliding
+    windows, in the files' order). int8 calibrates on the readable files.
 
     With pipeline (the default), the next images are read and decoded, and the finished ones drawn,
     encoded and written, in background threads while the network runs (fcn.core.pipeline): the same
@@ -116,7 +118,7 @@ def predict_files(
     bar = tqdm(total=len(jobs), desc="predict", unit="image", disable=not progress)
     readable = (ValueError, FileNotFoundError)
     with bar, Behind(background_threads() if pipeline else 0) as behind:
-        for (_, stem), image, exc in read_ahead(
+        for (file, stem), image, exc in read_ahead(
             jobs, lambda job: segmenter.read(job[0]), depth=2 if pipeline else 0, errors=readable
         ):
             bar.update(1)
@@ -124,7 +126,12 @@ def predict_files(
                 errors.append(str(exc))
                 log(f"error: {exc}")
                 continue
-            mask = segmenter.segment(image)
+            try:
+                mask = segmenter.segment(image)
+            except MemoryBudgetError as exc:  # too large even window by window: the others are still done
+                errors.append(f"{file}: {exc}")
+                log(f"error: {file}: {exc}")
+                continue
             behind.submit(write_outputs, segmenter, image, mask, out, stem, alpha, not pipeline)
             done += 1
     if pipeline and done:

@@ -41,6 +41,7 @@ from fcn.config.schema import (
     is_import_path,
     is_timm,
     label_map_dict,
+    memory_limit_gb,
     num_classes,
     pretrained_choice,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "is_import_path",
     "is_timm",
     "label_map_dict",
+    "memory_limit_gb",
     "load_config",
     "num_classes",
     "pretrained_choice",

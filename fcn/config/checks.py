@@ -33,6 +33,7 @@ from fcn.config.schema import (
     is_import_path,
     is_timm,
     label_map_dict,
+    memory_limit_gb,
     own_class_counts,
 )
 
@@ -520,6 +521,10 @@ def _validate_eval(cfg: DictConfig, source: str) -> None:
     _positive(source, "eval.tile", e.tile)
     _positive(source, "eval.stride", e.stride)
     _positive(source, "eval.window_batch", e.window_batch)
+    try:
+        memory_limit_gb(e.max_memory)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if e.stride > e.tile:
         raise ConfigError(
             f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "

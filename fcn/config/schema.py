@@ -468,6 +468,15 @@ class EvalConfig:
     """eval.mode=slide: pixels between window starts (at most tile); 341 of 512 overlaps a third."""
     window_batch: int = 4
     """eval.mode=slide: windows per forward pass (times the images of a batch)."""
+    max_memory: str = "auto"
+    """predict.py, the Python API and demo.py: the most memory, in GB, that segmenting one image may
+    add (input, activations, score maps, labels), as estimated from the backbone and the image size
+    (fcn/inference/budget.py): an image whose whole-image pass would need more is segmented in
+    sliding windows (eval.tile, eval.stride; said in one line), one that needs more even window by
+    window is an error naming this key. 'auto': 2 GB on the CPU (a 16 GB machine segments a
+    24-megapixel photo with the paper's VGG16 FCN-8s in under 6 GB), the free memory of the GPU on
+    CUDA; a number: that many GB (on CUDA at most the free memory); 'none': no limit (eval.mode as
+    set). evaluate.py and training's evaluation follow eval.mode as set."""
     metric: str = "mean_iu"
     """The evaluation metric tune.py maximises and prunes on: 'mean_iu', 'pixel_acc', 'mean_acc' or
     'fwavacc' (the EMA's with training.ema_decay > 0, as for best.pt)."""
@@ -521,6 +530,21 @@ def own_class_counts(data: DictConfig) -> set[int]:
     """Return the class counts of data.train's and data.val's own class lists: a paper dataset's
     (PAPER_DATASET_CLASSES), else PASCAL VOC's 21; a 'folder' dataset has none (data.classes names them)."""
     return {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (data.train, data.val) if ds.name != "folder"}
+
+
+def memory_limit_gb(value: Any) -> float | str | None:
+    """Return eval.max_memory as 'auto', None ('none': no limit) or a positive number of GB;
+    ValueError for anything else."""
+    text = str(value).strip().lower()
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"eval.max_memory={value!r} must be auto, none or a positive number of GB (e.g. 4)")
+    return number
 
 
 def is_import_path(name: str) -> bool:

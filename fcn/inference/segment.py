@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from fcn.core.runtime import autocast
-from fcn.core.sliding import argmax_heads, model_logits, softmax_heads, window_options
+from fcn.core.sliding import argmax_heads, model_logits, slide_labels, softmax_heads, window_options
 from fcn.inference.engines import model_device
 
 
@@ -101,6 +101,16 @@ def predict_labels(
         )
         return argmax_heads(probs, heads)
     with torch.inference_mode(), autocast(images.device, amp):
+        if mode == "slide":  # the same labels, the class sums held one band of rows at a time
+            return slide_labels(
+                model,
+                images,
+                tile=tile,
+                stride=stride,
+                window_batch=window_batch,
+                channels_last=channels_last,
+                heads=heads,
+            )
         return argmax_heads(model_logits(model, images, channels_last, **window), heads)
 
 
