@@ -149,7 +149,10 @@ class Segmenter:
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.requested_fast_path = requested_fast_path or str(cfg.eval.fast_path)
         self.classes: list[str] = class_names(cfg.data)
-        """The class names in label order (label i is classes[i])."""
+        """The class names in label order (label i is classes[i]; a sigmoid task: channel i's)."""
+        self.task: str = str(cfg.data.task)
+        """data.task: 'multiclass' (masks of class indices), 'binary' (an H x W boolean mask) or
+        'multilabel' (a C x H x W boolean mask, one plane per class)."""
         self.palette: np.ndarray = palette(cfg.data)
         """(256, 3) uint8 colours indexed by label (row 255: the void colour), as predict.py's PNGs."""
         self._prepared = False
@@ -271,7 +274,7 @@ class Segmenter:
 
     def _options(self) -> dict:
         from fcn.core.sliding import window_options
-        from fcn.inference.segment import model_heads
+        from fcn.inference.segment import model_heads, task_options
 
         e = self.cfg.eval
         return dict(
@@ -281,21 +284,27 @@ class Segmenter:
             channels_last=bool(e.channels_last),
             heads=model_heads(self.cfg),  # a two-headed model (SIFT Flow): each head its own softmax
             **window_options(self.cfg),
+            **task_options(self.cfg),
         )
 
     def __call__(self, image: Any) -> np.ndarray | list[np.ndarray]:
         """Return the H x W uint8 class-index mask of an image (a list of them for a list), at the
-        image's size, with the config's eval.* options: bit for bit predict.py's <stem>.png."""
+        image's size, with the config's eval.* options: bit for bit predict.py's <stem>.png. A
+        sigmoid task: a boolean mask, H x W (binary) or C x H x W (multilabel), true where the
+        class's probability is above eval.threshold."""
         if isinstance(image, (list, tuple)):
             return [self(one) for one in image]
         return self.segment(self.read(image))
 
     def segment(self, image: Image.Image) -> np.ndarray:
-        """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes)."""
+        """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes; a
+        sigmoid task's boolean mask)."""
         from fcn.inference.segment import predict_labels
 
         self._ready(image)
         labels = predict_labels(self.model, self._input(image), **self._options())
+        if self.task != "multiclass":
+            return labels[0].cpu().numpy() == 1
         if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
             labels = labels[:, 0]
         return labels[0].to(torch.uint8).cpu().numpy()
@@ -303,7 +312,8 @@ class Segmenter:
     def probabilities(self, image: Any) -> np.ndarray | list[np.ndarray]:
         """Return the C x H x W float32 softmax of an image (a list of them for a list), averaged
         over the eval.* test-time augmentation; its argmax is __call__'s mask wherever the best
-        two classes differ by more than float rounding."""
+        two classes differ by more than float rounding. A sigmoid task: each class's sigmoid, H x W
+        for binary (its one class), C x H x W for multilabel; above eval.threshold is __call__'s mask."""
         if isinstance(image, (list, tuple)):
             return [self.probabilities(one) for one in image]
         from fcn.inference.segment import predict_probs
@@ -312,13 +322,24 @@ class Segmenter:
         self._ready(pixels)
         with torch.inference_mode():
             probs = predict_probs(self.model, self._input(pixels), **self._options())
+        if self.task == "binary":
+            return probs[0, 0].cpu().numpy()
         return probs[0, : self.num_classes].cpu().numpy()  # a two-headed model's semantic head
+
+    def display(self, mask: np.ndarray) -> np.ndarray:
+        """Return the H x W uint8 labels a mask is drawn in with self.palette: a class-index mask as
+        it is; a sigmoid task's boolean mask as 0 (no class) or 1 + the class (multilabel: the highest
+        class present; overlay() blends the colours of overlapping classes)."""
+        from fcn.core.tasks import display_labels
+
+        mask = np.asarray(mask)
+        return display_labels(mask.astype(np.uint8), self.task) if self.task != "multiclass" else mask
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """Return the H x W x 3 uint8 colour picture of a mask in the palette (predict.py's _color.png)."""
         from fcn.core.visualize import colorize
 
-        return colorize(mask, self.palette)
+        return colorize(self.display(mask), self.palette)
 
     def overlay(self, image: Any, alpha: float = 0.5, mask: np.ndarray | None = None) -> np.ndarray:
         """Return the H x W x 3 uint8 image tinted with its mask's colours at opacity alpha, the
@@ -331,11 +352,25 @@ class Segmenter:
         if mask is None:
             mask = self.segment(pixels)
         shown = display_pixels(pixels, self.cfg.data.display_channels)  # data.display_channels
-        return overlay(shown, mask, self.palette, alpha=alpha, ignore_index=self.untinted)
+        if self.task == "multilabel":
+            from fcn.core.visualize import overlay_planes
+
+            return overlay_planes(
+                shown, np.asarray(mask), self.palette[1 : len(self.classes) + 1], alpha=alpha
+            )
+        return overlay(shown, self.display(mask), self.palette, alpha=alpha, ignore_index=self.untinted)
 
     def shares(self, mask: np.ndarray) -> list[tuple[int, str, float]]:
         """Return (label, class name, fraction of the pixels) of each label present in a mask,
-        largest first (ties by label); void and labels without a name are named by their number."""
+        largest first (ties by label); void and labels without a name are named by their number. A
+        sigmoid task's boolean mask: (class index, name, share) of each class present (multilabel:
+        shares may add up to more than 1 where classes overlap)."""
+        if self.task != "multiclass":
+            planes = np.asarray(mask, dtype=bool).reshape(-1, *np.shape(mask)[-2:])
+            found = [
+                (c, name, float(plane.mean())) for c, (name, plane) in enumerate(zip(self.classes, planes))
+            ]
+            return sorted([f for f in found if f[2] > 0], key=lambda f: (-f[2], f[0]))
         counts = np.bincount(np.asarray(mask, dtype=np.int64).ravel(), minlength=256)
         total = max(1, int(counts.sum()))
         present = [int(c) for c in np.flatnonzero(counts)]
@@ -351,4 +386,6 @@ def untinted_label(cfg: DictConfig) -> int:
     so that the objects stand out on the photo, else the ignore index."""
     from fcn.data import class_names
 
+    if cfg.data.task != "multiclass":  # display label 0: no class
+        return 0
     return 0 if class_names(cfg.data)[0].lower() in ("background", "bg") else int(cfg.data.ignore_index)

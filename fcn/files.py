@@ -1,6 +1,6 @@
 """predict.py's files: the inputs listed (files as given, directories' images sorted by name), one
 distinct output name per input, and per image a class-index PNG, colour mask, overlay and legend
-written by a fcn.api.Segmenter."""
+written by a fcn.api.Segmenter (a binary or multilabel model: 0/255 masks and an overlay)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def predict_files(
     """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
     image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
     size) and <stem>_legend.png (classes present); return (images done, error lines of the files
-    that could not be read). int8 calibrates on the readable files."""
+    that could not be read). int8 calibrates on the readable files. A binary or multilabel model
+    writes write_sigmoid_outputs' files instead."""
     from tqdm import tqdm
 
     if log is None:
@@ -92,6 +93,10 @@ def predict_files(
             log(f"error: {exc}")
             continue
         mask = segmenter.segment(image)
+        if segmenter.task != "multiclass":
+            write_sigmoid_outputs(segmenter, image, mask, out, stem, alpha)
+            done += 1
+            continue
         save_index_png(mask, segmenter.palette, out / f"{stem}.png")
         save_png(segmenter.colorize(mask), out / f"{stem}_color.png")
         save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png")
@@ -99,3 +104,19 @@ def predict_files(
         save_png(legend(present, segmenter.classes, segmenter.palette), out / f"{stem}_legend.png")
         done += 1
     return done, errors
+
+
+def write_sigmoid_outputs(
+    segmenter: Segmenter, image: object, mask: np.ndarray, out: Path, stem: str, alpha: float = 0.5
+) -> None:
+    """Write a sigmoid task's prediction: binary, <stem>.png (0/255 grayscale, 255 = the class);
+    multilabel, <stem>_<class>.png per class (0/255); both, <stem>_overlay.png (overlapping classes'
+    colours mixed)."""
+    from fcn.inference.evaluation import write_sigmoid_masks
+
+    if mask.ndim == 2:
+        write_sigmoid_masks(mask.astype(np.uint8), out, stem, None)
+    else:
+        for name, plane in zip(segmenter.classes, mask):
+            write_sigmoid_masks(plane.astype(np.uint8), out, f"{stem}_{name}", None)
+    save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png")

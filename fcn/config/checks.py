@@ -24,6 +24,12 @@ from fcn.config.schema import (
     LAYER_INPUT_DATASETS,
     LOSS_NAMES,
     MODALITY_CHANNELS,
+    MULTICLASS_METRICS,
+    SIGMOID_LOSSES,
+    SIGMOID_METRICS,
+    SIGMOID_TASKS,
+    SOFTMAX_LOSSES,
+    TASKS,
     VGG_BACKBONES,
     VOID,
     ConfigError,
@@ -43,7 +49,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     _validate_labels(cfg, source)
     _validate_input(cfg, source)
     _validate_batches(cfg, source)
-    _validate_loss(cfg.loss, cfg.model.num_classes, source)
+    _validate_loss(cfg.loss, cfg.model.num_classes, source, cfg.data.task)
     _validate_optimizer(cfg, source)
     _validate_training(cfg, source)
     _validate_eval(cfg, source)
@@ -79,8 +85,20 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
     _choice(source, "model.upsampling", m.upsampling, ("transposed", "bilinear", "nearest_conv"))
     _choice(source, "model.fusion", m.fusion, ("skip", "full"))
     _choice(source, "model.dropout", m.dropout, ("element", "channel"))
-    if m.num_classes < 2 and m.num_classes != 0:  # 0: not inferable, reported by _validate_labels
-        raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
+    _choice(source, "data.task", d.task, TASKS)
+    if d.task == "binary" and m.num_classes != 1:
+        raise ConfigError(
+            f"{source}: model.num_classes={m.num_classes} but data.task=binary has one sigmoid logit: "
+            "set model.num_classes=1 (or leave it 0) and data.classes to the foreground's one name"
+        )
+    if d.task == "multiclass" and m.num_classes < 2 and m.num_classes != 0:  # 0: reported by _validate_labels
+        hint = "; for one class against the rest set data.task=binary" if m.num_classes == 1 else ""
+        raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2{hint}")
+    if d.task == "multilabel" and not d.classes:
+        raise ConfigError(
+            f"{source}: data.task=multilabel needs data.classes: the names of the classes (the mask "
+            "folders <masks>/<class name>/), one sigmoid logit each"
+        )
     if not 0 <= d.ignore_index <= 255:
         raise ConfigError(f"{source}: data.ignore_index={d.ignore_index} must be in 0..255 (masks are 8-bit)")
     if m.num_classes > 256 or (m.num_classes > VOID and d.ignore_index == VOID):
@@ -249,7 +267,8 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
             f"{source}: data.label_map and data.reduce_zero_label do not apply to 'coco' datasets (their "
             "categories map to data.classes by name); remove them or use data.coco_unlisted"
         )
-    own = own_class_counts(d)
+    _validate_task_labels(cfg, source)
+    own = own_class_counts(d) if d.task == "multiclass" else set()
     if not d.classes and len(own) > 1:
         raise ConfigError(
             f"{source}: data.train.name={d.train.name} and data.val.name={d.val.name} have different classes"
@@ -259,7 +278,7 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
             f"{source}: model.num_classes cannot be inferred: set data.classes (the class names in index "
             "order) or model.num_classes"
         )
-    _validate_label_map(source, d, m.num_classes)
+    _validate_label_map(source, d, 2 if d.task == "binary" else m.num_classes)
     if d.classes and len(d.classes) != m.num_classes:
         raise ConfigError(
             f"{source}: data.classes has {len(d.classes)} names but model.num_classes={m.num_classes}"
@@ -280,6 +299,35 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: model.num_classes={m.num_classes} but {what} has {n} classes; "
             "set data.classes for another label set"
+        )
+
+
+def _validate_task_labels(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for the keys a sigmoid task (data.task binary or multilabel) cannot take."""
+    m, d = cfg.model, cfg.data
+    if d.task not in SIGMOID_TASKS:
+        return
+    if d.task == "binary" and len(d.classes) > 1:
+        raise ConfigError(
+            f"{source}: data.classes={list(d.classes)} but data.task=binary segments one class: name only "
+            "the foreground (e.g. [defect]); for several classes use data.task=multilabel or multiclass"
+        )
+    if m.geometric_classes:
+        raise ConfigError(
+            f"{source}: model.geometric_classes is SIFT Flow's second softmax head; data.task={d.task} "
+            "takes none (set it to 0)"
+        )
+    for ds_key in ("train", "val"):
+        name = d[ds_key].name
+        if name not in ("folder", "pairs") and not is_import_path(name):
+            raise ConfigError(
+                f"{source}: data.{ds_key}.name={name} has multiclass masks; data.task={d.task} reads "
+                "'folder' or 'pairs' datasets (or your own class by import path)"
+            )
+    if d.task == "multilabel" and (len(d.label_map) or d.reduce_zero_label):
+        raise ConfigError(
+            f"{source}: data.label_map and data.reduce_zero_label translate class ids; data.task=multilabel "
+            "masks are one 0/1 mask per class: remove them"
         )
 
 
@@ -382,8 +430,9 @@ def _validate_batches(cfg: DictConfig, source: str) -> None:
         )
 
 
-def _validate_loss(loss: DictConfig, n: int, source: str) -> None:
-    """Raise ConfigError for an unknown loss term, a bad weight or bad class weights."""
+def _validate_loss(loss: DictConfig, n: int, source: str, task: str = "multiclass") -> None:
+    """Raise ConfigError for an unknown loss term, a bad weight or bad class weights, or a term
+    that does not fit data.task (a softmax loss with one sigmoid per class, or the reverse)."""
     if len(loss.terms) == 0:
         raise ConfigError(
             f"{source}: loss.terms is empty; give at least one term, e.g. [{{name: ce, weight: 1.0}}]"
@@ -391,6 +440,16 @@ def _validate_loss(loss: DictConfig, n: int, source: str) -> None:
     for i, term in enumerate(loss.terms):
         _choice(source, f"loss.terms[{i}].name", term.name, LOSS_NAMES)
         _positive(source, f"loss.terms[{i}].weight", term.weight, allow_zero=True)
+        if task in SIGMOID_TASKS and term.name in SOFTMAX_LOSSES:
+            raise ConfigError(
+                f"{source}: loss.terms[{i}].name={term.name} is a softmax loss but data.task={task} gives one "
+                "sigmoid per class; use bce, dice, focal or lovasz (e.g. loss.terms=[{name: bce, weight: 1.0}])"
+            )
+        if task not in SIGMOID_TASKS and term.name in SIGMOID_LOSSES:
+            raise ConfigError(
+                f"{source}: loss.terms[{i}].name={term.name} is a sigmoid loss but data.task={task} is a "
+                "softmax over classes; use ce, or set data.task=binary or multilabel"
+            )
     if not 0.0 <= loss.label_smoothing < 1.0:
         raise ConfigError(f"{source}: loss.label_smoothing={loss.label_smoothing} must be in [0, 1)")
     _positive(source, "loss.focal_gamma", loss.focal_gamma, allow_zero=True)
@@ -402,6 +461,11 @@ def _validate_loss(loss: DictConfig, n: int, source: str) -> None:
     weights = loss.class_weights
     if isinstance(weights, str):
         _choice(source, "loss.class_weights", weights, CLASS_WEIGHTINGS)
+        if task in SIGMOID_TASKS and weights != "inverse_frequency":
+            raise ConfigError(
+                f"{source}: loss.class_weights={weights} but data.task={task} weights positives (bce's "
+                "pos_weight): use inverse_frequency (negatives / positives per class) or a list"
+            )
         return
     if not OmegaConf.is_list(weights) and not isinstance(weights, (list, tuple)):
         raise ConfigError(
@@ -487,6 +551,10 @@ def _validate_eval(cfg: DictConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: eval.scales={list(e.scales)} must be a non-empty list of positive factors"
         )
+    if not 0.0 < e.threshold < 1.0:
+        raise ConfigError(f"{source}: eval.threshold={e.threshold} must be a probability in (0, 1)")
+    task = cfg.data.task
+    _choice(source, "eval.metric", e.metric, SIGMOID_METRICS if task in SIGMOID_TASKS else MULTICLASS_METRICS)
     _choice(source, "eval.mode", e.mode, ("whole", "slide"))
     _positive(source, "eval.tile", e.tile)
     _positive(source, "eval.stride", e.stride)

@@ -129,3 +129,12 @@ def add_missing(
             f"{len(missing)} of {listed} ids listed in {split_file} have no {what} in {directory} "
             f"(e.g. {example}); restore the files or remove the ids from the split file"
         )
+
+
+def multilabel_masks(masks: Path, multilabel: Sequence[str]) -> tuple[Path, str]:
+    """Return (the folder a split's masks are listed in, their ending): masks and .png, or for a
+    multilabel task masks/<first class> and .png when that folder exists, else masks and .npy."""
+    if not multilabel:
+        return masks, ".png"
+    first = masks / multilabel[0]
+    return (first, ".png") if first.is_dir() else (masks, ".npy")

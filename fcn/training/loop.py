@@ -213,7 +213,7 @@ def class_weight_tensor(
     report, cache, cached = split_report_cached(
         cfg.data.train, cfg.data, cfg.data.num_workers, cfg.model.in_channels
     )
-    values = frequency_weights(report, weights, cfg.model.num_classes, cfg.data.ignore_index)
+    values = frequency_weights(report, weights, cfg.model.num_classes, cfg.data.ignore_index, cfg.data.task)
     source = (
         f"read from {cache}"
         if cached
@@ -278,7 +278,12 @@ def setup(cfg: DictConfig) -> Run:
         scheduler=scheduler,
         scaler=scaler,
         loss_fn=build_loss(
-            cfg.loss, ignore, weight, int(cfg.model.num_classes), int(cfg.model.geometric_classes)
+            cfg.loss,
+            ignore,
+            weight,
+            int(cfg.model.num_classes),
+            int(cfg.model.geometric_classes),
+            task=str(cfg.data.task),
         ),
         mixer=build_mixer(cfg.data.mixing, ignore),
         total=total,
