@@ -300,3 +300,61 @@ def test_predict_and_segmenter_binary_give_boolean_masks_probabilities_and_0_255
     with Image.open(out / "im0.png") as saved:
         assert saved.mode == "L" and np.array_equal(np.asarray(saved), mask * np.uint8(255))
     assert sorted(p.name for p in out.iterdir()) == ["im0.png", "im0_overlay.png"]
+
+
+def test_onnx_runtime_gives_the_binary_masks_of_torch(binary_setup, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fcn.api import Segmenter
+
+    root, ckpt, _, _ = binary_setup
+    copy = tmp_path / "best.pt"  # the engine caches its export beside the checkpoint
+    copy.write_bytes(ckpt.read_bytes())
+    torch_seg = Segmenter.from_checkpoint(copy, device="cpu")
+    onnx_seg = Segmenter.from_checkpoint(copy, device="cpu", engine="onnxruntime")
+    same = total = 0
+    for i in range(len(SIZES)):
+        a, b = torch_seg(root / "images" / f"im{i}.png"), onnx_seg(root / "images" / f"im{i}.png")
+        assert a.dtype == b.dtype == bool and a.any()
+        same, total = same + int((a == b).sum()), total + a.size
+    assert same >= 0.999 * total
+    import onnx
+
+    exported = next(tmp_path.glob("*.onnx"))
+    meta = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    assert meta["task"] == "binary" and meta["threshold"] == "0.5"
+
+
+def test_multilabel_pairs_dataset_reads_class_folders_and_check_counts_each_class(tmp_path, capsys):
+    from fcn.data import build_dataset
+    from fcn.data.check import main as check_main
+    from fcn.data.toy import generate
+    from fcn.data.transforms import build_transforms
+
+    root = tmp_path / "toy"
+    generate(root, seed=0, n_train=4, n_val=2, size=32, workers=1, fmt="pairs", task="multilabel")
+    overrides = _pairs("multilabel", "[disc, band]", ["loss.terms=[{name: bce}]", "data.num_workers=0"])
+    overrides += [f"data.{s}.{k}={root}/{s}/{k}" for s in ("train", "val") for k in ("images", "masks")]
+    cfg = load_config(overrides=overrides + ["data.transforms.crop_size=24"])
+    train = build_dataset(cfg.data.train, cfg.data, build_transforms(cfg.data.transforms, train=True))
+    image, mask = train[0]
+    assert image.shape == (3, 24, 24) and mask.shape == (2, 24, 24)
+    assert set(mask.unique().tolist()) <= {0, 1, 255}
+    val = build_dataset(cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, train=False))
+    _, mask = val[0]
+    truth = read_multilabel_mask(root / "val" / "masks" / "disc" / "val_00000.png", ["disc", "band"])
+    assert np.array_equal(mask.numpy(), truth)
+    assert check_main(overrides) == 0
+    printed = capsys.readouterr().out
+    assert "disc" in printed and "band" in printed and "(no class)" in printed
+
+
+def test_a_bad_binary_mask_is_one_line_naming_the_file_and_its_values(tmp_path, capsys):
+    from fcn.data.check import main as check_main
+
+    _write_binary_pairs(tmp_path)
+    Image.fromarray(np.full((70, 90), 7, np.uint8), mode="L").save(tmp_path / "masks" / "im0.png")
+    overrides = _pairs("binary", "[bright]", ["loss.terms=[{name: bce}]", "data.num_workers=0"])
+    overrides += [f"data.{s}.{k}={tmp_path}/{k}" for s in ("train", "val") for k in ("images", "masks")]
+    assert check_main(overrides) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if "im0.png" in line]
+    assert lines and "binary mask holds values [7]" in lines[0]

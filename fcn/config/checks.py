@@ -461,10 +461,11 @@ def _validate_loss(loss: DictConfig, n: int, source: str, task: str = "multiclas
     weights = loss.class_weights
     if isinstance(weights, str):
         _choice(source, "loss.class_weights", weights, CLASS_WEIGHTINGS)
-        if task in SIGMOID_TASKS and weights != "inverse_frequency":
+        if task == "multilabel" or (task == "binary" and weights != "inverse_frequency"):
             raise ConfigError(
                 f"{source}: loss.class_weights={weights} but data.task={task} weights positives (bce's "
-                "pos_weight): use inverse_frequency (negatives / positives per class) or a list"
+                "pos_weight): give a list of one number per class"
+                + (" or inverse_frequency" if task == "binary" else "")
             )
         return
     if not OmegaConf.is_list(weights) and not isinstance(weights, (list, tuple)):

@@ -322,7 +322,7 @@ class LossConfig:
     <root>/.fcn_class_counts_<split>_<checksum>.json ('pairs': in its masks directory). ce/focal/ohem weight each pixel by its class's
     weight; dice/lovasz take the weighted mean over classes. data.task binary or multilabel: the
     pos_weight of bce and focal (the factor of each class's positive pixels): a list of
-    num_classes floats, or 'inverse_frequency' (negatives / positives of each class in data.train)."""
+    num_classes floats, or for binary 'inverse_frequency' (background / foreground pixels of data.train)."""
     label_smoothing: float = 0.0
     """Label smoothing of the 'ce' term (0 = none; PyTorch's cross_entropy definition)."""
     focal_gamma: float = 2.0

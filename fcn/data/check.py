@@ -81,6 +81,7 @@ class SplitReport:
     min_size: Optional[tuple[int, int]] = None  # smallest (W, H), each side on its own
     max_size: Optional[tuple[int, int]] = None
     kinds: dict[str, int] = field(default_factory=dict)  # good images per stored kind (PairResult.kind)
+    pixels: int = 0  # the good pairs' pixels (a multilabel task's class counts overlap: their sum is more)
     left_out: list[str] = field(
         default_factory=list
     )  # the listing's counts of files left out (Listing.left_out)
@@ -172,7 +173,16 @@ def inspect_labels(
             mask = reader.labels(raw, where)
         except ValueError as exc:
             problems.append(Problem.from_error(where, exc))
-    if mask is not None:
+    if mask is not None and mask.ndim == 3 and getattr(reader, "multilabel", None):
+        # a multilabel mask (C x H x W 0/1): label c counts class c's pixels, label C the pixels of
+        # no class, ignore_index the pixels every class ignores (format_split's rows)
+        c = mask.shape[0]
+        counts = np.zeros(256, np.int64)
+        counts[:c] = (mask == 1).sum(axis=(1, 2))
+        counts[c] = int((mask == 0).all(0).sum())
+        counts[reader.ignore_index] += int((mask == reader.ignore_index).all(0).sum())
+        mask = mask[0]  # its size is the item's
+    elif mask is not None:
         counts = np.bincount(mask.ravel(), minlength=256)  # one pass; np.unique sorts
         n, ignore = reader.num_classes, reader.ignore_index
         labels = np.flatnonzero(counts)
@@ -318,6 +328,7 @@ def summarise(
         if result.size is None:
             continue
         report.good += 1
+        report.pixels += result.size[0] * result.size[1]
         report.counts += result.counts
         report.present_pixels += np.where(result.counts > 0, result.counts.sum(), 0)
         report.kinds[result.kind] = report.kinds.get(result.kind, 0) + 1
@@ -528,7 +539,7 @@ def format_split(report: SplitReport, names: Sequence[str], ignore_index: int = 
     lines += [f"  {line}" for line in report.left_out]
     if report.good == 0:
         return lines
-    total = int(report.counts.sum())
+    total = int(report.counts.sum()) if not report.pixels else report.pixels
     width = max(len(name) for name in [*names, "void", "class"])
     lines.append(f"  {'label':>5}  {'class':<{width}}  {'pixels':>13}  {'share':>6}")
     for label, name in [*enumerate(names), (ignore_index, "ignored")]:
@@ -557,6 +568,10 @@ def format_report(
         weight = frequency_weights(train, "inverse_frequency", 1, ignore_index, task)
         lines.append(f"bce pos_weight from {train.key}'s pixels (background / foreground), for your config:")
         lines.append(weights_line(weight))
+    elif task == "multilabel":
+        lines.append(
+            "bce pos_weight: give loss.class_weights a list, e.g. (no-class pixels / class pixels) per class"
+        )
     elif train.counts[: len(names)].sum() > 0:
         lines.append(
             f"class weights from {train.key}'s pixels (inverse frequency, pixel-weighted mean 1), for your config:"
@@ -608,6 +623,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = class_names(cfg.data)
     if cfg.data.task == "binary":  # its masks' two labels
         names = ["background", *names]
+    elif cfg.data.task == "multilabel":  # each class's pixels (they may overlap), then those of none
+        names = [*names, "(no class)"]
     print(format_report(reports, names, cfg.data.ignore_index, cfg.data.task))
     return 1 if any(report.problems for report in reports) else 0
 
