@@ -52,6 +52,9 @@ def test_multilabel_mask_reads_one_png_per_class_and_npy(tmp_path):
     assert np.array_equal(read_multilabel_mask(tmp_path / "x.npy", ["a", "b"]), masks)
     with pytest.raises(ValueError, match=r"x\.npy: multilabel mask array has shape \(2, 2, 2\); expected 3"):
         read_multilabel_mask(tmp_path / "x.npy", ["a", "b", "c"])
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "x.tif", masks * np.uint8(255))  # two pages, one per class
+    assert np.array_equal(read_multilabel_mask(tmp_path / "x.tif", ["a", "b"]), masks)
     with pytest.raises(FileNotFoundError, match=r"c/x\.png"):
         read_multilabel_mask(tmp_path / "a" / "x.png", ["a", "c"])
 
@@ -358,3 +361,40 @@ def test_a_bad_binary_mask_is_one_line_naming_the_file_and_its_values(tmp_path, 
     assert check_main(overrides) == 1
     lines = [line for line in capsys.readouterr().out.splitlines() if "im0.png" in line]
     assert lines and "binary mask holds values [7]" in lines[0]
+
+
+def test_coco_overlap_multilabel_keeps_overlapping_instances_on_both_planes(tmp_path, capsys):
+    from fcn.data import build_dataset
+    from fcn.data.check import main as check_main
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    square = lambda x0, y0, x1, y1: [[x0, y0, x1, y0, x1, y1, x0, y1]]  # noqa: E731
+    doc = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 30, "height": 20}],
+        "categories": [{"id": 1, "name": "wet"}, {"id": 2, "name": "green"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": square(0, 0, 20, 20), "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "segmentation": square(10, 0, 30, 20), "iscrowd": 0},
+        ],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(doc))
+    coco = f"{{name: coco, annotations: {tmp_path}/ann.json, images: {tmp_path}/images}}"
+    overrides = [
+        "data.task=multilabel",
+        "data.classes=[wet, green]",
+        f"data.train={coco}",
+        f"data.val={coco}",
+        "data.coco_overlap=multilabel",
+        "loss.terms=[{name: bce}]",
+        "data.num_workers=0",
+    ]
+    cfg = load_config(overrides=overrides)
+    for _ in range(2):  # rasterised, then read back from the cache
+        _, mask = build_dataset(cfg.data.val, cfg.data)[0]
+        assert mask.shape == (2, 20, 30)
+        assert mask[:, 5, 15].tolist() == [1, 1] and mask[:, 5, 2].tolist() == [1, 0]
+    assert list((tmp_path / ".fcn_coco_cache").rglob("*.npy"))
+    assert check_main(overrides) == 0
+    with pytest.raises(ConfigError, match="data.coco_overlap=ignore with data.task=multilabel"):
+        load_config(overrides=[*overrides[:-3], "loss.terms=[{name: bce}]"])

@@ -261,7 +261,13 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
     map, data.classes, data.palette) where they disagree with model.num_classes or the datasets."""
     m, d = cfg.model, cfg.data
     _choice(source, "data.coco_unlisted", d.coco_unlisted, ("error", "ignore", "background"))
-    _choice(source, "data.coco_overlap", d.coco_overlap, ("ignore", "last"))
+    _choice(source, "data.coco_overlap", d.coco_overlap, ("ignore", "last", "multilabel"))
+    coco = "coco" in (d.train.name, d.val.name)
+    if coco and (d.coco_overlap == "multilabel") != (d.task == "multilabel"):
+        raise ConfigError(
+            f"{source}: data.coco_overlap={d.coco_overlap} with data.task={d.task}: a multilabel task reads "
+            "COCO with data.coco_overlap=multilabel (one plane per class, overlaps kept), and only it does"
+        )
     if (len(d.label_map) or d.reduce_zero_label) and "coco" in (d.train.name, d.val.name):
         raise ConfigError(
             f"{source}: data.label_map and data.reduce_zero_label do not apply to 'coco' datasets (their "
@@ -319,10 +325,11 @@ def _validate_task_labels(cfg: DictConfig, source: str) -> None:
         )
     for ds_key in ("train", "val"):
         name = d[ds_key].name
-        if name not in ("folder", "pairs") and not is_import_path(name):
+        coco = name == "coco" and d.task == "multilabel"
+        if name not in ("folder", "pairs") and not is_import_path(name) and not coco:
             raise ConfigError(
                 f"{source}: data.{ds_key}.name={name} has multiclass masks; data.task={d.task} reads "
-                "'folder' or 'pairs' datasets (or your own class by import path)"
+                "'folder' or 'pairs' datasets, your own class by import path, or (multilabel) 'coco'"
             )
     if d.task == "multilabel" and (len(d.label_map) or d.reduce_zero_label):
         raise ConfigError(

@@ -255,7 +255,9 @@ class DataConfig:
     ('error'), has its pixels ignored (data.ignore_index: 'ignore') or is dropped ('background')."""
     coco_overlap: str = "ignore"
     """'coco' datasets: 'ignore' (torchvision's rule): iscrowd regions and pixels where instances of
-    different classes overlap get data.ignore_index; 'last': the later annotation in the file wins."""
+    different classes overlap get data.ignore_index; 'last': the later annotation in the file wins;
+    'multilabel' (data.task=multilabel, and only it): one mask per class, overlapping instances of
+    different classes kept on both."""
     transforms: TransformConfig = field(default_factory=TransformConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
     batch_size: int = 20

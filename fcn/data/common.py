@@ -473,11 +473,14 @@ def multilabel_paths(path: Path, classes: Sequence[str]) -> list[Path]:
 
 def read_multilabel_mask(path: Path, classes: Sequence[str], ignore_index: int = VOID) -> np.ndarray:
     """Return the C x H x W uint8 0/1 masks of a multilabel task's item (ignore_index where void):
-    a .npy file holding a C x H x W array of 0/1 (or bool, or 0/255), else the C per-class binary
+    a .npy file holding a C x H x W array of 0/1 (or bool, or 0/255), a multi-page TIFF of C pages
+    (tifffile), else the C per-class binary
     PNGs of multilabel_paths (each read as data.task=binary reads one: {0, 255} or {0, 1}).
     ValueError or FileNotFoundError naming the file for a missing or bad one."""
-    if path.suffix.lower() == ".npy":
-        array = _array_file(path)  # loaded as stored: C x H x W
+    if path.suffix.lower() in ARRAY_EXTENSIONS:
+        array = _array_file(path)  # .npy as stored (C x H x W); a multi-page TIFF with its pages last
+        if path.suffix.lower() != ".npy" and array.ndim == 3:
+            array = np.moveaxis(array, -1, 0)  # one page per class
         if array.ndim != 3 or array.shape[0] != len(classes):
             raise ValueError(
                 f"{path}: multilabel mask array has shape {array.shape}; expected {len(classes)} x H x W "

@@ -133,8 +133,12 @@ def add_missing(
 
 def multilabel_masks(masks: Path, multilabel: Sequence[str]) -> tuple[Path, str]:
     """Return (the folder a split's masks are listed in, their ending): masks and .png, or for a
-    multilabel task masks/<first class> and .png when that folder exists, else masks and .npy."""
+    multilabel task masks/<first class> and .png when that folder exists, else masks and the ending
+    of its C x H x W arrays: .npy, or .tif / .tiff (multi-page TIFF, one page per class)."""
     if not multilabel:
         return masks, ".png"
     first = masks / multilabel[0]
-    return (first, ".png") if first.is_dir() else (masks, ".npy")
+    if first.is_dir():
+        return first, ".png"
+    endings = {name.rpartition(".")[2].lower() for name in list_names(masks)}
+    return masks, next((f".{e}" for e in ("npy", "tif", "tiff") if e in endings), ".npy")
