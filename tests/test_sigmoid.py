@@ -398,3 +398,26 @@ def test_coco_overlap_multilabel_keeps_overlapping_instances_on_both_planes(tmp_
     assert check_main(overrides) == 0
     with pytest.raises(ConfigError, match="data.coco_overlap=ignore with data.task=multilabel"):
         load_config(overrides=[*overrides[:-3], "loss.terms=[{name: bce}]"])
+
+
+def test_threshold_counts_of_shards_merge_into_the_whole_as_all_reduce_sums_them():
+    g = torch.Generator().manual_seed(3)
+    probs, target = torch.rand(4, 2, 5, 5, generator=g), torch.randint(0, 2, (4, 2, 5, 5), generator=g)
+    whole, first, second = (ThresholdCounts(2, [0.3, 0.6]) for _ in range(3))
+    whole.update(probs, target)
+    first.update(probs[::2], target[::2])  # the two ranks' shards of a distributed sampler
+    second.update(probs[1::2], target[1::2])
+    assert torch.equal(first.merge(second).mat, whole.mat)
+
+
+def test_test_time_flip_averages_the_sigmoids(binary_setup):
+    from fcn.inference.segment import predict_labels, predict_probs
+
+    _, _, model, _ = binary_setup
+    x = torch.randn(1, 3, 40, 56)
+    with torch.inference_mode():
+        expected = (torch.sigmoid(model(x)) + torch.sigmoid(model(x.flip(-1))).flip(-1)) / 2
+        probs = predict_probs(model, x, flip=True, task="binary")
+        labels = predict_labels(model, x, flip=True, task="binary", threshold=0.4)
+    assert torch.allclose(probs, expected, atol=1e-6)
+    assert labels.shape == (1, 40, 56) and torch.equal(labels, (probs[:, 0] > 0.4).long())

@@ -429,8 +429,8 @@ class TrainingConfig:
     noticed at once. Longer than the slowest evaluation and checkpoint write on rank 0, which the
     others wait for."""
     early_stop_patience: int = 0
-    """Stop after this many evaluations in a row without a better mean IU (the EMA's with
-    ema_decay > 0); best.pt keeps the best weights, last.pt the count (a resumed run goes on
+    """Stop after this many evaluations in a row without a better eval.metric (mean IU unless it
+    names another; the EMA's with ema_decay > 0); best.pt keeps the best weights, last.pt the count (a resumed run goes on
     counting). 0 = off."""
 
 
