@@ -421,3 +421,16 @@ def test_test_time_flip_averages_the_sigmoids(binary_setup):
         labels = predict_labels(model, x, flip=True, task="binary", threshold=0.4)
     assert torch.allclose(probs, expected, atol=1e-6)
     assert labels.shape == (1, 40, 56) and torch.equal(labels, (probs[:, 0] > 0.4).long())
+
+
+def test_cutmix_and_mosaic_move_every_plane_of_multilabel_masks_with_the_image():
+    from fcn.data.mixing import cutmix, mosaic
+
+    g = torch.Generator().manual_seed(0)
+    # constant over 2x2 blocks: Mosaic's exact 2x downscale (image: block means, masks: nearest) keeps them
+    masks = torch.randint(0, 2, (3, 2, 8, 8), generator=g).repeat_interleave(2, -1).repeat_interleave(2, -2)
+    images = torch.cat([masks.float(), masks[:, :1].float()], dim=1)  # the image's channels are the planes
+    for mixed, mixed_masks in (cutmix(images, masks, 1.0, g), mosaic(images, masks, g)):
+        assert mixed_masks.shape == masks.shape
+        labelled = mixed_masks != 255
+        assert torch.equal(mixed[:, :2][labelled].long(), mixed_masks[labelled])
