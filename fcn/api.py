@@ -363,13 +363,12 @@ class Segmenter:
     def shares(self, mask: np.ndarray) -> list[tuple[int, str, float]]:
         """Return (label, class name, fraction of the pixels) of each label present in a mask,
         largest first (ties by label); void and labels without a name are named by their number. A
-        sigmoid task's boolean mask: (class index, name, share) of each class present (multilabel:
-        shares may add up to more than 1 where classes overlap)."""
+        sigmoid task's boolean mask: (display label: class index + 1, the palette row of its colour;
+        name, share) of each class present (multilabel: shares may add up to more than 1 where
+        classes overlap), so that the demo's legend shows the colours of colorize() and overlay()."""
         if self.task != "multiclass":
             planes = np.asarray(mask, dtype=bool).reshape(-1, *np.shape(mask)[-2:])
-            found = [
-                (c, name, float(plane.mean())) for c, (name, plane) in enumerate(zip(self.classes, planes))
-            ]
+            found = [(c + 1, name, float(p.mean())) for c, (name, p) in enumerate(zip(self.classes, planes))]
             return sorted([f for f in found if f[2] > 0], key=lambda f: (-f[2], f[0]))
         counts = np.bincount(np.asarray(mask, dtype=np.int64).ravel(), minlength=256)
         total = max(1, int(counts.sum()))

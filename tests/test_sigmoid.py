@@ -292,7 +292,9 @@ def test_predict_and_segmenter_binary_give_boolean_masks_probabilities_and_0_255
     mask, probs = seg(image), seg.probabilities(image)
     assert mask.dtype == bool and mask.shape == SIZES[0] and probs.shape == SIZES[0]
     assert np.array_equal(mask, probs > 0.5) and 0 < mask.mean() < 1
-    assert seg.shares(mask)[0][1] == "bright"
+    assert seg.shares(mask) == [(1, "bright", pytest.approx(mask.mean()))]  # label 1: its palette row
+    colour = seg.colorize(mask)
+    assert (colour[mask] == seg.palette[1]).all() and (colour[~mask] == seg.palette[0]).all()
     out = tmp_path / "out"
     assert (
         predict.main(
