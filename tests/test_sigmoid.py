@@ -436,3 +436,22 @@ def test_cutmix_and_mosaic_move_every_plane_of_multilabel_masks_with_the_image()
         assert mixed_masks.shape == masks.shape
         labelled = mixed_masks != 255
         assert torch.equal(mixed[:, :2][labelled].long(), mixed_masks[labelled])
+
+
+def test_binary_inverse_frequency_is_the_pos_weight_background_over_foreground(tmp_path):
+    from fcn.data.check import frequency_weights, split_report_cached
+
+    _write_binary_pairs(tmp_path)
+    overrides = _pairs(
+        "binary", "[bright]", ["loss.terms=[{name: bce}]", "loss.class_weights=inverse_frequency"]
+    )
+    overrides += [f"data.{s}.{k}={tmp_path}/{k}" for s in ("train", "val") for k in ("images", "masks")]
+    cfg = load_config(overrides=overrides)
+    report, _, _ = split_report_cached(cfg.data.train, cfg.data)
+    foreground = sum(
+        int((np.asarray(Image.open(m)) == 255).sum()) for m in (tmp_path / "masks").glob("*.png")
+    )
+    background = sum(h * w for h, w in SIZES) - foreground
+    assert frequency_weights(report, "inverse_frequency", 1, 255, "binary") == [
+        pytest.approx(background / foreground)
+    ]

@@ -453,6 +453,10 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
 
     h = hashlib.sha256()
     h.update(f"{ds_cfg.name}\n{[list(c) for c in data_cfg.palette]}\n".encode())
+    if (
+        data_cfg.task != "multiclass"
+    ):  # its masks read otherwise (255: foreground); multiclass caches stay valid
+        h.update(f"task {data_cfg.task}\n".encode())
     if len(data_cfg.label_map) or data_cfg.reduce_zero_label:  # so that the old caches stay valid
         h.update(f"{sorted(dict(data_cfg.label_map).items())} {bool(data_cfg.reduce_zero_label)}\n".encode())
     if isinstance(listing, CocoListing):
