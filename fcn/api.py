@@ -321,7 +321,9 @@ class Segmenter:
         pixels = self.read(image)
         self._ready(pixels)
         with torch.inference_mode():
-            probs = predict_probs(self.model, self._input(pixels), **self._options())
+            options = self._options()
+            del options["threshold"]  # probabilities: no decision
+            probs = predict_probs(self.model, self._input(pixels), **options)
         if self.task == "binary":
             return probs[0, 0].cpu().numpy()
         return probs[0, : self.num_classes].cpu().numpy()  # a two-headed model's semantic head

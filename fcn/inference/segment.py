@@ -38,9 +38,9 @@ def predict_probs(
     window_batch: int = 4,
     heads: Sequence[int] | None = None,
     task: str = "multiclass",
-    threshold: float = 0.5,
 ) -> torch.Tensor:
-    """Return softmax (a sigmoid task: each class's sigmoid) probabilities (N, C, H, W) float32 at the input's size, averaged over the
+    """Return softmax probabilities (N, C, H, W) float32 (task binary/multilabel: each class's
+    sigmoid, fcn.core.tasks) at the input's size, averaged over the
     scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input; each
     of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.core.sliding).
     heads: the channels of each head of a two-headed model (SIFT Flow's [33, 3]), each its own softmax."""
@@ -145,9 +145,8 @@ def segment(
         **window_options(cfg),
         **task_options(cfg),
     )
-    if (
-        labels.ndim == 4 and cfg.data.task == "multiclass"
-    ):  # a two-headed model (SIFT Flow): the semantic head's labels
+    two_heads = labels.ndim == 4 and cfg.data.task == "multiclass"  # SIFT Flow's (multilabel: C planes)
+    if two_heads:  # the semantic head's labels
         labels = labels[:, 0]
     return labels[0].to(torch.uint8).cpu().numpy()
 
