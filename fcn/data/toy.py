@@ -17,7 +17,7 @@ ten as compressed RLE; and per image the void band as a compressed-RLE annotatio
 one, as drawn) and data.coco_unlisted=ignore (the band is ignored) the masks are the VOC layout's
 up to the pixels where pycocotools' polygon fill differs from PIL's (predefined_configs/toy_coco.yml).
 
---task binary draws one or two thin scratches (3-5 px, under 8% of the pixels), a little brighter or
+--task binary draws one or two thin scratches (5-7 px, under 10% of the pixels), a little brighter or
 darker than the textured background, with 0/255 grayscale masks (predefined_configs/binary.yml);
 --task multilabel draws a 'disc' (red raised) and a 'band' (blue raised) through it, overlapping on
 a fifth or more of each, with one 0/255 mask per class in <masks>/<class>/<id>.png
@@ -183,27 +183,32 @@ def make_sample_shapes(
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), label, shapes
 
 
-BINARY_MAX_SHARE = 0.08
+BINARY_MAX_SHARE = 0.09
 """--task binary: the most of an image's pixels its scratches cover (thin: under 10%)."""
 
 
 def make_binary_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Return one (HxWx3 uint8 image, HxW uint8 0/1 mask) pair of --task binary: one or two thin
-    curved scratches (3-5 px wide) a little brighter or darker than the textured background under
+    curved scratches (5-7 px wide) a little brighter or darker than the textured background under
     them (a difference of 30-45 levels in every channel, about the size of the texture's blotches),
-    covering at most BINARY_MAX_SHARE of the pixels."""
+    covering at most BINARY_MAX_SHARE of the pixels (a stroke that would cover more is drawn again,
+    shorter or thinner; the first always finds one)."""
     img = _background(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
-    for _ in range(int(rng.integers(1, 3))):
-        stroke = Image.new("L", (size, size), 0)
-        draw = ImageDraw.Draw(stroke)
-        a, b, c = rng.uniform(0.05, 0.95, (3, 2)) * size
-        t = np.linspace(0, 1, 24)[:, None]
-        curve = (1 - t) ** 2 * a + 2 * (1 - t) * t * c + t**2 * b  # a quadratic Bezier from a to b
-        draw.line([tuple(p) for p in curve.tolist()], fill=1, width=int(rng.integers(3, 6)), joint="curve")
-        inside = np.asarray(stroke, dtype=bool)
-        if (label.astype(bool) | inside).mean() > BINARY_MAX_SHARE:
-            break
+    for stroke_index in range(int(rng.integers(1, 3))):
+        for _ in range(20):
+            stroke = Image.new("L", (size, size), 0)
+            draw = ImageDraw.Draw(stroke)
+            a, b, c = rng.uniform(0.05, 0.95, (3, 2)) * size
+            t = np.linspace(0, 1, 24)[:, None]
+            curve = (1 - t) ** 2 * a + 2 * (1 - t) * t * c + t**2 * b  # a quadratic Bezier from a to b
+            width = int(rng.integers(5, 8))
+            draw.line([tuple(p) for p in curve.tolist()], fill=1, width=width, joint="curve")
+            inside = np.asarray(stroke, dtype=bool)
+            if (label.astype(bool) | inside).mean() <= BINARY_MAX_SHARE:
+                break
+        else:
+            continue  # no second stroke fits: one it is
         shift = rng.uniform(30, 45) * (1 if rng.random() < 0.5 else -1)
         img[inside] += np.float32(shift)
         label[inside] = 1
