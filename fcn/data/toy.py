@@ -195,7 +195,7 @@ def make_binary_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
     shorter or thinner; the first always finds one)."""
     img = _background(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
-    for stroke_index in range(int(rng.integers(1, 3))):
+    for _stroke in range(int(rng.integers(1, 3))):
         for _ in range(20):
             stroke = Image.new("L", (size, size), 0)
             draw = ImageDraw.Draw(stroke)
