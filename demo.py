@@ -7,6 +7,7 @@ the engine and fast path that run the model.
     python demo.py --checkpoint runs/toy/checkpoints/best.pt            # http://127.0.0.1:7860/
     python demo.py --checkpoint best.pt --fast-path auto --port 8000 --images photos/
     python demo.py --checkpoint best.pt --host 0.0.0.0    # reachable from other machines, on purpose
+    python demo.py --checkpoint best.pt --max-pixels 4000000 --max-file-size 25 --queue-size 8
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Sequence
 
 from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
 from fcn.core.errors import run_phases
+
+# The page's bounds (fcn/demo.py); fcn.demo imports no Gradio, so this import is cheap.
+from fcn.demo import CONCURRENCY, MAX_FILE_MB, MAX_PIXELS, QUEUE_SIZE
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -36,7 +40,49 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="offer the images of DIR as examples (default: the checkpoint config's validation images)",
     )
-    return p.parse_intermixed_args(argv)
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"segment and show larger images downscaled to N pixels, said on the page (default {MAX_PIXELS:,}; "
+        "0: any size, within eval.max_memory)",
+    )
+    p.add_argument(
+        "--max-file-size",
+        type=float,
+        default=MAX_FILE_MB,
+        metavar="MB",
+        help=f"refuse larger uploads (Gradio's upload limit; default {MAX_FILE_MB:g} MB)",
+    )
+    p.add_argument(
+        "--queue-size",
+        type=int,
+        default=QUEUE_SIZE,
+        metavar="N",
+        help=f"requests that may wait; more are told the queue is full (default {QUEUE_SIZE})",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=CONCURRENCY,
+        metavar="N",
+        help=f"requests segmented at a time (default {CONCURRENCY}; each may use eval.max_memory)",
+    )
+    args = p.parse_intermixed_args(argv)
+    for flag, value in (
+        ("--max-pixels", args.max_pixels),
+        ("--max-file-size", args.max_file_size),
+        ("--queue-size", args.queue_size - 1),
+        ("--concurrency", args.concurrency - 1),
+    ):
+        if value < 0:
+            p.error(
+                f"{flag} must be {'at least 1' if flag in ('--queue-size', '--concurrency') else 'positive or 0'}"
+            )
+    if args.max_file_size == 0:
+        p.error("--max-file-size must be positive")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides=[*args.overrides, *eval_overrides(args)],
         )
         examples = example_images(segmenter, args.images)
-        return build_app(segmenter, examples), examples, host, port
+        app = build_app(
+            segmenter,
+            examples,
+            max_pixels=args.max_pixels or None,
+            max_file_mb=args.max_file_size,
+            queue_size=args.queue_size,
+            concurrency=args.concurrency,
+        )
+        return app, examples, host, port
 
     def work(prepared) -> int:
         from fcn.demo import serve, start_line

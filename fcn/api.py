@@ -16,7 +16,8 @@ array (C = 1, 3 or 4; alpha is dropped), taken as it is; a list of them gives a 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+import sys
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -155,6 +156,11 @@ class Segmenter:
         'multilabel' (a C x H x W boolean mask, one plane per class)."""
         self.palette: np.ndarray = palette(cfg.data)
         """(256, 3) uint8 colours indexed by label (row 255: the void colour), as predict.py's PNGs."""
+        self.log: Callable[[str], None] = _note
+        """Where the lines about an image go (an image too large for the whole-image pass under
+        eval.max_memory, segmented in sliding windows): 'note: ...' on stderr by default; each line
+        is said once."""
+        self._said: set[str] = set()
         self._prepared = False
 
     @classmethod
@@ -204,6 +210,47 @@ class Segmenter:
                     break
         return cls(model, cfg, device=dev, checkpoint=checkpoint, requested_fast_path=requested)
 
+    @classmethod
+    def from_pretrained(
+        cls, name: str | os.PathLike, *, mirror: str | None = None, **options: Any
+    ) -> Segmenter:
+        """Return the Segmenter of published weights: a name of the registry (python -m
+        fcn.pretrained; downloaded, checked and converted into torch hub's cache on first use, from
+        mirror or $FCN_DATA_MIRROR when set), a folder save_pretrained wrote, or a Hugging Face Hub
+        repository '<user>/<repo>' holding one (huggingface_hub's cache; HF_HUB_OFFLINE honoured).
+        No pickle is read from a folder. options: from_checkpoint's keyword arguments."""
+        from fcn.inference.hub import REPO_ID, download_repo, is_folder
+        from fcn.models.pretrained import PRETRAINED, pretrained_checkpoint
+
+        text = str(name)
+        if text in PRETRAINED:
+            return cls.from_checkpoint(pretrained_checkpoint(text, mirror), **options)
+        if is_folder(text):
+            return cls.from_checkpoint(text, **options)
+        if REPO_ID.match(text) and not os.path.exists(text):
+            return cls.from_checkpoint(download_repo(text), **options)
+        raise ValueError(
+            f"'{text}' is neither a registry name ({', '.join(PRETRAINED)}), a folder nor a Hub repository "
+            "'<user>/<repo>'; a .pt checkpoint goes to Segmenter.from_checkpoint"
+        )
+
+    def save_pretrained(self, directory: str | os.PathLike) -> str:
+        """Write the model as a folder in the Hub's shape (model.safetensors, config.json, README.md:
+        the model card with the classes, input and the run's metrics) and return its path. The
+        weights are the checkpoint's (those the config's eval.use_ema picks), as from_checkpoint read
+        them, before any fast path; upload it with `hf upload <user>/<repo> <directory> . --exclude "*.onnx"`."""
+        from fcn.config import to_dict
+        from fcn.inference.hub import run_record, write_folder
+
+        if self.checkpoint is None:
+            if not isinstance(self.model, nn.Module):
+                raise ValueError("save_pretrained needs the torch model (engine=torch) or a checkpoint")
+            return str(write_folder(self.model, to_dict(self.cfg), directory))
+        from fcn.inference.loading import load_model
+
+        model, cfg = load_model(self.checkpoint, "cpu")
+        return str(write_folder(model, to_dict(cfg), directory, run_record(self.checkpoint)))
+
     # -----------------------------------------------------------------------------------------
 
     @property
@@ -248,9 +295,14 @@ class Segmenter:
         def inputs():
             for image in images:
                 try:
-                    yield self._input(self.read(image))
+                    pixels = self.read(image)
+                    window, _ = self.plan(pixels)  # an image over eval.max_memory is skipped
                 except (ValueError, FileNotFoundError):
                     continue
+                x = self._input(pixels)
+                if window["mode"] == "slide":  # the window the model will see, not the whole photo
+                    x = x[..., : window["tile"], : window["tile"]].clone()
+                yield x
 
         prepare_fast_path(self.model, self.cfg, inputs())
         self._prepared = True
@@ -263,7 +315,7 @@ class Segmenter:
     def _input(self, image: Image.Image) -> torch.Tensor:
         """Return the (1, C, H, W) model input of an image as read() gives it, on the device."""
         from fcn.core.normalize import input_normalization
-        from fcn.data.transforms import preprocess
+        from fcn.data.pixels import preprocess
 
         x = preprocess(image, input_normalization(self.cfg.data.transforms)).unsqueeze(0)
         return x.to(self.device)
@@ -272,10 +324,24 @@ class Segmenter:
         if not self._prepared:
             self.calibrate([image])
 
-    def _options(self) -> dict:
-        from fcn.core.sliding import window_options
+    def plan(self, image: Image.Image | np.ndarray, probabilities: bool = False) -> tuple[dict, str | None]:
+        """Return (eval.mode, tile, stride and window_batch for this image, the line that says why
+        they differ from the config's, or None) under eval.max_memory (fcn.inference.budget.plan);
+        MemoryBudgetError (a ValueError naming the size and the key) when even one window does not fit.
+        A sigmoid task's labels are its thresholded probabilities: planned as probabilities."""
+        from fcn.inference.budget import plan
+
+        height, width = (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
+        probabilities = probabilities or self.task != "multiclass"
+        return plan(self.cfg, int(height), int(width), self.device, probabilities=probabilities)
+
+    def _options(self, image: Image.Image | np.ndarray, probabilities: bool = False) -> dict:
         from fcn.inference.segment import model_heads, task_options
 
+        window, line = self.plan(image, probabilities)
+        if line is not None and line not in self._said:
+            self._said.add(line)
+            self.log(line)
         e = self.cfg.eval
         return dict(
             flip=bool(e.flip),
@@ -283,7 +349,7 @@ class Segmenter:
             amp=e.amp,
             channels_last=bool(e.channels_last),
             heads=model_heads(self.cfg),  # a two-headed model (SIFT Flow): each head its own softmax
-            **window_options(self.cfg),
+            **window,
             **task_options(self.cfg),
         )
 
@@ -301,8 +367,9 @@ class Segmenter:
         sigmoid task's boolean mask)."""
         from fcn.inference.segment import predict_labels
 
+        options = self._options(image)  # first: an image over the budget is refused before any work
         self._ready(image)
-        labels = predict_labels(self.model, self._input(image), **self._options())
+        labels = predict_labels(self.model, self._input(image), **options)
         if self.task != "multiclass":
             return labels[0].cpu().numpy() == 1
         if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
@@ -319,9 +386,9 @@ class Segmenter:
         from fcn.inference.segment import predict_probs
 
         pixels = self.read(image)
+        options = self._options(pixels, probabilities=True)
         self._ready(pixels)
         with torch.inference_mode():
-            options = self._options()
             del options["threshold"]  # probabilities: no decision
             probs = predict_probs(self.model, self._input(pixels), **options)
         if self.task == "binary":
@@ -380,6 +447,10 @@ class Segmenter:
             (c, self.classes[c] if c < len(self.classes) else str(c), float(counts[c] / total))
             for c in present
         ]
+
+
+def _note(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr, flush=True)
 
 
 def untinted_label(cfg: DictConfig) -> int:

@@ -11,6 +11,14 @@ The page is built by build_app(segmenter) around one function, analyse(segmenter
 which tests call directly and through the page's HTTP API (POST /gradio_api/call/analyse, or
 gradio_client's Client.predict(..., api_name="/analyse")). Gradio is imported only by build_app:
 it is an optional requirement (requirements.demo.txt).
+
+What one visitor can ask of it is bounded, as a public page's must be: an upload larger than
+--max-file-size is refused by Gradio before it is stored; an image of more than --max-pixels is
+decoded at a reduced scale (JPEG's DCT scaling, Pillow's draft) and resized to fit, segmented and
+shown at that size, and the status line says so; one of more pixels than Pillow's decompression-bomb
+limit is refused with a message. Requests wait in one bounded queue (--queue-size; a visitor beyond
+it is told the queue is full) and --concurrency of them run at a time; an input that fails is a
+message on the page, which stays up.
 """
 
 from __future__ import annotations
@@ -18,23 +26,38 @@ from __future__ import annotations
 import hashlib
 import html
 import ipaddress
+import math
 import os
 import socket
+import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from fcn.api import Segmenter, as_rgb
+from fcn.data.common import to_rgb
 
 GRADIO_MISSING = "the web demo needs Gradio, an optional requirement: pip install -r requirements.demo.txt"
 MAX_EXAMPLES = 12
 """Validation images offered as examples under the upload box."""
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 7860
+MAX_PIXELS = 2_000_000
+"""demo.py --max-pixels: larger images are downscaled to this many pixels to be segmented and shown
+(a 24-megapixel photo's overlay alone takes 45 s to encode as PNG on a 2-core machine)."""
+MAX_FILE_MB = 50.0
+"""demo.py --max-file-size: the largest upload Gradio accepts, in MB (a 48-megapixel phone JPEG is
+10-25 MB)."""
+QUEUE_SIZE = 16
+"""demo.py --queue-size: requests that may wait; one more is refused (the queue is full)."""
+CONCURRENCY = 1
+"""demo.py --concurrency: requests segmented at a time (one: the model's threads use every core)."""
 
 
 def listen_address(
@@ -98,6 +121,56 @@ def analyse(
     if mask is None:
         mask = segmenter.segment(rgb)
     return segmenter.overlay(rgb, alpha=alpha, mask=mask), segmenter.colorize(mask), segmenter.shares(mask)
+
+
+def open_image(image: Any, max_pixels: int | None = MAX_PIXELS) -> tuple[Image.Image, str]:
+    """Return (the RGB image to segment, a line on its size) of an upload (a path, a PIL image or an
+    array): as predict.py reads it (upright, any mode) when it has at most max_pixels pixels (None:
+    any); else decoded at a reduced scale where the format allows (JPEG) and resized (bilinear) to at
+    most max_pixels, the line saying so. ValueError naming the size when it has more pixels than
+    Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS), or when it cannot be read."""
+    if not isinstance(image, (str, os.PathLike)):
+        rgb = as_rgb(image)
+        return _fit(rgb, rgb.size, max_pixels)
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead
+            opened = Image.open(image)
+        with opened:
+            width, height = opened.size  # the header only: nothing decoded yet
+            if limit and width * height > limit:
+                raise ValueError(
+                    f"{width} x {height} px ({width * height / 1e6:.1f} megapixels) is more than this page "
+                    f"takes ({limit / 1e6:.1f} megapixels)"
+                )
+            if max_pixels is None or width * height <= max_pixels:
+                return as_rgb(image), f"{width} x {height} px"
+            scale = math.sqrt(max_pixels / (width * height))
+            opened.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+            turned = opened.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+            rgb = to_rgb(ImageOps.exif_transpose(opened))
+    except Image.DecompressionBombError as exc:  # Pillow's own refusal, at twice its limit
+        raise ValueError(f"this image is more than this page takes ({' '.join(str(exc).split())})") from None
+    except OSError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"cannot read this image ({reason})") from None
+    return _fit(rgb, (height, width) if turned else (width, height), max_pixels)
+
+
+def _fit(rgb: Image.Image, size: tuple[int, int], max_pixels: int | None) -> tuple[Image.Image, str]:
+    """Return (rgb resized to at most max_pixels, keeping its shape; a line on it) for an image of
+    size (width, height) as uploaded."""
+    width, height = size
+    if max_pixels is None or width * height <= max_pixels:
+        return rgb, f"{width} x {height} px"
+    scale = math.sqrt(max_pixels / (width * height))
+    target = (max(1, int(width * scale)), max(1, int(height * scale)))
+    small = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0) if rgb.size != target else rgb
+    return small, (
+        f"{width} x {height} px, segmented and shown at {target[0]} x {target[1]} px "
+        f"(at most {max_pixels:,} pixels: --max-pixels)"
+    )
 
 
 def shares_html(shares: Sequence[tuple[int, str, float]], palette: np.ndarray) -> str:
@@ -170,34 +243,56 @@ _CSS = """
 """
 
 
-def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: int = 8):
+def build_app(
+    segmenter: Segmenter,
+    examples: Sequence[str] = (),
+    cache_size: int = 8,
+    *,
+    max_pixels: int | None = MAX_PIXELS,
+    max_file_mb: float = MAX_FILE_MB,
+    queue_size: int = QUEUE_SIZE,
+    concurrency: int = CONCURRENCY,
+):
     """Return the Gradio Blocks page of the demo around analyse(segmenter, ...): an image input
     (upload, or an example; the first one is shown segmented when the page opens), the opacity slider, the overlay, the colour mask, the legend with pixel
     shares and what runs the model. The last cache_size masks are kept, keyed by the image's pixels,
-    so that moving the slider only re-blends. Its HTTP API is /analyse (image, alpha)."""
+    so that moving the slider only re-blends. Its HTTP API is /analyse (image, alpha).
+
+    Bounds (module docstring): images of more than max_pixels pixels are segmented and shown
+    downscaled (open_image; None: any size), uploads above max_file_mb MB are refused (serve passes
+    it to Gradio's launch), at most queue_size requests wait and concurrency of them run at a time.
+    An input that cannot be read or segmented is a message on the page (gr.Error)."""
     import gradio as gr
 
     masks: OrderedDict[str, np.ndarray] = OrderedDict()
+    lock = threading.Lock()  # the mask cache, when concurrency > 1
 
     def run(image: Any, alpha: float):
         if image is None:
             return None, None, shares_html([], segmenter.palette), ""
-        rgb = as_rgb(image)
-        pixels = np.asarray(rgb)
-        key = hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
-        start = time.perf_counter()
-        mask = masks.get(key)
-        if mask is None:
-            mask = masks[key] = segmenter.segment(rgb)
-            while len(masks) > cache_size:
-                masks.popitem(last=False)
-            timing = f"segmented in {1000 * (time.perf_counter() - start):.0f} ms"
-        else:
-            masks.move_to_end(key)
-            timing = "re-blended (mask cached)"
-        picture, colour, shares = analyse(segmenter, rgb, float(alpha), mask=mask)
+        try:
+            rgb, size = open_image(image, max_pixels)
+            pixels = np.asarray(rgb)
+            key = hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
+            start = time.perf_counter()
+            with lock:
+                mask = masks.get(key)
+                if mask is not None:
+                    masks.move_to_end(key)
+            if mask is None:
+                mask = segmenter.segment(rgb)
+                with lock:
+                    masks[key] = mask
+                    while len(masks) > cache_size:
+                        masks.popitem(last=False)
+                timing = f"segmented in {1000 * (time.perf_counter() - start):.0f} ms"
+            else:
+                timing = "re-blended (mask cached)"
+            picture, colour, shares = analyse(segmenter, rgb, float(alpha), mask=mask)
+        except (ValueError, OSError, RuntimeError) as exc:  # this input's failure, not the page's
+            raise gr.Error(" ".join(str(exc).split()) or type(exc).__name__, print_exception=False) from None
         present = f"{len(shares)} class" + ("" if len(shares) == 1 else "es")
-        status = f"{pixels.shape[1]} x {pixels.shape[0]} px · {present} present · {timing}"
+        status = f"{size} · {present} present · {timing}"
         return picture, colour, shares_html(shares, segmenter.palette), status
 
     m = segmenter.cfg.model
@@ -206,11 +301,12 @@ def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: in
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 # image_mode=None: the file's own mode, read by as_rgb as predict.py reads it (16-bit
-                # grey rescaled, not clipped as Gradio's default convert("RGB") would).
+                # grey rescaled, not clipped as Gradio's default convert("RGB") would); a large
+                # photo decoded at a reduced scale (open_image).
                 image = gr.Image(
                     value=examples[0] if examples else None,
                     label="image",
-                    type="pil",
+                    type="filepath",  # the upload's file, not decoded by Gradio: open_image reads it
                     image_mode=None,
                     sources=["upload", "clipboard"],
                     height=360,
@@ -236,7 +332,9 @@ def build_app(segmenter: Segmenter, examples: Sequence[str] = (), cache_size: in
         alpha.release(run, [image, alpha], outputs, api_name=False)
         if examples:  # the page opens with the first example segmented
             app.load(run, [image, alpha], outputs, api_name=False)
+    app.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     app.fcn_css = _CSS  # Gradio 6 takes css in launch(): serve() passes it
+    app.fcn_max_file_size = int(max_file_mb * 2**20)  # and the upload limit, in bytes
     return app
 
 
@@ -253,6 +351,7 @@ def serve(
         quiet=not block,
         allowed_paths=allowed,
         css=getattr(app, "fcn_css", None),
+        max_file_size=getattr(app, "fcn_max_file_size", None),
         footer_links=[],
     )
     return url(host, port)

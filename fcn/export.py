@@ -3,11 +3,13 @@ the exported model against PyTorch on inputs of several sizes.
 
     python -m fcn.export --checkpoint runs/x/checkpoints/best.pt --output fcn8s.onnx
     python -m fcn.export --checkpoint best.pt --output fcn8s.pt --format torchscript
+    python -m fcn.export --checkpoint best.pt --output fcn8s-voc/ --format hub    # then: hf upload <user>/<repo> fcn8s-voc/ .
 
 The exported model takes a float32 image batch (N, C, H, W), C = the checkpoint's model.in_channels
 (3 for RGB), normalised as the checkpoint's
 data.transforms.normalization (and mean/std, which hold a timm backbone's own) say, and returns logits
-(N, num_classes, H, W).
+(N, num_classes, H, W). ``--format hub`` writes a folder in the Hugging Face Hub's shape instead
+(model.safetensors, config.json, README.md: fcn.inference.hub), which Segmenter.from_pretrained loads.
 """
 
 from __future__ import annotations
@@ -33,8 +35,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the parsed command line."""
     p = argparse.ArgumentParser(prog="python -m fcn.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) written by train.py or imported")
-    p.add_argument("--output", required=True, help="file to write (model.onnx, or model.pt for torchscript)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="file to write (model.onnx, model.pt for torchscript), or the hub folder",
+    )
+    p.add_argument("--format", choices=("onnx", "torchscript", "hub"), default="onnx")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument(
         "--dynamic",
@@ -68,6 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def work(loaded) -> None:
         model, cfg = loaded
+        if args.format == "hub":
+            from fcn.config import to_dict
+            from fcn.inference.hub import run_record, write_folder
+
+            folder = write_folder(model, to_dict(cfg), args.output, run_record(args.checkpoint))
+            print(
+                f'wrote {folder}: model.safetensors, config.json, README.md (upload: hf upload <user>/<repo> {folder} . --exclude "*.onnx")'
+            )
+            return
         channels = int(cfg.model.in_channels)
         sample = (1, channels, *args.size)
         if args.format == "onnx":

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from fcn.api import Segmenter
 from fcn.core.visualize import legend, save_index_png, save_png
+from fcn.inference.budget import MemoryBudgetError
 
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".npy"
@@ -57,6 +58,26 @@ def output_stems(files: Sequence[Path]) -> list[str]:
     return stems
 
 
+def write_outputs(
+    segmenter: Segmenter,
+    image: Any,
+    mask: np.ndarray,
+    out: Path,
+    stem: str,
+    alpha: float = 0.5,
+    durable: bool = True,
+) -> None:
+    """Write one image's four PNGs: <stem>.png (class indices, palette PNG), <stem>_color.png,
+    <stem>_overlay.png (input size) and <stem>_legend.png (classes present)."""
+    save_index_png(mask, segmenter.palette, out / f"{stem}.png", durable=durable)
+    save_png(segmenter.colorize(mask), out / f"{stem}_color.png", durable=durable)
+    save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png", durable=durable)
+    present = [int(c) for c in np.unique(mask) if c < len(segmenter.classes)]
+    save_png(
+        legend(present, segmenter.classes, segmenter.palette), out / f"{stem}_legend.png", durable=durable
+    )
+
+
 def predict_files(
     segmenter: Segmenter,
     files: Sequence[Path],
@@ -65,13 +86,24 @@ def predict_files(
     alpha: float = 0.5,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    pipeline: bool = True,
 ) -> tuple[int, list[str]]:
     """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
     image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
     size) and <stem>_legend.png (classes present); return (images done, error lines of the files
-    that could not be read). int8 calibrates on the readable files. A binary or multilabel model
-    writes write_sigmoid_outputs' files instead."""
+    that could not be read or that need more memory than eval.max_memory allows even in sliding
+    windows, in the files' order). int8 calibrates on the readable files. A binary or multilabel
+    model writes write_sigmoid_outputs' files instead.
+
+    With pipeline (the default), the next images are read and decoded, and the finished ones drawn,
+    encoded and written, in background threads while the network runs (fcn.core.pipeline): the same
+    files, bytes and error lines as one after another (pipeline=False), made durable by one sync at
+    the end instead of two fsyncs per file. A file that cannot be written stops the run with its
+    WriteError after the files before it are written whole."""
     from tqdm import tqdm
+
+    from fcn.core.files import sync
+    from fcn.core.pipeline import Behind, background_threads, read_ahead
 
     if log is None:
 
@@ -83,40 +115,49 @@ def predict_files(
     errors: list[str] = []
     segmenter.calibrate(files)
     done = 0
-    for file, stem in tqdm(
-        list(zip(files, output_stems(files))), desc="predict", unit="image", disable=not progress
-    ):
-        try:
-            image = segmenter.read(file)
-        except (ValueError, FileNotFoundError) as exc:
-            errors.append(str(exc))
-            log(f"error: {exc}")
-            continue
-        mask = segmenter.segment(image)
-        if segmenter.task != "multiclass":
-            write_sigmoid_outputs(segmenter, image, mask, out, stem, alpha)
+    jobs = list(zip(files, output_stems(files)))
+    bar = tqdm(total=len(jobs), desc="predict", unit="image", disable=not progress)
+    readable = (ValueError, FileNotFoundError)
+    write = write_outputs if segmenter.task == "multiclass" else write_sigmoid_outputs
+    with bar, Behind(background_threads() if pipeline else 0) as behind:
+        for (file, stem), image, exc in read_ahead(
+            jobs, lambda job: segmenter.read(job[0]), depth=2 if pipeline else 0, errors=readable
+        ):
+            bar.update(1)
+            if exc is not None:
+                errors.append(str(exc))
+                log(f"error: {exc}")
+                continue
+            try:
+                mask = segmenter.segment(image)
+            except MemoryBudgetError as exc:  # too large even window by window: the others are still done
+                errors.append(f"{file}: {exc}")
+                log(f"error: {file}: {exc}")
+                continue
+            behind.submit(write, segmenter, image, mask, out, stem, alpha, not pipeline)
             done += 1
-            continue
-        save_index_png(mask, segmenter.palette, out / f"{stem}.png")
-        save_png(segmenter.colorize(mask), out / f"{stem}_color.png")
-        save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png")
-        present = [int(c) for c in np.unique(mask) if c < len(segmenter.classes)]
-        save_png(legend(present, segmenter.classes, segmenter.palette), out / f"{stem}_legend.png")
-        done += 1
+    if pipeline and done:
+        sync()
     return done, errors
 
 
 def write_sigmoid_outputs(
-    segmenter: Segmenter, image: object, mask: np.ndarray, out: Path, stem: str, alpha: float = 0.5
+    segmenter: Segmenter,
+    image: Any,
+    mask: np.ndarray,
+    out: Path,
+    stem: str,
+    alpha: float = 0.5,
+    durable: bool = True,
 ) -> None:
     """Write a sigmoid task's prediction: binary, <stem>.png (0/255 grayscale, 255 = the class);
     multilabel, <stem>_<class>.png per class (0/255); both, <stem>_overlay.png (overlapping classes'
-    colours mixed)."""
+    colours mixed). durable: as write_outputs'."""
     from fcn.inference.evaluation import write_sigmoid_masks
 
     if mask.ndim == 2:
-        write_sigmoid_masks(mask.astype(np.uint8), out, stem, None)
+        write_sigmoid_masks(mask.astype(np.uint8), out, stem, None, durable=durable)
     else:
         for name, plane in zip(segmenter.classes, mask):
-            write_sigmoid_masks(plane.astype(np.uint8), out, f"{stem}_{name}", None)
-    save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png")
+            write_sigmoid_masks(plane.astype(np.uint8), out, f"{stem}_{name}", None, durable=durable)
+    save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png", durable=durable)

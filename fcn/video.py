@@ -10,8 +10,9 @@ frames keep their presentation times, so the output has the input's frame count 
 from __future__ import annotations
 
 import os
+from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fcn.api import Segmenter
@@ -65,7 +66,8 @@ def predict_video(
     av = _import_av()
     from tqdm import tqdm
 
-    from fcn.core.files import atomic_write
+    from fcn.core.files import atomic_write, sync
+    from fcn.core.pipeline import Behind, iterate_ahead
     from fcn.core.visualize import save_index_png
 
     path, out = Path(path), Path(output_dir)
@@ -93,19 +95,26 @@ def predict_video(
             encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             encoder.time_base = stream.time_base
             total = stream.frames or None
-            for frame in tqdm(
-                source.decode(stream), total=total, desc=path.name, unit="frame", disable=not progress
-            ):
-                image = frame.to_image()  # RGB
-                mask = segmenter.segment(image)
+            # The next frames are decoded ahead and the finished ones drawn and encoded behind the
+            # network, in order (one thread: the encoder takes frames in presentation order).
+            decoded = iterate_ahead((frame, frame.to_image()) for frame in source.decode(stream))
+
+            def finish(frame: Any, image: Any, mask: Any, index: int) -> None:
                 blended = segmenter.overlay(image, alpha=alpha, mask=mask)
                 picture = av.VideoFrame.from_ndarray(blended, format="rgb24")
                 picture.pts, picture.time_base = frame.pts, frame.time_base
                 for packet in encoder.encode(picture):
                     sink.mux(packet)
                 if save_frames:
-                    save_index_png(mask, segmenter.palette, frames_dir / f"{path.stem}_{done:06d}.png")
-                done += 1
+                    path_png = frames_dir / f"{path.stem}_{index:06d}.png"
+                    save_index_png(mask, segmenter.palette, path_png, durable=False)
+
+            with closing(decoded), Behind(workers=1, queue=4) as behind:
+                for frame, image in tqdm(
+                    decoded, total=total, desc=path.name, unit="frame", disable=not progress
+                ):
+                    behind.submit(finish, frame, image, segmenter.segment(image), done)
+                    done += 1
             for packet in encoder.encode():  # flush the encoder's delayed frames
                 sink.mux(packet)
         if done == 0:
@@ -119,4 +128,6 @@ def predict_video(
         raise ValueError(f"{path}: {exc}") from None
     finally:
         source.close()
+    if save_frames:
+        sync()  # the frame PNGs, written without an fsync each
     return done

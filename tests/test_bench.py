@@ -50,3 +50,27 @@ def test_loss_curves_name_a_directory_without_events(tmp_path):
     loss_curves = load_bench("loss_curves")
     with pytest.raises(SystemExit, match="no TensorBoard events"):
         loss_curves.main([str(tmp_path), str(tmp_path)])
+
+
+@pytest.mark.slow  # five short processes
+def test_end_to_end_times_the_commands_and_the_pipeline_writes_the_same_bytes(tmp_path, capsys):
+    end_to_end = load_bench("end_to_end")
+    result = end_to_end.main(
+        [
+            "--images",
+            "2",
+            "--size",
+            "96",
+            "--rounds",
+            "1",
+            "--fast-paths",
+            "none",
+            "--json",
+            str(tmp_path / "e.json"),
+        ]
+    )
+    (row,) = result["rows"]
+    assert row["variant"] == "none" and row["runs"] == "fp32" and row["pipelined_same_bytes"]
+    assert row["lower_bound_s"] == pytest.approx(row["import_torch_s"] + row["forwards_s"])
+    assert all(row[k] > 0 for k in ("predict_s", "first_image_s", "evaluate_s", "segmenter_ms"))
+    assert "| none" in capsys.readouterr().out and (tmp_path / "e.json").is_file()

@@ -7,6 +7,7 @@ import yaml
 from omegaconf.errors import ReadonlyConfigError
 
 from fcn.config import (
+    ARCHS,
     ConfigError,
     config_from_dict,
     documented_yaml,
@@ -30,7 +31,7 @@ def test_defaults_load_and_are_read_only():
 @pytest.mark.parametrize("name", ["config.yml", *SHIPPED])
 def test_every_shipped_config_loads(name):
     cfg = load_config([str(REPO / name)])
-    assert cfg.model.arch in ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+    assert cfg.model.arch in ARCHS
 
 
 def test_config_yml_is_the_documented_schema():

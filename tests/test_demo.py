@@ -12,17 +12,19 @@ import pytest
 from PIL import Image
 
 import demo
-from fcn.api import Segmenter
+from fcn.api import Segmenter, as_rgb
 from fcn.demo import (
     analyse,
     build_app,
     describe,
     example_images,
     listen_address,
+    open_image,
     serve,
     shares_html,
     start_line,
 )
+from fcn.inference.budget import MemoryBudgetError
 from tests.test_api import images  # noqa: F401  (the module-scoped image fixture)
 from tests.test_evaluate_predict import (
     CLASSES,
@@ -189,3 +191,101 @@ def test_demo_py_serves_on_the_port_gradio_server_port_names(setup, monkeypatch,
     assert f"serving on http://127.0.0.1:{port}/ (this machine only" in capsys.readouterr().out
     [(url, status, body)] = pages
     assert url == f"http://127.0.0.1:{port}/" and status == 200 and b"pytorch-fcn" in body
+
+
+def _jpeg(path, width: int, height: int, orientation: int = 1):
+    """Write a smooth width x height JPEG (EXIF orientation as given) and return its path."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    pixels = np.stack([xx * 255 // max(1, width - 1), yy * 255 // max(1, height - 1), (xx + yy) % 256], -1)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels.astype(np.uint8)).save(path, quality=92, exif=exif)
+    return path
+
+
+def test_a_large_upload_is_decoded_small_and_said_a_small_one_is_read_as_predict_reads_it(tmp_path):
+    big = _jpeg(tmp_path / "big.jpg", 1200, 800)
+    rgb, line = open_image(big, max_pixels=60_000)
+    assert rgb.mode == "RGB" and rgb.width * rgb.height <= 60_000 and rgb.width * rgb.height > 50_000
+    assert abs(rgb.width / rgb.height - 1.5) < 0.02
+    assert (
+        line
+        == f"1200 x 800 px, segmented and shown at {rgb.width} x {rgb.height} px (at most 60,000 pixels: --max-pixels)"
+    )
+    # the downscaled picture is the photo's, not a crop: it matches the full decode resized
+    full = np.asarray(
+        Image.open(big).convert("RGB").resize(rgb.size, Image.Resampling.BILINEAR), dtype=np.int16
+    )
+    assert np.abs(np.asarray(rgb, dtype=np.int16) - full).mean() < 4
+    small, line = open_image(big, max_pixels=None)
+    assert np.array_equal(np.asarray(small), np.asarray(as_rgb(big))) and line == "1200 x 800 px"
+    # a phone's portrait photo: stored 1200 x 800 with a quarter turn in its EXIF, shown upright
+    turned = _jpeg(tmp_path / "turned.jpg", 1200, 800, orientation=6)
+    rgb, line = open_image(turned, max_pixels=60_000)
+    assert rgb.height > rgb.width and line.startswith("800 x 1200 px, segmented and shown at")
+    array, line = open_image(np.zeros((300, 400, 3), np.uint8), max_pixels=30_000)
+    assert array.size == (200, 150) and line.startswith("400 x 300 px, segmented")
+
+
+def test_an_image_beyond_pillows_bomb_limit_or_unreadable_is_refused_with_a_message(tmp_path, monkeypatch):
+    big = _jpeg(tmp_path / "big.jpg", 600, 400)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200_000)
+    with pytest.raises(
+        ValueError, match=r"600 x 400 px \(0.2 megapixels\) is more than this page takes \(0.2"
+    ):
+        open_image(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # Pillow refuses it itself at twice its limit
+    with pytest.raises(ValueError, match=r"this image is more than this page takes"):
+        open_image(big)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(ValueError, match="cannot read"):
+        open_image(broken)
+
+
+def test_the_page_bounds_its_queue_and_uploads(seg):
+    pytest.importorskip("gradio")
+    app = build_app(seg, max_pixels=1000, max_file_mb=2, queue_size=3, concurrency=1)
+    assert app._queue.max_size == 3 and app._queue.default_concurrency_limit == 1  # no public getter
+    assert app.fcn_max_file_size == 2 * 2**20
+
+
+def test_the_page_downscales_a_large_upload_says_so_and_survives_a_broken_one(seg, tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    gradio_client = pytest.importorskip("gradio_client")
+    app = build_app(seg, max_pixels=20_000, max_file_mb=1)
+    url = serve(app, _free_port(), block=False)
+    try:
+        client = gradio_client.Client(url, verbose=False)
+        big = _jpeg(tmp_path / "big.jpg", 600, 400)
+        picture, colour, _, status = client.predict(
+            gradio_client.handle_file(str(big)), 0.5, api_name="/analyse"
+        )
+        expected, line = open_image(big, 20_000)
+        assert status.startswith(line) and "segmented and shown at" in status
+        with Image.open(picture) as p, Image.open(colour) as c:
+            assert p.size == c.size == expected.size
+            assert np.array_equal(np.asarray(c.convert("RGB")), seg.colorize(seg(expected)))
+        broken = tmp_path / "broken.png"
+        broken.write_bytes(b"\x89PNG not really")
+        with pytest.raises(gradio_client.exceptions.AppError):  # Gradio's image check opens it first
+            client.predict(gradio_client.handle_file(str(broken)), 0.5, api_name="/analyse")
+        huge = tmp_path / "huge.png"  # over the 1 MB upload limit: refused before it is stored
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)).save(huge)
+        assert huge.stat().st_size > 2**20
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 1048576 bytes"):
+            client.predict(gradio_client.handle_file(str(huge)), 0.5, api_name="/analyse")
+
+        def too_large(image):
+            raise MemoryBudgetError("40 x 30 px needs about 9 GB even one 512 px window at a time")
+
+        small = _jpeg(tmp_path / "small.jpg", 40, 30)
+        with monkeypatch.context() as m:  # a failure while segmenting: its message reaches the visitor
+            m.setattr(seg, "segment", too_large)
+            with pytest.raises(gradio_client.exceptions.AppError, match="needs about 9 GB"):
+                client.predict(gradio_client.handle_file(str(small)), 0.5, api_name="/analyse")
+        # the page is still up and answers
+        _, _, _, status = client.predict(gradio_client.handle_file(str(small)), 0.5, api_name="/analyse")
+        assert status.startswith("40 x 30 px · ")
+    finally:
+        app.close()

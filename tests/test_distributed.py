@@ -10,6 +10,7 @@ saves each rank's final state for the test to compare. One test runs train.py it
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -173,6 +174,13 @@ def _tiny(root: Path, run_dir: Path, *extra: str) -> list[str]:
 # gradient by its own magnitude, which can turn the rounding of a near-zero gradient into a step.
 DP_EXTRA = ("optimizer.name=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.9", "training.iters=3")
 
+
+def _trackers_extra(base: Path) -> tuple[str, ...]:
+    """Return the overrides that log the dp run to an MLflow store in base (only rank 0 may)."""
+    uri = f"logging.mlflow_uri=sqlite:///{base / 'mlflow.db'}"
+    return ("logging.trackers=[tensorboard,mlflow]", uri, "training.log_every=1")
+
+
 RESUME_EXTRA = (  # everything that draws random numbers, so that an inexact resume shows
     "training.iters=7",  # 24 images / (2 x 2) = 6 steps an epoch: the resume crosses into epoch 1
     "training.eval_every=4",
@@ -194,7 +202,16 @@ def ddp_runs(toy_root, tmp_path_factory) -> dict:
     dropout = {"dropout": 0.5}
     runs = [
         # no BatchNorm: two processes with batch 2 must equal one process with batch 4
-        {"name": "dp", "overrides": _tiny(toy_root, base / "dp", "data.batch_size=2", *DP_EXTRA)},
+        {
+            "name": "dp",
+            "overrides": _tiny(
+                toy_root,
+                base / "dp",
+                "data.batch_size=2",
+                *DP_EXTRA,
+                *(() if importlib.util.find_spec("mlflow") is None else _trackers_extra(base)),
+            ),
+        },
         {
             "name": "bn",
             "net": {"bn": True},
@@ -299,6 +316,17 @@ def test_two_processes_equal_one_process_with_the_global_batch(ddp_runs, toy_roo
     logged = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["train_loss"]
     expected = json.loads((single / "metrics.jsonl").read_text().splitlines()[-1])["train_loss"]
     assert logged == pytest.approx(expected, rel=1e-4)
+
+
+def test_only_the_primary_process_logs_to_the_trackers(ddp_runs):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    base, run_dir = ddp_runs["base"], Path(ddp_runs["runs"]["dp"]["run_dir"])
+    client = MlflowClient(f"sqlite:///{base / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
 
 
 @pytest.mark.slow

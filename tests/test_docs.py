@@ -150,7 +150,7 @@ SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
 # name (`bench/data.py`, `model.safetensors`) nor part of a longer name or an address.
 CONFIG_KEY = re.compile(rf"(?<![\w/.$<-])(?:{'|'.join(SECTIONS)})(?:\.(?:[A-Za-z_]\w*|\*|<\w+>))+")
 FILE_SUFFIXES = {"py", "yml", "yaml", "md", "json", "jsonl", "pt", "pth", "onnx", "safetensors", "png", "txt"}
-SCRIPTS = ("train.py", "evaluate.py", "predict.py", "demo.py")
+SCRIPTS = ("train.py", "evaluate.py", "predict.py", "demo.py", "tune.py")
 SEPARATORS = {"&&", "||", "|", ";", "&", ">", ">>", "<", "(", ")"}
 
 

@@ -558,3 +558,47 @@ def test_per_image_csv_leaves_nan_cells_empty(tmp_path):
     assert lines[1] == "a,2,2,1.000000,1.000000,1.000000,1.000000,"
     assert lines[2] == "b,2,2,,,,,"
     assert [r["id"] for r in worst_images(rows)] == ["a"]  # nothing labelled: not ranked
+
+
+def test_predict_pipelined_writes_the_same_bytes_and_errors_as_one_after_another(setup, tmp_path):
+    from fcn.api import Segmenter
+    from fcn.files import list_images, predict_files
+
+    _, _, ckpt = setup
+    _write_mixed_inputs(tmp_path / "in")
+    files, _ = list_images([tmp_path / "in"])
+    seg = Segmenter.from_checkpoint(ckpt, device="cpu", flip=True)
+    results = {}
+    for pipeline in (False, True):
+        out = tmp_path / f"out_{pipeline}"
+        done, errors = predict_files(
+            seg, files, out, progress=False, log=lambda line: None, pipeline=pipeline
+        )
+        written = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+        results[pipeline] = (done, errors, written)
+    assert results[True] == results[False]
+    done, errors, written = results[True]
+    assert done == len(files) - 1 and len(errors) == 1 and "broken.jpg" in errors[0]
+    assert len(written) == 4 * done and not [name for name in written if name.startswith(".")]
+
+
+def test_predict_stops_at_a_file_it_cannot_write_and_keeps_the_ones_before_whole(setup, tmp_path, capsys):
+    _, _, ckpt = setup
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(5)
+    for k in range(6):
+        Image.fromarray(_sample(rng, 40, 48)[0]).save(inputs / f"im{k}.png")
+    out = tmp_path / "out"
+    (out / "im3_overlay.png").mkdir(parents=True)  # a directory where a file must go: the write fails
+    code = predict.main(
+        ["--checkpoint", str(ckpt), "--input", str(inputs), "--output", str(out), "--no-progress"]
+    )
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(lines) == 1 and str(out / "im3_overlay.png") in lines[0], err
+    for k in range(3):  # the images before it: all four files, each a whole PNG
+        for suffix in ("", "_color", "_overlay", "_legend"):
+            with Image.open(out / f"im{k}{suffix}.png") as image:
+                image.load()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left

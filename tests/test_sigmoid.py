@@ -184,6 +184,40 @@ def test_sigmoid_task_config_errors_name_the_key(overrides, message):
         load_config(overrides=overrides)
 
 
+def test_eval_metric_is_one_key_for_best_pt_and_tune_with_the_sigmoid_metrics():
+    from fcn.training.search import metric_value
+
+    cfg = load_config(
+        overrides=_pairs("binary", "[a]", ["loss.terms=[{name: bce}]", "eval.metric=mean_dice"])
+    )
+    assert cfg.eval.metric == "mean_dice"
+    assert (
+        load_config(overrides=_pairs("binary", "[a]", ["loss.terms=[{name: bce}]"])).eval.metric == "mean_iu"
+    )
+    with pytest.raises(ConfigError, match="eval.metric='mean_dice'"):  # not a multiclass metric
+        load_config(overrides=["eval.metric=mean_dice"])
+    # tune.py reads what chose best.pt: the record's mean_dice, the EMA's where there is one
+    assert metric_value({"mean_iou": 0.5, "mean_dice": 0.6}, "mean_dice") == 0.6
+    assert metric_value({"mean_dice": 0.6, "ema": {"mean_dice": 0.7}}, "mean_dice") == 0.7
+    assert metric_value({"mean_iou": 0.5}, "mean_iu") == 0.5
+
+
+def test_aux_head_loss_wraps_the_sigmoid_loss():
+    from fcn.training.losses import AuxHeadLoss, build_loss
+
+    cfg = load_config(overrides=_pairs("binary", "[a]", ["loss.terms=[{name: bce}, {name: dice}]"]))
+    loss_fn = build_loss(cfg.loss, 255, None, 1, 0, 0.5, task="binary")
+    assert isinstance(loss_fn, AuxHeadLoss) and isinstance(loss_fn.loss, SigmoidLoss)
+    alone = build_loss(cfg.loss, 255, None, 1, task="binary")
+    assert isinstance(alone, SigmoidLoss)
+    logits = torch.randn(2, 2, 8, 8)  # training mode: the main head's logit, then the auxiliary's
+    masks = (torch.rand(2, 8, 8) > 0.5).long()
+    for part in ("pixel_sum", "batch_mean"):
+        main, aux = (getattr(alone, part)(x, masks) for x in (logits[:, :1], logits[:, 1:]))
+        assert torch.allclose(getattr(loss_fn, part)(logits, masks), main + 0.5 * aux)
+    assert torch.equal(loss_fn.pixel_sum(logits[:, :1], masks), alone.pixel_sum(logits[:, :1], masks))
+
+
 # ----------------------------------------------------------------------------- end to end
 
 SIZES = [(70, 90), (81, 64), (96, 77)]

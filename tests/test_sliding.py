@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fcn.config import ConfigError, load_config
-from fcn.core.sliding import slide_logits, window_starts
+from fcn.core.sliding import argmax_heads, slide_labels, slide_logits, window_starts
 from fcn.inference.segment import predict_labels, predict_probs
 
 
@@ -162,3 +162,40 @@ def test_argmax_heads_takes_each_heads_argmax(monkeypatch):
     assert torch.equal(labels[:, 0], scores[:, :4].argmax(1)) and torch.equal(
         labels[:, 1], scores[:, 4:].argmax(1)
     )
+
+
+@pytest.mark.parametrize(
+    "height,width,tile,stride,batch,heads",
+    [
+        (70, 53, 24, 16, 1, None),
+        (70, 53, 24, 16, 3, None),
+        (50, 90, 32, 20, 4, [3, 2]),
+        (40, 40, 16, 16, 5, None),
+    ],
+)
+def test_slide_labels_are_the_argmax_of_slide_logits_bit_for_bit(height, width, tile, stride, batch, heads):
+    # The banded sums add the same windows in the same order and divide by the same counts.
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.Conv2d(8, 5, 3, padding=1)).eval()
+    x = torch.randn(2, 3, height, width)
+    window = dict(tile=tile, stride=stride, window_batch=batch)
+    with torch.inference_mode():
+        expected = argmax_heads(slide_logits(model, x, **window), heads)
+        got = slide_labels(model, x, heads=heads, **window)
+    assert got.dtype == torch.int64 and got.shape == expected.shape
+    assert torch.equal(got, expected)
+
+
+def test_slide_labels_hold_one_band_of_rows_not_the_image():
+    # The class sums a forward adds to are at most (tile + stride) rows high, whatever the image height.
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen.append(x.shape)
+            return x[:, :2]
+
+    x = torch.randn(1, 3, 200, 30)
+    labels = slide_labels(Spy(), x, tile=20, stride=10, window_batch=2)
+    assert labels.shape == (1, 200, 30) and len(seen) == 19 * 2 // 2
+    assert torch.equal(labels, argmax_heads(slide_logits(Spy(), x, tile=20, stride=10), None))

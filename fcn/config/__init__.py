@@ -21,6 +21,7 @@ from fcn.config.schema import (
     LAYER_INPUT_DATASETS,
     LOSS_NAMES,
     MODALITY_CHANNELS,
+    PAPER_ARCHS,
     PAPER_DATASET_CLASSES,
     SIGMOID_TASKS,
     TASKS,
@@ -42,12 +43,14 @@ from fcn.config.schema import (
     is_import_path,
     is_timm,
     label_map_dict,
+    memory_limit_gb,
     num_classes,
     pretrained_choice,
 )
 
 __all__ = [
     "ARCHS",
+    "PAPER_ARCHS",
     "BACKBONES",
     "CLASS_WEIGHTINGS",
     "DATASETS",
@@ -79,6 +82,7 @@ __all__ = [
     "is_import_path",
     "is_timm",
     "label_map_dict",
+    "memory_limit_gb",
     "load_config",
     "num_classes",
     "pretrained_choice",

@@ -30,12 +30,15 @@ from fcn.config.schema import (
     SIGMOID_TASKS,
     SOFTMAX_LOSSES,
     TASKS,
+    TORCHVISION_FCN_OPTIONS,
+    TRACKERS,
     VGG_BACKBONES,
     VOID,
     ConfigError,
     is_import_path,
     is_timm,
     label_map_dict,
+    memory_limit_gb,
     own_class_counts,
 )
 
@@ -53,6 +56,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     _validate_optimizer(cfg, source)
     _validate_training(cfg, source)
     _validate_eval(cfg, source)
+    _validate_logging(cfg, source)
 
 
 def _choice(source: str, key: str, value: Any, allowed: Sequence[str]) -> None:
@@ -85,6 +89,7 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
     _choice(source, "model.upsampling", m.upsampling, ("transposed", "bilinear", "nearest_conv"))
     _choice(source, "model.fusion", m.fusion, ("skip", "full"))
     _choice(source, "model.dropout", m.dropout, ("element", "channel"))
+    _validate_torchvision_fcn(m, source)
     _choice(source, "data.task", d.task, TASKS)
     if d.task == "binary" and m.num_classes != 1:
         raise ConfigError(
@@ -119,6 +124,30 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
     pretrained = str(m.pretrained)
     if pretrained.lower() not in ("true", "false") and not pretrained:
         raise ConfigError(f"{source}: model.pretrained must be true, false or a file path")
+
+
+def _validate_torchvision_fcn(m: DictConfig, source: str) -> None:
+    """Raise ConfigError for model.aux_weight, and for model.arch=torchvision_fcn with keys that say
+    something else than what it builds."""
+    if m.aux_weight < 0:
+        raise ConfigError(f"{source}: model.aux_weight={m.aux_weight} must be >= 0")
+    if m.arch != "torchvision_fcn":
+        if m.aux_weight:
+            raise ConfigError(
+                f"{source}: model.aux_weight is torchvision_fcn's auxiliary head; set model.aux_weight=0 "
+                f"for model.arch={m.arch}"
+            )
+        return
+    if m.backbone not in ("resnet50", "resnet101"):
+        raise ConfigError(
+            f"{source}: model.arch=torchvision_fcn needs model.backbone=resnet50 or resnet101, not {m.backbone}"
+        )
+    wrong = [f"model.{k}={str(v).lower()}" for k, v in TORCHVISION_FCN_OPTIONS.items() if m[k] != v]
+    if wrong:
+        raise ConfigError(
+            f"{source}: model.arch=torchvision_fcn has no options beyond its backbone and aux_weight: set "
+            f"{' '.join(wrong)} (predefined_configs/torchvision_fcn_resnet50.yml sets them)"
+        )
 
 
 def _validate_paper_options(cfg: DictConfig, source: str) -> None:
@@ -567,8 +596,21 @@ def _validate_eval(cfg: DictConfig, source: str) -> None:
     _positive(source, "eval.tile", e.tile)
     _positive(source, "eval.stride", e.stride)
     _positive(source, "eval.window_batch", e.window_batch)
+    try:
+        memory_limit_gb(e.max_memory)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if e.stride > e.tile:
         raise ConfigError(
             f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "
             "would get no prediction"
         )
+
+
+def _validate_logging(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for a tracker outside the choices or named twice."""
+    trackers = list(cfg.logging.trackers)
+    for name in trackers:
+        _choice(source, "logging.trackers", name, tuple(TRACKERS))
+    if len(set(trackers)) < len(trackers):
+        raise ConfigError(f"{source}: logging.trackers={trackers} names a tracker twice")

@@ -22,7 +22,18 @@ from typing import Any, List
 
 from omegaconf import DictConfig, OmegaConf
 
-ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+PAPER_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+"""The paper's four nets (the authors' Caffe weights fit these)."""
+ARCHS = (*PAPER_ARCHS, "torchvision_fcn")
+TORCHVISION_FCN_OPTIONS = {
+    "geometry": "same",
+    "upsampling": "bilinear",
+    "head": "fcn",
+    "fusion": "skip",
+    "learnable_upsampling": False,
+    "dropout_p": 0.0,
+}
+"""model.arch=torchvision_fcn: the only values of these keys that say what it builds (fcn/models/torchvision_fcn.py)."""
 BACKBONES = (
     "vgg16",
     "vgg16_bn",
@@ -67,9 +78,21 @@ SIGMOID_LOSSES = ("bce",)
 TASKS = ("multiclass", "binary", "multilabel")  # data.task
 SIGMOID_TASKS = ("binary", "multilabel")
 """Tasks whose model gives one sigmoid logit per class (fcn/core/tasks.py)."""
-MULTICLASS_METRICS = ("mean_iou", "pixel_acc", "mean_acc", "fwavacc")  # eval.metric, multiclass
-SIGMOID_METRICS = ("mean_iou", "mean_dice", "mean_precision", "mean_recall", "pixel_acc")  # sigmoid tasks
+MULTICLASS_METRICS = ("mean_iu", "pixel_acc", "mean_acc", "fwavacc")  # eval.metric, multiclass
+SIGMOID_METRICS = ("mean_iu", "mean_dice", "mean_precision", "mean_recall", "pixel_acc")  # sigmoid tasks
 CLASS_WEIGHTINGS = ("inverse_frequency", "median_frequency")  # loss.class_weights as a string
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # logging.trackers: pip name
+EVAL_METRICS = {
+    "mean_iu": "mean_iou",
+    "pixel_acc": "pixel_acc",
+    "mean_acc": "mean_acc",
+    "fwavacc": "fwavacc",
+    "mean_dice": "mean_dice",
+    "mean_precision": "mean_precision",
+    "mean_recall": "mean_recall",
+}
+"""eval.metric's choices (MULTICLASS_METRICS, SIGMOID_METRICS) -> the key of an evaluation's record
+(metrics.jsonl) that holds it."""
 
 
 class ConfigError(ValueError):
@@ -79,7 +102,10 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     arch: str = "fcn32s"
-    """Which FCN: fcn32s, fcn16s, fcn8s or fcn8s_atonce (the paper's four)."""
+    """Which FCN: fcn32s, fcn16s, fcn8s or fcn8s_atonce (the paper's four), or torchvision_fcn:
+    torchvision's fcn_resnet50/101 (backbone resnet50 or resnet101, dilated to output stride 8,
+    FCNHead on layer4, bilinear upsampling; its state dicts load as they are), which takes
+    geometry=same, upsampling=bilinear, head=fcn, dropout_p=0 (predefined_configs/torchvision_fcn_resnet50.yml)."""
     backbone: str = "vgg16"
     """torchvision backbone: vgg16 (the paper), vgg16_bn, resnet18/34/50/101, mobilenet_v3_large; or
     any timm model as 'timm:<name>' (e.g. timm:convnext_tiny, timm:tf_efficientnetv2_s.in21k_ft_in1k):
@@ -125,9 +151,15 @@ class ModelConfig:
     vertical) scored by their own score_fr_geo / skip path on the same trunk; the logits are the
     semantic classes then these, along the channels; the loss is the sum of both heads' (summed)
     cross-entropies. 0 = one head."""
+    aux_weight: float = 0.0
+    """torchvision_fcn only: the loss weight of its auxiliary FCNHead on layer3 (torchvision's
+    reference trains it with 0.5: loss(out) + 0.5 * loss(aux)); 0 = no auxiliary head. The head
+    is used in training only; predictions come from the main head."""
     init_from: str = ""
     """Staged training: a checkpoint (e.g. a trained FCN-32s) whose matching tensors initialise
-    this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s."""
+    this model, as the paper initialises FCN-16s from FCN-32s and FCN-8s from FCN-16s; or
+    'pretrained:<name>', published weights by name (python -m fcn.pretrained lists them; downloaded
+    into torch hub's cache on first use), e.g. pretrained:torchvision-fcn-resnet50 to fine-tune."""
     in_channels: int = 3
     """Channels of the input images (3: RGB; e.g. 4 for RGB-D, 1 for grey, N for multispectral
     TIFF/.npy). Pretrained first convolutions are adapted to it by timm's rule (RGB filters repeated
@@ -440,10 +472,12 @@ class EvalConfig:
     """data.task binary or multilabel: a pixel is predicted as a class where that class's sigmoid
     probability is above this (evaluate.py, predict.py, the API, the metrics during training);
     evaluate.py --sweep-thresholds reports the best one per metric."""
-    metric: str = "mean_iou"
-    """The validation metric that chooses best.pt (and counts for training.early_stop_patience):
-    mean_iou (the default), pixel_acc, mean_acc or fwavacc; with a sigmoid task mean_iou, mean_dice,
-    mean_precision, mean_recall or pixel_acc (the means over classes at eval.threshold)."""
+    metric: str = "mean_iu"
+    """The validation metric that chooses best.pt, counts for training.early_stop_patience and
+    that tune.py maximises and prunes on (the EMA's with training.ema_decay > 0): 'mean_iu' (the
+    default), 'pixel_acc', 'mean_acc' or 'fwavacc'; with a sigmoid task (data.task binary or
+    multilabel) 'mean_iu', 'mean_dice', 'mean_precision', 'mean_recall' or 'pixel_acc' (the means
+    over classes at eval.threshold)."""
     flip: bool = False
     """Test-time augmentation: average with the horizontally flipped prediction."""
     scales: List[float] = field(default_factory=lambda: [1.0])
@@ -481,6 +515,42 @@ class EvalConfig:
     """eval.mode=slide: pixels between window starts (at most tile); 341 of 512 overlaps a third."""
     window_batch: int = 4
     """eval.mode=slide: windows per forward pass (times the images of a batch)."""
+    max_memory: str = "auto"
+    """predict.py, the Python API and demo.py: the most memory, in GB, that segmenting one image may
+    add (input, activations, score maps, labels), as estimated from the backbone and the image size
+    (fcn/inference/budget.py): an image whose whole-image pass would need more is segmented in
+    sliding windows (eval.tile, eval.stride; said in one line), one that needs more even window by
+    window is an error naming this key. 'auto': 2 GB on the CPU (a 16 GB machine segments a
+    24-megapixel photo with the paper's VGG16 FCN-8s in under 6 GB), the free memory of the GPU on
+    CUDA; a number: that many GB (on CUDA at most the free memory); 'none': no limit (eval.mode as
+    set). evaluate.py and training's evaluation follow eval.mode as set."""
+
+
+@dataclass
+class LoggingConfig:
+    trackers: List[str] = field(default_factory=lambda: ["tensorboard"])
+    """Where the run's metrics and pictures go besides metrics.jsonl and vis/: any of 'tensorboard'
+    (events in run_dir), 'mlflow', 'wandb' (optional packages: pip install -r
+    requirements.track.txt). Each gets the resolved config as flattened parameters, the training
+    scalars and the evaluation's metrics with the iteration as step, and the fixed-batch and
+    confusion pictures at each evaluation; only the primary process logs. A tracker that fails
+    during the run is a warning line and training goes on (fcn/training/trackers.py)."""
+    experiment: str = ""
+    """MLflow experiment, made if missing ('' = $MLFLOW_EXPERIMENT_NAME, else pytorch-fcn)."""
+    run_name: str = ""
+    """Name of the run in MLflow and W&B ('' = the last part of training.run_dir)."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI: a server (http://host:5000), a database (sqlite:///mlflow.db: a new
+    experiment keeps its pictures in mlartifacts/ beside it) or '' ($MLFLOW_TRACKING_URI, else
+    sqlite:///<training.run_dir's parent>/mlflow.db: every run under runs/ in one local store)."""
+    wandb_project: str = ""
+    """W&B project ('' = $WANDB_PROJECT, else W&B's default). WANDB_MODE=offline writes the run
+    under run_dir/wandb/ for a later `wandb sync`."""
+    wandb_entity: str = ""
+    """W&B entity, a user or team ('' = $WANDB_ENTITY, else the account's default)."""
+    log_checkpoints: bool = False
+    """At the end of the run, upload checkpoints/best.pt to MLflow (artifact checkpoints/best.pt)
+    and W&B (model artifact model-<run id>, alias best)."""
 
 
 @dataclass
@@ -492,6 +562,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 def num_classes(cfg: DictConfig) -> int:
@@ -503,6 +574,21 @@ def own_class_counts(data: DictConfig) -> set[int]:
     """Return the class counts of data.train's and data.val's own class lists: a paper dataset's
     (PAPER_DATASET_CLASSES), else PASCAL VOC's 21; a 'folder' dataset has none (data.classes names them)."""
     return {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (data.train, data.val) if ds.name != "folder"}
+
+
+def memory_limit_gb(value: Any) -> float | str | None:
+    """Return eval.max_memory as 'auto', None ('none': no limit) or a positive number of GB;
+    ValueError for anything else."""
+    text = str(value).strip().lower()
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"eval.max_memory={value!r} must be auto, none or a positive number of GB (e.g. 4)")
+    return number
 
 
 def is_import_path(name: str) -> bool:

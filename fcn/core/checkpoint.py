@@ -165,6 +165,7 @@ def training_checkpoint(
     config: dict,
     rng_ranks: list[dict] | None = None,
     evals_since_best: int = 0,
+    trackers: dict[str, str] | None = None,
 ) -> dict:
     """Return the resumable checkpoint of a training run (see the module doc)."""
     state = {
@@ -184,6 +185,8 @@ def training_checkpoint(
     }
     if rng_ranks is not None:
         state["rng_ranks"] = rng_ranks  # every process's RNGs (dropout), in rank order
+    if trackers:
+        state["trackers"] = trackers  # {tracker: run id}: a resumed run continues those runs
     return state
 
 

@@ -33,10 +33,14 @@ def _os_error(exc: BaseException) -> OSError | None:
     return None
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, durable: bool = True) -> None:
     """Write a file as write(temp_path) does, atomically: the temporary file beside path is fsynced,
     given the usual mode and renamed over path; on any failure it is removed and path is untouched.
-    An OS error (no space left, no permission) is raised as a WriteError naming path and the cause."""
+    An OS error (no space left, no permission) is raised as a WriteError naming path and the cause.
+
+    durable=False leaves out the two fsyncs (the file's and its directory's), for outputs written by
+    the hundred that the caller makes durable once, with sync() after the last one: readers still
+    never see a half-written file, only a power cut before that sync can lose them."""
     path = Path(path)
     existed = path.exists()
     # Same directory, hence the same file system: os.replace is then an atomic rename.
@@ -44,11 +48,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # some writers (mkstemp-based ones) create 0600
         os.replace(tmp, path)
     except BaseException as exc:  # also KeyboardInterrupt: never leave the temp file behind
@@ -63,7 +68,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         error = WriteError(f"cannot write {path}: {reason}; {kept}")
         error.errno = cause.errno
         raise error from None
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def sync() -> None:
+    """Flush every file written so far to disk (what atomic_write's durable=False left out), once."""
+    if hasattr(os, "sync"):
+        os.sync()
 
 
 def _umask() -> int:

@@ -218,10 +218,10 @@ def prediction_grid(
     return grid
 
 
-def save_png(array: Any, path: str | os.PathLike) -> None:
+def save_png(array: Any, path: str | os.PathLike, *, durable: bool = True) -> None:
     """Write an HxW or HxWx3/4 uint8 array (or a PIL image) to ``path`` as PNG, atomically
-    (fcn.core.files.atomic_write: readers never see a half-written file); parent directories are
-    created."""
+    (fcn.core.files.atomic_write: readers never see a half-written file; durable as it says);
+    parent directories are created."""
 
     picture = (
         array if isinstance(array, Image.Image) else Image.fromarray(np.ascontiguousarray(_to_numpy(array)))
@@ -231,7 +231,7 @@ def save_png(array: Any, path: str | os.PathLike) -> None:
         with open(tmp, "xb") as f:
             picture.save(f, format="PNG")
 
-    atomic_write(path, write)
+    atomic_write(path, write, durable=durable)
 
 
 # ----------------------------------------------------------------------------- pictures of the errors
@@ -400,9 +400,12 @@ def iou_chart(
     return np.asarray(canvas).copy()
 
 
-def save_index_png(mask: np.ndarray, palette: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a class-index mask as a palette ('P' mode) PNG, atomically: pixel values are the class
-    indices (255 = void), the palette colours them in any viewer, as VOC's SegmentationClass PNGs."""
+def save_index_png(
+    mask: np.ndarray, palette: np.ndarray, path: str | os.PathLike, *, durable: bool = True
+) -> None:
+    """Write a class-index mask as a palette ('P' mode) PNG, atomically (durable: as save_png):
+    pixel values are the class indices (255 = void), the palette colours them in any viewer, as
+    VOC's SegmentationClass PNGs."""
     if mask.ndim != 2:
         raise ValueError(f"{path}: an index mask must be 2-D, got shape {mask.shape}")
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
@@ -412,7 +415,7 @@ def save_index_png(mask: np.ndarray, palette: np.ndarray, path: str | os.PathLik
         with open(tmp, "xb") as f:
             image.save(f, format="PNG")
 
-    atomic_write(path, write)
+    atomic_write(path, write, durable=durable)
 
 
 def overlay_planes(image: Any, planes: Any, colours: Any, alpha: float = 0.5) -> np.ndarray:

@@ -67,6 +67,8 @@ class Resource:
     """Published SHA-1 of the file, where that is what a public source lists."""
     directory: str = ""
     """Where under the root the file is downloaded (and kept, when not an archive)."""
+    sha256_prefix: Optional[str] = None
+    """The first hex digits of the file's SHA-256, as torch hub names its files (<name>-<prefix>.pth)."""
 
 
 def check_seg11valid(path: Path) -> None:
@@ -193,14 +195,15 @@ def md5sum(path: Path) -> str:
     return hexdigests(path, ["md5"])["md5"]
 
 
-def _verify(resource: Resource, path: Path, url: str) -> None:
+def verify(resource: Resource, path: Path, url: str) -> None:
     """Raise DownloadError (after deleting `path`) when the file fails its checksums or content check."""
     try:
-        expected = {name: value for name, value in (("md5", resource.md5), ("sha1", resource.sha1)) if value}
+        checksums = (("md5", resource.md5), ("sha1", resource.sha1), ("sha256", resource.sha256_prefix))
+        expected = {name: value for name, value in checksums if value}
         got = hexdigests(path, expected) if expected else {}
         for name, value in expected.items():
-            if got[name] != value:
-                label = {"md5": "MD5", "sha1": "SHA-1"}[name]
+            if not got[name].startswith(value) or (name != "sha256" and got[name] != value):
+                label = {"md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256"}[name]
                 raise DownloadError(
                     f"{resource.name}: {url} gave a file with {label} {got[name]}, expected {value}; "
                     "the corrupt download was deleted: run the command again (or check --mirror)"
@@ -328,7 +331,7 @@ def prepare(
     dest = root / resource.directory / resource.filename
     if not resource.archive and dest.exists():
         try:  # a plain file is its own result: check its content, not only that it exists
-            _verify(resource, dest, str(dest))
+            verify(resource, dest, str(dest))
         except DownloadError as exc:
             log(f"{resource.name}: {exc}; downloading again")
     if not missing_paths(resource, root):
@@ -338,7 +341,7 @@ def prepare(
     if dest.exists():
         log(f"{resource.name}: found {dest}, verifying")
         try:
-            _verify(resource, dest, str(dest))
+            verify(resource, dest, str(dest))
         except DownloadError:
             log(f"{resource.name}: {dest} is corrupt; deleted it, downloading again")
     if not dest.exists():
@@ -346,7 +349,7 @@ def prepare(
         resume = f" (resuming after {part.stat().st_size} bytes)" if part.exists() else ""
         log(f"{resource.name}: downloading {url}{resume}")
         fetch(url, dest, progress)
-        _verify(resource, dest, url)
+        verify(resource, dest, url)
     if resource.archive:
         log(f"{resource.name}: extracting {dest}")
         try:

@@ -105,6 +105,19 @@ def _cache_dirs(checkpoint: Path) -> list[Path]:
     return [checkpoint.parent, home / "pytorch-fcn"]
 
 
+def find_cached_onnx(checkpoint: str | os.PathLike, weights: str) -> Path | None:
+    """Return the cached ONNX export of the checkpoint's ``weights`` ('model' or 'ema') if one was
+    written (beside it, or in ~/.cache/pytorch-fcn), else None: then the model need not be built."""
+    from fcn.inference.onnx import DEFAULT_OPSET
+
+    ckpt = Path(checkpoint)
+    name = f"{ckpt.name}.{export_key(ckpt, weights, DEFAULT_OPSET)}.onnx"
+    for directory in _cache_dirs(ckpt):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
 def cached_onnx(
     model: nn.Module, cfg: DictConfig, checkpoint: str | os.PathLike, weights: str, log: bool = True
 ) -> Path:
@@ -113,12 +126,12 @@ def cached_onnx(
     same checkpoint name removed). An export that fails raises RuntimeError in one line."""
     from fcn.inference.onnx import DEFAULT_OPSET, export_metadata, export_onnx
 
+    found = find_cached_onnx(checkpoint, weights)
+    if found is not None:
+        return found
     require("onnx", "exporting the checkpoint to ONNX")
     ckpt = Path(checkpoint)
     name = f"{ckpt.name}.{export_key(ckpt, weights, DEFAULT_OPSET)}.onnx"
-    for directory in _cache_dirs(ckpt):
-        if (directory / name).is_file():
-            return directory / name
     pattern = re.compile(re.escape(ckpt.name) + r"\.[0-9a-f]{16}\.onnx")
     last_error: OSError | None = None
     for directory in _cache_dirs(ckpt):

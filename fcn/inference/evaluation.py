@@ -21,15 +21,16 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fcn.config import to_dict
-from fcn.core.files import atomic_write
+from fcn.core.files import atomic_write, sync
+from fcn.core.pipeline import Behind, background_threads
 from fcn.core.runtime import select_device
 from fcn.core.sliding import window_options
 from fcn.core.visualize import save_index_png
 from fcn.data.common import VOID
 from fcn.data.loaders import DataLoader
-from fcn.inference.engines import Engine, model_device, to_engine
+from fcn.inference.engines import Engine, model_device
 from fcn.inference.fastpath import prepare_fast_path
-from fcn.inference.loading import load_model_weights
+from fcn.inference.loading import load_with_weights
 from fcn.inference.segment import model_heads, predict_labels, predict_probs, task_options
 
 SWEEP_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -132,32 +133,42 @@ def evaluate_model(
     one_by_one = tta or window.get("mode", "whole") == "slide"
     index = 0
     bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
-    for images, masks, sizes in bar:
-        images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
-        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, heads=heads, **window)
-        if one_by_one and any(size != tuple(images.shape[-2:]) for size in sizes):
-            # Mirroring or rescaling a padded image would move or blend the padding into the
-            # image, so a padded batch gets test-time augmentation image by image.
-            preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
-            for i, (h, w) in enumerate(sizes):
-                preds[i, ..., :h, :w] = predict_labels(model, images[i : i + 1, :, :h, :w], **options)[0]
-        else:
-            preds = predict_labels(model, images, **options)
-        if geo is not None:  # two heads: the geometric one scored on its own, the rest is semantic
-            geo.update(preds[:, 1], masks[:, 1])
-            preds, masks = preds[:, 0], masks[:, 0]
-        # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
-        matrix.update(preds, masks)
-        if per_image:
-            for k, (h, w) in enumerate(sizes):
-                scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes, ignore_index)
-                position = len(rows)
-                rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **scores})
-        if save_predictions is not None:
-            for pred, (h, w) in zip(preds.cpu().numpy().astype(np.uint8), sizes):
-                save_index_png(pred[:h, :w], palette, Path(save_predictions) / f"{ids[index]}.png")
-                index += 1
+    # Predictions are encoded and written behind the network (one sync at the end makes them durable).
+    with Behind(background_threads()) as behind:
+        for images, masks, sizes in bar:
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            options = dict(
+                flip=flip, scales=scales, amp=amp, channels_last=channels_last, heads=heads, **window
+            )
+            if one_by_one and any(size != tuple(images.shape[-2:]) for size in sizes):
+                # Mirroring or rescaling a padded image would move or blend the padding into the
+                # image, so a padded batch gets test-time augmentation image by image.
+                preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
+                for i, (h, w) in enumerate(sizes):
+                    preds[i, ..., :h, :w] = predict_labels(model, images[i : i + 1, :, :h, :w], **options)[0]
+            else:
+                preds = predict_labels(model, images, **options)
+            if geo is not None:  # two heads: the geometric one scored on its own, the rest is semantic
+                geo.update(preds[:, 1], masks[:, 1])
+                preds, masks = preds[:, 0], masks[:, 0]
+            # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
+            matrix.update(preds, masks)
+            if per_image:
+                for k, (h, w) in enumerate(sizes):
+                    scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes, ignore_index)
+                    position = len(rows)
+                    rows.append(
+                        {"id": str(ids[position]), "index": position, "height": h, "width": w, **scores}
+                    )
+            if save_predictions is not None:
+                for pred, (h, w) in zip(preds.cpu().numpy().astype(np.uint8), sizes):
+                    # Encoded and written behind the network; made durable by one sync at the end.
+                    path = Path(save_predictions) / f"{ids[index]}.png"
+                    behind.submit(save_index_png, pred[:h, :w], palette, path, durable=False)
+                    index += 1
+    if index:
+        sync()
     metrics = matrix.compute()
     metrics["confusion"] = matrix.mat.cpu().tolist()
     if geo is not None:
@@ -211,30 +222,45 @@ def evaluate_sigmoid(
     options = dict(options or {})
     rows: list[dict] = []
     seen = 0
-    for images, masks, sizes in tqdm(
-        loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True
-    ):
-        images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
-        probs = torch.zeros((images.shape[0], num_classes, *images.shape[-2:]), device=device)
-        for i, (h, w) in enumerate(sizes):  # image by image: flip, scales and windows never see padding
-            probs[i, :, :h, :w] = predict_probs(model, images[i : i + 1, :, :h, :w], task=task, **options)[0]
-        counts.update(probs, masks)
-        for k, (h, w) in enumerate(sizes):
-            position, seen = seen, seen + 1
-            if per_image:
-                one = ThresholdCounts(
-                    num_classes, [float(threshold)], ignore_index=ignore_index, device=device
-                )
-                one.update(probs[k : k + 1, :, :h, :w], masks[k : k + 1, ..., :h, :w])
-                scores = one.compute()
-                row = {"pixel_acc": scores["pixel_acc"], "mean_iou": scores["mean_iou"], "iou": scores["iou"]}
-                rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **row})
-            if save_predictions is not None:
-                labels = threshold_labels(probs[k : k + 1, :, :h, :w], task, threshold)[0]
-                write_sigmoid_masks(
-                    labels.cpu().numpy(), Path(save_predictions), str(ids[position]), class_names
-                )
+    # Predictions are encoded and written behind the network (one sync at the end makes them durable).
+    with Behind(background_threads()) as behind:
+        for images, masks, sizes in tqdm(
+            loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True
+        ):
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            probs = torch.zeros((images.shape[0], num_classes, *images.shape[-2:]), device=device)
+            for i, (h, w) in enumerate(sizes):  # image by image: flip, scales and windows never see padding
+                x = images[i : i + 1, :, :h, :w]
+                probs[i, :, :h, :w] = predict_probs(model, x, task=task, **options)[0]
+            counts.update(probs, masks)
+            for k, (h, w) in enumerate(sizes):
+                position, seen = seen, seen + 1
+                if per_image:
+                    one = ThresholdCounts(
+                        num_classes, [float(threshold)], ignore_index=ignore_index, device=device
+                    )
+                    one.update(probs[k : k + 1, :, :h, :w], masks[k : k + 1, ..., :h, :w])
+                    scores = one.compute()
+                    row = {
+                        "pixel_acc": scores["pixel_acc"],
+                        "mean_iou": scores["mean_iou"],
+                        "iou": scores["iou"],
+                    }
+                    rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **row})
+                if save_predictions is not None:
+                    labels = threshold_labels(probs[k : k + 1, :, :h, :w], task, threshold)[0].cpu().numpy()
+                    # Encoded and written behind the network; made durable by one sync at the end.
+                    behind.submit(
+                        write_sigmoid_masks,
+                        labels,
+                        Path(save_predictions),
+                        str(ids[position]),
+                        class_names,
+                        durable=False,
+                    )
+    if save_predictions is not None:
+        sync()
     counts.all_reduce()
     metrics = counts.compute(main)
     metrics["confusion"] = counts.confusion(main).tolist()
@@ -250,12 +276,18 @@ def evaluate_sigmoid(
 
 
 def write_sigmoid_masks(
-    labels: np.ndarray, directory: Path, stem: str, class_names: Sequence[str] | None
+    labels: np.ndarray,
+    directory: Path,
+    stem: str,
+    class_names: Sequence[str] | None,
+    *,
+    durable: bool = True,
 ) -> list[Path]:
     """Write a sigmoid task's 0/1 labels as 0/255 grayscale PNGs (what annotation tools and masks
     read back by data.task=binary use): a binary (H, W) map as directory/<stem>.png; a multilabel
     (C, H, W) map as directory/<class name>/<stem>.png per class (class_names; None: the class
-    index), the layout a multilabel dataset's masks take. Returns the paths written."""
+    index), the layout a multilabel dataset's masks take. Each file atomically (durable: as
+    fcn.core.files.atomic_write's). Returns the paths written."""
     from PIL import Image
 
     planes = [(directory / f"{stem}.png", labels)] if labels.ndim == 2 else [
@@ -265,7 +297,7 @@ def write_sigmoid_masks(
     for path, plane in planes:
         path.parent.mkdir(parents=True, exist_ok=True)
         picture = Image.fromarray((np.asarray(plane) == 1).astype(np.uint8) * 255, mode="L")
-        atomic_write(path, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
+        atomic_write(path, lambda tmp, picture=picture: picture.save(tmp, format="PNG"), durable=durable)
     return [path for path, _ in planes]
 
 
@@ -390,8 +422,7 @@ def prepare_evaluation(
     from fcn.data import build_dataset
     from fcn.data.transforms import build_transforms
 
-    model, cfg, which = load_model_weights(checkpoint, select_device(device), None, paths, overrides)
-    model = to_engine(model, cfg, checkpoint, which)
+    model, cfg, which = load_with_weights(checkpoint, select_device(device), None, paths, overrides)
     dataset = build_dataset(
         cfg.data.val,
         cfg.data,

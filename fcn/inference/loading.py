@@ -9,6 +9,7 @@ demo.py), fcn.inference.evaluation (evaluate.py), the ONNX export command and th
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -17,8 +18,9 @@ from torch import nn
 
 from fcn.config import config_from_dict, with_overrides
 from fcn.core.checkpoint import CheckpointError, describe_mismatch, load_checkpoint, model_weights
-from fcn.inference.engines import Engine, to_engine
+from fcn.inference.engines import Engine, check_engine, find_cached_onnx, make_engine, to_engine
 from fcn.inference.fastpath import resolve_fast_path
+from fcn.inference.hub import WEIGHTS_NAME, is_folder, read_folder
 
 
 def _check_weights(model: nn.Module, state: dict, path: str, cfg: DictConfig) -> None:
@@ -39,8 +41,9 @@ def load_model(
     paths: Sequence[str] = (),
     overrides: Sequence[str] = (),
 ) -> tuple[nn.Module, DictConfig]:
-    """Return (model in eval mode on device, config) rebuilt from a checkpoint of this project or
-    from weights imported in the reference naming; use_ema=None follows the config's eval.use_ema."""
+    """Return (model in eval mode on device, config) rebuilt from a checkpoint of this project, from
+    weights imported in the reference naming, or from a folder save_pretrained wrote (no pickle);
+    use_ema=None follows the config's eval.use_ema."""
     model, cfg, _ = load_model_weights(checkpoint_path, device, use_ema, paths, overrides)
     return model, cfg
 
@@ -55,16 +58,34 @@ def load_model_weights(
     """Return (model, config, weights) as load_model does, weights naming which were loaded:
     'ema' or 'model'."""
     path = str(checkpoint_path)
-    ckpt = load_checkpoint(path, map_location="cpu")
+    ckpt, cfg = _read(path, device, paths, overrides)
+    return _build(ckpt, cfg, path, device, use_ema)
+
+
+def _read(
+    path: str, device: torch.device | str, paths: Sequence[str], overrides: Sequence[str]
+) -> tuple[dict, DictConfig]:
+    """Return (checkpoint, config): its config with the caller's files and overrides, fast_path=auto
+    resolved for device and the input normalisation resolved."""
+    # A folder of fcn.inference.hub's shape (save_pretrained, a Hub snapshot) reads as a weights checkpoint.
+    ckpt = read_folder(path) if is_folder(path) else load_checkpoint(path, map_location="cpu")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a pytorch-fcn checkpoint (it needs 'model' and 'config' entries)")
     cfg = config_from_dict(ckpt["config"], source=path, paths=paths, overrides=overrides)
     cfg = resolve_fast_path(cfg, torch.device(device))
+    from fcn.models import resolve_normalization
+
+    return ckpt, resolve_normalization(cfg)  # a no-op for train.py's checkpoints, which hold it resolved
+
+
+def _build(
+    ckpt: dict, cfg: DictConfig, path: str, device: torch.device | str, use_ema: bool | None
+) -> tuple[nn.Module, DictConfig, str]:
+    """Return (model in eval mode on device, config, 'ema' | 'model') of a checkpoint read by _read."""
     if use_ema is None:
         use_ema = bool(cfg.eval.use_ema)
-    from fcn.models import build_model, resolve_normalization  # torchvision/timm: on use
+    from fcn.models import build_model
 
-    cfg = resolve_normalization(cfg)  # a no-op for train.py's checkpoints, which hold it resolved
     # Never download backbone weights nor read another checkpoint: the weights come from this one.
     build_cfg = with_overrides(cfg, ["model.pretrained=false", "model.init_from=''"], source=path)
     model = build_model(build_cfg.model)
@@ -87,6 +108,33 @@ def load(
 ) -> tuple[nn.Module | Engine, DictConfig]:
     """Return (model or engine, config) of a checkpoint as cfg.eval.engine says (after the config's
     files and overrides, and eval.fast_path=auto resolved): the torch model on device, or the
-    checkpoint's ONNX export (cached beside it) in ONNX Runtime or OpenVINO on the CPU."""
-    model, cfg, which = load_model_weights(checkpoint_path, device, use_ema, paths, overrides)
-    return to_engine(model, cfg, checkpoint_path, which, log=log), cfg
+    checkpoint's ONNX export (cached beside it) in ONNX Runtime or OpenVINO on the CPU. An engine
+    whose export is cached is made from that file alone: the torch model is not built."""
+    model, cfg, _ = load_with_weights(checkpoint_path, device, use_ema, paths, overrides, log)
+    return model, cfg
+
+
+def load_with_weights(
+    checkpoint_path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    use_ema: bool | None = None,
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    log: bool = True,
+) -> tuple[nn.Module | Engine, DictConfig, str]:
+    """Return (model or engine, config, weights) as load does, weights naming which were loaded:
+    'ema' or 'model'."""
+    path = str(checkpoint_path)
+    ckpt, cfg = _read(path, device, paths, overrides)
+    # A folder's ONNX export is cached beside its model.safetensors.
+    source = str(Path(path) / WEIGHTS_NAME) if is_folder(path) else path
+    engine = str(cfg.eval.engine)
+    if engine != "torch":
+        ema = bool(cfg.eval.use_ema) if use_ema is None else use_ema
+        which = "ema" if ema and ckpt.get("ema") else "model"
+        cached = find_cached_onnx(source, which)
+        if cached is not None:
+            check_engine(engine)
+            return make_engine(engine, cached), cfg, which
+    model, cfg, which = _build(ckpt, cfg, path, device, use_ema)
+    return to_engine(model, cfg, source, which, log=log), cfg, which

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from fcn.core.runtime import autocast
-from fcn.core.sliding import argmax_heads, model_logits, window_options
+from fcn.core.sliding import argmax_heads, model_logits, slide_labels, window_options
 from fcn.core.tasks import is_sigmoid, task_probs, threshold_labels
 from fcn.inference.engines import model_device
 
@@ -111,6 +111,16 @@ def predict_labels(
         )
         return argmax_heads(probs, heads)
     with torch.inference_mode(), autocast(images.device, amp):
+        if mode == "slide":  # the same labels, the class sums held one band of rows at a time
+            return slide_labels(
+                model,
+                images,
+                tile=tile,
+                stride=stride,
+                window_batch=window_batch,
+                channels_last=channels_last,
+                heads=heads,
+            )
         return argmax_heads(model_logits(model, images, channels_last, **window), heads)
 
 
@@ -129,7 +139,7 @@ def segment(
     test-time augmentation and precision default to the config's eval.* keys, as does whole or
     sliding-window inference (eval.mode)."""
     from fcn.core.normalize import input_normalization
-    from fcn.data.transforms import preprocess
+    from fcn.data.pixels import preprocess
 
     e = cfg.eval
     x = preprocess(image, input_normalization(cfg.data.transforms)).unsqueeze(0)

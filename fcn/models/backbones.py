@@ -36,36 +36,38 @@ import difflib
 import math
 import os
 import urllib.parse
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
-from torchvision.models import (
-    MobileNet_V3_Large_Weights,
-    ResNet18_Weights,
-    ResNet34_Weights,
-    ResNet50_Weights,
-    ResNet101_Weights,
-    VGG16_BN_Weights,
-    VGG16_Weights,
-)
 
 from fcn.config import BACKBONES, VGG_BACKBONES, is_timm, with_overrides
 from fcn.core.checkpoint import CheckpointError, describe_mismatch, read_torch_file
+from fcn.models.resnet import RESNET_LAYERS, ResNetTrunk
 
-# torchvision's ImageNet weights per backbone. VGG16 is the paper's ImageNet model
-# (VGG16_Weights.IMAGENET1K_V1); the ResNet-50/101 V2 weights are torchvision's better recipe.
+# torchvision's ImageNet weights per backbone (torchvision.models' enum and member). VGG16 is the
+# paper's ImageNet model (VGG16_Weights.IMAGENET1K_V1); the ResNet-50/101 V2 weights are
+# torchvision's better recipe. torchvision itself is imported only where they are fetched, and for
+# MobileNetV3: importing it costs a second or more of start-up (fcn/models/resnet.py).
 IMAGENET_WEIGHTS = {
-    "vgg16": VGG16_Weights.IMAGENET1K_V1,
-    "vgg16_bn": VGG16_BN_Weights.IMAGENET1K_V1,
-    "resnet18": ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": ResNet50_Weights.IMAGENET1K_V2,
-    "resnet101": ResNet101_Weights.IMAGENET1K_V2,
-    "mobilenet_v3_large": MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+    "vgg16": ("VGG16_Weights", "IMAGENET1K_V1"),
+    "vgg16_bn": ("VGG16_BN_Weights", "IMAGENET1K_V1"),
+    "resnet18": ("ResNet18_Weights", "IMAGENET1K_V1"),
+    "resnet34": ("ResNet34_Weights", "IMAGENET1K_V1"),
+    "resnet50": ("ResNet50_Weights", "IMAGENET1K_V2"),
+    "resnet101": ("ResNet101_Weights", "IMAGENET1K_V2"),
+    "mobilenet_v3_large": ("MobileNet_V3_Large_Weights", "IMAGENET1K_V1"),
 }
+
+
+def imagenet_weights(name: str) -> Any:
+    """Return torchvision's ImageNet weights enum member for backbone name (IMAGENET_WEIGHTS)."""
+    import torchvision.models
+
+    enum, member = IMAGENET_WEIGHTS[name]
+    return getattr(getattr(torchvision.models, enum), member)
+
 
 # VGG16's thirteen 3x3 convolutions in the reference's naming, five max-pools between the groups.
 VGG16_BLOCKS = (
@@ -222,23 +224,16 @@ class VGG16Backbone(nn.Module):
         return mapping
 
 
-_RESNETS: Dict[str, Callable[..., nn.Module]] = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet34": torchvision.models.resnet34,
-    "resnet50": torchvision.models.resnet50,
-    "resnet101": torchvision.models.resnet101,
-}
-
-
 class ResNetBackbone(nn.Module):
-    """A torchvision ResNet without its pooling and classifier; layer2/3/4 give strides 8/16/32."""
+    """A torchvision ResNet without its pooling and classifier (fcn.models.resnet: the same modules,
+    names and initialisation); layer2/3/4 give strides 8/16/32."""
 
     def __init__(self, name: str, dropout: str = "element", dropout_p: float = 0.5):
         super().__init__()
-        net = _RESNETS[name](weights=None)
+        net = ResNetTrunk(name)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        width = net.layer1[0].expansion
+        width = net.expansion
         self.channels = {8: 128 * width, 16: 256 * width, 32: 512 * width}
         self.drop = make_dropout(dropout, dropout_p)
 
@@ -259,6 +254,8 @@ class MobileNetV3Backbone(nn.Module):
 
     def __init__(self, dropout: str = "element", dropout_p: float = 0.5):
         super().__init__()
+        import torchvision.models
+
         self.features = torchvision.models.mobilenet_v3_large(weights=None).features
         # Blocks with _is_cn downsample (as torchvision's LR-ASPP finds its stages); the last two
         # start the stride-16 and stride-32 stages.
@@ -468,7 +465,7 @@ def _torchvision_backbone(name: str, geometry: str, dropout: str, dropout_p: flo
         raise ValueError(
             f"geometry='{geometry}' needs a VGG backbone (its offsets are VGG16's); use geometry='same' with {name}"
         )
-    if name in _RESNETS:
+    if name in RESNET_LAYERS:
         return ResNetBackbone(name, dropout, dropout_p)
     return MobileNetV3Backbone(dropout, dropout_p)
 
@@ -500,7 +497,7 @@ def resolve_normalization(cfg: Any) -> Any:
 
 def hub_cache_path(name: str) -> str:
     """Return where torch hub keeps (or would keep) torchvision's ImageNet file for backbone name."""
-    filename = os.path.basename(urllib.parse.urlparse(IMAGENET_WEIGHTS[name].url).path)
+    filename = os.path.basename(urllib.parse.urlparse(imagenet_weights(name).url).path)
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
 
 
@@ -535,7 +532,7 @@ def torchvision_state_dict(name: str, pretrained: bool | str) -> Mapping[str, Te
         if os.path.isfile(path):
             state = read_state_dict(path)
         else:
-            weights = IMAGENET_WEIGHTS[name]
+            weights = imagenet_weights(name)
             try:
                 state = torch.hub.load_state_dict_from_url(
                     weights.url, progress=True, check_hash=True, map_location="cpu", weights_only=True

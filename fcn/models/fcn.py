@@ -37,6 +37,7 @@ from fcn.models.backbones import (
     load_torchvision_weights,
     torchvision_state_dict,
 )
+from fcn.models.torchvision_fcn import TORCHVISION_FCN_BACKBONES, FCNHead, TorchvisionFCN
 from fcn.models.upsampling import make_upsampling
 
 # Crop offsets of the reference nets (crop_param { offset: ... } in voc-fcn*/train.prototxt).
@@ -53,22 +54,6 @@ FULL_FUSION_OFFSET = {32: 19, 16: 107, 8: 103}
 
 # FCN-8s at-once: Scale { filler { type: "constant" value: 0.01 } } on pool4, 0.0001 on pool3.
 AT_ONCE_SCALE = {16: 0.01, 8: 0.0001}
-
-
-class FCNHead(nn.Sequential):
-    """torchvision's FCNHead (torchvision.models.segmentation.fcn): a 3x3 convolution to in_channels/4
-    (no bias), BatchNorm, ReLU, Dropout(0.1) and a 1x1 convolution to num_classes, the 'extra head'
-    of the document's timm results; here in place of a 1x1 score layer, on every scored stride."""
-
-    def __init__(self, in_channels: int, num_classes: int):
-        inter = in_channels // 4
-        super().__init__(
-            nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
-            nn.BatchNorm2d(inter),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.1),
-            nn.Conv2d(inter, num_classes, 1),
-        )
 
 
 def _crop(x: Tensor, offset: int, size: Tuple[int, int]) -> Tensor:
@@ -352,16 +337,29 @@ class FCN8sAtOnce(FCN):
 
 
 MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FCN8sAtOnce}
-assert tuple(MODELS) == ARCHS
+assert (*MODELS, TorchvisionFCN.arch) == ARCHS
 
 
-def build_model(model_cfg: Any) -> FCN:
+def build_model(model_cfg: Any) -> FCN | TorchvisionFCN:
     """Return the model that cfg.model describes (an OmegaConf node or any object with its fields).
 
     ``init_from`` is not handled here: the caller loads that checkpoint and calls init_from_state_dict.
     """
+    if model_cfg.arch == TorchvisionFCN.arch:
+        if model_cfg.backbone not in TORCHVISION_FCN_BACKBONES:
+            raise ValueError(
+                f"model.arch=torchvision_fcn needs model.backbone {' or '.join(TORCHVISION_FCN_BACKBONES)}, "
+                f"not '{model_cfg.backbone}'"
+            )
+        return TorchvisionFCN(
+            num_classes=int(model_cfg.num_classes),
+            backbone=str(model_cfg.backbone),
+            aux_weight=float(getattr(model_cfg, "aux_weight", 0.0)),
+            in_channels=int(getattr(model_cfg, "in_channels", 3)),
+            pretrained=pretrained_choice(model_cfg.pretrained),
+        )
     if model_cfg.arch not in MODELS:
-        raise ValueError(f"model.arch='{model_cfg.arch}' is not one of {', '.join(MODELS)}")
+        raise ValueError(f"model.arch='{model_cfg.arch}' is not one of {', '.join(ARCHS)}")
     return MODELS[model_cfg.arch](
         num_classes=int(model_cfg.num_classes),
         pretrained=pretrained_choice(model_cfg.pretrained),

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fcn.config import ARCHS, MODALITY_CHANNELS, load_config, to_dict
+from fcn.config import MODALITY_CHANNELS, PAPER_ARCHS, load_config, to_dict
 from fcn.core.caffemodel import ZIP_MAGIC, read_caffemodel
 from fcn.core.checkpoint import save_checkpoint, weights_checkpoint
 from fcn.core.errors import EXIT_BAD_INPUT, EXIT_FAILURE, report
@@ -343,7 +343,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "conv1_1.weight ... score_fr.weight ...",
     )
     parser.add_argument("output", help="checkpoint to write")
-    parser.add_argument("--arch", choices=ARCHS, default="fcn8s", help="which reference net (default fcn8s)")
+    parser.add_argument(
+        "--arch", choices=PAPER_ARCHS, default="fcn8s", help="which reference net (default fcn8s)"
+    )
     parser.add_argument(
         "--modalities",
         default="",

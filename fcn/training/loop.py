@@ -17,9 +17,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -44,6 +43,7 @@ from fcn.training.losses import SegmentationLoss, build_loss, cross_entropy_sum,
 from fcn.training.preemption import StopFlag
 from fcn.training.rundir import check_run_dir, holds_run, replace_run
 from fcn.training.state import Run, init_from, log, resume_checkpoint_path, resume_from, save_last
+from fcn.training.trackers import Trackers, check_installed
 from fcn.training.validate import evaluate_and_save
 
 
@@ -231,6 +231,7 @@ def setup(cfg: DictConfig) -> Run:
     from fcn.data.mixing import build_mixer
     from fcn.models import resolve_normalization
 
+    check_installed(cfg)  # a tracker named but not installed: one line, before anything
     device, info, amp, channels_last = _setup_runtime(cfg)
     check_run_dir(cfg, info)  # first: a directory that holds another run stops here, nothing done
     # 'auto' normalisation of a timm backbone: its mean/std, written into the run's config (and so
@@ -246,11 +247,11 @@ def setup(cfg: DictConfig) -> Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, total, cfg))
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     weight = class_weight_tensor(cfg, device, info)
-    iteration, epoch, batch_pos, best, evals_since_best = _setup_resume(
+    iteration, epoch, batch_pos, best, evals_since_best, tracker_ids = _setup_resume(
         cfg, info, run_dir, model, optimizer, scheduler, scaler, ema
     )
     train_model = _training_wrapper(model, cfg, info, device)
-    writer = _setup_run_dir(cfg, info, run_dir)
+    trackers = _setup_run_dir(cfg, info, run_dir, tracker_ids)
     ignore = cfg.data.ignore_index
     run = Run(
         cfg=cfg,
@@ -284,12 +285,13 @@ def setup(cfg: DictConfig) -> Run:
             int(cfg.model.num_classes),
             int(cfg.model.geometric_classes),
             task=str(cfg.data.task),
+            aux_weight=float(cfg.model.aux_weight),  # torchvision_fcn's auxiliary head
         ),
         mixer=build_mixer(cfg.data.mixing, ignore),
         total=total,
         class_names=class_names(cfg.data),
         palette=palette(cfg.data),
-        writer=writer,
+        trackers=trackers,
         iteration=iteration,
         epoch=epoch,
         batch_pos=batch_pos,
@@ -385,17 +387,19 @@ def _setup_resume(
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     scaler: torch.amp.GradScaler | None,
     ema: ModelEMA | None,
-) -> tuple[int, int, int, float, int]:
+) -> tuple[int, int, int, float, int, dict]:
     """Return the position to start from (iteration, epoch, batch, best mean IU, evaluations since
-    the best): training.resume's checkpoint loaded into the objects, else the start; every process
-    must start at the same one."""
+    the best) and the tracker runs to continue: training.resume's checkpoint loaded into the
+    objects, else the start; every process must start at the same one."""
     t = cfg.training
     if info.rank > 0:  # dropout masks differ across processes as across the images of one batch
         seed_everything(mix_seed(t.seed, info.rank))
-    position = (0, 0, 0, -1.0, 0)  # iteration, epoch, batch, best mean IU, evaluations since the best
+    position = (0, 0, 0, -1.0, 0, {})  # iteration, epoch, batch, best mean IU, evaluations since the best
     resume = resume_checkpoint_path(cfg, run_dir)
     if resume is not None:
         position = resume_from(resume, cfg, info, model, optimizer, scheduler, scaler, ema)
+        if resume.resolve() != (run_dir / "checkpoints" / "last.pt").resolve():
+            position = (*position[:5], {})  # another run's checkpoint: new tracker runs
     if info.enabled:  # without a shared filesystem a node may not see training.resume's checkpoint
         with distributed.backend_failures("before training started"):
             positions = distributed.all_gather_object(position[:3])
@@ -423,13 +427,14 @@ def _training_wrapper(
     return train_model
 
 
-def _setup_run_dir(cfg: DictConfig, info: distributed.DistInfo, run_dir: Path) -> Any:
-    """Return TensorBoard's SummaryWriter on the primary process (with training.overwrite the
-    previous run's files deleted, run_dir/checkpoints made, the resolved config written to
-    run_dir/config.yml), None on the others."""
+def _setup_run_dir(
+    cfg: DictConfig, info: distributed.DistInfo, run_dir: Path, tracker_ids: dict
+) -> Trackers | None:
+    """Return the started trackers (logging.trackers; those of tracker_ids continued) on the
+    primary process (with training.overwrite the previous run's files deleted, run_dir/checkpoints
+    made, the resolved config written to run_dir/config.yml), None on the others."""
     if not info.is_primary:
         return None
-    from torch.utils.tensorboard import SummaryWriter
 
     if cfg.training.overwrite and holds_run(run_dir):
         # Only now, with the config, data and model checked: a run that fails to set up keeps the old one.
@@ -438,7 +443,7 @@ def _setup_run_dir(cfg: DictConfig, info: distributed.DistInfo, run_dir: Path) -
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     text = fcn_config.to_yaml(cfg)
     atomic_write(run_dir / "config.yml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return SummaryWriter(str(run_dir))
+    return Trackers.start(cfg, run_dir, tracker_ids, lambda line: log(info, line))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -479,23 +484,30 @@ def _next_batches(run: Run) -> tuple[list, int, bool]:
     return batches, images_seen, epoch_done
 
 
-def train(run: Run) -> dict:
+def train(run: Run, on_evaluation: Sequence[Callable[[dict], bool | None]] = ()) -> dict:
     """Train the run to its last iteration (or a Ctrl-C, SIGTERM or SIGUSR1, or
     training.early_stop_patience evaluations without a better mean IU); return a summary
     (iterations, best mean IU, last metrics, run_dir, stopped_early, and `signal`: the name of the
     signal that stopped the run before its end, else None).
 
+    on_evaluation: functions called with each evaluation's record (metrics.jsonl's line) on every
+    process; one that returns True stops the run there (stopped_early), as a patience would: how
+    tune.py prunes a trial. They must answer alike on every process.
+
     A failure of the process group (a lost peer, a collective timeout) is a DistributedError whose
     one line says to check the peers and resume."""
     try:
-        return _train(run)
+        return _train(run, on_evaluation)
     except RuntimeError as exc:
         if not (run.info.enabled and distributed.is_backend_failure(exc)):
             raise
         raise distributed.lost_peer(exc, f"after iteration {run.iteration}") from None
+    finally:
+        if run.trackers is not None:  # still open: the run failed
+            run.trackers.close("FAILED")
 
 
-def _train(run: Run) -> dict:
+def _train(run: Run, on_evaluation: Sequence[Callable[[dict], bool | None]]) -> dict:
     from tqdm import tqdm
 
     cfg, t, info = run.cfg, run.cfg.training, run.info
@@ -503,7 +515,7 @@ def _train(run: Run) -> dict:
         total=run.total, initial=run.iteration, disable=not info.is_primary, dynamic_ncols=True, desc="train"
     )
     last_record: dict = {}
-    stopped_early, stopped_by = False, None
+    stopped_early, stopped_by, status = False, None, "FINISHED"  # status: the trackers' end
     seen_images, tick = 0, time.time()
     run.train_model.train()
     last = run.run_dir / "checkpoints" / "last.pt"
@@ -536,10 +548,9 @@ def _train(run: Run) -> dict:
             speed = seen_images * info.world_size / max(now - tick, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.3g}", img_s=f"{speed:.1f}", refresh=False)
             bar.update(1)
-            if run.writer is not None and (run.iteration % t.log_every == 0 or run.iteration == 1):
-                run.writer.add_scalar("train/loss", loss_value, run.iteration)
-                run.writer.add_scalar("train/lr", lr, run.iteration)
-                run.writer.add_scalar("train/images_per_s", speed, run.iteration)
+            if run.trackers is not None and (run.iteration % t.log_every == 0 or run.iteration == 1):
+                scalars = {"train/loss": loss_value, "train/lr": lr, "train/images_per_s": speed}
+                run.trackers.scalars(scalars, run.iteration)
                 seen_images, tick = 0, now
 
             evaluate_now = (t.eval_every > 0 and run.iteration % t.eval_every == 0) or (
@@ -547,6 +558,12 @@ def _train(run: Run) -> dict:
             )
             if evaluate_now or run.iteration == run.total:
                 last_record = evaluate_and_save(run)
+                asked = [callback(last_record) for callback in on_evaluation]  # e.g. tune.py's pruning
+                if any(asked) and run.iteration < run.total:
+                    bar.close()
+                    run.log(f"stopped at iteration {run.iteration}: asked by an evaluation callback")
+                    stopped_early = True
+                    break
                 patience = t.early_stop_patience
                 if patience > 0 and run.evals_since_best >= patience and run.iteration < run.total:
                     bar.close()
@@ -559,6 +576,7 @@ def _train(run: Run) -> dict:
             elif t.checkpoint_every > 0 and run.iteration % t.checkpoint_every == 0:
                 save_last(run)
             if stop_now and run.iteration < run.total:  # at the last iteration the run is complete
+                status = "KILLED"  # to be resumed
                 if not evaluate_now:
                     save_last(run)
                 bar.close()
@@ -571,8 +589,9 @@ def _train(run: Run) -> dict:
                     )
                     stopped_by = stop_now
                 break
-    if run.writer is not None:
-        run.writer.close()
+    if run.trackers is not None:
+        best = run.run_dir / "checkpoints" / "best.pt" if cfg.logging.log_checkpoints else None
+        run.trackers.close(status, best)
     distributed.cleanup()
     return {
         "iteration": run.iteration,
@@ -584,6 +603,6 @@ def _train(run: Run) -> dict:
     }
 
 
-def fit(cfg: DictConfig) -> dict:
+def fit(cfg: DictConfig, on_evaluation: Sequence[Callable[[dict], bool | None]] = ()) -> dict:
     """Train as the config says (setup, then train); return train()'s summary."""
-    return train(setup(cfg))
+    return train(setup(cfg), on_evaluation)

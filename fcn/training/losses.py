@@ -411,27 +411,65 @@ class TwoHeadLoss:
         return self.loss.labelled(masks[:, 0]) + self.loss.labelled(masks[:, 1])
 
 
+@dataclass
+class AuxHeadLoss:
+    """torchvision's FCN with its auxiliary head (references/segmentation/train.py criterion):
+    loss(out) + aux_weight * loss(aux) on the same mask, the logits being out's num_classes
+    channels then aux's (fcn.models.torchvision_fcn in training mode). Normalised pixel sums share
+    the labelled pixels, so with ce this is torchvision's mean CE of out + 0.5 * mean CE of aux."""
+
+    loss: SegmentationLoss | SigmoidLoss
+    num_classes: int
+    aux_weight: float
+
+    def _sum(self, part: str, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        n = self.num_classes
+        if logits.shape[1] == n:  # eval mode: the main head only
+            return getattr(self.loss, part)(logits, masks)
+        main = getattr(self.loss, part)(logits[:, :n], masks)
+        return (
+            None if main is None else main + self.aux_weight * getattr(self.loss, part)(logits[:, n:], masks)
+        )
+
+    def pixel_sum(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        """Return the ce/focal pixel sums of the main head plus aux_weight times the auxiliary's."""
+        return self._sum("pixel_sum", logits, masks)
+
+    def batch_mean(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        """Return the ohem/dice/lovasz terms of the main head plus aux_weight times the auxiliary's."""
+        return self._sum("batch_mean", logits, masks)
+
+    def labelled(self, masks: torch.Tensor) -> torch.Tensor:
+        """Return the labelled pixels of masks (both heads score the same ones)."""
+        return self.loss.labelled(masks)
+
+
 def build_loss(
     loss_cfg: Any,
     ignore_index: int = VOID,
     weight: torch.Tensor | None = None,
     num_classes: int = 0,
     geometric_classes: int = 0,
+    aux_weight: float = 0.0,
     task: str = "multiclass",
-) -> SegmentationLoss | TwoHeadLoss | SigmoidLoss:
+) -> SegmentationLoss | TwoHeadLoss | SigmoidLoss | AuxHeadLoss:
     """Return the SegmentationLoss of cfg.loss with the run's ignore index and class weights (a tensor
     on the logits' device, or None); with geometric_classes > 0, the TwoHeadLoss of it for a model
     whose first num_classes channels are the semantic head's; for a sigmoid task (data.task binary
-    or multilabel) the SigmoidLoss, `weight` being the positives' pos_weight."""
+    or multilabel) the SigmoidLoss, `weight` being the positives' pos_weight; with aux_weight > 0,
+    the AuxHeadLoss of either (model.arch=torchvision_fcn's auxiliary head)."""
     if task in SIGMOID_TASKS:
-        return SigmoidLoss(
+        sigmoid = SigmoidLoss(
             terms=tuple((str(t.name), float(t.weight)) for t in loss_cfg.terms),
             pos_weight=weight,
             ignore_index=int(ignore_index),
             focal_gamma=float(loss_cfg.focal_gamma),
         )
+        return AuxHeadLoss(sigmoid, num_classes, float(aux_weight)) if aux_weight > 0 else sigmoid
     if geometric_classes:
         return TwoHeadLoss(build_loss(loss_cfg, ignore_index, weight), num_classes)
+    if aux_weight > 0:
+        return AuxHeadLoss(build_loss(loss_cfg, ignore_index, weight), num_classes, float(aux_weight))
     return SegmentationLoss(
         terms=tuple((str(t.name), float(t.weight)) for t in loss_cfg.terms),
         weight=weight,

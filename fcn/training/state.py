@@ -69,7 +69,7 @@ class Run:
     total: int
     class_names: list[str]
     palette: np.ndarray
-    writer: Any  # TensorBoard's SummaryWriter on the primary process, else None
+    trackers: Any  # fcn.training.trackers.Trackers on the primary process, else None
     # the loop's state
     iteration: int = 0
     epoch: int = 0
@@ -121,6 +121,7 @@ def save_last(run: Run) -> None:
             config=fcn_config.to_dict(run.cfg),
             rng_ranks=rng_ranks,
             evals_since_best=run.evals_since_best,
+            trackers=run.trackers.ids() if run.trackers is not None else None,
         )
         save_checkpoint(state, run.run_dir / "checkpoints" / "last.pt")
 
@@ -164,9 +165,10 @@ def resume_from(
     scheduler: Any,
     scaler: Any,
     ema: ModelEMA | None,
-) -> tuple[int, int, int, float, int]:
+) -> tuple[int, int, int, float, int, dict]:
     """Load a resumable checkpoint into the run's objects and RNGs; return (iteration, epoch,
-    batch, best mean IU, evaluations since the best) to go on from."""
+    batch, best mean IU, evaluations since the best) to go on from, and the tracker run ids it
+    keeps ({} in checkpoints from before logging.trackers)."""
     state = load_checkpoint(path)
     try:
         model.load_state_dict(state["model"])
@@ -190,14 +192,23 @@ def resume_from(
     else:  # saved by fewer processes than resume it
         seed_everything(mix_seed(cfg.training.seed, info.rank, iteration))
     log(info, f"resumed from {path} at iteration {iteration} (epoch {epoch}, batch {batch})")
-    return iteration, epoch, batch, best, evals_since_best
+    return iteration, epoch, batch, best, evals_since_best, dict(state.get("trackers") or {})
 
 
 def init_from(model: nn.Module, path: str, info: distributed.DistInfo) -> None:
     """Copy the tensors of checkpoint `path` that fit model (the paper's staged init); an error when
-    none fits, which is a wrong path rather than another stage."""
+    none fits, which is a wrong path rather than another stage. 'pretrained:<name>' is an entry of
+    the registry (fcn.models.pretrained): downloaded and converted by the primary process first."""
     from fcn.models import describe_init, init_from_state_dict
+    from fcn.models.pretrained import PREFIX, pretrained_checkpoint
 
+    if path.startswith(PREFIX):
+        name = path[len(PREFIX) :]
+        if info.is_primary:
+            path = str(pretrained_checkpoint(name, log=lambda line: log(info, line)))
+        distributed.barrier()  # the others read the primary's cache
+        if not info.is_primary:
+            path = str(pretrained_checkpoint(name, progress=False, log=lambda line: None))
     state = load_checkpoint(path)
     weights = state.get("model", state)
     copied, new = init_from_state_dict(model, weights)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fcn.config.schema import EVAL_METRICS
 from fcn.core import distributed
 from fcn.core.metrics import ConfusionMatrix, ThresholdCounts, format_sigmoid_table, format_table
 from fcn.core.runtime import autocast
@@ -119,7 +120,7 @@ def evaluate_and_save(run: Run) -> dict:
     record["train_loss"] = run.loss_sum / max(run.loss_count, 1)  # mean since the previous evaluation
     run.loss_sum, run.loss_count = 0.0, 0
     record.pop("confusion")
-    key = str(cfg.eval.metric)  # what chooses best.pt: mean_iou unless eval.metric names another
+    key = EVAL_METRICS[str(cfg.eval.metric)]  # what chooses best.pt: mean IU unless eval.metric names another
     score = metrics[key]
     if run.ema is not None:
         ema_metrics = evaluate(
@@ -149,46 +150,41 @@ def evaluate_and_save(run: Run) -> dict:
 
 
 def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
-    """Write one evaluation to the console, TensorBoard (scalars, the confusion matrix and the
-    per-class IU chart), the fixed-batch grid and metrics.jsonl."""
-    writer, it = run.writer, run.iteration
+    """Write one evaluation to the console, the trackers (scalars, the confusion matrix and the
+    per-class IU chart, the fixed-batch grid), vis/ and metrics.jsonl."""
+    trackers, it = run.trackers, run.iteration
     sigmoid = is_sigmoid(run.cfg.data.task)
     table = (format_sigmoid_table if sigmoid else format_table)(metrics, run.class_names)
     run.log(f"\niteration {it}/{run.total} (epoch {run.epoch})\n{table}")
     if "ema" in record:
         run.log(f"EMA weights: mean IU {record['ema']['mean_iou']:.4f}")
+    scalars = {"train/mean_loss": record["train_loss"]}
     if "geometric" in metrics:
         run.log(f"geometric pixel accuracy {100 * metrics['geometric_pixel_acc']:.2f}")
-        writer.add_scalar("val/geometric_pixel_acc", metrics["geometric_pixel_acc"], it)
+        scalars["val/geometric_pixel_acc"] = metrics["geometric_pixel_acc"]
     keys = ("pixel_acc", "mean_iou", "mean_dice", "mean_precision", "mean_recall") if sigmoid else ()
     for key in keys or ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
-        writer.add_scalar(f"val/{key}", metrics[key], it)
+        scalars[f"val/{key}"] = metrics[key]
         if "ema" in record:
-            writer.add_scalar(f"val_ema/{key}", record["ema"][key], it)
+            scalars[f"val_ema/{key}"] = record["ema"][key]
     for name, value in zip(run.class_names, metrics["iou"]):
         if not math.isnan(value):
-            writer.add_scalar(f"val_iou/{name}", value, it)
+            scalars[f"val_iou/{name}"] = value
+    trackers.scalars(scalars, it)
     from fcn.core.visualize import confusion_image, iou_chart
 
     title = f"iteration {it}: mean IU {100 * metrics['mean_iou']:.1f}"
     if not sigmoid:  # a sigmoid task's classes are not confused with each other: no matrix
-        writer.add_image(
-            "val/confusion",
-            confusion_image(metrics["confusion"], run.class_names, title),
-            it,
-            dataformats="HWC",
-        )
+        trackers.image("val/confusion", confusion_image(metrics["confusion"], run.class_names, title), it)
     colours = np.roll(run.palette, -1, axis=0) if sigmoid else run.palette  # fcn.data.class_palette
-    writer.add_image(
-        "val/iou", iou_chart(metrics["iou"], run.class_names, colours, title), it, dataformats="HWC"
-    )
+    trackers.image("val/iou", iou_chart(metrics["iou"], run.class_names, colours, title), it)
     vis_indices = list(range(min(run.cfg.training.vis_images, len(run.val_set))))
     if vis_indices:
         from fcn.core.visualize import save_png
 
         grid = _vis_grid(run, vis_indices)
         save_png(grid, run.run_dir / "vis" / f"iter_{it:07d}.png")
-        writer.add_image("val/fixed_batch", grid, it, dataformats="HWC")
+        trackers.image("val/fixed_batch", grid, it)
     with open(run.run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record, allow_nan=True) + "\n")
 

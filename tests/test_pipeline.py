@@ -1,0 +1,164 @@
+"""fcn.core.pipeline: reading ahead in order with failures in place, writing behind with a bounded
+queue and the first failure raised; and the start-up of inference without torchvision."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fcn.core.pipeline import Behind, iterate_ahead, read_ahead
+from tests.test_engine import REPO, python_env
+
+
+def _read(n: int) -> int:
+    if n % 3 == 1:
+        raise ValueError(f"item {n} is unreadable")
+    time.sleep(0.001 * (n % 2))  # finish out of order in the background
+    return n * n
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_read_ahead_yields_in_order_with_failures_in_place(depth):
+    got = list(read_ahead(range(8), _read, depth=depth, errors=(ValueError,)))
+    assert [item for item, _, _ in got] == list(range(8))
+    for item, value, exc in got:
+        if item % 3 == 1:
+            assert value is None and isinstance(exc, ValueError) and f"item {item}" in str(exc)
+        else:
+            assert value == item * item and exc is None
+
+
+def test_read_ahead_raises_errors_it_was_not_told_to_yield():
+    def read(n):
+        raise KeyError(n)
+
+    with pytest.raises(KeyError):
+        list(read_ahead(range(3), read, depth=2, errors=(ValueError,)))
+
+
+def test_read_ahead_reads_at_most_depth_items_ahead_and_stops_with_the_caller():
+    started = []
+
+    def read(n):
+        started.append(n)
+        return n
+
+    gen = read_ahead(range(100), read, depth=2)
+    assert next(gen)[0] == 0
+    time.sleep(0.05)
+    assert len(started) <= 4  # the one yielded, the depth read ahead, one being submitted
+    gen.close()
+    time.sleep(0.05)
+    assert len(started) <= 4
+
+
+def test_behind_keeps_at_most_its_queue_and_finishes_every_call():
+    running, peak, done = [0], [0], []
+    lock = threading.Lock()
+
+    def work(n):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.005)
+        with lock:
+            running[0] -= 1
+            done.append(n)
+
+    with Behind(workers=2, queue=3) as behind:
+        for n in range(12):
+            behind.submit(work, n)
+            assert len(behind._pending) <= 3
+    assert sorted(done) == list(range(12)) and peak[0] <= 2
+
+
+def test_behind_raises_the_first_failure_after_the_calls_queued_before_it_finished():
+    done = []
+
+    def work(n):
+        time.sleep(0.002)
+        if n == 2:
+            raise OSError("disk full at 2")
+        done.append(n)
+
+    with pytest.raises(OSError, match="disk full at 2"), Behind(workers=1, queue=2) as behind:
+        for n in range(10):
+            behind.submit(work, n)
+    assert {0, 1} <= set(done) and max(done) < 2 + 3  # it stopped within a queue's length
+
+
+def test_behind_with_no_workers_runs_each_call_at_once():
+    done = []
+    behind = Behind(workers=0)
+    behind.submit(done.append, 1)
+    assert done == [1]
+    with pytest.raises(ZeroDivisionError):
+        behind.submit(lambda: 1 / 0)
+
+
+_SEGMENT = """
+import sys
+import numpy as np
+import torch
+from fcn.config import load_config, to_dict
+from fcn.core.checkpoint import save_checkpoint, weights_checkpoint
+from fcn.models import build_model
+cfg = load_config(overrides=["model.arch=fcn8s", "model.backbone=resnet18", "model.geometry=same",
+                             "model.pretrained=false", "data.classes=[a,b,c]"])
+save_checkpoint(weights_checkpoint(model=build_model(cfg.model), config=to_dict(cfg)), sys.argv[1])
+assert "torchvision" not in sys.modules, "building a ResNet FCN imported torchvision"
+from fcn.api import Segmenter
+seg = Segmenter.from_checkpoint(sys.argv[1], device="cpu", fast_path="none")
+mask = seg(np.zeros((40, 50, 3), np.uint8))
+assert mask.shape == (40, 50)
+heavy = [m for m in ("torchvision", "torch._dynamo", "timm", "onnx", "tensorboard", "scipy") if m in sys.modules]
+print("heavy:", heavy)
+"""
+
+
+def test_segmenting_with_a_resnet_checkpoint_imports_no_torchvision_nor_compiler(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", _SEGMENT, str(tmp_path / "ckpt.pt")],
+        env=python_env(OMP_NUM_THREADS="1"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "heavy: []" in proc.stdout, proc.stdout
+
+
+def test_iterate_ahead_yields_in_order_and_raises_the_iterations_error_in_its_place():
+    def frames():
+        yield from range(5)
+        raise RuntimeError("corrupt packet after frame 4")
+
+    got = []
+    with pytest.raises(RuntimeError, match="after frame 4"):
+        for item in iterate_ahead(frames(), depth=2):
+            got.append(item)
+    assert got == list(range(5))
+
+
+def test_iterate_ahead_stops_its_thread_when_the_caller_stops():
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    before = threading.active_count()
+    gen = iterate_ahead(endless(), depth=3)
+    assert [next(gen) for _ in range(4)] == [0, 1, 2, 3]
+    gen.close()
+    count = len(produced)
+    time.sleep(0.1)
+    assert len(produced) == count <= 4 + 3 + 1 and threading.active_count() == before
