@@ -7,6 +7,7 @@ per-class IU, optionally with test-time augmentation (flip, scales).
     python evaluate.py --checkpoint fcn8s-caffe.pt data.val.split=seg11valid --save-predictions preds/
     python evaluate.py --checkpoint best.pt --mode slide --tile 512 --stride 341
     python evaluate.py --checkpoint best.pt --per-image val_images.csv   # + val_images_worst.png
+    python evaluate.py --checkpoint best.pt --sweep-thresholds   # binary/multilabel: best eval.threshold
 """
 
 from __future__ import annotations
@@ -48,7 +49,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "class's IU), print the five worst images by mean IU and draw them in FILE_worst.png",
     )
     p.add_argument(
-        "--save-predictions", metavar="DIR", help="write each prediction as DIR/<image id>.png (palette PNG)"
+        "--save-predictions",
+        metavar="DIR",
+        help="write each prediction as DIR/<image id>.png (palette PNG; data.task=binary: 0/255, multilabel: "
+        "DIR/<class>/<image id>.png)",
+    )
+    p.add_argument(
+        "--sweep-thresholds",
+        action="store_true",
+        help="data.task binary or multilabel: also score at thresholds 0.05, 0.10, ..., 0.95 and print the "
+        "best one per metric (one pass over the images)",
     )
     args = p.parse_intermixed_args(argv)
     if args.checkpoint is None:
@@ -64,10 +74,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation; return the exit code (fcn.core.errors' rule), errors as one 'error:' line."""
     args = parse_args(argv)
-    from fcn.core.metrics import format_table
+    from fcn.core.metrics import format_sigmoid_table, format_table
     from fcn.core.visualize import save_png
     from fcn.data import class_names
     from fcn.inference.evaluation import (
+        SWEEP_THRESHOLDS,
         Evaluation,
         plot_paths,
         prepare_evaluation,
@@ -86,7 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
 
     def prepare() -> Evaluation:
-        return prepare_evaluation(args.checkpoint, args.config, overrides, device=args.device)
+        ev = prepare_evaluation(args.checkpoint, args.config, overrides, device=args.device)
+        if args.sweep_thresholds and ev.cfg.data.task == "multiclass":
+            from fcn.config import ConfigError
+
+            raise ConfigError(
+                f"{args.checkpoint}: --sweep-thresholds is for data.task binary or multilabel; this model's "
+                "task is multiclass (the argmax, no threshold)"
+            )
+        return ev
 
     def work(ev: Evaluation) -> None:
         report = run_evaluation(
@@ -94,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_predictions=args.save_predictions,
             progress=not args.no_progress,
             per_image=bool(args.per_image),
+            sweep=SWEEP_THRESHOLDS if args.sweep_thresholds else (),
         )
         v, e = ev.cfg.data.val, ev.cfg.eval
         tta = f"flip={e.flip} scales={list(e.scales)}" + (
@@ -105,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.checkpoint} ({report['weights']} weights) on {v.name} '{v.split}': "
             f"{report['num_images']} images, {tta}"
         )
-        print(format_table(report, class_names(ev.cfg.data)))
+        sigmoid = ev.cfg.data.task != "multiclass"
+        print((format_sigmoid_table if sigmoid else format_table)(report, class_names(ev.cfg.data)))
+        for key, row in report.get("best", {}).items():
+            print(f"best {key}: {100 * row[key]:.2f} at threshold {row['threshold']:g}")
         if args.output:
             write_json(report, args.output)
             print(f"wrote {args.output}")

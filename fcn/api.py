@@ -150,7 +150,10 @@ class Segmenter:
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.requested_fast_path = requested_fast_path or str(cfg.eval.fast_path)
         self.classes: list[str] = class_names(cfg.data)
-        """The class names in label order (label i is classes[i])."""
+        """The class names in label order (label i is classes[i]; a sigmoid task: channel i's)."""
+        self.task: str = str(cfg.data.task)
+        """data.task: 'multiclass' (masks of class indices), 'binary' (an H x W boolean mask) or
+        'multilabel' (a C x H x W boolean mask, one plane per class)."""
         self.palette: np.ndarray = palette(cfg.data)
         """(256, 3) uint8 colours indexed by label (row 255: the void colour), as predict.py's PNGs."""
         self.log: Callable[[str], None] = _note
@@ -324,14 +327,16 @@ class Segmenter:
     def plan(self, image: Image.Image | np.ndarray, probabilities: bool = False) -> tuple[dict, str | None]:
         """Return (eval.mode, tile, stride and window_batch for this image, the line that says why
         they differ from the config's, or None) under eval.max_memory (fcn.inference.budget.plan);
-        MemoryBudgetError (a ValueError naming the size and the key) when even one window does not fit."""
+        MemoryBudgetError (a ValueError naming the size and the key) when even one window does not fit.
+        A sigmoid task's labels are its thresholded probabilities: planned as probabilities."""
         from fcn.inference.budget import plan
 
         height, width = (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
+        probabilities = probabilities or self.task != "multiclass"
         return plan(self.cfg, int(height), int(width), self.device, probabilities=probabilities)
 
     def _options(self, image: Image.Image | np.ndarray, probabilities: bool = False) -> dict:
-        from fcn.inference.segment import model_heads
+        from fcn.inference.segment import model_heads, task_options
 
         window, line = self.plan(image, probabilities)
         if line is not None and line not in self._said:
@@ -345,22 +350,28 @@ class Segmenter:
             channels_last=bool(e.channels_last),
             heads=model_heads(self.cfg),  # a two-headed model (SIFT Flow): each head its own softmax
             **window,
+            **task_options(self.cfg),
         )
 
     def __call__(self, image: Any) -> np.ndarray | list[np.ndarray]:
         """Return the H x W uint8 class-index mask of an image (a list of them for a list), at the
-        image's size, with the config's eval.* options: bit for bit predict.py's <stem>.png."""
+        image's size, with the config's eval.* options: bit for bit predict.py's <stem>.png. A
+        sigmoid task: a boolean mask, H x W (binary) or C x H x W (multilabel), true where the
+        class's probability is above eval.threshold."""
         if isinstance(image, (list, tuple)):
             return [self(one) for one in image]
         return self.segment(self.read(image))
 
     def segment(self, image: Image.Image) -> np.ndarray:
-        """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes)."""
+        """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes; a
+        sigmoid task's boolean mask)."""
         from fcn.inference.segment import predict_labels
 
         options = self._options(image)  # first: an image over the budget is refused before any work
         self._ready(image)
         labels = predict_labels(self.model, self._input(image), **options)
+        if self.task != "multiclass":
+            return labels[0].cpu().numpy() == 1
         if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
             labels = labels[:, 0]
         return labels[0].to(torch.uint8).cpu().numpy()
@@ -368,7 +379,8 @@ class Segmenter:
     def probabilities(self, image: Any) -> np.ndarray | list[np.ndarray]:
         """Return the C x H x W float32 softmax of an image (a list of them for a list), averaged
         over the eval.* test-time augmentation; its argmax is __call__'s mask wherever the best
-        two classes differ by more than float rounding."""
+        two classes differ by more than float rounding. A sigmoid task: each class's sigmoid, H x W
+        for binary (its one class), C x H x W for multilabel; above eval.threshold is __call__'s mask."""
         if isinstance(image, (list, tuple)):
             return [self.probabilities(one) for one in image]
         from fcn.inference.segment import predict_probs
@@ -377,14 +389,26 @@ class Segmenter:
         options = self._options(pixels, probabilities=True)
         self._ready(pixels)
         with torch.inference_mode():
+            del options["threshold"]  # probabilities: no decision
             probs = predict_probs(self.model, self._input(pixels), **options)
+        if self.task == "binary":
+            return probs[0, 0].cpu().numpy()
         return probs[0, : self.num_classes].cpu().numpy()  # a two-headed model's semantic head
+
+    def display(self, mask: np.ndarray) -> np.ndarray:
+        """Return the H x W uint8 labels a mask is drawn in with self.palette: a class-index mask as
+        it is; a sigmoid task's boolean mask as 0 (no class) or 1 + the class (multilabel: the highest
+        class present; overlay() blends the colours of overlapping classes)."""
+        from fcn.core.tasks import display_labels
+
+        mask = np.asarray(mask)
+        return display_labels(mask.astype(np.uint8), self.task) if self.task != "multiclass" else mask
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """Return the H x W x 3 uint8 colour picture of a mask in the palette (predict.py's _color.png)."""
         from fcn.core.visualize import colorize
 
-        return colorize(mask, self.palette)
+        return colorize(self.display(mask), self.palette)
 
     def overlay(self, image: Any, alpha: float = 0.5, mask: np.ndarray | None = None) -> np.ndarray:
         """Return the H x W x 3 uint8 image tinted with its mask's colours at opacity alpha, the
@@ -397,11 +421,24 @@ class Segmenter:
         if mask is None:
             mask = self.segment(pixels)
         shown = display_pixels(pixels, self.cfg.data.display_channels)  # data.display_channels
-        return overlay(shown, mask, self.palette, alpha=alpha, ignore_index=self.untinted)
+        if self.task == "multilabel":
+            from fcn.core.visualize import overlay_planes
+
+            return overlay_planes(
+                shown, np.asarray(mask), self.palette[1 : len(self.classes) + 1], alpha=alpha
+            )
+        return overlay(shown, self.display(mask), self.palette, alpha=alpha, ignore_index=self.untinted)
 
     def shares(self, mask: np.ndarray) -> list[tuple[int, str, float]]:
         """Return (label, class name, fraction of the pixels) of each label present in a mask,
-        largest first (ties by label); void and labels without a name are named by their number."""
+        largest first (ties by label); void and labels without a name are named by their number. A
+        sigmoid task's boolean mask: (display label: class index + 1, the palette row of its colour;
+        name, share) of each class present (multilabel: shares may add up to more than 1 where
+        classes overlap), so that the demo's legend shows the colours of colorize() and overlay()."""
+        if self.task != "multiclass":
+            planes = np.asarray(mask, dtype=bool).reshape(-1, *np.shape(mask)[-2:])
+            found = [(c + 1, name, float(p.mean())) for c, (name, p) in enumerate(zip(self.classes, planes))]
+            return sorted([f for f in found if f[2] > 0], key=lambda f: (-f[2], f[0]))
         counts = np.bincount(np.asarray(mask, dtype=np.int64).ravel(), minlength=256)
         total = max(1, int(counts.sum()))
         present = [int(c) for c in np.flatnonzero(counts)]
@@ -421,4 +458,6 @@ def untinted_label(cfg: DictConfig) -> int:
     so that the objects stand out on the photo, else the ignore index."""
     from fcn.data import class_names
 
+    if cfg.data.task != "multiclass":  # display label 0: no class
+        return 0
     return 0 if class_names(cfg.data)[0].lower() in ("background", "bg") else int(cfg.data.ignore_index)

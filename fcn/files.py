@@ -1,6 +1,6 @@
 """predict.py's files: the inputs listed (files as given, directories' images sorted by name), one
 distinct output name per input, and per image a class-index PNG, colour mask, overlay and legend
-written by a fcn.api.Segmenter."""
+written by a fcn.api.Segmenter (a binary or multilabel model: 0/255 masks and an overlay)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def predict_files(
     image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
     size) and <stem>_legend.png (classes present); return (images done, error lines of the files
     that could not be read or that need more memory than eval.max_memory allows even in sliding
-    windows, in the files' order). int8 calibrates on the readable files.
+    windows, in the files' order). int8 calibrates on the readable files. A binary or multilabel
+    model writes write_sigmoid_outputs' files instead.
 
     With pipeline (the default), the next images are read and decoded, and the finished ones drawn,
     encoded and written, in background threads while the network runs (fcn.core.pipeline): the same
@@ -117,6 +118,7 @@ def predict_files(
     jobs = list(zip(files, output_stems(files)))
     bar = tqdm(total=len(jobs), desc="predict", unit="image", disable=not progress)
     readable = (ValueError, FileNotFoundError)
+    write = write_outputs if segmenter.task == "multiclass" else write_sigmoid_outputs
     with bar, Behind(background_threads() if pipeline else 0) as behind:
         for (file, stem), image, exc in read_ahead(
             jobs, lambda job: segmenter.read(job[0]), depth=2 if pipeline else 0, errors=readable
@@ -132,8 +134,30 @@ def predict_files(
                 errors.append(f"{file}: {exc}")
                 log(f"error: {file}: {exc}")
                 continue
-            behind.submit(write_outputs, segmenter, image, mask, out, stem, alpha, not pipeline)
+            behind.submit(write, segmenter, image, mask, out, stem, alpha, not pipeline)
             done += 1
     if pipeline and done:
         sync()
     return done, errors
+
+
+def write_sigmoid_outputs(
+    segmenter: Segmenter,
+    image: Any,
+    mask: np.ndarray,
+    out: Path,
+    stem: str,
+    alpha: float = 0.5,
+    durable: bool = True,
+) -> None:
+    """Write a sigmoid task's prediction: binary, <stem>.png (0/255 grayscale, 255 = the class);
+    multilabel, <stem>_<class>.png per class (0/255); both, <stem>_overlay.png (overlapping classes'
+    colours mixed). durable: as write_outputs'."""
+    from fcn.inference.evaluation import write_sigmoid_masks
+
+    if mask.ndim == 2:
+        write_sigmoid_masks(mask.astype(np.uint8), out, stem, None, durable=durable)
+    else:
+        for name, plane in zip(segmenter.classes, mask):
+            write_sigmoid_masks(plane.astype(np.uint8), out, f"{stem}_{name}", None, durable=durable)
+    save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png", durable=durable)

@@ -20,11 +20,16 @@ from fcn.config.schema import (
     CLASS_WEIGHTINGS,
     DATASETS,
     ENGINES,
-    EVAL_METRICS,
     FAST_PATHS,
     LAYER_INPUT_DATASETS,
     LOSS_NAMES,
     MODALITY_CHANNELS,
+    MULTICLASS_METRICS,
+    SIGMOID_LOSSES,
+    SIGMOID_METRICS,
+    SIGMOID_TASKS,
+    SOFTMAX_LOSSES,
+    TASKS,
     TORCHVISION_FCN_OPTIONS,
     TRACKERS,
     VGG_BACKBONES,
@@ -47,7 +52,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     _validate_labels(cfg, source)
     _validate_input(cfg, source)
     _validate_batches(cfg, source)
-    _validate_loss(cfg.loss, cfg.model.num_classes, source)
+    _validate_loss(cfg.loss, cfg.model.num_classes, source, cfg.data.task)
     _validate_optimizer(cfg, source)
     _validate_training(cfg, source)
     _validate_eval(cfg, source)
@@ -85,8 +90,20 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
     _choice(source, "model.fusion", m.fusion, ("skip", "full"))
     _choice(source, "model.dropout", m.dropout, ("element", "channel"))
     _validate_torchvision_fcn(m, source)
-    if m.num_classes < 2 and m.num_classes != 0:  # 0: not inferable, reported by _validate_labels
-        raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2")
+    _choice(source, "data.task", d.task, TASKS)
+    if d.task == "binary" and m.num_classes != 1:
+        raise ConfigError(
+            f"{source}: model.num_classes={m.num_classes} but data.task=binary has one sigmoid logit: "
+            "set model.num_classes=1 (or leave it 0) and data.classes to the foreground's one name"
+        )
+    if d.task == "multiclass" and m.num_classes < 2 and m.num_classes != 0:  # 0: reported by _validate_labels
+        hint = "; for one class against the rest set data.task=binary" if m.num_classes == 1 else ""
+        raise ConfigError(f"{source}: model.num_classes={m.num_classes} must be at least 2{hint}")
+    if d.task == "multilabel" and not d.classes:
+        raise ConfigError(
+            f"{source}: data.task=multilabel needs data.classes: the names of the classes (the mask "
+            "folders <masks>/<class name>/), one sigmoid logit each"
+        )
     if not 0 <= d.ignore_index <= 255:
         raise ConfigError(f"{source}: data.ignore_index={d.ignore_index} must be in 0..255 (masks are 8-bit)")
     if m.num_classes > 256 or (m.num_classes > VOID and d.ignore_index == VOID):
@@ -273,13 +290,20 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
     map, data.classes, data.palette) where they disagree with model.num_classes or the datasets."""
     m, d = cfg.model, cfg.data
     _choice(source, "data.coco_unlisted", d.coco_unlisted, ("error", "ignore", "background"))
-    _choice(source, "data.coco_overlap", d.coco_overlap, ("ignore", "last"))
+    _choice(source, "data.coco_overlap", d.coco_overlap, ("ignore", "last", "multilabel"))
+    coco = "coco" in (d.train.name, d.val.name)
+    if coco and (d.coco_overlap == "multilabel") != (d.task == "multilabel"):
+        raise ConfigError(
+            f"{source}: data.coco_overlap={d.coco_overlap} with data.task={d.task}: a multilabel task reads "
+            "COCO with data.coco_overlap=multilabel (one plane per class, overlaps kept), and only it does"
+        )
     if (len(d.label_map) or d.reduce_zero_label) and "coco" in (d.train.name, d.val.name):
         raise ConfigError(
             f"{source}: data.label_map and data.reduce_zero_label do not apply to 'coco' datasets (their "
             "categories map to data.classes by name); remove them or use data.coco_unlisted"
         )
-    own = own_class_counts(d)
+    _validate_task_labels(cfg, source)
+    own = own_class_counts(d) if d.task == "multiclass" else set()
     if not d.classes and len(own) > 1:
         raise ConfigError(
             f"{source}: data.train.name={d.train.name} and data.val.name={d.val.name} have different classes"
@@ -289,7 +313,7 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
             f"{source}: model.num_classes cannot be inferred: set data.classes (the class names in index "
             "order) or model.num_classes"
         )
-    _validate_label_map(source, d, m.num_classes)
+    _validate_label_map(source, d, 2 if d.task == "binary" else m.num_classes)
     if d.classes and len(d.classes) != m.num_classes:
         raise ConfigError(
             f"{source}: data.classes has {len(d.classes)} names but model.num_classes={m.num_classes}"
@@ -310,6 +334,36 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: model.num_classes={m.num_classes} but {what} has {n} classes; "
             "set data.classes for another label set"
+        )
+
+
+def _validate_task_labels(cfg: DictConfig, source: str) -> None:
+    """Raise ConfigError for the keys a sigmoid task (data.task binary or multilabel) cannot take."""
+    m, d = cfg.model, cfg.data
+    if d.task not in SIGMOID_TASKS:
+        return
+    if d.task == "binary" and len(d.classes) > 1:
+        raise ConfigError(
+            f"{source}: data.classes={list(d.classes)} but data.task=binary segments one class: name only "
+            "the foreground (e.g. [defect]); for several classes use data.task=multilabel or multiclass"
+        )
+    if m.geometric_classes:
+        raise ConfigError(
+            f"{source}: model.geometric_classes is SIFT Flow's second softmax head; data.task={d.task} "
+            "takes none (set it to 0)"
+        )
+    for ds_key in ("train", "val"):
+        name = d[ds_key].name
+        coco = name == "coco" and d.task == "multilabel"
+        if name not in ("folder", "pairs") and not is_import_path(name) and not coco:
+            raise ConfigError(
+                f"{source}: data.{ds_key}.name={name} has multiclass masks; data.task={d.task} reads "
+                "'folder' or 'pairs' datasets, your own class by import path, or (multilabel) 'coco'"
+            )
+    if d.task == "multilabel" and (len(d.label_map) or d.reduce_zero_label):
+        raise ConfigError(
+            f"{source}: data.label_map and data.reduce_zero_label translate class ids; data.task=multilabel "
+            "masks are one 0/1 mask per class: remove them"
         )
 
 
@@ -412,8 +466,9 @@ def _validate_batches(cfg: DictConfig, source: str) -> None:
         )
 
 
-def _validate_loss(loss: DictConfig, n: int, source: str) -> None:
-    """Raise ConfigError for an unknown loss term, a bad weight or bad class weights."""
+def _validate_loss(loss: DictConfig, n: int, source: str, task: str = "multiclass") -> None:
+    """Raise ConfigError for an unknown loss term, a bad weight or bad class weights, or a term
+    that does not fit data.task (a softmax loss with one sigmoid per class, or the reverse)."""
     if len(loss.terms) == 0:
         raise ConfigError(
             f"{source}: loss.terms is empty; give at least one term, e.g. [{{name: ce, weight: 1.0}}]"
@@ -421,6 +476,16 @@ def _validate_loss(loss: DictConfig, n: int, source: str) -> None:
     for i, term in enumerate(loss.terms):
         _choice(source, f"loss.terms[{i}].name", term.name, LOSS_NAMES)
         _positive(source, f"loss.terms[{i}].weight", term.weight, allow_zero=True)
+        if task in SIGMOID_TASKS and term.name in SOFTMAX_LOSSES:
+            raise ConfigError(
+                f"{source}: loss.terms[{i}].name={term.name} is a softmax loss but data.task={task} gives one "
+                "sigmoid per class; use bce, dice, focal or lovasz (e.g. loss.terms=[{name: bce, weight: 1.0}])"
+            )
+        if task not in SIGMOID_TASKS and term.name in SIGMOID_LOSSES:
+            raise ConfigError(
+                f"{source}: loss.terms[{i}].name={term.name} is a sigmoid loss but data.task={task} is a "
+                "softmax over classes; use ce, or set data.task=binary or multilabel"
+            )
     if not 0.0 <= loss.label_smoothing < 1.0:
         raise ConfigError(f"{source}: loss.label_smoothing={loss.label_smoothing} must be in [0, 1)")
     _positive(source, "loss.focal_gamma", loss.focal_gamma, allow_zero=True)
@@ -432,6 +497,12 @@ def _validate_loss(loss: DictConfig, n: int, source: str) -> None:
     weights = loss.class_weights
     if isinstance(weights, str):
         _choice(source, "loss.class_weights", weights, CLASS_WEIGHTINGS)
+        if task == "multilabel" or (task == "binary" and weights != "inverse_frequency"):
+            raise ConfigError(
+                f"{source}: loss.class_weights={weights} but data.task={task} weights positives (bce's "
+                "pos_weight): give a list of one number per class"
+                + (" or inverse_frequency" if task == "binary" else "")
+            )
         return
     if not OmegaConf.is_list(weights) and not isinstance(weights, (list, tuple)):
         raise ConfigError(
@@ -517,6 +588,10 @@ def _validate_eval(cfg: DictConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: eval.scales={list(e.scales)} must be a non-empty list of positive factors"
         )
+    if not 0.0 < e.threshold < 1.0:
+        raise ConfigError(f"{source}: eval.threshold={e.threshold} must be a probability in (0, 1)")
+    task = cfg.data.task
+    _choice(source, "eval.metric", e.metric, SIGMOID_METRICS if task in SIGMOID_TASKS else MULTICLASS_METRICS)
     _choice(source, "eval.mode", e.mode, ("whole", "slide"))
     _positive(source, "eval.tile", e.tile)
     _positive(source, "eval.stride", e.stride)
@@ -530,7 +605,6 @@ def _validate_eval(cfg: DictConfig, source: str) -> None:
             f"{source}: eval.stride={e.stride} is larger than eval.tile={e.tile}: pixels between windows "
             "would get no prediction"
         )
-    _choice(source, "eval.metric", e.metric, tuple(EVAL_METRICS))
 
 
 def _validate_logging(cfg: DictConfig, source: str) -> None:

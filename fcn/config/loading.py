@@ -157,6 +157,9 @@ def _resolve_num_classes(cfg: DictConfig) -> None:
     data.classes, two datasets with different classes)."""
     if cfg.model.num_classes != 0:
         return
+    if cfg.data.task == "binary":  # one sigmoid logit, whatever data.classes names it
+        cfg.model.num_classes = 1
+        return
     if cfg.data.classes:
         cfg.model.num_classes = len(cfg.data.classes)
         return

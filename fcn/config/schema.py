@@ -70,11 +70,29 @@ ENGINES = ("torch", "onnxruntime", "openvino")  # eval.engine: fcn/inference/eng
 VOID = 255
 """The default of data.ignore_index (VOC's void border). Code takes the configured value as an
 argument; this constant is only the default of those arguments (also as fcn.data.VOID)."""
-LOSS_NAMES = ("ce", "dice", "focal", "lovasz", "ohem")  # loss.terms[i].name: fcn/training/losses.py
+LOSS_NAMES = ("ce", "dice", "focal", "lovasz", "ohem", "bce")  # loss.terms[i].name: fcn/training/losses.py
+SOFTMAX_LOSSES = ("ce", "ohem")
+"""Terms defined on a softmax over exclusive classes only: not for a sigmoid task."""
+SIGMOID_LOSSES = ("bce",)
+"""Terms defined on one sigmoid per class only: not for the multiclass task."""
+TASKS = ("multiclass", "binary", "multilabel")  # data.task
+SIGMOID_TASKS = ("binary", "multilabel")
+"""Tasks whose model gives one sigmoid logit per class (fcn/core/tasks.py)."""
+MULTICLASS_METRICS = ("mean_iu", "pixel_acc", "mean_acc", "fwavacc")  # eval.metric, multiclass
+SIGMOID_METRICS = ("mean_iu", "mean_dice", "mean_precision", "mean_recall", "pixel_acc")  # sigmoid tasks
 CLASS_WEIGHTINGS = ("inverse_frequency", "median_frequency")  # loss.class_weights as a string
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # logging.trackers: pip name
-EVAL_METRICS = {"mean_iu": "mean_iou", "pixel_acc": "pixel_acc", "mean_acc": "mean_acc", "fwavacc": "fwavacc"}
-"""eval.metric's choices -> the key of an evaluation's record (metrics.jsonl) that holds it."""
+EVAL_METRICS = {
+    "mean_iu": "mean_iou",
+    "pixel_acc": "pixel_acc",
+    "mean_acc": "mean_acc",
+    "fwavacc": "fwavacc",
+    "mean_dice": "mean_dice",
+    "mean_precision": "mean_precision",
+    "mean_recall": "mean_recall",
+}
+"""eval.metric's choices (MULTICLASS_METRICS, SIGMOID_METRICS) -> the key of an evaluation's record
+(metrics.jsonl) that holds it."""
 
 
 class ConfigError(ValueError):
@@ -93,9 +111,10 @@ class ModelConfig:
     any timm model as 'timm:<name>' (e.g. timm:convnext_tiny, timm:tf_efficientnetv2_s.in21k_ft_in1k):
     its features at strides 8, 16 and 32, found from timm's feature_info (geometry 'same' only)."""
     num_classes: int = 0
-    """Number of classes including background. 0 (the default): the number of data.classes when
-    they are set, else the datasets' own (21 for PASCAL VOC, 60 for PASCAL-Context, ...); the run's
-    config.yml and checkpoints hold the number it stood for."""
+    """Number of classes including background (data.task=multiclass), or of sigmoid logits: 1 for
+    data.task=binary, one per class (no background) for multilabel. 0 (the default): the number of
+    data.classes when they are set (binary: 1), else the datasets' own (21 for PASCAL VOC, 60 for
+    PASCAL-Context, ...); the run's config.yml and checkpoints hold the number it stood for."""
     pretrained: str = "true"
     """Backbone init: 'false' (random), 'true' (ImageNet weights: torchvision's, or timm's for a timm
     backbone, downloaded when not cached) or a path to a local file: torchvision's state dict for
@@ -246,6 +265,13 @@ class MixingConfig:
 
 @dataclass
 class DataConfig:
+    task: str = "multiclass"
+    """'multiclass' (one softmax over exclusive classes, background included: the paper's), 'binary'
+    (one sigmoid logit for one foreground class, data.classes: [<its name>]; masks {0, 255} or
+    {0, 1}, 255 = foreground, not void) or 'multilabel' (one sigmoid logit per class of data.classes,
+    no background class, classes may overlap; masks one binary PNG per class, <masks>/<class>/<id>.png,
+    or a C x H x W .npy). A pixel is predicted as a class where its sigmoid exceeds eval.threshold
+    (docs/one_class_or_overlapping.md)."""
     train: DatasetConfig = field(default_factory=lambda: DatasetConfig("sbd", "data", "train"))
     """Training set (the paper: SBD train, 8,498 images)."""
     val: DatasetConfig = field(default_factory=lambda: DatasetConfig("voc", "data", "seg11valid"))
@@ -261,7 +287,9 @@ class DataConfig:
     ('error'), has its pixels ignored (data.ignore_index: 'ignore') or is dropped ('background')."""
     coco_overlap: str = "ignore"
     """'coco' datasets: 'ignore' (torchvision's rule): iscrowd regions and pixels where instances of
-    different classes overlap get data.ignore_index; 'last': the later annotation in the file wins."""
+    different classes overlap get data.ignore_index; 'last': the later annotation in the file wins;
+    'multilabel' (data.task=multilabel, and only it): one mask per class, overlapping instances of
+    different classes kept on both."""
     transforms: TransformConfig = field(default_factory=TransformConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
     batch_size: int = 20
@@ -288,7 +316,8 @@ class DataConfig:
     """The image channels that pictures show (grids, TensorBoard, overlays, predict.py): three
     indices shown as R, G, B, or one shown as grey; empty = the first three (one channel: grey)."""
     ignore_index: int = VOID
-    """The mask label that is ignored (255: VOC's void border): by the loss, the metrics, the
+    """The mask label that is ignored (data.task=binary: 255 is the foreground, so a binary mask's
+    void value is ignored only when set here to another value, e.g. 128) (255: VOC's void border): by the loss, the metrics, the
     dataset's label check, the padding fill of transforms, pad_collate and Mosaic, and the pictures.
     Labels must lie in 0..num_classes-1 or equal it. It may be inside 0..num_classes-1 (e.g. 0 with
     classes 1..N and num_classes N+1): that class slot is then never trained nor scored (its IU is
@@ -298,7 +327,8 @@ class DataConfig:
 @dataclass
 class LossTerm:
     name: str = "ce"
-    """ce, dice, focal, lovasz or ohem (fcn/training/losses.py)."""
+    """ce, dice, focal, lovasz or ohem (fcn/training/losses.py); with data.task binary or multilabel:
+    bce, dice, focal or lovasz on the sigmoids."""
     weight: float = 1.0
     """The term's factor in the sum."""
 
@@ -311,7 +341,11 @@ class LossConfig:
     Berman et al. 2018). ce and focal are sums over labelled pixels, normalised as loss.normalize
     says over the whole step's batch (all micro-batches and processes); dice, lovasz and ohem are
     means per micro-batch, averaged over the step's micro-batches and processes. E.g.
-    [{name: ce, weight: 1.0}, {name: dice, weight: 0.5}]."""
+    [{name: ce, weight: 1.0}, {name: dice, weight: 0.5}]. data.task binary or multilabel (one sigmoid
+    per class): 'bce' (binary cross-entropy with logits, a pixel sum over labelled pixel-class pairs),
+    'focal' (its sigmoid focal form), 'dice' (soft Dice of the sigmoids) and 'lovasz' (Lovasz hinge,
+    Berman et al. 2018); ce and ohem are softmax losses and refused there (set
+    loss.terms: [{name: bce, weight: 1.0}], as predefined_configs/binary.yml does)."""
     normalize: bool = True
     """Average the ce/focal terms over labelled pixels; false sums them, as the reference did
     (loss_param { normalize: false }) with its tiny learning rates."""
@@ -320,7 +354,9 @@ class LossConfig:
     total / (present * count_c): pixel-weighted mean 1) or 'median_frequency' (Eigen & Fergus: w_c =
     median(freq) / freq_c over present classes); both from data.train's pixel counts, cached in
     <root>/.fcn_class_counts_<split>_<checksum>.json ('pairs': in its masks directory). ce/focal/ohem weight each pixel by its class's
-    weight; dice/lovasz take the weighted mean over classes."""
+    weight; dice/lovasz take the weighted mean over classes. data.task binary or multilabel: the
+    pos_weight of bce and focal (the factor of each class's positive pixels): a list of
+    num_classes floats, or for binary 'inverse_frequency' (background / foreground pixels of data.train)."""
     label_smoothing: float = 0.0
     """Label smoothing of the 'ce' term (0 = none; PyTorch's cross_entropy definition)."""
     focal_gamma: float = 2.0
@@ -425,17 +461,28 @@ class TrainingConfig:
     noticed at once. Longer than the slowest evaluation and checkpoint write on rank 0, which the
     others wait for."""
     early_stop_patience: int = 0
-    """Stop after this many evaluations in a row without a better mean IU (the EMA's with
-    ema_decay > 0); best.pt keeps the best weights, last.pt the count (a resumed run goes on
+    """Stop after this many evaluations in a row without a better eval.metric (mean IU unless it
+    names another; the EMA's with ema_decay > 0); best.pt keeps the best weights, last.pt the count (a resumed run goes on
     counting). 0 = off."""
 
 
 @dataclass
 class EvalConfig:
+    threshold: float = 0.5
+    """data.task binary or multilabel: a pixel is predicted as a class where that class's sigmoid
+    probability is above this (evaluate.py, predict.py, the API, the metrics during training);
+    evaluate.py --sweep-thresholds reports the best one per metric."""
+    metric: str = "mean_iu"
+    """The validation metric that chooses best.pt, counts for training.early_stop_patience and
+    that tune.py maximises and prunes on (the EMA's with training.ema_decay > 0): 'mean_iu' (the
+    default), 'pixel_acc', 'mean_acc' or 'fwavacc'; with a sigmoid task (data.task binary or
+    multilabel) 'mean_iu', 'mean_dice', 'mean_precision', 'mean_recall' or 'pixel_acc' (the means
+    over classes at eval.threshold)."""
     flip: bool = False
     """Test-time augmentation: average with the horizontally flipped prediction."""
     scales: List[float] = field(default_factory=lambda: [1.0])
-    """Test-time scales; softmax probabilities are averaged at the native size."""
+    """Test-time scales; softmax (sigmoid for a binary or multilabel task) probabilities are
+    averaged at the native size."""
     amp: str = "none"
     """Mixed precision at evaluation/prediction: 'none' or 'bf16' or 'fp16'."""
     channels_last: bool = False
@@ -477,9 +524,6 @@ class EvalConfig:
     24-megapixel photo with the paper's VGG16 FCN-8s in under 6 GB), the free memory of the GPU on
     CUDA; a number: that many GB (on CUDA at most the free memory); 'none': no limit (eval.mode as
     set). evaluate.py and training's evaluation follow eval.mode as set."""
-    metric: str = "mean_iu"
-    """The evaluation metric tune.py maximises and prunes on: 'mean_iu', 'pixel_acc', 'mean_acc' or
-    'fwavacc' (the EMA's with training.ema_decay > 0, as for best.pt)."""
 
 
 @dataclass

@@ -204,3 +204,125 @@ def format_table(metrics: dict, class_names: Sequence[str]) -> str:
     for r in range(rows):
         lines.append(sep.join(cells[c * rows + r] for c in range(columns) if c * rows + r < len(cells)))
     return "\n".join(lines)
+
+
+class ThresholdCounts:
+    """Streaming per-class counts of a sigmoid task (binary, multilabel) at one or more thresholds.
+
+    ``mat`` (LongTensor C x (T + 1) x 2) counts, per class, the labelled pixels by their bucket (how
+    many of the T thresholds their probability is above) and their truth (0: negative, 1: positive):
+    a pixel is predicted positive at threshold t_k where its bucket is above k (probability > t_k).
+    So one pass gives exact true/false positives and negatives at every threshold, and the counts
+    add across batches and ranks like the confusion matrix (exact under DDP)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        thresholds: Sequence[float] = (0.5,),
+        ignore_index: int = VOID,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        values = [float(t) for t in thresholds]
+        if not values or values != sorted(set(values)):
+            raise ValueError(f"thresholds {values} must be increasing and distinct")
+        self.num_classes = int(num_classes)
+        self.thresholds = values
+        self.ignore_index = int(ignore_index)
+        self.mat = torch.zeros(num_classes, len(values) + 1, 2, dtype=torch.int64, device=device)
+        self._bounds = torch.tensor(values, dtype=torch.float32, device=self.mat.device)
+
+    def reset(self) -> None:
+        """Zero the counts."""
+        self.mat.zero_()
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the pixels of probabilities ``probs`` (N, C, H, W) vs 0/1 ``target`` of the same shape
+        (or (N, H, W) for one class); targets equal to ignore_index (or other than 0/1) are not counted."""
+        if probs.ndim == target.ndim + 1 and probs.shape[1] == 1:
+            target = target[:, None]
+        if probs.shape != target.shape or probs.ndim != 4 or probs.shape[1] != self.num_classes:
+            raise ValueError(
+                f"probs shape {tuple(probs.shape)} and target shape {tuple(target.shape)} must both be "
+                f"(N, {self.num_classes}, H, W)"
+            )
+        if not probs.is_floating_point():
+            raise TypeError(f"probs must be probabilities (a float tensor), got dtype {probs.dtype}")
+        bounds = self._bounds.to(probs.device)
+        t = len(self.thresholds) + 1
+        # bucket = the number of thresholds strictly below the probability: positive at t_k iff bucket > k
+        bucket = torch.bucketize(probs.float().transpose(0, 1).reshape(self.num_classes, -1), bounds)
+        truth = target.transpose(0, 1).reshape(self.num_classes, -1).long()
+        valid = (truth == 0) | (truth == 1)
+        cls = torch.arange(self.num_classes, device=probs.device)[:, None].expand_as(truth)
+        index = (cls * t + bucket) * 2 + truth.clamp(0, 1)
+        counts = torch.bincount(index[valid], minlength=self.num_classes * t * 2)
+        self.mat += counts.view(self.num_classes, t, 2).to(self.mat.device)
+
+    def merge(self, other: ThresholdCounts) -> ThresholdCounts:
+        """Add the counts of ``other`` (same classes and thresholds) into these and return self."""
+        if other.num_classes != self.num_classes or other.thresholds != self.thresholds:
+            raise ValueError("cannot merge counts of other classes or thresholds")
+        self.mat += other.mat.to(self.mat.device)
+        return self
+
+    def all_reduce(self) -> None:
+        """Sum the counts across ranks when torch.distributed is initialised (no-op otherwise)."""
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.mat, op=dist.ReduceOp.SUM)
+
+    def confusion(self, k: int = 0) -> torch.Tensor:
+        """Return (C, 4) float64 counts tp, fp, fn, tn of each class at the k-th threshold."""
+        mat = self.mat.detach().to("cpu", torch.float64)
+        above = mat[:, k + 1 :].sum(1)  # (C, 2): predicted positive, by truth
+        total = mat.sum(1)
+        tp, fp = above[:, 1], above[:, 0]
+        fn, tn = total[:, 1] - tp, total[:, 0] - fp
+        return torch.stack([tp, fp, fn, tn], dim=1)
+
+    def compute(self, k: int = 0) -> dict:
+        """Return the metrics at the k-th threshold: per-class lists iou, dice (= F1), precision,
+        recall (nan where undefined: 0/0), their nan-means mean_iou, mean_dice, mean_precision,
+        mean_recall, and pixel_acc (the share of right decisions over all labelled pixel-class pairs)."""
+        tp, fp, fn, tn = self.confusion(k).unbind(1)
+        per_class = {
+            "iou": tp / (tp + fp + fn),
+            "dice": 2 * tp / (2 * tp + fp + fn),
+            "precision": tp / (tp + fp),
+            "recall": tp / (tp + fn),
+        }
+        total = float((tp + fp + fn + tn).sum())
+        out: dict = {
+            "threshold": self.thresholds[k],
+            "pixel_acc": float((tp + tn).sum()) / total if total else math.nan,
+        }
+        for key, values in per_class.items():
+            out[f"mean_{key}"] = float(torch.nanmean(values)) if bool((~values.isnan()).any()) else math.nan
+        out.update({key: values.tolist() for key, values in per_class.items()})
+        return out
+
+    def sweep(self) -> list[dict]:
+        """Return compute() at every threshold, in increasing order."""
+        return [self.compute(k) for k in range(len(self.thresholds))]
+
+
+SIGMOID_COLUMNS = (("IoU", "iou"), ("Dice", "dice"), ("prec", "precision"), ("recall", "recall"))
+
+
+def format_sigmoid_table(metrics: dict, class_names: Sequence[str]) -> str:
+    """Return a sigmoid task's summary: the means at the threshold, then per class IoU, Dice,
+    precision and recall (%), one row each."""
+    head = "  ".join(f"{label} {_fmt(metrics[f'mean_{key}'], 0)}" for label, key in SIGMOID_COLUMNS)
+    lines = [
+        f"threshold {metrics['threshold']:g}: mean {head}  pixel acc {_fmt(metrics['pixel_acc'], 0)}  (%)"
+    ]
+    if len(class_names) != len(metrics["iou"]):
+        raise ValueError(f"{len(class_names)} class names for {len(metrics['iou'])} classes in the metrics")
+    width = min(16, max([5] + [len(name) for name in class_names]))
+    lines.append(f"{'class':<{width}} " + " ".join(f"{label:>6}" for label, _ in SIGMOID_COLUMNS))
+    for c, name in enumerate(class_names):
+        lines.append(
+            f"{name[:width]:<{width}} " + " ".join(_fmt(metrics[key][c]) for _, key in SIGMOID_COLUMNS)
+        )
+    return "\n".join(lines)

@@ -416,3 +416,22 @@ def save_index_png(
             image.save(f, format="PNG")
 
     atomic_write(path, write, durable=durable)
+
+
+def overlay_planes(image: Any, planes: Any, colours: Any, alpha: float = 0.5) -> np.ndarray:
+    """Return ``image`` (H x W x 3 uint8) tinted by C boolean masks (C x H x W), class c in
+    colours[c] at opacity ``alpha``; where classes overlap, their colours are averaged, so overlap
+    shows as a mix; pixels of no class are left as the image (a multilabel task's overlay)."""
+    image = _check_image(image)
+    planes = np.asarray(planes, dtype=bool)
+    colours = np.asarray(colours, dtype=np.float32)
+    if planes.ndim != 3 or planes.shape[1:] != image.shape[:2] or len(colours) < planes.shape[0]:
+        raise ValueError(
+            f"overlay_planes needs C x H x W masks of the image's size and C colours, got masks "
+            f"{planes.shape}, image {image.shape[:2]}, {len(colours)} colours"
+        )
+    count = planes.sum(0)
+    mixed = np.einsum("chw,ck->hwk", planes.astype(np.float32), colours[: planes.shape[0]])
+    mixed /= np.maximum(count, 1)[:, :, None]
+    blended = np.rint((1.0 - alpha) * image.astype(np.float32) + alpha * mixed).astype(np.uint8)
+    return np.where((count > 0)[:, :, None], blended, image)

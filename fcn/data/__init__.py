@@ -45,7 +45,10 @@ __all__ = [
     "VOCSegmentation",
     "build_dataset",
     "class_names",
+    "class_palette",
+    "display_names",
     "label_map",
+    "mask_labels",
     "palette",
     "read_classes",
     "voc_palette",
@@ -57,6 +60,8 @@ def class_names(data_cfg: Any) -> list[str]:
     or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
     if len(data_cfg.classes):
         return [str(c) for c in data_cfg.classes]
+    if data_cfg.task == "binary":
+        return ["foreground"]
     for ds in (data_cfg.val, data_cfg.train):
         if ds.name in PAPER_CLASSES:
             return list(PAPER_CLASSES[ds.name])
@@ -64,16 +69,44 @@ def class_names(data_cfg: Any) -> list[str]:
 
 
 def palette(data_cfg: Any) -> np.ndarray:
-    """Return the (256, 3) uint8 palette: data.palette's colours first, VOC's for the rest (VOC's void 255 = (224, 224, 192))."""
+    """Return the (256, 3) uint8 palette: data.palette's colours first, VOC's for the rest (VOC's void 255 = (224, 224, 192)).
+
+    A sigmoid task (binary, multilabel) is drawn in display labels (display_names): row 0 (no
+    class) black, row k + 1 class k's colour (data.palette[k], else VOC's colour k + 1)."""
     colours = [[int(c) for c in colour] for colour in data_cfg.palette]
+    if data_cfg.task != "multiclass" and colours:
+        colours = [[0, 0, 0], *colours]
     return make_palette(colours or None)
+
+
+def class_palette(data_cfg: Any) -> np.ndarray:
+    """Return the (256, 3) uint8 colours of the classes by class index (charts): palette() for
+    multiclass; a sigmoid task's palette() shifted down by its 'no class' row."""
+    pal = palette(data_cfg)
+    return pal if data_cfg.task == "multiclass" else np.roll(pal, -1, axis=0)
+
+
+def display_names(data_cfg: Any) -> list[str]:
+    """Return the names of the labels pictures are drawn in: class_names for multiclass; for a
+    sigmoid task 'background' (no class) then the classes (fcn.core.tasks.display_labels)."""
+    names = class_names(data_cfg)
+    return names if data_cfg.task == "multiclass" else ["background", *names]
 
 
 def label_map(data_cfg: Any) -> LabelMap:
     """Return the translation of raw mask ids that data.label_map / data.reduce_zero_label describe."""
     return LabelMap(
-        label_map_dict(data_cfg.label_map), bool(data_cfg.reduce_zero_label), int(data_cfg.ignore_index)
+        label_map_dict(data_cfg.label_map),
+        bool(data_cfg.reduce_zero_label),
+        int(data_cfg.ignore_index),
+        binary=data_cfg.task == "binary",
     )
+
+
+def mask_labels(data_cfg: Any) -> int:
+    """Return the number of labels a mask may hold besides data.ignore_index: the classes' (a binary
+    task's masks hold 0 and 1: two)."""
+    return 2 if data_cfg.task != "multiclass" else len(class_names(data_cfg))
 
 
 def build_dataset(
@@ -91,7 +124,7 @@ def _open_dataset(
     ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None
 ) -> PairDataset | ExternalDataset:
     """Return the reader of ds_cfg's layout (3 channels until build_dataset sets them)."""
-    n, ignore = len(class_names(data_cfg)), int(data_cfg.ignore_index)
+    n, ignore = mask_labels(data_cfg), int(data_cfg.ignore_index)
     labels = label_map(data_cfg)
     if is_import_path(ds_cfg.name):
         args = (
@@ -114,9 +147,17 @@ def _open_dataset(
             ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore, labels=labels
         )
     colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
+    multilabel = class_names(data_cfg) if data_cfg.task == "multilabel" else []
     if ds_cfg.name == "folder":
         return FolderSegmentation(
-            ds_cfg.root, ds_cfg.split, colours, transforms, num_classes=n, ignore_index=ignore, labels=labels
+            ds_cfg.root,
+            ds_cfg.split,
+            colours,
+            transforms,
+            num_classes=n,
+            ignore_index=ignore,
+            labels=labels,
+            multilabel=multilabel,
         )
     if ds_cfg.name == "pairs":
         return PairsSegmentation(
@@ -129,6 +170,7 @@ def _open_dataset(
             num_classes=n,
             ignore_index=ignore,
             labels=labels,
+            multilabel=multilabel,
         )
     if ds_cfg.name == "coco":
         return CocoSegmentation(

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fcn.config import ConfigError, is_import_path, load_config
-from fcn.data import class_names, label_map
+from fcn.data import class_names, label_map, mask_labels
 from fcn.data.ade20k import list_ade20k
 from fcn.data.cityscapes import list_cityscapes
 from fcn.data.coco import CocoListing, CocoSegmentation, listing_for
@@ -81,6 +81,7 @@ class SplitReport:
     min_size: Optional[tuple[int, int]] = None  # smallest (W, H), each side on its own
     max_size: Optional[tuple[int, int]] = None
     kinds: dict[str, int] = field(default_factory=dict)  # good images per stored kind (PairResult.kind)
+    pixels: int = 0  # the good pairs' pixels (a multilabel task's class counts overlap: their sum is more)
     left_out: list[str] = field(
         default_factory=list
     )  # the listing's counts of files left out (Listing.left_out)
@@ -172,7 +173,16 @@ def inspect_labels(
             mask = reader.labels(raw, where)
         except ValueError as exc:
             problems.append(Problem.from_error(where, exc))
-    if mask is not None:
+    if mask is not None and mask.ndim == 3 and getattr(reader, "multilabel", None):
+        # a multilabel mask (C x H x W 0/1): label c counts class c's pixels, label C the pixels of
+        # no class, ignore_index the pixels every class ignores (format_split's rows)
+        c = mask.shape[0]
+        counts = np.zeros(256, np.int64)
+        counts[:c] = (mask == 1).sum(axis=(1, 2))
+        counts[c] = int((mask == 0).all(0).sum())
+        counts[reader.ignore_index] += int((mask == reader.ignore_index).all(0).sum())
+        mask = mask[0]  # its size is the item's
+    elif mask is not None:
         counts = np.bincount(mask.ravel(), minlength=256)  # one pass; np.unique sorts
         n, ignore = reader.num_classes, reader.ignore_index
         labels = np.flatnonzero(counts)
@@ -225,8 +235,11 @@ def list_split(ds_cfg: Any, data_cfg: Any = None) -> Listing:
         return Listing()
     if ds_cfg.name == "coco":
         return listing_for(ds_cfg, data_cfg, class_names(data_cfg))
+    multilabel = class_names(data_cfg) if data_cfg is not None and data_cfg.task == "multilabel" else []
     if ds_cfg.name == "pairs":
-        return list_pairs_dirs(ds_cfg.images, ds_cfg.masks, ds_cfg.ids, ds_cfg.mask_suffix)
+        return list_pairs_dirs(ds_cfg.images, ds_cfg.masks, ds_cfg.ids, ds_cfg.mask_suffix, multilabel)
+    if ds_cfg.name == "folder" and multilabel:
+        return list_folder(ds_cfg.root, ds_cfg.split, multilabel)
     if ds_cfg.name not in LISTERS:
         raise ValueError(f"dataset name '{ds_cfg.name}' is not one of {', '.join(LISTERS)}")
     if ds_cfg.name == "nyud":
@@ -240,7 +253,7 @@ def mask_reader(
     """Return an empty dataset whose load_mask reads this split's masks as build_dataset's would
     (a COCO dataset rasterises them from its listing, even one with problems), expecting images of
     `channels` channels (model.in_channels)."""
-    n = len(class_names(data_cfg))
+    n = mask_labels(data_cfg)
     ignore = int(data_cfg.ignore_index)
     if ds_cfg.name in ("pascal_context", "nyud", "siftflow"):
         reader = empty_reader(ds_cfg.name, ds_cfg.root, n, ignore, label_map(data_cfg))
@@ -262,6 +275,8 @@ def mask_reader(
         reader = PairDataset(
             [], [], [], num_classes=n, lut=lut, ignore_index=ignore, labels=label_map(data_cfg)
         )
+        if data_cfg.task == "multilabel":
+            reader.multilabel = tuple(class_names(data_cfg))
     # The paper's readers list their colour images (NYUDv2's other modalities are listed as files
     # beside them): those are RGB whatever model.in_channels the stacked input gives.
     reader.channels = 3 if ds_cfg.name in ("pascal_context", "nyud", "siftflow") else int(channels)
@@ -313,6 +328,7 @@ def summarise(
         if result.size is None:
             continue
         report.good += 1
+        report.pixels += result.size[0] * result.size[1]
         report.counts += result.counts
         report.present_pixels += np.where(result.counts > 0, result.counts.sum(), 0)
         report.kinds[result.kind] = report.kinds.get(result.kind, 0) + 1
@@ -406,9 +422,18 @@ def median_frequency_weights(counts: np.ndarray, present_pixels: np.ndarray) -> 
     return np.where(present, np.median(freq[present]) / freq, 0.0).tolist()
 
 
-def frequency_weights(report: SplitReport, rule: str, num_classes: int, ignore_index: int) -> list[float]:
+def frequency_weights(
+    report: SplitReport, rule: str, num_classes: int, ignore_index: int, task: str = "multiclass"
+) -> list[float]:
     """Return loss.class_weights by `rule` ('inverse_frequency' or 'median_frequency') from a split's
-    pixel counts of labels 0..num_classes-1; the ignore index counts as absent (weight 0.0)."""
+    pixel counts of labels 0..num_classes-1; the ignore index counts as absent (weight 0.0). A binary
+    task's 'inverse_frequency' is bce's pos_weight: [background pixels / foreground pixels] (1.0
+    without foreground)."""
+    if task == "binary":
+        if rule != "inverse_frequency":
+            raise ValueError(f"loss.class_weights='{rule}' is not inverse_frequency (data.task=binary)")
+        background, foreground = (float(c) for c in report.counts[:2])
+        return [background / foreground if foreground > 0 else 1.0]
     counts = report.counts[:num_classes].copy()
     present_pixels = report.present_pixels[:num_classes].copy()
     if ignore_index < num_classes:
@@ -428,6 +453,10 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
 
     h = hashlib.sha256()
     h.update(f"{ds_cfg.name}\n{[list(c) for c in data_cfg.palette]}\n".encode())
+    if (
+        data_cfg.task != "multiclass"
+    ):  # its masks read otherwise (255: foreground); multiclass caches stay valid
+        h.update(f"task {data_cfg.task}\n".encode())
     if len(data_cfg.label_map) or data_cfg.reduce_zero_label:  # so that the old caches stay valid
         h.update(f"{sorted(dict(data_cfg.label_map).items())} {bool(data_cfg.reduce_zero_label)}\n".encode())
     if isinstance(listing, CocoListing):
@@ -514,7 +543,7 @@ def format_split(report: SplitReport, names: Sequence[str], ignore_index: int = 
     lines += [f"  {line}" for line in report.left_out]
     if report.good == 0:
         return lines
-    total = int(report.counts.sum())
+    total = int(report.counts.sum()) if not report.pixels else report.pixels
     width = max(len(name) for name in [*names, "void", "class"])
     lines.append(f"  {'label':>5}  {'class':<{width}}  {'pixels':>13}  {'share':>6}")
     for label, name in [*enumerate(names), (ignore_index, "ignored")]:
@@ -528,15 +557,26 @@ def format_split(report: SplitReport, names: Sequence[str], ignore_index: int = 
     return lines
 
 
-def format_report(reports: Sequence[SplitReport], names: Sequence[str], ignore_index: int = VOID) -> str:
-    """Return the whole report: bad files, then each split's counts, the weights line and a summary line."""
+def format_report(
+    reports: Sequence[SplitReport], names: Sequence[str], ignore_index: int = VOID, task: str = "multiclass"
+) -> str:
+    """Return the whole report: bad files, then each split's counts, the weights line and a summary line
+    (a binary task: names are its two labels' (background, foreground), the weight is bce's pos_weight)."""
     lines = [str(problem) for report in reports for problem in report.problems]
     if lines:
         lines.append("")
     for report in reports:
         lines += format_split(report, names, ignore_index) + [""]
     train = reports[0]
-    if train.counts[: len(names)].sum() > 0:
+    if task == "binary" and train.counts[:2].sum() > 0:
+        weight = frequency_weights(train, "inverse_frequency", 1, ignore_index, task)
+        lines.append(f"bce pos_weight from {train.key}'s pixels (background / foreground), for your config:")
+        lines.append(weights_line(weight))
+    elif task == "multilabel":
+        lines.append(
+            "bce pos_weight: give loss.class_weights a list, e.g. (no-class pixels / class pixels) per class"
+        )
+    elif train.counts[: len(names)].sum() > 0:
         lines.append(
             f"class weights from {train.key}'s pixels (inverse frequency, pixel-weighted mean 1), for your config:"
         )
@@ -584,7 +624,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(format_report(reports, class_names(cfg.data), cfg.data.ignore_index))
+    names = class_names(cfg.data)
+    if cfg.data.task == "binary":  # its masks' two labels
+        names = ["background", *names]
+    elif cfg.data.task == "multilabel":  # each class's pixels (they may overlap), then those of none
+        names = [*names, "(no class)"]
+    print(format_report(reports, names, cfg.data.ignore_index, cfg.data.task))
     return 1 if any(report.problems for report in reports) else 0
 
 

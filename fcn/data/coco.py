@@ -13,7 +13,11 @@ RLE (compressed or not), rasterised by pycocotools as the COCO API does (annToMa
   annotation is dropped); a category no annotation uses is never an error (Roboflow lists one);
 - data.coco_overlap 'ignore' (torchvision's references/segmentation rule): iscrowd regions and
   pixels where instances of different classes overlap get data.ignore_index; 'last': annotations
-  are drawn in file order and the later one wins (an iscrowd one draws data.ignore_index).
+  are drawn in file order and the later one wins (an iscrowd one draws data.ignore_index);
+  'multilabel' (data.task=multilabel): one 0/1 plane per class of data.classes (no background
+  class), each instance drawn on its class's plane, so overlapping instances of different classes
+  keep both; an iscrowd region, or an unlisted category with coco_unlisted=ignore, is ignored on
+  its class's plane (on every plane for the latter). These C x H x W masks are cached as .npy.
 
 Masks are rasterised once, when an item is first read, and kept as PNGs in
 <json dir>/.fcn_coco_cache/<json stem>-<key>/, where key is a checksum of the JSON's bytes and of
@@ -48,8 +52,9 @@ from fcn.data.listing import Listing, Problem
 UNLISTED = ("error", "ignore", "background")
 """data.coco_unlisted: what an annotation of a category not in data.classes becomes."""
 
-OVERLAP = ("ignore", "last")
-"""data.coco_overlap: torchvision's rule (overlaps of different classes and crowds ignored) or the later annotation wins."""
+OVERLAP = ("ignore", "last", "multilabel")
+"""data.coco_overlap: torchvision's rule (overlaps of different classes and crowds ignored), the later
+annotation wins, or one plane per class (data.task=multilabel)."""
 
 CACHE_VERSION = 1
 """Part of the cache key: bumped whenever the rasterising rules change, so old masks are not reused."""
@@ -331,10 +336,38 @@ def decode(segmentation: Any, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
-def rasterise(
-    height: int, width: int, instances: Sequence[Instance], overlap: str = "ignore", ignore_index: int = VOID
+def rasterise_planes(
+    height: int, width: int, instances: Sequence[Instance], num_classes: int, ignore_index: int = VOID
 ) -> np.ndarray:
-    """Return the HxW uint8 class-index mask of an image's instances by the module doc's rules."""
+    """Return the C x H x W uint8 0/1 masks of an image's instances for a multilabel task: each on its
+    class's plane (overlaps kept); crowds ignored on their class's plane, an ignored category's
+    pixels (label ignore_index) on every plane."""
+    planes = np.zeros((num_classes, height, width), dtype=np.uint8)
+    void = np.zeros((num_classes, height, width), dtype=bool)
+    for inst in instances:
+        m = decode(inst.segmentation, height, width)
+        if inst.label == ignore_index and not 0 <= inst.label < num_classes:
+            void |= m[None]
+        elif inst.crowd:
+            void[inst.label] |= m
+        else:
+            planes[inst.label][m] = 1
+    planes[void] = ignore_index
+    return planes
+
+
+def rasterise(
+    height: int,
+    width: int,
+    instances: Sequence[Instance],
+    overlap: str = "ignore",
+    ignore_index: int = VOID,
+    num_classes: int = 0,
+) -> np.ndarray:
+    """Return the HxW uint8 class-index mask of an image's instances by the module doc's rules
+    (overlap 'multilabel': rasterise_planes' C x H x W planes, C = num_classes)."""
+    if overlap == "multilabel":
+        return rasterise_planes(height, width, instances, num_classes, ignore_index)
     label = np.zeros((height, width), dtype=np.uint8)
     if overlap == "last":
         for inst in instances:
@@ -412,9 +445,11 @@ class CocoSegmentation(PairDataset):
             listing = list_coco(annotations, images, classes, unlisted, overlap, ignore_index)
             if listing.error is not None:
                 raise listing.error
-        super().__init__(
-            listing.ids, listing.images, listing.masks, transforms, len(classes), None, ignore_index
-        )
+        labels = 2 if overlap == "multilabel" else len(classes)  # a multilabel plane holds 0 and 1
+        super().__init__(listing.ids, listing.images, listing.masks, transforms, labels, None, ignore_index)
+        self.classes = list(classes)
+        if overlap == "multilabel":
+            self.multilabel = tuple(classes)
         self.annotations = Path(annotations)
         self.overlap = overlap
         self.cache_dir = listing.cache_dir
@@ -425,14 +460,24 @@ class CocoSegmentation(PairDataset):
         """Return the cached mask at `path` (class indices already: data.label_map does not apply to
         COCO), rasterising and caching it first if it is not there yet; load_mask and fcn.data.check
         read masks through this."""
-        if path.is_file():
-            return read_png_mask(path)
+        planes = self.overlap == "multilabel"
+        cached = path.with_suffix(".npy") if planes else path
+        if cached.is_file():
+            return np.load(cached) if planes else read_png_mask(path)
         height, width, instances = self._shapes[path]
-        mask = rasterise(height, width, instances, self.overlap, self.ignore_index)
+        mask = rasterise(height, width, instances, self.overlap, self.ignore_index, len(self.classes))
         try:
             from fcn.core.files import atomic_write  # torch: only once a mask is written
 
-            atomic_write(path, lambda tmp: Image.fromarray(mask, mode="L").save(tmp, format="PNG"))
+            if planes:
+
+                def write(tmp: Path) -> None:
+                    with open(tmp, "wb") as f:  # a file: np.save would add .npy to a path's name
+                        np.save(f, mask)
+
+                atomic_write(cached, write)
+            else:
+                atomic_write(path, lambda tmp: Image.fromarray(mask, mode="L").save(tmp, format="PNG"))
         except OSError as exc:
             if not self._warned:
                 self._warned = True
@@ -445,10 +490,10 @@ class CocoSegmentation(PairDataset):
         image = read_channels(self.images[index], self.channels)
         mask = self.load_mask(self.masks[index])
         width, height = image_size(image)
-        if mask.shape != (height, width):
+        if mask.shape[-2:] != (height, width):
             raise ValueError(
                 f"{self.annotations}: image '{self.ids[index]}' is {width}x{height} but the JSON "
-                f"says {mask.shape[1]}x{mask.shape[0]} (width x height); an EXIF-rotated photo, or the wrong images directory?"
+                f"says {mask.shape[-1]}x{mask.shape[-2]} (width x height); an EXIF-rotated photo, or the wrong images directory?"
             )
         check_pair(image, mask, self.num_classes, self.annotations, self.ignore_index)
         if self.transforms is not None:

@@ -372,8 +372,10 @@ class LabelMap:
         label_map: Optional[dict[int, int]] = None,
         reduce_zero_label: bool = False,
         ignore_index: int = VOID,
+        binary: bool = False,
     ) -> None:
         self.ignore_index = int(ignore_index)
+        self.binary = bool(binary) and not label_map  # a label map says what each raw id is itself
         self.table: Optional[np.ndarray] = None  # raw id -> class index
         self.listed: Optional[np.ndarray] = None  # raw id -> whether data.label_map names it
         self.max_raw = MAX_RAW_ID  # the largest raw id the table can translate
@@ -392,11 +394,13 @@ class LabelMap:
 
     @property
     def identity(self) -> bool:
-        """Return whether masks pass through unchanged (no label_map, no reduce_zero_label)."""
-        return self.table is None
+        """Return whether masks pass through unchanged (no label_map, no reduce_zero_label, not binary)."""
+        return self.table is None and not self.binary
 
     def __call__(self, raw: np.ndarray, path: object) -> np.ndarray:
         """Return the uint8 class-index map of raw ids; ValueError naming `path` for an id it cannot map."""
+        if self.binary:
+            return binary_labels(raw, path, self.ignore_index)
         if raw.dtype != np.uint8 and raw.size:  # 8-bit ids always fit: no scan of the mask for them
             low, high = int(raw.min()), int(raw.max())
             limit = 255 if self.table is None else self.max_raw
@@ -418,6 +422,86 @@ class LabelMap:
         ids = np.flatnonzero(counts)
         keep = ids[(ids > MAX_RAW_ID) | ~self.listed[np.minimum(ids, MAX_RAW_ID)]]
         return {int(i): int(counts[i]) for i in keep}
+
+
+def binary_labels(raw: np.ndarray, path: object, ignore_index: int = VOID) -> np.ndarray:
+    """Return the uint8 0/1 map of a binary task's mask as annotation tools write it: {0, 255} or
+    {0, 1} (255 or 1 = foreground); pixels equal to ignore_index, when it is neither 0, 1 nor 255
+    (data.ignore_index set to the mask's void value), stay ignore_index. ValueError naming `path` and
+    the values found for any other value, or for 1 and 255 in one mask (which one is foreground?)."""
+    if raw.size == 0:
+        return raw.astype(np.uint8)
+    values = (
+        np.unique(raw) if raw.dtype != np.uint8 else np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
+    )
+    void = ignore_index not in (0, 1, 255)
+    allowed = {0, 1, 255} | ({ignore_index} if void else set())
+    found = [int(v) for v in values]
+    if not set(found) <= allowed or {1, 255} <= set(found):
+        void_note = f", {ignore_index} = void (data.ignore_index)" if void else ""
+        raise ValueError(
+            f"{path}: binary mask holds values {found}; data.task=binary reads masks of {{0, 255}} or {{0, 1}} "
+            f"(foreground 255 or 1{void_note}): fix the mask, or set data.ignore_index to its void value"
+        )
+    out = ((raw == 1) | (raw == 255)).astype(np.uint8)
+    if void:
+        out[raw == ignore_index] = ignore_index
+    return out
+
+
+def read_binary_mask(path: Path) -> np.ndarray:
+    """Return the raw values of a binary task's mask image: grey ('L', '1', 16-bit) or palette
+    indices as stored, and a colour (RGB/RGBA) mask's grey level when it is grey (R = G = B), as
+    some tools export black-and-white masks; ValueError naming the file for a coloured mask."""
+    img = _open(path)
+    if img.mode in ("RGB", "RGBA", "LA"):
+        rgb = np.asarray(img.convert("RGB"))
+        if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
+            raise ValueError(
+                f"{path}: colour mask, but data.task=binary reads black-and-white masks ({{0, 255}} or {{0, 1}}); "
+                "save it as a grayscale PNG"
+            )
+        return np.ascontiguousarray(rgb[..., 0])
+    return read_png_mask(path, None, raw=True)
+
+
+def multilabel_paths(path: Path, classes: Sequence[str]) -> list[Path]:
+    """Return the per-class mask files of a multilabel task's listed mask: the listing names the
+    first class's, <masks>/<classes[0]>/<id>.png; the others are <masks>/<class>/<id>.png."""
+    return [path.parent.parent / name / path.name for name in classes]
+
+
+def read_multilabel_mask(path: Path, classes: Sequence[str], ignore_index: int = VOID) -> np.ndarray:
+    """Return the C x H x W uint8 0/1 masks of a multilabel task's item (ignore_index where void):
+    a .npy file holding a C x H x W array of 0/1 (or bool, or 0/255), a multi-page TIFF of C pages
+    (tifffile), else the C per-class binary
+    PNGs of multilabel_paths (each read as data.task=binary reads one: {0, 255} or {0, 1}).
+    ValueError or FileNotFoundError naming the file for a missing or bad one."""
+    if path.suffix.lower() in ARRAY_EXTENSIONS:
+        array = _array_file(path)  # .npy as stored (C x H x W); a multi-page TIFF with its pages last
+        if path.suffix.lower() != ".npy" and array.ndim == 3:
+            array = np.moveaxis(array, -1, 0)  # one page per class
+        if array.ndim != 3 or array.shape[0] != len(classes):
+            raise ValueError(
+                f"{path}: multilabel mask array has shape {array.shape}; expected {len(classes)} x H x W "
+                f"(one plane per class of data.classes, in their order)"
+            )
+        if array.dtype == np.bool_:
+            return array.astype(np.uint8)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{path}: multilabel mask array is {array.dtype}; save 0/1 integers or bool")
+        return np.stack(
+            [binary_labels(plane, f"{path} (plane {c})", ignore_index) for c, plane in enumerate(array)]
+        )
+    planes = []
+    for file in multilabel_paths(path, classes):
+        planes.append(binary_labels(read_binary_mask(file), file, ignore_index))
+        if planes[-1].shape != planes[0].shape:
+            raise ValueError(
+                f"{file}: mask is {planes[-1].shape[1]}x{planes[-1].shape[0]} (WxH) but {path} is "
+                f"{planes[0].shape[1]}x{planes[0].shape[0]}; one image's class masks must have its size"
+            )
+    return np.stack(planes)
 
 
 def read_sbd_mat(path: Path) -> np.ndarray:
@@ -454,7 +538,7 @@ def check_pair(
     """Raise ValueError naming `mask_path` when the mask's size or labels do not fit the image and
     classes: labels must lie in 0..num_classes-1 or equal ignore_index."""
     width, height = image_size(image)
-    if mask.shape != (height, width):
+    if mask.shape[-2:] != (height, width):
         raise ValueError(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
             f"{width}x{height}; masks must match their images pixel for pixel"

@@ -9,7 +9,16 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from fcn.config import VOID
-from fcn.data.common import LabelMap, check_pair, colour_lookup, read_channels, read_png_mask, read_sbd_mat
+from fcn.data.common import (
+    LabelMap,
+    check_pair,
+    colour_lookup,
+    read_binary_mask,
+    read_channels,
+    read_multilabel_mask,
+    read_png_mask,
+    read_sbd_mat,
+)
 from fcn.data.listing import Listing
 
 
@@ -44,6 +53,9 @@ class PairDataset:
         self._lut = lut
         self.labels = labels if labels is not None else LabelMap(ignore_index=ignore_index)
         self.channels = 3
+        self.multilabel: Optional[tuple[str, ...]] = None
+        """data.task=multilabel: the classes, whose masks each item reads (read_multilabel_mask); the
+        listing names the first class's mask (or the item's .npy). build_dataset sets it."""
 
     def _init_from_listing(
         self,
@@ -103,6 +115,10 @@ class PairDataset:
         """Return the raw ids of the mask at `path` (.mat: SBD's GTcls; else a PNG mask, 16-bit allowed)."""
         if path.suffix == ".mat":
             return read_sbd_mat(path)
+        if self.multilabel is not None:
+            return read_multilabel_mask(path, self.multilabel, self.ignore_index)
+        if self.labels.binary:
+            return read_binary_mask(path)
         return read_png_mask(path, self._lut, raw=not self.labels.identity)
 
     def load_mask(self, path: Path) -> np.ndarray:

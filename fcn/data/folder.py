@@ -6,6 +6,9 @@
 <root>/ImageSets/Segmentation/<split>.txt   one id per line
 <root>/classes.txt (optional)           one class per line: name R G B, in label order
 
+data.task=multilabel: <root>/SegmentationClass/<class name>/<id>.png, one binary mask per class of
+data.classes ({0, 255} or {0, 1}), or <root>/SegmentationClass/<id>.npy (C x H x W 0/1).
+
 The split is listed by fcn.data.listing.list_pairs, as every layout lists its pairs: a Listing of the
 pairs found and a Problem per missing or unreadable file; the constructor raises the Listing's error.
 """
@@ -25,7 +28,7 @@ from fcn.data.common import (
     require_dir,
 )
 from fcn.data.dataset import PairDataset
-from fcn.data.listing import Listing, list_pairs
+from fcn.data.listing import Listing, list_pairs, multilabel_masks
 
 
 def read_classes(path: str | Path) -> tuple[list[str], list[list[int]]]:
@@ -53,15 +56,20 @@ def read_classes(path: str | Path) -> tuple[list[str], list[list[int]]]:
     return names, colours
 
 
-def list_folder(root: str | Path, split: str) -> Listing:
-    """Return the Listing of a VOC-layout folder's split; raise FileNotFoundError when a directory is missing."""
+def list_folder(root: str | Path, split: str, multilabel: Sequence[str] = ()) -> Listing:
+    """Return the Listing of a VOC-layout folder's split; raise FileNotFoundError when a directory is missing.
+
+    multilabel (data.task=multilabel: the class names): the masks are SegmentationClass/<class>/<id>.png
+    (the first class's are listed, fcn.data.common.multilabel_paths finds the others) or, without
+    those folders, SegmentationClass/<id>.npy (C x H x W)."""
     root = Path(root)
     hint = "expected a VOC-layout dataset (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)"
     require_dir(root, "folder dataset", hint)
     for sub in ("JPEGImages", "SegmentationClass"):
         require_dir(root / sub, "folder dataset", hint)
     split_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-    return list_pairs(split_file, root / "JPEGImages", IMAGE_EXTENSIONS, root / "SegmentationClass", ".png")
+    masks, ext = multilabel_masks(root / "SegmentationClass", multilabel)
+    return list_pairs(split_file, root / "JPEGImages", IMAGE_EXTENSIONS, masks, ext)
 
 
 class FolderSegmentation(PairDataset):
@@ -80,6 +88,8 @@ class FolderSegmentation(PairDataset):
         num_classes: Optional[int] = None,
         ignore_index: int = VOID,
         labels: Optional[LabelMap] = None,
+        multilabel: Sequence[str] = (),
     ) -> None:
-        listing = list_folder(root, split)
+        listing = list_folder(root, split, multilabel)
         self._init_with_palette(listing, root, split, palette, transforms, num_classes, ignore_index, labels)
+        self.multilabel = tuple(multilabel) or None

@@ -129,3 +129,16 @@ def add_missing(
             f"{len(missing)} of {listed} ids listed in {split_file} have no {what} in {directory} "
             f"(e.g. {example}); restore the files or remove the ids from the split file"
         )
+
+
+def multilabel_masks(masks: Path, multilabel: Sequence[str]) -> tuple[Path, str]:
+    """Return (the folder a split's masks are listed in, their ending): masks and .png, or for a
+    multilabel task masks/<first class> and .png when that folder exists, else masks and the ending
+    of its C x H x W arrays: .npy, or .tif / .tiff (multi-page TIFF, one page per class)."""
+    if not multilabel:
+        return masks, ".png"
+    first = masks / multilabel[0]
+    if first.is_dir():
+        return first, ".png"
+    endings = {name.rpartition(".")[2].lower() for name in list_names(masks)}
+    return masks, next((f".{e}" for e in ("npy", "tif", "tiff") if e in endings), ".npy")

@@ -64,7 +64,7 @@ def cutmix(
     perm = cyclic_permutation(n, generator).to(images.device)
     images, masks = images.clone(), masks.clone()
     images[:, :, y0:y1, x0:x1] = images[perm, :, y0:y1, x0:x1]
-    masks[:, y0:y1, x0:x1] = masks[perm, y0:y1, x0:x1]
+    masks[..., y0:y1, x0:x1] = masks[perm, ..., y0:y1, x0:x1]  # (N, H, W) or (N, C, H, W) masks
     return images, masks
 
 
@@ -117,7 +117,7 @@ def mosaic(
             (slice(cx - w, cx), slice(half_w - w, half_w)) if left else (slice(cx, cx + w), slice(0, w))
         )
         out[:, :, rows, cols] = small[src][:, :, src_rows, src_cols]
-        out_masks[:, rows, cols] = small_masks[src][:, src_rows, src_cols]
+        out_masks[..., rows, cols] = small_masks[src][..., src_rows, src_cols]  # (N, C, H, W) masks too
     return out, out_masks
 
 

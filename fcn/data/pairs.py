@@ -11,6 +11,9 @@ exports and of most public sets. No VOC tree, no split files to write.
       val: {name: pairs, images: my_set/val/images, masks: my_set/val/masks, ids: my_set/val.txt}
       classes: [background, road, car]
 
+data.task=multilabel: <masks>/<class name>/abc.png, one binary mask per class of data.classes
+({0, 255} or {0, 1}), or <masks>/abc.npy (C x H x W 0/1).
+
 Masks exported with a suffix (Roboflow: abc.jpg <-> abc_mask.png) take mask_suffix: _mask; with a
 suffix, images and masks may be the same folder. Paths are relative to the current directory.
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from fcn.data.common import IMAGE_EXTENSIONS, VOID, LabelMap, list_names, require_dir
 from fcn.data.dataset import PairDataset
-from fcn.data.listing import Listing, Problem, add_missing, read_split_leniently
+from fcn.data.listing import Listing, Problem, add_missing, multilabel_masks, read_split_leniently
 
 MASK_EXTENSION = ".png"
 HINT = "set data.<split>.images and data.<split>.masks to the folders of the images and of the masks"
@@ -85,25 +88,37 @@ def list_images(images_dir: Path, masks_dir: Path, mask_suffix: str, listing: Li
     return _files_by_stem(images_dir, stem_of, "image", listing, " (a mask labels one image)")
 
 
-def mask_stem(name: str, mask_suffix: str) -> Optional[str]:
-    """Return the image stem a mask file name stands for (<stem><mask_suffix>.png), else None."""
-    base = _stem(name, (MASK_EXTENSION,))
+def mask_stem(name: str, mask_suffix: str, ext: str = MASK_EXTENSION) -> Optional[str]:
+    """Return the image stem a mask file name stands for (<stem><mask_suffix>.png, or ext), else None."""
+    base = _stem(name, (ext,))
     if base is None or not base.endswith(mask_suffix) or len(base) == len(mask_suffix):
         return None
     return base[: len(base) - len(mask_suffix)]
 
 
-def list_masks(masks_dir: Path, mask_suffix: str, listing: Listing) -> dict[str, Path]:
+def list_masks(
+    masks_dir: Path, mask_suffix: str, listing: Listing, ext: str = MASK_EXTENSION
+) -> dict[str, Path]:
     """Return {image stem: mask} of the masks in masks_dir; two masks of one stem (abc.png, abc.PNG)
     fail the listing."""
-    return _files_by_stem(masks_dir, lambda name: mask_stem(name, mask_suffix), "mask", listing)
+    return _files_by_stem(masks_dir, lambda name: mask_stem(name, mask_suffix, ext), "mask", listing)
 
 
 def list_pairs_dirs(
-    images: str | Path, masks: str | Path, ids: str | Path = "", mask_suffix: str = ""
+    images: str | Path,
+    masks: str | Path,
+    ids: str | Path = "",
+    mask_suffix: str = "",
+    multilabel: Sequence[str] = (),
 ) -> Listing:
     """Return the Listing of a 'pairs' split (see the module doc); raise FileNotFoundError naming a
-    missing folder, ValueError when images and masks are one folder and mask_suffix is empty."""
+    missing folder, ValueError when images and masks are one folder and mask_suffix is empty.
+    multilabel (data.task=multilabel: the class names): the masks are <masks>/<class>/<stem>.png (the
+    first class's are listed) or, without those folders, <masks>/<stem>.npy (C x H x W)."""
+    ext = MASK_EXTENSION
+    if multilabel:
+        require_dir(Path(masks), "pairs dataset", HINT)
+        masks, ext = multilabel_masks(Path(masks), multilabel)
     images_dir, masks_dir = Path(images), Path(masks)
     for directory in (images_dir, masks_dir):
         require_dir(directory, "pairs dataset", HINT)
@@ -114,11 +129,11 @@ def list_pairs_dirs(
         )
     listing = Listing() if not ids else read_split_leniently(Path(ids))
     by_stem = list_images(images_dir, masks_dir, mask_suffix, listing)
-    mask_by_stem = list_masks(masks_dir, mask_suffix, listing)
+    mask_by_stem = list_masks(masks_dir, mask_suffix, listing, ext)
     if ids:
-        _pair_listed(listing, Path(ids), images_dir, masks_dir, mask_suffix, by_stem, mask_by_stem)
+        _pair_listed(listing, Path(ids), images_dir, masks_dir, mask_suffix, by_stem, mask_by_stem, ext)
     else:
-        _pair_all(listing, images_dir, masks_dir, mask_suffix, by_stem, mask_by_stem)
+        _pair_all(listing, images_dir, masks_dir, mask_suffix, by_stem, mask_by_stem, ext)
     return listing
 
 
@@ -141,6 +156,7 @@ def _pair_listed(
     mask_suffix: str,
     by_stem: dict[str, Path],
     mask_by_stem: dict[str, Path],
+    ext: str = MASK_EXTENSION,
 ) -> None:
     """Pair the ids of the ids file (already in listing.ids) in their order; a missing file is the error."""
     listed, listing.ids = listing.ids, []
@@ -148,7 +164,7 @@ def _pair_listed(
     no_mask = [i for i in listed if i not in mask_by_stem]
     _append_pairs(listing, listed, by_stem, mask_by_stem)
     add_missing(listing, "image", no_image, len(listed), ids_file, images_dir, IMAGE_EXTENSIONS)
-    add_missing(listing, "mask", no_mask, len(listed), ids_file, masks_dir, (mask_suffix + MASK_EXTENSION,))
+    add_missing(listing, "mask", no_mask, len(listed), ids_file, masks_dir, (mask_suffix + ext,))
 
 
 def _pair_all(
@@ -158,6 +174,7 @@ def _pair_all(
     mask_suffix: str,
     by_stem: dict[str, Path],
     mask_by_stem: dict[str, Path],
+    ext: str = MASK_EXTENSION,
 ) -> None:
     """Pair every image that has a mask, sorted by stem; the others are problems and a left_out line."""
     no_mask = [s for s in sorted(by_stem) if s not in mask_by_stem]
@@ -165,9 +182,7 @@ def _pair_all(
     _append_pairs(listing, sorted(by_stem), by_stem, mask_by_stem)
     for stem in no_mask:
         listing.problems.append(
-            Problem(
-                masks_dir / f"{stem}{mask_suffix}{MASK_EXTENSION}", f"no such mask for {by_stem[stem].name}"
-            )
+            Problem(masks_dir / f"{stem}{mask_suffix}{ext}", f"no such mask for {by_stem[stem].name}")
         )
     for stem in no_image:
         listing.problems.append(Problem(mask_by_stem[stem], f"no image of stem '{stem}' in {images_dir}"))
@@ -177,21 +192,21 @@ def _pair_all(
             f"{len(mask_by_stem)} masks in {masks_dir} have no image: left out"
         )
     if not listing.ids and listing.error is None:
-        why = _no_pairs(masks_dir, mask_suffix, by_stem)
+        why = _no_pairs(masks_dir, mask_suffix, by_stem, ext)
         listing.problems.append(Problem(images_dir, f"no image has its mask in {masks_dir} {why}"))
         listing.error = FileNotFoundError(
             f"pairs dataset: no image in {images_dir} has its mask in {masks_dir} {why}"
         )
 
 
-def _no_pairs(masks_dir: Path, mask_suffix: str, by_stem: dict[str, Path]) -> str:
+def _no_pairs(masks_dir: Path, mask_suffix: str, by_stem: dict[str, Path], ext: str = MASK_EXTENSION) -> str:
     """Return why a split has not a single pair: the files found, what was looked for, and what the
     masks folder holds instead."""
-    pngs = sorted(n for n in list_names(masks_dir) if _stem(n, (MASK_EXTENSION,)) is not None)
-    message = f"({len(by_stem)} images, {len(pngs)} .png files)"
+    pngs = sorted(n for n in list_names(masks_dir) if _stem(n, (ext,)) is not None)
+    message = f"({len(by_stem)} images, {len(pngs)} {ext} files)"
     if by_stem:
         stem, image = next(iter(by_stem.items()))
-        message += f"; {image.name} would pair with {stem}{mask_suffix}{MASK_EXTENSION}"
+        message += f"; {image.name} would pair with {stem}{mask_suffix}{ext}"
         if pngs:
             message += f", but the masks are named like {pngs[0]}"
             if not mask_suffix:
@@ -217,8 +232,10 @@ class PairsSegmentation(PairDataset):
         num_classes: Optional[int] = None,
         ignore_index: int = VOID,
         labels: Optional[LabelMap] = None,
+        multilabel: Sequence[str] = (),
     ) -> None:
-        listing = list_pairs_dirs(images, masks, ids, mask_suffix)
+        listing = list_pairs_dirs(images, masks, ids, mask_suffix, multilabel)
         self._init_with_palette(listing, None, None, palette, transforms, num_classes, ignore_index, labels)
+        self.multilabel = tuple(multilabel) or None
         self.images_dir, self.masks_dir = Path(images), Path(masks)
         self.left_out = listing.left_out

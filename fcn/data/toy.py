@@ -17,6 +17,15 @@ ten as compressed RLE; and per image the void band as a compressed-RLE annotatio
 one, as drawn) and data.coco_unlisted=ignore (the band is ignored) the masks are the VOC layout's
 up to the pixels where pycocotools' polygon fill differs from PIL's (predefined_configs/toy_coco.yml).
 
+--task binary draws one or two thin scratches (5-7 px, under 10% of the pixels), a little brighter or
+darker than the textured background, with 0/255 grayscale masks (predefined_configs/binary.yml);
+--task multilabel draws a 'disc' (red raised) and a 'band' (blue raised) through it, overlapping on
+a fifth or more of each, with one 0/255 mask per class in <masks>/<class>/<id>.png
+(predefined_configs/multilabel.yml). Both write lossless PNG images, voc or pairs layout.
+
+    python -m fcn.data.toy --root data/toy_binary --format pairs --task binary
+    python -m fcn.data.toy --root data/toy_multilabel --format pairs --task multilabel
+
 --format pairs writes the VOC layout's files, byte for byte, as two folders per split:
 <root>/<split>/images/<id>.jpg and <root>/<split>/masks/<id>.png (a 'pairs' dataset,
 predefined_configs/toy_pairs.yml), and <root>/classes.txt.
@@ -54,6 +63,15 @@ MARKER = "toy.json"
 
 FORMATS = ("voc", "coco", "pairs")
 """The layouts --format writes (the module doc shows each)."""
+
+TASKS = ("multiclass", "binary", "multilabel")
+"""What --task draws: the shapes (multiclass), thin scratches (binary), two overlapping classes (multilabel)."""
+
+BINARY_CLASSES = ("scratch",)
+"""--task binary: the one foreground class (data.classes)."""
+
+MULTILABEL_CLASSES = ("disc", "band")
+"""--task multilabel: the two classes, which overlap (data.classes; mask folders <masks>/<class>/)."""
 
 
 class NotAToyRoot(FileExistsError):
@@ -165,6 +183,58 @@ def make_sample_shapes(
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), label, shapes
 
 
+BINARY_MAX_SHARE = 0.09
+"""--task binary: the most of an image's pixels its scratches cover (thin: under 10%)."""
+
+
+def make_binary_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return one (HxWx3 uint8 image, HxW uint8 0/1 mask) pair of --task binary: one or two thin
+    curved scratches (5-7 px wide) a little brighter or darker than the textured background under
+    them (a difference of 30-45 levels in every channel, about the size of the texture's blotches),
+    covering at most BINARY_MAX_SHARE of the pixels (a stroke that would cover more is drawn again,
+    shorter or thinner; the first always finds one)."""
+    img = _background(rng, size)
+    label = np.zeros((size, size), dtype=np.uint8)
+    for _stroke in range(int(rng.integers(1, 3))):
+        for _ in range(20):
+            stroke = Image.new("L", (size, size), 0)
+            draw = ImageDraw.Draw(stroke)
+            a, b, c = rng.uniform(0.05, 0.95, (3, 2)) * size
+            t = np.linspace(0, 1, 24)[:, None]
+            curve = (1 - t) ** 2 * a + 2 * (1 - t) * t * c + t**2 * b  # a quadratic Bezier from a to b
+            width = int(rng.integers(5, 8))
+            draw.line([tuple(p) for p in curve.tolist()], fill=1, width=width, joint="curve")
+            inside = np.asarray(stroke, dtype=bool)
+            if (label.astype(bool) | inside).mean() <= BINARY_MAX_SHARE:
+                break
+        else:
+            continue  # no second stroke fits: one it is
+        shift = rng.uniform(30, 45) * (1 if rng.random() < 0.5 else -1)
+        img[inside] += np.float32(shift)
+        label[inside] = 1
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), label
+
+
+def make_multilabel_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return one (HxWx3 uint8 image, 2xHxW uint8 0/1 masks) pair of --task multilabel: a 'disc'
+    (its pixels' red raised by 70) and a 'band' across the image (its pixels' blue raised by 70)
+    that runs through the disc, so that at least a fifth of each class's pixels are both classes."""
+    img = _background(rng, size) * np.float32(0.6)  # darker, so the raised channels do not clip
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    r = rng.uniform(0.15, 0.25) * size
+    cx, cy = rng.uniform(0.3, 0.7, 2) * size
+    disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    angle = rng.uniform(0, np.pi)
+    offset = rng.uniform(-0.4, 0.4) * r  # the band's centre line passes through the disc
+    half = rng.uniform(0.35, 0.6) * r
+    distance = (xx - cx) * np.sin(angle) - (yy - cy) * np.cos(angle) - offset
+    band = np.abs(distance) <= half
+    img[disc, 0] += 70.0
+    img[band, 2] += 70.0
+    masks = np.stack([disc, band]).astype(np.uint8)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), masks
+
+
 def _uncompressed_rle(mask: np.ndarray) -> dict:
     """Return COCO's uncompressed RLE of a bool mask: run lengths in column-major order, zeros first."""
     flat = np.asarray(mask, dtype=bool).ravel(order="F")
@@ -223,13 +293,39 @@ def _coco_annotations(i: int, shapes: list, label: np.ndarray) -> list[dict]:
 
 
 def _write_images(
-    directory: str, split: str, code: int, indices: range, seed: int, size: int, fmt: str = "voc"
+    directory: str,
+    split: str,
+    code: int,
+    indices: range,
+    seed: int,
+    size: int,
+    fmt: str = "voc",
+    task: str = "multiclass",
 ) -> list[list[dict]]:
     """Write the images (and masks) of `split` with the given indices into `directory` (fmt 'voc',
-    'coco' or 'pairs'); return each image's COCO annotations when fmt is 'coco'."""
+    'coco' or 'pairs'); return each image's COCO annotations when fmt is 'coco'. A binary task's
+    masks are 0/255 grayscale PNGs; a multilabel task's one such PNG per class, <masks>/<class>/<id>.png."""
     directory = Path(directory)
     pal = make_palette(TOY_PALETTE).tobytes()
     annotations = []
+    if task != "multiclass":
+        make = make_binary_sample if task == "binary" else make_multilabel_sample
+        for i in indices:
+            image, masks = make(np.random.default_rng([seed, code, i, TASKS.index(task)]), size)
+            name = f"{split}_{i:05d}"
+            images_dir, masks_dir = (
+                (directory / split / "images", directory / split / "masks")
+                if fmt == "pairs"
+                else (directory / "JPEGImages", directory / "SegmentationClass")
+            )
+            Image.fromarray(image).save(images_dir / f"{name}.png")  # lossless: low contrast survives
+            planes = [(masks_dir, masks)] if masks.ndim == 2 else [
+                (masks_dir / cls, plane) for cls, plane in zip(MULTILABEL_CLASSES, masks)
+            ]  # fmt: skip
+            for where, plane in planes:
+                where.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(plane * np.uint8(255), mode="L").save(where / f"{name}.png")
+        return annotations
     for i in indices:
         # One generator per image, keyed by (seed, split, index): the output does not depend on the
         # number of worker processes, and adding images leaves the others unchanged.
@@ -252,7 +348,13 @@ def _write_images(
 
 
 def _write_all(
-    directory: Path, counts: dict[str, int], seed: int, size: int, workers: int, fmt: str = "voc"
+    directory: Path,
+    counts: dict[str, int],
+    seed: int,
+    size: int,
+    workers: int,
+    fmt: str = "voc",
+    task: str = "multiclass",
 ) -> None:
     """Write every split's images (in `workers` processes when > 1) and ImageSets/Segmentation/<split>.txt,
     or with fmt 'coco' annotations/<split>.json (fmt 'pairs': the images and masks only)."""
@@ -260,7 +362,7 @@ def _write_all(
     for code, (split, count) in enumerate(counts.items()):
         step = max(1, -(-count // max(1, workers)))
         jobs += [
-            (str(directory), split, code, range(a, min(a + step, count)), seed, size, fmt)
+            (str(directory), split, code, range(a, min(a + step, count)), seed, size, fmt, task)
             for a in range(0, count, step)
         ]
         if fmt == "voc":
@@ -298,16 +400,22 @@ def generate(
     size: int = 96,
     workers: Optional[int] = None,
     fmt: str = "voc",
+    task: str = "multiclass",
 ) -> bool:
     """Write the toy dataset into `root` and return True, or return False when it is already there.
 
     Writes into a temporary sibling directory and renames it, so `root` is either complete or absent.
     `workers` processes share the work (None: up to 4, one per CPU); the output is the same for any number.
     fmt: 'voc' (the VOC layout), 'coco' (images/ and annotations/<split>.json) or 'pairs'
-    (<split>/images/ and <split>/masks/); see the module doc.
+    (<split>/images/ and <split>/masks/); see the module doc. task: 'multiclass' (the shapes),
+    'binary' or 'multilabel' (voc or pairs only), see the module doc.
     """
     if fmt not in FORMATS:
         raise ValueError(f"toy dataset format '{fmt}' is not one of {', '.join(FORMATS)}")
+    if task not in TASKS or (task != "multiclass" and fmt == "coco"):
+        raise ValueError(
+            f"toy dataset task '{task}' is not one of {', '.join(TASKS)} (binary, multilabel: voc or pairs)"
+        )
     if n_train < 1 or n_val < 1 or size < 16:
         raise ValueError(
             f"toy dataset needs train >= 1, val >= 1 and size >= 16, got {n_train}, {n_val}, {size}"
@@ -316,6 +424,8 @@ def generate(
     params = {"version": FORMAT_VERSION, "seed": seed, "train": n_train, "val": n_val, "size": size}
     if fmt != "voc":
         params["format"] = fmt
+    if task != "multiclass":
+        params["task"] = task
     marker = root / MARKER
     if marker.is_file():
         existing = json.loads(marker.read_text())
@@ -342,8 +452,10 @@ def generate(
             (staging / sub).mkdir(parents=True)
         if workers is None:
             workers = min(4, os.cpu_count() or 1)
-        _write_all(staging, {"train": n_train, "val": n_val}, seed, size, workers, fmt)
-        lines = [f"{name} {r} {g} {b}" for name, (r, g, b) in zip(TOY_CLASSES, TOY_PALETTE)]
+        _write_all(staging, {"train": n_train, "val": n_val}, seed, size, workers, fmt, task)
+        names = {"binary": BINARY_CLASSES, "multilabel": MULTILABEL_CLASSES}.get(task, TOY_CLASSES)
+        colours = TOY_PALETTE[1:] if task != "multiclass" else TOY_PALETTE
+        lines = [f"{name} {r} {g} {b}" for name, (r, g, b) in zip(names, colours)]
         (staging / "classes.txt").write_text("\n".join(lines) + "\n")
         (staging / MARKER).write_text(json.dumps(params) + "\n")
         if root.is_dir():
@@ -369,10 +481,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default="voc",
         help="VOC layout, COCO JSON (annotations/<split>.json) or pairs (<split>/images/, <split>/masks/)",
     )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="multiclass",
+        help="multiclass: the shapes; binary: thin low-contrast scratches (0/255 masks); multilabel: a disc "
+        "and a band that overlap (one 0/255 mask per class, <masks>/<class>/<id>.png)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        created = generate(args.root, args.seed, args.train, args.val, args.size, args.workers, args.format)
+        created = generate(
+            args.root, args.seed, args.train, args.val, args.size, args.workers, args.format, args.task
+        )
     except (ValueError, NotAToyRoot) as exc:  # a bad argument or a root holding other files: nothing written
         report(exc)
         return EXIT_BAD_INPUT
@@ -386,7 +507,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     else:
         print(f"toy dataset already present in {args.root}; nothing to do")
-    print(f"classes: {', '.join(TOY_CLASSES)} (colours and names in {Path(args.root) / 'classes.txt'})")
+    names = {"binary": BINARY_CLASSES, "multilabel": MULTILABEL_CLASSES}.get(args.task, TOY_CLASSES)
+    print(f"classes: {', '.join(names)} (colours and names in {Path(args.root) / 'classes.txt'})")
     return 0
 
 

@@ -31,7 +31,10 @@ from fcn.data.loaders import DataLoader
 from fcn.inference.engines import Engine, model_device
 from fcn.inference.fastpath import prepare_fast_path
 from fcn.inference.loading import load_with_weights
-from fcn.inference.segment import model_heads, predict_labels
+from fcn.inference.segment import model_heads, predict_labels, predict_probs, task_options
+
+SWEEP_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+"""evaluate.py --sweep-thresholds: 0.05, 0.10, ..., 0.95 (and eval.threshold)."""
 
 
 class _SizedCollate:
@@ -70,6 +73,10 @@ def evaluate_model(
     per_image: bool = False,
     ignore_index: int = VOID,
     geometric_classes: int = 0,
+    task: str = "multiclass",
+    threshold: float = 0.5,
+    sweep: Sequence[float] = (),
+    class_names: Sequence[str] | None = None,
 ) -> dict:
     """Return the metrics dict (ConfusionMatrix.compute() plus 'confusion') of model on dataset at
     each image's native resolution, pixels labelled ignore_index left out; optionally write each
@@ -77,11 +84,31 @@ def evaluate_model(
     2 x H x W): the metrics are the semantic head's, plus 'geometric_pixel_acc' and 'geometric'
     (the geometric head's ConfusionMatrix.compute()); predictions and per-image scores are semantic.
     window: window_options() (whole or sliding windows); None is whole. per_image adds
-    'per_image': one image_scores() dict per image, with its 'id', 'index', 'height', 'width'."""
+    'per_image': one image_scores() dict per image, with its 'id', 'index', 'height', 'width'.
+
+    A sigmoid task (binary, multilabel): evaluate_sigmoid's metrics at `threshold` (and at each of
+    `sweep`'s thresholds, under 'sweep')."""
     from tqdm import tqdm
 
     from fcn.core.metrics import ConfusionMatrix
 
+    if task != "multiclass":
+        return evaluate_sigmoid(
+            model,
+            dataset,
+            num_classes,
+            task=task,
+            threshold=threshold,
+            sweep=sweep,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            options=dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, **(window or {})),
+            save_predictions=save_predictions,
+            progress=progress,
+            per_image=per_image,
+            ignore_index=ignore_index,
+            class_names=class_names,
+        )
     device = model_device(model)
     loader = DataLoader(
         dataset,
@@ -152,6 +179,128 @@ def evaluate_model(
     return metrics
 
 
+def evaluate_sigmoid(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    num_classes: int,
+    *,
+    task: str,
+    threshold: float = 0.5,
+    sweep: Sequence[float] = (),
+    batch_size: int = 1,
+    num_workers: int = 0,
+    options: dict | None = None,
+    save_predictions: str | os.PathLike | None = None,
+    progress: bool = True,
+    per_image: bool = False,
+    ignore_index: int = VOID,
+    class_names: Sequence[str] | None = None,
+) -> dict:
+    """Return a sigmoid task's metrics of model on dataset at native resolution: ThresholdCounts.compute()
+    at `threshold` plus 'confusion' (tp, fp, fn, tn per class), and with `sweep` 'sweep' (compute()
+    at each threshold of sweep and `threshold`) and 'best' ({metric: the sweep's row of its highest
+    value}). options: predict_probs' keywords (flip, scales, amp, channels_last, window). Predictions
+    are saved as masks_png() writes them; per_image adds a row per image (pixel_acc, mean_iou, iou)."""
+    from tqdm import tqdm
+
+    from fcn.core.metrics import ThresholdCounts
+    from fcn.core.tasks import threshold_labels
+
+    device = model_device(model)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_SizedCollate(ignore_index),
+        pin_memory=device.type == "cuda",
+    )
+    ids = list(getattr(dataset, "ids", range(len(dataset))))
+    grid = sorted({*[float(t) for t in sweep], float(threshold)})
+    counts = ThresholdCounts(num_classes, grid, ignore_index=ignore_index, device=device)
+    main = grid.index(float(threshold))
+    options = dict(options or {})
+    rows: list[dict] = []
+    seen = 0
+    # Predictions are encoded and written behind the network (one sync at the end makes them durable).
+    with Behind(background_threads()) as behind:
+        for images, masks, sizes in tqdm(
+            loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True
+        ):
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            probs = torch.zeros((images.shape[0], num_classes, *images.shape[-2:]), device=device)
+            for i, (h, w) in enumerate(sizes):  # image by image: flip, scales and windows never see padding
+                x = images[i : i + 1, :, :h, :w]
+                probs[i, :, :h, :w] = predict_probs(model, x, task=task, **options)[0]
+            counts.update(probs, masks)
+            for k, (h, w) in enumerate(sizes):
+                position, seen = seen, seen + 1
+                if per_image:
+                    one = ThresholdCounts(
+                        num_classes, [float(threshold)], ignore_index=ignore_index, device=device
+                    )
+                    one.update(probs[k : k + 1, :, :h, :w], masks[k : k + 1, ..., :h, :w])
+                    scores = one.compute()
+                    row = {
+                        "pixel_acc": scores["pixel_acc"],
+                        "mean_iou": scores["mean_iou"],
+                        "iou": scores["iou"],
+                    }
+                    rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **row})
+                if save_predictions is not None:
+                    labels = threshold_labels(probs[k : k + 1, :, :h, :w], task, threshold)[0].cpu().numpy()
+                    # Encoded and written behind the network; made durable by one sync at the end.
+                    behind.submit(
+                        write_sigmoid_masks,
+                        labels,
+                        Path(save_predictions),
+                        str(ids[position]),
+                        class_names,
+                        durable=False,
+                    )
+    if save_predictions is not None:
+        sync()
+    counts.all_reduce()
+    metrics = counts.compute(main)
+    metrics["confusion"] = counts.confusion(main).tolist()
+    if sweep:
+        metrics["sweep"] = counts.sweep()
+        metrics["best"] = {
+            key: max(metrics["sweep"], key=lambda r: -math.inf if math.isnan(r[key]) else r[key])
+            for key in ("mean_iou", "mean_dice", "mean_precision", "mean_recall", "pixel_acc")
+        }
+    if per_image:
+        metrics["per_image"] = rows
+    return metrics
+
+
+def write_sigmoid_masks(
+    labels: np.ndarray,
+    directory: Path,
+    stem: str,
+    class_names: Sequence[str] | None,
+    *,
+    durable: bool = True,
+) -> list[Path]:
+    """Write a sigmoid task's 0/1 labels as 0/255 grayscale PNGs (what annotation tools and masks
+    read back by data.task=binary use): a binary (H, W) map as directory/<stem>.png; a multilabel
+    (C, H, W) map as directory/<class name>/<stem>.png per class (class_names; None: the class
+    index), the layout a multilabel dataset's masks take. Each file atomically (durable: as
+    fcn.core.files.atomic_write's). Returns the paths written."""
+    from PIL import Image
+
+    planes = [(directory / f"{stem}.png", labels)] if labels.ndim == 2 else [
+        (directory / (class_names[c] if class_names else str(c)) / f"{stem}.png", plane)
+        for c, plane in enumerate(labels)
+    ]  # fmt: skip
+    for path, plane in planes:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray((np.asarray(plane) == 1).astype(np.uint8) * 255, mode="L")
+        atomic_write(path, lambda tmp, picture=picture: picture.save(tmp, format="PNG"), durable=durable)
+    return [path for path, _ in planes]
+
+
 def image_scores(pred: torch.Tensor, mask: torch.Tensor, num_classes: int, ignore_index: int = VOID) -> dict:
     """Return one image's pixel_acc, mean_iou and per-class iou (list): the IU of a class absent
     from both its ground truth and its prediction is NaN, and the mean is over the others (the
@@ -218,8 +367,9 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
     """Return the image | ground truth | prediction grid (fcn.core.visualize.prediction_grid) of the given
     per-image rows, predicted again one by one as evaluate.py predicts (eval.* options)."""
     from fcn.core.normalize import input_normalization
+    from fcn.core.tasks import display_labels
     from fcn.core.visualize import prediction_grid
-    from fcn.data import class_names, palette
+    from fcn.data import display_names, palette
     from fcn.data.transforms import denormalize
 
     cfg, device = ev.cfg, model_device(ev.model)
@@ -236,12 +386,17 @@ def worst_grid(ev: Evaluation, rows: Sequence[dict]) -> np.ndarray:
             channels_last=bool(e.channels_last),
             heads=model_heads(cfg),
             **window_options(cfg),
+            **task_options(cfg),
         )
-        pred = pred[:, 0] if pred.ndim == 4 else pred  # the semantic head of a two-headed model
         images.append(denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels))
+        if cfg.data.task != "multiclass":
+            gts.append(display_labels(mask, cfg.data.task, int(cfg.data.ignore_index)))
+            preds.append(display_labels(pred[0], cfg.data.task))
+            continue
+        pred = pred[:, 0] if pred.ndim == 4 else pred  # the semantic head of a two-headed model
         gts.append(mask.numpy().astype(np.uint8).reshape(-1, *mask.shape[-2:])[0])
         preds.append(pred[0].cpu().numpy().astype(np.uint8))
-    return prediction_grid(images, gts, preds, palette(cfg.data), class_names(cfg.data))
+    return prediction_grid(images, gts, preds, palette(cfg.data), display_names(cfg.data))
 
 
 @dataclass
@@ -287,11 +442,13 @@ def run_evaluation(
     save_predictions: str | os.PathLike | None = None,
     progress: bool = True,
     per_image: bool = False,
+    sweep: Sequence[float] = (),
 ) -> dict:
     """Return the report of a prepared evaluation: the checkpoint scored on its data.val split at
     native resolution with the config's eval.* test-time augmentation; the metrics, the per-class
     IU/accuracy by class name, the confusion matrix and what was evaluated (and with per_image,
-    'per_image': evaluate_model's rows)."""
+    'per_image': evaluate_model's rows). A sigmoid task: its metrics at eval.threshold, per class
+    IoU, Dice, precision and recall, and with sweep (thresholds) 'sweep' and 'best' per metric."""
     from fcn.data import class_names, palette
 
     cfg, dataset, e = ev.cfg, ev.dataset, ev.cfg.eval
@@ -313,8 +470,28 @@ def run_evaluation(
         per_image=per_image,
         ignore_index=int(cfg.data.ignore_index),
         geometric_classes=int(cfg.model.geometric_classes),
+        **task_options(cfg),
+        sweep=sweep,
+        class_names=class_names(cfg.data),
     )
     names = class_names(cfg.data)
+    if cfg.data.task != "multiclass":
+        per_class = {
+            name: {key: metrics[key][c] for key in ("iou", "dice", "precision", "recall")}
+            for c, name in enumerate(names)
+        }
+        extra = {key: metrics[key] for key in ("sweep", "best", "per_image") if key in metrics}
+        return {
+            "checkpoint": ev.checkpoint,
+            "weights": ev.weights,
+            "dataset": to_dict(cfg.data.val),
+            "num_images": len(dataset),
+            "eval": to_dict(cfg.eval),
+            "task": str(cfg.data.task),
+            **{k: v for k, v in metrics.items() if k not in extra},
+            "per_class": per_class,
+            **extra,
+        }
     return {
         "checkpoint": ev.checkpoint,
         "weights": ev.weights,
@@ -354,11 +531,14 @@ def save_error_plots(
     """Write the report's row-normalised confusion matrix and its per-class IU bar chart as PNGs
     (fcn.core.visualize.confusion_image, iou_chart), titled with the split and the mean IU."""
     from fcn.core.visualize import confusion_image, iou_chart, save_png
-    from fcn.data import class_names, palette
+    from fcn.data import class_names, class_palette, palette
 
     names = class_names(cfg.data)
     v = cfg.data.val
     title = f"{v.name} '{v.split}', {report['num_images']} images: mean IU {100 * report['mean_iou']:.1f}"
+    if cfg.data.task != "multiclass":  # no confusion between classes: the IoU chart only
+        save_png(iou_chart(report["iou"], names, class_palette(cfg.data), title=title), iou_path)
+        return
     save_png(confusion_image(report["confusion"], names, title=f"{title}; % of each row"), confusion_path)
     save_png(iou_chart(report["iou"], names, palette(cfg.data), title=title), iou_path)
 

@@ -137,7 +137,8 @@ def check_torchscript(
 
 def export_metadata(cfg: DictConfig) -> dict[str, str]:
     """Return what a user of the exported file needs: class names, palette, input channels and
-    normalisation (mean/std: the config's, or for C != 3 channels the per-channel values 'auto' uses)."""
+    normalisation (mean/std: the config's, or for C != 3 channels the per-channel values 'auto' uses),
+    and how the logits become masks (data.task, eval.threshold)."""
     from fcn.core.normalize import channel_stats, input_normalization
     from fcn.data import class_names, palette
 
@@ -154,4 +155,8 @@ def export_metadata(cfg: DictConfig) -> dict[str, str]:
         "mean": json.dumps(mean),  # [] for 3 channels unless 'auto' resolved to a mean/std
         "std": json.dumps(std),
         "arch": f"{cfg.model.arch}/{cfg.model.backbone}/{cfg.model.geometry}",
+        # data.task: multiclass takes the argmax of the logits; binary/multilabel a class where
+        # sigmoid(logit) > threshold (fcn.core.tasks), as evaluate.py and predict.py do with any engine
+        "task": str(cfg.data.task),
+        "threshold": str(float(cfg.eval.threshold)),
     }

@@ -14,7 +14,8 @@ from PIL import Image
 from torch import nn
 
 from fcn.core.runtime import autocast
-from fcn.core.sliding import argmax_heads, model_logits, slide_labels, softmax_heads, window_options
+from fcn.core.sliding import argmax_heads, model_logits, slide_labels, window_options
+from fcn.core.tasks import is_sigmoid, task_probs, threshold_labels
 from fcn.inference.engines import model_device
 
 
@@ -36,8 +37,10 @@ def predict_probs(
     stride: int = 341,
     window_batch: int = 4,
     heads: Sequence[int] | None = None,
+    task: str = "multiclass",
 ) -> torch.Tensor:
-    """Return softmax probabilities (N, C, H, W) float32 at the input's size, averaged over the
+    """Return softmax probabilities (N, C, H, W) float32 (task binary/multilabel: each class's
+    sigmoid, fcn.core.tasks) at the input's size, averaged over the
     scales (input resized bilinearly, logits resized back) and, with flip, the mirrored input; each
     of them predicted whole or by sliding windows (mode, tile, stride, window_batch: fcn.core.sliding).
     heads: the channels of each head of a two-headed model (SIFT Flow's [33, 3]), each its own softmax."""
@@ -63,7 +66,7 @@ def predict_probs(
                     logits = logits.flip(-1)
                 if logits.shape[-2:] != (height, width):
                     logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-                probs = softmax_heads(logits, heads)
+                probs = task_probs(logits, task, heads)
                 del logits  # at a photo's size each (N, C, H, W) float32 tensor is a gigabyte
                 total = probs if total is None else total.add_(probs)
                 count += 1
@@ -83,11 +86,18 @@ def predict_labels(
     stride: int = 341,
     window_batch: int = 4,
     heads: Sequence[int] | None = None,
+    task: str = "multiclass",
+    threshold: float = 0.5,
 ) -> torch.Tensor:
     """Return predicted class indices (N, H, W) int64: argmax of the logits, or of the averaged
     probabilities when flip or scales ask for test-time augmentation; whole or by sliding windows.
-    With heads (a two-headed model's channels per head), (N, K, H, W): each head's own argmax."""
+    With heads (a two-headed model's channels per head), (N, K, H, W): each head's own argmax. A
+    sigmoid task: the (averaged) sigmoids above threshold, (N, H, W) 0/1 for binary, (N, C, H, W)
+    for multilabel (fcn.core.tasks.threshold_labels)."""
     window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
+    if is_sigmoid(task):
+        options = dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, task=task)
+        return threshold_labels(predict_probs(model, images, **options, **window), task, threshold)
     if flip or [float(s) for s in scales] != [1.0]:
         probs = predict_probs(
             model,
@@ -124,7 +134,8 @@ def segment(
     amp: str | None = None,
     channels_last: bool | None = None,
 ) -> np.ndarray:
-    """Return the predicted uint8 class-index mask (H, W) of one PIL image of any mode and size;
+    """Return the predicted uint8 class-index mask (H, W) of one PIL image of any mode and size
+    (a sigmoid task: 0/1, (H, W) binary, (C, H, W) multilabel, at eval.threshold);
     test-time augmentation and precision default to the config's eval.* keys, as does whole or
     sliding-window inference (eval.mode)."""
     from fcn.core.normalize import input_normalization
@@ -142,8 +153,10 @@ def segment(
         channels_last=bool(e.channels_last) if channels_last is None else channels_last,
         heads=model_heads(cfg),
         **window_options(cfg),
+        **task_options(cfg),
     )
-    if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
+    two_heads = labels.ndim == 4 and cfg.data.task == "multiclass"  # SIFT Flow's (multilabel: C planes)
+    if two_heads:  # the semantic head's labels
         labels = labels[:, 0]
     return labels[0].to(torch.uint8).cpu().numpy()
 
@@ -153,3 +166,8 @@ def model_heads(cfg: DictConfig) -> list[int] | None:
     model.geometric_classes > 0), or None for the usual one head."""
     geometric = int(cfg.model.geometric_classes)
     return [int(cfg.model.num_classes), geometric] if geometric else None
+
+
+def task_options(cfg: DictConfig) -> dict:
+    """Return the config's data.task and eval.threshold as predict_probs / predict_labels keywords."""
+    return {"task": str(cfg.data.task), "threshold": float(cfg.eval.threshold)}

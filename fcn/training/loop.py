@@ -213,7 +213,7 @@ def class_weight_tensor(
     report, cache, cached = split_report_cached(
         cfg.data.train, cfg.data, cfg.data.num_workers, cfg.model.in_channels
     )
-    values = frequency_weights(report, weights, cfg.model.num_classes, cfg.data.ignore_index)
+    values = frequency_weights(report, weights, cfg.model.num_classes, cfg.data.ignore_index, cfg.data.task)
     source = (
         f"read from {cache}"
         if cached
@@ -284,7 +284,8 @@ def setup(cfg: DictConfig) -> Run:
             weight,
             int(cfg.model.num_classes),
             int(cfg.model.geometric_classes),
-            float(cfg.model.aux_weight),  # torchvision_fcn's auxiliary head
+            task=str(cfg.data.task),
+            aux_weight=float(cfg.model.aux_weight),  # torchvision_fcn's auxiliary head
         ),
         mixer=build_mixer(cfg.data.mixing, ignore),
         total=total,

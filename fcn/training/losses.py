@@ -14,6 +14,12 @@ processes (fcn.training.loop.train_one_step):
 - means per micro-batch (``ohem``, ``dice``, ``lovasz``): each returns a mean over one micro-batch
   (a ranking or a region overlap has no per-pixel sum to pool); the step averages them over its
   micro-batches and processes, whatever loss.normalize says.
+
+A sigmoid task (data.task binary or multilabel: one logit per class, SigmoidLoss) takes the same
+two kinds: ``bce`` and its ``focal`` form are sums over labelled pixel-class pairs, ``dice`` and the
+Lovasz hinge (``lovasz``) means per micro-batch; its masks are (N, H, W) 0/1 for binary and
+(N, C, H, W) 0/1 for multilabel, ignore_index where unlabelled, and the class weights are bce's
+pos_weight.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fcn.config import LOSS_NAMES, VOID
+from fcn.config import LOSS_NAMES, SIGMOID_TASKS, VOID
+from fcn.core.tasks import as_channels
 
-PIXEL_SUM_TERMS = ("ce", "focal")
+PIXEL_SUM_TERMS = ("ce", "focal", "bce")
 """Terms summed over labelled pixels and normalised over the whole step (loss.normalize)."""
 BATCH_MEAN_TERMS = ("ohem", "dice", "lovasz")
 """Terms that are means over one micro-batch, averaged over the step's micro-batches and processes."""
@@ -201,8 +208,9 @@ class SegmentationLoss:
 
     def __post_init__(self) -> None:
         for name, _ in self.terms:
-            if name not in LOSS_NAMES:
-                raise ValueError(f"loss term '{name}' is not one of {', '.join(LOSS_NAMES)}")
+            if name not in LOSS_NAMES or name == "bce":
+                names = ", ".join(n for n in LOSS_NAMES if n != "bce")
+                raise ValueError(f"loss term '{name}' is not one of {names} (bce is a sigmoid task's)")
 
     def term(self, name: str, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Return one term's value on a micro-batch (a pixel sum or a micro-batch mean, see the module doc)."""
@@ -239,6 +247,138 @@ class SegmentationLoss:
     def labelled(self, masks: torch.Tensor) -> torch.Tensor:
         """Return the labelled pixels of masks (or their summed class weights): the normaliser's part."""
         return labelled(masks, self.weight, self.ignore_index)
+
+
+def _sigmoid_targets(
+    logits: torch.Tensor, masks: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (float32 logits, 0/1 float targets, labelled) of a sigmoid task, all (N, C, H, W): a
+    binary task's (N, H, W) masks get their one channel; pixels labelled ignore_index are not labelled."""
+    masks = as_channels(masks, "binary" if logits.shape[1] == 1 else "multilabel")
+    if masks.shape != logits.shape:
+        raise ValueError(
+            f"masks of shape {tuple(masks.shape)} do not fit logits of shape {tuple(logits.shape)}: a sigmoid "
+            "task's masks are (N, H, W) for one class, (N, C, H, W) for C"
+        )
+    valid = masks != ignore_index
+    return logits.float(), (masks == 1).float(), valid
+
+
+def bce_sum(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+    ignore_index: int = VOID,
+) -> torch.Tensor:
+    """Return the binary cross-entropy with logits summed over labelled pixel-class pairs:
+    -[w_c g log s(x) + (1 - g) log(1 - s(x))], w_c the class's pos_weight (PyTorch's definition)."""
+    x, g, valid = _sigmoid_targets(logits, masks, ignore_index)
+    pw = None if pos_weight is None else pos_weight.to(x).view(1, -1, 1, 1)
+    loss = F.binary_cross_entropy_with_logits(x, g, pos_weight=pw, reduction="none")
+    return (loss * valid).sum()
+
+
+def sigmoid_focal_sum(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+    ignore_index: int = VOID,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Return the sigmoid focal loss (Lin et al. 2017, torchvision.ops.sigmoid_focal_loss without
+    alpha) summed over labelled pixel-class pairs, positives weighted by their class's pos_weight."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    x, g, valid = _sigmoid_targets(logits, masks, ignore_index)
+    loss = sigmoid_focal_loss(x, g, alpha=-1, gamma=gamma, reduction="none")
+    if pos_weight is not None:
+        loss = loss * (1.0 + g * (pos_weight.to(x).view(1, -1, 1, 1) - 1.0))
+    return (loss * valid).sum()
+
+
+def sigmoid_dice_loss(
+    logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = VOID, smooth: float = DICE_SMOOTH
+) -> torch.Tensor:
+    """Return the soft Dice loss of a micro-batch on the sigmoids: per class, 1 - (2 sum p g + s) /
+    (sum p + sum g + s) over its labelled pixels, averaged over the classes present in its labels
+    (as dice_loss; segmentation_models_pytorch's DiceLoss in binary/multilabel mode also leaves the
+    absent ones out)."""
+    x, g, valid = _sigmoid_targets(logits, masks, ignore_index)
+    p = torch.sigmoid(x) * valid
+    g = g * valid
+    dims = (0, 2, 3)
+    dice = (2.0 * (p * g).sum(dims) + smooth) / (p.sum(dims) + g.sum(dims) + smooth)
+    return _class_mean(1.0 - dice, g.sum(dims) > 0, None) + 0.0 * p.sum()
+
+
+def lovasz_hinge(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = VOID) -> torch.Tensor:
+    """Return the Lovasz hinge of a micro-batch (Berman et al. 2018, the reference's lovasz_hinge with
+    per_image=False): per class, the Lovasz extension of the Jaccard loss applied to the hinge errors
+    relu(1 - x * (2g - 1)) of all its labelled pixels, averaged over the classes."""
+    x, g, valid = _sigmoid_targets(logits, masks, ignore_index)
+    losses = []
+    for c in range(x.shape[1]):
+        here = valid[:, c]
+        xc, gc = x[:, c][here], g[:, c][here]
+        if xc.numel() == 0:
+            losses.append(x.new_zeros(()))
+            continue
+        errors = 1.0 - xc * (2.0 * gc - 1.0)
+        order = torch.argsort(errors.detach(), descending=True)
+        losses.append(torch.dot(F.relu(errors[order]), _lovasz_grad(gc[order])))
+    return torch.stack(losses).mean() + 0.0 * x.sum()
+
+
+@dataclass(frozen=True)
+class SigmoidLoss:
+    """loss.terms of a sigmoid task (data.task binary or multilabel), split as SegmentationLoss is:
+    pixel_sum() (bce, focal: sums over labelled pixel-class pairs, normalised over the whole step by
+    labelled()) and batch_mean() (dice, lovasz: means over one micro-batch)."""
+
+    terms: tuple[tuple[str, float], ...] = (("bce", 1.0),)
+    pos_weight: torch.Tensor | None = None
+    ignore_index: int = VOID
+    focal_gamma: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name, _ in self.terms:
+            if name not in ("bce", "focal", "dice", "lovasz"):
+                raise ValueError(
+                    f"loss term '{name}' is not one of bce, focal, dice, lovasz for a sigmoid task"
+                )
+
+    def term(self, name: str, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Return one term's value on a micro-batch (a pixel sum or a micro-batch mean)."""
+        if name == "bce":
+            return bce_sum(logits, masks, self.pos_weight, self.ignore_index)
+        if name == "focal":
+            return sigmoid_focal_sum(logits, masks, self.pos_weight, self.ignore_index, self.focal_gamma)
+        if name == "dice":
+            return sigmoid_dice_loss(logits, masks, self.ignore_index)
+        return lovasz_hinge(logits, masks, self.ignore_index)
+
+    def _weighted(
+        self, names: tuple[str, ...], logits: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor | None:
+        total = None
+        for name, factor in self.terms:
+            if name in names:
+                value = factor * self.term(name, logits, masks)
+                total = value if total is None else total + value
+        return total
+
+    def pixel_sum(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        """Return the weighted sum of the bce/focal terms over the labelled pixel-class pairs, or None."""
+        return self._weighted(("bce", "focal"), logits, masks)
+
+    def batch_mean(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        """Return the weighted sum of the dice/lovasz terms of this micro-batch, or None."""
+        return self._weighted(("dice", "lovasz"), logits, masks)
+
+    def labelled(self, masks: torch.Tensor) -> torch.Tensor:
+        """Return the number of labelled pixel-class pairs of masks: the normaliser's part (the mean
+        of PyTorch's binary_cross_entropy_with_logits divides by it too)."""
+        return (masks != self.ignore_index).sum().float()
 
 
 @dataclass
@@ -278,7 +418,7 @@ class AuxHeadLoss:
     channels then aux's (fcn.models.torchvision_fcn in training mode). Normalised pixel sums share
     the labelled pixels, so with ce this is torchvision's mean CE of out + 0.5 * mean CE of aux."""
 
-    loss: SegmentationLoss
+    loss: SegmentationLoss | SigmoidLoss
     num_classes: int
     aux_weight: float
 
@@ -311,11 +451,21 @@ def build_loss(
     num_classes: int = 0,
     geometric_classes: int = 0,
     aux_weight: float = 0.0,
-) -> SegmentationLoss | TwoHeadLoss | AuxHeadLoss:
+    task: str = "multiclass",
+) -> SegmentationLoss | TwoHeadLoss | SigmoidLoss | AuxHeadLoss:
     """Return the SegmentationLoss of cfg.loss with the run's ignore index and class weights (a tensor
     on the logits' device, or None); with geometric_classes > 0, the TwoHeadLoss of it for a model
-    whose first num_classes channels are the semantic head's; with aux_weight > 0, the AuxHeadLoss
-    of it (model.arch=torchvision_fcn's auxiliary head)."""
+    whose first num_classes channels are the semantic head's; for a sigmoid task (data.task binary
+    or multilabel) the SigmoidLoss, `weight` being the positives' pos_weight; with aux_weight > 0,
+    the AuxHeadLoss of either (model.arch=torchvision_fcn's auxiliary head)."""
+    if task in SIGMOID_TASKS:
+        sigmoid = SigmoidLoss(
+            terms=tuple((str(t.name), float(t.weight)) for t in loss_cfg.terms),
+            pos_weight=weight,
+            ignore_index=int(ignore_index),
+            focal_gamma=float(loss_cfg.focal_gamma),
+        )
+        return AuxHeadLoss(sigmoid, num_classes, float(aux_weight)) if aux_weight > 0 else sigmoid
     if geometric_classes:
         return TwoHeadLoss(build_loss(loss_cfg, ignore_index, weight), num_classes)
     if aux_weight > 0:

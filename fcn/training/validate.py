@@ -19,10 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fcn.config.schema import EVAL_METRICS
 from fcn.core import distributed
-from fcn.core.metrics import ConfusionMatrix, format_table
+from fcn.core.metrics import ConfusionMatrix, ThresholdCounts, format_sigmoid_table, format_table
 from fcn.core.runtime import autocast
 from fcn.core.sliding import argmax_heads, class_argmax, model_logits, window_options
+from fcn.core.tasks import display_labels, is_sigmoid, task_labels, task_probs
 from fcn.data.common import VOID
 from fcn.training.state import Run, save_best, save_last
 
@@ -44,6 +46,8 @@ def evaluate(
     window_batch: int = 4,
     ignore_index: int = VOID,
     geometric_classes: int = 0,
+    task: str = "multiclass",
+    threshold: float = 0.5,
 ) -> dict:
     """Return the paper's metrics of a model over a loader, summed across processes, at the masks'
     own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'. With
@@ -51,12 +55,26 @@ def evaluate(
     two-headed model (geometric_classes > 0, SIFT Flow): the semantic head's metrics, plus
     'geometric_pixel_acc' and 'geometric' (the geometric head's compute()).
 
+    A sigmoid task (binary, multilabel): ThresholdCounts.compute() at `threshold` (per-class IoU,
+    Dice, precision, recall and their means) plus 'confusion' (tp, fp, fn, tn per class).
+
     Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
     (fcn.inference.evaluation.evaluate_model)."""
     from tqdm import tqdm
 
     was_training = model.training
     model.eval()
+    if is_sigmoid(task):
+        counts = ThresholdCounts(num_classes, [threshold], ignore_index=ignore_index, device=device)
+        window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
+        for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+            images = images.to(device, non_blocking=True)
+            with autocast(device, amp):
+                logits = model_logits(model, images, channels_last, **window)
+            counts.update(task_probs(logits, task), masks.to(device, non_blocking=True))
+        counts.all_reduce()
+        model.train(was_training)
+        return {**counts.compute(), "confusion": counts.confusion().tolist()}
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
     heads = [num_classes, geometric_classes] if geometric_classes else None
     geo = ConfusionMatrix(geometric_classes, ignore_index=ignore_index, device=device) if heads else None
@@ -94,6 +112,7 @@ def evaluate_and_save(run: Run) -> dict:
     n = cfg.model.num_classes
     ignore, window = cfg.data.ignore_index, window_options(cfg)
     window["geometric_classes"] = int(cfg.model.geometric_classes)
+    window.update(task=str(cfg.data.task), threshold=float(cfg.eval.threshold))
     metrics = evaluate(
         run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval", ignore_index=ignore, **window
     )
@@ -101,7 +120,8 @@ def evaluate_and_save(run: Run) -> dict:
     record["train_loss"] = run.loss_sum / max(run.loss_count, 1)  # mean since the previous evaluation
     run.loss_sum, run.loss_count = 0.0, 0
     record.pop("confusion")
-    score = metrics["mean_iou"]
+    key = EVAL_METRICS[str(cfg.eval.metric)]  # what chooses best.pt: mean IU unless eval.metric names another
+    score = metrics[key]
     if run.ema is not None:
         ema_metrics = evaluate(
             run.ema.module,
@@ -115,7 +135,7 @@ def evaluate_and_save(run: Run) -> dict:
         )
         ema_metrics.pop("confusion")
         record["ema"] = ema_metrics
-        score = ema_metrics["mean_iou"]
+        score = ema_metrics[key]
     if info.is_primary:
         _log_evaluation(run, metrics, record)
     improved = score > run.best
@@ -133,14 +153,17 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
     """Write one evaluation to the console, the trackers (scalars, the confusion matrix and the
     per-class IU chart, the fixed-batch grid), vis/ and metrics.jsonl."""
     trackers, it = run.trackers, run.iteration
-    run.log(f"\niteration {it}/{run.total} (epoch {run.epoch})\n{format_table(metrics, run.class_names)}")
+    sigmoid = is_sigmoid(run.cfg.data.task)
+    table = (format_sigmoid_table if sigmoid else format_table)(metrics, run.class_names)
+    run.log(f"\niteration {it}/{run.total} (epoch {run.epoch})\n{table}")
     if "ema" in record:
         run.log(f"EMA weights: mean IU {record['ema']['mean_iou']:.4f}")
     scalars = {"train/mean_loss": record["train_loss"]}
     if "geometric" in metrics:
         run.log(f"geometric pixel accuracy {100 * metrics['geometric_pixel_acc']:.2f}")
         scalars["val/geometric_pixel_acc"] = metrics["geometric_pixel_acc"]
-    for key in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
+    keys = ("pixel_acc", "mean_iou", "mean_dice", "mean_precision", "mean_recall") if sigmoid else ()
+    for key in keys or ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
         scalars[f"val/{key}"] = metrics[key]
         if "ema" in record:
             scalars[f"val_ema/{key}"] = record["ema"][key]
@@ -151,8 +174,10 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
     from fcn.core.visualize import confusion_image, iou_chart
 
     title = f"iteration {it}: mean IU {100 * metrics['mean_iou']:.1f}"
-    trackers.image("val/confusion", confusion_image(metrics["confusion"], run.class_names, title), it)
-    trackers.image("val/iou", iou_chart(metrics["iou"], run.class_names, run.palette, title), it)
+    if not sigmoid:  # a sigmoid task's classes are not confused with each other: no matrix
+        trackers.image("val/confusion", confusion_image(metrics["confusion"], run.class_names, title), it)
+    colours = np.roll(run.palette, -1, axis=0) if sigmoid else run.palette  # fcn.data.class_palette
+    trackers.image("val/iou", iou_chart(metrics["iou"], run.class_names, colours, title), it)
     vis_indices = list(range(min(run.cfg.training.vis_images, len(run.val_set))))
     if vis_indices:
         from fcn.core.visualize import save_png
@@ -179,13 +204,20 @@ def _vis_grid(run: Run, indices: list[int]) -> np.ndarray:
             image, mask = run.val_set[index]
             with autocast(run.device, run.amp):
                 logits = model(image.unsqueeze(0).to(run.device))
-            # The semantic head (and mask) of a two-headed model are what the grid shows.
-            preds.append(class_argmax(logits[:, : cfg.model.num_classes])[0].cpu().numpy().astype(np.uint8))
+            task = str(cfg.data.task)
             images.append(
                 denormalize(image, input_normalization(cfg.data.transforms), cfg.data.display_channels)
             )
+            if is_sigmoid(task):
+                preds.append(display_labels(task_labels(logits, task, float(cfg.eval.threshold))[0], task))
+                gts.append(display_labels(mask, task, cfg.data.ignore_index))
+                continue
+            # The semantic head (and mask) of a two-headed model are what the grid shows.
+            preds.append(class_argmax(logits[:, : cfg.model.num_classes])[0].cpu().numpy().astype(np.uint8))
             gts.append(mask.numpy().astype(np.uint8).reshape(-1, *mask.shape[-2:])[0])
     model.train(was_training)
+    from fcn.data import display_names
+
     return prediction_grid(
-        images, gts, preds, run.palette, run.class_names, ignore_index=cfg.data.ignore_index
+        images, gts, preds, run.palette, display_names(cfg.data), ignore_index=cfg.data.ignore_index
     )
