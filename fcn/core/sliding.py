@@ -73,6 +73,16 @@ def window_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts + [length - tile]
 
 
+def _check_windows(caller: str, images: Tensor, tile: int, stride: int) -> None:
+    """Raise a one-line ValueError unless images are (N, C, H, W) and stride leaves no pixel out."""
+    if images.ndim != 4:
+        raise ValueError(f"{caller} expects images of shape (N, channels, H, W), got {tuple(images.shape)}")
+    if stride > tile:
+        raise ValueError(
+            f"stride={stride} is larger than tile={tile}: pixels between windows would be missed"
+        )
+
+
 def slide_logits(
     model: nn.Module,
     images: Tensor,
@@ -86,14 +96,7 @@ def slide_logits(
     windows (every stride pixels) that cover each pixel, window_batch windows per forward; exactly
     model(images) when one window covers the image. Call it under the caller's autocast and
     inference mode."""
-    if images.ndim != 4:
-        raise ValueError(
-            f"slide_logits expects images of shape (N, channels, H, W), got {tuple(images.shape)}"
-        )
-    if stride > tile:
-        raise ValueError(
-            f"stride={stride} is larger than tile={tile}: pixels between windows would be missed"
-        )
+    _check_windows("slide_logits", images, tile, stride)
     n, _, height, width = images.shape
     th, tw = min(tile, height), min(tile, width)
     if (th, tw) == (height, width):
@@ -136,14 +139,7 @@ def slide_labels(
     window's top are final (no later window covers them): they are divided by their coverage count
     (rows' count times columns' count, the same integers slide_logits adds up) and decided, and the
     band keeps only the rows still open. Call it under the caller's autocast and inference mode."""
-    if images.ndim != 4:
-        raise ValueError(
-            f"slide_labels expects images of shape (N, channels, H, W), got {tuple(images.shape)}"
-        )
-    if stride > tile:
-        raise ValueError(
-            f"stride={stride} is larger than tile={tile}: pixels between windows would be missed"
-        )
+    _check_windows("slide_labels", images, tile, stride)
     n, _, height, width = images.shape
     th, tw = min(tile, height), min(tile, width)
     if (th, tw) == (height, width):

@@ -55,6 +55,24 @@ class _SizedCollate:
         return images, masks, sizes
 
 
+def _loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    num_workers: int,
+    ignore_index: int,
+    device: torch.device,
+) -> DataLoader:
+    """Return the evaluation's loader: the dataset in order, each item's native size kept."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_SizedCollate(ignore_index),
+        pin_memory=device.type == "cuda",
+    )
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -110,14 +128,7 @@ def evaluate_model(
             class_names=class_names,
         )
     device = model_device(model)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_SizedCollate(ignore_index),
-        pin_memory=device.type == "cuda",
-    )
+    loader = _loader(dataset, batch_size, num_workers, ignore_index, device)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     if save_predictions is not None:
         Path(save_predictions).mkdir(parents=True, exist_ok=True)
@@ -207,14 +218,7 @@ def evaluate_sigmoid(
     from fcn.core.tasks import threshold_labels
 
     device = model_device(model)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_SizedCollate(ignore_index),
-        pin_memory=device.type == "cuda",
-    )
+    loader = _loader(dataset, batch_size, num_workers, ignore_index, device)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     grid = sorted({*[float(t) for t in sweep], float(threshold)})
     counts = ThresholdCounts(num_classes, grid, ignore_index=ignore_index, device=device)
