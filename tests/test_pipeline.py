@@ -162,3 +162,28 @@ def test_iterate_ahead_stops_its_thread_when_the_caller_stops():
     count = len(produced)
     time.sleep(0.1)
     assert len(produced) == count <= 4 + 3 + 1 and threading.active_count() == before
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101"])
+def test_resnet_trunk_is_torchvisions_in_names_outputs_and_seeded_draws(name):
+    import torch
+    import torchvision
+
+    from fcn.models.resnet import ResNetTrunk
+
+    torch.manual_seed(3)
+    theirs = getattr(torchvision.models, name)(weights=None).eval()
+    after_theirs = torch.rand(3)
+    torch.manual_seed(3)
+    ours = ResNetTrunk(name).eval()
+    after_ours = torch.rand(3)
+    reference = {k: v for k, v in theirs.state_dict().items() if not k.startswith("fc.")}
+    state = ours.state_dict()
+    assert list(state) == list(reference)
+    assert all(torch.equal(state[k], reference[k]) for k in state)  # the same seeded initialisation
+    assert torch.equal(after_ours, after_theirs)  # and the generator left where torchvision leaves it
+    x = torch.randn(1, 3, 67, 93)
+    with torch.no_grad():
+        t = theirs
+        expected = t.layer4(t.layer3(t.layer2(t.layer1(t.maxpool(t.relu(t.bn1(t.conv1(x))))))))
+        assert torch.equal(ours(x), expected)
