@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import torch
 
 from fcn.api import Segmenter
 from fcn.core.visualize import legend, save_index_png, save_png
@@ -103,7 +104,7 @@ def predict_files(
     from tqdm import tqdm
 
     from fcn.core.files import sync
-    from fcn.core.pipeline import Behind, background_threads, read_ahead
+    from fcn.core.pipeline import Behind, NetworkThreads, background_threads, read_ahead
 
     if log is None:
 
@@ -119,7 +120,15 @@ def predict_files(
     bar = tqdm(total=len(jobs), desc="predict", unit="image", disable=not progress)
     readable = (ValueError, FileNotFoundError)
     write = write_outputs if segmenter.task == "multiclass" else write_sigmoid_outputs
-    with bar, Behind(background_threads() if pipeline else 0) as behind:
+    # On the CPU, torch's threads and the reading and writing threads share the cores: how many the
+    # network gets is measured on the first images (NetworkThreads), then kept.
+    threads = NetworkThreads(
+        pipeline and segmenter.engine == "torch" and segmenter.device.type == "cpu",
+        torch.get_num_threads,
+        torch.set_num_threads,
+        iterations=len(jobs),
+    )
+    with bar, threads, Behind(background_threads() if pipeline else 0) as behind:
         for (file, stem), image, exc in read_ahead(
             jobs, lambda job: segmenter.read(job[0]), depth=2 if pipeline else 0, errors=readable
         ):
@@ -128,6 +137,7 @@ def predict_files(
                 errors.append(str(exc))
                 log(f"error: {exc}")
                 continue
+            threads.step()
             try:
                 mask = segmenter.segment(image)
             except MemoryBudgetError as exc:  # too large even window by window: the others are still done

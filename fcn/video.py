@@ -64,10 +64,11 @@ def predict_video(
             "channels; give it images (.tif/.npy) instead"
         )
     av = _import_av()
+    import torch
     from tqdm import tqdm
 
     from fcn.core.files import atomic_write, sync
-    from fcn.core.pipeline import Behind, iterate_ahead
+    from fcn.core.pipeline import Behind, NetworkThreads, iterate_ahead
     from fcn.core.visualize import save_index_png
 
     path, out = Path(path), Path(output_dir)
@@ -109,10 +110,18 @@ def predict_video(
                     path_png = frames_dir / f"{path.stem}_{index:06d}.png"
                     save_index_png(mask, segmenter.palette, path_png, durable=False)
 
-            with closing(decoded), Behind(workers=1, queue=4) as behind:
+            # The network's share of the cores beside the decoder and encoder threads: measured.
+            threads = NetworkThreads(
+                segmenter.engine == "torch" and segmenter.device.type == "cpu",
+                torch.get_num_threads,
+                torch.set_num_threads,
+                iterations=total,
+            )
+            with closing(decoded), threads, Behind(workers=1, queue=4) as behind:
                 for frame, image in tqdm(
                     decoded, total=total, desc=path.name, unit="frame", disable=not progress
                 ):
+                    threads.step()
                     behind.submit(finish, frame, image, segmenter.segment(image), done)
                     done += 1
             for packet in encoder.encode():  # flush the encoder's delayed frames

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from fcn.core.pipeline import Behind, iterate_ahead, read_ahead
+from fcn.core.pipeline import Behind, NetworkThreads, iterate_ahead, read_ahead
 from tests.test_engine import REPO, python_env
+from tests.test_evaluate_predict import setup  # noqa: F401  (the module-scoped checkpoint fixture)
 
 
 def _read(n: int) -> int:
@@ -131,6 +132,78 @@ def test_segmenting_with_a_resnet_checkpoint_imports_no_torchvision_nor_compiler
     )
     assert proc.returncode == 0, proc.stderr
     assert "heavy: []" in proc.stdout, proc.stdout
+
+
+class _Clock:
+    """time.perf_counter for NetworkThreads: each iteration lasts what the thread count set makes it."""
+
+    def __init__(self, seconds: dict[int, float]) -> None:
+        self.now, self.seconds, self.threads, self.history = 0.0, seconds, 4, []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def set(self, n: int) -> None:
+        self.threads = n
+        self.history.append(n)
+
+    def iteration(self) -> None:
+        self.now += self.seconds[self.threads]
+
+
+@pytest.mark.parametrize(
+    "seconds, kept", [({4: 1.0, 3: 0.7}, 3), ({4: 1.0, 3: 1.3}, 4), ({4: 1.0, 3: 1.0}, 4)]
+)
+def test_network_threads_tries_all_and_one_fewer_then_keeps_the_faster_and_restores(
+    monkeypatch, seconds, kept
+):
+    import fcn.core.pipeline as pipeline
+
+    clock = _Clock(seconds)
+    monkeypatch.setattr(pipeline.time, "perf_counter", clock.perf_counter)
+    with NetworkThreads(True, lambda: clock.threads, clock.set, iterations=30) as threads:
+        for _ in range(30):
+            threads.step()
+            clock.iteration()
+    # warm-up on all, then 2 x (2 on all, 2 on one fewer), then the faster for the rest (a tie: all)
+    assert clock.history[:9] == [4, 4, 4, 3, 3, 4, 4, 3, 3]
+    assert clock.history[9] == kept and threads.chosen == kept
+    assert len(clock.history) == 11 and clock.history[-1] == 4  # set once more: back to 4 at the end
+
+
+@pytest.mark.parametrize("enabled, full, iterations", [(False, 4, 30), (True, 1, 30), (True, 4, 17)])
+def test_network_threads_changes_nothing_where_disabled_or_too_short(enabled, full, iterations):
+    calls = []
+    with NetworkThreads(enabled, lambda: full, calls.append, iterations=iterations) as threads:
+        for _ in range(iterations):
+            threads.step()
+    assert calls == [] and threads.chosen == full
+
+
+def test_predict_files_writes_the_same_bytes_and_gives_torch_its_threads_back(setup, tmp_path):  # noqa: F811
+    """A folder long enough for NetworkThreads' trial: the files equal those of the unpipelined run
+    byte for byte, and torch has the threads it had."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from fcn.api import Segmenter
+    from fcn.files import predict_files
+
+    files = []
+    for i in range(18):
+        path = tmp_path / f"{i:02d}.png"
+        Image.fromarray(np.full((24, 20, 3), i * 12, np.uint8)).save(path)
+        files.append(path)
+    seg = Segmenter.from_checkpoint(setup[2], device="cpu")
+    before = torch.get_num_threads()
+    assert predict_files(seg, files, tmp_path / "piped", progress=False) == (18, [])
+    assert torch.get_num_threads() == before
+    predict_files(seg, files, tmp_path / "plain", progress=False, pipeline=False)
+    written = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert len(written) == 4 * 18 and written == sorted(p.name for p in (tmp_path / "piped").iterdir())
+    for name in written:
+        assert (tmp_path / "piped" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes(), name
 
 
 def test_iterate_ahead_yields_in_order_and_raises_the_iterations_error_in_its_place():

@@ -16,6 +16,7 @@ import collections
 import os
 import queue
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Tuple, TypeVar
 
@@ -179,6 +180,70 @@ def _renice(nice: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
         except OSError:
             pass
+
+
+class NetworkThreads:
+    """Choose, by trying, how many threads the network runs on while background threads read and
+    write beside it: all the intra-op threads torch has (``get()``), or one fewer, which leaves a
+    core to the readers and writers instead of letting them preempt the network's parallel layers.
+
+    Which is faster depends on the model, the fast path and the machine (2 cores: a bf16 ResNet-18
+    gains from a core left to the PNG encoder, fp32 loses more in its layers; docs/performance.md),
+    so it is measured on the work itself. Call step() once an iteration, just before the network
+    runs: the first `warmup` iterations run on all threads, then blocks of `block` iterations
+    alternate all, fewer, all, fewer, each iteration timed from step to step (waiting for a read,
+    the network, queueing the writes), and the count with the smaller total is kept for the rest.
+    close() puts the count back as it was. Results do not depend on the count, only the time does.
+
+    Disabled (a GPU, an engine with threads of its own, one thread, or fewer iterations than twice
+    the trial) it changes nothing."""
+
+    def __init__(
+        self,
+        enabled: bool,
+        get: Callable[[], int],
+        set: Callable[[int], None],
+        iterations: int | None = None,
+        warmup: int = 1,
+        block: int = 2,
+    ) -> None:
+        self._set = set
+        self.full = get()
+        fewer = self.full - 1
+        self._plan = [self.full] * warmup + ([self.full] * block + [fewer] * block) * 2
+        self.enabled = enabled and self.full > 1 and (iterations is None or iterations >= 2 * len(self._plan))
+        self._totals = {self.full: 0.0, fewer: 0.0}
+        self._step = 0
+        self._last = 0.0
+        self._warmup = warmup
+        self.chosen: int = self.full
+        """The count kept (all threads until the trial ends, and where disabled)."""
+
+    def step(self) -> None:
+        """Mark the start of an iteration (before its network run)."""
+        if not self.enabled or self._step > len(self._plan):
+            return
+        now = time.perf_counter()
+        if self._step > self._warmup:  # the iteration that just ended was a trial one
+            self._totals[self._plan[self._step - 1]] += now - self._last
+        if self._step == len(self._plan):  # the trial is over: keep the faster (all threads on a tie)
+            self.chosen = min(self._totals, key=lambda n: (self._totals[n], -n))
+            self._set(self.chosen)
+        else:
+            self._set(self._plan[self._step])
+        self._step += 1
+        self._last = time.perf_counter()
+
+    def close(self) -> None:
+        """Give torch back the thread count it had."""
+        if self.enabled:
+            self._set(self.full)
+
+    def __enter__(self) -> NetworkThreads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def background_threads() -> int:

@@ -22,7 +22,7 @@ from torch import nn
 
 from fcn.config import to_dict
 from fcn.core.files import atomic_write, sync
-from fcn.core.pipeline import Behind, background_threads
+from fcn.core.pipeline import Behind, NetworkThreads, background_threads
 from fcn.core.runtime import select_device
 from fcn.core.sliding import window_options
 from fcn.core.visualize import save_index_png
@@ -70,6 +70,17 @@ def _loader(
         num_workers=num_workers,
         collate_fn=_SizedCollate(ignore_index),
         pin_memory=device.type == "cuda",
+    )
+
+
+def _threads(model: nn.Module | Engine, device: torch.device, loader: DataLoader) -> NetworkThreads:
+    """How many threads a torch model on the CPU runs on beside the loader's workers and the
+    prediction writers: measured on the first batches (fcn.core.pipeline.NetworkThreads)."""
+    return NetworkThreads(
+        device.type == "cpu" and not isinstance(model, Engine),
+        torch.get_num_threads,
+        torch.set_num_threads,
+        iterations=len(loader),
     )
 
 
@@ -145,8 +156,9 @@ def evaluate_model(
     index = 0
     bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
     # Predictions are encoded and written behind the network (one sync at the end makes them durable).
-    with Behind(background_threads()) as behind:
+    with _threads(model, device, loader) as threads, Behind(background_threads()) as behind:
         for images, masks, sizes in bar:
+            threads.step()
             images = images.to(device, non_blocking=True)
             masks = masks.to(device, non_blocking=True)
             options = dict(
@@ -227,10 +239,11 @@ def evaluate_sigmoid(
     rows: list[dict] = []
     seen = 0
     # Predictions are encoded and written behind the network (one sync at the end makes them durable).
-    with Behind(background_threads()) as behind:
+    with _threads(model, device, loader) as threads, Behind(background_threads()) as behind:
         for images, masks, sizes in tqdm(
             loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True
         ):
+            threads.step()
             images = images.to(device, non_blocking=True)
             masks = masks.to(device, non_blocking=True)
             probs = torch.zeros((images.shape[0], num_classes, *images.shape[-2:]), device=device)
