@@ -45,6 +45,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--alpha", type=float, default=0.5, help="opacity of the colour mask in the overlay (default 0.5)"
     )
+    p.add_argument(
+        "--outputs",
+        nargs="+",
+        default=["mask", "color", "overlay", "legend"],
+        choices=["mask", "color", "overlay", "legend"],
+        metavar="KIND",
+        help="images: which files to write, of mask (<stem>.png), color, overlay and legend (default: "
+        "all four; a binary or multilabel model: mask and overlay); fewer is faster",
+    )
     args = p.parse_intermixed_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         p.error(f"--alpha {args.alpha} must be between 0 and 1")
@@ -56,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad or no input exists, 1 if any input failed, after doing the others)."""
     args = parse_args(argv)
     from fcn.api import Segmenter
-    from fcn.files import list_images, predict_files
+    from fcn.files import check_outputs, list_images, predict_files
     from fcn.video import is_video, predict_video
 
     def prepare():
@@ -69,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         segmenter = Segmenter.from_checkpoint(
             args.checkpoint, device=args.device, config=args.config, overrides=overrides
         )
+        check_outputs(args.outputs, segmenter.task)  # before any work: one line naming the bad kind
         return segmenter, files, missing
 
     def work(prepared) -> int:
@@ -78,7 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         done, unreadable = 0, []
         if images:
             done, unreadable = predict_files(
-                segmenter, images, args.output, alpha=args.alpha, progress=not args.no_progress
+                segmenter,
+                images,
+                args.output,
+                alpha=args.alpha,
+                progress=not args.no_progress,
+                outputs=args.outputs,
             )
             print(f"wrote {done} image(s) to {Path(args.output)}")
         for video in videos:

@@ -59,6 +59,24 @@ def output_stems(files: Sequence[Path]) -> list[str]:
     return stems
 
 
+OUTPUTS = ("mask", "color", "overlay", "legend")
+"""What predict.py can write per image (--outputs; all by default): mask = <stem>.png, the class
+indices (a binary or multilabel model: its 0/255 masks), color = <stem>_color.png, overlay =
+<stem>_overlay.png, legend = <stem>_legend.png. A binary or multilabel model has no color or legend."""
+
+
+def check_outputs(outputs: Sequence[str], task: str) -> tuple[str, ...]:
+    """Return outputs in OUTPUTS' order, or raise ValueError naming what cannot be written."""
+    unknown = [o for o in outputs if o not in OUTPUTS]
+    if unknown or not outputs:
+        raise ValueError(f"--outputs {' '.join(outputs)}: choose one or more of {', '.join(OUTPUTS)}")
+    if task != "multiclass" and not {"mask", "overlay"} & set(outputs):
+        raise ValueError(
+            f"--outputs {' '.join(outputs)}: a {task} model writes mask and overlay only (no color, no legend)"
+        )
+    return tuple(o for o in OUTPUTS if o in outputs)
+
+
 def write_outputs(
     segmenter: Segmenter,
     image: Any,
@@ -67,16 +85,22 @@ def write_outputs(
     stem: str,
     alpha: float = 0.5,
     durable: bool = True,
+    outputs: Sequence[str] = OUTPUTS,
 ) -> None:
-    """Write one image's four PNGs: <stem>.png (class indices, palette PNG), <stem>_color.png,
-    <stem>_overlay.png (input size) and <stem>_legend.png (classes present)."""
-    save_index_png(mask, segmenter.palette, out / f"{stem}.png", durable=durable)
-    save_png(segmenter.colorize(mask), out / f"{stem}_color.png", durable=durable)
-    save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png", durable=durable)
-    present = [int(c) for c in np.unique(mask) if c < len(segmenter.classes)]
-    save_png(
-        legend(present, segmenter.classes, segmenter.palette), out / f"{stem}_legend.png", durable=durable
-    )
+    """Write one image's PNGs, all four unless outputs names fewer: <stem>.png (class indices,
+    palette PNG), <stem>_color.png, <stem>_overlay.png (input size) and <stem>_legend.png (classes
+    present)."""
+    if "mask" in outputs:
+        save_index_png(mask, segmenter.palette, out / f"{stem}.png", durable=durable)
+    if "color" in outputs:
+        save_png(segmenter.colorize(mask), out / f"{stem}_color.png", durable=durable)
+    if "overlay" in outputs:
+        overlay = segmenter.overlay(image, alpha=alpha, mask=mask)
+        save_png(overlay, out / f"{stem}_overlay.png", durable=durable)
+    if "legend" in outputs:
+        present = [int(c) for c in np.unique(mask) if c < len(segmenter.classes)]
+        picture = legend(present, segmenter.classes, segmenter.palette)
+        save_png(picture, out / f"{stem}_legend.png", durable=durable)
 
 
 def predict_files(
@@ -88,13 +112,15 @@ def predict_files(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     pipeline: bool = True,
+    outputs: Sequence[str] = OUTPUTS,
 ) -> tuple[int, list[str]]:
     """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
     image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
     size) and <stem>_legend.png (classes present); return (images done, error lines of the files
     that could not be read or that need more memory than eval.max_memory allows even in sliding
     windows, in the files' order). int8 calibrates on the readable files. A binary or multilabel
-    model writes write_sigmoid_outputs' files instead.
+    model writes write_sigmoid_outputs' files instead. outputs: which of OUTPUTS to write (all;
+    fewer write faster: the overlay's PNG is most of the writing at photo sizes).
 
     With pipeline (the default), the next images are read and decoded, and the finished ones drawn,
     encoded and written, in background threads while the network runs (fcn.core.pipeline): the same
@@ -111,6 +137,7 @@ def predict_files(
         def log(line: str) -> None:
             tqdm.write(line, file=sys.stderr)
 
+    outputs = check_outputs(outputs, segmenter.task)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
@@ -144,7 +171,7 @@ def predict_files(
                 errors.append(f"{file}: {exc}")
                 log(f"error: {file}: {exc}")
                 continue
-            behind.submit(write, segmenter, image, mask, out, stem, alpha, not pipeline)
+            behind.submit(write, segmenter, image, mask, out, stem, alpha, not pipeline, outputs)
             done += 1
     if pipeline and done:
         sync()
@@ -159,15 +186,19 @@ def write_sigmoid_outputs(
     stem: str,
     alpha: float = 0.5,
     durable: bool = True,
+    outputs: Sequence[str] = OUTPUTS,
 ) -> None:
-    """Write a sigmoid task's prediction: binary, <stem>.png (0/255 grayscale, 255 = the class);
-    multilabel, <stem>_<class>.png per class (0/255); both, <stem>_overlay.png (overlapping classes'
-    colours mixed). durable: as write_outputs'."""
+    """Write a sigmoid task's prediction (mask and overlay unless outputs names one): the mask,
+    binary: <stem>.png (0/255 grayscale, 255 = the class), multilabel: <stem>_<class>.png per class
+    (0/255); the overlay, <stem>_overlay.png (overlapping classes' colours mixed). durable: as
+    write_outputs'."""
     from fcn.inference.evaluation import write_sigmoid_masks
 
-    if mask.ndim == 2:
+    if "mask" in outputs and mask.ndim == 2:
         write_sigmoid_masks(mask.astype(np.uint8), out, stem, None, durable=durable)
-    else:
+    elif "mask" in outputs:
         for name, plane in zip(segmenter.classes, mask):
             write_sigmoid_masks(plane.astype(np.uint8), out, f"{stem}_{name}", None, durable=durable)
-    save_png(segmenter.overlay(image, alpha=alpha, mask=mask), out / f"{stem}_overlay.png", durable=durable)
+    if "overlay" in outputs:
+        overlay = segmenter.overlay(image, alpha=alpha, mask=mask)
+        save_png(overlay, out / f"{stem}_overlay.png", durable=durable)

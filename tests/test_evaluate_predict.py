@@ -602,3 +602,30 @@ def test_predict_stops_at_a_file_it_cannot_write_and_keeps_the_ones_before_whole
             with Image.open(out / f"im{k}{suffix}.png") as image:
                 image.load()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+@pytest.mark.parametrize("outputs", [["mask"], ["overlay", "mask"], ["legend", "color"]])
+def test_predict_outputs_writes_only_the_kinds_named_with_the_full_runs_bytes(setup, tmp_path, outputs):
+    _, _, ckpt = setup
+    _write_mixed_inputs(tmp_path / "in")
+    common = ["--checkpoint", str(ckpt), "--input", str(tmp_path / "in"), "--no-progress"]
+    predict.main([*common, "--output", str(tmp_path / "all")])
+    predict.main([*common, "--output", str(tmp_path / "some"), "--outputs", *outputs])
+    suffix = {"mask": "", "color": "_color", "overlay": "_overlay", "legend": "_legend"}
+    everything = {p.name: p.read_bytes() for p in (tmp_path / "all").iterdir()}
+    some = {p.name: p.read_bytes() for p in (tmp_path / "some").iterdir()}
+    kinds = ("_color.png", "_overlay.png", "_legend.png")
+    stems = {name.removesuffix(".png") for name in everything if not name.endswith(kinds)}
+    assert len(everything) == 4 * len(stems) > 0
+    expected = {f"{stem}{suffix[kind]}.png" for stem in stems for kind in outputs}
+    assert set(some) == expected and all(some[name] == everything[name] for name in some)
+
+
+def test_predict_outputs_a_sigmoid_model_cannot_write_is_one_error_line(tmp_path, capsys):
+    from fcn.files import check_outputs
+
+    assert check_outputs(["overlay", "mask"], "binary") == ("mask", "overlay")
+    with pytest.raises(ValueError, match="a multilabel model writes mask and overlay only"):
+        check_outputs(["color", "legend"], "multilabel")
+    with pytest.raises(ValueError, match="choose one or more of mask, color, overlay, legend"):
+        check_outputs([], "multiclass")
