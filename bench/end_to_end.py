@@ -4,7 +4,8 @@ bound of the same run (``python -c "import torch"`` + the network's forwards alo
 On a folder of generated 500x500 JPEGs (natural-looking scenes) and a ResNet-18 FCN-8s checkpoint
 (random weights unless --checkpoint names one: the times do not depend on the weights):
 
-- predict.py over the folder (process wall), and over one image (start-up to the first image);
+- predict.py over the folder (process wall), the same writing only the class-index PNGs (``--outputs
+  mask``), and over one image (start-up to the first image);
 - evaluate.py over the same images as a VOC-layout folder with masks, --save-predictions;
 - Segmenter per image (in one process: read, forward, argmax; median);
 - predict_files one after another (pipeline=False) against pipelined, its writing threads at lower
@@ -216,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                              "--output", str(tmp / "warm")])  # fmt: skip
         evaluate_data = ["data.val.name=folder", f"data.val.root={tmp / 'data'}", "data.val.split=val"]
         walls: dict[str, dict[str, list[float]]] = {
-            v: {"predict": [], "first": [], "evaluate": []} for v in variants
+            v: {"predict": [], "masks": [], "first": [], "evaluate": []} for v in variants
         }
         torch_import: list[float] = []
         for r in range(args.rounds):
@@ -227,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 out = tmp / f"out_{r}"
                 w["predict"].append(
                     process_seconds(["predict.py", *flags, "--input", str(images[0].parent), "--output", str(out / variant)])
+                )  # fmt: skip
+                w["masks"].append(
+                    process_seconds(["predict.py", *flags, "--input", str(images[0].parent), "--output", str(out / f"{variant}_masks"),
+                                     "--outputs", "mask"])
                 )  # fmt: skip
                 w["first"].append(
                     process_seconds(["predict.py", *flags, "--input", str(images[0]), "--output", str(out / "first")])
@@ -253,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "lower_bound_s": bound,
             "predict_s": w["predict"],
             "predict_vs_bound": w["predict"] / bound,
+            "predict_masks_s": w["masks"],
+            "predict_masks_vs_bound": w["masks"] / bound,
             "first_image_s": w["first"],
             "evaluate_s": w["evaluate"],
             "segmenter_ms": 1e3 * i["segmenter"] / len(images),
@@ -272,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 f"{r['predict_s']:.2f}",
                 f"{r['predict_vs_bound']:.2f}x",
                 f"{by[none]['predict_s'] / r['predict_s']:.2f}x",
+                f"{r['predict_masks_s']:.2f} ({r['predict_masks_vs_bound']:.2f}x)",
                 f"{r['first_image_s']:.2f}",
                 f"{r['evaluate_s']:.2f}",
                 f"{r['segmenter_ms']:.0f}",
@@ -287,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "predict.py s",
         "vs bound",
         f"vs {none}",
+        "--outputs mask s (vs bound)",
         "1 image s",
         "evaluate.py s",
         "Segmenter ms/img",
