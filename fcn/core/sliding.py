@@ -31,6 +31,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from fcn.core.runtime import amp_forward
+
 MODES = ("whole", "slide")  # eval.mode
 
 
@@ -59,7 +61,7 @@ def model_logits(
         )
     if mode != "whole":
         raise ValueError(f"mode='{mode}' is not one of {', '.join(MODES)}")
-    return model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    return amp_forward(model, x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
 
 def window_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -101,7 +103,7 @@ def slide_logits(
     th, tw = min(tile, height), min(tile, width)
     if (th, tw) == (height, width):
         x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
-        return model(x).float()
+        return amp_forward(model, x).float()
     boxes = [(y, x) for y in window_starts(height, tile, stride) for x in window_starts(width, tile, stride)]
     count = torch.zeros(height, width, device=images.device)
     for y, x in boxes:
@@ -113,7 +115,7 @@ def slide_logits(
         crops = torch.cat([images[:, :, y : y + th, x : x + tw] for y, x in chunk])
         if channels_last:
             crops = crops.contiguous(memory_format=torch.channels_last)
-        logits = model(crops)
+        logits = amp_forward(model, crops)
         if total is None:
             total = torch.zeros((n, logits.shape[1], height, width), device=images.device)
         for k, (y, x) in enumerate(chunk):
@@ -144,7 +146,7 @@ def slide_labels(
     th, tw = min(tile, height), min(tile, width)
     if (th, tw) == (height, width):
         x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
-        return argmax_heads(model(x).float(), heads)
+        return argmax_heads(amp_forward(model, x).float(), heads)
     ys, xs = window_starts(height, tile, stride), window_starts(width, tile, stride)
     boxes = [(y, x) for y in ys for x in xs]
     rows_count = torch.zeros(height, device=images.device)
@@ -165,7 +167,7 @@ def slide_labels(
         crops = torch.cat([images[:, :, y : y + th, x : x + tw] for y, x in chunk])
         if channels_last:
             crops = crops.contiguous(memory_format=torch.channels_last)
-        logits = model(crops)
+        logits = amp_forward(model, crops)
         del crops
         if band is None:
             band = torch.zeros((n, logits.shape[1], cap, width), device=images.device)

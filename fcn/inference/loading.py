@@ -95,6 +95,7 @@ def _build(
     model.to(device).eval()
     if cfg.eval.channels_last:
         model.to(memory_format=torch.channels_last)
+    model.cast_once = True  # under autocast, its weights are cast once (fcn.core.runtime.amp_forward)
     return model, cfg, which
 
 
