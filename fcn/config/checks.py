@@ -497,11 +497,11 @@ def _validate_loss(loss: DictConfig, n: int, source: str, task: str = "multiclas
     weights = loss.class_weights
     if isinstance(weights, str):
         _choice(source, "loss.class_weights", weights, CLASS_WEIGHTINGS)
-        if task == "multilabel" or (task == "binary" and weights != "inverse_frequency"):
+        if task in SIGMOID_TASKS and weights != "inverse_frequency":
             raise ConfigError(
                 f"{source}: loss.class_weights={weights} but data.task={task} weights positives (bce's "
-                "pos_weight): give a list of one number per class"
-                + (" or inverse_frequency" if task == "binary" else "")
+                "pos_weight): give a list of one number per class or inverse_frequency (each class's "
+                "pixels without it / with it in data.train)"
             )
         return
     if not OmegaConf.is_list(weights) and not isinstance(weights, (list, tuple)):

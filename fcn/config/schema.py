@@ -356,7 +356,8 @@ class LossConfig:
     <root>/.fcn_class_counts_<split>_<checksum>.json ('pairs': in its masks directory). ce/focal/ohem weight each pixel by its class's
     weight; dice/lovasz take the weighted mean over classes. data.task binary or multilabel: the
     pos_weight of bce and focal (the factor of each class's positive pixels): a list of
-    num_classes floats, or for binary 'inverse_frequency' (background / foreground pixels of data.train)."""
+    num_classes floats, or 'inverse_frequency': per class, the data.train pixels labelled 0 on its
+    mask / those labelled 1 (binary: background / foreground), counted and cached as above."""
     label_smoothing: float = 0.0
     """Label smoothing of the 'ce' term (0 = none; PyTorch's cross_entropy definition)."""
     focal_gamma: float = 2.0
