@@ -121,6 +121,10 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: model.arch=fcn8s_atonce is the paper's skip fusion; set model.fusion=skip"
         )
+    if m.arch == "fcn4s" and m.fusion != "skip":
+        raise ConfigError(
+            f"{source}: model.arch=fcn4s is skip fusion down to stride 4; set model.fusion=skip"
+        )
     pretrained = str(m.pretrained)
     if pretrained.lower() not in ("true", "false") and not pretrained:
         raise ConfigError(f"{source}: model.pretrained must be true, false or a file path")
@@ -178,6 +182,10 @@ def _validate_paper_options(cfg: DictConfig, source: str) -> None:
     if g and (m.fusion != "skip" or m.head != "score"):
         raise ConfigError(
             f"{source}: model.geometric_classes is siftflow-fcn*s's head: set model.fusion=skip and model.head=score"
+        )
+    if g and m.arch == "fcn4s":
+        raise ConfigError(
+            f"{source}: model.geometric_classes is siftflow-fcn*s's head (fcn32s, fcn16s, fcn8s), not model.arch=fcn4s's"
         )
     for key in ("train", "val"):
         ds = d[key]
