@@ -489,3 +489,44 @@ def test_binary_inverse_frequency_is_the_pos_weight_background_over_foreground(t
     assert frequency_weights(report, "inverse_frequency", 1, 255, "binary") == [
         pytest.approx(background / foreground)
     ]
+
+
+def test_multilabel_inverse_frequency_is_each_class_negatives_over_positives(tmp_path, capsys):
+    from fcn.core.distributed import env_info
+    from fcn.data.check import frequency_weights, split_report_cached
+    from fcn.data.check import main as check_main
+    from fcn.data.toy import generate
+    from fcn.training.loop import class_weight_tensor
+
+    root = tmp_path / "toy"
+    generate(root, seed=0, n_train=5, n_val=2, size=32, workers=1, fmt="pairs", task="multilabel")
+    train_masks = root / "train" / "masks"
+    band = train_masks / "band" / "train_00001.png"
+    plane = np.asarray(Image.open(band)).copy()
+    plane[:4] = 128  # void on the band's plane only: neither its negative nor its positive
+    Image.fromarray(plane, mode="L").save(band)
+    overrides = _pairs(
+        "multilabel",
+        "[disc, band]",
+        ["loss.terms=[{name: bce}]", "loss.class_weights=inverse_frequency", "data.ignore_index=128"],
+    )
+    overrides += [f"data.{s}.{k}={root}/{s}/{k}" for s in ("train", "val") for k in ("images", "masks")]
+    cfg = load_config(overrides=overrides + ["data.num_workers=0"])
+    expected = []
+    for name in ("disc", "band"):  # the direct count, file by file
+        planes = [np.asarray(Image.open(m)) for m in sorted((train_masks / name).glob("*.png"))]
+        assert len(planes) == 5
+        expected.append(sum(int((p == 0).sum()) for p in planes) / sum(int((p == 255).sum()) for p in planes))
+    assert expected[0] != pytest.approx(expected[1])  # a class's own counts, not one shared weight
+    report, cache, cached = split_report_cached(cfg.data.train, cfg.data)
+    assert not cached and cache is not None and cache.parent == train_masks
+    assert frequency_weights(report, "inverse_frequency", 2, 128, "multilabel") == pytest.approx(expected)
+    report, _, cached = split_report_cached(cfg.data.train, cfg.data)  # read back from the cache
+    assert cached
+    assert frequency_weights(report, "inverse_frequency", 2, 128, "multilabel") == pytest.approx(expected)
+    # what training hands bce as its pos_weight
+    assert class_weight_tensor(cfg, torch.device("cpu"), env_info()).tolist() == pytest.approx(expected)
+    assert check_main(overrides) == 0
+    assert f"loss: {{class_weights: [{expected[0]:.4g}, {expected[1]:.4g}]}}" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"loss.class_weights=median_frequency .*data.task=multilabel"):
+        load_config(overrides=overrides + ["loss.class_weights=median_frequency"])

@@ -121,6 +121,10 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: model.arch=fcn8s_atonce is the paper's skip fusion; set model.fusion=skip"
         )
+    if m.arch == "fcn4s" and m.fusion != "skip":
+        raise ConfigError(
+            f"{source}: model.arch=fcn4s is skip fusion down to stride 4; set model.fusion=skip"
+        )
     pretrained = str(m.pretrained)
     if pretrained.lower() not in ("true", "false") and not pretrained:
         raise ConfigError(f"{source}: model.pretrained must be true, false or a file path")
@@ -178,6 +182,10 @@ def _validate_paper_options(cfg: DictConfig, source: str) -> None:
     if g and (m.fusion != "skip" or m.head != "score"):
         raise ConfigError(
             f"{source}: model.geometric_classes is siftflow-fcn*s's head: set model.fusion=skip and model.head=score"
+        )
+    if g and m.arch == "fcn4s":
+        raise ConfigError(
+            f"{source}: model.geometric_classes is siftflow-fcn*s's head (fcn32s, fcn16s, fcn8s), not model.arch=fcn4s's"
         )
     for key in ("train", "val"):
         ds = d[key]
@@ -497,11 +505,11 @@ def _validate_loss(loss: DictConfig, n: int, source: str, task: str = "multiclas
     weights = loss.class_weights
     if isinstance(weights, str):
         _choice(source, "loss.class_weights", weights, CLASS_WEIGHTINGS)
-        if task == "multilabel" or (task == "binary" and weights != "inverse_frequency"):
+        if task in SIGMOID_TASKS and weights != "inverse_frequency":
             raise ConfigError(
                 f"{source}: loss.class_weights={weights} but data.task={task} weights positives (bce's "
-                "pos_weight): give a list of one number per class"
-                + (" or inverse_frequency" if task == "binary" else "")
+                "pos_weight): give a list of one number per class or inverse_frequency (each class's "
+                "pixels without it / with it in data.train)"
             )
         return
     if not OmegaConf.is_list(weights) and not isinstance(weights, (list, tuple)):

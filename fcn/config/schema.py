@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 PAPER_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
 """The paper's four nets (the authors' Caffe weights fit these)."""
-ARCHS = (*PAPER_ARCHS, "torchvision_fcn")
+ARCHS = (*PAPER_ARCHS, "fcn4s", "torchvision_fcn")
 TORCHVISION_FCN_OPTIONS = {
     "geometry": "same",
     "upsampling": "bilinear",
@@ -102,7 +102,10 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     arch: str = "fcn32s"
-    """Which FCN: fcn32s, fcn16s, fcn8s or fcn8s_atonce (the paper's four), or torchvision_fcn:
+    """Which FCN: fcn32s, fcn16s, fcn8s or fcn8s_atonce (the paper's four); fcn4s (FCN-8s fused once
+    more, with the stride-4 features: score_pool2 on VGG16's pool2, ResNet's layer1, ...; scores every
+    4 px place the edges of thin structures, a few pixels wide, that stride 8 blurs; fusion=skip
+    only, docs/models.md); or torchvision_fcn:
     torchvision's fcn_resnet50/101 (backbone resnet50 or resnet101, dilated to output stride 8,
     FCNHead on layer4, bilinear upsampling; its state dicts load as they are), which takes
     geometry=same, upsampling=bilinear, head=fcn, dropout_p=0 (predefined_configs/torchvision_fcn_resnet50.yml)."""
@@ -356,7 +359,8 @@ class LossConfig:
     <root>/.fcn_class_counts_<split>_<checksum>.json ('pairs': in its masks directory). ce/focal/ohem weight each pixel by its class's
     weight; dice/lovasz take the weighted mean over classes. data.task binary or multilabel: the
     pos_weight of bce and focal (the factor of each class's positive pixels): a list of
-    num_classes floats, or for binary 'inverse_frequency' (background / foreground pixels of data.train)."""
+    num_classes floats, or 'inverse_frequency': per class, the data.train pixels labelled 0 on its
+    mask / those labelled 1 (binary: background / foreground), counted and cached as above."""
     label_smoothing: float = 0.0
     """Label smoothing of the 'ce' term (0 = none; PyTorch's cross_entropy definition)."""
     focal_gamma: float = 2.0

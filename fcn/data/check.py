@@ -64,6 +64,7 @@ class PairResult(NamedTuple):
     counts: Optional[np.ndarray]  # (256,) int64 pixels per label value
     problems: list[Problem]
     kind: str = ""  # the image as stored: its PIL mode, or '<C>-channel <dtype>' for arrays
+    negatives: Optional[np.ndarray] = None  # a multilabel mask's (C,) pixels labelled 0 on each plane
 
 
 @dataclass
@@ -82,6 +83,8 @@ class SplitReport:
     max_size: Optional[tuple[int, int]] = None
     kinds: dict[str, int] = field(default_factory=dict)  # good images per stored kind (PairResult.kind)
     pixels: int = 0  # the good pairs' pixels (a multilabel task's class counts overlap: their sum is more)
+    # a multilabel task's pixels per class labelled 0 on its plane (its pos_weight's numerator); else None
+    negatives: Optional[np.ndarray] = None
     left_out: list[str] = field(
         default_factory=list
     )  # the listing's counts of files left out (Listing.left_out)
@@ -160,7 +163,7 @@ def inspect_labels(
     Raw ids that data.label_map does not list are a problem, but the pair still counts (it trains,
     with those pixels ignored).
     """
-    counts = mask = None
+    counts = mask = negatives = None
     notes = []  # problems that leave the pair usable
     if raw is not None:
         unlisted = reader.labels.unlisted(raw)
@@ -181,6 +184,7 @@ def inspect_labels(
         counts[:c] = (mask == 1).sum(axis=(1, 2))
         counts[c] = int((mask == 0).all(0).sum())
         counts[reader.ignore_index] += int((mask == reader.ignore_index).all(0).sum())
+        negatives = (mask == 0).sum(axis=(1, 2)).astype(np.int64)  # per plane: a partly ignored one too
         mask = mask[0]  # its size is the item's
     elif mask is not None:
         counts = np.bincount(mask.ravel(), minlength=256)  # one pass; np.unique sorts
@@ -205,7 +209,7 @@ def inspect_labels(
             )
     if size is None or counts is None or problems:
         return PairResult(None, None, problems + notes)
-    return PairResult(size, counts, notes)
+    return PairResult(size, counts, notes, negatives=negatives)
 
 
 def inspect_item(index: int, dataset: ExternalDataset) -> PairResult:
@@ -330,6 +334,8 @@ def summarise(
         report.good += 1
         report.pixels += result.size[0] * result.size[1]
         report.counts += result.counts
+        if result.negatives is not None:
+            report.negatives = result.negatives + (0 if report.negatives is None else report.negatives)
         report.present_pixels += np.where(result.counts > 0, result.counts.sum(), 0)
         report.kinds[result.kind] = report.kinds.get(result.kind, 0) + 1
         w, h = result.size
@@ -428,12 +434,20 @@ def frequency_weights(
     """Return loss.class_weights by `rule` ('inverse_frequency' or 'median_frequency') from a split's
     pixel counts of labels 0..num_classes-1; the ignore index counts as absent (weight 0.0). A binary
     task's 'inverse_frequency' is bce's pos_weight: [background pixels / foreground pixels] (1.0
-    without foreground)."""
-    if task == "binary":
+    without foreground); a multilabel task's, one per class: [its pixels labelled 0 / its pixels
+    labelled 1] (report.negatives over report.counts[:num_classes]; 1.0 for a class without pixels)."""
+    if task in ("binary", "multilabel"):
         if rule != "inverse_frequency":
-            raise ValueError(f"loss.class_weights='{rule}' is not inverse_frequency (data.task=binary)")
-        background, foreground = (float(c) for c in report.counts[:2])
-        return [background / foreground if foreground > 0 else 1.0]
+            raise ValueError(f"loss.class_weights='{rule}' is not inverse_frequency (data.task={task})")
+        if task == "binary":
+            negatives, positives = report.counts[:1], report.counts[1:2]
+        else:
+            if report.negatives is None:
+                raise ValueError(
+                    "a multilabel task's pos_weight needs report.negatives (split_report_cached)"
+                )
+            negatives, positives = report.negatives[:num_classes], report.counts[:num_classes]
+        return [float(n) / float(p) if p > 0 else 1.0 for n, p in zip(negatives, positives)]
     counts = report.counts[:num_classes].copy()
     present_pixels = report.present_pixels[:num_classes].copy()
     if ignore_index < num_classes:
@@ -504,6 +518,8 @@ def split_report_cached(
         report.counts = np.asarray(saved["counts"], np.int64)
         report.present_pixels = np.asarray(saved["present_pixels"], np.int64)
         report.good = int(saved["good"])
+        if data_cfg.task == "multilabel":  # a cache written before these counts is counted again
+            report.negatives = np.asarray(saved["negatives"], np.int64)
         return report, cache, True
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -512,13 +528,14 @@ def split_report_cached(
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 0 and len(pairs) > 1 else None
         results = read_pairs(pairs, mask_reader(ds_cfg, data_cfg, listing, channels), pool)
         report = summarise("data.train", description, listing, results, len(pairs), progress=False)
-    text = json.dumps(
-        {
-            "counts": report.counts.tolist(),
-            "present_pixels": report.present_pixels.tolist(),
-            "good": report.good,
-        }
-    )
+    saved = {
+        "counts": report.counts.tolist(),
+        "present_pixels": report.present_pixels.tolist(),
+        "good": report.good,
+    }
+    if report.negatives is not None:
+        saved["negatives"] = report.negatives.tolist()
+    text = json.dumps(saved)
     try:
         from fcn.core.files import atomic_write
 
@@ -572,10 +589,14 @@ def format_report(
         weight = frequency_weights(train, "inverse_frequency", 1, ignore_index, task)
         lines.append(f"bce pos_weight from {train.key}'s pixels (background / foreground), for your config:")
         lines.append(weights_line(weight))
-    elif task == "multilabel":
+    elif task == "multilabel" and train.negatives is not None:
+        weight = frequency_weights(train, "inverse_frequency", len(names) - 1, ignore_index, task)
         lines.append(
-            "bce pos_weight: give loss.class_weights a list, e.g. (no-class pixels / class pixels) per class"
+            f"bce pos_weight from {train.key}'s pixels (each class's pixels without it / with it), for your config:"
         )
+        lines.append(weights_line(weight))
+    elif task == "multilabel":
+        lines.append(f"no pos_weight: {train.key} has no good pair")
     elif train.counts[: len(names)].sum() > 0:
         lines.append(
             f"class weights from {train.key}'s pixels (inverse frequency, pixel-weighted mean 1), for your config:"

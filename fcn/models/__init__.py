@@ -1,7 +1,8 @@
 """FCN models: the paper's FCN-32s/16s/8s/8s-at-once, their modern options, and weight import.
 
 - ``FCN32s``, ``FCN16s``, ``FCN8s``, ``FCN8sAtOnce`` (``fcn.models.fcn``): the paper's nets on VGG16
-  by default, with options for geometry, upsampling, fusion, dropout and other backbones.
+  by default, with options for geometry, upsampling, fusion, dropout and other backbones; ``FCN4s``:
+  FCN-8s fused once more with the stride-4 features, for thin structures.
 - ``build_model(cfg.model)``: any model the config describes, on a torchvision backbone or any timm
   model (``model.backbone=timm:<name>``), with the paper's score layers or ``FCNHead`` (``model.head``).
 - ``resolve_normalization(cfg)``: the config with a timm backbone's own input mean/std filled in.
@@ -20,6 +21,7 @@ from typing import Any
 from fcn.models.backbones import resolve_normalization
 from fcn.models.fcn import (
     FCN,
+    FCN4s,
     FCN8s,
     FCN8sAtOnce,
     FCN16s,
@@ -37,6 +39,7 @@ __all__ = [
     "FCN16s",
     "FCN8s",
     "FCN8sAtOnce",
+    "FCN4s",
     "FCNHead",
     "build_model",
     "describe_init",

@@ -7,7 +7,9 @@ A backbone maps an image batch to a dict of feature maps keyed by their stride: 
 stride-32 downsamplings and the final 1x1 convolution. The last one passes through dropout (the
 reference's drop7; an added one for non-VGG backbones) before the FCN's ``score_fr``. A timm model
 (``timm:<name>``) gives the last feature map of each of the strides 8, 16 and 32 that its
-``feature_info`` lists (timm's ``features_only`` extractor), whatever the family.
+``feature_info`` lists (timm's ``features_only`` extractor), whatever the family. With
+``finest_stride=4`` (FCN-4s) the dict also holds the stride-4 map: VGG16's ``pool2``, ResNet's
+``layer1``, MobileNetV3's last block before the stride-8 downsampling, timm's last stride-4 feature.
 
 Every backbone rounds sizes up: a stride-s map of an H-pixel input has ceil(H / s) pixels, so the
 'same' geometry's fusion needs no offsets. VGG16 (pools without padding) centres pixel u of a
@@ -156,12 +158,16 @@ class VGG16Backbone(nn.Module):
         geometry: str = "paper",
         dropout: str = "element",
         dropout_p: float = 0.5,
+        finest_stride: int = 8,
     ):
         super().__init__()
         if geometry not in ("paper", "same"):
             raise ValueError(f"geometry='{geometry}' must be 'paper' or 'same'")
         self.batch_norm, self.geometry = batch_norm, geometry
-        self.channels = {8: 256, 16: 512, 32: 4096}
+        self.channels = (
+            {4: 128, 8: 256, 16: 512, 32: 4096} if finest_stride == 4 else {8: 256, 16: 512, 32: 4096}
+        )
+        self.scored = (2, 3, 4) if finest_stride == 4 else (3, 4)  # the pools returned
         for block in VGG16_BLOCKS:
             for name, c_in, c_out in block:
                 # conv1_1 { pad: 100 } (voc-fcn*/net.py): the paper's margin that lets any input
@@ -198,11 +204,11 @@ class VGG16Backbone(nn.Module):
                 x = F.relu(x, inplace=True)
             # pool1..pool5: Pooling { pool: MAX kernel_size: 2 stride: 2 }; Caffe rounds up.
             x = F.max_pool2d(x, 2, 2, ceil_mode=True)
-            if stage in (3, 4):  # only pool3 and pool4 are scored: pool1/pool2 are freed at once
-                pools[stage] = x
+            if stage in self.scored:  # only the scored pools are kept: the others are freed at once
+                pools[2**stage] = x
         x = self.drop6(F.relu(self.fc6(x), inplace=True))
         x = self.drop7(F.relu(self.fc7(x), inplace=True))
-        return {8: pools[3], 16: pools[4], 32: x}
+        return {**pools, 32: x}
 
     def torchvision_key_map(self) -> Dict[str, str]:
         """Return {torchvision key: own key} (fc8, i.e. classifier.6, has no counterpart)."""
@@ -226,23 +232,26 @@ class VGG16Backbone(nn.Module):
 
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without its pooling and classifier (fcn.models.resnet: the same modules,
-    names and initialisation); layer2/3/4 give strides 8/16/32."""
+    names and initialisation); layer2/3/4 give strides 8/16/32, and layer1 stride 4 with finest_stride=4."""
 
-    def __init__(self, name: str, dropout: str = "element", dropout_p: float = 0.5):
+    def __init__(self, name: str, dropout: str = "element", dropout_p: float = 0.5, finest_stride: int = 8):
         super().__init__()
         net = ResNetTrunk(name)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         width = net.expansion
         self.channels = {8: 128 * width, 16: 256 * width, 32: 512 * width}
+        if finest_stride == 4:
+            self.channels = {4: 64 * width, **self.channels}
         self.drop = make_dropout(dropout, dropout_p)
 
     def forward(self, x: Tensor) -> Dict[int, Tensor]:
-        x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
-        c3 = self.layer2(x)
+        c2 = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        c3 = self.layer2(c2)
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
-        return {8: c3, 16: c4, 32: self.drop(c5)}
+        feats = {8: c3, 16: c4, 32: self.drop(c5)}
+        return {4: c2, **feats} if 4 in self.channels else feats
 
     def torchvision_key_map(self) -> Dict[str, str]:
         """Return {torchvision key: own key} (the classifier 'fc' has no counterpart)."""
@@ -252,28 +261,25 @@ class ResNetBackbone(nn.Module):
 class MobileNetV3Backbone(nn.Module):
     """torchvision's MobileNetV3-Large feature extractor split at its stride-16 and -32 blocks."""
 
-    def __init__(self, dropout: str = "element", dropout_p: float = 0.5):
+    def __init__(self, dropout: str = "element", dropout_p: float = 0.5, finest_stride: int = 8):
         super().__init__()
         import torchvision.models
 
         self.features = torchvision.models.mobilenet_v3_large(weights=None).features
-        # Blocks with _is_cn downsample (as torchvision's LR-ASPP finds its stages); the last two
-        # start the stride-16 and stride-32 stages.
+        # Blocks with _is_cn downsample (as torchvision's LR-ASPP finds its stages); the last three
+        # start the stride-8, -16 and -32 stages: the map before each is the previous stride's last.
         downsampling = [i for i, block in enumerate(self.features) if getattr(block, "_is_cn", False)]
-        self.splits = (downsampling[-2], downsampling[-1])
-        last = self.features[-1]
-        self.channels = {
-            8: self.features[self.splits[0] - 1].out_channels,
-            16: self.features[self.splits[1] - 1].out_channels,
-            32: last.out_channels,
-        }
+        strides = (4, 8, 16) if finest_stride == 4 else (8, 16)
+        self.splits = dict(zip(downsampling[-len(strides) :], strides))  # {block index: stride before it}
+        self.channels = {stride: self.features[i - 1].out_channels for i, stride in self.splits.items()}
+        self.channels[32] = self.features[-1].out_channels
         self.drop = make_dropout(dropout, dropout_p)
 
     def forward(self, x: Tensor) -> Dict[int, Tensor]:
         feats = {}
         for i, block in enumerate(self.features):
             if i in self.splits:
-                feats[8 if i == self.splits[0] else 16] = x
+                feats[self.splits[i]] = x
             x = block(x)
         feats[32] = self.drop(x)
         return feats
@@ -402,6 +408,7 @@ class TimmBackbone(nn.Module):
         dropout_p: float = 0.5,
         pretrained: bool | str = False,
         in_channels: int = 3,
+        finest_stride: int = 8,
     ):
         super().__init__()
         check_timm_name(name)
@@ -409,12 +416,13 @@ class TimmBackbone(nn.Module):
             info = _timm().create_model(name, pretrained=False, features_only=True).feature_info
         reductions = info.reduction()
         indices = {}
-        for stride in (8, 16, 32):
+        for stride in (4, 8, 16, 32) if finest_stride == 4 else (8, 16, 32):
             found = [i for i, r in enumerate(reductions) if r == stride]
             if not found:
+                needs = "4, 8, 16 and 32 (model.arch=fcn4s)" if finest_stride == 4 else "8, 16 and 32"
                 raise ValueError(
                     f"model.backbone='timm:{name}': its features are at strides {reductions}; an FCN needs "
-                    "8, 16 and 32 (a convolutional or hierarchical model, not a plain ViT)"
+                    f"{needs} (a convolutional or hierarchical model, not a plain ViT)"
                 )
             indices[stride] = found[-1]
         self.name = name
@@ -432,8 +440,8 @@ class TimmBackbone(nn.Module):
         pad_h, pad_w = -height % 32, -width % 32
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        c3, c4, c5 = self.body(x)
-        feats = {8: c3, 16: c4, 32: self.drop(c5)}
+        *finer, c5 = self.body(x)
+        feats = {**dict(zip(self.channels, finer)), 32: self.drop(c5)}
         return {s: f[..., : math.ceil(height / s), : math.ceil(width / s)] for s, f in feats.items()}
 
 
@@ -444,30 +452,38 @@ def build_backbone(
     dropout_p: float = 0.5,
     pretrained: bool | str = False,
     in_channels: int = 3,
+    finest_stride: int = 8,
 ) -> nn.Module:
-    """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>') taking in_channels inputs;
-    torchvision backbones are randomly initialised (see load_torchvision_weights), a timm one has
-    the weights ``pretrained`` names."""
+    """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>') taking in_channels inputs
+    and giving the maps of strides finest_stride (8, or 4 for FCN-4s) to 32; torchvision backbones
+    are randomly initialised (see load_torchvision_weights), a timm one has the weights
+    ``pretrained`` names."""
     if not is_timm(name) and name not in BACKBONES:
         raise ValueError(f"backbone='{name}' is not one of {', '.join(BACKBONES)}, timm:<name>")
+    if finest_stride not in (4, 8):
+        raise ValueError(f"finest_stride={finest_stride} must be 4 or 8")
     if is_timm(name) and geometry == "same":
-        return TimmBackbone(name.removeprefix("timm:"), dropout, dropout_p, pretrained, in_channels)
-    backbone = _torchvision_backbone(name, geometry, dropout, dropout_p)
+        return TimmBackbone(
+            name.removeprefix("timm:"), dropout, dropout_p, pretrained, in_channels, finest_stride
+        )
+    backbone = _torchvision_backbone(name, geometry, dropout, dropout_p, finest_stride)
     set_in_channels(backbone, in_channels)
     return backbone
 
 
-def _torchvision_backbone(name: str, geometry: str, dropout: str, dropout_p: float) -> nn.Module:
+def _torchvision_backbone(
+    name: str, geometry: str, dropout: str, dropout_p: float, finest_stride: int = 8
+) -> nn.Module:
     """Return the randomly initialised torchvision backbone ``name`` (3 input channels)."""
     if name in VGG_BACKBONES:
-        return VGG16Backbone(name == "vgg16_bn", geometry, dropout, dropout_p)
+        return VGG16Backbone(name == "vgg16_bn", geometry, dropout, dropout_p, finest_stride)
     if geometry != "same":
         raise ValueError(
             f"geometry='{geometry}' needs a VGG backbone (its offsets are VGG16's); use geometry='same' with {name}"
         )
     if name in RESNET_LAYERS:
-        return ResNetBackbone(name, dropout, dropout_p)
-    return MobileNetV3Backbone(dropout, dropout_p)
+        return ResNetBackbone(name, dropout, dropout_p, finest_stride)
+    return MobileNetV3Backbone(dropout, dropout_p, finest_stride)
 
 
 def resolve_normalization(cfg: Any) -> Any:

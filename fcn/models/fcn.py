@@ -1,4 +1,4 @@
-"""FCN-32s, FCN-16s, FCN-8s and FCN-8s at-once (Long, Shelhamer, Darrell), and build_model.
+"""FCN-32s, FCN-16s, FCN-8s and FCN-8s at-once (Long, Shelhamer, Darrell), FCN-4s, and build_model.
 
 With the defaults (VGG16, ``geometry='paper'``, ``upsampling='transposed'``, ``fusion='skip'``) each
 model computes what the reference's ``voc-fcn32s``, ``voc-fcn16s``, ``voc-fcn8s`` and
@@ -19,6 +19,14 @@ block centres so no offsets are needed; about half the compute at 500x500), the 
 ``fcn.models.upsampling``, ``fusion='full'`` (each stride's score map brought to the input size and
 summed with learned per-class weights), the backbones of ``fcn.models.backbones`` (torchvision's and
 any timm model's), and ``head='fcn'``: torchvision's FCNHead in place of each 1x1 score layer.
+
+FCN-4s (``arch='fcn4s'``) continues the paper's skip fusion one stride further, as its section 4.2
+describes and leaves ("we do not continue fusing even lower layers" once the returns on PASCAL
+diminished): FCN-8s's ``fuse_pool3`` upsampled 2x (``upscore_pool3``) plus ``score_pool2`` on the
+stride-4 map (VGG16's pool2, ResNet's layer1), then ``upscore4`` (k8/s4). Scores every 4 pixels
+instead of 8 can place the edges of structures a few pixels wide (scratches, vessels, cracks), which
+a stride-8 map upsampled bilinearly cannot: between two of its samples 8 px apart a bilinear ramp
+crosses zero once, so a 6 px line that falls between them is drawn wider or not at all.
 """
 
 from __future__ import annotations
@@ -43,7 +51,12 @@ from fcn.models.upsampling import make_upsampling
 # Crop offsets of the reference nets (crop_param { offset: ... } in voc-fcn*/train.prototxt).
 SCORE_POOL4_OFFSET = 5  # score_pool4c
 SCORE_POOL3_OFFSET = 9  # score_pool3c
-SCORE_OFFSET = {32: 19, 16: 27, 8: 31}  # score (voc-fcn32s, voc-fcn16s, voc-fcn8s)
+# FCN-4s in the paper's geometry, by the coord_map arithmetic below: pool2's u lies at data
+# coordinate 4u - 97.5 and fuse_pool3's v (score_pool3c's grid) at 8v - 23.5; upscore_pool3 (k4/s2)
+# puts v at 2v + 1.5, i.e. its w at 4w - 29.5, so score_pool2c = pool2 from u = w + 17; upscore4
+# (k8/s4) puts w at 4w + 3.5, i.e. output o at o - 33. (The same arithmetic gives FCN-8s's 31.)
+SCORE_POOL2_OFFSET = 17  # score_pool2c
+SCORE_OFFSET = {32: 19, 16: 27, 8: 31, 4: 33}  # score (voc-fcn32s, voc-fcn16s, voc-fcn8s; fcn4s)
 
 # Full fusion in the paper's geometry upsamples each score map straight to stride 1. Caffe's
 # coord_map puts score_fr pixel v at data coordinate 32v + 12.5, score_pool4's u at 16u - 91.5 and
@@ -82,8 +95,10 @@ def _check_options(
         raise ValueError(
             "the geometric head (siftflow-fcn*s) needs fusion='skip', head='score' and one trunk"
         )
-    if stride not in (32, 16, 8):
-        raise ValueError(f"stride={stride} must be 32, 16 or 8")
+    if stride not in (32, 16, 8, 4):
+        raise ValueError(f"stride={stride} must be 32, 16, 8 or 4")
+    if stride == 4 and (fusion != "skip" or geometric_classes):
+        raise ValueError("FCN-4s is skip fusion with one head (fusion='skip', no geometric head)")
     if fusion not in ("skip", "full"):
         raise ValueError(f"fusion='{fusion}' must be 'skip' or 'full'")
     if head not in ("score", "fcn"):
@@ -93,9 +108,9 @@ def _check_options(
 
 
 class FCN(nn.Module):
-    """A fully convolutional network with skip fusion down to stride 32, 16 or 8.
+    """A fully convolutional network with skip fusion down to stride 32, 16, 8 or 4.
 
-    Use FCN32s, FCN16s, FCN8s or FCN8sAtOnce; forward maps (N, in_channels, H, W) to logits
+    Use FCN32s, FCN16s, FCN8s, FCN8sAtOnce or FCN4s; forward maps (N, in_channels, H, W) to logits
     (N, num_classes, H, W). FCN-32s has a single path, so its 'full' fusion is its 'skip' fusion.
     """
 
@@ -159,12 +174,14 @@ class FCN(nn.Module):
             return self.backbone[self.late_fusion[0]].channels
         # A timm backbone loads its own weights (timm maps them into its feature extractor).
         timm_weights = pretrained if is_timm(backbone) else False
-        self.backbone = build_backbone(backbone, geometry, dropout, dropout_p, timm_weights, self.in_channels)
+        self.backbone = build_backbone(
+            backbone, geometry, dropout, dropout_p, timm_weights, self.in_channels, min(self.stride, 8)
+        )
         return self.backbone.channels
 
     def _build_score_layers(self, channels: Mapping[int, int]) -> None:
-        """Build score_fr (one per modality for late fusion), score_pool4 (16s, 8s) and score_pool3
-        (8s): 1x1 convolutions to the classes, or FCNHeads with head='fcn'."""
+        """Build score_fr (one per modality for late fusion), score_pool4 (16s, 8s, 4s), score_pool3
+        (8s, 4s) and score_pool2 (4s): 1x1 convolutions to the classes, or FCNHeads with head='fcn'."""
 
         def score(in_channels: int) -> nn.Module:
             if self.head == "fcn":
@@ -179,17 +196,22 @@ class FCN(nn.Module):
             self.score_pool4 = score(channels[16])
         if self.stride <= 8:
             self.score_pool3 = score(channels[8])
+        if self.stride <= 4:
+            self.score_pool2 = score(channels[4])
 
     def _build_upsampling(self, up: Callable[..., nn.Module]) -> None:
         """Build the upsampling layers: the skip path's (upscore; upscore2, upscore16; upscore2,
-        upscore_pool4, upscore8) or full fusion's (one per stride, straight to stride 1, and fuse_weight)."""
+        upscore_pool4, upscore8; upscore2, upscore_pool4, upscore_pool3, upscore4) or full fusion's (one
+        per stride, straight to stride 1, and fuse_weight)."""
         stride = self.stride
         if stride == 32:
             self.upscore = up(32)
         elif self.fusion == "skip" and stride == 16:
             self.upscore2, self.upscore16 = up(2), up(16)
-        elif self.fusion == "skip":
+        elif self.fusion == "skip" and stride == 8:
             self.upscore2, self.upscore_pool4, self.upscore8 = up(2), up(2), up(8)
+        elif self.fusion == "skip":
+            self.upscore2, self.upscore_pool4, self.upscore_pool3, self.upscore4 = up(2), up(2), up(2), up(4)
         else:
             # Full fusion: every score map goes straight to stride 1 (upscore x32, upscore16 x16,
             # upscore8 x8), then a learned per-class weight per path; 1 everywhere starts it as the
@@ -219,7 +241,14 @@ class FCN(nn.Module):
     def _zero_score_layers(self) -> None:
         """Zero the 1x1 score layers, as the reference's solve.py starts them."""
         scores = [*self.score_fr.values()] if self.late_fusion else [self.score_fr]
-        for name in ("score_pool4", "score_pool3", "score_fr_geo", "score_pool4_geo", "score_pool3_geo"):
+        for name in (
+            "score_pool4",
+            "score_pool3",
+            "score_pool2",
+            "score_fr_geo",
+            "score_pool4_geo",
+            "score_pool3_geo",
+        ):
             scores.append(getattr(self, name, None))
         for layer in scores:
             # The FCN head keeps torchvision's initialisation: zeroing its last 1x1 convolution as
@@ -261,7 +290,7 @@ class FCN(nn.Module):
         return _crop(self.upscore(fused), SCORE_OFFSET[32] if self.geometry == "paper" else 0, size)
 
     def decode(self, feats: Mapping[int, Tensor], size: Tuple[int, int], head: str = "") -> Tensor:
-        """Return logits of the input size from the backbone's {8, 16, 32}-stride features; head
+        """Return logits of the input size from the backbone's {4, 8, 16, 32}-stride features; head
         '_geo' takes the geometric head's layers (score_fr_geo, upscore2_geo, ...)."""
         paper = self.geometry == "paper"
         score = getattr(self, "score_fr" + head)(feats[32])
@@ -269,7 +298,7 @@ class FCN(nn.Module):
             return _crop(getattr(self, "upscore" + head)(score), SCORE_OFFSET[32] if paper else 0, size)
         pool4 = feats[16] * AT_ONCE_SCALE[16] if self.at_once else feats[16]
         score_pool4 = getattr(self, "score_pool4" + head)(pool4)
-        if self.stride == 8:
+        if self.stride <= 8:
             pool3 = feats[8] * AT_ONCE_SCALE[8] if self.at_once else feats[8]
             score_pool3 = getattr(self, "score_pool3" + head)(pool3)
         if self.fusion == "full":
@@ -289,7 +318,12 @@ class FCN(nn.Module):
         fuse = self._fuse(
             getattr(self, "upscore_pool4" + head)(fuse), score_pool3, SCORE_POOL3_OFFSET
         )  # fuse_pool3
-        return _crop(getattr(self, "upscore8" + head)(fuse), SCORE_OFFSET[8] if paper else 0, size)
+        if self.stride == 8:
+            return _crop(getattr(self, "upscore8" + head)(fuse), SCORE_OFFSET[8] if paper else 0, size)
+        fuse = self._fuse(
+            self.upscore_pool3(fuse), self.score_pool2(feats[4]), SCORE_POOL2_OFFSET
+        )  # fuse_pool2
+        return _crop(self.upscore4(fuse), SCORE_OFFSET[4] if paper else 0, size)
 
     def _fuse(self, upscored: Tensor, skip: Tensor, offset: int) -> Tensor:
         """Return the element-wise sum of an upsampled score map and a finer skip score map."""
@@ -336,7 +370,17 @@ class FCN8sAtOnce(FCN):
         super().__init__(8, num_classes, pretrained, at_once=True, **options)
 
 
-MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FCN8sAtOnce}
+class FCN4s(FCN):
+    """FCN-4s (not one of the paper's nets): FCN-8s's fusion, upscore_pool3 + score_pool2 (crop 17),
+    upscore4, crop 33; the fusion section 4.2 of the paper stops short of, for thin structures."""
+
+    arch = "fcn4s"
+
+    def __init__(self, num_classes: int = 21, pretrained: bool | str = False, **options: Any):
+        super().__init__(4, num_classes, pretrained, **options)
+
+
+MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FCN8sAtOnce, "fcn4s": FCN4s}
 assert (*MODELS, TorchvisionFCN.arch) == ARCHS
 
 
