@@ -74,3 +74,9 @@ def test_end_to_end_times_the_commands_and_the_pipeline_writes_the_same_bytes(tm
     assert row["lower_bound_s"] == pytest.approx(row["import_torch_s"] + row["forwards_s"])
     assert all(row[k] > 0 for k in ("predict_s", "first_image_s", "evaluate_s", "segmenter_ms"))
     assert "| none" in capsys.readouterr().out and (tmp_path / "e.json").is_file()
+
+
+def test_build_times_both_builds_of_each_net(capsys):
+    rows = load_bench("build").main(["--backbones", "resnet18", "--rounds", "1"])
+    assert [row[0] for row in rows] == ["fcn8s resnet18"] and rows[0][3].endswith("x")
+    assert "built bare s" in capsys.readouterr().out

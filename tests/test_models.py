@@ -624,3 +624,33 @@ def test_pretrained_file_that_is_not_a_state_dict_is_one_line_error(tmp_path):
     with pytest.raises(ValueError, match="garbage.pth") as info:
         FCN32s(backbone="resnet18", geometry="same", pretrained=str(path))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vgg16"])
+def test_build_model_without_initialisation_loads_to_the_same_net_and_draws_nothing(backbone):
+    """fcn.inference.loading's build: no random draws (the generator is left as it was), and with the
+    weights loaded, the same outputs as a normally built net; torch.nn.init is back as it was."""
+    from fcn.models import build_model
+
+    geometry = ["model.geometry=same"] if backbone != "vgg16" else []
+    cfg = load_config(overrides=[f"model.backbone={backbone}", "model.pretrained=false", *geometry])
+    torch.manual_seed(3)
+    reference = build_model(cfg.model).eval()
+    initialisers = {name: getattr(nn.init, name) for name in fcn_module._INITIALISERS}
+    state = torch.random.get_rng_state()
+    bare = build_model(cfg.model, initialize=False)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(getattr(nn.init, name) is f for name, f in initialisers.items())
+    bare.load_state_dict(reference.state_dict())
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.equal(bare.eval()(x), reference(x))
+
+
+def test_no_initialisation_restores_torch_nn_init_after_a_failed_build():
+    from fcn.models import build_model
+
+    saved = nn.init.kaiming_uniform_
+    with pytest.raises(ValueError, match="model.arch='nope'"):
+        build_model(SimpleNamespace(arch="nope"), initialize=False)
+    assert nn.init.kaiming_uniform_ is saved

@@ -88,7 +88,7 @@ def _build(
 
     # Never download backbone weights nor read another checkpoint: the weights come from this one.
     build_cfg = with_overrides(cfg, ["model.pretrained=false", "model.init_from=''"], source=path)
-    model = build_model(build_cfg.model)
+    model = build_model(build_cfg.model, initialize=False)  # every weight is loaded next
     state, which = model_weights(ckpt, use_ema)
     _check_weights(model, state, path, cfg)
     model.load_state_dict(state)

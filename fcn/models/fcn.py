@@ -31,7 +31,9 @@ crosses zero once, so a 6 px line that falls between them is drawn wider or not 
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Sequence, Tuple
+import contextlib
+import threading
+from typing import Any, Callable, Iterator, List, Mapping, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -384,11 +386,41 @@ MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FC
 assert (*MODELS, TorchvisionFCN.arch) == ARCHS
 
 
-def build_model(model_cfg: Any) -> FCN | TorchvisionFCN:
+# torch.nn.init's in-place initialisers: what the layers' reset_parameters and our own code draw
+# weights with, skipped by build_model(initialize=False).
+_INITIALISERS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+)  # fmt: skip
+_INIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_initialisation() -> Iterator[None]:
+    """Make torch.nn.init's initialisers return their tensor untouched while models are built (the
+    tensors keep torch.empty's contents), one build at a time; restored on leaving."""
+    with _INIT_LOCK:
+        saved = {name: getattr(nn.init, name) for name in _INITIALISERS}
+        try:
+            for name in saved:
+                setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+            yield
+        finally:
+            for name, function in saved.items():
+                setattr(nn.init, name, function)
+
+
+def build_model(model_cfg: Any, initialize: bool = True) -> FCN | TorchvisionFCN:
     """Return the model that cfg.model describes (an OmegaConf node or any object with its fields).
 
     ``init_from`` is not handled here: the caller loads that checkpoint and calls init_from_state_dict.
+    initialize=False skips drawing the random weights (torch.nn.init's initialisers) for a caller
+    that loads every weight next, as fcn.inference.loading does: VGG16's 134 M weights take a second
+    to draw. The random number generators are then left as they were.
     """
+    if not initialize:
+        with _no_initialisation():
+            return build_model(model_cfg)
     if model_cfg.arch == TorchvisionFCN.arch:
         if model_cfg.backbone not in TORCHVISION_FCN_BACKBONES:
             raise ValueError(
