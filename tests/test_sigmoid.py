@@ -530,3 +530,32 @@ def test_multilabel_inverse_frequency_is_each_class_negatives_over_positives(tmp
     assert f"loss: {{class_weights: [{expected[0]:.4g}, {expected[1]:.4g}]}}" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"loss.class_weights=median_frequency .*data.task=multilabel"):
         load_config(overrides=overrides + ["loss.class_weights=median_frequency"])
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_int8_keeps_the_sigmoid_boolean_masks_and_0_255_pngs(binary_setup, tmp_path, engine):
+    """eval.fast_path=int8 (torch's FX quantization, or ONNX Runtime's static int8) on a binary model:
+    calibrated on the inputs, still one sigmoid logit thresholded into boolean masks and 0/255 PNGs,
+    close to fp32's (int8 is an approximation: measure it on your model, docs/deployment.md)."""
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    from fcn.api import Segmenter
+
+    root, ckpt, _, _ = binary_setup
+    copy = tmp_path / "best.pt"  # an engine caches its export beside the checkpoint
+    copy.write_bytes(ckpt.read_bytes())
+    images = [root / "images" / f"im{i}.png" for i in range(len(SIZES))]
+    fp32 = Segmenter.from_checkpoint(copy, device="cpu")
+    int8 = Segmenter.from_checkpoint(copy, device="cpu", engine=engine, fast_path="int8")
+    int8.calibrate(images)
+    same = total = 0
+    for image in images:
+        a, b = fp32(image), int8(image)
+        assert b.dtype == bool and b.shape == a.shape
+        same, total = same + int((a == b).sum()), total + a.size
+    assert same >= 0.98 * total, same / total  # 99.9% here, on both engines
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(copy), "--input", str(images[0]), "--output", str(out), "--no-progress"]
+    assert predict.main([*argv, "--engine", engine, "--fast-path", "int8"]) == 0
+    with Image.open(out / "im0.png") as saved:
+        assert saved.mode == "L" and set(np.unique(np.asarray(saved))) <= {0, 255}
