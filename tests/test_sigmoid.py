@@ -559,3 +559,20 @@ def test_int8_keeps_the_sigmoid_boolean_masks_and_0_255_pngs(binary_setup, tmp_p
     assert predict.main([*argv, "--engine", engine, "--fast-path", "int8"]) == 0
     with Image.open(out / "im0.png") as saved:
         assert saved.mode == "L" and set(np.unique(np.asarray(saved))) <= {0, 255}
+
+
+def test_openvino_gives_the_binary_masks_of_torch(binary_setup, tmp_path):
+    pytest.importorskip("openvino")
+    from fcn.api import Segmenter
+
+    root, ckpt, _, _ = binary_setup
+    copy = tmp_path / "best.pt"
+    copy.write_bytes(ckpt.read_bytes())
+    torch_seg = Segmenter.from_checkpoint(copy, device="cpu")
+    vino_seg = Segmenter.from_checkpoint(copy, device="cpu", engine="openvino")
+    same = total = 0
+    for i in range(len(SIZES)):
+        a, b = torch_seg(root / "images" / f"im{i}.png"), vino_seg(root / "images" / f"im{i}.png")
+        assert b.dtype == bool and b.shape == a.shape and b.any()
+        same, total = same + int((a == b).sum()), total + a.size
+    assert same >= 0.999 * total
