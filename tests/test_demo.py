@@ -30,6 +30,7 @@ from tests.test_evaluate_predict import (
     CLASSES,
     setup,  # noqa: F401  (the module-scoped checkpoint fixture)
 )
+from tests.test_sigmoid import binary_setup  # noqa: F401  (a binary checkpoint, module-scoped)
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +290,17 @@ def test_the_page_downscales_a_large_upload_says_so_and_survives_a_broken_one(se
         assert status.startswith("40 x 30 px · ")
     finally:
         app.close()
+
+
+def test_the_page_shows_a_binary_models_overlay_mask_and_share(binary_setup):  # noqa: F811
+    """A binary checkpoint (tests/test_sigmoid.py's brightness logit) on the page: the overlay and the
+    colour mask in its two palette colours, the foreground's share in the legend."""
+    root, ckpt, _, _ = binary_setup
+    seg = Segmenter.from_checkpoint(ckpt, device="cpu")
+    image = root / "images" / "im0.png"
+    picture, colour, shares = analyse(seg, image, 0.5)
+    mask = seg(image)
+    assert picture.shape == colour.shape == (*mask.shape, 3)
+    assert (colour[mask] == seg.palette[1]).all() and (colour[~mask] == seg.palette[0]).all()
+    assert shares == [(1, "bright", pytest.approx(mask.mean()))]
+    assert "bright" in shares_html(shares, seg.palette)
