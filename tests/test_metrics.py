@@ -246,3 +246,45 @@ def test_format_table_rejects_wrong_number_of_names():
         format_table(
             {"pixel_acc": 1, "mean_acc": 1, "mean_iou": 1, "fwavacc": 1, "iou": [1, 1, 1]}, ["a", "b"]
         )
+
+
+def _threshold_counts_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from fcn.core.metrics import ThresholdCounts
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        probs, masks = _sigmoid_batch(rank)
+        counts = ThresholdCounts(2, [0.3, 0.5, 0.7])
+        counts.update(probs, masks)
+        counts.all_reduce()
+        torch.save(counts.mat, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _sigmoid_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A multilabel batch of probabilities (2 classes) and 0/1/void masks, different on each rank."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(3, 2, 9, 7, generator=g)
+    masks = torch.randint(0, 2, (3, 2, 9, 7), generator=g)
+    masks[0, 1, :2] = 255  # void on one plane
+    return probs, masks
+
+
+def test_threshold_counts_all_reduce_sums_across_ranks(tmp_path):
+    """Evaluation of a binary or multilabel task under DDP: each rank's counts summed, so the metrics
+    are those of the whole set in one process."""
+    from fcn.core.metrics import ThresholdCounts
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_threshold_counts_worker, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork")
+    expected = ThresholdCounts(2, [0.3, 0.5, 0.7])
+    for rank in range(2):
+        expected.update(*_sigmoid_batch(rank))
+    assert int(expected.mat.sum()) == 2 * (2 * 3 * 9 * 7 - 2 * 7)  # the void pixels are not counted
+    for rank in range(2):
+        assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), expected.mat)
