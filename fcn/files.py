@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-import torch
 
 from fcn.api import Segmenter
 from fcn.core.visualize import legend, save_index_png, save_png
@@ -150,10 +149,7 @@ def predict_files(
     # On the CPU, torch's threads and the reading and writing threads share the cores: how many the
     # network gets is measured on the first images (NetworkThreads), then kept.
     threads = NetworkThreads(
-        pipeline and segmenter.engine == "torch" and segmenter.device.type == "cpu",
-        torch.get_num_threads,
-        torch.set_num_threads,
-        iterations=len(jobs),
+        pipeline and segmenter.engine == "torch" and segmenter.device.type == "cpu", iterations=len(jobs)
     )
     with bar, threads, Behind(background_threads() if pipeline else 0) as behind:
         for (file, stem), image, exc in read_ahead(
@@ -194,11 +190,12 @@ def write_sigmoid_outputs(
     write_outputs'."""
     from fcn.inference.evaluation import write_sigmoid_masks
 
-    if "mask" in outputs and mask.ndim == 2:
-        write_sigmoid_masks(mask.astype(np.uint8), out, stem, None, durable=durable)
-    elif "mask" in outputs:
-        for name, plane in zip(segmenter.classes, mask):
-            write_sigmoid_masks(plane.astype(np.uint8), out, f"{stem}_{name}", None, durable=durable)
+    if "mask" in outputs:
+        if mask.ndim == 2:
+            write_sigmoid_masks(mask.astype(np.uint8), out, stem, None, durable=durable)
+        else:
+            for name, plane in zip(segmenter.classes, mask):
+                write_sigmoid_masks(plane.astype(np.uint8), out, f"{stem}_{name}", None, durable=durable)
     if "overlay" in outputs:
         overlay = segmenter.overlay(image, alpha=alpha, mask=mask)
         save_png(overlay, out / f"{stem}_overlay.png", durable=durable)

@@ -64,7 +64,6 @@ def predict_video(
             "channels; give it images (.tif/.npy) instead"
         )
     av = _import_av()
-    import torch
     from tqdm import tqdm
 
     from fcn.core.files import atomic_write, sync
@@ -112,10 +111,7 @@ def predict_video(
 
             # The network's share of the cores beside the decoder and encoder threads: measured.
             threads = NetworkThreads(
-                segmenter.engine == "torch" and segmenter.device.type == "cpu",
-                torch.get_num_threads,
-                torch.set_num_threads,
-                iterations=total,
+                segmenter.engine == "torch" and segmenter.device.type == "cpu", iterations=total
             )
             with closing(decoded), threads, Behind(workers=1, queue=4) as behind:
                 for frame, image in tqdm(

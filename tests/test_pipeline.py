@@ -161,7 +161,7 @@ def test_network_threads_tries_all_and_one_fewer_then_keeps_the_faster_and_resto
 
     clock = _Clock(seconds)
     monkeypatch.setattr(pipeline.time, "perf_counter", clock.perf_counter)
-    with NetworkThreads(True, lambda: clock.threads, clock.set, iterations=30) as threads:
+    with NetworkThreads(True, iterations=30, get=lambda: clock.threads, set=clock.set) as threads:
         for _ in range(30):
             threads.step()
             clock.iteration()
@@ -174,7 +174,7 @@ def test_network_threads_tries_all_and_one_fewer_then_keeps_the_faster_and_resto
 @pytest.mark.parametrize("enabled, full, iterations", [(False, 4, 30), (True, 1, 30), (True, 4, 17)])
 def test_network_threads_changes_nothing_where_disabled_or_too_short(enabled, full, iterations):
     calls = []
-    with NetworkThreads(enabled, lambda: full, calls.append, iterations=iterations) as threads:
+    with NetworkThreads(enabled, iterations=iterations, get=lambda: full, set=calls.append) as threads:
         for _ in range(iterations):
             threads.step()
     assert calls == [] and threads.chosen == full

@@ -184,7 +184,7 @@ def _renice(nice: int) -> None:
 
 class NetworkThreads:
     """Choose, by trying, how many threads the network runs on while background threads read and
-    write beside it: all the intra-op threads torch has (``get()``), or one fewer, which leaves a
+    write beside it: all the intra-op threads torch has (or ``get()`` returns), or one fewer, which leaves a
     core to the readers and writers instead of letting them preempt the network's parallel layers.
 
     Which is faster depends on the model, the fast path and the machine (2 cores: a bf16 ResNet-18
@@ -201,12 +201,16 @@ class NetworkThreads:
     def __init__(
         self,
         enabled: bool,
-        get: Callable[[], int],
-        set: Callable[[int], None],
         iterations: int | None = None,
         warmup: int = 1,
         block: int = 2,
+        get: Callable[[], int] | None = None,
+        set: Callable[[int], None] | None = None,
     ) -> None:
+        if get is None or set is None:  # torch's intra-op threads (get/set: another pool, or a test's)
+            import torch
+
+            get, set = torch.get_num_threads, torch.set_num_threads
         self._set = set
         self.full = get()
         fewer = self.full - 1

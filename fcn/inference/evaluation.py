@@ -76,12 +76,7 @@ def _loader(
 def _threads(model: nn.Module | Engine, device: torch.device, loader: DataLoader) -> NetworkThreads:
     """How many threads a torch model on the CPU runs on beside the loader's workers and the
     prediction writers: measured on the first batches (fcn.core.pipeline.NetworkThreads)."""
-    return NetworkThreads(
-        device.type == "cpu" and not isinstance(model, Engine),
-        torch.get_num_threads,
-        torch.set_num_threads,
-        iterations=len(loader),
-    )
+    return NetworkThreads(device.type == "cpu" and not isinstance(model, Engine), iterations=len(loader))
 
 
 def evaluate_model(
