@@ -17,7 +17,7 @@ import sys
 from typing import Sequence
 
 from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
-from fcn.core.errors import run_phases
+from fcn.core.errors import leave, run_phases
 
 # The page's bounds (fcn/demo.py); fcn.demo imports no Gradio, so this import is cheap.
 from fcn.demo import CONCURRENCY, MAX_FILE_MB, MAX_PIXELS, QUEUE_SIZE
@@ -132,4 +132,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(leave(main()))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
-from fcn.core.errors import run_phases
+from fcn.core.errors import leave, run_phases
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -152,4 +152,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(leave(main()))

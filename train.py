@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from fcn.cli import add_config_arguments
-from fcn.core.errors import exit_code, run_phases
+from fcn.core.errors import exit_code, leave, run_phases
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -46,4 +46,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(leave(main()))

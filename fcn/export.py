@@ -19,7 +19,7 @@ import importlib.util
 import sys
 from typing import Sequence
 
-from fcn.core.errors import run_phases
+from fcn.core.errors import leave, run_phases
 from fcn.inference.onnx import (
     CHECK_SIZES,
     DEFAULT_OPSET,
@@ -116,4 +116,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(leave(main()))

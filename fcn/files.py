@@ -4,14 +4,18 @@ written by a fcn.api.Segmenter (a binary or multilabel model: 0/255 masks and an
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from fcn.api import Segmenter
+from fcn.core.files import atomic_write
 from fcn.core.visualize import legend, save_index_png, save_png
 from fcn.inference.budget import MemoryBudgetError
 
@@ -97,9 +101,25 @@ def write_outputs(
         overlay = segmenter.overlay(image, alpha=alpha, mask=mask)
         save_png(overlay, out / f"{stem}_overlay.png", durable=durable)
     if "legend" in outputs:
-        present = [int(c) for c in np.unique(mask) if c < len(segmenter.classes)]
-        picture = legend(present, segmenter.classes, segmenter.palette)
-        save_png(picture, out / f"{stem}_legend.png", durable=durable)
+        counts = np.bincount(mask.ravel(), minlength=256)
+        present = tuple(int(c) for c in np.flatnonzero(counts[: len(segmenter.classes)]))
+        png = _legend_png(present, tuple(segmenter.classes), segmenter.palette.tobytes())
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "xb") as f:
+                f.write(png)
+
+        atomic_write(out / f"{stem}_legend.png", write, durable=durable)
+
+
+@functools.lru_cache(maxsize=256)
+def _legend_png(present: tuple[int, ...], classes: tuple[str, ...], palette: bytes) -> bytes:
+    """Return the PNG bytes of the legend of these classes (save_png's bytes): drawn and encoded
+    once per set of classes present, which a folder of photos repeats."""
+    picture = legend(list(present), list(classes), np.frombuffer(palette, np.uint8).reshape(256, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def predict_files(

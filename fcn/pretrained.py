@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from fcn.core.errors import run_phases
+from fcn.core.errors import leave, run_phases
 from fcn.models.pretrained import (
     PRETRAINED,
     TABLE_HEADER,
@@ -47,4 +47,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(leave(main()))
