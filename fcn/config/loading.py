@@ -9,8 +9,8 @@ its source. to_dict and to_yaml turn a config back into plain data.
 
 from __future__ import annotations
 
-import dataclasses
 import copy
+import dataclasses
 import difflib
 import os
 import re
