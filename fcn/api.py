@@ -312,6 +312,19 @@ class Segmenter:
         RGB PIL for a 3-channel model, an H x W x C array for model.in_channels=C (as_input)."""
         return as_input(image, int(self.cfg.model.in_channels))
 
+    def prepare(self, image: Any) -> tuple[Image.Image | np.ndarray, torch.Tensor | None]:
+        """Return (read(image), its model input for segment(), or None where that waits for
+        segment(): an image over eval.max_memory, which segment() refuses before any work): the part
+        of segmenting that a reading thread can do ahead of the network (predict.py's pipeline)."""
+        from fcn.inference.budget import MemoryBudgetError
+
+        pixels = self.read(image)
+        try:
+            self.plan(pixels)
+        except MemoryBudgetError:
+            return pixels, None
+        return pixels, self._input(pixels)
+
     def _input(self, image: Image.Image) -> torch.Tensor:
         """Return the (1, C, H, W) model input of an image as read() gives it, on the device."""
         from fcn.core.normalize import input_normalization
@@ -362,14 +375,15 @@ class Segmenter:
             return [self(one) for one in image]
         return self.segment(self.read(image))
 
-    def segment(self, image: Image.Image) -> np.ndarray:
+    def segment(self, image: Image.Image, x: torch.Tensor | None = None) -> np.ndarray:
         """Return the H x W uint8 class-index mask of an RGB PIL image (what __call__ computes; a
-        sigmoid task's boolean mask)."""
+        sigmoid task's boolean mask). x: the image's model input made beforehand (prepare(), in a
+        reading thread), else it is made here."""
         from fcn.inference.segment import predict_labels
 
         options = self._options(image)  # first: an image over the budget is refused before any work
         self._ready(image)
-        labels = predict_labels(self.model, self._input(image), **options)
+        labels = predict_labels(self.model, self._input(image) if x is None else x, **options)
         if self.task != "multiclass":
             return labels[0].cpu().numpy() == 1
         if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels

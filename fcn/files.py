@@ -172,8 +172,9 @@ def predict_files(
         pipeline and segmenter.engine == "torch" and segmenter.device.type == "cpu", iterations=len(jobs)
     )
     with bar, threads, Behind(background_threads() if pipeline else 0) as behind:
-        for (file, stem), image, exc in read_ahead(
-            jobs, lambda job: segmenter.read(job[0]), depth=2 if pipeline else 0, errors=readable
+        # The reading thread also makes the model's input (decoding and normalising off the network's core).
+        for (file, stem), read, exc in read_ahead(
+            jobs, lambda job: segmenter.prepare(job[0]), depth=2 if pipeline else 0, errors=readable
         ):
             bar.update(1)
             if exc is not None:
@@ -182,7 +183,8 @@ def predict_files(
                 continue
             threads.step()
             try:
-                mask = segmenter.segment(image)
+                image, x = read
+                mask = segmenter.segment(image, x)
             except MemoryBudgetError as exc:  # too large even window by window: the others are still done
                 errors.append(f"{file}: {exc}")
                 log(f"error: {file}: {exc}")
