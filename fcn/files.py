@@ -149,7 +149,7 @@ def predict_files(
     from tqdm import tqdm
 
     from fcn.core.files import sync
-    from fcn.core.pipeline import Behind, NetworkThreads, background_threads, read_ahead
+    from fcn.core.pipeline import WRITE_NICE, Behind, NetworkThreads, background_threads, read_ahead
 
     if log is None:
 
@@ -171,7 +171,7 @@ def predict_files(
     threads = NetworkThreads(
         pipeline and segmenter.engine == "torch" and segmenter.device.type == "cpu", iterations=len(jobs)
     )
-    with bar, threads, Behind(background_threads() if pipeline else 0) as behind:
+    with bar, threads, Behind(background_threads() if pipeline else 0, nice=WRITE_NICE) as behind:
         # The reading thread also makes the model's input (decoding and normalising off the network's core).
         for (file, stem), read, exc in read_ahead(
             jobs, lambda job: segmenter.prepare(job[0]), depth=2 if pipeline else 0, errors=readable

@@ -67,7 +67,7 @@ def predict_video(
     from tqdm import tqdm
 
     from fcn.core.files import atomic_write, sync
-    from fcn.core.pipeline import Behind, NetworkThreads, iterate_ahead
+    from fcn.core.pipeline import WRITE_NICE, Behind, NetworkThreads, iterate_ahead
     from fcn.core.visualize import save_index_png
 
     path, out = Path(path), Path(output_dir)
@@ -113,7 +113,7 @@ def predict_video(
             threads = NetworkThreads(
                 segmenter.engine == "torch" and segmenter.device.type == "cpu", iterations=total
             )
-            with closing(decoded), threads, Behind(workers=1, queue=4) as behind:
+            with closing(decoded), threads, Behind(workers=1, queue=4, nice=WRITE_NICE) as behind:
                 for frame, image in tqdm(
                     decoded, total=total, desc=path.name, unit="frame", disable=not progress
                 ):

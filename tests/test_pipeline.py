@@ -3,6 +3,7 @@ queue and the first failure raised; and the start-up of inference without torchv
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -99,6 +100,45 @@ def test_behind_with_no_workers_runs_each_call_at_once():
     assert done == [1]
     with pytest.raises(ZeroDivisionError):
         behind.submit(lambda: 1 / 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priorities on this OS")
+def test_behind_runs_its_calls_at_lower_priority_by_nice_and_predict_files_asks_write_nice(
+    setup,
+    tmp_path,
+    monkeypatch,  # noqa: F811
+):
+    import numpy as np
+    from PIL import Image
+
+    import fcn.files
+    from fcn.api import Segmenter
+    from fcn.core.pipeline import WRITE_NICE
+    from fcn.files import predict_files
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = priority()
+    seen: list[int] = []
+    with Behind(workers=2, nice=3) as behind:
+        for _ in range(4):
+            behind.submit(lambda: seen.append(priority()))
+    assert seen == [min(base + 3, 19)] * 4
+    assert priority() == base  # the caller's thread is untouched
+
+    write = fcn.files.write_outputs
+    monkeypatch.setattr(fcn.files, "write_outputs", lambda *a, **k: (seen.append(priority()), write(*a, **k)))
+    seen.clear()
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((24, 20, 3), np.uint8)).save(path)
+    assert (
+        predict_files(
+            Segmenter.from_checkpoint(setup[2], device="cpu"), [path, path], tmp_path / "out", progress=False
+        )[0]
+        == 2
+    )
+    assert seen == [min(base + WRITE_NICE, 19)] * 2
 
 
 _SEGMENT = """

@@ -251,6 +251,9 @@ class NetworkThreads:
 
 
 def background_threads() -> int:
-    """Return how many background threads predict.py and evaluate.py use to write: 1 on a machine
-    of up to 4 cores (the network takes the rest), 2 beyond."""
-    return 1 if (os.cpu_count() or 1) <= 4 else 2
+    """Return how many background threads predict.py and evaluate.py write with: 2 (1 on a one-core
+    machine). At photo sizes one image's PNGs take as long as its network run or longer (the
+    overlay's zlib alone is 30-55 ms at 500x500), so on 2 cores a second writer, at WRITE_NICE, keeps
+    both cores busy where one writer left the network waiting on the queue (predict.py over 24
+    photos: bf16 1.97 -> 1.78 s, ONNX Runtime 3.27 -> 2.89 s; docs/performance.md)."""
+    return 1 if (os.cpu_count() or 1) <= 1 else 2

@@ -22,7 +22,7 @@ from torch import nn
 
 from fcn.config import to_dict
 from fcn.core.files import atomic_write, sync
-from fcn.core.pipeline import Behind, NetworkThreads, background_threads
+from fcn.core.pipeline import WRITE_NICE, Behind, NetworkThreads, background_threads
 from fcn.core.runtime import select_device
 from fcn.core.sliding import window_options
 from fcn.core.visualize import save_index_png
@@ -151,7 +151,7 @@ def evaluate_model(
     index = 0
     bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
     # Predictions are encoded and written behind the network (one sync at the end makes them durable).
-    with _threads(model, device, loader) as threads, Behind(background_threads()) as behind:
+    with _threads(model, device, loader) as threads, Behind(background_threads(), nice=WRITE_NICE) as behind:
         for images, masks, sizes in bar:
             threads.step()
             images = images.to(device, non_blocking=True)
@@ -234,7 +234,7 @@ def evaluate_sigmoid(
     rows: list[dict] = []
     seen = 0
     # Predictions are encoded and written behind the network (one sync at the end makes them durable).
-    with _threads(model, device, loader) as threads, Behind(background_threads()) as behind:
+    with _threads(model, device, loader) as threads, Behind(background_threads(), nice=WRITE_NICE) as behind:
         for images, masks, sizes in tqdm(
             loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True
         ):
