@@ -104,9 +104,9 @@ def test_behind_with_no_workers_runs_each_call_at_once():
 
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priorities on this OS")
 def test_behind_runs_its_calls_at_lower_priority_by_nice_and_predict_files_asks_write_nice(
-    setup,
+    setup,  # noqa: F811
     tmp_path,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
 ):
     import numpy as np
     from PIL import Image
