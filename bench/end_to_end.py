@@ -65,12 +65,15 @@ def make_checkpoint(path: Path) -> None:
     save_checkpoint(weights_checkpoint(model=build_model(cfg.model), config=to_dict(cfg)), path)
 
 
-def make_images(root: Path, count: int, size: int) -> list[Path]:
-    """Write count JPEGs of size x size (shapes on a smooth background, as photos compress) and a
-    VOC-layout folder of the same images with masks; return the JPEG paths."""
+def make_images(root: Path, count: int, size: int, scenes: str = "photo") -> list[Path]:
+    """Write count JPEGs of size x size and a VOC-layout folder of the same images with masks; return
+    the JPEG paths. scenes: 'photo', shapes on a smooth background with sensor noise (its PNGs
+    compress as photos do); 'toy', fcn.data.toy's scenes (what train.py's toy checkpoint learnt)."""
     from PIL import ImageDraw
 
     rng = np.random.default_rng(0)
+    if scenes == "toy":
+        return _toy_images(root, count, size, rng)
     jpegs = root / "JPEGImages"
     masks = root / "SegmentationClass"
     sets = root / "ImageSets" / "Segmentation"
@@ -96,6 +99,23 @@ def make_images(root: Path, count: int, size: int) -> list[Path]:
         mask.save(masks / f"img_{i:03d}.png")
         paths.append(path)
     (sets / "val.txt").write_text("".join(f"{p.stem}\n" for p in paths))
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return paths
+
+
+def _toy_images(root: Path, count: int, size: int, rng: np.random.Generator) -> list[Path]:
+    from fcn.data.toy import make_sample
+
+    paths = []
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image, mask = make_sample(rng, size)
+        path = root / "JPEGImages" / f"img_{i:03d}.jpg"
+        Image.fromarray(image).save(path, quality=90)
+        Image.fromarray(mask).save(root / "SegmentationClass" / f"img_{i:03d}.png")
+        paths.append(path)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(f"{p.stem}\n" for p in paths))
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     return paths
 
@@ -194,6 +214,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, help="a checkpoint (default: a random ResNet-18 FCN-8s)")
     p.add_argument("--images", type=int, default=24, help="how many JPEGs (default 24)")
     p.add_argument("--size", type=int, default=500, help="their side in pixels (default 500)")
+    p.add_argument(
+        "--scenes",
+        choices=["photo", "toy"],
+        default="photo",
+        help="photo: shapes on a noisy background, compressing as photos do (default); toy: "
+        "fcn.data.toy's scenes, for train.py's toy checkpoint (--checkpoint runs/toy/checkpoints/best.pt)",
+    )
     p.add_argument("--fast-paths", nargs="+", default=["none", "auto"], help="eval.fast_path values to time")
     p.add_argument("--engines", nargs="*", default=[], help="engines to time as well (onnxruntime, openvino)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
@@ -210,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         checkpoint = args.checkpoint or tmp / "best.pt"
         if args.checkpoint is None:
             make_checkpoint(checkpoint)
-        images = make_images(tmp / "data", args.images, args.size)
+        images = make_images(tmp / "data", args.images, args.size, args.scenes)
         common = ["--checkpoint", str(checkpoint), "--device", args.device, "--no-progress"]
         for variant in variants:  # an engine's ONNX export is written once, before timing
             process_seconds(["predict.py", *common, *path_flags(variant), "--input", str(images[0]),
@@ -302,10 +329,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"vs {none}",
         "files seq / piped / piped nice 0 s",
     ]
-    print(f"{len(images)} JPEGs of {args.size}x{args.size}, ResNet-18 FCN-8s, device {args.device}, "
+    print(f"{len(images)} JPEGs of {args.size}x{args.size} ({args.scenes} scenes), "
+          f"{args.checkpoint or 'ResNet-18 FCN-8s (random weights)'}, device {args.device}, "
           f"medians of {args.rounds} interleaved rounds")  # fmt: skip
     print(markdown_table(headers, rows))
-    result = {"machine": machine_info(torch.device(args.device)), "images": len(images), "rows": records}
+    result = {
+        "machine": machine_info(torch.device(args.device)),
+        "images": len(images),
+        "scenes": args.scenes,
+        "checkpoint": str(args.checkpoint or "random ResNet-18 FCN-8s"),
+        "rows": records,
+    }
     write_json(args.json, result)
     return result
 

@@ -74,6 +74,14 @@ def test_end_to_end_times_the_commands_and_the_pipeline_writes_the_same_bytes(tm
     assert row["lower_bound_s"] == pytest.approx(row["import_torch_s"] + row["forwards_s"])
     assert all(row[k] > 0 for k in ("predict_s", "first_image_s", "evaluate_s", "segmenter_ms"))
     assert "| none" in capsys.readouterr().out and (tmp_path / "e.json").is_file()
+    # --scenes toy: fcn.data.toy's scenes as a VOC-layout folder, labels among the toy classes and void
+    import numpy as np
+    from PIL import Image
+
+    jpegs = end_to_end.make_images(tmp_path / "toy", 2, 64, "toy")
+    assert [p.name for p in jpegs] == ["img_000.jpg", "img_001.jpg"] and Image.open(jpegs[0]).size == (64, 64)
+    mask = np.asarray(Image.open(tmp_path / "toy" / "SegmentationClass" / "img_000.png"))
+    assert set(np.unique(mask)) <= {*range(len(end_to_end.CLASSES)), 255} and len(np.unique(mask)) > 1
 
 
 def test_build_times_both_builds_of_each_net(capsys):
