@@ -70,6 +70,22 @@ def test_segmenter_predicts_the_known_labels_and_takes_a_list(setup, images):  #
         assert np.array_equal(mask[known != 255], known[known != 255])
 
 
+def test_prepare_then_segment_is_seg_and_an_image_over_the_budget_waits_for_segment(setup, images):  # noqa: F811
+    from fcn.inference.budget import MemoryBudgetError
+
+    _, _, ckpt = setup
+    seg = Segmenter.from_checkpoint(ckpt, device="cpu")
+    for path in images:
+        picture, x = seg.prepare(path)
+        assert x is not None and tuple(x.shape) == (1, 3, picture.height, picture.width)
+        assert np.array_equal(seg.segment(picture, x), seg(path))
+    tiny = Segmenter.from_checkpoint(ckpt, device="cpu", overrides=["eval.max_memory=0.000001"])
+    picture, x = tiny.prepare(images[0])
+    assert x is None
+    with pytest.raises(MemoryBudgetError):
+        tiny.segment(picture, x)
+
+
 def test_probabilities_are_a_softmax_whose_argmax_is_the_mask(setup, images):  # noqa: F811
     _, _, ckpt = setup
     seg = Segmenter.from_checkpoint(ckpt, device="cpu", scales=[0.75, 1.0])
