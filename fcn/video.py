@@ -95,9 +95,12 @@ def predict_video(
             encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             encoder.time_base = stream.time_base
             total = stream.frames or None
-            # The next frames are decoded ahead and the finished ones drawn and encoded behind the
-            # network, in order (one thread: the encoder takes frames in presentation order).
-            decoded = iterate_ahead((frame, frame.to_image()) for frame in source.decode(stream))
+            # The next frames are decoded (and made the network's input: Segmenter.prepare) ahead and
+            # the finished ones drawn and encoded behind the network, in order (one thread: the
+            # encoder takes frames in presentation order).
+            decoded = iterate_ahead(
+                (frame, *segmenter.prepare(frame.to_image())) for frame in source.decode(stream)
+            )
 
             def finish(frame: Any, image: Any, mask: Any, index: int) -> None:
                 blended = segmenter.overlay(image, alpha=alpha, mask=mask)
@@ -114,11 +117,11 @@ def predict_video(
                 segmenter.engine == "torch" and segmenter.device.type == "cpu", iterations=total
             )
             with closing(decoded), threads, Behind(workers=1, queue=4, nice=WRITE_NICE) as behind:
-                for frame, image in tqdm(
+                for frame, image, x in tqdm(
                     decoded, total=total, desc=path.name, unit="frame", disable=not progress
                 ):
                     threads.step()
-                    behind.submit(finish, frame, image, segmenter.segment(image), done)
+                    behind.submit(finish, frame, image, segmenter.segment(image, x), done)
                     done += 1
             for packet in encoder.encode():  # flush the encoder's delayed frames
                 sink.mux(packet)

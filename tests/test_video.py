@@ -42,6 +42,16 @@ def test_predict_writes_an_overlay_video_with_the_clips_frames_size_and_rate(set
     masks = sorted((out / "clip_frames").glob("clip_*.png"))
     assert [m.name for m in masks] == [f"clip_{i:06d}.png" for i in range(8)]
     assert not list(out.glob(".*"))  # no temporary file left behind
+    # each frame's mask is the Segmenter's on that frame (its input made in the decoding thread)
+    from PIL import Image
+
+    from fcn import Segmenter
+
+    seg = Segmenter.from_checkpoint(ckpt, device="cpu")
+    with av.open(str(clip)) as video:
+        pictures = [frame.to_image() for frame in video.decode(video.streams.video[0])]
+    for picture, mask in zip(pictures, masks):
+        assert np.array_equal(np.asarray(Image.open(mask)), seg(picture)), mask.name
 
 
 def test_predict_names_a_broken_video_and_still_does_the_others(setup, tmp_path, capsys):  # noqa: F811
