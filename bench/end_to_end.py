@@ -69,55 +69,46 @@ def make_images(root: Path, count: int, size: int, scenes: str = "photo") -> lis
     """Write count JPEGs of size x size and a VOC-layout folder of the same images with masks; return
     the JPEG paths. scenes: 'photo', shapes on a smooth background with sensor noise (its PNGs
     compress as photos do); 'toy', fcn.data.toy's scenes (what train.py's toy checkpoint learnt)."""
-    from PIL import ImageDraw
+    from fcn.data.toy import make_sample
 
     rng = np.random.default_rng(0)
-    if scenes == "toy":
-        return _toy_images(root, count, size, rng)
+    sample = make_sample if scenes == "toy" else _photo_sample
     jpegs = root / "JPEGImages"
     masks = root / "SegmentationClass"
     sets = root / "ImageSets" / "Segmentation"
     for d in (jpegs, masks, sets):
         d.mkdir(parents=True, exist_ok=True)
     paths = []
-    yy, xx = np.mgrid[0:size, 0:size] / size
     for i in range(count):
-        base = np.stack([80 + 60 * xx, 90 + 50 * yy, 120 + 40 * xx * yy], -1)
-        noisy = base + rng.normal(0, 8, base.shape)
-        image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-        mask = Image.new("L", (size, size), 0)
-        for _ in range(5):
-            r = int(rng.integers(size // 16, size // 4))
-            x, y = (int(v) for v in rng.integers(0, size - r, 2))
-            label = int(rng.integers(1, len(CLASSES)))
-            colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-            box = [x, y, x + r, y + r]
-            ImageDraw.Draw(image).ellipse(box, fill=colour)
-            ImageDraw.Draw(mask).ellipse(box, fill=label)
+        image, mask = sample(rng, size)
         path = jpegs / f"img_{i:03d}.jpg"
-        image.save(path, quality=90)
-        mask.save(masks / f"img_{i:03d}.png")
+        Image.fromarray(image).save(path, quality=90)
+        Image.fromarray(mask).save(masks / f"img_{i:03d}.png")
         paths.append(path)
     (sets / "val.txt").write_text("".join(f"{p.stem}\n" for p in paths))
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     return paths
 
 
-def _toy_images(root: Path, count: int, size: int, rng: np.random.Generator) -> list[Path]:
-    from fcn.data.toy import make_sample
+def _photo_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (image, mask) as uint8 arrays: five discs of CLASSES' labels on a smooth gradient
+    with sensor noise."""
+    from PIL import ImageDraw
 
-    paths = []
-    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        image, mask = make_sample(rng, size)
-        path = root / "JPEGImages" / f"img_{i:03d}.jpg"
-        Image.fromarray(image).save(path, quality=90)
-        Image.fromarray(mask).save(root / "SegmentationClass" / f"img_{i:03d}.png")
-        paths.append(path)
-    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(f"{p.stem}\n" for p in paths))
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    return paths
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = np.stack([80 + 60 * xx, 90 + 50 * yy, 120 + 40 * xx * yy], -1)
+    noisy = base + rng.normal(0, 8, base.shape)
+    image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    mask = Image.new("L", (size, size), 0)
+    for _ in range(5):
+        r = int(rng.integers(size // 16, size // 4))
+        x, y = (int(v) for v in rng.integers(0, size - r, 2))
+        label = int(rng.integers(1, len(CLASSES)))
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        box = [x, y, x + r, y + r]
+        ImageDraw.Draw(image).ellipse(box, fill=colour)
+        ImageDraw.Draw(mask).ellipse(box, fill=label)
+    return np.asarray(image), np.asarray(mask)
 
 
 def process_seconds(args: Sequence[str]) -> float:

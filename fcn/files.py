@@ -104,12 +104,7 @@ def write_outputs(
         counts = np.bincount(mask.ravel(), minlength=256)
         present = tuple(int(c) for c in np.flatnonzero(counts[: len(segmenter.classes)]))
         png = _legend_png(present, tuple(segmenter.classes), segmenter.palette.tobytes())
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "xb") as f:
-                f.write(png)
-
-        atomic_write(out / f"{stem}_legend.png", write, durable=durable)
+        atomic_write(out / f"{stem}_legend.png", lambda tmp: tmp.write_bytes(png), durable=durable)
 
 
 @functools.lru_cache(maxsize=256)
