@@ -141,6 +141,18 @@ def test_behind_runs_its_calls_at_lower_priority_by_nice_and_predict_files_asks_
     assert seen == [min(base + WRITE_NICE, 19)] * 2
 
 
+def test_the_cached_legend_bytes_are_save_pngs(tmp_path):
+    import numpy as np
+
+    from fcn.core.visualize import legend, save_png
+    from fcn.files import _legend_png
+
+    palette = np.random.default_rng(0).integers(0, 256, (256, 3)).astype(np.uint8)
+    for present in [(), (0,), (0, 2), (1, 2)]:
+        save_png(legend(list(present), ["a", "b", "c"], palette), tmp_path / "l.png", durable=False)
+        assert _legend_png(present, ("a", "b", "c"), palette.tobytes()) == (tmp_path / "l.png").read_bytes()
+
+
 _SEGMENT = """
 import sys
 import numpy as np

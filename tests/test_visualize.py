@@ -57,6 +57,27 @@ def test_overlay_blends_classes_and_leaves_void_as_image(palette):
     np.testing.assert_array_equal(overlay(Image.fromarray(image), gt, palette), out)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_overlay_by_table_equals_the_float32_blend_over_every_pixel(seed):
+    rng = np.random.default_rng(seed)
+    pal = rng.integers(0, 256, (256, 3)).astype(np.uint8)
+    h, w = (int(v) for v in rng.integers(1, 120, 2))
+    image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    for dtype in (np.uint8, np.int32, np.int64, np.uint16):
+        mask = rng.integers(0, int(rng.integers(1, 257)), (h, w)).astype(dtype)
+        for alpha in (0.0, 0.3, 0.5, 0.6, 1.0, float(rng.random())):
+            for ignore in (0, 3, 255, 300):
+                blended = np.rint(
+                    (1.0 - alpha) * image.astype(np.float32) + alpha * pal[mask].astype(np.float32)
+                )
+                expected = np.where((mask == ignore)[:, :, None], image, blended.astype(np.uint8))
+                assert np.array_equal(overlay(image, mask, pal, alpha, ignore), expected), (
+                    dtype,
+                    alpha,
+                    ignore,
+                )
+
+
 def test_overlay_rejects_size_mismatch(palette):
     image, gt, _ = make_sample(6, 5)
     with pytest.raises(ValueError, match="same H, W"):
