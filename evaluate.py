@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
+from fcn.cli import add_config_arguments, add_eval_arguments, add_trust_argument, eval_overrides
 from fcn.core.errors import leave, run_phases
 
 
@@ -33,6 +33,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_config_arguments(p, "the checkpoint's config")
     p.add_argument("--split", help="evaluate this split of data.val's dataset (data.val.split)")
     add_eval_arguments(p)
+    add_trust_argument(p)
     p.add_argument(
         "--output",
         metavar="FILE.json",
@@ -97,7 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
 
     def prepare() -> Evaluation:
-        ev = prepare_evaluation(args.checkpoint, args.config, overrides, device=args.device)
+        ev = prepare_evaluation(
+            args.checkpoint,
+            args.config,
+            overrides,
+            device=args.device,
+            trust_remote_code=args.trust_remote_code,
+        )
         if args.sweep_thresholds and ev.cfg.data.task == "multiclass":
             from fcn.config import ConfigError
 

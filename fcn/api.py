@@ -212,23 +212,32 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(
-        cls, name: str | os.PathLike, *, mirror: str | None = None, **options: Any
+        cls,
+        name: str | os.PathLike,
+        *,
+        mirror: str | None = None,
+        revision: str | None = None,
+        **options: Any,
     ) -> Segmenter:
         """Return the Segmenter of published weights: a name of the registry (python -m
         fcn.pretrained; downloaded, checked and converted into torch hub's cache on first use, from
         mirror or $FCN_DATA_MIRROR when set), a folder save_pretrained wrote, or a Hugging Face Hub
-        repository '<user>/<repo>' holding one (huggingface_hub's cache; HF_HUB_OFFLINE honoured).
-        No pickle is read from a folder. options: from_checkpoint's keyword arguments."""
+        repository '<user>/<repo>' holding one at revision (a branch, tag or commit hash: pin a
+        commit to get the same files every time; huggingface_hub's cache; HF_HUB_OFFLINE honoured).
+        No pickle is read from a folder, and its config is data: nothing it names is imported or
+        resolved (docs/security.md). options: from_checkpoint's keyword arguments."""
         from fcn.inference.hub import REPO_ID, download_repo, is_folder
         from fcn.models.pretrained import PRETRAINED, pretrained_checkpoint
 
         text = str(name)
+        if revision is not None and (not REPO_ID.match(text) or os.path.exists(text) or text in PRETRAINED):
+            raise ValueError(f"revision={revision!r} is for a Hub repository '<user>/<repo>', not '{text}'")
         if text in PRETRAINED:
             return cls.from_checkpoint(pretrained_checkpoint(text, mirror), **options)
         if is_folder(text):
             return cls.from_checkpoint(text, **options)
         if REPO_ID.match(text) and not os.path.exists(text):
-            return cls.from_checkpoint(download_repo(text), **options)
+            return cls.from_checkpoint(download_repo(text, revision), **options)
         raise ValueError(
             f"'{text}' is neither a registry name ({', '.join(PRETRAINED)}), a folder nor a Hub repository "
             "'<user>/<repo>'; a .pt checkpoint goes to Segmenter.from_checkpoint"

@@ -16,6 +16,17 @@ def add_config_arguments(p: argparse.ArgumentParser, over: str) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.amp=bf16")
 
 
+def add_trust_argument(p: argparse.ArgumentParser) -> None:
+    """Add --trust-remote-code: import a dataset class that a checkpoint's or folder's config names
+    by import path (off: such a config is data; docs/security.md)."""
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="import the dataset class that the checkpoint's or folder's config names by import path "
+        "('package.module:Class'); only for a model whose maker you trust (docs/security.md)",
+    )
+
+
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """Add the flags evaluate.py and predict.py share: test-time augmentation, weights, precision,
     fast path, whole or sliding-window inference, device and progress bar."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -616,7 +617,20 @@ def _validate_eval(cfg: DictConfig, source: str) -> None:
 
 
 def _validate_logging(cfg: DictConfig, source: str) -> None:
-    """Raise ConfigError for a tracker outside the choices or named twice."""
+    """Raise ConfigError for a tracker outside the choices or named twice, or an MLflow URI with
+    credentials in it (they would be written into config.yml, every checkpoint, the trackers'
+    parameters and a Hub folder: MLflow reads them from the environment instead)."""
+    try:
+        netloc = urlsplit(str(cfg.logging.mlflow_uri)).netloc
+    except ValueError as exc:
+        raise ConfigError(f"{source}: logging.mlflow_uri is not a URI ({exc})") from None
+    if "@" in netloc:
+        raise ConfigError(
+            f"{source}: logging.mlflow_uri holds a user name or password ('user:password@host'); it would be "
+            "written into the run's config, checkpoints and trackers: give the URI without them and set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the "
+            "environment, as MLflow documents"
+        )
     trackers = list(cfg.logging.trackers)
     for name in trackers:
         _choice(source, "logging.trackers", name, tuple(TRACKERS))

@@ -5,6 +5,16 @@ config, an empty training.run_dir resolved to runs/<stem of the last file>; ever
 way (a missing or undecodable file, bad YAML, an unknown key with the nearest one suggested, a wrong
 type, an empty override of a key that needs a value) is a one-line ConfigError naming the key and
 its source. to_dict and to_yaml turn a config back into plain data.
+
+The trust boundary (docs/security.md). What the user wrote on this machine -- the --config files and
+the command line -- may use OmegaConf's interpolations and resolvers (``${data.root}``,
+``${oc.env:DATA}``) and name a dataset class by import path. A config that came with a checkpoint
+or a Hub folder is data: config_from_dict reads its strings literally (every ``${`` escaped, so no
+resolver runs and no environment variable is read), refuses anything but plain values, removes
+credentials from URIs, and a dataset class it names by import path is imported only with
+trust_remote_code=True (as transformers' from_pretrained) or when the user's own files or
+overrides name it. to_dict writes a value that came from a resolver (``${oc.env:...}``) as its
+expression, never the value it read.
 """
 
 from __future__ import annotations
@@ -14,16 +24,19 @@ import dataclasses
 import difflib
 import os
 import re
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Sequence
+
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from fcn.config.checks import validate
-from fcn.config.schema import Config, ConfigError, own_class_counts
+from fcn.config.schema import Config, ConfigError, is_import_path, own_class_counts
 
 
 def _one_line(exc: OmegaConfBaseException) -> str:
@@ -199,10 +212,24 @@ def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> Dic
 
 
 def config_from_dict(
-    data: dict, source: str = "checkpoint", paths: Sequence[str] = (), overrides: Sequence[str] = ()
+    data: dict,
+    source: str = "checkpoint",
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    *,
+    trust_remote_code: bool = False,
+    datasets: bool = True,
 ) -> DictConfig:
-    """Return the validated, read-only config rebuilt from a plain dict (e.g. a checkpoint's),
-    then merged with the given files and key=value overrides."""
+    """Return the validated, read-only config rebuilt from a plain dict that came from elsewhere
+    (a checkpoint's, a Hub folder's config.json), then merged with the user's files and key=value
+    overrides. The dict is data (see the module doc): its strings are literal, credentials in its
+    URIs are dropped, and a dataset class it names by import path that the user's files and
+    overrides do not replace is a ConfigError unless trust_remote_code (said in one line). With
+    datasets=False (the caller builds no dataset from it: the Segmenter) such a name is kept as
+    data and never imported."""
+    data = shared_data(data, source)
+    if datasets:
+        _check_remote_code(data, source, paths, overrides, trust_remote_code)
     cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(data), source)
     for path in paths:
         cfg = _merge(cfg, _read_yaml(path), path)
@@ -243,8 +270,150 @@ def _merge_overrides(cfg: DictConfig, overrides: Sequence[str], source: str) -> 
 
 
 def to_dict(cfg: DictConfig) -> dict:
-    """Return the config as plain Python containers (for checkpoints and JSON)."""
-    return OmegaConf.to_container(cfg, resolve=True)
+    """Return the config as plain Python containers (for checkpoints, Hub folders, trackers and
+    JSON): interpolations of other keys resolved, but a value that a resolver made (``${oc.env:X}``,
+    and any key that refers to one) written as its expression, so that nothing read from the
+    environment is copied out."""
+    if not _uses_resolver(OmegaConf.to_container(cfg, resolve=False)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    # Each resolver call is replaced by its own text, escaped (a literal), and the rest resolved:
+    # '${data.root}/val' where data.root is '${oc.env:DATA}' becomes '${oc.env:DATA}/val'.
+    literal = _map_strings(
+        OmegaConf.to_container(cfg, resolve=False),
+        lambda text: _escape(text) if _RESOLVER_CALL.search(text) else text,
+    )
+    return OmegaConf.to_container(OmegaConf.create(literal), resolve=True)
+
+
+_RESOLVER_CALL = re.compile(r"(?<!\\)\$\{\s*[\w.-]+\s*:")
+"""A resolver call in a config string, ${name:...} (not an escaped \\${): oc.env, oc.decode, ..."""
+
+
+def _uses_resolver(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(_RESOLVER_CALL.search(value))
+    if isinstance(value, dict):
+        return any(_uses_resolver(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_uses_resolver(v) for v in value)
+    return False
+
+
+def _map_strings(value: Any, fn: Any) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    return value
+
+
+def _escape(text: str) -> str:
+    """Return text as OmegaConf reads it literally: each '${' escaped as '\\${' (and the
+    backslashes right before it doubled, so that they stay backslashes)."""
+    return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
+
+
+def strip_credentials(uri: str) -> str:
+    """Return uri without the user and password of its authority ('https://u:p@host/x' ->
+    'https://host/x'); any other string unchanged."""
+    try:
+        parts = urlsplit(str(uri))
+    except ValueError:
+        return str(uri)
+    if not parts.netloc or "@" not in parts.netloc:
+        return str(uri)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+CREDENTIAL_KEYS = ("logging.mlflow_uri",)
+"""The keys that hold a URI a user might write credentials into (checks.py refuses them there)."""
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def shared_data(data: Any, source: str) -> dict:
+    """Return a plain copy of a config that came from elsewhere, as data: only mappings, lists,
+    strings, numbers, booleans and null (ConfigError naming the key otherwise), every string
+    literal ('${' escaped: no interpolation or resolver is evaluated) and credentials removed from
+    the URIs of CREDENTIAL_KEYS."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of sections, not {type(data).__name__}")
+
+    def copy_of(value: Any, key: str) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                if not isinstance(k, (str, int)) or isinstance(k, bool):
+                    raise ConfigError(f"{source}: key {key + '.' if key else ''}{k!r} is not a name")
+                out[k] = copy_of(v, f"{key}.{k}" if key else str(k))
+            return out
+        if isinstance(value, (list, tuple)):
+            return [copy_of(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, _PLAIN):
+            raise ConfigError(
+                f"{source}: key '{key}' holds a {type(value).__name__}; a shared config holds plain values only"
+            )
+        return _escape(value) if isinstance(value, str) else value
+
+    out = copy_of(data, "")
+    for dotted in CREDENTIAL_KEYS:
+        section, _, name = dotted.rpartition(".")
+        holder = out.get(section)
+        if isinstance(holder, dict) and isinstance(holder.get(name), str):
+            holder[name] = strip_credentials(holder[name])
+    return out
+
+
+def remote_code(data: dict) -> list[tuple[str, dict]]:
+    """Return (key, section) of each dataset section whose class a config names by import path
+    ('data.val', {'name': 'package.module:Class', 'args': ...})."""
+    found = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            name = value.get("name")
+            if isinstance(name, str) and is_import_path(name):
+                found.append((key, value))
+            for k, v in value.items():
+                walk(v, f"{key}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+
+    walk(data.get("data"), "data")
+    return found
+
+
+def _user_sets(key: str, paths: Sequence[str], overrides: Sequence[str]) -> bool:
+    """Whether the user's own files or overrides set the dotted key (or a section above it)."""
+    user: Any = OmegaConf.create({})
+    for path in paths:
+        user = OmegaConf.merge(user, _read_yaml(path))
+    for item in overrides:
+        user = OmegaConf.merge(user, _parse_override(item))
+    return OmegaConf.select(user, key.replace("[", ".").replace("]", ""), default=None) is not None
+
+
+def _check_remote_code(
+    data: dict, source: str, paths: Sequence[str], overrides: Sequence[str], trust: bool
+) -> None:
+    """Raise ConfigError for a dataset class that the shared config names by import path and the
+    user does not replace, unless trust; with trust, say in one line what will be imported."""
+    for section, ds in remote_code(data):
+        key, name = f"{section}.name", ds["name"]
+        if _user_sets(key, paths, overrides):
+            if not _user_sets(f"{section}.args", paths, overrides):
+                ds.pop("args", None)  # the arguments of the class the user replaced
+            continue
+        if not trust:
+            raise ConfigError(
+                f"{source}: {key}='{name}' names code to import; a checkpoint's or folder's config is data, "
+                f"so it is not run: give your own {section} (--config FILE or {key}=...), or "
+                "--trust-remote-code if you trust whoever made it"
+            )
+        print(f"note: {source}: importing {name} ({key}), as --trust-remote-code allows", file=sys.stderr)
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -92,7 +92,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
             f"checkpoint {path} holds a {type(state).__name__}, not a dict of training state"
         )
     version = state.get("version", 1)  # files from before the version key are version 1
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}, not a number: it was not written by pytorch-fcn"
+        )
+    if version > CHECKPOINT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version {version}, newer than this pytorch-fcn reads "
             f"({CHECKPOINT_VERSION}); update pytorch-fcn to load it"

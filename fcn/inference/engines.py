@@ -94,9 +94,25 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def export_key(checkpoint: str | os.PathLike, weights: str, opset: int) -> str:
-    """Return the cache key of an export: 16 hex digits of the checkpoint's bytes and the options."""
-    text = f"{file_digest(checkpoint)} weights={weights} opset={opset} format={EXPORT_FORMAT}"
+def graph_config(cfg: DictConfig) -> str:
+    """Return, as canonical JSON, every config value an export depends on: the model.* keys that
+    build the graph (all but pretrained and init_from, whose weights are replaced by the
+    checkpoint's) and the metadata written into the file (classes, palette, normalisation, task,
+    threshold: fcn.inference.onnx.export_metadata)."""
+    import json
+
+    from fcn.config import to_dict
+    from fcn.inference.onnx import export_metadata
+
+    model = {k: v for k, v in to_dict(cfg.model).items() if k not in ("pretrained", "init_from")}
+    return json.dumps({"model": model, "metadata": export_metadata(cfg)}, sort_keys=True, default=str)
+
+
+def export_key(checkpoint: str | os.PathLike, weights: str, opset: int, cfg: DictConfig) -> str:
+    """Return the cache key of an export: 16 hex digits of the checkpoint's bytes, the options and
+    graph_config(cfg), so that a changed model.* key (or class list) in a folder's config, with the
+    same weights file, makes a new export instead of reusing a stale one."""
+    text = f"{file_digest(checkpoint)} weights={weights} opset={opset} format={EXPORT_FORMAT} {graph_config(cfg)}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -105,13 +121,14 @@ def _cache_dirs(checkpoint: Path) -> list[Path]:
     return [checkpoint.parent, home / "pytorch-fcn"]
 
 
-def find_cached_onnx(checkpoint: str | os.PathLike, weights: str) -> Path | None:
-    """Return the cached ONNX export of the checkpoint's ``weights`` ('model' or 'ema') if one was
-    written (beside it, or in ~/.cache/pytorch-fcn), else None: then the model need not be built."""
+def find_cached_onnx(checkpoint: str | os.PathLike, weights: str, cfg: DictConfig) -> Path | None:
+    """Return the cached ONNX export of the checkpoint's ``weights`` ('model' or 'ema') under cfg
+    (see export_key) if one was written (beside it, or in ~/.cache/pytorch-fcn), else None: then
+    the model need not be built."""
     from fcn.inference.onnx import DEFAULT_OPSET
 
     ckpt = Path(checkpoint)
-    name = f"{ckpt.name}.{export_key(ckpt, weights, DEFAULT_OPSET)}.onnx"
+    name = f"{ckpt.name}.{export_key(ckpt, weights, DEFAULT_OPSET, cfg)}.onnx"
     for directory in _cache_dirs(ckpt):
         if (directory / name).is_file():
             return directory / name
@@ -126,12 +143,12 @@ def cached_onnx(
     same checkpoint name removed). An export that fails raises RuntimeError in one line."""
     from fcn.inference.onnx import DEFAULT_OPSET, export_metadata, export_onnx
 
-    found = find_cached_onnx(checkpoint, weights)
+    found = find_cached_onnx(checkpoint, weights, cfg)
     if found is not None:
         return found
     require("onnx", "exporting the checkpoint to ONNX")
     ckpt = Path(checkpoint)
-    name = f"{ckpt.name}.{export_key(ckpt, weights, DEFAULT_OPSET)}.onnx"
+    name = f"{ckpt.name}.{export_key(ckpt, weights, DEFAULT_OPSET, cfg)}.onnx"
     pattern = re.compile(re.escape(ckpt.name) + r"\.[0-9a-f]{16}\.onnx")
     last_error: OSError | None = None
     for directory in _cache_dirs(ckpt):

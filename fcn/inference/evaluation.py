@@ -428,13 +428,24 @@ def prepare_evaluation(
     overrides: Sequence[str] = (),
     *,
     device: str = "auto",
+    trust_remote_code: bool = False,
 ) -> Evaluation:
     """Return the model of a checkpoint and its config's data.val split (listed, not yet read);
-    errors here are the command line's, the config's or the input files'."""
+    errors here are the command line's, the config's or the input files'. A dataset class by
+    import path in the checkpoint's config is imported only with trust_remote_code (or when paths
+    or overrides name data.val themselves)."""
     from fcn.data import build_dataset
     from fcn.data.transforms import build_transforms
 
-    model, cfg, which = load_with_weights(checkpoint, select_device(device), None, paths, overrides)
+    model, cfg, which = load_with_weights(
+        checkpoint,
+        select_device(device),
+        None,
+        paths,
+        overrides,
+        trust_remote_code=trust_remote_code,
+        datasets=True,
+    )
     dataset = build_dataset(
         cfg.data.val,
         cfg.data,

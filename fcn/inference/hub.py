@@ -58,7 +58,13 @@ def read_folder(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{folder / CONFIG_NAME}: unreadable ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f'{folder / CONFIG_NAME}: not a pytorch-fcn config (no "format": "{FORMAT}")')
-    if int(meta.get("version", 0)) > VERSION:
+    version = meta.get("version", VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(
+            f'{folder / CONFIG_NAME}: "version" is {json.dumps(version)}, not a number; write the folder '
+            "again with save_pretrained"
+        )
+    if version > VERSION:
         raise CheckpointError(
             f"{folder}: written by a newer pytorch-fcn (folder version {meta['version']} > {VERSION}); upgrade"
         )
@@ -67,7 +73,10 @@ def read_folder(path: str | os.PathLike) -> dict:
     except (SafetensorError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: unreadable ({first})") from None
-    run = {k: v for k, v in (meta.get("run") or {}).items() if k in ("iteration", "epoch", "best_miou")}
+    run_meta = meta.get("run") or {}
+    if not isinstance(run_meta, dict):
+        raise CheckpointError(f'{folder / CONFIG_NAME}: "run" is a {type(run_meta).__name__}, not a mapping')
+    run = {k: v for k, v in run_meta.items() if k in ("iteration", "epoch", "best_miou")}
     return {"version": VERSION, "model": state, "ema": None, "config": meta["config"], **run}
 
 
@@ -165,7 +174,7 @@ def model_card(config: dict, run: Mapping[str, Any], parameters: int) -> str:
     from fcn.core.normalize import CAFFE_MEAN_BGR, channel_stats, input_normalization
     from fcn.data import class_names, palette
 
-    cfg = config_from_dict(config, source=CONFIG_NAME)
+    cfg = config_from_dict(config, source=CONFIG_NAME, datasets=False)  # a card names the data, builds none
     m, tr = cfg.model, cfg.data.transforms
     names, colours = class_names(cfg.data), palette(cfg.data)
     norm = input_normalization(tr)
@@ -270,10 +279,12 @@ def model_card(config: dict, run: Mapping[str, Any], parameters: int) -> str:
     return "\n".join(lines)
 
 
-def download_repo(repo_id: str) -> Path:
-    """Return the local folder of Hub repository repo_id (huggingface_hub.snapshot_download of the
-    three files: downloaded once into its cache, $HF_HOME / $HF_HUB_CACHE; with HF_HUB_OFFLINE=1 the
-    cached copy only); OSError in one line when it cannot be had."""
+def download_repo(repo_id: str, revision: str | None = None) -> Path:
+    """Return the local folder of Hub repository repo_id at revision (a branch, tag or commit hash;
+    None: the default branch) -- huggingface_hub.snapshot_download of the three files, downloaded
+    once into its cache ($HF_HOME / $HF_HUB_CACHE) and checked there as huggingface_hub checks every
+    file (its sha256 against the Hub's), one download at a time (its file lock); with
+    HF_HUB_OFFLINE=1 the cached copy only. OSError in one line when it cannot be had."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -281,11 +292,16 @@ def download_repo(repo_id: str) -> Path:
             f"{repo_id}: huggingface_hub is not installed (pip install huggingface_hub; it comes with timm)"
         ) from None
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME]))
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME]
+            )
+        )
     except Exception as exc:  # huggingface_hub's errors are of many kinds (HTTP, offline, not found, auth)
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        at = f"@{revision}" if revision else ""
         raise OSError(
-            f"{repo_id}: cannot get it from the Hugging Face Hub ({type(exc).__name__}: {reason}); check the "
+            f"{repo_id}{at}: cannot get it from the Hugging Face Hub ({type(exc).__name__}: {reason}); check the "
             "name and the network (offline, HF_HUB_OFFLINE=1 uses a copy already in the Hub's cache), or give "
             "the path of a folder that save_pretrained wrote"
         ) from None

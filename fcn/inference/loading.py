@@ -43,7 +43,8 @@ def load_model(
 ) -> tuple[nn.Module, DictConfig]:
     """Return (model in eval mode on device, config) rebuilt from a checkpoint of this project, from
     weights imported in the reference naming, or from a folder save_pretrained wrote (no pickle);
-    use_ema=None follows the config's eval.use_ema."""
+    use_ema=None follows the config's eval.use_ema. The checkpoint's config is data
+    (fcn.config.config_from_dict): nothing it names is imported."""
     model, cfg, _ = load_model_weights(checkpoint_path, device, use_ema, paths, overrides)
     return model, cfg
 
@@ -58,24 +59,62 @@ def load_model_weights(
     """Return (model, config, weights) as load_model does, weights naming which were loaded:
     'ema' or 'model'."""
     path = str(checkpoint_path)
-    ckpt, cfg = _read(path, device, paths, overrides)
+    ckpt, cfg = _read(path, device, paths, overrides, trust_remote_code=False, datasets=False)
     return _build(ckpt, cfg, path, device, use_ema)
 
 
 def _read(
-    path: str, device: torch.device | str, paths: Sequence[str], overrides: Sequence[str]
+    path: str,
+    device: torch.device | str,
+    paths: Sequence[str],
+    overrides: Sequence[str],
+    *,
+    trust_remote_code: bool,
+    datasets: bool,
 ) -> tuple[dict, DictConfig]:
-    """Return (checkpoint, config): its config with the caller's files and overrides, fast_path=auto
-    resolved for device and the input normalisation resolved."""
+    """Return (checkpoint, config): its config (data: fcn.config.config_from_dict, with
+    trust_remote_code and datasets) with the caller's files and overrides, fast_path=auto resolved
+    for device and the input normalisation resolved."""
     # A folder of fcn.inference.hub's shape (save_pretrained, a Hub snapshot) reads as a weights checkpoint.
     ckpt = read_folder(path) if is_folder(path) else load_checkpoint(path, map_location="cpu")
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{path}: not a pytorch-fcn checkpoint (it needs 'model' and 'config' entries)")
-    cfg = config_from_dict(ckpt["config"], source=path, paths=paths, overrides=overrides)
+    check_structure(ckpt, path)
+    cfg = config_from_dict(
+        ckpt["config"],
+        source=path,
+        paths=paths,
+        overrides=overrides,
+        trust_remote_code=trust_remote_code,
+        datasets=datasets,
+    )
     cfg = resolve_fast_path(cfg, torch.device(device))
     from fcn.models import resolve_normalization
 
     return ckpt, resolve_normalization(cfg)  # a no-op for train.py's checkpoints, which hold it resolved
+
+
+def _tensors(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+def check_structure(ckpt: object, path: str) -> None:
+    """Raise CheckpointError in one line naming the file and the entry when a checkpoint (or a
+    folder read as one) is not a dict with 'model' (names -> tensors), 'config' (a mapping) and
+    'ema' (None or names -> tensors)."""
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path}: not a pytorch-fcn checkpoint (it needs 'model' and 'config' entries)")
+    if not _tensors(ckpt["model"]):
+        raise CheckpointError(
+            f"{path}: its 'model' entry is a {type(ckpt['model']).__name__}, not a state dict of named "
+            "tensors; it was not written by pytorch-fcn (or is damaged)"
+        )
+    if ckpt.get("ema") is not None and not _tensors(ckpt["ema"]):
+        raise CheckpointError(f"{path}: its 'ema' entry is a {type(ckpt['ema']).__name__}, not a state dict")
+    if not isinstance(ckpt["config"], dict):
+        raise CheckpointError(
+            f"{path}: its 'config' entry is a {type(ckpt['config']).__name__}, not a mapping"
+        )
 
 
 def _build(
@@ -122,18 +161,23 @@ def load_with_weights(
     paths: Sequence[str] = (),
     overrides: Sequence[str] = (),
     log: bool = True,
+    *,
+    trust_remote_code: bool = False,
+    datasets: bool = False,
 ) -> tuple[nn.Module | Engine, DictConfig, str]:
     """Return (model or engine, config, weights) as load does, weights naming which were loaded:
-    'ema' or 'model'."""
+    'ema' or 'model'. datasets=True: the caller builds the config's datasets (evaluate.py), so a
+    dataset class the checkpoint's config names by import path is refused unless the user's own
+    config replaces it or trust_remote_code (fcn.config.config_from_dict)."""
     path = str(checkpoint_path)
-    ckpt, cfg = _read(path, device, paths, overrides)
+    ckpt, cfg = _read(path, device, paths, overrides, trust_remote_code=trust_remote_code, datasets=datasets)
     # A folder's ONNX export is cached beside its model.safetensors.
     source = str(Path(path) / WEIGHTS_NAME) if is_folder(path) else path
     engine = str(cfg.eval.engine)
     if engine != "torch":
         ema = bool(cfg.eval.use_ema) if use_ema is None else use_ema
         which = "ema" if ema and ckpt.get("ema") else "model"
-        cached = find_cached_onnx(source, which)
+        cached = find_cached_onnx(source, which, cfg)
         if cached is not None:
             check_engine(engine)
             return make_engine(engine, cached), cfg, which
