@@ -28,7 +28,6 @@ import sys
 import typing
 from pathlib import Path
 from typing import Any, Sequence
-
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
