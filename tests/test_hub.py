@@ -275,3 +275,17 @@ def test_a_name_that_is_nothing_lists_what_from_pretrained_takes(tmp_path):
         ValueError, match="neither a registry name .*voc-fcn8s.* a folder nor a Hub repository"
     ):
         Segmenter.from_pretrained(str(tmp_path / "missing.pt"))
+
+
+def test_from_pretrained_takes_a_revision_of_a_hub_repository(run_checkpoint, tmp_path, monkeypatch):
+    seg = Segmenter.from_checkpoint(run_checkpoint, device="cpu")
+    folder = Path(seg.save_pretrained(tmp_path / "f"))
+    snapshot = populate_hub_cache(tmp_path / "hf", "alice/tiny-fcn", folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    pinned = Segmenter.from_pretrained("alice/tiny-fcn", revision=snapshot.name, device="cpu")
+    assert Path(pinned.checkpoint) == snapshot
+    with pytest.raises(OSError, match=r"^alice/tiny-fcn@v9: cannot get it from the Hugging Face Hub"):
+        Segmenter.from_pretrained("alice/tiny-fcn", revision="v9", device="cpu")
+    with pytest.raises(ValueError, match="revision='main' is for a Hub repository"):
+        Segmenter.from_pretrained(folder, revision="main", device="cpu")

@@ -281,3 +281,16 @@ def test_the_onnx_cache_follows_the_folders_config_as_well_as_its_weights(made, 
     written = {p.key: p.value for p in onnx.load(str(export)).metadata_props}
     assert json.loads(written["classes"]) == ["water", "forest", "street"]
     assert second.classes == ["water", "forest", "street"]
+
+
+def test_error_and_warning_lines_show_no_password_of_a_uri(capsys):
+    from fcn.core.errors import report
+    from fcn.training.trackers import Trackers
+
+    report(OSError("cannot reach https://alice:pw123@mlflow.example:5000/api (timed out)"))
+    trackers = Trackers([], print)
+    trackers._warn("mlflow", OSError("Max retries exceeded with url: http://bob:hunter2@host/x"))
+    out = capsys.readouterr()
+    assert "error: cannot reach https://***@mlflow.example:5000/api (timed out)" in out.err
+    assert "http://***@host/x" in out.out
+    assert "pw123" not in out.err + out.out and "hunter2" not in out.err + out.out

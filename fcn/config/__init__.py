@@ -10,7 +10,16 @@ changed afterwards. ``python -m fcn.config > config.yml`` writes the documented 
 
 from fcn.config.checks import validate
 from fcn.config.documented import documented_yaml
-from fcn.config.loading import config_from_dict, load_config, read_text, to_dict, to_yaml, with_overrides
+from fcn.config.loading import (
+    config_from_dict,
+    load_config,
+    read_text,
+    redact,
+    strip_credentials,
+    to_dict,
+    to_yaml,
+    with_overrides,
+)
 from fcn.config.schema import (
     ARCHS,
     BACKBONES,
@@ -87,6 +96,8 @@ __all__ = [
     "num_classes",
     "pretrained_choice",
     "read_text",
+    "redact",
+    "strip_credentials",
     "to_dict",
     "to_yaml",
     "validate",

@@ -61,8 +61,10 @@ def exit_code(signal_name: str | None) -> int:
 
 
 def report(exc: BaseException, prefix: str = "") -> None:
-    """Print exc as the one error line on stderr."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
+    """Print exc as the one error line on stderr (a URI's user and password shown as ***)."""
+    from fcn.config import redact
+
+    message = redact(" ".join(str(exc).split())) or type(exc).__name__
     print(f"error: {prefix}{message}", file=sys.stderr)
 
 

@@ -100,7 +100,7 @@ class Trackers:
         return trackers
 
     def _warn(self, name: str, exc: BaseException, what: str = "failed") -> None:
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        reason = fcn_config.redact(" ".join(str(exc).split()))[:300] or type(exc).__name__
         self.log(f"warning: logging.trackers: {name} {what} ({reason}); training goes on without it")
 
     def _each(self, call: Callable[[Any], None]) -> None:
