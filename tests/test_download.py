@@ -79,6 +79,11 @@ def server():
         thread.join(5)
 
 
+def entries(directory: Path) -> list[str]:
+    """Return the names in directory, less the lock files' .locks/ and the recorded SHA-256s."""
+    return sorted(p.name for p in directory.iterdir() if p.name not in (".locks", "fcn-sha256.json"))
+
+
 def tar_bytes(source: Path, top: str, mode: str) -> bytes:
     """Return a tar archive (mode 'w' or 'w:gz') of source/top, with paths starting at `top`."""
     buf = io.BytesIO()
@@ -132,7 +137,7 @@ def test_download_verifies_extracts_and_checks_all_three_then_the_datasets_load(
     assert VOCSegmentation(tmp_path, "seg11valid").ids == SEG11VALID
     assert len(SBDSegmentation(tmp_path, "val")) == 2 and len(VOCAugSegmentation(tmp_path)) == 6
     # Archives are deleted after extraction unless asked; no .part or staging directory is left.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["VOCdevkit", "benchmark_RELEASE", "seg11valid.txt"]
+    assert entries(tmp_path) == ["VOCdevkit", "benchmark_RELEASE", "seg11valid.txt"]
     assert any("voc2012: ready" in line for line in lines)
 
 
@@ -187,7 +192,7 @@ def test_corrupted_download_is_rejected_deleted_and_nothing_extracted(tmp_path, 
         dl.DownloadError, match=r"voc2012: .* MD5 [0-9a-f]{32}, expected [0-9a-f]{32}; .*deleted"
     ):
         run(tmp_path, base, archives, what=["voc2012"])
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
     # The next run downloads afresh and succeeds.
     handler.files.update(archives)
     assert run(tmp_path, base, archives, what=["voc2012"])[0] == ["voc2012"]
@@ -200,7 +205,7 @@ def test_corrupted_partial_download_is_rejected_after_resuming(tmp_path, server,
     (tmp_path / "benchmark.tgz.part").write_bytes(b"\0" * (len(data) // 2))  # wrong first half
     with pytest.raises(dl.DownloadError, match="MD5"):
         run(tmp_path, base, archives, what=["sbd"])
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 def test_archive_with_the_wrong_layout_leaves_nothing_in_place(tmp_path, server, archives):
@@ -213,7 +218,7 @@ def test_archive_with_the_wrong_layout_leaves_nothing_in_place(tmp_path, server,
     root = tmp_path / "data"
     with pytest.raises(dl.DownloadError, match=r"extracted, but .*SegmentationClass.* is missing"):
         run(root, base, wrong, what=["voc2012"])
-    assert list(root.iterdir()) == []
+    assert entries(root) == []
 
 
 def test_unreadable_archive_leaves_nothing_in_place(tmp_path, server, archives):
@@ -222,7 +227,7 @@ def test_unreadable_archive_leaves_nothing_in_place(tmp_path, server, archives):
     handler.files.update(junk)
     with pytest.raises(dl.DownloadError, match=r"benchmark\.tgz: cannot extract"):
         run(tmp_path, base, junk, what=["sbd"])
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 def test_archive_escaping_the_root_is_refused(tmp_path, server, archives):
@@ -237,7 +242,7 @@ def test_archive_escaping_the_root_is_refused(tmp_path, server, archives):
     root = tmp_path / "data"
     with pytest.raises(dl.DownloadError, match="cannot extract"):
         run(root, base, evil, what=["sbd"])
-    assert not (tmp_path / "escaped.txt").exists() and list(root.iterdir()) == []
+    assert not (tmp_path / "escaped.txt").exists() and entries(root) == []
 
 
 def test_seg11valid_content_is_checked_against_the_papers_736_ids(tmp_path, server):
@@ -251,7 +256,7 @@ def test_seg11valid_content_is_checked_against_the_papers_736_ids(tmp_path, serv
     handler.files["seg11valid.txt"] = b"<html>404: Not Found</html>\n"
     with pytest.raises(dl.DownloadError, match="expected 736 distinct ids"):
         dl.download(tmp_path, ["seg11valid"], mirror=base, progress=False, log=lambda _: None)
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 def test_a_damaged_seg11valid_already_in_place_is_fetched_again(tmp_path, server):
@@ -273,7 +278,7 @@ def test_command_line_exits_nonzero_on_a_checksum_mismatch(tmp_path, server, arc
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: voc2012: ") and "expected 6cd6e144f989b92b3379bac3b3de84fd" in err
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 def test_command_line_mirror_from_the_environment_and_http_errors(tmp_path, server, capsys, monkeypatch):
@@ -358,7 +363,7 @@ def test_caffe_model_is_downloaded_verified_and_kept_under_models(tmp_path, serv
     assert fetch_models(tmp_path, base, table) == ["fcn8s-caffe"]
     path = tmp_path / "models" / "fcn8s-heavy-pascal.caffemodel"
     assert path.read_bytes() == tiny_caffemodel and read_caffemodel(path)["score_fr"][0].shape == (3, 4, 1, 1)
-    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if ".locks" not in p.parts)
     assert files == ["models", "models/fcn8s-heavy-pascal.caffemodel"]  # kept as it is, no .part left
     handler.requests.clear()
     lines: list[str] = []
@@ -386,7 +391,7 @@ def test_caffe_model_with_a_wrong_sha1_is_deleted(tmp_path, server, tiny_caffemo
         dl.DownloadError, match=r"fcn8s-caffe: .* SHA-1 [0-9a-f]{40}, expected 0{40}; .*deleted"
     ):
         fetch_models(tmp_path, base, table)
-    assert list((tmp_path / "models").iterdir()) == []
+    assert entries(tmp_path / "models") == []
 
 
 def test_caffe_model_without_a_checksum_is_still_checked_to_be_a_caffemodel(tmp_path, server):
@@ -396,7 +401,7 @@ def test_caffe_model_without_a_checksum_is_still_checked_to_be_a_caffemodel(tmp_
     assert dl.MODELS["fcn16s-caffe"].md5 is None and dl.MODELS["fcn16s-caffe"].sha1 is None
     with pytest.raises(dl.DownloadError, match=r"not a Caffe NetParameter .* not the authors' model"):
         fetch_models(tmp_path, base, {"fcn16s-caffe": dl.MODELS["fcn16s-caffe"]})
-    assert list((tmp_path / "models").iterdir()) == []
+    assert entries(tmp_path / "models") == []
 
 
 def test_command_line_fetches_a_named_caffe_model_against_its_official_checksum(
@@ -407,7 +412,7 @@ def test_command_line_fetches_a_named_caffe_model_against_its_official_checksum(
     handler.files["fcn8s-heavy-pascal.caffemodel"] = tiny_caffemodel  # not the official checksums
     code = dl.main(["--root", str(tmp_path), "--what", "fcn8s-caffe", "--mirror", base, "--no-progress"])
     assert code == 1 and "expected c03b2953ebd846c270da1a8e8f200c09" in capsys.readouterr().err
-    assert list((tmp_path / "models").iterdir()) == []
+    assert entries(tmp_path / "models") == []
 
 
 def test_the_authors_model_files_as_their_repository_lists_them():

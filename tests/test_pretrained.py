@@ -121,7 +121,10 @@ def tiny_entry(data: bytes, base: str = "http://127.0.0.1:9", name: str = "tiny-
 
 
 def cache_files(hub: Path) -> list[str]:
-    return sorted(str(p.relative_to(hub)) for p in hub.rglob("*") if p.is_file()) if hub.exists() else []
+    """Return the files under hub, less the empty lock files in .locks/ directories."""
+    if not hub.exists():
+        return []
+    return sorted(str(p.relative_to(hub)) for p in hub.rglob("*") if p.is_file() and ".locks" not in p.parts)
 
 
 def refuse_network(monkeypatch) -> None:
@@ -141,7 +144,12 @@ def test_first_call_downloads_checks_converts_and_caches_then_the_second_reads_t
     lines = []
     path = pretrained_checkpoint(entry.name, progress=False, log=lines.append)
     assert path == converted_path(entry) == hub / "fcn" / "tiny-fcn.pt"
-    assert cache_files(hub) == ["checkpoints/" + entry.resource.filename, "fcn/tiny-fcn.pt"]
+    assert cache_files(hub) == [
+        "checkpoints/fcn-sha256.json",  # no full hash published: recorded on this first download
+        "checkpoints/" + entry.resource.filename,
+        "fcn/tiny-fcn.pt",
+        "fcn/tiny-fcn.pt.sha256.json",  # the converted file's sidecar
+    ]
     assert download_path(entry).read_bytes() == tiny_file
     assert handler.requests == [entry.resource.filename]
     assert any("downloading" in line for line in lines) and any("converting" in line for line in lines)
