@@ -537,6 +537,17 @@ def test_two_processes_downloading_the_same_file_both_succeed_with_one_download(
     assert entries(tmp_path) == ["seg11valid.txt"]  # no .part left behind
 
 
+def test_a_damaged_record_of_sha256s_is_one_line_and_the_download_is_kept(tmp_path, server):
+    base, handler = server
+    handler.files["seg11valid.txt"] = SEG11VALID_TEXT.encode()
+    (tmp_path / "fcn-sha256.json").write_text("{not json")
+    with pytest.raises(dl.DownloadError, match=r"fcn-sha256\.json: unreadable .*repair or delete it"):
+        seg11valid(tmp_path, base)
+    assert (tmp_path / "seg11valid.txt").read_text() == SEG11VALID_TEXT  # the file was not at fault
+    with pytest.raises(dl.DownloadError, match="unreadable"):  # nor is it taken unchecked next time
+        seg11valid(tmp_path, base)
+
+
 HTTP_ONLY_HOSTS = {"dl.caffe.berkeleyvision.org"}
 """Hosts not known to serve https: their files must be guarded by a full hash (published, or
 recorded on first download, which every file without a published one gets)."""

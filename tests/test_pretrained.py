@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import threading
 import urllib.request
 from dataclasses import replace
@@ -346,6 +347,9 @@ def test_a_converted_checkpoint_cut_short_or_without_its_sidecar_is_converted_ag
     lines.clear()
     pretrained_checkpoint(entry.name, progress=False, log=lines.append)  # whole now: read as it is
     assert lines == []
+    os.utime(out, ns=(1, 1))  # a copied cache: another mtime, the same bytes: hashed, kept as it is
+    pretrained_checkpoint(entry.name, progress=False, log=lines.append)
+    assert lines == [] and json.loads(Path(str(out) + ".sha256.json").read_text())["mtime_ns"] == 1
 
 
 def test_a_published_file_changed_after_its_first_download_is_refused(hub, server, tiny_file, monkeypatch):

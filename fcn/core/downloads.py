@@ -52,6 +52,10 @@ class DownloadError(RuntimeError):
     """A download, checksum, extraction or layout problem, with a one-line message saying what to do."""
 
 
+class RecordError(DownloadError):
+    """The recorded SHA-256s (fcn-sha256.json) cannot be read: the file being checked is kept."""
+
+
 def hexdigests(path: Path, algorithms: Iterable[str]) -> dict[str, str]:
     """Return {algorithm: hex digest} of a file, read once in chunks (algorithms: 'md5', 'sha1', ...)."""
     digests = {name: hashlib.new(name, usedforsecurity=False) for name in algorithms}
@@ -143,9 +147,9 @@ def _read_json(path: Path) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise DownloadError(f"{path}: unreadable ({exc}); delete it and run again") from None
+        raise RecordError(f"{path}: unreadable ({exc}); repair or delete it and run again") from None
     if not isinstance(data, dict):
-        raise DownloadError(f"{path}: not a JSON object; delete it and run again")
+        raise RecordError(f"{path}: not a JSON object; repair or delete it and run again")
     return data
 
 
@@ -191,16 +195,19 @@ def stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256.json")
 
 
-def write_stamp(path: Path) -> None:
-    """Write the sidecar of path (its SHA-256, size and mtime), atomically, once path is complete."""
+def write_stamp(path: Path, sha256: Optional[str] = None) -> None:
+    """Write the sidecar of path (its SHA-256, computed unless given, size and mtime), atomically,
+    once path is complete."""
     st = path.stat()
-    stamp = {"sha256": hexdigests(path, ["sha256"])["sha256"], "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    sha256 = sha256 or hexdigests(path, ["sha256"])["sha256"]
+    stamp = {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     atomic_write(stamp_path(path), lambda tmp: tmp.write_text(json.dumps(stamp) + "\n"))
 
 
 def stamp_matches(path: Path) -> bool:
     """Return whether path is the whole file its sidecar describes: True when size and mtime match
-    (no read), else when its SHA-256 does; False when the file or its sidecar is missing or damaged."""
+    (no read), else when its SHA-256 does (the sidecar then takes the new mtime: a copied cache is
+    hashed once); False when the file or its sidecar is missing or damaged."""
     try:
         stamp = json.loads(stamp_path(path).read_text())
         st = path.stat()
@@ -208,6 +215,9 @@ def stamp_matches(path: Path) -> bool:
             return False
         if st.st_mtime_ns == stamp["mtime_ns"]:
             return True
-        return hexdigests(path, ["sha256"])["sha256"] == stamp["sha256"]
+        if hexdigests(path, ["sha256"])["sha256"] != stamp["sha256"]:
+            return False
+        write_stamp(path, stamp["sha256"])
+        return True
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -47,6 +47,7 @@ from fcn.core.downloads import (  # noqa: F401
     CHUNK,
     USER_AGENT,
     DownloadError,
+    RecordError,
     check_first_use,
     download_lock,
     fetch,
@@ -219,6 +220,8 @@ def verify(resource: Resource, path: Path, url: str, log: Callable[[str], None] 
             resource.validate(path)
         if not (resource.md5 or resource.sha1):  # no full hash published: trust on first use
             check_first_use(resource.name, path, got["sha256"], url, log)
+    except RecordError:
+        raise  # the record is damaged, not the file: keep it
     except DownloadError:
         path.unlink(missing_ok=True)
         raise
@@ -300,6 +303,8 @@ def _prepare(
     if not resource.archive and dest.exists():
         try:  # a plain file is its own result: check its content, not only that it exists
             verify(resource, dest, str(dest), log)
+        except RecordError:
+            raise  # nothing can be checked until the record is repaired
         except DownloadError as exc:
             log(f"{resource.name}: {exc}; downloading again")
     if not missing_paths(resource, root):

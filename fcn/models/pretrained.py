@@ -42,7 +42,7 @@ import torch
 
 from fcn.config import load_config, to_dict
 from fcn.core.checkpoint import save_checkpoint, weights_checkpoint
-from fcn.core.downloads import DownloadError, download_lock, fetch, stamp_matches, write_stamp
+from fcn.core.downloads import DownloadError, RecordError, download_lock, fetch, stamp_matches, write_stamp
 from fcn.data.download import MIRROR_ENV, Resource, check_caffemodel, mirror_url, verify
 
 PREFIX = "pretrained:"
@@ -297,6 +297,8 @@ def _download_locked(
         try:  # a file placed by hand (or torchvision's own copy) is checked as a download is
             verify(resource, dest, str(dest), log)
             return dest
+        except RecordError:
+            raise  # nothing can be checked until the record is repaired
         except DownloadError as exc:
             log(f"{entry.name}: {exc}; downloading again")
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
