@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import socket
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,10 +32,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     requests: list[tuple[str, str | None]] = []
     ignore_range = False
+    hold: threading.Event | None = None
+    """When set to an Event, each answer waits for it (up to 30 s): a download the test keeps open."""
 
     def do_GET(self) -> None:
         name = self.path.lstrip("/")
         self.requests.append((name, self.headers.get("Range")))
+        if self.hold is not None:
+            self.hold.wait(30)
         if name not in self.files:
             self.send_error(404)
             return
@@ -63,7 +69,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     """Yield (base URL, handler class) of a loopback HTTP server that stops after the test (or 60 s)."""
-    handler = type("TestHandler", (Handler,), {"files": {}, "requests": [], "ignore_range": False})
+    handler = type(
+        "TestHandler", (Handler,), {"files": {}, "requests": [], "ignore_range": False, "hold": None}
+    )
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -77,6 +85,11 @@ def server():
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+def entries(directory: Path) -> list[str]:
+    """Return the names in directory, less the lock files' .locks/ and the recorded SHA-256s."""
+    return sorted(p.name for p in directory.iterdir() if p.name not in (".locks", "fcn-sha256.json"))
 
 
 def tar_bytes(source: Path, top: str, mode: str) -> bytes:
@@ -132,7 +145,7 @@ def test_download_verifies_extracts_and_checks_all_three_then_the_datasets_load(
     assert VOCSegmentation(tmp_path, "seg11valid").ids == SEG11VALID
     assert len(SBDSegmentation(tmp_path, "val")) == 2 and len(VOCAugSegmentation(tmp_path)) == 6
     # Archives are deleted after extraction unless asked; no .part or staging directory is left.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["VOCdevkit", "benchmark_RELEASE", "seg11valid.txt"]
+    assert entries(tmp_path) == ["VOCdevkit", "benchmark_RELEASE", "seg11valid.txt"]
     assert any("voc2012: ready" in line for line in lines)
 
 
@@ -187,7 +200,7 @@ def test_corrupted_download_is_rejected_deleted_and_nothing_extracted(tmp_path, 
         dl.DownloadError, match=r"voc2012: .* MD5 [0-9a-f]{32}, expected [0-9a-f]{32}; .*deleted"
     ):
         run(tmp_path, base, archives, what=["voc2012"])
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
     # The next run downloads afresh and succeeds.
     handler.files.update(archives)
     assert run(tmp_path, base, archives, what=["voc2012"])[0] == ["voc2012"]
@@ -200,7 +213,7 @@ def test_corrupted_partial_download_is_rejected_after_resuming(tmp_path, server,
     (tmp_path / "benchmark.tgz.part").write_bytes(b"\0" * (len(data) // 2))  # wrong first half
     with pytest.raises(dl.DownloadError, match="MD5"):
         run(tmp_path, base, archives, what=["sbd"])
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 def test_archive_with_the_wrong_layout_leaves_nothing_in_place(tmp_path, server, archives):
@@ -213,7 +226,7 @@ def test_archive_with_the_wrong_layout_leaves_nothing_in_place(tmp_path, server,
     root = tmp_path / "data"
     with pytest.raises(dl.DownloadError, match=r"extracted, but .*SegmentationClass.* is missing"):
         run(root, base, wrong, what=["voc2012"])
-    assert list(root.iterdir()) == []
+    assert entries(root) == []
 
 
 def test_unreadable_archive_leaves_nothing_in_place(tmp_path, server, archives):
@@ -222,7 +235,7 @@ def test_unreadable_archive_leaves_nothing_in_place(tmp_path, server, archives):
     handler.files.update(junk)
     with pytest.raises(dl.DownloadError, match=r"benchmark\.tgz: cannot extract"):
         run(tmp_path, base, junk, what=["sbd"])
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 def test_archive_escaping_the_root_is_refused(tmp_path, server, archives):
@@ -237,7 +250,7 @@ def test_archive_escaping_the_root_is_refused(tmp_path, server, archives):
     root = tmp_path / "data"
     with pytest.raises(dl.DownloadError, match="cannot extract"):
         run(root, base, evil, what=["sbd"])
-    assert not (tmp_path / "escaped.txt").exists() and list(root.iterdir()) == []
+    assert not (tmp_path / "escaped.txt").exists() and entries(root) == []
 
 
 def test_seg11valid_content_is_checked_against_the_papers_736_ids(tmp_path, server):
@@ -251,7 +264,7 @@ def test_seg11valid_content_is_checked_against_the_papers_736_ids(tmp_path, serv
     handler.files["seg11valid.txt"] = b"<html>404: Not Found</html>\n"
     with pytest.raises(dl.DownloadError, match="expected 736 distinct ids"):
         dl.download(tmp_path, ["seg11valid"], mirror=base, progress=False, log=lambda _: None)
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 def test_a_damaged_seg11valid_already_in_place_is_fetched_again(tmp_path, server):
@@ -273,7 +286,7 @@ def test_command_line_exits_nonzero_on_a_checksum_mismatch(tmp_path, server, arc
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: voc2012: ") and "expected 6cd6e144f989b92b3379bac3b3de84fd" in err
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 def test_command_line_mirror_from_the_environment_and_http_errors(tmp_path, server, capsys, monkeypatch):
@@ -358,7 +371,7 @@ def test_caffe_model_is_downloaded_verified_and_kept_under_models(tmp_path, serv
     assert fetch_models(tmp_path, base, table) == ["fcn8s-caffe"]
     path = tmp_path / "models" / "fcn8s-heavy-pascal.caffemodel"
     assert path.read_bytes() == tiny_caffemodel and read_caffemodel(path)["score_fr"][0].shape == (3, 4, 1, 1)
-    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if ".locks" not in p.parts)
     assert files == ["models", "models/fcn8s-heavy-pascal.caffemodel"]  # kept as it is, no .part left
     handler.requests.clear()
     lines: list[str] = []
@@ -386,7 +399,7 @@ def test_caffe_model_with_a_wrong_sha1_is_deleted(tmp_path, server, tiny_caffemo
         dl.DownloadError, match=r"fcn8s-caffe: .* SHA-1 [0-9a-f]{40}, expected 0{40}; .*deleted"
     ):
         fetch_models(tmp_path, base, table)
-    assert list((tmp_path / "models").iterdir()) == []
+    assert entries(tmp_path / "models") == []
 
 
 def test_caffe_model_without_a_checksum_is_still_checked_to_be_a_caffemodel(tmp_path, server):
@@ -396,7 +409,7 @@ def test_caffe_model_without_a_checksum_is_still_checked_to_be_a_caffemodel(tmp_
     assert dl.MODELS["fcn16s-caffe"].md5 is None and dl.MODELS["fcn16s-caffe"].sha1 is None
     with pytest.raises(dl.DownloadError, match=r"not a Caffe NetParameter .* not the authors' model"):
         fetch_models(tmp_path, base, {"fcn16s-caffe": dl.MODELS["fcn16s-caffe"]})
-    assert list((tmp_path / "models").iterdir()) == []
+    assert entries(tmp_path / "models") == []
 
 
 def test_command_line_fetches_a_named_caffe_model_against_its_official_checksum(
@@ -407,7 +420,7 @@ def test_command_line_fetches_a_named_caffe_model_against_its_official_checksum(
     handler.files["fcn8s-heavy-pascal.caffemodel"] = tiny_caffemodel  # not the official checksums
     code = dl.main(["--root", str(tmp_path), "--what", "fcn8s-caffe", "--mirror", base, "--no-progress"])
     assert code == 1 and "expected c03b2953ebd846c270da1a8e8f200c09" in capsys.readouterr().err
-    assert list((tmp_path / "models").iterdir()) == []
+    assert entries(tmp_path / "models") == []
 
 
 def test_the_authors_model_files_as_their_repository_lists_them():
@@ -421,3 +434,132 @@ def test_the_authors_model_files_as_their_repository_lists_them():
     assert dl.MODELS["fcn8s-caffe"].md5 == "c03b2953ebd846c270da1a8e8f200c09"
     assert dl.MODELS["fcn8s-caffe"].sha1 == "c449ea74dd7d83751d1357d6a8c323fcf4038962"
     assert dl.MODELS["fcn32s-caffe"].sha1 == "05eb922d7829c39448f57e5ab9d8cd75d6c0be6d"
+
+
+# --- trust on first use, one writer at a time, https ---------------------------------------------
+
+OTHER_SEG11VALID_TEXT = "".join(f"{2008 + k % 4}_{k:06d}\n" for k in range(736))  # valid, but not the same
+
+
+def seg11valid(root: Path, base: str, log=lambda _: None) -> list[str]:
+    return dl.download(root, ["seg11valid"], mirror=base, progress=False, log=log)
+
+
+def test_a_file_without_a_published_hash_has_its_sha256_recorded_then_a_changed_one_is_refused(
+    tmp_path, server
+):
+    base, handler = server
+    handler.files["seg11valid.txt"] = SEG11VALID_TEXT.encode()
+    assert dl.RESOURCES["seg11valid"].md5 is None  # the authors publish no checksum for it
+    lines: list[str] = []
+    assert seg11valid(tmp_path, base, lines.append) == ["seg11valid"]
+    digest = hashlib.sha256(SEG11VALID_TEXT.encode()).hexdigest()
+    known = tmp_path / "fcn-sha256.json"
+    assert json.loads(known.read_text()) == {"seg11valid.txt": {"sha256": digest, "size": 736 * 12}}
+    (recorded,) = [line for line in lines if "recorded sha256" in line]
+    assert recorded.startswith(f"seg11valid: recorded sha256 {digest} of seg11valid.txt on first download")
+    assert recorded.endswith("later downloads are checked against it")
+
+    # The server now serves another file (still 736 valid ids): the next download is refused, the
+    # file deleted, and the one line names the file, both digests and what to do.
+    (tmp_path / "seg11valid.txt").unlink()
+    handler.files["seg11valid.txt"] = OTHER_SEG11VALID_TEXT.encode()
+    other = hashlib.sha256(OTHER_SEG11VALID_TEXT.encode()).hexdigest()
+    with pytest.raises(dl.DownloadError) as info:
+        seg11valid(tmp_path, base)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("seg11valid: ")
+    assert f"seg11valid.txt with SHA-256 {other}, expected {digest}" in message
+    assert str(known) in message and "remove 'seg11valid.txt' from that file and run again" in message
+    assert entries(tmp_path) == []  # the refused file is gone; the record stays
+    assert json.loads(known.read_text())["seg11valid.txt"]["sha256"] == digest
+
+
+def test_a_copy_in_place_that_differs_from_the_recorded_sha256_is_deleted_and_downloaded_again(
+    tmp_path, server
+):
+    base, handler = server
+    handler.files["seg11valid.txt"] = SEG11VALID_TEXT.encode()
+    digest = hashlib.sha256(SEG11VALID_TEXT.encode()).hexdigest()
+    (tmp_path / "fcn-sha256.json").write_text(json.dumps({"seg11valid.txt": {"sha256": digest, "size": 1}}))
+    (tmp_path / "seg11valid.txt").write_text(OTHER_SEG11VALID_TEXT)  # valid ids, wrong SHA-256
+    lines: list[str] = []
+    assert seg11valid(tmp_path, base, lines.append) == ["seg11valid"]
+    assert f"expected {digest}" in lines[0] and "downloading again" in lines[0]
+    assert (tmp_path / "seg11valid.txt").read_text() == SEG11VALID_TEXT
+    assert handler.requests == [("seg11valid.txt", None)]
+
+
+_DOWNLOAD_SEG11VALID = """
+import sys
+import fcn.data.download as dl
+sys.exit(dl.main(["--root", sys.argv[1], "--what", "seg11valid", "--mirror", sys.argv[2], "--no-progress"]))
+"""
+
+
+def test_two_processes_downloading_the_same_file_both_succeed_with_one_download(tmp_path, server):
+    """The first process's answer is held open until the second is waiting for the lock (or, without a
+    lock, has sent its own request): one download, the other process finds the finished file."""
+    base, handler = server
+    handler.files["seg11valid.txt"] = SEG11VALID_TEXT.encode()
+    handler.hold = threading.Event()
+    outputs: list[list[str]] = [[], []]
+
+    def start(k: int) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "-c", _DOWNLOAD_SEG11VALID, str(tmp_path), base],
+            cwd=REPO,
+            env=python_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=lambda: outputs[k].extend(proc.stdout), daemon=True).start()
+        return proc
+
+    def wait_for(condition, seconds: float = 30.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    first = start(0)
+    wait_for(lambda: handler.requests)  # the first one is downloading (and holds the lock)
+    second = start(1)
+    wait_for(lambda: any("waiting" in line for line in outputs[1]) or len(handler.requests) > 1)
+    handler.hold.set()
+    codes = [first.wait(60), second.wait(60)]
+    time.sleep(0.1)  # the reader threads take the last lines
+    assert codes == [0, 0], outputs
+    assert handler.requests == [("seg11valid.txt", None)]  # one download
+    assert any("another process is downloading or preparing it" in line for line in outputs[1]), outputs
+    assert any("already present" in line for line in outputs[1])
+    assert (tmp_path / "seg11valid.txt").read_text() == SEG11VALID_TEXT
+    assert entries(tmp_path) == ["seg11valid.txt"]  # no .part left behind
+
+
+def test_a_damaged_record_of_sha256s_is_one_line_and_the_download_is_kept(tmp_path, server):
+    base, handler = server
+    handler.files["seg11valid.txt"] = SEG11VALID_TEXT.encode()
+    (tmp_path / "fcn-sha256.json").write_text("{not json")
+    with pytest.raises(dl.DownloadError, match=r"fcn-sha256\.json: unreadable .*repair or delete it"):
+        seg11valid(tmp_path, base)
+    assert (tmp_path / "seg11valid.txt").read_text() == SEG11VALID_TEXT  # the file was not at fault
+    with pytest.raises(dl.DownloadError, match="unreadable"):  # nor is it taken unchecked next time
+        seg11valid(tmp_path, base)
+
+
+HTTP_ONLY_HOSTS = {"dl.caffe.berkeleyvision.org"}
+"""Hosts not known to serve https: their files must be guarded by a full hash (published, or
+recorded on first download, which every file without a published one gets)."""
+
+
+def test_every_registry_address_is_https_unless_its_host_serves_only_http():
+    from urllib.parse import urlsplit
+
+    from fcn.models.pretrained import PRETRAINED
+
+    resources = [*dl.RESOURCES.values(), *dl.MODELS.values(), *(e.resource for e in PRETRAINED.values())]
+    for resource in resources:
+        parts = urlsplit(resource.url)
+        assert parts.scheme == ("http" if parts.hostname in HTTP_ONLY_HOSTS else "https"), resource.url
+    assert dl.RESOURCES["voc2012"].url.startswith("https://host.robots.ox.ac.uk/")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
+import os
 import threading
 import urllib.request
 from dataclasses import replace
@@ -20,7 +22,7 @@ from torchvision.models.segmentation import fcn_resnet50
 from fcn import Segmenter
 from fcn.config import load_config
 from fcn.core import distributed
-from fcn.data.download import Resource
+from fcn.data.download import DownloadError, Resource
 from fcn.models import build_model
 from fcn.models.pretrained import (
     IMAGENET_INPUT,
@@ -121,7 +123,10 @@ def tiny_entry(data: bytes, base: str = "http://127.0.0.1:9", name: str = "tiny-
 
 
 def cache_files(hub: Path) -> list[str]:
-    return sorted(str(p.relative_to(hub)) for p in hub.rglob("*") if p.is_file()) if hub.exists() else []
+    """Return the files under hub, less the empty lock files in .locks/ directories."""
+    if not hub.exists():
+        return []
+    return sorted(str(p.relative_to(hub)) for p in hub.rglob("*") if p.is_file() and ".locks" not in p.parts)
 
 
 def refuse_network(monkeypatch) -> None:
@@ -141,7 +146,12 @@ def test_first_call_downloads_checks_converts_and_caches_then_the_second_reads_t
     lines = []
     path = pretrained_checkpoint(entry.name, progress=False, log=lines.append)
     assert path == converted_path(entry) == hub / "fcn" / "tiny-fcn.pt"
-    assert cache_files(hub) == ["checkpoints/" + entry.resource.filename, "fcn/tiny-fcn.pt"]
+    assert cache_files(hub) == [
+        "checkpoints/fcn-sha256.json",  # no full hash published: recorded on this first download
+        "checkpoints/" + entry.resource.filename,
+        "fcn/tiny-fcn.pt",
+        "fcn/tiny-fcn.pt.sha256.json",  # the converted file's sidecar
+    ]
     assert download_path(entry).read_bytes() == tiny_file
     assert handler.requests == [entry.resource.filename]
     assert any("downloading" in line for line in lines) and any("converting" in line for line in lines)
@@ -310,3 +320,77 @@ def test_torchvisions_own_file_is_converted_into_torchvision_fcn(hub, server, mo
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
         assert torch.allclose(seg.model(x), theirs(x)["out"], atol=1e-5)
+
+
+def test_a_converted_checkpoint_cut_short_or_without_its_sidecar_is_converted_again(
+    hub, server, tiny_file, monkeypatch
+):
+    base, handler = server
+    entry = tiny_entry(tiny_file, base)
+    handler.files[entry.resource.filename] = tiny_file
+    monkeypatch.setitem(PRETRAINED, entry.name, entry)
+    out = pretrained_checkpoint(entry.name, progress=False, log=lambda _: None)
+    whole = out.read_bytes()
+    refuse_network(monkeypatch)  # the downloaded file is in the cache: rebuilt from it, offline
+
+    out.write_bytes(whole[: len(whole) // 2])  # a copy cut short (a full disk, a killed cp)
+    lines: list[str] = []
+    assert pretrained_checkpoint(entry.name, progress=False, log=lines.append) == out
+    assert any("does not match its sidecar" in line and "converting again" in line for line in lines)
+    rebuilt, original = torch.load(out, weights_only=True), torch.load(io.BytesIO(whole), weights_only=True)
+    assert all(torch.equal(rebuilt["model"][k], v) for k, v in original["model"].items())
+
+    Path(str(out) + ".sha256.json").unlink()  # a file of ours with no sidecar is not trusted either
+    lines.clear()
+    pretrained_checkpoint(entry.name, progress=False, log=lines.append)
+    assert any("converting again" in line for line in lines)
+    lines.clear()
+    pretrained_checkpoint(entry.name, progress=False, log=lines.append)  # whole now: read as it is
+    assert lines == []
+    os.utime(out, ns=(1, 1))  # a copied cache: another mtime, the same bytes: hashed, kept as it is
+    pretrained_checkpoint(entry.name, progress=False, log=lines.append)
+    assert lines == [] and json.loads(Path(str(out) + ".sha256.json").read_text())["mtime_ns"] == 1
+
+
+def test_a_published_file_changed_after_its_first_download_is_refused(hub, server, tiny_file, monkeypatch):
+    """An entry with no published hash at all: its SHA-256 is recorded on the first download; the
+    server then serves other (valid) weights under the same name: refused, deleted, one line."""
+    base, handler = server
+    entry = tiny_entry(tiny_file, base)
+    entry = replace(entry, resource=replace(entry.resource, sha256_prefix=None))
+    handler.files[entry.resource.filename] = tiny_file
+    monkeypatch.setitem(PRETRAINED, entry.name, entry)
+    lines: list[str] = []
+    pretrained_checkpoint(entry.name, progress=False, log=lines.append)
+    digest = hashlib.sha256(tiny_file).hexdigest()
+    assert any(f"recorded sha256 {digest} of {entry.resource.filename} on first download" in x for x in lines)
+
+    torch.manual_seed(1)
+    buffer = io.BytesIO()
+    torch.save(
+        build_model(load_config(overrides=[*TINY, "model.pretrained=false"]).model).state_dict(), buffer
+    )
+    handler.files[entry.resource.filename] = buffer.getvalue()
+    download_path(entry).unlink()
+    converted_path(entry).unlink()
+    with pytest.raises(DownloadError) as info:
+        pretrained_checkpoint(entry.name, progress=False, log=lambda _: None)
+    message = str(info.value)
+    other = hashlib.sha256(buffer.getvalue()).hexdigest()
+    assert message.startswith(f"{entry.name}: ") and "\n" not in message
+    assert f"{entry.resource.filename} with SHA-256 {other}, expected {digest}" in message
+    assert not download_path(entry).exists() and not converted_path(entry).exists()
+
+
+def test_the_torchvision_entries_check_the_prefix_and_record_the_full_sha256(
+    hub, server, tiny_file, monkeypatch
+):
+    base, handler = server
+    entry = tiny_entry(tiny_file, base)  # torchvision's shape: <name>-<sha256 prefix>.pth
+    handler.files[entry.resource.filename] = tiny_file
+    monkeypatch.setitem(PRETRAINED, entry.name, entry)
+    pretrained_checkpoint(entry.name, progress=False, log=lambda _: None)
+    known = json.loads((hub / "checkpoints" / "fcn-sha256.json").read_text())
+    assert known[entry.resource.filename]["sha256"] == hashlib.sha256(tiny_file).hexdigest()
+    for name in ("torchvision-fcn-resnet50", "torchvision-fcn-resnet101"):
+        assert "SHA-256 recorded on first download" in PRETRAINED[name].checksum

@@ -13,39 +13,49 @@ Result (the layout the datasets read):
 
 Downloads go to <file>.part and resume from where they stopped (HTTP Range); a finished file is
 checked against its published MD5 or SHA-1 and its content (seg11valid.txt: its ids; a caffemodel:
-that it is one), and a bad one is deleted.
+that it is one), and a bad one is deleted. A file with no published hash (seg11valid.txt, most
+caffemodels) has its SHA-256 recorded on its first download in <its directory>/fcn-sha256.json,
+said in one line, and every later download or copy in place is checked against it.
+Each resource is prepared under a lock, .locks/<file>.lock beside it (filelock, as huggingface_hub
+locks its blobs): a second process asking for it waits, then finds it in place; the .part is the
+lock holder's alone, so resuming it is safe (fcn.core.downloads).
 Archives are extracted into a temporary directory, checked for the expected layout and only then
 moved into place, so an interrupted or failed run leaves nothing half-extracted under <root>.
 A resource whose layout is already present is skipped. Nothing touches the network at import.
 
 torchvision.datasets.utils.download_url is not used because it cannot resume a partial download,
 and its tar extraction applies no member filter; this module keeps both in ~150 lines.
+The VOC, SBD and seg11valid addresses are https; the authors' caffemodels are served over plain
+http only (see MODELS), where their checksums are what guard them.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
 import sys
 import tarfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+# DownloadError, fetch and hexdigests live in fcn.core.downloads (fcn.models.pretrained uses them
+# too) and are kept importable from here, where the command's users and tests find them.
+from fcn.core.downloads import (  # noqa: F401
+    CHUNK,
+    USER_AGENT,
+    DownloadError,
+    RecordError,
+    check_first_use,
+    download_lock,
+    fetch,
+    hexdigests,
+)
+
 MIRROR_ENV = "FCN_DATA_MIRROR"
 """Environment variable: a base URL serving the files by their names, used instead of the official addresses."""
-
-USER_AGENT = "pytorch-fcn-download"
-CHUNK = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    """A download, checksum, extraction or layout problem, with a one-line message saying what to do."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +94,11 @@ def check_seg11valid(path: Path) -> None:
 
 
 RESOURCES = {
-    # PASCAL VOC 2012 trainval, from the challenge's own server (MD5 as published with the devkit).
+    # PASCAL VOC 2012 trainval, from the challenge's own server (MD5 as published with the devkit),
+    # over https: the server serves it (keras-cv's and tensorflow_datasets' VOC loaders use it).
     "voc2012": Resource(
         name="voc2012",
-        url="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+        url="https://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
         filename="VOCtrainval_11-May-2012.tar",
         md5="6cd6e144f989b92b3379bac3b3de84fd",
         required=(
@@ -142,7 +153,10 @@ def check_caffemodel(path: Path) -> None:
 # The authors list no checksums; these are the ones public download scripts check: FCN-8s's MD5
 # (wkentaro/fcn's earlier download code; Toby Breckon's OpenCV examples script) and SHA-1 (OpenCV's
 # opencv_extra testdata/dnn/download_models.py), FCN-32s's SHA-1 (an earlier version of that script).
-# FCN-16s and at-once: none found; check_caffemodel still checks every file's content.
+# FCN-16s and at-once: none found; check_caffemodel still checks every file's content, and their
+# SHA-256 is recorded on the first download (trust on first use) and checked from then on.
+# Plain http: dl.caffe.berkeleyvision.org is not known to serve https (every public script and
+# the authors' caffemodel-url files use http), so these checksums are what guard the file.
 MODELS = {
     name: Resource(
         name=name,
@@ -180,27 +194,21 @@ def missing_paths(resource: Resource, base: Path) -> list[str]:
     return missing
 
 
-def hexdigests(path: Path, algorithms: Iterable[str]) -> dict[str, str]:
-    """Return {algorithm: hex digest} of a file, read once in chunks (algorithms: 'md5', 'sha1', ...)."""
-    digests = {name: hashlib.new(name, usedforsecurity=False) for name in algorithms}
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            for digest in digests.values():
-                digest.update(block)
-    return {name: digest.hexdigest() for name, digest in digests.items()}
-
-
 def md5sum(path: Path) -> str:
     """Return the hex MD5 of a file, read in chunks."""
     return hexdigests(path, ["md5"])["md5"]
 
 
-def verify(resource: Resource, path: Path, url: str) -> None:
-    """Raise DownloadError (after deleting `path`) when the file fails its checksums or content check."""
+def verify(resource: Resource, path: Path, url: str, log: Callable[[str], None] = print) -> None:
+    """Raise DownloadError (after deleting `path`) when the file fails its checksums or content check.
+
+    Checked: the published MD5/SHA-1 where there is one; torchvision's SHA-256 prefix; the content
+    check; and, where no full hash is published, the SHA-256 recorded on the file's first download
+    (fcn.core.downloads.check_first_use: recorded now, said in one line, when there is none yet)."""
+    published = (("md5", resource.md5), ("sha1", resource.sha1), ("sha256", resource.sha256_prefix))
+    expected = {name: value for name, value in published if value}
     try:
-        checksums = (("md5", resource.md5), ("sha1", resource.sha1), ("sha256", resource.sha256_prefix))
-        expected = {name: value for name, value in checksums if value}
-        got = hexdigests(path, expected) if expected else {}
+        got = hexdigests(path, [*expected, "sha256"])
         for name, value in expected.items():
             if not got[name].startswith(value) or (name != "sha256" and got[name] != value):
                 label = {"md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256"}[name]
@@ -210,64 +218,13 @@ def verify(resource: Resource, path: Path, url: str) -> None:
                 )
         if resource.validate is not None:
             resource.validate(path)
+        if not (resource.md5 or resource.sha1):  # no full hash published: trust on first use
+            check_first_use(resource.name, path, got["sha256"], url, log)
+    except RecordError:
+        raise  # the record is damaged, not the file: keep it
     except DownloadError:
         path.unlink(missing_ok=True)
         raise
-
-
-def fetch(url: str, dest: Path, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download `url` to `dest`, resuming `dest`.part when present (HTTP Range); return `dest`.
-
-    The file is not verified here; an interrupted download leaves `dest`.part to resume from.
-    """
-    from tqdm import tqdm
-
-    part = dest.with_name(dest.name + ".part")
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": USER_AGENT}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # the .part already holds the whole file
-            os.replace(part, dest)
-            return dest
-        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; check the address (or --mirror)") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"{url}: cannot connect ({reason}); check the network or use --mirror") from None
-    with response:
-        if offset and response.status != 206:
-            offset = 0  # the server ignored Range: start again from the beginning
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
-        received = offset
-        with (
-            open(part, "ab" if offset else "wb") as f,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                disable=not progress,
-            ) as bar,
-        ):
-            try:
-                for block in iter(lambda: response.read(CHUNK), b""):
-                    f.write(block)
-                    received += len(block)
-                    bar.update(len(block))
-            except OSError as exc:
-                raise DownloadError(
-                    f"{url}: download stopped after {received} bytes ({exc}); run again to resume"
-                ) from None
-    if total is not None and received != total:
-        raise DownloadError(f"{url}: got {received} of {total} bytes; run again to resume")
-    os.replace(part, dest)
-    return dest
 
 
 def _move_into(src: Path, dst: Path) -> None:
@@ -329,9 +286,25 @@ def prepare(
     root = Path(root)
     url = url or resource.url
     dest = root / resource.directory / resource.filename
+    with download_lock(dest, log):  # one process prepares it; the others wait, then find it in place
+        return _prepare(resource, root, dest, url, progress, keep_archive, log)
+
+
+def _prepare(
+    resource: Resource,
+    root: Path,
+    dest: Path,
+    url: str,
+    progress: bool,
+    keep_archive: bool,
+    log: Callable[[str], None],
+) -> bool:
+    """prepare() with dest's lock held."""
     if not resource.archive and dest.exists():
         try:  # a plain file is its own result: check its content, not only that it exists
-            verify(resource, dest, str(dest))
+            verify(resource, dest, str(dest), log)
+        except RecordError:
+            raise  # nothing can be checked until the record is repaired
         except DownloadError as exc:
             log(f"{resource.name}: {exc}; downloading again")
     if not missing_paths(resource, root):
@@ -341,7 +314,7 @@ def prepare(
     if dest.exists():
         log(f"{resource.name}: found {dest}, verifying")
         try:
-            verify(resource, dest, str(dest))
+            verify(resource, dest, str(dest), log)
         except DownloadError:
             log(f"{resource.name}: {dest} is corrupt; deleted it, downloading again")
     if not dest.exists():
@@ -349,7 +322,7 @@ def prepare(
         resume = f" (resuming after {part.stat().st_size} bytes)" if part.exists() else ""
         log(f"{resource.name}: downloading {url}{resume}")
         fetch(url, dest, progress)
-        verify(resource, dest, url)
+        verify(resource, dest, url, log)
     if resource.archive:
         log(f"{resource.name}: extracting {dest}")
         try:

@@ -13,11 +13,20 @@ as torchvision's and timm's weights APIs do with their files:
    own copy of the same files), from the official address or ``<mirror>/<filename>`` with
    ``$FCN_DATA_MIRROR`` or ``mirror=`` (as ``python -m fcn.data.download``);
 2. it is checked (a published checksum where one exists, SHA-256 prefix in torchvision's file names,
-   and for a caffemodel that it is one with an FCN's ``score_fr``); a file that fails is deleted,
-   an interrupted download too (it starts again next time, as torch hub's do);
+   and for a caffemodel that it is one with an FCN's ``score_fr``); no file here has a published
+   full hash but FCN-8s's and FCN-32s's, so the others' SHA-256 is recorded on the first download in
+   ``checkpoints/fcn-sha256.json`` (one printed line) and checked on every later one
+   (fcn.core.downloads.check_first_use); a file that fails is deleted, an interrupted download too
+   (it starts again next time, as torch hub's do);
 3. it is converted once into a weights checkpoint (``fcn.models.reference.convert`` for a
    caffemodel; torchvision's state dict loaded as it is into ``model.arch=torchvision_fcn``) kept in
-   ``torch.hub.get_dir()/fcn/<name>.pt``, which every later call reads without the network.
+   ``torch.hub.get_dir()/fcn/<name>.pt`` with a sidecar ``<name>.pt.sha256.json`` (its SHA-256,
+   size, mtime), which every later call checks (a stat; the digest when the stat differs) and reads
+   without the network; a converted file that is not whole, or has no sidecar, is made again.
+
+Each step runs under a file lock (``.locks/<file>.lock`` beside it, as huggingface_hub locks each blob): processes
+asking for the same name at once (a torchrun job, two notebooks) download and convert it once; the
+others wait, then read the finished file.
 
 Every failure is one ``DownloadError`` line; offline, it names the address and where to put the file.
 """
@@ -33,7 +42,8 @@ import torch
 
 from fcn.config import load_config, to_dict
 from fcn.core.checkpoint import save_checkpoint, weights_checkpoint
-from fcn.data.download import MIRROR_ENV, DownloadError, Resource, check_caffemodel, fetch, mirror_url, verify
+from fcn.core.downloads import DownloadError, RecordError, download_lock, fetch, stamp_matches, write_stamp
+from fcn.data.download import MIRROR_ENV, Resource, check_caffemodel, mirror_url, verify
 
 PREFIX = "pretrained:"
 """model.init_from=pretrained:<name> names an entry of PRETRAINED."""
@@ -77,12 +87,16 @@ def _caffe(
     normalization: str = CAFFE_INPUT,
     md5: Optional[str] = None,
     sha1: Optional[str] = None,
-    checksum: str = "none published (the content is checked: a caffemodel with score_fr)",
+    checksum: str = (
+        "none published (the content is checked: a caffemodel with score_fr); SHA-256 recorded on first download"
+    ),
     modalities: tuple[str, ...] = (),
 ) -> Pretrained:
     resource = Resource(
         name=name,
-        url=f"http://dl.caffe.berkeleyvision.org/{filename}",  # <authors' folder>/caffemodel-url
+        # <authors' folder>/caffemodel-url. Plain http: the host is not known to serve https; the
+        # published MD5/SHA-1, else the SHA-256 recorded on first download, guards the file.
+        url=f"http://dl.caffe.berkeleyvision.org/{filename}",
         filename=filename,
         md5=md5,
         sha1=sha1,
@@ -115,7 +129,8 @@ def _torchvision(backbone: str, digest: str, miou: float, pixel_acc: float) -> P
         IMAGENET_INPUT,
         f"{miou} mean IU / {pixel_acc} pixel acc on COCO val2017 with VOC labels (torchvision's "
         f"FCN_{backbone.replace('resnet', 'ResNet')}_Weights.COCO_WITH_VOC_LABELS_V1 metadata)",
-        f"SHA-256 prefix {digest} (torchvision's file name; torch hub's check)",
+        # torchvision publishes only these 32 bits: kept as torch hub checks them, not a full hash.
+        f"SHA-256 prefix {digest} (torchvision's file name; torch hub's check); SHA-256 recorded on first download",
         (
             "model.arch=torchvision_fcn",
             f"model.backbone={backbone}",
@@ -269,11 +284,21 @@ def entry_of(checkpoint: str | os.PathLike) -> Optional[Pretrained]:
 def _download(entry: Pretrained, mirror: Optional[str], progress: bool, log: Callable[[str], None]) -> Path:
     """Return the published file in the cache, downloaded (and checked) when it is not there yet."""
     dest = download_path(entry)
+    with download_lock(dest, log):  # one process downloads; the others wait, then verify its file
+        return _download_locked(entry, dest, mirror, progress, log)
+
+
+def _download_locked(
+    entry: Pretrained, dest: Path, mirror: Optional[str], progress: bool, log: Callable[[str], None]
+) -> Path:
+    """_download() with dest's lock held."""
     resource = entry.resource
     if dest.exists():
         try:  # a file placed by hand (or torchvision's own copy) is checked as a download is
-            verify(resource, dest, str(dest))
+            verify(resource, dest, str(dest), log)
             return dest
+        except RecordError:
+            raise  # nothing can be checked until the record is repaired
         except DownloadError as exc:
             log(f"{entry.name}: {exc}; downloading again")
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
@@ -293,7 +318,7 @@ def _download(entry: Pretrained, mirror: Optional[str], progress: bool, log: Cal
             f"are online and put it at {dest} (or point ${MIRROR_ENV} at a server holding it)"
         ) from None
     try:
-        verify(resource, dest, url)  # deletes a file that fails
+        verify(resource, dest, url, log)  # deletes a file that fails
     except DownloadError as exc:
         text = str(exc)
         raise DownloadError(text if text.startswith(f"{entry.name}:") else f"{entry.name}: {text}") from None
@@ -338,11 +363,15 @@ def pretrained_checkpoint(
     downloaded, checked and converted (see the module doc); DownloadError/ValueError in one line."""
     entry = pretrained_entry(name)
     out = converted_path(entry)
-    if out.is_file():
-        return out
-    source = _download(entry, mirror, progress, log)
-    log(f"{entry.name}: converting {source.name} to {out}")
-    _convert(entry, source, out)
+    with download_lock(out, log):  # one process converts; the others wait, then read its file
+        if stamp_matches(out):
+            return out
+        if out.exists():  # cut short, damaged, or written before sidecars: of no use as it is
+            log(f"{entry.name}: {out} does not match its sidecar {out.name}.sha256.json; converting again")
+        source = _download(entry, mirror, progress, log)
+        log(f"{entry.name}: converting {source.name} to {out}")
+        _convert(entry, source, out)
+        write_stamp(out)  # after the file: a crash between the two leaves no sidecar, hence a rebuild
     return out
 
 
