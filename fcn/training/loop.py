@@ -41,7 +41,7 @@ from fcn.data.loaders import EpochBatchSampler, SeededItems, eval_loader, mix_se
 from fcn.training.ema import ModelEMA
 from fcn.training.losses import SegmentationLoss, build_loss, cross_entropy_sum, labelled
 from fcn.training.preemption import StopFlag
-from fcn.training.rundir import check_run_dir, holds_run, replace_run
+from fcn.training.rundir import check_run_dir, holds_run, release_run_dir, replace_run
 from fcn.training.state import Run, init_from, log, resume_checkpoint_path, resume_from, save_last
 from fcn.training.trackers import Trackers, check_installed
 from fcn.training.validate import evaluate_and_save
@@ -226,14 +226,28 @@ def class_weight_tensor(
 def setup(cfg: DictConfig) -> Run:
     """Return the run the config describes, ready to train: datasets listed, model built (and
     initialised or resumed), optimizer, schedule, loaders, run directory. Errors here are the
-    config's or the input files' (nothing has been trained)."""
+    config's or the input files' (nothing has been trained). The run directory is this run's
+    (fcn.training.rundir's claim) until train() ends, or setup fails."""
+    check_installed(cfg)  # a tracker named but not installed: one line, before anything
+    device, info, amp, channels_last = _setup_runtime(cfg)
+    # First: a directory that another run is using, or that holds another run, stops here, nothing done.
+    for line in check_run_dir(cfg, info):
+        log(info, line)
+    try:
+        return _setup_claimed(cfg, device, info, amp, channels_last)
+    except BaseException:  # the claim let go; an overwritten run put back
+        release_run_dir(Path(cfg.training.run_dir), lambda line: log(info, line))
+        raise
+
+
+def _setup_claimed(
+    cfg: DictConfig, device: torch.device, info: distributed.DistInfo, amp: str, channels_last: bool
+) -> Run:
+    """Return setup()'s run, once training.run_dir is this run's."""
     from fcn.data import class_names, palette
     from fcn.data.mixing import build_mixer
     from fcn.models import resolve_normalization
 
-    check_installed(cfg)  # a tracker named but not installed: one line, before anything
-    device, info, amp, channels_last = _setup_runtime(cfg)
-    check_run_dir(cfg, info)  # first: a directory that holds another run stops here, nothing done
     # 'auto' normalisation of a timm backbone: its mean/std, written into the run's config (and so
     # its checkpoints), which evaluate.py, predict.py and the export read back.
     cfg = resolve_normalization(cfg)
@@ -431,15 +445,21 @@ def _setup_run_dir(
     cfg: DictConfig, info: distributed.DistInfo, run_dir: Path, tracker_ids: dict
 ) -> Trackers | None:
     """Return the started trackers (logging.trackers; those of tracker_ids continued) on the
-    primary process (with training.overwrite the previous run's files deleted, run_dir/checkpoints
+    primary process (with training.overwrite the previous run's files moved aside, run_dir/checkpoints
     made, the resolved config written to run_dir/config.yml), None on the others."""
     if not info.is_primary:
         return None
 
     if cfg.training.overwrite and holds_run(run_dir):
-        # Only now, with the config, data and model checked: a run that fails to set up keeps the old one.
-        removed = replace_run(run_dir)
-        log(info, f"training.overwrite=true: deleted the previous run's {len(removed)} files in {run_dir}")
+        # Only now, with the config, data and model checked; kept aside until this run writes
+        # last.pt, put back if it fails before (fcn.training.rundir.settle, at train()'s end).
+        moved = replace_run(run_dir)
+        log(
+            info,
+            f"training.overwrite=true: moved the previous run's {len(moved)} files in {run_dir} aside into "
+            f"{run_dir / '.replaced'}: deleted once this run has written checkpoints/last.pt, put back if it "
+            "fails before",
+        )
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     text = fcn_config.to_yaml(cfg)
     atomic_write(run_dir / "config.yml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -505,6 +525,7 @@ def train(run: Run, on_evaluation: Sequence[Callable[[dict], bool | None]] = ())
     finally:
         if run.trackers is not None:  # still open: the run failed
             run.trackers.close("FAILED")
+        release_run_dir(run.run_dir, run.log)  # after the trackers, whose files are in it
 
 
 def _train(run: Run, on_evaluation: Sequence[Callable[[dict], bool | None]]) -> dict:
