@@ -322,7 +322,8 @@ def test_tune_py_sent_sigterm_records_its_trial_fail_and_runs_it_again_once(toy_
     first = _tune(tmp_path, toy_root, WEIGHT_DECAY_YML, *args, iters=100000, wait=False)
     db = tmp_path / "runs" / "t" / "study.db"
     deadline = time.time() + 120
-    while _states(db) != ["RUNNING"]:  # setting the trial up, or training it: either stops alike
+    run_dir = tmp_path / "runs" / "t" / "trial-0"
+    while not (run_dir / "config.yml").is_file():  # its values drawn; set up or training: either stops alike
         assert first.poll() is None and time.time() < deadline, first.communicate()[0][-3000:]
         time.sleep(0.2)
     first.send_signal(signal.SIGTERM)
