@@ -61,7 +61,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=60,
         metavar="S",
-        help="seconds between a trial's heartbeats; a trial silent for twice that is a killed one, run again",
+        help="seconds between a trial's heartbeats; a trial silent for twice that is a killed one: "
+        "FAIL, run again once",
     )
     args = p.parse_args(argv)
     if args.trials < 1 or args.startup_trials < 0 or args.heartbeat < 1:
