@@ -1,7 +1,7 @@
 """Search hyper-parameters with Optuna: each trial a training run, pruned on eval.metric.
 
 python tune.py --config predefined_configs/toy.yml --space space.yml --trials 20
-python tune.py --config base.yml --space space.yml --trials 50 --study lr --storage postgresql://host/db
+python tune.py --config base.yml --space space.yml --trials 50 --study lr --storage postgresql://user@host/db
 
 The study is kept in --storage (default sqlite:///runs/<study>/study.db): run the same command again
 to resume it after a kill, or on several processes or machines at once. At the end: the table of
@@ -40,7 +40,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--study", metavar="NAME", help="study name, and runs/<NAME>/ (default: the --space file's stem)"
     )
     p.add_argument(
-        "--storage", metavar="URL", help="Optuna RDB storage (default: sqlite:///runs/<study>/study.db)"
+        "--storage",
+        metavar="URL",
+        help="Optuna RDB storage, a SQLAlchemy URL (default: sqlite:///runs/<study>/study.db); "
+        "its password is shown as ***",
     )
     p.add_argument(
         "--pruner", choices=PRUNERS, default="median", help="Optuna pruner on eval.metric (default: median)"
@@ -58,7 +61,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=60,
         metavar="S",
-        help="seconds between a trial's heartbeats; a trial silent for twice that is a killed one, run again",
+        help="seconds between a trial's heartbeats; a trial silent for twice that is a killed one: "
+        "FAIL, run again once",
     )
     args = p.parse_args(argv)
     if args.trials < 1 or args.startup_trials < 0 or args.heartbeat < 1:
@@ -67,8 +71,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the study; return the exit code (2: a bad command line, config or space; 1: no trial
-    completed), each error as one line."""
+    """Run the study; return the exit code (2: a bad command line, config, space or --storage URL;
+    1: no trial completed, or the storage cannot be opened; 130, 143, 75: a trial stopped by Ctrl-C,
+    SIGTERM, SIGUSR1), each error as one line."""
     args = parse_args(argv)
     from fcn.config import load_config
     from fcn.training import search
@@ -76,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     study_name = args.study or Path(args.space).stem
     configs = args.config or ["config.yml"]
 
-    def prepare() -> dict:
+    def prepare() -> tuple[dict, str]:
         from fcn.training.trackers import check_installed
 
         check_installed(load_config(configs, args.overrides))  # the base config, before any trial
@@ -89,11 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ) from None
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # tune.py says what each trial did
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
-        return space
-
-    def work(space: dict) -> int:
-        Path("runs", study_name).mkdir(parents=True, exist_ok=True)
         storage = args.storage or f"sqlite:///{Path('runs', study_name, 'study.db')}"
+        search.check_storage(storage)  # not a URL, or no driver: one line, exit 2, before any trial
+        return space, storage
+
+    def work(prepared: tuple[dict, str]) -> int:
+        space, storage = prepared
+        Path("runs", study_name).mkdir(parents=True, exist_ok=True)
         study = search.run_study(
             configs,
             args.overrides,
@@ -112,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not any(t.state.name == "COMPLETE" for t in study.trials):
             print("error: no trial completed; the table's notes say why", file=sys.stderr)
             return 1
-        path, line = search.best_config(study)
+        path, line = search.best_config(study, configs, args.overrides, space)
         print(f"{line}; its config: {path} (python train.py --config {path})")
         return 0
 

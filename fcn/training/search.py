@@ -15,24 +15,45 @@ trial whose config or training fails (a bad sampled value, out of memory) is rec
 error line, and the study goes on.
 
 The study lives in an RDB storage (SQLite file by default; a server database URL shares it between
-machines), so that any number of tune.py processes work on it together and a killed one is
-resumed by running tune.py again: its trial's heartbeat stops, and the next process to start a
-trial marks it FAIL and runs its parameters again (RetryHeartbeatStaleTrialCallback), so no trial is lost
-nor counted twice. --trials N is the study's size, not a number to add: a process stops when N
-trials are finished or running (a race of two processes can start one more).
+machines), so that any number of tune.py processes work on it together, and a stopped one is
+resumed by running tune.py again. A trial is run again at most once, by one mechanism,
+RetryHeartbeatStaleTrialCallback(max_retry=1), whichever way it was stopped:
+
+- Ctrl-C, SIGTERM or SIGUSR1: the stopped process itself records the trial FAIL (``study.tell``; FAIL
+  and not PRUNED, as Optuna's own optimize records a Ctrl-C: a pruned trial's last value is an
+  observation the sampler learns from, an interrupted one has none) with the note `stopped`, queues
+  it again through that callback, and exits with the signal's code. A trial told FAIL is never stale,
+  so the heartbeat cannot queue it a second time.
+- SIGKILL, a lost machine: the trial stays RUNNING until its heartbeat is stale (twice --heartbeat);
+  then the next process to start a trial marks it FAIL and the callback queues it
+  (fail_stale_trials). Only one process can move a trial from RUNNING to FAIL (the storage refuses
+  the second), and only the one that did queues the retry.
+
+A retry that is stopped again is FAIL and not queued a third time. --trials N is the study's size,
+not a number to add: a process stops when N trials are finished or running (count: a trial that was
+run again is not counted, its retry is; a race of two processes can start one more).
+
+Each trial keeps its whole resolved config in its user_attrs (`config`), so best.yml is written from
+the study alone, on any machine that opens it, with no path into another machine's run directory.
+A storage URL is shown with its password as *** (masked), in every message and file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 import random
+import re
+import signal
 import socket
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from omegaconf import OmegaConf
 
@@ -112,16 +133,83 @@ def metric_value(record: dict, metric: str) -> float:
     return float((record.get("ema") or record)[EVAL_METRICS[metric]])
 
 
+MAX_RETRY = 1
+"""Times a stopped or killed trial is run again (RetryHeartbeatStaleTrialCallback's max_retry)."""
+
+STORAGE_HINT = "a storage URL looks like sqlite:///runs/study.db or postgresql://user@host/db"
+
+
+def masked(url: str) -> str:
+    """Return the storage URL with its password as *** (as SQLAlchemy prints a URL): the only form
+    of it tune.py prints or writes."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL (a bad port): still hide what stands as user:pw@
+        return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
+
+
+def check_storage(url: str) -> None:
+    """Raise ValueError (one line, naming the masked URL) unless url is a database URL that
+    SQLAlchemy, which Optuna's RDBStorage opens it with, knows and has the driver of."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    where = f"--storage {masked(url)}"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"{where}: not a database URL; {STORAGE_HINT}") from None
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise ValueError(f"{where}: no such database kind '{parsed.drivername}'; {STORAGE_HINT}") from None
+    except ImportError as exc:  # postgresql:// needs psycopg, mysql+pymysql:// PyMySQL
+        raise ValueError(
+            f"{where}: the database driver for {parsed.drivername} is not installed ({exc}); pip install it"
+        ) from None
+
+
+def _storage_error(url: str, exc: Exception) -> RuntimeError:
+    """Return the one-line error of a storage that cannot be opened, the URL and message masked."""
+    from sqlalchemy.engine import make_url
+
+    text = str(getattr(exc, "orig", None) or exc).splitlines()  # the driver's own message, if any
+    message = " ".join((text[0] if text else type(exc).__name__).split())
+    password = make_url(url).password
+    if password:  # a driver may quote its connection string
+        message = message.replace(str(password), "***")
+    return RuntimeError(f"--storage {masked(url)}: cannot open the study: {message}")
+
+
 def retried_number(trial: Any) -> int | None:
-    """Return the number of the trial a FrozenTrial runs again (a killed or interrupted one), else None."""
+    """Return the number of the trial a FrozenTrial runs again (a stopped or killed one), else None."""
+    import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    number = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-    return number if number is not None else trial.user_attrs.get("retry_of")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+def retry(study: Any, trial: Any) -> bool:
+    """Queue a stopped or killed trial (a FrozenTrial, FAIL) to run again with its values, unless it
+    is itself a retry (MAX_RETRY); return whether it was queued. The one way a trial is run again:
+    the heartbeat's stale-trial callback, and what a stopped process calls on its own trial."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    if len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) >= MAX_RETRY:
+        return False
+    trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "stopped"}  # the retry's own
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+    return True
 
 
 def count(study: Any) -> int:
-    """Return the trials that count toward --trials: finished or running, less those run again."""
+    """Return the trials that count toward --trials: finished or running, less those run again (so a
+    stopped trial and its retry count once)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -132,6 +220,57 @@ def count(study: Any) -> int:
 
 def _override(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"  # JSON is YAML: strings quoted, lists as lists
+
+
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[None]:
+    """Within it, SIGTERM and SIGUSR1 raise Stopped (with their exit codes) where training's own
+    handlers (fcn.training.preemption.StopFlag) are not installed: while a trial is set up, between
+    trials. Their default kills the process at once, which would leave its trial RUNNING until the
+    heartbeat found it stale."""
+    from fcn.training.preemption import PREEMPTION_SIGNALS
+
+    def handle(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        raise Stopped(f"stopped by {name}", exit_code(name))
+
+    previous = {}
+    for name in PREEMPTION_SIGNALS:
+        signum = getattr(signal, name, None)  # no SIGUSR1 on Windows
+        if signum is not None:
+            with contextlib.suppress(ValueError):  # not the main thread: no handler
+                previous[signum] = signal.signal(signum, handle)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _open_study(storage: str, study_name: str, heartbeat: int, sampler: Any, pruner: Any) -> Any:
+    """Return the study in the storage, made if missing, whose stale trials are run again (retry);
+    RuntimeError, one line with the URL masked, when the storage cannot be opened."""
+    import optuna
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for tries in itertools.count(1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+                rdb = RDBStorage(storage, heartbeat_interval=heartbeat, heartbeat_stale_trial_callback=retry)
+            return optuna.create_study(
+                study_name=study_name,
+                storage=rdb,
+                load_if_exists=True,
+                direction="maximize",
+                sampler=sampler,
+                pruner=pruner,
+            )
+        except SQLAlchemyError as exc:  # processes started together race to make the tables: the loser waits
+            if tries == 5:
+                raise _storage_error(storage, exc) from None
+            time.sleep(1.0 + random.random())
 
 
 def run_study(
@@ -148,42 +287,57 @@ def run_study(
     heartbeat: int = 60,
     log: Callable[[str], None] = print,
 ) -> Any:
-    """Run trials of the study until it holds `trials` (see the module doc); return the study."""
+    """Run trials of the study until it holds `trials` (see the module doc); return the study.
+    A trial stopped by Ctrl-C, SIGTERM or SIGUSR1 ends the run with Stopped (its exit code)."""
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
     from sqlalchemy.exc import SQLAlchemyError
 
     from fcn.training.loop import setup, train
 
     root = Path("runs") / study_name
+    root.mkdir(parents=True, exist_ok=True)  # the default SQLite file's folder
     pruners = {
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=startup_trials),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(),
         "none": lambda: optuna.pruners.NopPruner(),
     }
-    for attempt in range(5):
-        try:
-            rdb = RDBStorage(
-                storage,
-                heartbeat_interval=heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            )
-            study = optuna.create_study(
-                study_name=study_name,
-                storage=rdb,
-                load_if_exists=True,
-                direction="maximize",
-                sampler=optuna.samplers.TPESampler(seed=seed),
-                pruner=pruners[pruner](),
-            )
-            break
-        except SQLAlchemyError:  # processes started together race to make the tables: the loser waits
-            if attempt == 4:
-                raise
-            time.sleep(1.0 + random.random())
+    study = _open_study(
+        storage, study_name, heartbeat, optuna.samplers.TPESampler(seed=seed), pruners[pruner]()
+    )
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
+    def stop(trial: optuna.Trial, why: str, code: int) -> NoReturn:
+        """Record the stopped trial FAIL, queue it to run again (retry), and raise Stopped."""
+        queued = None
+        try:
+            trial.set_user_attr("stopped", why)
+            queued = retry(study, study.tell(trial, state=TrialState.FAIL))
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError, SQLAlchemyError):
+            pass  # another process found it stale first (and queued it), or the storage failed: left
+            # RUNNING, the trial is then the heartbeat's to fail and queue, as a killed one is
+        what = {True: "recorded FAIL, queued to run again", False: "recorded FAIL, not run again (a retry)"}
+        raise Stopped(
+            f"trial {trial.number} stopped ({why}): {what.get(queued, 'left to its heartbeat')}; "
+            "run tune.py again to go on",
+            code,
+        )
+
     def objective(trial: optuna.Trial) -> float:
+        try:
+            outcome = attempt(trial)
+        except KeyboardInterrupt:  # outside training, or a second Ctrl-C in it
+            stop(trial, "Ctrl-C", EXIT_INTERRUPTED)
+        except Stopped as exc:  # outside training (_signals_stop), or a second SIGTERM / SIGUSR1 in it
+            names = {exit_code(name): name for name in ("SIGTERM", "SIGUSR1")}
+            stop(trial, names.get(exc.code, "a signal"), exc.code)
+        if isinstance(outcome, tuple):  # training stopped at an iteration's end by a signal
+            stop(trial, *outcome)
+        return outcome
+
+    def attempt(trial: optuna.Trial) -> float | tuple[str, int]:
+        """Return the trial's value, or (why, exit code) when a signal stopped its training."""
         values = suggest(trial, space)
         run_dir = root / f"trial-{trial.number}"
         again = retried_number(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
@@ -198,6 +352,7 @@ def run_study(
             cfg = fcn_config.load_config(
                 list(configs), [*overrides, *(_override(k, v) for k, v in values.items()), *extra]
             )
+            trial.set_user_attr("config", fcn_config.to_dict(cfg))  # best.yml is written from the study alone
             metric = cfg.eval.metric
 
             def report(record: dict) -> bool:
@@ -212,11 +367,9 @@ def run_study(
             trial.set_user_attr("error", message[:500])
             return float("nan")  # Optuna records the trial FAIL, without a traceback
         if summary["iteration"] < run.total and not summary["stopped_early"]:  # Ctrl-C, SIGTERM, SIGUSR1
-            study.enqueue_trial(values, user_attrs={"retry_of": trial.number})  # run again on resume
-            code = exit_code(summary["signal"]) or EXIT_INTERRUPTED
-            raise Stopped(
-                f"trial {trial.number} stopped at iteration {summary['iteration']}; run tune.py again to go on",
-                code,
+            signal_name = summary["signal"]  # None: Ctrl-C, whose run ends with code 0 in train.py
+            return f"{signal_name or 'Ctrl-C'} at iteration {summary['iteration']}", (
+                exit_code(signal_name) or EXIT_INTERRUPTED
             )
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at iteration {summary['iteration']}")
@@ -226,34 +379,54 @@ def run_study(
         value = "" if trial.value is None else f" {trial.value:.6g}"
         log(f"trial {trial.number}: {trial.state.name}{value}")
 
-    root.mkdir(parents=True, exist_ok=True)
-    while True:
+    with _signals_stop(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
         fail_stale_trials(study)  # a killed process's trial: FAIL, and its parameters queued again
-        if count(study) >= trials:
-            break
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[said])
+        log(f"study {study_name} in {masked(storage)}: {count(study)} of {trials} trials")
+        while count(study) < trials:
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[said])
+            fail_stale_trials(study)
     return study
 
 
-def best_config(study: Any) -> tuple[Path, str]:
-    """Write runs/<study>/best.yml, the best trial's resolved config training into runs/<study>/best
-    (python train.py --config runs/<study>/best.yml); return (its path, a line saying what it is)."""
+def best_config(
+    study: Any,
+    configs: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    space: dict[str, dict] | None = None,
+) -> tuple[Path, str]:
+    """Write runs/<study>/best.yml, the best trial's whole resolved config training into
+    runs/<study>/best (python train.py --config runs/<study>/best.yml); return (its path, a line
+    saying what it is).
+
+    The config is the one the study keeps in the trial (user_attrs `config`), so any machine that
+    opens the study writes the same file, with no path into the run directory of the machine that
+    ran the trial. A trial of an older tune.py, which kept none, is rebuilt from the base config
+    (configs, overrides) and its parameters, read through the space."""
     best = study.best_trial
     root = Path("runs") / study.study_name
-    cfg = fcn_config.load_config(
-        [best.user_attrs["run_dir"] + "/config.yml"],
-        [
-            f"training.run_dir={root / 'best'}",
-            "training.resume=",
-            "training.overwrite=false",
-            "logging.run_name=",
-        ],
-    )
+    own = [
+        f"training.run_dir={root / 'best'}",
+        "training.resume=",
+        "training.overwrite=false",
+        "logging.run_name=",
+    ]
+    if "config" in best.user_attrs:
+        source = f"trial {best.number} of study {study.study_name}"
+        cfg = fcn_config.config_from_dict(best.user_attrs["config"], source, overrides=own)
+    else:
+        import optuna
+
+        values = suggest(optuna.trial.FixedTrial(best.params), space or {})
+        cfg = fcn_config.load_config(
+            list(configs), [*overrides, *(_override(k, v) for k, v in values.items()), *own]
+        )
     line = f"best: trial {best.number}, eval.metric={cfg.eval.metric} {best.value:.6g}"
     text = f"# {line} (study {study.study_name})\n" + fcn_config.to_yaml(cfg)
     from fcn.core.files import atomic_write
 
     path = root / "best.yml"
+    root.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path, line
 
@@ -264,6 +437,10 @@ def trial_table(study: Any) -> tuple[str, str]:
     rows = [["trial", "state", "value", *keys, "note"]]
     for t in study.trials:
         note = t.user_attrs.get("error", "")
+        if t.user_attrs.get("stopped"):
+            note = f"stopped: {t.user_attrs['stopped']}"
+        elif t.state.name == "FAIL" and not note:  # failed by the heartbeat (fail_stale_trials)
+            note = "no heartbeat: its process was killed"
         again = retried_number(t)
         if again is not None:
             note = f"runs trial {again} again" + (f"; {note}" if note else "")
