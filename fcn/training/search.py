@@ -413,7 +413,9 @@ def best_config(
     ]
     if "config" in best.user_attrs:
         source = f"trial {best.number} of study {study.study_name}"
-        cfg = fcn_config.config_from_dict(best.user_attrs["config"], source, overrides=own)
+        # Read as data, as a checkpoint's config is (it may come from another machine's database):
+        # its strings stay literal in best.yml, and a dataset class it names is not imported here.
+        cfg = fcn_config.config_from_dict(best.user_attrs["config"], source, overrides=own, datasets=False)
     else:
         import optuna
 
@@ -422,7 +424,12 @@ def best_config(
             list(configs), [*overrides, *(_override(k, v) for k, v in values.items()), *own]
         )
     line = f"best: trial {best.number}, eval.metric={cfg.eval.metric} {best.value:.6g}"
-    text = f"# {line} (study {study.study_name})\n" + fcn_config.to_yaml(cfg)
+    text = f"# {line} (study {study.study_name})\n"
+    for key, ds in fcn_config.remote_code(fcn_config.to_dict(cfg)):
+        text += (
+            f"# {key}.name={ds['name']} names code that train.py imports: check it is yours before training\n"
+        )
+    text += fcn_config.to_yaml(cfg)
     from fcn.core.files import atomic_write
 
     path = root / "best.yml"
