@@ -294,3 +294,24 @@ def test_error_and_warning_lines_show_no_password_of_a_uri(capsys):
     assert "error: cannot reach https://***@mlflow.example:5000/api (timed out)" in out.err
     assert "http://***@host/x" in out.out
     assert "pw123" not in out.err + out.out and "hunter2" not in out.err + out.out
+
+
+def test_best_yml_from_a_shared_study_keeps_its_strings_literal_and_flags_a_dataset_class(
+    tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from fcn.training.search import best_config
+
+    monkeypatch.setenv("FCN_TEST_SECRET", SECRET)
+    config = to_dict(load_config(overrides=TINY))
+    config["data"]["classes"] = ["${oc.env:FCN_TEST_SECRET}", "tree", "road"]
+    config["data"]["train"] = {"name": "subprocess:Popen", "args": {"args": ["true"]}}
+    trial = SimpleNamespace(number=3, value=0.5, user_attrs={"config": config})
+    monkeypatch.chdir(tmp_path)
+    path, _ = best_config(SimpleNamespace(best_trial=trial, study_name="shared"))
+    text = path.read_text()
+    assert SECRET not in text
+    assert "# data.train.name=subprocess:Popen names code that train.py imports" in text
+    cfg = load_config([str(path)])  # the user's own file from now on: the class name stays literal
+    assert cfg.data.classes[0] == "${oc.env:FCN_TEST_SECRET}"
