@@ -291,8 +291,8 @@ def test_error_and_warning_lines_show_no_password_of_a_uri(capsys):
     trackers = Trackers([], print)
     trackers._warn("mlflow", OSError("Max retries exceeded with url: http://bob:hunter2@host/x"))
     out = capsys.readouterr()
-    assert "error: cannot reach https://***@mlflow.example:5000/api (timed out)" in out.err
-    assert "http://***@host/x" in out.out
+    assert "error: cannot reach https://alice:***@mlflow.example:5000/api (timed out)" in out.err
+    assert "http://bob:***@host/x" in out.out
     assert "pw123" not in out.err + out.out and "hunter2" not in out.err + out.out
 
 

@@ -326,14 +326,15 @@ def strip_credentials(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-_USERINFO = re.compile(r"(\b[A-Za-z][\w+.-]*://)[^\s/@]+@")
+_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s/:@]*):[^\s/@]*@")
 
 
 def redact(text: str) -> str:
-    """Return text with the user and password of every URI in it replaced by '***'
-    ('https://u:p@host' -> 'https://***@host'): for error and warning lines, which may quote a URI
-    from the environment (MLFLOW_TRACKING_URI, a study's database URL)."""
-    return _USERINFO.sub(r"\1***@", str(text))
+    """Return text with the password of every URI in it replaced by '***'
+    ('https://u:p@host' -> 'https://u:***@host', as MLflow and SQLAlchemy show a URL): for error
+    and warning lines, which may quote a URI from the environment (MLFLOW_TRACKING_URI, a study's
+    database URL)."""
+    return _PASSWORD.sub(r"\1:***@", str(text))
 
 
 CREDENTIAL_KEYS = ("logging.mlflow_uri",)
