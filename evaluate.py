@@ -8,6 +8,10 @@ per-class IU, optionally with test-time augmentation (flip, scales).
     python evaluate.py --checkpoint best.pt --mode slide --tile 512 --stride 341
     python evaluate.py --checkpoint best.pt --per-image val_images.csv   # + val_images_worst.png
     python evaluate.py --checkpoint best.pt --sweep-thresholds   # binary/multilabel: best eval.threshold
+    torchrun --nproc_per_node=4 evaluate.py --checkpoint best.pt --output val.json
+
+Under torchrun each process scores every N-th image and the confusion matrices are summed: the
+metrics are one process's; rank 0 alone prints and writes them (each process its own --save-predictions).
 """
 
 from __future__ import annotations
@@ -75,7 +79,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation; return the exit code (fcn.core.errors' rule), errors as one 'error:' line."""
     args = parse_args(argv)
+    from fcn.core import distributed
     from fcn.core.metrics import format_sigmoid_table, format_table
+    from fcn.core.runtime import select_device
     from fcn.core.visualize import save_png
     from fcn.data import class_names
     from fcn.inference.evaluation import (
@@ -98,11 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
 
     def prepare() -> Evaluation:
+        device = distributed.process_device(args.device)
+        distributed.setup(select_device(device))  # torchrun: join its process group; alone, a no-op
         ev = prepare_evaluation(
             args.checkpoint,
             args.config,
             overrides,
-            device=args.device,
+            device=device,
             trust_remote_code=args.trust_remote_code,
         )
         if args.sweep_thresholds and ev.cfg.data.task == "multiclass":
@@ -118,10 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = run_evaluation(
             ev,
             save_predictions=args.save_predictions,
-            progress=not args.no_progress,
+            progress=not args.no_progress and distributed.is_primary(),
             per_image=bool(args.per_image),
             sweep=SWEEP_THRESHOLDS if args.sweep_thresholds else (),
         )
+        if not distributed.is_primary():
+            return  # every process holds the whole report; the first one prints and writes it
         v, e = ev.cfg.data.val, ev.cfg.eval
         tta = f"flip={e.flip} scales={list(e.scales)}" + (
             f" fast_path={e.fast_path}" if e.fast_path != "none" else ""
@@ -155,7 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.save_predictions:
             print(f"wrote {report['num_images']} predictions to {args.save_predictions}")
 
-    return run_phases(prepare, work)
+    try:
+        return run_phases(prepare, work)
+    finally:
+        distributed.cleanup()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ size and frame rate (and with --frames, each frame's class-index PNG).
     python predict.py --checkpoint best.pt --input folder/ --output out/ --flip --scales 0.75 1.0 1.25
     python predict.py --checkpoint best.pt --input photo_4000x3000.jpg --output out/ --mode slide --tile 512
     python predict.py --checkpoint best.pt --input clip.mp4 --output out/ [--frames]
+    torchrun --nproc_per_node=4 predict.py --checkpoint best.pt --input folder/ --output out/ [--resume]
+
+Under torchrun each process segments every N-th input (the same files and bytes as one process);
+--resume skips the images whose output files all exist (a run stopped before its end goes on).
 """
 
 from __future__ import annotations
@@ -54,6 +58,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="images: which files to write, of mask (<stem>.png), color, overlay and legend (default: "
         "all four; a binary or multilabel model: mask and overlay); fewer is faster",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the images whose output files (--outputs) all exist in DIR: a stopped run goes on "
+        "(without it, every output is written again)",
+    )
     args = p.parse_intermixed_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         p.error(f"--alpha {args.alpha} must be between 0 and 1")
@@ -65,37 +75,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad or no input exists, 1 if any input failed, after doing the others)."""
     args = parse_args(argv)
     from fcn.api import Segmenter
-    from fcn.files import check_outputs, list_images, predict_files
+    from fcn.core import distributed
+    from fcn.core.runtime import select_device
+    from fcn.files import check_outputs, list_images, predict_files, share_of
     from fcn.video import is_video, predict_video
 
     def prepare():
+        # torchrun: every process lists every input and segments its share (fcn.files.share_of)
+        device = distributed.process_device(args.device)
+        info = distributed.setup(select_device(device))
         files, missing = list_images(args.input)
-        for line in missing:
+        for line in missing if info.is_primary else ():
             print(f"error: {line}", file=sys.stderr)
         if not files:
             raise FileNotFoundError("no input image to segment (see above); give image files or directories")
         overrides = [*args.overrides, *eval_overrides(args)]
         segmenter = Segmenter.from_checkpoint(
-            args.checkpoint, device=args.device, config=args.config, overrides=overrides
+            args.checkpoint, device=device, config=args.config, overrides=overrides
         )
         check_outputs(args.outputs, segmenter.task)  # before any work: one line naming the bad kind
-        return segmenter, files, missing
+        return segmenter, files, missing, info
 
     def work(prepared) -> int:
-        segmenter, files, missing = prepared
-        videos = [f for f in files if is_video(f)]
+        segmenter, files, missing, info = prepared
+        videos = [f for f in files if is_video(f)][info.rank :: info.world_size]
         images = [f for f in files if not is_video(f)]
-        done, unreadable = 0, []
+        done, unreadable, skipped = 0, [], 0
         if images:
-            done, unreadable = predict_files(
-                segmenter,
+            mine, stems, skipped = share_of(
                 images,
                 args.output,
-                alpha=args.alpha,
-                progress=not args.no_progress,
-                outputs=args.outputs,
+                rank=info.rank,
+                world_size=info.world_size,
+                resume=args.resume,
+                outputs=check_outputs(args.outputs, segmenter.task),
+                task=segmenter.task,
+                classes=segmenter.classes,
             )
-            print(f"wrote {done} image(s) to {Path(args.output)}")
+            done, unreadable = predict_files(
+                segmenter,
+                mine,
+                args.output,
+                alpha=args.alpha,
+                progress=not args.no_progress and info.is_primary,
+                outputs=args.outputs,
+                stems=stems,
+                calibration=images,  # int8: calibrated as one process calibrates, on the first images
+            )
+            total, skipped = (sum(n) for n in zip(*distributed.all_gather_object((done, skipped))))
+            if info.is_primary:
+                kept = f" ({skipped} skipped: their outputs were complete)" if skipped else ""
+                print(f"wrote {total} image(s) to {Path(args.output)}{kept}")
         for video in videos:
             try:
                 frames = predict_video(
@@ -112,14 +142,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             done += 1
             print(f"wrote {Path(args.output) / (video.stem + '_overlay.mp4')} ({frames} frames)")
-        failed = len(missing) + len(unreadable)
-        if failed:
-            others = "the others were written" if done else "nothing was written"
+        # every process ends with the run's exit code: the counts of all of them
+        done, failed = (sum(n) for n in zip(*distributed.all_gather_object((done, len(unreadable)))))
+        failed += len(missing)
+        if failed and info.is_primary:
+            others = "the others were written" if done + skipped else "nothing was written"
             print(f"error: {failed} input(s) failed (listed above); {others}", file=sys.stderr)
-            return EXIT_FAILURE
-        return 0
+        return EXIT_FAILURE if failed else 0
 
-    return run_phases(prepare, work)
+    try:
+        return run_phases(prepare, work)
+    finally:
+        distributed.cleanup()
 
 
 if __name__ == "__main__":

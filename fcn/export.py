@@ -4,12 +4,16 @@ the exported model against PyTorch on inputs of several sizes.
     python -m fcn.export --checkpoint runs/x/checkpoints/best.pt --output fcn8s.onnx
     python -m fcn.export --checkpoint best.pt --output fcn8s.pt --format torchscript
     python -m fcn.export --checkpoint best.pt --output fcn8s-voc/ --format hub    # then: hf upload <user>/<repo> fcn8s-voc/ .
+    python -m fcn.export --checkpoint best.pt --triton model_repository/   # fcn/config.pbtxt + fcn/1/model.onnx
 
 The exported model takes a float32 image batch (N, C, H, W), C = the checkpoint's model.in_channels
 (3 for RGB), normalised as the checkpoint's
 data.transforms.normalization (and mean/std, which hold a timm backbone's own) say, and returns logits
 (N, num_classes, H, W). ``--format hub`` writes a folder in the Hugging Face Hub's shape instead
 (model.safetensors, config.json, README.md: fcn.inference.hub), which Segmenter.from_pretrained loads.
+``--triton DIR`` writes a Triton Inference Server model repository: DIR/<--model-name>/1/model.onnx
+and DIR/<--model-name>/config.pbtxt (ONNX Runtime backend, dynamic batching on, the class names and
+palette as parameters: fcn.inference.onnx.triton_config).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from fcn.core.errors import leave, run_phases
@@ -28,6 +33,7 @@ from fcn.inference.onnx import (
     export_metadata,
     export_onnx,
     export_torchscript,
+    write_triton_repository,
 )
 
 
@@ -35,12 +41,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the parsed command line."""
     p = argparse.ArgumentParser(prog="python -m fcn.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) written by train.py or imported")
-    p.add_argument(
-        "--output",
-        required=True,
-        help="file to write (model.onnx, model.pt for torchscript), or the hub folder",
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--output", help="file to write (model.onnx, model.pt for torchscript), or the hub folder"
+    )
+    where.add_argument(
+        "--triton",
+        metavar="DIR",
+        help="write a Triton model repository: DIR/<model name>/config.pbtxt and DIR/<model name>/1/model.onnx",
     )
     p.add_argument("--format", choices=("onnx", "torchscript", "hub"), default="onnx")
+    p.add_argument(
+        "--model-name", default="fcn", help="--triton: the model's name in the repository (default fcn)"
+    )
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=8,
+        help="--triton: the largest batch Triton's dynamic batcher forms (default 8)",
+    )
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument(
         "--dynamic",
@@ -56,7 +75,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--atol", type=float, default=1e-3, help="largest accepted |ONNX - PyTorch| on the logits")
     p.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")
-    return p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(argv)
+    if args.triton is not None:
+        if args.format != "onnx":
+            p.error(f"--triton writes ONNX (Triton's onnxruntime_onnx platform), not --format {args.format}")
+        if not args.dynamic:
+            p.error(
+                "--triton needs --dynamic: Triton's dynamic batching stacks requests on the batch dimension"
+            )
+        if not args.model_name or args.model_name in (".", "..") or set("/\\") & set(args.model_name):
+            p.error(f"--model-name {args.model_name!r}: a folder name (no '/'), as Triton names models")
+        if args.max_batch_size < 1:
+            p.error(f"--max-batch-size {args.max_batch_size} must be 1 or more")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +116,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return
         channels = int(cfg.model.in_channels)
         sample = (1, channels, *args.size)
-        if args.format == "onnx":
+        if args.triton is not None:
+            args.output = write_triton_repository(
+                model,
+                args.triton,
+                args.model_name,
+                opset=args.opset,
+                sample_shape=sample,
+                metadata=export_metadata(cfg),
+                max_batch_size=args.max_batch_size,
+            )
+            print(
+                f"wrote {Path(args.triton) / args.model_name}: config.pbtxt (max_batch_size {args.max_batch_size}, "
+                "dynamic batching) and 1/model.onnx"
+            )
+        elif args.format == "onnx":
             export_onnx(
                 model,
                 args.output,

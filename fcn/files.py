@@ -80,6 +80,46 @@ def check_outputs(outputs: Sequence[str], task: str) -> tuple[str, ...]:
     return tuple(o for o in OUTPUTS if o in outputs)
 
 
+def output_names(stem: str, outputs: Sequence[str], task: str, classes: Sequence[str]) -> list[str]:
+    """Return the names of the files predict_files writes for one image of output name stem:
+    write_outputs' (multiclass) or write_sigmoid_outputs' (binary, multilabel: one mask per class)."""
+    if task == "multiclass":
+        names = {"mask": f"{stem}.png", "color": f"{stem}_color.png", "overlay": f"{stem}_overlay.png"}
+        return [names.get(kind, f"{stem}_legend.png") for kind in outputs]
+    masks = [f"{stem}.png"] if task == "binary" else [f"{stem}_{name}.png" for name in classes]
+    return [*(masks if "mask" in outputs else []), *([f"{stem}_overlay.png"] if "overlay" in outputs else [])]
+
+
+def share_of(
+    files: Sequence[Path],
+    output_dir: str | os.PathLike,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    resume: bool = False,
+    outputs: Sequence[str] = OUTPUTS,
+    task: str = "multiclass",
+    classes: Sequence[str] = (),
+) -> tuple[list[Path], list[str], int]:
+    """Return (files, their output names, how many were skipped) that process `rank` of world_size
+    segments: every world_size-th file from the rank-th, each named as output_stems names it among
+    all the files (so the outputs are the one process's, whatever the number of processes); with
+    resume, less those whose files (output_names) all exist in output_dir already: each is written
+    atomically (fcn.core.files.atomic_write), so a file that exists is whole."""
+    jobs = list(zip(files, output_stems(files)))[rank::world_size]
+    if resume:
+        out = Path(output_dir)
+        left = [
+            (f, s)
+            for f, s in jobs
+            if not all((out / n).is_file() for n in output_names(s, outputs, task, classes))
+        ]
+        skipped, jobs = len(jobs) - len(left), left
+    else:
+        skipped = 0
+    return [f for f, _ in jobs], [s for _, s in jobs], skipped
+
+
 def write_outputs(
     segmenter: Segmenter,
     image: Any,
@@ -127,6 +167,8 @@ def predict_files(
     log: Callable[[str], None] | None = None,
     pipeline: bool = True,
     outputs: Sequence[str] = OUTPUTS,
+    stems: Sequence[str] | None = None,
+    calibration: Sequence[Path] | None = None,
 ) -> tuple[int, list[str]]:
     """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
     image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
@@ -134,7 +176,9 @@ def predict_files(
     that could not be read or that need more memory than eval.max_memory allows even in sliding
     windows, in the files' order). int8 calibrates on the readable files. A binary or multilabel
     model writes write_sigmoid_outputs' files instead. outputs: which of OUTPUTS to write (all;
-    fewer write faster: the overlay's PNG is most of the writing at photo sizes).
+    fewer write faster: the overlay's PNG is most of the writing at photo sizes). stems: the output
+    names (None: output_stems(files)); calibration: the images int8 calibrates on (None: files), both
+    given by a process of a torchrun run segmenting its share (share_of) as one process would.
 
     With pipeline (the default), the next images are read and decoded, and the finished ones drawn,
     encoded and written, in background threads while the network runs (fcn.core.pipeline): the same
@@ -155,9 +199,9 @@ def predict_files(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    segmenter.calibrate(files)
+    segmenter.calibrate(files if calibration is None else calibration)
     done = 0
-    jobs = list(zip(files, output_stems(files)))
+    jobs = list(zip(files, output_stems(files) if stems is None else stems))
     bar = tqdm(total=len(jobs), desc="predict", unit="image", disable=not progress)
     readable = (ValueError, FileNotFoundError)
     write = write_outputs if segmenter.task == "multiclass" else write_sigmoid_outputs

@@ -478,3 +478,130 @@ def test_helpers_alone_are_a_world_of_one(monkeypatch):
 
 if __name__ == "__main__" and sys.argv[1:2] == ["child"]:
     sys.exit(_child(sys.argv[2:]))
+
+
+# ----------------------------------------------------------------------------- predict.py and evaluate.py
+
+
+@pytest.fixture(scope="module")
+def infer_ckpt(toy_root, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A tiny model's checkpoint for the toy classes, and the overrides that evaluate it on toy_root."""
+    from fcn.core.checkpoint import save_checkpoint, weights_checkpoint
+    from fcn.data.toy import TOY_CLASSES
+    from fcn.models import build_model
+
+    data = ["data.val.name=folder", f"data.val.root={toy_root}", "data.val.split=val", "data.num_workers=0"]
+    cfg = load_config(
+        overrides=[
+            *data,
+            f"data.classes=[{','.join(TOY_CLASSES)}]",
+            f"model.num_classes={len(TOY_CLASSES)}",
+            "model.arch=fcn32s",
+            "model.backbone=mobilenet_v3_large",
+            "model.geometry=same",
+            "model.upsampling=bilinear",
+            "model.pretrained=false",
+        ]
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    path = tmp_path_factory.mktemp("infer") / "best.pt"
+    from fcn.config import to_dict
+
+    save_checkpoint(weights_checkpoint(model=model, config=to_dict(cfg)), path)
+    return path, [*data, "data.val_batch_size=2"]
+
+
+def _predict_inputs(toy_root: Path) -> list[str]:
+    # 31 images (odd: one process gets one more) and a second 'val_00000' (a clash of output names)
+    return [str(toy_root / "JPEGImages"), str(toy_root / "SegmentationClass" / "val_00000.png")]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_torchrun_predict_writes_the_bytes_of_one_process(infer_ckpt, toy_root, tmp_path):
+    from predict import main as predict_main
+
+    ckpt, _ = infer_ckpt
+    common = [
+        "--checkpoint",
+        str(ckpt),
+        "--input",
+        *_predict_inputs(toy_root),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    assert predict_main([*common, "--output", str(tmp_path / "one")]) == 0
+    code, out, _ = _torchrun([str(REPO / "predict.py"), *common, "--output", str(tmp_path / "two")])
+    assert code == 0, out[-3000:]
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert len(one) == 32 * 4 and "val_00000_jpg_overlay.png" in one and "val_00000_png.png" in one
+    assert sorted(two) == sorted(one)
+    assert [name for name in one if one[name] != two[name]] == []
+    assert out.count("wrote 32 image(s)") == 1, out[-3000:]  # rank 0 reports the run's total, once
+
+
+def test_torchrun_evaluate_reports_the_metrics_of_one_process(infer_ckpt, tmp_path):
+    from evaluate import main as evaluate_main
+
+    ckpt, data = infer_ckpt
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder in (one, two):
+        folder.mkdir()
+
+    def argv(folder: Path) -> list[str]:
+        return [
+            "--checkpoint", str(ckpt), *data, "--device", "cpu", "--no-progress", "--output", str(folder / "val.json"),
+            "--per-image", str(folder / "rows.csv"), "--save-predictions", str(folder / "preds"),
+        ]  # fmt: skip
+
+    assert evaluate_main(argv(one)) == 0
+    code, out, _ = _torchrun([str(REPO / "evaluate.py"), *argv(two)])
+    assert code == 0, out[-3000:]
+    report = json.loads((one / "val.json").read_text())
+    assert report["num_images"] == 7 and len(report["confusion"]) == 4
+    assert json.loads((two / "val.json").read_text()) == report
+    assert (two / "rows.csv").read_text() == (one / "rows.csv").read_text()  # every image's row, in order
+    assert _files(two / "preds") == _files(one / "preds")  # each process wrote its share
+    assert out.count(f"wrote {two / 'val.json'}") == 1, out[-3000:]
+
+
+def test_predict_resume_skips_the_images_whose_outputs_are_complete(infer_ckpt, toy_root, tmp_path, capsys):
+    from predict import main as predict_main
+
+    ckpt, _ = infer_ckpt
+    out = tmp_path / "out"
+    inputs = [str(toy_root / "JPEGImages" / f"val_0000{i}.jpg") for i in range(4)]
+    argv = [
+        "--checkpoint",
+        str(ckpt),
+        "--input",
+        *inputs,
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    assert predict_main(argv) == 0
+    written = _files(out)
+    (out / "val_00001_legend.png").unlink()  # stopped before its last file: incomplete
+    for path in out.glob("val_00002*"):
+        path.unlink()  # never reached
+    past = time.time() - 3600
+    for path in out.iterdir():
+        os.utime(path, (past, past))
+    capsys.readouterr()
+    assert predict_main([*argv, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 2 image(s)" in printed and "2 skipped" in printed
+    assert _files(out) == written
+    fresh = sorted(p.name for p in out.iterdir() if p.stat().st_mtime > past + 1)
+    assert fresh == [
+        f"val_0000{i}{kind}.png" for i in (1, 2) for kind in ("", "_color", "_legend", "_overlay")
+    ]

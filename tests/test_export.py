@@ -132,3 +132,92 @@ def test_paper_geometry_vgg_fcn8s_exports_with_dynamic_crops(tmp_path):
     diffs = check_onnx(model, path, [(1, 3, 37, 45), (1, 3, 64, 31)])
     assert max(diffs) < 1e-4
     assert model(torch.randn(1, 3, 37, 45)).abs().max() > 1e-3  # the comparison is not of zeros
+
+
+TINY = [
+    "model.arch=fcn32s",
+    "model.backbone=mobilenet_v3_large",
+    "model.geometry=same",
+    "model.upsampling=bilinear",
+    "model.pretrained=false",
+    "data.classes=[sky,tree,road]",
+    "data.palette=[[0,0,255],[0,255,0],[128,128,128]]",
+]
+
+
+@pytest.fixture(scope="module")
+def triton_repo(tmp_path_factory) -> dict:
+    """A tiny model's checkpoint and the Triton repository `python -m fcn.export --triton` wrote of it."""
+    from fcn.config import load_config, to_dict
+    from fcn.core.checkpoint import save_checkpoint, weights_checkpoint
+    from fcn.export import main
+    from fcn.models import build_model
+
+    torch.manual_seed(0)
+    cfg = load_config(overrides=TINY)
+    model = build_model(cfg.model).eval()
+    root = tmp_path_factory.mktemp("triton")
+    pt = root / "best.pt"
+    save_checkpoint(weights_checkpoint(model=model, config=to_dict(cfg)), pt)
+    repo = root / "repository"
+    argv = ["--checkpoint", str(pt), "--triton", str(repo), "--model-name", "seg", "--size", "32", "32"]
+    assert main([*argv, "--max-batch-size", "4", "--atol", "1e-4"]) == 0
+    return {"pt": pt, "repo": repo, "model": model}
+
+
+def test_triton_repository_config_is_a_model_config_with_the_onnx_models_tensors(triton_repo):
+    import onnx
+    from google.protobuf import text_format
+
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    folder = triton_repo["repo"] / "seg"
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
+        "1",
+        "1/model.onnx",
+        "config.pbtxt",
+    ]
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.name == "seg" and config.platform == "onnxruntime_onnx"
+    assert config.max_batch_size == 4 and config.HasField("dynamic_batching")
+    graph = onnx.load(str(folder / "1" / "model.onnx")).graph
+    fp32 = model_config_pb2.DataType.Value("TYPE_FP32")
+    for got, want in ((config.input, graph.input), (config.output, graph.output)):
+        assert [t.name for t in got] == [t.name for t in want]  # 'image' / 'logits', as exported
+        for tensor, value in zip(got, want):
+            assert tensor.data_type == fp32 and value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+            assert dims[0] == -1 and list(tensor.dims) == dims[1:]  # the batch dimension is Triton's
+    assert list(config.input[0].dims) == [3, -1, -1] and list(config.output[0].dims) == [3, -1, -1]
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert json.loads(params["classes"]) == ["sky", "tree", "road"]
+    assert json.loads(params["palette"]) == [[0, 0, 255], [0, 255, 0], [128, 128, 128]]
+    assert params["task"] == "multiclass"
+
+
+def test_triton_repositorys_model_onnx_gives_the_segmenters_logits_and_mask(triton_repo):
+    import numpy as np
+    import onnxruntime as ort
+
+    from fcn import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(triton_repo["pt"], device="cpu")
+    image = np.random.default_rng(3).integers(0, 256, (29, 41, 3), dtype=np.uint8)
+    _, x = segmenter.prepare(image)  # the pixels as the Segmenter normalises them, (1, 3, H, W)
+    session = ort.InferenceSession(
+        str(triton_repo["repo"] / "seg" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    batch = torch.cat([x, x.flip(-1)])  # a batch of two, as Triton's dynamic batcher stacks requests
+    (logits,) = session.run(["logits"], {"image": batch.numpy()})
+    with torch.no_grad():
+        expected = triton_repo["model"](batch).numpy()
+    assert logits.shape == (2, 3, 29, 41)
+    assert np.abs(logits - expected).max() < 1e-4
+    assert (logits.argmax(1)[0] == segmenter(image)).all()
+
+
+def test_triton_export_refuses_a_static_model_in_one_line(triton_repo, tmp_path, capsys):
+    from fcn.export import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", str(triton_repo["pt"]), "--triton", str(tmp_path), "--no-dynamic"])
+    assert exc.value.code == 2 and "--triton needs --dynamic" in capsys.readouterr().err

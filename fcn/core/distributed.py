@@ -188,3 +188,20 @@ def barrier() -> None:
     """Wait for every process (a no-op when not distributed)."""
     if _active():
         dist.barrier()
+
+
+def process_device(name: str) -> str:
+    """Return the device this process of an inference run uses for the command line's `name`:
+    under torchrun, 'auto' (where CUDA is available) and 'cuda' are this process's own GPU,
+    cuda:LOCAL_RANK, as training places its processes; otherwise `name` itself."""
+    info = env_info()
+    if info.enabled and (name == "cuda" or (name == "auto" and torch.cuda.is_available())):
+        return f"cuda:{info.local_rank}"
+    return name
+
+
+def rank_and_world() -> tuple[int, int]:
+    """Return (rank, world size) of the process group this process joined; (0, 1) when none."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

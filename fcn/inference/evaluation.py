@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fcn.config import to_dict
+from fcn.core import distributed
 from fcn.core.files import atomic_write, sync
 from fcn.core.pipeline import WRITE_NICE, Behind, NetworkThreads, background_threads
 from fcn.core.runtime import select_device
@@ -55,18 +56,27 @@ class _SizedCollate:
         return images, masks, sizes
 
 
+def _share(dataset: torch.utils.data.Dataset) -> list[int]:
+    """Return the indices of the dataset this process scores: all of them alone; under torchrun
+    every world-th from its rank (no padding, so no image is counted twice), as training's
+    evaluation shares them (fcn.data.loaders.eval_loader); the counts are summed afterwards."""
+    rank, world = distributed.rank_and_world()
+    return list(range(rank, len(dataset), world))  # type: ignore[arg-type]
+
+
 def _loader(
     dataset: torch.utils.data.Dataset,
     batch_size: int,
     num_workers: int,
     ignore_index: int,
     device: torch.device,
+    indices: Sequence[int],
 ) -> DataLoader:
-    """Return the evaluation's loader: the dataset in order, each item's native size kept."""
+    """Return the evaluation's loader: the dataset's items at indices in order, each item's native size kept."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=False,
+        sampler=indices,
         num_workers=num_workers,
         collate_fn=_SizedCollate(ignore_index),
         pin_memory=device.type == "cuda",
@@ -134,7 +144,8 @@ def evaluate_model(
             class_names=class_names,
         )
     device = model_device(model)
-    loader = _loader(dataset, batch_size, num_workers, ignore_index, device)
+    indices = _share(dataset)
+    loader = _loader(dataset, batch_size, num_workers, ignore_index, device, indices)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     if save_predictions is not None:
         Path(save_predictions).mkdir(parents=True, exist_ok=True)
@@ -175,26 +186,36 @@ def evaluate_model(
             if per_image:
                 for k, (h, w) in enumerate(sizes):
                     scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes, ignore_index)
-                    position = len(rows)
+                    position = indices[index + k]
                     rows.append(
                         {"id": str(ids[position]), "index": position, "height": h, "width": w, **scores}
                     )
             if save_predictions is not None:
-                for pred, (h, w) in zip(preds.cpu().numpy().astype(np.uint8), sizes):
+                for k, (pred, (h, w)) in enumerate(zip(preds.cpu().numpy().astype(np.uint8), sizes)):
                     # Encoded and written behind the network; made durable by one sync at the end.
-                    path = Path(save_predictions) / f"{ids[index]}.png"
+                    path = Path(save_predictions) / f"{ids[indices[index + k]]}.png"
                     behind.submit(save_index_png, pred[:h, :w], palette, path, durable=False)
-                    index += 1
-    if index:
+            index += len(sizes)
+    if index and save_predictions is not None:
         sync()
+    matrix.all_reduce()  # torchrun: every process's counts summed, so each computes the whole set's metrics
+    if geo is not None:
+        geo.all_reduce()
     metrics = matrix.compute()
     metrics["confusion"] = matrix.mat.cpu().tolist()
     if geo is not None:
         metrics["geometric"] = geo.compute()
         metrics["geometric_pixel_acc"] = metrics["geometric"]["pixel_acc"]
     if per_image:
-        metrics["per_image"] = rows
+        metrics["per_image"] = _gather_rows(rows)
     return metrics
+
+
+def _gather_rows(rows: list[dict]) -> list[dict]:
+    """Return every process's per-image rows in the dataset's order (this process's alone)."""
+    return sorted(
+        (r for share in distributed.all_gather_object(rows) for r in share), key=lambda r: r["index"]
+    )
 
 
 def evaluate_sigmoid(
@@ -225,7 +246,8 @@ def evaluate_sigmoid(
     from fcn.core.tasks import threshold_labels
 
     device = model_device(model)
-    loader = _loader(dataset, batch_size, num_workers, ignore_index, device)
+    indices = _share(dataset)
+    loader = _loader(dataset, batch_size, num_workers, ignore_index, device, indices)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     grid = sorted({*[float(t) for t in sweep], float(threshold)})
     counts = ThresholdCounts(num_classes, grid, ignore_index=ignore_index, device=device)
@@ -247,7 +269,7 @@ def evaluate_sigmoid(
                 probs[i, :, :h, :w] = predict_probs(model, x, task=task, **options)[0]
             counts.update(probs, masks)
             for k, (h, w) in enumerate(sizes):
-                position, seen = seen, seen + 1
+                position, seen = indices[seen], seen + 1
                 if per_image:
                     one = ThresholdCounts(
                         num_classes, [float(threshold)], ignore_index=ignore_index, device=device
@@ -283,7 +305,7 @@ def evaluate_sigmoid(
             for key in ("mean_iou", "mean_dice", "mean_precision", "mean_recall", "pixel_acc")
         }
     if per_image:
-        metrics["per_image"] = rows
+        metrics["per_image"] = _gather_rows(rows)
     return metrics
 
 

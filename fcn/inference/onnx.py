@@ -74,6 +74,12 @@ def export_onnx(
                 do_constant_folding=True,
             )
         proto = onnx.load(tmp)
+        # Shape inference loses the class count through a resize (bilinear upsampling): the logits'
+        # channel dimension is the model's own, said in the file for servers that read it (Triton).
+        channels = proto.graph.output[0].type.tensor_type.shape.dim[1]
+        if not channels.HasField("dim_value"):
+            with torch.no_grad():
+                channels.dim_value = int(model(sample).shape[1])
         onnx.checker.check_model(proto)
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()
@@ -160,3 +166,99 @@ def export_metadata(cfg: DictConfig) -> dict[str, str]:
         "task": str(cfg.data.task),
         "threshold": str(float(cfg.eval.threshold)),
     }
+
+
+TRITON_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 6: "TYPE_INT32", 7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16"}  # fmt: skip
+"""onnx.TensorProto's element types (FLOAT = 1, ...) as Triton's DataType names (model_config.proto)."""
+
+
+def _quote(text: str) -> str:
+    """Return text as a protobuf text-format string literal (UTF-8 kept, quote and backslash escaped)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def onnx_tensors(path: str | os.PathLike) -> dict[str, list[tuple[str, int, list[int]]]]:
+    """Return the ONNX model's graph inputs and outputs as {'input': [...], 'output': [...]}, each a
+    (name, onnx element type, dims) with -1 for a dynamic (named) dimension."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+
+    def tensors(values) -> list[tuple[str, int, list[int]]]:
+        return [
+            (
+                v.name,
+                v.type.tensor_type.elem_type,
+                [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim],
+            )
+            for v in values
+            if v.name not in weights
+        ]
+
+    return {"input": tensors(graph.input), "output": tensors(graph.output)}
+
+
+def triton_config(
+    path: str | os.PathLike, name: str, *, max_batch_size: int = 8, max_queue_delay_us: int = 1000
+) -> str:
+    """Return the config.pbtxt (Triton's ModelConfig in protobuf text format) of the ONNX model at
+    path, served by Triton's ONNX Runtime backend as `name`: its real input and output names, types
+    and dims with the batch dimension left to max_batch_size (> 0) and dynamic batching on, and the
+    model's metadata (export_metadata: classes, palette, normalisation, task, ...) as parameters.
+
+    A dynamic height and width is -1 in dims; Triton's dynamic batcher joins only requests of one
+    shape, so images of one size are batched together (as serve.py batches them)."""
+    import onnx
+
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size {max_batch_size}: Triton's dynamic batching needs 1 or more")
+    tensors = onnx_tensors(path)
+    lines = [f"name: {_quote(name)}", 'platform: "onnxruntime_onnx"', f"max_batch_size: {max_batch_size}"]
+    for kind in ("input", "output"):
+        entries = []
+        for tensor, elem_type, dims in tensors[kind]:
+            if not dims or dims[0] != -1:
+                raise ValueError(
+                    f"{path}: {kind} '{tensor}' has no dynamic batch dimension (dims {dims}); export with "
+                    "--dynamic for Triton's dynamic batching"
+                )
+            if elem_type not in TRITON_TYPES:
+                raise ValueError(
+                    f"{path}: {kind} '{tensor}' has ONNX element type {elem_type}, not one Triton serves"
+                )
+            entries.append(
+                f"  {{\n    name: {_quote(tensor)}\n    data_type: {TRITON_TYPES[elem_type]}\n"
+                f"    dims: [ {', '.join(str(d) for d in dims[1:])} ]\n  }}"
+            )
+        lines.append(f"{kind} [\n" + ",\n".join(entries) + "\n]")
+    lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}")
+    metadata = onnx.load(str(path), load_external_data=False).metadata_props
+    for prop in metadata:
+        lines.append(
+            f"parameters {{\n  key: {_quote(prop.key)}\n  value: {{ string_value: {_quote(prop.value)} }}\n}}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_triton_repository(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    name: str = "fcn",
+    *,
+    opset: int = DEFAULT_OPSET,
+    sample_shape: Sequence[int] = (1, 3, 224, 224),
+    metadata: dict[str, str] | None = None,
+    max_batch_size: int = 8,
+) -> Path:
+    """Write a Triton model repository for model at directory: <name>/1/model.onnx (export_onnx,
+    dynamic batch, height and width) and <name>/config.pbtxt (triton_config), each atomically; return
+    the path of model.onnx."""
+    folder = Path(directory) / name
+    onnx_path = folder / "1" / "model.onnx"
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, onnx_path, opset=opset, dynamic=True, sample_shape=sample_shape, metadata=metadata)
+    text = triton_config(onnx_path, name, max_batch_size=max_batch_size)
+    atomic_write(folder / "config.pbtxt", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return onnx_path
