@@ -8,6 +8,10 @@ the engine and fast path that run the model.
     python demo.py --checkpoint best.pt --fast-path auto --port 8000 --images photos/
     python demo.py --checkpoint best.pt --host 0.0.0.0    # reachable from other machines, on purpose
     python demo.py --checkpoint best.pt --max-pixels 4000000 --max-file-size 25 --queue-size 8
+
+The model runs with the page's eval settings (one scale, no flip, eval.max_memory=auto:
+fcn.demo.PAGE_EVAL), whatever the checkpoint's config says; the eval flags here and key=value
+overrides change them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
 from fcn.core.errors import leave, run_phases
 
 # The page's bounds (fcn/demo.py); fcn.demo imports no Gradio, so this import is cheap.
-from fcn.demo import CONCURRENCY, MAX_FILE_MB, MAX_PIXELS, QUEUE_SIZE
+from fcn.demo import CONCURRENCY, DECODE_FACTOR, MAX_FILE_MB, MAX_PIXELS, QUEUE_SIZE
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -38,7 +42,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--images",
         metavar="DIR",
-        help="offer the images of DIR as examples (default: the checkpoint config's validation images)",
+        help="offer the images of DIR as examples, the only files of this machine the page serves "
+        "(default: the checkpoint config's validation images)",
     )
     p.add_argument(
         "--max-pixels",
@@ -46,7 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=MAX_PIXELS,
         metavar="N",
         help=f"segment and show larger images downscaled to N pixels, said on the page (default {MAX_PIXELS:,}; "
-        "0: any size, within eval.max_memory)",
+        f"0: any size, within eval.max_memory); a PNG or TIFF of more than {DECODE_FACTOR} x N is refused",
     )
     p.add_argument(
         "--max-file-size",
@@ -100,14 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from fcn.demo import GRADIO_MISSING
 
             raise ValueError(GRADIO_MISSING) from None
-        from fcn.api import Segmenter
-        from fcn.demo import build_app, example_images
+        from fcn.demo import build_app, example_images, load_segmenter
 
-        segmenter = Segmenter.from_checkpoint(
-            args.checkpoint,
-            device=args.device,
-            config=args.config,
-            overrides=[*args.overrides, *eval_overrides(args)],
+        # the checkpoint's eval.* gives way to the page's (fcn.demo.PAGE_EVAL), then to these flags
+        segmenter = load_segmenter(
+            args.checkpoint, args.device, args.config, [*args.overrides, *eval_overrides(args)]
         )
         examples = example_images(segmenter, args.images)
         app = build_app(

@@ -13,12 +13,18 @@ gradio_client's Client.predict(..., api_name="/analyse")). Gradio is imported on
 it is an optional requirement (requirements.demo.txt).
 
 What one visitor can ask of it is bounded, as a public page's must be: an upload larger than
---max-file-size is refused by Gradio before it is stored; an image of more than --max-pixels is
-decoded at a reduced scale (JPEG's DCT scaling, Pillow's draft) and resized to fit, segmented and
-shown at that size, and the status line says so; one of more pixels than Pillow's decompression-bomb
-limit is refused with a message. Requests wait in one bounded queue (--queue-size; a visitor beyond
-it is told the queue is full) and --concurrency of them run at a time; an input that fails is a
-message on the page, which stays up.
+--max-file-size is refused by Gradio before it is stored; an upload is opened only by the decoders
+of the formats predict.py reads (PAGE_FORMATS: never Pillow's EPS, which runs Ghostscript) and its
+size read from its header before a pixel is decoded: an image of more than --max-pixels is decoded
+at a reduced scale (JPEG's DCT scaling, Pillow's draft) and resized to fit, segmented and shown at
+that size, and the status line says so; one that would decode to more than DECODE_FACTOR times
+--max-pixels (a PNG, which has no reduced scale) or has more pixels than Pillow's decompression-bomb
+limit is refused with a message. The model runs as the page says, not as a checkpoint's or Hub
+folder's eval.* says (PAGE_EVAL: one scale, no flip, eval.max_memory=auto). Requests wait in one
+bounded queue (--queue-size; a visitor beyond it is told the queue is full) and --concurrency of
+them run at a time, the first one (int8's calibration) alone; an input that fails is a message on
+the page, which stays up. Uploads and answers are deleted from Gradio's cache DELETE_CACHE[1]
+seconds after they are written, and the page serves no file of the machine but its example images.
 """
 
 from __future__ import annotations
@@ -58,6 +64,31 @@ QUEUE_SIZE = 16
 """demo.py --queue-size: requests that may wait; one more is refused (the queue is full)."""
 CONCURRENCY = 1
 """demo.py --concurrency: requests segmented at a time (one: the model's threads use every core)."""
+DECODE_FACTOR = 8
+"""An upload is decoded to at most this many times --max-pixels (16 megapixels at the default): a
+larger JPEG is decoded at a reduced scale, a larger PNG, TIFF, ... is refused from its header (a
+9000 x 9000 16-bit PNG is 160 KB on the wire and over a gigabyte decoded: 16-bit, then float64 grey in
+fcn.data.common.to_rgb, then RGB)."""
+PAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+"""The decoders an upload may reach (Pillow's format names; Image.open(formats=...)): those of the image
+files predict.py reads (fcn.files.IMAGE_SUFFIXES, PPM for .ppm/.pgm/.pbm; a phone's MPO is read by the
+JPEG one). Not EPS (Ghostscript), nor the dozens of others Pillow would try on a file from anyone."""
+DELETE_CACHE = (300, 1800)
+"""gr.Blocks(delete_cache=(frequency, age)): every 5 minutes, the uploads and answers in Gradio's cache
+older than 30 minutes are deleted (the slider re-reads the upload: a visitor has that long to use it);
+Gradio keeps the example images, and deletes the rest when the page stops."""
+PAGE_EVAL = (
+    "eval.scales=[1.0]",  # one forward per image: a folder's scales=[0.5,1,2] would be three
+    "eval.flip=false",
+    "eval.max_memory=auto",  # 2 GB on the CPU: a folder's 'none' would be no limit at all
+    "eval.mode=whole",  # the schema's windows, which eval.max_memory falls back to: a
+    "eval.tile=512",  # folder's stride=1 would be a forward per pixel
+    "eval.stride=341",
+    "eval.window_batch=4",
+)
+"""The eval.* settings the page runs the model with, over whatever the checkpoint's (or a Hub folder's)
+config says: the config came from elsewhere, the page's limits are this machine's. demo.py's own
+flags and key=value overrides come after them (load_segmenter)."""
 
 
 def listen_address(
@@ -110,6 +141,21 @@ def start_line(host: str, port: int) -> str:
     )
 
 
+def load_segmenter(
+    checkpoint: str | os.PathLike,
+    device: str = "auto",
+    config: Sequence[str | os.PathLike] = (),
+    overrides: Sequence[str] = (),
+) -> Segmenter:
+    """Return the page's Segmenter of a checkpoint (Segmenter.from_checkpoint): the config's eval.*
+    replaced by PAGE_EVAL, then config (YAML files) and overrides (key=value, demo.py's eval flags)
+    from the command line; a --config file's eval.* keys are under PAGE_EVAL (from_checkpoint merges
+    the files before the overrides): set those keys as overrides."""
+    return Segmenter.from_checkpoint(
+        checkpoint, device=device, config=config, overrides=[*PAGE_EVAL, *overrides]
+    )
+
+
 def analyse(
     segmenter: Segmenter, image: Any, alpha: float = 0.5, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, float]]]:
@@ -123,39 +169,66 @@ def analyse(
     return segmenter.overlay(rgb, alpha=alpha, mask=mask), segmenter.colorize(mask), segmenter.shares(mask)
 
 
+def decode_limit(max_pixels: int | None = MAX_PIXELS) -> int | None:
+    """Return the most pixels the page decodes of one upload: DECODE_FACTOR times max_pixels, at most
+    Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS); that limit for max_pixels=None, and
+    None where neither is set."""
+    limits = [n for n in (Image.MAX_IMAGE_PIXELS, max_pixels and DECODE_FACTOR * max_pixels) if n]
+    return min(limits) if limits else None
+
+
 def open_image(image: Any, max_pixels: int | None = MAX_PIXELS) -> tuple[Image.Image, str]:
     """Return (the RGB image to segment, a line on its size) of an upload (a path, a PIL image or an
     array): as predict.py reads it (upright, any mode) when it has at most max_pixels pixels (None:
     any); else decoded at a reduced scale where the format allows (JPEG) and resized (bilinear) to at
-    most max_pixels, the line saying so. ValueError naming the size when it has more pixels than
-    Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS), or when it cannot be read."""
+    most max_pixels, the line saying so. A path is opened by the PAGE_FORMATS decoders only and its
+    size read from the header before a pixel is decoded. ValueError naming the size when it has more
+    pixels than Pillow's decompression-bomb limit or would decode to more than decode_limit, or when
+    it is no image the page reads; FileNotFoundError when the file is gone."""
     if not isinstance(image, (str, os.PathLike)):
         rgb = as_rgb(image)
         return _fit(rgb, rgb.size, max_pixels)
-    limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead
-            opened = Image.open(image)
-        with opened:
-            width, height = opened.size  # the header only: nothing decoded yet
-            if limit and width * height > limit:
-                raise ValueError(
-                    f"{width} x {height} px ({width * height / 1e6:.1f} megapixels) is more than this page "
-                    f"takes ({limit / 1e6:.1f} megapixels)"
-                )
-            if max_pixels is None or width * height <= max_pixels:
-                return as_rgb(image), f"{width} x {height} px"
-            scale = math.sqrt(max_pixels / (width * height))
-            opened.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-            turned = opened.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
-            rgb = to_rgb(ImageOps.exif_transpose(opened))
+            opened = Image.open(image, formats=PAGE_FORMATS)  # lazy: reads the header only
+    except FileNotFoundError:
+        raise
     except Image.DecompressionBombError as exc:  # Pillow's own refusal, at twice its limit
         raise ValueError(f"this image is more than this page takes ({' '.join(str(exc).split())})") from None
-    except OSError as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ValueError(f"cannot read this image ({reason})") from None
+    except Image.UnidentifiedImageError:  # its message names the server's path: not shown
+        raise ValueError(f"cannot read this file: it is not a {', '.join(PAGE_FORMATS)} image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ValueError(
+            f"cannot read this image ({' '.join(str(exc).split()) or type(exc).__name__})"
+        ) from None
+    with opened:
+        width, height = opened.size  # the header's: nothing decoded yet
+        _refuse_over(width, height, width * height, Image.MAX_IMAGE_PIXELS, "takes")
+        if max_pixels is not None and width * height > max_pixels:
+            scale = math.sqrt(max_pixels / (width * height))
+            # JPEG: decoded at 1/2, 1/4 or 1/8 of its size (opened.size says which); others as they are
+            opened.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+        decoded = opened.size[0] * opened.size[1]
+        jpeg = "" if opened.format in ("JPEG", "MPO") else "; a JPEG would be decoded at a reduced scale"
+        _refuse_over(width, height, decoded, decode_limit(max_pixels), "decodes", jpeg)
+        try:
+            turned = opened.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+            rgb = to_rgb(ImageOps.exif_transpose(opened))  # fcn.data.common.read_image's steps, upright
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(f"cannot read this image ({reason})") from None
     return _fit(rgb, (height, width) if turned else (width, height), max_pixels)
+
+
+def _refuse_over(width: int, height: int, pixels: int, limit: int | None, verb: str, note: str = "") -> None:
+    """Raise the page's ValueError on a width x height upload when pixels (its own, or those it
+    decodes to) are more than limit (None: no limit)."""
+    if limit and pixels > limit:
+        raise ValueError(
+            f"{width} x {height} px ({width * height / 1e6:.1f} megapixels) is more than this page {verb} "
+            f"({limit / 1e6:.1f} megapixels{note})"
+        )
 
 
 def _fit(rgb: Image.Image, size: tuple[int, int], max_pixels: int | None) -> tuple[Image.Image, str]:
@@ -252,6 +325,7 @@ def build_app(
     max_file_mb: float = MAX_FILE_MB,
     queue_size: int = QUEUE_SIZE,
     concurrency: int = CONCURRENCY,
+    delete_cache: tuple[int, int] | None = DELETE_CACHE,
 ):
     """Return the Gradio Blocks page of the demo around analyse(segmenter, ...): an image input
     (upload, or an example; the first one is shown segmented when the page opens), the opacity slider, the overlay, the colour mask, the legend with pixel
@@ -260,18 +334,43 @@ def build_app(
 
     Bounds (module docstring): images of more than max_pixels pixels are segmented and shown
     downscaled (open_image; None: any size), uploads above max_file_mb MB are refused (serve passes
-    it to Gradio's launch), at most queue_size requests wait and concurrency of them run at a time.
-    An input that cannot be read or segmented is a message on the page (gr.Error)."""
+    it to Gradio's launch), at most queue_size requests wait and concurrency of them run at a time,
+    the first segmentation (int8's calibration, Segmenter.calibrate) alone, and Gradio deletes uploads
+    and answers as delete_cache = (every so many seconds, those older than so many) says (None:
+    never). An input that cannot be read or segmented is a message on the page (gr.Error).
+
+    The page's function is app.fcn_run(image, alpha), its Segmenter app.fcn_segmenter (for tests)."""
     import gradio as gr
 
     masks: OrderedDict[str, np.ndarray] = OrderedDict()
     lock = threading.Lock()  # the mask cache, when concurrency > 1
+    calibrating = threading.Lock()  # the first segmentation calibrates int8: one at a time
+    calibrated = threading.Event()
+    age = delete_cache[1] if delete_cache else None
+    kept = "a while" if age is None else f"{age // 60} minutes" if age >= 120 else f"{age} s"
+
+    def segment(rgb: Image.Image) -> np.ndarray:
+        if calibrated.is_set():
+            return segmenter.segment(rgb)
+        with calibrating:  # a second request waits here, then finds the model calibrated
+            mask = segmenter.segment(rgb)
+            calibrated.set()
+        return mask
 
     def run(image: Any, alpha: float):
+        # The events run unprocessed (preprocess=False): Gradio's own Image.open, which would try every
+        # decoder Pillow has, never sees an upload; image is Gradio's file record (a dict), or a path.
+        if isinstance(image, Mapping):
+            image = image.get("path")
         if image is None:
             return None, None, shares_html([], segmenter.palette), ""
         try:
-            rgb, size = open_image(image, max_pixels)
+            try:
+                rgb, size = open_image(image, max_pixels)
+            except FileNotFoundError:
+                raise ValueError(
+                    f"this image is no longer on the server (uploads are kept {kept}): upload it again"
+                ) from None
             pixels = np.asarray(rgb)
             key = hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
             start = time.perf_counter()
@@ -280,7 +379,7 @@ def build_app(
                 if mask is not None:
                     masks.move_to_end(key)
             if mask is None:
-                mask = segmenter.segment(rgb)
+                mask = segment(rgb)
                 with lock:
                     masks[key] = mask
                     while len(masks) > cache_size:
@@ -296,13 +395,13 @@ def build_app(
         return picture, colour, shares_html(shares, segmenter.palette), status
 
     m = segmenter.cfg.model
-    with gr.Blocks(title=f"pytorch-fcn: {m.arch} {m.backbone}") as app:
+    with gr.Blocks(title=f"pytorch-fcn: {m.arch} {m.backbone}", delete_cache=delete_cache) as app:
         gr.Markdown(f"## pytorch-fcn · semantic segmentation demo\n{describe(segmenter)}")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                # image_mode=None: the file's own mode, read by as_rgb as predict.py reads it (16-bit
-                # grey rescaled, not clipped as Gradio's default convert("RGB") would); a large
-                # photo decoded at a reduced scale (open_image).
+                # The file as uploaded (type filepath, image_mode None, unprocessed), read by open_image
+                # as predict.py reads it (16-bit grey rescaled, not clipped as Gradio's default
+                # convert("RGB") would), a large photo decoded at a reduced scale.
                 image = gr.Image(
                     value=examples[0] if examples else None,
                     label="image",
@@ -328,13 +427,14 @@ def build_app(
                 gr.Markdown("**legend** · share of the pixels")
                 table = gr.HTML(shares_html([], segmenter.palette))
         outputs = [overlay, colour, table, status]
-        image.change(run, [image, alpha], outputs, api_name="analyse")
-        alpha.release(run, [image, alpha], outputs, api_name=False)
+        image.change(run, [image, alpha], outputs, api_name="analyse", preprocess=False)
+        alpha.release(run, [image, alpha], outputs, api_name=False, preprocess=False)
         if examples:  # the page opens with the first example segmented
-            app.load(run, [image, alpha], outputs, api_name=False)
+            app.load(run, [image, alpha], outputs, api_name=False, preprocess=False)
     app.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     app.fcn_css = _CSS  # Gradio 6 takes css in launch(): serve() passes it
     app.fcn_max_file_size = int(max_file_mb * 2**20)  # and the upload limit, in bytes
+    app.fcn_run, app.fcn_segmenter = run, segmenter
     return app
 
 
@@ -342,8 +442,9 @@ def serve(
     app, port: int = DEFAULT_PORT, examples: Sequence[str] = (), block: bool = True, host: str = LOOPBACK
 ) -> str:
     """Start the app on host:port (block=False: in a thread, the caller closes it with app.close())
-    and return its URL; example images may be read from their folders."""
-    allowed = sorted({str(Path(e).resolve().parent) for e in examples})
+    and return its URL. Gradio may serve the example files themselves (allowed_paths), never their
+    folders: a checkpoint or a .env beside the images stays on this machine."""
+    allowed = sorted({str(Path(e).resolve()) for e in examples})
     app.launch(
         server_name=host,
         server_port=port,

@@ -1,24 +1,37 @@
 """The web demo (demo.py, fcn.demo): its function, its page's HTTP API on 127.0.0.1, the examples,
-where it listens (flags, Gradio's variables; tests bind 127.0.0.1 only) and the one error line when
-Gradio is missing or the port is bad."""
+where it listens (flags, Gradio's variables; tests bind 127.0.0.1 only), the one error line when
+Gradio is missing or the port is bad, and what a public page must hold to: only its example files
+served, uploads read by the image decoders only and sized from their headers, the page's own eval
+settings, one calibration at a time, uploads deleted."""
 
 from __future__ import annotations
 
 import socket
+import struct
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import EpsImagePlugin, Image, ImageFile
 
 import demo
 from fcn.api import Segmenter, as_rgb
+from fcn.core.checkpoint import load_checkpoint, save_checkpoint
 from fcn.demo import (
+    DELETE_CACHE,
+    PAGE_FORMATS,
     analyse,
     build_app,
     describe,
     example_images,
     listen_address,
+    load_segmenter,
     open_image,
     serve,
     shares_html,
@@ -269,7 +282,7 @@ def test_the_page_downscales_a_large_upload_says_so_and_survives_a_broken_one(se
             assert np.array_equal(np.asarray(c.convert("RGB")), seg.colorize(seg(expected)))
         broken = tmp_path / "broken.png"
         broken.write_bytes(b"\x89PNG not really")
-        with pytest.raises(gradio_client.exceptions.AppError):  # Gradio's image check opens it first
+        with pytest.raises(gradio_client.exceptions.AppError, match="cannot read this file"):
             client.predict(gradio_client.handle_file(str(broken)), 0.5, api_name="/analyse")
         huge = tmp_path / "huge.png"  # over the 1 MB upload limit: refused before it is stored
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)).save(huge)
@@ -304,3 +317,232 @@ def test_the_page_shows_a_binary_models_overlay_mask_and_share(binary_setup):  #
     assert (colour[mask] == seg.palette[1]).all() and (colour[~mask] == seg.palette[0]).all()
     assert shares == [(1, "bright", pytest.approx(mask.mean()))]
     assert "bright" in shares_html(shares, seg.palette)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    """Return (HTTP status, body) of a GET on the page (an error status too)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+
+
+def test_the_page_serves_its_example_images_and_no_other_file_of_their_folder(seg, images, tmp_path):  # noqa: F811
+    pytest.importorskip("gradio")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in images[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / ".env").write_text("HF_TOKEN=hf_secret\n")
+    (folder / "best.pt").write_bytes(b"weights")
+    examples = example_images(seg, folder)
+    assert [p.rsplit("/", 1)[-1] for p in examples] == [p.name for p in images[:2]]
+    app = build_app(seg, examples)
+    url = serve(app, _free_port(), examples, block=False)
+    try:
+        status, body = _get(f"{url}gradio_api/file={examples[0]}")
+        assert status == 200 and body == (folder / images[0].name).read_bytes()
+        for name in (".env", "best.pt"):
+            assert _get(f"{url}gradio_api/file={folder / name}")[0] == 403, name
+    finally:
+        app.close()
+
+
+def _png16(path, width: int, height: int):
+    """Write a width x height 16-bit grey PNG of zeros with zlib, a row at a time (no image in memory:
+    9000 x 9000 is 160 KB) and return its path."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z, row = zlib.compressobj(9), bytes(1 + 2 * width)  # filter byte 0, then the row's 16-bit zeros
+    data = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)  # depth 16, colour type 0: grey
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    """A 9000 x 9000 16-bit PNG: 160 KB on the wire, 81 megapixels (under Pillow's bomb limit)."""
+    return _png16(tmp_path_factory.mktemp("bomb") / "bomb.png", 9000, 9000)
+
+
+def _fails(what: str):
+    """Return a function that raises AssertionError(what): an Exception, so that in the page's server
+    thread it is an error answer, not a hang (pytest.fail's is a BaseException)."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError(what)
+
+    return fail
+
+
+def _no_decoding(monkeypatch):
+    """Make any decoding of pixels (load, convert) fail the test."""
+    decoded = _fails("the image was decoded")
+    for cls in (Image.Image, ImageFile.ImageFile):
+        monkeypatch.setattr(cls, "load", decoded)
+    monkeypatch.setattr(Image.Image, "convert", decoded)
+
+
+def test_a_png_too_large_to_decode_is_refused_from_its_header(bomb, tmp_path, monkeypatch):
+    assert bomb.stat().st_size < 300_000 and Image.MAX_IMAGE_PIXELS > 9000 * 9000
+    small16 = tmp_path / "small16.png"  # a 16-bit PNG within the bound: read as predict.py reads it
+    Image.fromarray((np.arange(200 * 300).reshape(200, 300) * 1000 % 65536).astype(np.uint16)).save(small16)
+    rgb, line = open_image(small16, max_pixels=None)
+    assert np.array_equal(np.asarray(rgb), np.asarray(as_rgb(small16))) and line == "300 x 200 px"
+    with pytest.raises(ValueError, match=r"^300 x 200 px \(0.1 megapixels\) is more than this page decodes"):
+        open_image(small16, max_pixels=5000)  # 8 x 5000 pixels at most: a PNG has no reduced scale
+    with monkeypatch.context() as m:
+        _no_decoding(m)
+        with pytest.raises(
+            ValueError,
+            match=r"^9000 x 9000 px \(81.0 megapixels\) is more than this page decodes \(16.0 megapixels; "
+            "a JPEG would be decoded at a reduced scale\\)$",
+        ):
+            open_image(bomb)  # the default --max-pixels: 2,000,000, so 16 megapixels decoded at most
+
+
+def test_an_eps_upload_is_refused_and_pillows_eps_plugin_never_runs(tmp_path, monkeypatch):
+    Image.init()  # every plugin registered, as Gradio's import does
+    eps = tmp_path / "figure.eps"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\nshowpage\n%%EOF\n")
+    Image.open(eps).close()  # Pillow alone opens it (and load() would run Ghostscript)
+    touched = []
+
+    def accept(prefix):
+        touched.append("accept")
+        return True
+
+    monkeypatch.setitem(Image.OPEN, "EPS", (Image.OPEN["EPS"][0], accept))
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", _fails("the EPS plugin ran"))
+    with pytest.raises(
+        ValueError, match=r"^cannot read this file: it is not a JPEG, PNG, WEBP, BMP, GIF, TIFF"
+    ):
+        open_image(eps)
+    assert touched == []
+
+
+def test_the_pages_formats_are_those_of_the_images_predict_reads():
+    from fcn.files import IMAGE_SUFFIXES
+
+    Image.init()
+    formats = {Image.registered_extensions()[s] for s in IMAGE_SUFFIXES if s != ".npy"}
+    assert formats == set(PAGE_FORMATS)
+
+
+def test_the_page_refuses_an_eps_and_a_png_bomb_with_its_message_decoding_neither(
+    seg, bomb, tmp_path, monkeypatch
+):  # noqa: F811
+    pytest.importorskip("gradio")
+    gradio_client = pytest.importorskip("gradio_client")
+    eps = tmp_path / "figure.eps"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\nshowpage\n%%EOF\n")
+    app = build_app(seg)
+    url = serve(app, _free_port(), block=False)
+    try:
+        client = gradio_client.Client(url, verbose=False)
+        monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", _fails("the EPS plugin ran"))
+        with pytest.raises(gradio_client.exceptions.AppError, match="it is not a JPEG, PNG"):
+            client.predict(gradio_client.handle_file(str(eps)), 0.5, api_name="/analyse")
+        _no_decoding(monkeypatch)  # the server runs in this process: neither Gradio nor the page decodes it
+        with pytest.raises(
+            gradio_client.exceptions.AppError, match=r"9000 x 9000 px .* more than this page decodes"
+        ):
+            client.predict(gradio_client.handle_file(str(bomb)), 0.5, api_name="/analyse")
+    finally:
+        app.close()
+
+
+def _with_eval(checkpoint, path, **keys):
+    """Write checkpoint's copy at path with its config's eval.* keys replaced and return path."""
+    state = load_checkpoint(checkpoint)
+    state["config"]["eval"].update(keys)
+    save_checkpoint(state, path)
+    return path
+
+
+def test_a_checkpoints_eval_settings_give_way_to_the_pages(setup, tmp_path, monkeypatch):  # noqa: F811
+    pytest.importorskip("gradio")
+    import fcn.demo
+
+    shared = _with_eval(
+        setup[2],
+        tmp_path / "shared.pt",
+        scales=[0.5, 1.0, 2.0],
+        flip=True,
+        max_memory="none",
+        mode="slide",
+        stride=1,
+    )
+    assert Segmenter.from_checkpoint(shared, device="cpu").cfg.eval.max_memory == "none"
+    apps = []
+    monkeypatch.setattr(fcn.demo, "serve", lambda app, *args, **kwargs: apps.append(app))
+    assert demo.main(["--checkpoint", str(shared), "--device", "cpu"]) == 0
+    e = apps[0].fcn_segmenter.cfg.eval
+    assert (list(e.scales), e.flip, e.max_memory, e.mode, e.tile, e.stride) == (
+        [1.0],
+        False,
+        "auto",
+        "whole",
+        512,
+        341,
+    )
+    assert "scales 1; whole image" in describe(apps[0].fcn_segmenter)
+    # the operator's own flags and overrides still choose, after the page's settings
+    assert demo.main(["--checkpoint", str(shared), "--device", "cpu", "--flip", "eval.max_memory=4"]) == 0
+    e = apps[1].fcn_segmenter.cfg.eval
+    assert (e.flip, list(e.scales), str(e.max_memory)) == (True, [1.0], "4")
+
+
+def test_the_first_segmentation_calibrates_alone_while_a_second_request_waits(setup, images, monkeypatch):  # noqa: F811
+    pytest.importorskip("gradio")
+    fresh = load_segmenter(setup[2], "cpu")  # not yet calibrated: its first image calibrates it
+    app = build_app(fresh, concurrency=2)
+    real, active, most, calls, count = fresh.calibrate, [0], [0], [], threading.Lock()
+
+    def slow(batch):
+        with count:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.3)  # long enough for the other request to arrive meanwhile
+        real(batch)
+        calls.append(1)
+        with count:
+            active[0] -= 1
+
+    monkeypatch.setattr(fresh, "calibrate", slow)
+    answers = []
+    threads = [
+        threading.Thread(target=lambda p=p: answers.append(app.fcn_run(str(p), 0.5))) for p in images[:2]
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(answers) == 2 and all("segmented in" in a[3] for a in answers)
+    assert most[0] == 1 and len(calls) == 1  # one calibration; the other request used it
+
+
+def test_the_page_deletes_uploads_from_its_cache(seg, images, tmp_path):  # noqa: F811
+    gr = pytest.importorskip("gradio")
+    gradio_client = pytest.importorskip("gradio_client")
+    assert build_app(seg).delete_cache == DELETE_CACHE
+    app = build_app(seg, delete_cache=(1, 1))  # every second, files older than a second
+    url = serve(app, _free_port(), block=False)
+    try:
+        client = gradio_client.Client(url, verbose=False)
+        _, _, _, status = client.predict(gradio_client.handle_file(str(images[1])), 0.5, api_name="/analyse")
+        assert status.startswith("38 x 50 px")
+        uploads = [p for p in app.upload_file_set if p.endswith(images[1].name)]
+        assert uploads and all(Path(p).is_file() for p in uploads)
+        deadline = time.monotonic() + 15
+        while any(Path(p).exists() for p in uploads) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert not any(Path(p).exists() for p in uploads)
+        with pytest.raises(gr.Error, match="no longer on the server .* upload it again"):
+            app.fcn_run({"path": uploads[0]}, 0.7)  # the slider moved after the upload was deleted
+    finally:
+        app.close()
