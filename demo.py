@@ -20,7 +20,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
+from fcn.cli import add_config_arguments, add_eval_arguments, add_trust_argument, eval_overrides
 from fcn.core.errors import leave, run_phases
 
 # The page's bounds (fcn/demo.py); fcn.demo imports no Gradio, so this import is cheap.
@@ -43,8 +43,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--images",
         metavar="DIR",
         help="offer the images of DIR as examples, the only files of this machine the page serves "
-        "(default: the checkpoint config's validation images)",
+        "(default on 127.0.0.1: the checkpoint config's validation images; off loopback: none)",
     )
+    add_trust_argument(p)
     p.add_argument(
         "--max-pixels",
         type=int,
@@ -111,7 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         segmenter = load_segmenter(
             args.checkpoint, args.device, args.config, [*args.overrides, *eval_overrides(args)]
         )
-        examples = example_images(segmenter, args.images)
+        from fcn.demo import is_loopback
+
+        examples = example_images(
+            segmenter, args.images, trust_remote_code=args.trust_remote_code, public=not is_loopback(host)
+        )
         app = build_app(
             segmenter,
             examples,

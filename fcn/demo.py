@@ -283,9 +283,18 @@ def describe(segmenter: Segmenter) -> str:
     )
 
 
-def example_images(segmenter: Segmenter, images_dir: str | os.PathLike | None = None) -> list[str]:
+def example_images(
+    segmenter: Segmenter,
+    images_dir: str | os.PathLike | None = None,
+    *,
+    trust_remote_code: bool = False,
+    public: bool = False,
+) -> list[str]:
     """Return up to MAX_EXAMPLES image paths to offer: the image files of images_dir, else the
-    checkpoint config's validation images (data.val) where they are on this machine, else none."""
+    checkpoint config's validation images (data.val) where they are on this machine, else none.
+    The checkpoint's config is data (docs/security.md): a dataset class it names by import path is
+    built only with trust_remote_code, and a page that other machines reach (public) offers only
+    images_dir, never the folders a shared config points to."""
     if images_dir is not None:
         from fcn.files import list_images
 
@@ -293,6 +302,10 @@ def example_images(segmenter: Segmenter, images_dir: str | os.PathLike | None = 
         if errors:
             raise FileNotFoundError(errors[0])
         return [str(f) for f in files[:MAX_EXAMPLES]]
+    from fcn.config import is_import_path
+
+    if public or (is_import_path(segmenter.cfg.data.val.name) and not trust_remote_code):
+        return []
     from fcn.data import build_dataset
 
     try:

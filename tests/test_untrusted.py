@@ -315,3 +315,55 @@ def test_best_yml_from_a_shared_study_keeps_its_strings_literal_and_flags_a_data
     assert "# data.train.name=subprocess:Popen names code that train.py imports" in text
     cfg = load_config([str(path)])  # the user's own file from now on: the class name stays literal
     assert cfg.data.classes[0] == "${oc.env:FCN_TEST_SECRET}"
+
+
+def test_the_demo_page_builds_no_dataset_class_a_shared_config_names(shared_with_code, made, tmp_path):
+    from demo import parse_args
+    from fcn.demo import example_images, load_segmenter
+
+    shared, marker = shared_with_code
+    seg = load_segmenter(shared, "cpu")
+    assert example_images(seg) == [] and not marker.exists()
+    assert parse_args(["--checkpoint", str(shared), "--trust-remote-code"]).trust_remote_code
+    assert example_images(seg, trust_remote_code=True) == []  # built (the opt-in), then no dataset
+    for _ in range(100):
+        if marker.exists():
+            break
+        time.sleep(0.05)
+    assert marker.exists()
+
+
+def test_a_public_demo_page_offers_no_folder_a_shared_config_points_to(made, tmp_path):
+    from PIL import Image
+
+    from fcn.demo import example_images, load_segmenter
+
+    private = tmp_path / "private"  # a folder in VOC layout (fcn/data/folder.py)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (private / sub).mkdir(parents=True)
+    Image.fromarray(IMAGE).save(private / "JPEGImages" / "holiday.png")
+    Image.fromarray(np.zeros(IMAGE.shape[:2], np.uint8)).save(private / "SegmentationClass" / "holiday.png")
+    (private / "ImageSets/Segmentation/val.txt").write_text("holiday\n")
+
+    def edit(meta: dict) -> None:
+        meta["config"]["data"]["val"] = {"name": "folder", "root": str(private), "split": "val"}
+
+    seg = load_segmenter(_edit_folder(made, tmp_path, edit), "cpu")
+    assert example_images(seg, public=False) == [
+        str(private / "JPEGImages" / "holiday.png")
+    ]  # this machine only
+    assert example_images(seg, public=True) == []
+
+
+def test_the_demo_legend_shows_a_shared_class_name_as_written(made, tmp_path, monkeypatch):
+    from fcn.demo import load_segmenter, shares_html
+
+    monkeypatch.setenv("FCN_TEST_SECRET", SECRET)
+
+    def edit(meta: dict) -> None:
+        meta["config"]["data"]["classes"] = ["${oc.env:FCN_TEST_SECRET}", "<b>tree</b>", "road"]
+
+    seg = load_segmenter(_edit_folder(made, tmp_path, edit), "cpu")
+    legend = shares_html(seg.shares(np.array([[0, 1], [2, 2]])), seg.palette)
+    assert "${oc.env:FCN_TEST_SECRET}" in legend and SECRET not in legend
+    assert "&lt;b&gt;tree&lt;/b&gt;" in legend and "<b>" not in legend
