@@ -14,14 +14,15 @@ from typing import Any, Callable, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from fcn.config import DATASETS, is_import_path, label_map_dict
+from fcn.config import DATASETS, VOID, is_import_path, label_map_dict
 from fcn.data.ade20k import ADE20KSegmentation
 from fcn.data.cityscapes import CityscapesSegmentation
+from fcn.data.classes import VOC_CLASSES, make_palette, voc_palette
 from fcn.data.coco import CocoSegmentation
-from fcn.data.common import VOC_CLASSES, VOID, LabelMap, make_palette, voc_palette
 from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import FolderSegmentation, read_classes
+from fcn.data.masks import LabelMap
 from fcn.data.pairs import PairsSegmentation
 from fcn.data.paper import PAPER_CLASSES, NYUDSegmentation, PascalContextSegmentation, SIFTFlowSegmentation
 from fcn.data.sbd import SBDSegmentation, VOCAugSegmentation

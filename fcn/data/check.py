@@ -26,16 +26,17 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fcn.config import ConfigError, is_import_path, load_config
+from fcn.config import VOID, ConfigError, is_import_path, load_config
 from fcn.data import class_names, label_map, mask_labels
 from fcn.data.ade20k import list_ade20k
 from fcn.data.cityscapes import list_cityscapes
 from fcn.data.coco import CocoListing, CocoSegmentation, listing_for
-from fcn.data.common import ARRAY_EXTENSIONS, VOID, colour_lookup, image_array
 from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import list_folder
+from fcn.data.images import ARRAY_EXTENSIONS, image_array
 from fcn.data.listing import Listing, Problem
+from fcn.data.masks import colour_lookup
 from fcn.data.pairs import list_pairs_dirs
 from fcn.data.paper import empty_reader, list_nyud, list_pascal_context, list_siftflow
 from fcn.data.sbd import list_sbd, list_voc_aug
@@ -94,7 +95,7 @@ def decode_image(path: Path) -> Image.Image:
     """Return the fully decoded image at `path` in its own mode; raise ValueError naming the file otherwise.
 
     Decoding all of it (load()) is what catches a truncated file; converting it to RGB as training
-    does would only cost time. (A helper that belongs in fcn/data/common.py beside read_image.)
+    does would only cost time. (A helper that belongs in fcn/data/images.py beside read_image.)
     """
     try:
         img = Image.open(path)
@@ -111,7 +112,7 @@ def decode_image(path: Path) -> Image.Image:
 
 
 def decode_array(path: Path, channels: int) -> np.ndarray:
-    """Return the HxWxC pixels of an N-channel image as stored (fcn.data.common.image_array); ValueError
+    """Return the HxWxC pixels of an N-channel image as stored (fcn.data.images.image_array); ValueError
     naming the file, with expected and found counts, when it has not `channels` channels (model.in_channels;
     a one-channel file passes for three, as training repeats it)."""
     array = image_array(path)

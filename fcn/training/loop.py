@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fcn import config as fcn_config
+from fcn.config import VOID
 from fcn.core import distributed
 from fcn.core.files import atomic_write
 from fcn.core.runtime import (
@@ -36,7 +37,6 @@ from fcn.core.runtime import (
     seed_everything,
     select_device,
 )
-from fcn.data.common import VOID
 from fcn.data.loaders import EpochBatchSampler, SeededItems, eval_loader, mix_seed, train_loader
 from fcn.training.ema import ModelEMA
 from fcn.training.losses import SegmentationLoss, build_loss, cross_entropy_sum, labelled
