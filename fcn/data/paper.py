@@ -211,9 +211,10 @@ class PascalContextSegmentation(PairDataset):
         return self.table[label_400.astype(np.int64)]
 
 
-def _empty_pascal_context(
+def empty_pascal_context(
     num_classes: int, ignore_index: int, root: str | Path, labels: Optional[LabelMap] = None
 ) -> PascalContextSegmentation:
+    """Return an empty PascalContextSegmentation whose load_mask reads its masks (fcn.data.check's reader)."""
     reader = PascalContextSegmentation.__new__(PascalContextSegmentation)
     PairDataset.__init__(reader, [], [], [], None, num_classes, None, ignore_index, labels)
     reader.context_dir = pascal_context_dirs(root)[1]
@@ -417,12 +418,10 @@ def check_array_pair(
 
 
 def empty_reader(
-    name: str, root: str | Path, num_classes: int, ignore_index: int, labels: Optional[LabelMap] = None
+    cls: type[PairDataset], num_classes: int, ignore_index: int, labels: Optional[LabelMap] = None
 ) -> PairDataset:
-    """Return an empty dataset of `name` whose load_mask reads its masks (fcn.data.check's reader)."""
-    if name == "pascal_context":
-        return _empty_pascal_context(num_classes, ignore_index, root, labels)
-    cls = NYUDSegmentation if name == "nyud" else SIFTFlowSegmentation
+    """Return an empty dataset of class `cls` (NYUDSegmentation, SIFTFlowSegmentation) whose load_mask
+    reads its masks (fcn.data.check's reader)."""
     reader = cls.__new__(cls)
     PairDataset.__init__(reader, [], [], [], None, num_classes, None, ignore_index, labels)
     return reader
