@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
+from fcn.config.formats import FORMAT_KEYS, LENIENT_KEYS, OPTIONAL_KEYS, format_keys
 from fcn.config.schema import (
     ARCHS,
     BACKBONES,
@@ -22,7 +23,6 @@ from fcn.config.schema import (
     DATASETS,
     ENGINES,
     FAST_PATHS,
-    LAYER_INPUT_DATASETS,
     LOSS_NAMES,
     MODALITY_CHANNELS,
     MULTICLASS_METRICS,
@@ -190,12 +190,16 @@ def _validate_paper_options(cfg: DictConfig, source: str) -> None:
         )
     for key in ("train", "val"):
         ds = d[key]
+        rules = format_keys(ds.name)
         mods = list(ds.modalities)
         for i, name in enumerate(mods):
             _choice(source, f"data.{key}.modalities[{i}]", name, tuple(MODALITY_CHANNELS))
-        if ds.name != "nyud" and mods != ["color"]:
-            raise ConfigError(f"{source}: data.{key}.modalities={mods} is for nyud; {ds.name} has [color]")
-        if ds.name == "nyud":
+        if not rules.modalities and mods != ["color"]:
+            stacking = ", ".join(n for n, k in FORMAT_KEYS.items() if k.modalities)
+            raise ConfigError(
+                f"{source}: data.{key}.modalities={mods} is for {stacking}; {ds.name} has [color]"
+            )
+        if rules.modalities:
             if not mods or len(set(mods)) != len(mods):
                 raise ConfigError(
                     f"{source}: data.{key}.modalities={mods} must name one or more different modalities"
@@ -209,21 +213,21 @@ def _validate_paper_options(cfg: DictConfig, source: str) -> None:
                 raise ConfigError(
                     f"{source}: data.{key}.modalities={mods} must be model.late_fusion={fusion} (its trunks' order)"
                 )
-        elif m.in_channels != 3 and ds.name in ("pascal_context", "siftflow"):
+        elif m.in_channels != 3 and rules.rgb_only:
             raise ConfigError(
                 f"{source}: model.in_channels={m.in_channels} but data.{key}.name={ds.name} gives RGB images"
             )
-        if (ds.name == "siftflow") != bool(g):
+        if rules.geometric != bool(g):
             raise ConfigError(
                 f"{source}: data.{key}.name={ds.name} with model.geometric_classes={g}: SIFT Flow's masks hold the "
                 "geometric labels too, so siftflow and a geometric head (3) go together"
             )
-        if ds.name in LAYER_INPUT_DATASETS and d.transforms.normalization != "caffe":
+        if rules.layer_input and d.transforms.normalization != "caffe":
             raise ConfigError(
                 f"{source}: data.{key}.name={ds.name} reads the authors' data-layer input (BGR/log-depth/HHA minus "
                 "their means): set data.transforms.normalization=caffe"
             )
-    layer_input = any(d[k].name in LAYER_INPUT_DATASETS for k in ("train", "val"))
+    layer_input = any(format_keys(d[k].name).layer_input for k in ("train", "val"))
     if layer_input and d.transforms.color_jitter > 0:
         raise ConfigError(
             f"{source}: data.transforms.color_jitter needs RGB images, not {d.train.name}'s inputs"
@@ -243,9 +247,9 @@ def _validate_paper_options(cfg: DictConfig, source: str) -> None:
 
 def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> None:
     """Raise ConfigError for a dataset name that is neither built in nor an import path, args
-    given to a built-in reader, Cityscapes without a label map, a folder or pairs dataset without
-    data.classes, COCO without its annotations and images, pairs without its images and masks (or
-    pairs' keys given to another dataset)."""
+    given to a built-in reader, or a key its format's rules (fcn/config/formats.py) refuse: a label
+    map or data.classes it needs, a key it needs unset (COCO's annotations and images, pairs'
+    images and masks), a key of another format given to it, a mask_suffix that is not a bare suffix."""
     if ":" in str(ds.name):
         if not is_import_path(ds.name):
             raise ConfigError(
@@ -260,32 +264,22 @@ def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> N
             f"{source}: {key}.args is given but {key}.name='{ds.name}' is built in; args are for a "
             "Dataset class named by import path ('package.module:Class')"
         )
-    if ds.name == "cityscapes" and not len(d.label_map):
-        raise ConfigError(
-            f"{source}: {key}.name='cityscapes' reads raw labelIds: set data.label_map (labelIds -> train ids; "
-            "predefined_configs/cityscapes_fcn8s.yml holds the official 19-class map)"
-        )
-    if ds.name in ("folder", "pairs") and not d.classes:
+    rules = format_keys(ds.name)
+    if rules.needs_label_map and not len(d.label_map):
+        raise ConfigError(f"{source}: {key}.name='{ds.name}' {rules.needs_label_map}")
+    if rules.needs_classes and not d.classes:
         raise ConfigError(
             f"{source}: {key}.name='{ds.name}' needs data.classes (the class names in index order)"
         )
-    for part in ("annotations", "images") if ds.name == "coco" else ():
+    for part, what in rules.needs.items():
         if not ds[part]:
-            raise ConfigError(f"{source}: {key}.name='coco' needs {key}.{part}")
-    _validate_pairs(source, key, ds)
-
-
-def _validate_pairs(source: str, key: str, ds: DictConfig) -> None:
-    """Raise ConfigError for a 'pairs' dataset without its images or masks directory or with a
-    mask_suffix that is not a bare suffix, and for pairs' own keys given to another dataset."""
-    if ds.name != "pairs":
-        for part in ("masks", "ids", "mask_suffix"):
-            if ds[part]:
-                raise ConfigError(f"{source}: {key}.{part} is for name 'pairs', not '{ds.name}'")
-        return
-    for part, what in (("images", "images"), ("masks", "masks (<stem><mask_suffix>.png)")):
-        if not ds[part]:
-            raise ConfigError(f"{source}: {key}.name='pairs' needs {key}.{part}: the directory of the {what}")
+            raise ConfigError(
+                f"{source}: {key}.name='{ds.name}' needs {key}.{part}" + (f": {what}" if what else "")
+            )
+    for part in OPTIONAL_KEYS:
+        if ds[part] and part not in LENIENT_KEYS and not rules.takes(part):
+            owners = " or ".join(f"'{n}'" for n, k in FORMAT_KEYS.items() if k.takes(part))
+            raise ConfigError(f"{source}: {key}.{part} is for name {owners}, not '{ds.name}'")
     suffix = str(ds.mask_suffix)
     if "/" in suffix or "\\" in suffix or suffix.lower().endswith(".png"):
         raise ConfigError(
@@ -300,17 +294,18 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
     m, d = cfg.model, cfg.data
     _choice(source, "data.coco_unlisted", d.coco_unlisted, ("error", "ignore", "background"))
     _choice(source, "data.coco_overlap", d.coco_overlap, ("ignore", "last", "multilabel"))
-    coco = "coco" in (d.train.name, d.val.name)
-    if coco and (d.coco_overlap == "multilabel") != (d.task == "multilabel"):
-        raise ConfigError(
-            f"{source}: data.coco_overlap={d.coco_overlap} with data.task={d.task}: a multilabel task reads "
-            "COCO with data.coco_overlap=multilabel (one plane per class, overlaps kept), and only it does"
-        )
-    if (len(d.label_map) or d.reduce_zero_label) and "coco" in (d.train.name, d.val.name):
-        raise ConfigError(
-            f"{source}: data.label_map and data.reduce_zero_label do not apply to 'coco' datasets (their "
-            "categories map to data.classes by name); remove them or use data.coco_unlisted"
-        )
+    names = list(dict.fromkeys(str(d[k].name) for k in ("train", "val")))
+    for name in names:  # a format's own rule on data.* keys (COCO's overlap with the task)
+        check = format_keys(name).check_data
+        error = check(d) if check is not None else ""
+        if error:
+            raise ConfigError(f"{source}: {error}")
+    for name in names:
+        if (len(d.label_map) or d.reduce_zero_label) and format_keys(name).no_label_map:
+            raise ConfigError(
+                f"{source}: data.label_map and data.reduce_zero_label do not apply to '{name}' datasets "
+                f"{format_keys(name).no_label_map}"
+            )
     _validate_task_labels(cfg, source)
     own = own_class_counts(d) if d.task == "multiclass" else set()
     if not d.classes and len(own) > 1:
@@ -339,7 +334,11 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
                 )
     if not d.classes and own and m.num_classes != next(iter(own)):
         n = next(iter(own))
-        what = "PASCAL VOC" if n == 21 else next(ds.name for ds in (d.val, d.train) if ds.name != "folder")
+        what = (
+            "PASCAL VOC"
+            if n == 21
+            else next(ds.name for ds in (d.val, d.train) if format_keys(ds.name).own_classes is not None)
+        )
         raise ConfigError(
             f"{source}: model.num_classes={m.num_classes} but {what} has {n} classes; "
             "set data.classes for another label set"
@@ -363,17 +362,27 @@ def _validate_task_labels(cfg: DictConfig, source: str) -> None:
         )
     for ds_key in ("train", "val"):
         name = d[ds_key].name
-        coco = name == "coco" and d.task == "multilabel"
-        if name not in ("folder", "pairs") and not is_import_path(name) and not coco:
+        if d.task not in format_keys(name).tasks:
             raise ConfigError(
                 f"{source}: data.{ds_key}.name={name} has multiclass masks; data.task={d.task} reads "
-                "'folder' or 'pairs' datasets, your own class by import path, or (multilabel) 'coco'"
+                f"{_sigmoid_readers()}"
             )
     if d.task == "multilabel" and (len(d.label_map) or d.reduce_zero_label):
         raise ConfigError(
             f"{source}: data.label_map and data.reduce_zero_label translate class ids; data.task=multilabel "
             "masks are one 0/1 mask per class: remove them"
         )
+
+
+def _sigmoid_readers() -> str:
+    """Return the formats a sigmoid task reads, in words: "'folder' or 'pairs' datasets, your own
+    class by import path, or (multilabel) 'coco'"."""
+    both = [f"'{n}'" for n, k in FORMAT_KEYS.items() if set(SIGMOID_TASKS) <= set(k.tasks)]
+    multilabel = [
+        f"'{n}'" for n, k in FORMAT_KEYS.items() if "multilabel" in k.tasks and "binary" not in k.tasks
+    ]
+    words = f"{' or '.join(both)} datasets, your own class by import path"
+    return f"{words}, or (multilabel) {' or '.join(multilabel)}" if multilabel else words
 
 
 def _validate_label_map(source: str, d: DictConfig, n: int) -> None:
@@ -419,7 +428,7 @@ def _validate_input(cfg: DictConfig, source: str) -> None:
                 f"{source}: data.transforms.mean={list(tr.mean)} std={list(tr.std)} must be "
                 f"model.in_channels={channels} values each (std > 0), or both empty"
             )
-    layer_input = all(d[k].name in LAYER_INPUT_DATASETS for k in ("train", "val"))
+    layer_input = all(format_keys(d[k].name).layer_input for k in ("train", "val"))
     if channels != 3 and tr.normalization == "caffe" and not layer_input:
         raise ConfigError(
             f"{source}: data.transforms.normalization=caffe is for 3-channel BGR input (or the data-layer "

@@ -22,6 +22,8 @@ from typing import Any, List
 
 from omegaconf import DictConfig, OmegaConf
 
+from fcn.config.formats import FORMAT_KEYS, format_keys
+
 PAPER_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
 """The paper's four nets (the authors' Caffe weights fit these)."""
 ARCHS = (*PAPER_ARCHS, "fcn4s", "torchvision_fcn")
@@ -44,24 +46,15 @@ BACKBONES = (
     "mobilenet_v3_large",
 )
 VGG_BACKBONES = ("vgg16", "vgg16_bn")
-DATASETS = (
-    "voc",
-    "sbd",
-    "voc_aug",
-    "folder",
-    "pairs",
-    "cityscapes",
-    "ade20k",
-    "coco",
-    "pascal_context",
-    "nyud",
-    "siftflow",
-)
-"""data.<split>.name choices; any other name with a colon is a Dataset class by import path
-('package.module:Class', fcn/data/external.py)."""
-PAPER_DATASET_CLASSES = {"pascal_context": 60, "nyud": 40, "siftflow": 33}
-"""The classes of the paper's other datasets (fcn/data/paper.py names them)."""
-LAYER_INPUT_DATASETS = ("nyud", "siftflow")
+DATASETS = tuple(FORMAT_KEYS)
+"""data.<split>.name choices (fcn/config/formats.py: FORMAT_KEYS, one line per format); any other name
+with a colon is a Dataset class by import path ('package.module:Class', fcn/data/external.py)."""
+PAPER_DATASET_CLASSES = {
+    name: keys.own_classes for name, keys in FORMAT_KEYS.items() if keys.own_classes not in (None, 21)
+}
+"""The classes of the paper's other datasets (fcn/data/paper.py names them): the formats that name
+classes of their own other than PASCAL VOC's 21."""
+LAYER_INPUT_DATASETS = tuple(name for name, keys in FORMAT_KEYS.items() if keys.layer_input)
 """Readers that give the authors' data-layer input (float, mean subtracted): normalization=caffe."""
 MODALITY_CHANNELS = {"color": 3, "depth": 1, "hha": 3}
 """NYUDv2's inputs (nyud_layers.py tops) and their channels: colour (BGR), log-depth, HHA."""
@@ -576,8 +569,10 @@ def num_classes(cfg: DictConfig) -> int:
 
 def own_class_counts(data: DictConfig) -> set[int]:
     """Return the class counts of data.train's and data.val's own class lists: a paper dataset's
-    (PAPER_DATASET_CLASSES), else PASCAL VOC's 21; a 'folder' dataset has none (data.classes names them)."""
-    return {PAPER_DATASET_CLASSES.get(ds.name, 21) for ds in (data.train, data.val) if ds.name != "folder"}
+    (FormatKeys.own_classes: PASCAL VOC's 21 unless the format says); one with none (folder: data.classes
+    names them) adds nothing."""
+    own = (format_keys(ds.name).own_classes for ds in (data.train, data.val))
+    return {n for n in own if n is not None}
 
 
 def memory_limit_gb(value: Any) -> float | str | None:

@@ -12,18 +12,19 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import numpy as np
-from omegaconf import OmegaConf
 
-from fcn.config import DATASETS, is_import_path, label_map_dict
+from fcn.config import VOID, label_map_dict
 from fcn.data.ade20k import ADE20KSegmentation
 from fcn.data.cityscapes import CityscapesSegmentation
+from fcn.data.classes import VOC_CLASSES, make_palette, voc_palette
 from fcn.data.coco import CocoSegmentation
-from fcn.data.common import VOC_CLASSES, VOID, LabelMap, make_palette, voc_palette
 from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import FolderSegmentation, read_classes
+from fcn.data.formats import FORMATS, ReadArgs, format_of
+from fcn.data.masks import LabelMap
 from fcn.data.pairs import PairsSegmentation
-from fcn.data.paper import PAPER_CLASSES, NYUDSegmentation, PascalContextSegmentation, SIFTFlowSegmentation
+from fcn.data.paper import NYUDSegmentation, PascalContextSegmentation, SIFTFlowSegmentation
 from fcn.data.sbd import SBDSegmentation, VOCAugSegmentation
 from fcn.data.voc import VOCSegmentation
 
@@ -48,6 +49,7 @@ __all__ = [
     "class_palette",
     "display_names",
     "label_map",
+    "read_args",
     "mask_labels",
     "palette",
     "read_classes",
@@ -63,8 +65,9 @@ def class_names(data_cfg: Any) -> list[str]:
     if data_cfg.task == "binary":
         return ["foreground"]
     for ds in (data_cfg.val, data_cfg.train):
-        if ds.name in PAPER_CLASSES:
-            return list(PAPER_CLASSES[ds.name])
+        own = FORMATS[ds.name].classes if ds.name in FORMATS else ()
+        if own:
+            return list(own)
     return list(VOC_CLASSES)
 
 
@@ -109,93 +112,26 @@ def mask_labels(data_cfg: Any) -> int:
     return 2 if data_cfg.task != "multiclass" else len(class_names(data_cfg))
 
 
+def read_args(data_cfg: Any) -> ReadArgs:
+    """Return what every format's reader takes from cfg.data (its classes, label count, label map, palette)."""
+    return ReadArgs(
+        data=data_cfg,
+        classes=class_names(data_cfg),
+        num_classes=mask_labels(data_cfg),
+        ignore_index=int(data_cfg.ignore_index),
+        labels=label_map(data_cfg),
+        colours=[[int(c) for c in colour] for colour in data_cfg.palette] or None,
+        multilabel=class_names(data_cfg) if data_cfg.task == "multilabel" else [],
+    )
+
+
 def build_dataset(
     ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None, channels: int = 3
 ) -> PairDataset | ExternalDataset:
     """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes,
     palette and label map (applied to every kind's masks alike), reading images of `channels`
-    channels (cfg.model.in_channels; see read_channels)."""
-    dataset = _open_dataset(ds_cfg, data_cfg, transforms)
+    channels (cfg.model.in_channels; see read_channels). Its format's reader (fcn/data/formats/)
+    opens it; ValueError for a name that is no format."""
+    dataset = format_of(ds_cfg.name).open(ds_cfg, read_args(data_cfg), transforms)
     dataset.channels = int(channels)
     return dataset
-
-
-def _open_dataset(
-    ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None
-) -> PairDataset | ExternalDataset:
-    """Return the reader of ds_cfg's layout (3 channels until build_dataset sets them)."""
-    n, ignore = mask_labels(data_cfg), int(data_cfg.ignore_index)
-    labels = label_map(data_cfg)
-    if is_import_path(ds_cfg.name):
-        args = (
-            OmegaConf.to_container(ds_cfg.args, resolve=True)
-            if OmegaConf.is_config(ds_cfg.args)
-            else ds_cfg.args
-        )
-        return ExternalDataset(
-            ds_cfg.name, args, transforms, num_classes=n, ignore_index=ignore, labels=labels
-        )
-    kinds = {
-        "voc": VOCSegmentation,
-        "sbd": SBDSegmentation,
-        "voc_aug": VOCAugSegmentation,
-        "cityscapes": CityscapesSegmentation,
-        "ade20k": ADE20KSegmentation,
-    }
-    if ds_cfg.name in kinds:
-        return kinds[ds_cfg.name](
-            ds_cfg.root, ds_cfg.split, transforms, num_classes=n, ignore_index=ignore, labels=labels
-        )
-    colours = [[int(c) for c in colour] for colour in data_cfg.palette] or None
-    multilabel = class_names(data_cfg) if data_cfg.task == "multilabel" else []
-    if ds_cfg.name == "folder":
-        return FolderSegmentation(
-            ds_cfg.root,
-            ds_cfg.split,
-            colours,
-            transforms,
-            num_classes=n,
-            ignore_index=ignore,
-            labels=labels,
-            multilabel=multilabel,
-        )
-    if ds_cfg.name == "pairs":
-        return PairsSegmentation(
-            ds_cfg.images,
-            ds_cfg.masks,
-            ds_cfg.ids,
-            ds_cfg.mask_suffix,
-            colours,
-            transforms,
-            num_classes=n,
-            ignore_index=ignore,
-            labels=labels,
-            multilabel=multilabel,
-        )
-    if ds_cfg.name == "coco":
-        return CocoSegmentation(
-            ds_cfg.annotations,
-            ds_cfg.images,
-            class_names(data_cfg),
-            transforms,
-            unlisted=data_cfg.coco_unlisted,
-            overlap=data_cfg.coco_overlap,
-            ignore_index=ignore,
-        )
-    if ds_cfg.name == "pascal_context":
-        names = class_names(data_cfg)
-        return PascalContextSegmentation(
-            ds_cfg.root, ds_cfg.split, transforms, n, ignore, names, labels=labels
-        )
-    if ds_cfg.name == "nyud":
-        modalities = [str(m) for m in ds_cfg.modalities]
-        return NYUDSegmentation(ds_cfg.root, ds_cfg.split, transforms, n, ignore, modalities, labels=labels)
-    if ds_cfg.name == "siftflow":
-        from fcn.data.paper import SIFTFLOW_GEOMETRIC_CLASSES
-
-        return SIFTFlowSegmentation(
-            ds_cfg.root, ds_cfg.split, transforms, n, ignore, len(SIFTFLOW_GEOMETRIC_CLASSES), labels=labels
-        )
-    raise ValueError(
-        f"dataset name '{ds_cfg.name}' is not one of {', '.join(DATASETS)}, package.module:Class"
-    )

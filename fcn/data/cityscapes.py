@@ -17,9 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import VOID, LabelMap, require_dir
+from fcn.config import VOID
 from fcn.data.dataset import PairDataset
 from fcn.data.listing import Listing, Problem
+from fcn.data.masks import LabelMap
+from fcn.data.splits import require_dir
 
 CITYSCAPES_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX = "_leftImg8bit.png"

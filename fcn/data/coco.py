@@ -45,9 +45,12 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from fcn.data.common import VOID, check_pair, image_size, list_names, read_channels, read_png_mask
+from fcn.config import VOID
 from fcn.data.dataset import PairDataset
+from fcn.data.images import image_size, read_channels
 from fcn.data.listing import Listing, Problem
+from fcn.data.masks import check_pair, read_png_mask
+from fcn.data.splits import list_names
 
 UNLISTED = ("error", "ignore", "background")
 """data.coco_unlisted: what an annotation of a category not in data.classes becomes."""

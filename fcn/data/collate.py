@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import get_worker_info
 
-from fcn.data.common import VOID
+from fcn.config import VOID
 
 
 def _new_batch(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -9,17 +9,17 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from fcn.config import VOID
-from fcn.data.common import (
+from fcn.data.images import read_channels
+from fcn.data.listing import Listing
+from fcn.data.masks import (
     LabelMap,
     check_pair,
     colour_lookup,
     read_binary_mask,
-    read_channels,
     read_multilabel_mask,
     read_png_mask,
     read_sbd_mat,
 )
-from fcn.data.listing import Listing
 
 
 class PairDataset:

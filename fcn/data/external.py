@@ -24,7 +24,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image
 
-from fcn.data.common import VOID, LabelMap, check_pair, to_rgb
+from fcn.config import VOID
+from fcn.data.images import to_rgb
+from fcn.data.masks import LabelMap, check_pair
 
 _MASK_MODES = ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N")
 

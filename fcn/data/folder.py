@@ -20,15 +20,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from fcn.config import read_text
-from fcn.data.common import (
-    IMAGE_EXTENSIONS,
-    VOID,
-    LabelMap,
-    require_dir,
-)
+from fcn.config import VOID, read_text
 from fcn.data.dataset import PairDataset
+from fcn.data.images import IMAGE_EXTENSIONS
 from fcn.data.listing import Listing, list_pairs, multilabel_masks
+from fcn.data.masks import LabelMap
+from fcn.data.splits import require_dir
 
 
 def read_classes(path: str | Path) -> tuple[list[str], list[list[int]]]:
@@ -60,7 +57,7 @@ def list_folder(root: str | Path, split: str, multilabel: Sequence[str] = ()) ->
     """Return the Listing of a VOC-layout folder's split; raise FileNotFoundError when a directory is missing.
 
     multilabel (data.task=multilabel: the class names): the masks are SegmentationClass/<class>/<id>.png
-    (the first class's are listed, fcn.data.common.multilabel_paths finds the others) or, without
+    (the first class's are listed, fcn.data.masks.multilabel_paths finds the others) or, without
     those folders, SegmentationClass/<id>.npy (C x H x W)."""
     root = Path(root)
     hint = "expected a VOC-layout dataset (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)"

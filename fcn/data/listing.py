@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fcn.data.common import list_names, read_split
+from fcn.data.splits import list_names, read_split
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from fcn.data.common import VOID
+from fcn.config import VOID
 from fcn.data.transforms import resize_mask
 
 MixResult = tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], float]

@@ -32,9 +32,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from fcn.data.common import IMAGE_EXTENSIONS, VOID, LabelMap, list_names, require_dir
+from fcn.config import VOID
 from fcn.data.dataset import PairDataset
+from fcn.data.images import IMAGE_EXTENSIONS
 from fcn.data.listing import Listing, Problem, add_missing, multilabel_masks, read_split_leniently
+from fcn.data.masks import LabelMap
+from fcn.data.splits import list_names, require_dir
 
 MASK_EXTENSION = ".png"
 HINT = "set data.<split>.images and data.<split>.masks to the folders of the images and of the masks"

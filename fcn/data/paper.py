@@ -19,7 +19,7 @@ contract: an item is (image, mask) or transforms(image, mask).
   image is the layer's input (BGR minus (114.578, 115.294, 108.353), float32 H x W x 3); the mask is
   2 x H x W: semantic (33 classes), then geometric (3 classes).
 
-The float images are already normalised, marked so by their type (fcn.data.common.LayerInput;
+The float images are already normalised, marked so by their type (fcn.data.images.LayerInput;
 data.transforms.normalization=caffe is required for nyud and siftflow, which the config checks): the
 transforms move their C channels geometrically and pass their values through. Masks are the raw maps
 (load_raw_mask); data.label_map applies after, as for every reader. Like every reader here, no
@@ -33,10 +33,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from fcn.config import MODALITY_CHANNELS, read_text
-from fcn.data.common import VOID, LabelMap, LayerInput, _open, list_names, read_image, require_dir
+from fcn.config import MODALITY_CHANNELS, VOID, read_text
 from fcn.data.dataset import PairDataset
+from fcn.data.images import LayerInput, _open, read_image
 from fcn.data.listing import Listing, Problem, list_pairs, read_split_leniently
+from fcn.data.masks import LabelMap
+from fcn.data.splits import list_names, require_dir
 
 # fmt: off
 PASCAL_CONTEXT_CLASSES = (
@@ -209,9 +211,10 @@ class PascalContextSegmentation(PairDataset):
         return self.table[label_400.astype(np.int64)]
 
 
-def _empty_pascal_context(
+def empty_pascal_context(
     num_classes: int, ignore_index: int, root: str | Path, labels: Optional[LabelMap] = None
 ) -> PascalContextSegmentation:
+    """Return an empty PascalContextSegmentation whose load_mask reads its masks (fcn.data.check's reader)."""
     reader = PascalContextSegmentation.__new__(PascalContextSegmentation)
     PairDataset.__init__(reader, [], [], [], None, num_classes, None, ignore_index, labels)
     reader.context_dir = pascal_context_dirs(root)[1]
@@ -406,7 +409,7 @@ def check_array_pair(
     image: np.ndarray, mask: np.ndarray, num_classes: Optional[int], mask_path: Path, ignore_index: int = VOID
 ) -> None:
     """check_pair for an H x W x C array image: the mask's size and labels, or ValueError naming it."""
-    from fcn.data.common import check_pair
+    from fcn.data.masks import check_pair
 
     class _Size:  # check_pair reads .width and .height, as a PIL image has
         height, width = image.shape[:2]
@@ -415,12 +418,10 @@ def check_array_pair(
 
 
 def empty_reader(
-    name: str, root: str | Path, num_classes: int, ignore_index: int, labels: Optional[LabelMap] = None
+    cls: type[PairDataset], num_classes: int, ignore_index: int, labels: Optional[LabelMap] = None
 ) -> PairDataset:
-    """Return an empty dataset of `name` whose load_mask reads its masks (fcn.data.check's reader)."""
-    if name == "pascal_context":
-        return _empty_pascal_context(num_classes, ignore_index, root, labels)
-    cls = NYUDSegmentation if name == "nyud" else SIFTFlowSegmentation
+    """Return an empty dataset of class `cls` (NYUDSegmentation, SIFTFlowSegmentation) whose load_mask
+    reads its masks (fcn.data.check's reader)."""
     reader = cls.__new__(cls)
     PairDataset.__init__(reader, [], [], [], None, num_classes, None, ignore_index, labels)
     return reader

@@ -22,7 +22,7 @@ from fcn.core.normalize import (
     MeanStd,
     channel_stats,
 )
-from fcn.data.common import LayerInput, scale_pixels, to_rgb
+from fcn.data.images import LayerInput, scale_pixels, to_rgb
 
 # Normalisation as one multiply and one subtract per channel on 0-255 pixels:
 # torchvision's (x / 255 - mean) / std, and the reference's x - mean (after RGB -> BGR).
@@ -65,7 +65,7 @@ def image_tensor(image: Any) -> torch.Tensor:
     """Return the image as a CxHxW tensor: uint8, or float32 on the 0-255 scale, or
     float32 network input as it is (a LayerInput: the authors' data-layer input, fcn/data/paper.py).
 
-    From a PIL image (made RGB), an HxWxC or HxW array (fcn.data.common.read_channels: uint8, or
+    From a PIL image (made RGB), an HxWxC or HxW array (fcn.data.images.read_channels: uint8, or
     any other type scaled by scale_pixels), or a uint8/float32 CxHxW tensor.
     """
     if isinstance(image, PIL.Image.Image):

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import VOID, LabelMap, colour_lookup, list_names, require_dir
+from fcn.config import VOID
 from fcn.data.dataset import PairDataset
 from fcn.data.listing import Listing, list_pairs, read_split_leniently
+from fcn.data.masks import LabelMap, colour_lookup
+from fcn.data.splits import list_names, require_dir
 from fcn.data.voc import list_voc, voc_dir, voc_split_file
 
 SBD_SPLITS = ("train", "val")

@@ -47,8 +47,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fcn.config import VOID
 from fcn.core.errors import EXIT_BAD_INPUT, EXIT_FAILURE, report
-from fcn.data.common import VOID, make_palette
+from fcn.data.classes import make_palette
 
 TOY_CLASSES = ("background", "circle", "square", "triangle")
 """Class names of the toy dataset, in label order."""

@@ -25,6 +25,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
+from fcn.config import VOID
 from fcn.core.normalize import (  # noqa: F401 (IMAGENET_*, CAFFE_MEAN_BGR, extend_stats: re-exported)
     CAFFE_MEAN_BGR,
     IMAGENET_MEAN,
@@ -35,7 +36,7 @@ from fcn.core.normalize import (  # noqa: F401 (IMAGENET_*, CAFFE_MEAN_BGR, exte
     extend_stats,
     input_normalization,
 )
-from fcn.data.common import VOID, LayerInput
+from fcn.data.images import LayerInput
 from fcn.data.pixels import (  # noqa: F401 (normalize, denormalize, preprocess: re-exported)
     _check_normalization,
     denormalize,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from fcn.data.common import VOID, LabelMap, colour_lookup, require_dir
+from fcn.config import VOID
 from fcn.data.dataset import PairDataset
 from fcn.data.listing import Listing, list_pairs
+from fcn.data.masks import LabelMap, colour_lookup
+from fcn.data.splits import require_dir
 
 VOC_SPLITS = ("train", "val", "trainval", "seg11valid")
 SEG11VALID = "seg11valid.txt"

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fcn import config as fcn_config
+from fcn.config import VOID
 from fcn.core import distributed
 from fcn.core.files import atomic_write
 from fcn.core.runtime import (
@@ -36,7 +37,6 @@ from fcn.core.runtime import (
     seed_everything,
     select_device,
 )
-from fcn.data.common import VOID
 from fcn.data.loaders import EpochBatchSampler, SeededItems, eval_loader, mix_seed, train_loader
 from fcn.training.ema import ModelEMA
 from fcn.training.losses import SegmentationLoss, build_loss, cross_entropy_sum, labelled
@@ -203,12 +203,12 @@ def class_weight_tensor(
     cfg: DictConfig, device: torch.device, info: distributed.DistInfo
 ) -> torch.Tensor | None:
     """Return loss.class_weights as a tensor on the device (None when uniform): the list as given,
-    or inverse_frequency / median_frequency from data.train's pixel counts (fcn.data.check,
+    or inverse_frequency / median_frequency from data.train's pixel counts (fcn.data.weights,
     cached beside the dataset), logged in one line."""
     weights = cfg.loss.class_weights
     if not isinstance(weights, str):
         return torch.tensor([float(w) for w in weights], device=device) if len(weights) else None
-    from fcn.data.check import frequency_weights, split_report_cached
+    from fcn.data.weights import frequency_weights, split_report_cached
 
     report, cache, cached = split_report_cached(
         cfg.data.train, cfg.data, cfg.data.num_workers, cfg.model.in_channels

@@ -19,13 +19,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fcn.config import VOID
 from fcn.config.schema import EVAL_METRICS
 from fcn.core import distributed
 from fcn.core.metrics import ConfusionMatrix, ThresholdCounts, format_sigmoid_table, format_table
 from fcn.core.runtime import autocast
 from fcn.core.sliding import argmax_heads, class_argmax, model_logits, window_options
 from fcn.core.tasks import display_labels, is_sigmoid, task_labels, task_probs
-from fcn.data.common import VOID
 from fcn.training.state import Run, save_best, save_last
 
 
