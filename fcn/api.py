@@ -393,11 +393,64 @@ class Segmenter:
         options = self._options(image)  # first: an image over the budget is refused before any work
         self._ready(image)
         labels = predict_labels(self.model, self._input(image) if x is None else x, **options)
+        return self._mask(labels, 0)
+
+    def _mask(self, labels: torch.Tensor, i: int) -> np.ndarray:
+        """Return image i's mask of predict_labels' output, as segment() gives it."""
         if self.task != "multiclass":
-            return labels[0].cpu().numpy() == 1
+            return labels[i].cpu().numpy() == 1
         if labels.ndim == 4:  # a two-headed model (SIFT Flow): the semantic head's labels
             labels = labels[:, 0]
-        return labels[0].to(torch.uint8).cpu().numpy()
+        return labels[i].to(torch.uint8).cpu().numpy()
+
+    def _probs(self, probs: torch.Tensor, i: int) -> np.ndarray:
+        """Return image i's probabilities of predict_probs' output, as probabilities() gives them."""
+        if self.task == "binary":
+            return probs[i, 0].cpu().numpy()
+        return probs[i, : self.num_classes].cpu().numpy()  # a two-headed model's semantic head
+
+    def batches(self, image: Image.Image | np.ndarray, count: int) -> bool:
+        """Return whether count images of this one's size (as read() gives them) may go through the
+        network as one batch: on the torch engine, when eval.max_memory gives count times the
+        image's pixels the whole-image pass without a word (segment_many's rule)."""
+        if count < 2 or self.engine != "torch":
+            return False
+        height, width = (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
+        from fcn.inference.budget import MemoryBudgetError, plan
+
+        try:  # a batch of count images costs what one image count times as tall does
+            window, line = plan(self.cfg, int(height) * count, int(width), self.device, probabilities=True)
+        except MemoryBudgetError:
+            return False
+        return window["mode"] == "whole" and line is None
+
+    def segment_many(
+        self, images: Sequence[Image.Image | np.ndarray], probabilities: bool = False
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Return (mask, probabilities or None) of each image (as read() gives them, all of one
+        size): segment()'s mask and, with probabilities, probabilities()' array, from one forward of
+        the whole batch where batches() allows it, else one image at a time (the server's batching)."""
+        images = list(images)
+        if not self.batches(images[0], len(images)):
+            out = []
+            for image in images:
+                probs = self.probabilities(image) if probabilities else None
+                out.append((self.segment(image), probs))
+            return out
+        from fcn.inference.segment import predict_labels, predict_probs
+
+        options = self._options(images[0])
+        self._ready(images[0])
+        x = torch.cat([self._input(image) for image in images])
+        labels = predict_labels(self.model, x, **options)
+        probs = None
+        if probabilities:
+            del options["threshold"]  # probabilities: no decision
+            probs = predict_probs(self.model, x, **options)
+        return [
+            (self._mask(labels, i), None if probs is None else self._probs(probs, i))
+            for i in range(len(images))
+        ]
 
     def probabilities(self, image: Any) -> np.ndarray | list[np.ndarray]:
         """Return the C x H x W float32 softmax of an image (a list of them for a list), averaged
@@ -414,9 +467,7 @@ class Segmenter:
         with torch.inference_mode():
             del options["threshold"]  # probabilities: no decision
             probs = predict_probs(self.model, self._input(pixels), **options)
-        if self.task == "binary":
-            return probs[0, 0].cpu().numpy()
-        return probs[0, : self.num_classes].cpu().numpy()  # a two-headed model's semantic head
+        return self._probs(probs, 0)
 
     def display(self, mask: np.ndarray) -> np.ndarray:
         """Return the H x W uint8 labels a mask is drawn in with self.palette: a class-index mask as

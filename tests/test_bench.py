@@ -88,3 +88,32 @@ def test_build_times_both_builds_of_each_net(capsys):
     rows = load_bench("build").main(["--backbones", "resnet18", "--rounds", "1"])
     assert [row[0] for row in rows] == ["fcn8s resnet18"] and rows[0][3].endswith("x")
     assert "built bare s" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # two serve.py processes
+def test_serve_bench_times_the_server_batched_and_not_against_the_segmenter(tmp_path, capsys):
+    from fcn.config import load_config, to_dict
+    from fcn.core.checkpoint import save_checkpoint, weights_checkpoint
+    from fcn.models import build_model
+
+    tiny = [
+        "model.backbone=resnet18",
+        "model.geometry=same",
+        "model.upsampling=bilinear",
+        "model.pretrained=false",
+    ]
+    cfg = load_config(overrides=[*tiny, "data.classes=[a,b]", "data.palette=[[0,0,0],[255,255,255]]"])
+    pt = tmp_path / "best.pt"
+    save_checkpoint(weights_checkpoint(model=build_model(cfg.model).eval(), config=to_dict(cfg)), pt)
+    serve = load_bench("serve")
+    args = ["--checkpoint", str(pt), "--size", "64", "48", "--requests", "8", "--clients", "1", "4"]
+    result = serve.main([*args, "--json", str(tmp_path / "r.json")])
+    assert [(r["variant"], r["clients"]) for r in result["rows"]] == [
+        ("Segmenter in-process", 1),
+        ("serve.py --max-batch 4", 1),
+        ("serve.py --max-batch 4", 4),
+        ("serve.py --max-batch 1", 1),
+        ("serve.py --max-batch 1", 4),
+    ]
+    assert all(r["wrong"] == 0 and r["images_per_s"] > 0 for r in result["rows"])
+    assert "p99 ms" in capsys.readouterr().out
