@@ -1,5 +1,5 @@
 PYTHON ?= python
-SOURCES = fcn tests bench train.py evaluate.py predict.py demo.py tune.py
+SOURCES = fcn tests bench train.py evaluate.py predict.py demo.py tune.py serve.py
 
 .PHONY: install lint format verify_format run_tests pre_push_test demo demo_web
 
