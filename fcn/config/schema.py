@@ -272,6 +272,13 @@ class DataConfig:
     """Training set (the paper: SBD train, 8,498 images)."""
     val: DatasetConfig = field(default_factory=lambda: DatasetConfig("voc", "data", "seg11valid"))
     """Validation set (the paper: seg11valid, 736 images)."""
+    val_fraction: float = 0.0
+    """0 (off) or a share in (0, 1) of data.train's items held out for validation, for an export with
+    one subset: data.val must then name the same source as data.train (every key equal; in YAML
+    `train: &export {name: ..., split: train, ...}` and `val: *export`). An item goes to validation when sha256(its name), first
+    8 bytes as an integer / 2**64, is below the share: the same items whatever their order, and an
+    item keeps its side when others are added. Training then reads the other items; train.py and
+    fcn.data.check say how many in their first lines."""
     classes: List[str] = field(default_factory=list)
     """Class names, index order; empty means the dataset's own (PASCAL VOC's 21). Required for
     'folder' datasets."""
