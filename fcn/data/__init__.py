@@ -60,13 +60,18 @@ __all__ = [
 
 
 def class_names(data_cfg: Any) -> list[str]:
-    """Return the class names in label order: data.classes, or the datasets' own (PASCAL VOC's 21,
-    or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
+    """Return the class names in label order: data.classes, or those the export names in its own
+    files (FormatKeys.export_classes), or the datasets' own (PASCAL VOC's 21, or PASCAL-Context's 60,
+    NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
     if len(data_cfg.classes):
         return [str(c) for c in data_cfg.classes]
     if data_cfg.task == "binary":
         return ["foreground"]
     for ds in (data_cfg.val, data_cfg.train):
+        keys = FORMATS[ds.name].keys if ds.name in FORMATS else None
+        names = keys.export_classes(ds) if keys is not None and keys.export_classes is not None else None
+        if names:  # the export's own files name them (a COCO panoptic JSON's categories)
+            return list(names)
         own = FORMATS[ds.name].classes if ds.name in FORMATS else ()
         if own:
             return list(own)
