@@ -51,6 +51,7 @@ def validate(cfg: DictConfig, source: str) -> None:
     for split in ("train", "val"):
         _validate_dataset(source, f"data.{split}", cfg.data[split], cfg.data)
     _validate_labels(cfg, source)
+    _validate_val_fraction(cfg.data, source)
     _validate_input(cfg, source)
     _validate_batches(cfg, source)
     _validate_loss(cfg.loss, cfg.model.num_classes, source, cfg.data.task)
@@ -76,6 +77,31 @@ def _positive(source: str, key: str, value: float, allow_zero: bool = False) -> 
 def _probability(source: str, key: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{source}: {key}={value} must be between 0 and 1")
+
+
+def _validate_val_fraction(d: DictConfig, source: str) -> None:
+    """Raise ConfigError for a data.val_fraction outside [0, 1), or one set while data.val names
+    another source than data.train (the held-out items are data.train's: the two must be one export)."""
+    share = float(d.val_fraction)
+    if not 0.0 <= share < 1.0:
+        raise ConfigError(
+            f"{source}: data.val_fraction={d.val_fraction} must be 0 (off) or a share below 1 of data.train held out"
+        )
+    if share == 0:
+        return
+    if is_import_path(d.train.name):
+        raise ConfigError(
+            f"{source}: data.val_fraction holds items out by their names; data.train.name='{d.train.name}' "
+            "(a Dataset class) names none: give data.val a split of its own and data.val_fraction=0"
+        )
+    train, val = OmegaConf.to_container(d.train), OmegaConf.to_container(d.val)
+    differ = next((k for k in train if train[k] != val.get(k)), None)
+    if differ is not None:
+        raise ConfigError(
+            f"{source}: data.val_fraction={share} holds out items of data.train, but data.val.{differ}="
+            f"{val.get(differ)!r} differs from data.train.{differ}={train[differ]!r}: give data.val the "
+            "same keys (YAML: train: &export {...}, val: *export, split included) or data.val_fraction=0"
+        )
 
 
 def _validate_model(cfg: DictConfig, source: str) -> None:

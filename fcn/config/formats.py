@@ -15,7 +15,10 @@ Adding a format here is one FORMAT_KEYS line (plus a DatasetConfig field for a k
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 # data.<split> keys beyond name/root/split/modalities/args (which every format has) that a format may
@@ -55,6 +58,10 @@ class FormatKeys:
     """Its masks carry SIFT Flow's geometric labels too: it and model.geometric_classes go together."""
     layer_input: bool = False
     """It reads the authors' data-layer input (float, mean subtracted): normalization=caffe."""
+    export_classes: Optional[Callable[[Any], Optional[list[str]]]] = None
+    """Reads the class names the export holds of its own, in label order (data.<split> in; None when
+    its file cannot be read: the reader then says why), used where data.classes is empty: it sets
+    model.num_classes at load time and is fcn.data.class_names' answer."""
     check_data: Optional[Callable[[Any], str]] = None
     """Its own rule on data.* keys (cfg.data in, '' or the error after '<source>: ' out), run with
     the label checks."""
@@ -72,6 +79,26 @@ def _coco_labels(d: Any) -> str:
             "COCO with data.coco_overlap=multilabel (one plane per class, overlaps kept), and only it does"
         )
     return ""
+
+
+@functools.lru_cache(maxsize=8)
+def _json_categories(path: str, stamp: tuple) -> Optional[list[str]]:
+    try:
+        doc = json.loads(Path(path).read_bytes())
+        return [str(c["name"]) for c in sorted(doc["categories"], key=lambda c: int(c["id"]))]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def panoptic_categories(ds: Any) -> Optional[list[str]]:
+    """Return the category names of a COCO panoptic JSON (data.<split>.annotations) in id order, None
+    when it cannot be read (parsed once while the file is unchanged)."""
+    path = Path(str(ds.annotations))
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _json_categories(str(path), (st.st_size, st.st_mtime_ns))
 
 
 _SIGMOID = ("multiclass", "binary", "multilabel")
@@ -105,6 +132,16 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
     "pascal_context": FormatKeys(own_classes=60, rgb_only=True),
     "nyud": FormatKeys(own_classes=40, modalities=True, layer_input=True),
     "siftflow": FormatKeys(own_classes=33, rgb_only=True, geometric=True, layer_input=True),
+    "coco_panoptic": FormatKeys(
+        needs={
+            "annotations": "the panoptic JSON (annotations/panoptic_<subset>.json)",
+            "images": "the directory of its images",
+        },
+        accepts=("masks",),
+        no_label_map="(their categories are the classes, in id order, or map to data.classes by name)",
+        own_classes=None,
+        export_classes=panoptic_categories,
+    ),
 }
 """data.<split>.name -> its key rules; the names are the schema's DATASETS, in this order."""
 

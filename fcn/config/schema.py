@@ -194,7 +194,8 @@ class DatasetConfig:
     for the built-in names. See docs/datasets.md for what the class returns."""
     annotations: str = ""
     """name 'coco': the COCO-format JSON (polygons or RLE; CVAT, Label Studio, Roboflow and labelme
-    export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md)."""
+    export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md). name
+    'coco_panoptic': the COCO panoptic JSON (annotations/panoptic_<subset>.json)."""
     images: str = ""
     """name 'coco': the directory holding the JSON's images (file_name relative to it). name 'pairs':
     the directory of the images, <stem>.jpg (.jpeg, .png, .tif, .tiff, .npy; relative to the current
@@ -202,7 +203,8 @@ class DatasetConfig:
     masks: str = ""
     """name 'pairs': the directory of the masks, <stem><mask_suffix>.png for the image <stem>.*
     (palette or grayscale class indices, 16-bit allowed, or RGB colours converted through
-    data.palette); it may be the images directory when mask_suffix is set (Roboflow)."""
+    data.palette); it may be the images directory when mask_suffix is set (Roboflow). name
+    'coco_panoptic': its PNG folder when it is not the JSON's path less .json (the format's place)."""
     ids: str = ""
     """name 'pairs': a file of the split's stems, one per line, each needing its image and mask (this
     path and masks' are relative to the current directory too);
@@ -272,6 +274,13 @@ class DataConfig:
     """Training set (the paper: SBD train, 8,498 images)."""
     val: DatasetConfig = field(default_factory=lambda: DatasetConfig("voc", "data", "seg11valid"))
     """Validation set (the paper: seg11valid, 736 images)."""
+    val_fraction: float = 0.0
+    """0 (off) or a share in (0, 1) of data.train's items held out for validation, for an export with
+    one subset: data.val must then name the same source as data.train (every key equal; in YAML
+    `train: &export {name: ..., split: train, ...}` and `val: *export`). An item goes to validation when sha256(its name), first
+    8 bytes as an integer / 2**64, is below the share: the same items whatever their order, and an
+    item keeps its side when others are added. Training then reads the other items; train.py and
+    fcn.data.check say how many in their first lines."""
     classes: List[str] = field(default_factory=list)
     """Class names, index order; empty means the dataset's own (PASCAL VOC's 21). Required for
     'folder' datasets."""
@@ -569,9 +578,14 @@ def num_classes(cfg: DictConfig) -> int:
 
 def own_class_counts(data: DictConfig) -> set[int]:
     """Return the class counts of data.train's and data.val's own class lists: a paper dataset's
-    (FormatKeys.own_classes: PASCAL VOC's 21 unless the format says); one with none (folder: data.classes
-    names them) adds nothing."""
-    own = (format_keys(ds.name).own_classes for ds in (data.train, data.val))
+    (FormatKeys.own_classes: PASCAL VOC's 21 unless the format says) or an export's (the classes its
+    own files name: FormatKeys.export_classes); one with none (folder: data.classes names them) adds
+    nothing."""
+    own = []
+    for ds in (data.train, data.val):
+        keys = format_keys(ds.name)
+        names = keys.export_classes(ds) if keys.export_classes is not None else None
+        own.append(len(names) if names else keys.own_classes)  # an export's own classes (its JSON)
     return {n for n in own if n is not None}
 
 

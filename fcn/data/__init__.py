@@ -22,6 +22,7 @@ from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
 from fcn.data.folder import FolderSegmentation, read_classes
 from fcn.data.formats import FORMATS, ReadArgs, format_of
+from fcn.data.listing import Listing, hold_out
 from fcn.data.masks import LabelMap
 from fcn.data.pairs import PairsSegmentation
 from fcn.data.paper import NYUDSegmentation, PascalContextSegmentation, SIFTFlowSegmentation
@@ -48,6 +49,7 @@ __all__ = [
     "class_names",
     "class_palette",
     "display_names",
+    "held_out_side",
     "label_map",
     "read_args",
     "mask_labels",
@@ -58,13 +60,18 @@ __all__ = [
 
 
 def class_names(data_cfg: Any) -> list[str]:
-    """Return the class names in label order: data.classes, or the datasets' own (PASCAL VOC's 21,
-    or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
+    """Return the class names in label order: data.classes, or those the export names in its own
+    files (FormatKeys.export_classes), or the datasets' own (PASCAL VOC's 21, or PASCAL-Context's 60,
+    NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
     if len(data_cfg.classes):
         return [str(c) for c in data_cfg.classes]
     if data_cfg.task == "binary":
         return ["foreground"]
     for ds in (data_cfg.val, data_cfg.train):
+        keys = FORMATS[ds.name].keys if ds.name in FORMATS else None
+        names = keys.export_classes(ds) if keys is not None and keys.export_classes is not None else None
+        if names:  # the export's own files name them (a COCO panoptic JSON's categories)
+            return list(names)
         own = FORMATS[ds.name].classes if ds.name in FORMATS else ()
         if own:
             return list(own)
@@ -125,13 +132,34 @@ def read_args(data_cfg: Any) -> ReadArgs:
     )
 
 
+def held_out_side(ds_cfg: Any, data_cfg: Any) -> Optional[bool]:
+    """Return which side of data.val_fraction's hold-out ds_cfg reads: True for data.val (the items
+    held out), False for data.train (the others), None when data.val_fraction is 0. The config check
+    made the two splits name one source, so the side is which of the two nodes ds_cfg is."""
+    if not float(data_cfg.val_fraction):
+        return None
+    if ds_cfg is data_cfg.val:
+        return True
+    return False if ds_cfg is data_cfg.train else None
+
+
+def split_listing(ds_cfg: Any, data_cfg: Any, listing: Listing) -> Listing:
+    """Return `listing` (data.train's or data.val's) less the items data.val_fraction puts on the other side."""
+    side = held_out_side(ds_cfg, data_cfg)
+    return listing if side is None else hold_out(listing, float(data_cfg.val_fraction), side)
+
+
 def build_dataset(
     ds_cfg: Any, data_cfg: Any, transforms: Optional[Callable] = None, channels: int = 3
 ) -> PairDataset | ExternalDataset:
     """Return the dataset named by ds_cfg (cfg.data.train or cfg.data.val) with data_cfg's classes,
     palette and label map (applied to every kind's masks alike), reading images of `channels`
     channels (cfg.model.in_channels; see read_channels). Its format's reader (fcn/data/formats/)
-    opens it; ValueError for a name that is no format."""
+    opens it; ValueError for a name that is no format. Under data.val_fraction it reads only its
+    side's items (held_out_side)."""
     dataset = format_of(ds_cfg.name).open(ds_cfg, read_args(data_cfg), transforms)
     dataset.channels = int(channels)
+    if held_out_side(ds_cfg, data_cfg) is not None:  # data.val_fraction: one export, two splits
+        kept = split_listing(ds_cfg, data_cfg, Listing(dataset.ids, dataset.images, dataset.masks))
+        dataset.ids, dataset.images, dataset.masks = kept.ids, kept.images, kept.masks
     return dataset

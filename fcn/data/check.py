@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 from fcn.config import VOID, ConfigError, load_config
 from fcn.data import class_names
+from fcn.data.listing import hold_out_line
 from fcn.data.scan import (
     SPLITS,
     PairResult,
@@ -181,6 +182,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         names = ["background", *names]
     elif cfg.data.task == "multilabel":  # each class's pixels (they may overlap), then those of none
         names = [*names, "(no class)"]
+    if float(cfg.data.val_fraction):  # one export, two splits: said first
+        train, val = reports
+        print(hold_out_line(float(cfg.data.val_fraction), val.pairs, train.pairs + val.pairs))
     print(format_report(reports, names, cfg.data.ignore_index, cfg.data.task))
     return 1 if any(report.problems for report in reports) else 0
 

@@ -4,6 +4,8 @@ the first that makes the split unusable)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,34 @@ class Listing:
         self.problems.append(Problem.from_error(path, error))
         if self.error is None:
             self.error = error
+
+
+def held_out(name: str, share: float) -> bool:
+    """Return whether the item `name` goes to validation under data.val_fraction=`share`: sha256 of
+    its name, the first 8 bytes as a big-endian integer / 2**64, below the share. A function of the
+    name alone, so an item keeps its side whatever the order, and when items are added."""
+    digest = hashlib.sha256(str(name).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def hold_out(listing: Listing, share: float, validation: bool) -> Listing:
+    """Return a copy of `listing` with only its items held out for validation under data.val_fraction
+    =`share` (validation=True) or only the others (False); its problems stay with both sides."""
+    keep = [held_out(i, share) == validation for i in listing.ids]
+    return dataclasses.replace(
+        listing,
+        ids=[i for i, k in zip(listing.ids, keep) if k],
+        images=[p for p, k in zip(listing.images, keep) if k],
+        masks=[p for p, k in zip(listing.masks, keep) if k],
+    )
+
+
+def hold_out_line(share: float, held: int, total: int) -> str:
+    """Return the line train.py and fcn.data.check print first under data.val_fraction=`share`."""
+    return (
+        f"data.val_fraction={share:g}: {held} of {total} items of data.train held out for validation "
+        "(by a hash of the item name)"
+    )
 
 
 def read_split_leniently(split_file: Path) -> Listing:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fcn.data import read_args
+from fcn.data import read_args, split_listing
 from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
 from fcn.data.formats import format_of
@@ -203,8 +203,9 @@ def _problem(path: Path, exc: Exception) -> Problem:
 
 def list_split(ds_cfg: Any, data_cfg: Any) -> Listing:
     """Return the Listing of cfg.data.train or cfg.data.val by its format's list (a Dataset class by
-    import path has no files to list: its Listing is empty); raise when it cannot be listed at all."""
-    return format_of(ds_cfg.name).list(ds_cfg, read_args(data_cfg))
+    import path has no files to list: its Listing is empty), less the items data.val_fraction puts on
+    the other side; raise when it cannot be listed at all."""
+    return split_listing(ds_cfg, data_cfg, format_of(ds_cfg.name).list(ds_cfg, read_args(data_cfg)))
 
 
 def mask_reader(

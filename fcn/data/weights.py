@@ -103,6 +103,8 @@ def counts_checksum(ds_cfg: Any, data_cfg: Any, listing: Listing) -> str:
         h.update(f"task {data_cfg.task}\n".encode())
     if len(data_cfg.label_map) or data_cfg.reduce_zero_label:  # so that the old caches stay valid
         h.update(f"{sorted(dict(data_cfg.label_map).items())} {bool(data_cfg.reduce_zero_label)}\n".encode())
+    if float(data_cfg.val_fraction):  # the JSON's key (below) does not say which items the split kept
+        h.update(f"val_fraction {float(data_cfg.val_fraction)!r} {len(listing.ids)}\n".encode())
     if isinstance(listing, CocoListing):
         # Its masks may not be rasterised yet: the key of the JSON and its options stands for them.
         h.update(listing.key.encode())

@@ -350,6 +350,7 @@ def _setup_data(cfg: DictConfig, info: distributed.DistInfo) -> tuple[Dataset, D
     """Return (train set, validation set, the order of the training epochs): the split's files
     listed (a missing one is an error here; files a split leaves out are a warning line each)."""
     from fcn.data import build_dataset
+    from fcn.data.listing import hold_out_line
     from fcn.data.transforms import build_transforms
 
     ignore = cfg.data.ignore_index
@@ -360,6 +361,9 @@ def _setup_data(cfg: DictConfig, info: distributed.DistInfo) -> tuple[Dataset, D
     val_set = build_dataset(
         cfg.data.val, cfg.data, build_transforms(cfg.data.transforms, False, ignore), channels
     )
+    if float(cfg.data.val_fraction):  # one export, two splits: said before anything else of the data
+        share = float(cfg.data.val_fraction)
+        log(info, hold_out_line(share, len(val_set), len(train_set) + len(val_set)))
     for key, dataset in (("train", train_set), ("val", val_set)):
         for line in getattr(dataset, "left_out", ()):  # files a 'pairs' split leaves out
             log(info, f"warning: data.{key}: {line} (python -m fcn.data.check names them)")

@@ -15,6 +15,7 @@ from fcn.data.formats import (
     ade20k,
     cityscapes,
     coco,
+    coco_panoptic,
     external,
     folder,
     nyud,
@@ -39,6 +40,7 @@ FORMATS: dict[str, Format] = {
     "pascal_context": pascal_context.FORMAT,
     "nyud": nyud.FORMAT,
     "siftflow": siftflow.FORMAT,
+    "coco_panoptic": coco_panoptic.FORMAT,
 }
 """data.<split>.name -> its Format, in the schema's DATASETS order."""
 
