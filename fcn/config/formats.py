@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from fcn.config.exports import camvid_classes, roboflow_classes
+
 # data.<split> keys beyond name/root/split/modalities/args (which every format has) that a format may
 # take; each is '' unless set. A set key its format does not accept is an error naming the formats
 # that do ("data.train.masks is for name 'pairs', not 'voc'"), except LENIENT_KEYS.
@@ -58,6 +60,12 @@ class FormatKeys:
     check_data: Optional[Callable[[Any], str]] = None
     """Its own rule on data.* keys (cfg.data in, '' or the error after '<source>: ' out), run with
     the label checks."""
+
+    export_classes: Optional[Callable[[Any], tuple[list[str], str]]] = None
+    """Its export names its classes in a file of its own (Roboflow's _classes.csv, CamVid's
+    label_colors.txt): ds_cfg -> (the names in label order, the file), ([], '') when the file is not
+    there. Used when data.classes is empty: model.num_classes is inferred from their count, and
+    fcn.data.class_names prints the mapping once; own_classes is the count without the file."""
 
     def takes(self, key: str) -> bool:
         """Return whether it reads data.<split>.<key> (one of OPTIONAL_KEYS)."""
@@ -105,6 +113,10 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
     "pascal_context": FormatKeys(own_classes=60, rgb_only=True),
     "nyud": FormatKeys(own_classes=40, modalities=True, layer_input=True),
     "siftflow": FormatKeys(own_classes=33, rgb_only=True, geometric=True, layer_input=True),
+    "roboflow": FormatKeys(own_classes=None, export_classes=roboflow_classes),
+    # SegNet's 11 classes, or label_colors.txt's less Void when the export has one
+    "camvid": FormatKeys(own_classes=11, export_classes=camvid_classes),
+    "kitti": FormatKeys(own_classes=19),  # Cityscapes' 19 train ids
 }
 """data.<split>.name -> its key rules; the names are the schema's DATASETS, in this order."""
 

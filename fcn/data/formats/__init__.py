@@ -13,13 +13,16 @@ from __future__ import annotations
 from fcn.config import is_import_path
 from fcn.data.formats import (
     ade20k,
+    camvid,
     cityscapes,
     coco,
     external,
     folder,
+    kitti,
     nyud,
     pairs,
     pascal_context,
+    roboflow,
     sbd,
     siftflow,
     voc,
@@ -39,6 +42,9 @@ FORMATS: dict[str, Format] = {
     "pascal_context": pascal_context.FORMAT,
     "nyud": nyud.FORMAT,
     "siftflow": siftflow.FORMAT,
+    "roboflow": roboflow.FORMAT,
+    "camvid": camvid.FORMAT,
+    "kitti": kitti.FORMAT,
 }
 """data.<split>.name -> its Format, in the schema's DATASETS order."""
 
