@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from fcn.config.exports import camvid_classes, roboflow_classes
+
 # data.<split> keys beyond name/root/split/modalities/args (which every format has) that a format may
 # take; each is '' unless set. A set key its format does not accept is an error naming the formats
 # that do ("data.train.masks is for name 'pairs', not 'voc'"), except LENIENT_KEYS.
@@ -58,13 +60,15 @@ class FormatKeys:
     """Its masks carry SIFT Flow's geometric labels too: it and model.geometric_classes go together."""
     layer_input: bool = False
     """It reads the authors' data-layer input (float, mean subtracted): normalization=caffe."""
-    export_classes: Optional[Callable[[Any], Optional[list[str]]]] = None
-    """Reads the class names the export holds of its own, in label order (data.<split> in; None when
-    its file cannot be read: the reader then says why), used where data.classes is empty: it sets
-    model.num_classes at load time and is fcn.data.class_names' answer."""
     check_data: Optional[Callable[[Any], str]] = None
     """Its own rule on data.* keys (cfg.data in, '' or the error after '<source>: ' out), run with
     the label checks."""
+
+    export_classes: Optional[Callable[[Any], tuple[list[str], str]]] = None
+    """Its export names its classes in a file of its own (Roboflow's _classes.csv, CamVid's
+    label_colors.txt): ds_cfg -> (the names in label order, the file), ([], '') when the file is not
+    there. Used when data.classes is empty: model.num_classes is inferred from their count, and
+    fcn.data.class_names prints the mapping once; own_classes is the count without the file."""
 
     def takes(self, key: str) -> bool:
         """Return whether it reads data.<split>.<key> (one of OPTIONAL_KEYS)."""
@@ -90,15 +94,16 @@ def _json_categories(path: str, stamp: tuple) -> Optional[list[str]]:
         return None
 
 
-def panoptic_categories(ds: Any) -> Optional[list[str]]:
-    """Return the category names of a COCO panoptic JSON (data.<split>.annotations) in id order, None
-    when it cannot be read (parsed once while the file is unchanged)."""
+def panoptic_categories(ds: Any) -> tuple[list[str], str]:
+    """Return (the category names of a COCO panoptic JSON (data.<split>.annotations) in id order,
+    its file name), ([], '') when it cannot be read (parsed once while the file is unchanged)."""
     path = Path(str(ds.annotations))
     try:
         st = path.stat()
     except OSError:
-        return None
-    return _json_categories(str(path), (st.st_size, st.st_mtime_ns))
+        return [], ""
+    names = _json_categories(str(path), (st.st_size, st.st_mtime_ns))
+    return (list(names), f"{path.name} categories") if names else ([], "")
 
 
 _SIGMOID = ("multiclass", "binary", "multilabel")
@@ -142,6 +147,10 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
         own_classes=None,
         export_classes=panoptic_categories,
     ),
+    "roboflow": FormatKeys(own_classes=None, export_classes=roboflow_classes),
+    # SegNet's 11 classes, or label_colors.txt's less Void when the export has one
+    "camvid": FormatKeys(own_classes=11, export_classes=camvid_classes),
+    "kitti": FormatKeys(own_classes=19),  # Cityscapes' 19 train ids
 }
 """data.<split>.name -> its key rules; the names are the schema's DATASETS, in this order."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -578,15 +578,18 @@ def num_classes(cfg: DictConfig) -> int:
 
 def own_class_counts(data: DictConfig) -> set[int]:
     """Return the class counts of data.train's and data.val's own class lists: a paper dataset's
-    (FormatKeys.own_classes: PASCAL VOC's 21 unless the format says) or an export's (the classes its
-    own files name: FormatKeys.export_classes); one with none (folder: data.classes names them) adds
-    nothing."""
-    own = []
-    for ds in (data.train, data.val):
-        keys = format_keys(ds.name)
-        names = keys.export_classes(ds) if keys.export_classes is not None else None
-        own.append(len(names) if names else keys.own_classes)  # an export's own classes (its JSON)
+    (FormatKeys.own_classes: PASCAL VOC's 21 unless the format says); one with none (folder: data.classes
+    names them) adds nothing; an export with a class file of its own, that file's count."""
+    own = (_own_class_count(ds) for ds in (data.train, data.val))
     return {n for n in own if n is not None}
+
+
+def _own_class_count(ds: Any) -> Optional[int]:
+    """Return how many classes a split's format names: its export's class file's count where it has
+    one (FormatKeys.export_classes: Roboflow's _classes.csv), else FormatKeys.own_classes."""
+    keys = format_keys(ds.name)
+    names = keys.export_classes(ds)[0] if keys.export_classes is not None else []
+    return len(names) if names else keys.own_classes
 
 
 def memory_limit_gb(value: Any) -> float | str | None:

@@ -14,9 +14,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from fcn.config import VOID, label_map_dict
+from fcn.config.formats import format_keys
 from fcn.data.ade20k import ADE20KSegmentation
 from fcn.data.cityscapes import CityscapesSegmentation
-from fcn.data.classes import VOC_CLASSES, make_palette, voc_palette
+from fcn.data.classes import VOC_CLASSES, announce_classes, make_palette, voc_palette
 from fcn.data.coco import CocoSegmentation
 from fcn.data.dataset import PairDataset
 from fcn.data.external import ExternalDataset
@@ -60,18 +61,20 @@ __all__ = [
 
 
 def class_names(data_cfg: Any) -> list[str]:
-    """Return the class names in label order: data.classes, or those the export names in its own
-    files (FormatKeys.export_classes), or the datasets' own (PASCAL VOC's 21, or PASCAL-Context's 60,
-    NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
+    """Return the class names in label order: data.classes, or those an export names in its own file
+    (Roboflow's _classes.csv, CamVid's label_colors.txt: the mapping printed once), or the datasets'
+    own (PASCAL VOC's 21, or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
     if len(data_cfg.classes):
         return [str(c) for c in data_cfg.classes]
     if data_cfg.task == "binary":
         return ["foreground"]
     for ds in (data_cfg.val, data_cfg.train):
-        keys = FORMATS[ds.name].keys if ds.name in FORMATS else None
-        names = keys.export_classes(ds) if keys is not None and keys.export_classes is not None else None
-        if names:  # the export's own files name them (a COCO panoptic JSON's categories)
+        export_classes = format_keys(ds.name).export_classes
+        names, source = export_classes(ds) if export_classes is not None else ([], "")
+        if names:
+            announce_classes(str(ds.name), tuple(names), source)
             return list(names)
+    for ds in (data_cfg.val, data_cfg.train):
         own = FORMATS[ds.name].classes if ds.name in FORMATS else ()
         if own:
             return list(own)

@@ -24,6 +24,33 @@ from fcn.data.masks import LabelMap
 from fcn.data.splits import require_dir
 
 CITYSCAPES_SPLITS = ("train", "val", "test")
+CITYSCAPES_CLASSES = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
+"""The benchmark's 19 classes: cityscapesScripts' helpers/labels.py train ids 0..18, in order."""
+CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10}
+CITYSCAPES_TRAIN_IDS.update({24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18})
+"""labels.py's labelId -> trainId for the 19 trained classes; its other ids 0..33 (trainId 255) and
+255 are void. predefined_configs/cityscapes_fcn8s.yml writes the same table as data.label_map."""
+CITYSCAPES_LABEL_IDS = 34  # labelIds 0..33 (license plate, -1, is never drawn into a mask)
 IMAGE_SUFFIX = "_leftImg8bit.png"
 MASK_SUFFIX = "_gtFine_labelIds.png"
 HINT = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Optional, Sequence
 
 import numpy as np
@@ -61,3 +62,11 @@ def make_palette(colours: Optional[Sequence[Sequence[int]]] = None) -> np.ndarra
             )
         pal[: len(arr)] = arr.astype(np.uint8)
     return pal
+
+
+@cache
+def announce_classes(name: str, names: tuple[str, ...], source: str) -> None:
+    """Print, once per process, the classes a format took from its export's own file, on one line:
+    "roboflow: 3 classes from train/_classes.csv: background=0, cat=1, dog=2"."""
+    where = f" from {source}" if source else ""
+    print(f"{name}: {len(names)} classes{where}: " + ", ".join(f"{n}={i}" for i, n in enumerate(names)))

@@ -13,14 +13,17 @@ from __future__ import annotations
 from fcn.config import is_import_path
 from fcn.data.formats import (
     ade20k,
+    camvid,
     cityscapes,
     coco,
     coco_panoptic,
     external,
     folder,
+    kitti,
     nyud,
     pairs,
     pascal_context,
+    roboflow,
     sbd,
     siftflow,
     voc,
@@ -41,6 +44,9 @@ FORMATS: dict[str, Format] = {
     "nyud": nyud.FORMAT,
     "siftflow": siftflow.FORMAT,
     "coco_panoptic": coco_panoptic.FORMAT,
+    "roboflow": roboflow.FORMAT,
+    "camvid": camvid.FORMAT,
+    "kitti": kitti.FORMAT,
 }
 """data.<split>.name -> its Format, in the schema's DATASETS order."""
 
