@@ -47,6 +47,7 @@ __all__ = [
     "VOCAugSegmentation",
     "VOCSegmentation",
     "build_dataset",
+    "resolve_classes",
     "class_names",
     "class_palette",
     "display_names",
@@ -79,6 +80,30 @@ def class_names(data_cfg: Any) -> list[str]:
         if own:
             return list(own)
     return list(VOC_CLASSES)
+
+
+def resolve_classes(cfg: Any) -> Any:
+    """Return cfg with data.classes set to the class names an export's own files give
+    (FormatKeys.export_classes: _classes.csv, label_colors.txt, a panoptic JSON's categories) when
+    data.classes is empty, so that the run's config.yml, its checkpoints and Hub folders hold them
+    and a model used away from the export still names its classes; cfg itself otherwise."""
+    if len(cfg.data.classes) or cfg.data.task == "binary":
+        return cfg
+    for ds in (cfg.data.val, cfg.data.train):
+        export_classes = format_keys(ds.name).export_classes
+        names, source = export_classes(ds) if export_classes is not None else ([], "")
+        if names:
+            announce_classes(str(ds.name), tuple(names), source)
+            import copy
+
+            from omegaconf import OmegaConf
+
+            out = copy.deepcopy(cfg)
+            OmegaConf.set_readonly(out, False)
+            out.data.classes = [str(n) for n in names]
+            OmegaConf.set_readonly(out, True)
+            return out
+    return cfg
 
 
 def palette(data_cfg: Any) -> np.ndarray:

@@ -244,13 +244,16 @@ def _setup_claimed(
     cfg: DictConfig, device: torch.device, info: distributed.DistInfo, amp: str, channels_last: bool
 ) -> Run:
     """Return setup()'s run, once training.run_dir is this run's."""
-    from fcn.data import class_names, palette
+    from fcn.data import class_names, palette, resolve_classes
     from fcn.data.mixing import build_mixer
     from fcn.models import resolve_normalization
 
     # 'auto' normalisation of a timm backbone: its mean/std, written into the run's config (and so
     # its checkpoints), which evaluate.py, predict.py and the export read back.
     cfg = resolve_normalization(cfg)
+    # An export's own class names (Roboflow's _classes.csv, ...) written into the run's config, so
+    # that its checkpoints name their classes wherever they are used.
+    cfg = resolve_classes(cfg)
     t = cfg.training
     run_dir = Path(t.run_dir)
     train_set, val_set, sampler = _setup_data(cfg, info)
