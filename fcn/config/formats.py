@@ -16,7 +16,10 @@ Adding a format here is one FORMAT_KEYS line (plus a DatasetConfig field for a k
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
+
+from fcn.config.exports import ExportClasses, read_cvat_xml_labels, read_labelmap
 
 # data.<split> keys beyond name/root/split/modalities/args (which every format has) that a format may
 # take; each is '' unless set. A set key its format does not accept is an error naming the formats
@@ -59,6 +62,12 @@ class FormatKeys:
     """Its own rule on data.* keys (cfg.data in, '' or the error after '<source>: ' out), run with
     the label checks."""
 
+    export_classes: Optional[Callable[[Any], Optional[ExportClasses]]] = None
+    """Its export names its classes in a file of its own (CVAT's labelmap.txt): data.<split> in, the
+    names and colours out (None: this export has no such file, own_classes stand); OSError when the
+    export is not there (then nothing is inferred from it), ValueError for a bad file. Used when
+    data.classes is empty: model.num_classes is its count, fcn.data.class_names its names."""
+
     def takes(self, key: str) -> bool:
         """Return whether it reads data.<split>.<key> (one of OPTIONAL_KEYS)."""
         return key in self.needs or key in self.accepts
@@ -75,6 +84,17 @@ def _coco_labels(d: Any) -> str:
 
 
 _SIGMOID = ("multiclass", "binary", "multilabel")
+
+
+def _cvat_labelmap(ds: Any) -> Optional[ExportClasses]:
+    """Return the classes of a CVAT mask export's labelmap.txt; None without one (CVAT then wrote
+    PASCAL VOC's labels); FileNotFoundError when data.<split>.root is no directory."""
+    root = Path(str(ds.root))
+    if not root.is_dir():
+        raise FileNotFoundError(f"cvat_mask: directory {root} not found")
+    path = root / "labelmap.txt"
+    return read_labelmap(path) if path.is_file() else None
+
 
 FORMAT_KEYS: dict[str, FormatKeys] = {
     "voc": FormatKeys(),
@@ -105,6 +125,13 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
     "pascal_context": FormatKeys(own_classes=60, rgb_only=True),
     "nyud": FormatKeys(own_classes=40, modalities=True, layer_input=True),
     "siftflow": FormatKeys(own_classes=33, rgb_only=True, geometric=True, layer_input=True),
+    "cvat_mask": FormatKeys(export_classes=_cvat_labelmap),
+    "cvat_xml": FormatKeys(
+        needs={"annotations": "CVAT's annotations.xml", "images": "the directory of its images"},
+        own_classes=None,
+        no_label_map="(their labels map to data.classes by name)",
+        export_classes=lambda ds: read_cvat_xml_labels(str(ds.annotations)),
+    ),
 }
 """data.<split>.name -> its key rules; the names are the schema's DATASETS, in this order."""
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from fcn.config import VOID, label_map_dict
+from fcn.config.exports import ExportClasses
 from fcn.data.ade20k import ADE20KSegmentation
 from fcn.data.cityscapes import CityscapesSegmentation
 from fcn.data.classes import VOC_CLASSES, make_palette, voc_palette
@@ -48,6 +49,7 @@ __all__ = [
     "class_names",
     "class_palette",
     "display_names",
+    "export_classes",
     "label_map",
     "read_args",
     "mask_labels",
@@ -57,13 +59,43 @@ __all__ = [
 ]
 
 
+_SAID: set[tuple[str, str]] = set()  # the exports whose class mapping this process has printed
+
+
+def export_classes(data_cfg: Any) -> Optional[ExportClasses]:
+    """Return the classes data.val's or data.train's export names in a file of its own (CVAT's
+    labelmap.txt: FormatKeys.export_classes), None when neither does or its file cannot be read here.
+
+    The mapping is printed once per process and file, on one line ("cvat_mask: 3 classes from
+    labelmap.txt: background=0, cat=1, dog=2"), so a run says where its classes came from."""
+    for ds in (data_cfg.val, data_cfg.train):
+        read = FORMATS[ds.name].keys.export_classes if ds.name in FORMATS else None
+        if read is None:
+            continue
+        try:
+            found = read(ds)
+        except (OSError, ValueError):  # a run's config away from its data: validate() said why earlier
+            continue
+        if found is None:
+            continue
+        if (ds.name, str(found.source)) not in _SAID:
+            _SAID.add((ds.name, str(found.source)))
+            pairs = ", ".join(f"{name}={i}" for i, name in enumerate(found.names))
+            print(f"{ds.name}: {len(found.names)} classes from {found.source.name}: {pairs}")
+        return found
+    return None
+
+
 def class_names(data_cfg: Any) -> list[str]:
     """Return the class names in label order: data.classes, or the datasets' own (PASCAL VOC's 21,
-    or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
+    or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes, a CVAT export's labels)."""
     if len(data_cfg.classes):
         return [str(c) for c in data_cfg.classes]
     if data_cfg.task == "binary":
         return ["foreground"]
+    found = export_classes(data_cfg)
+    if found is not None:
+        return list(found.names)
     for ds in (data_cfg.val, data_cfg.train):
         own = FORMATS[ds.name].classes if ds.name in FORMATS else ()
         if own:
@@ -72,11 +104,20 @@ def class_names(data_cfg: Any) -> list[str]:
 
 
 def palette(data_cfg: Any) -> np.ndarray:
-    """Return the (256, 3) uint8 palette: data.palette's colours first, VOC's for the rest (VOC's void 255 = (224, 224, 192)).
+    """Return the (256, 3) uint8 palette: data.palette's colours first (else, without data.classes,
+    the export's own: a CVAT labelmap's), VOC's for the rest (VOC's void 255 = (224, 224, 192)).
 
     A sigmoid task (binary, multilabel) is drawn in display labels (display_names): row 0 (no
     class) black, row k + 1 class k's colour (data.palette[k], else VOC's colour k + 1)."""
     colours = [[int(c) for c in colour] for colour in data_cfg.palette]
+    found = (
+        None
+        if colours or len(data_cfg.classes) or data_cfg.task != "multiclass"
+        else export_classes(data_cfg)
+    )
+    if found is not None:  # the export's own colours (a label without one keeps VOC's)
+        voc = voc_palette()
+        colours = [list(c) if c is not None else voc[i].tolist() for i, c in enumerate(found.colours)]
     if data_cfg.task != "multiclass" and colours:
         colours = [[0, 0, 0], *colours]
     return make_palette(colours or None)

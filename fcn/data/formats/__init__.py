@@ -15,6 +15,8 @@ from fcn.data.formats import (
     ade20k,
     cityscapes,
     coco,
+    cvat_mask,
+    cvat_xml,
     external,
     folder,
     nyud,
@@ -39,6 +41,8 @@ FORMATS: dict[str, Format] = {
     "pascal_context": pascal_context.FORMAT,
     "nyud": nyud.FORMAT,
     "siftflow": siftflow.FORMAT,
+    "cvat_mask": cvat_mask.FORMAT,
+    "cvat_xml": cvat_xml.FORMAT,
 }
 """data.<split>.name -> its Format, in the schema's DATASETS order."""
 
