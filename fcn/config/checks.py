@@ -40,6 +40,7 @@ from fcn.config.schema import (
     is_timm,
     label_map_dict,
     memory_limit_gb,
+    own_class_count,
     own_class_counts,
 )
 
@@ -339,6 +340,15 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
             f"{source}: data.train.name={d.train.name} and data.val.name={d.val.name} have different classes"
         )
     if m.num_classes == 0:  # still 0 after loading (fcn.config.loading): nothing to infer it from
+        for key in ("train", "val"):  # an export's class file that could not be read says why
+            read = format_keys(d[key].name).export_classes
+            try:
+                read is None or read(d[key])
+            except (OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"{source}: data.{key}: {exc}; set data.classes (the class names in index order) "
+                    "to read it without its class file"
+                ) from None
         raise ConfigError(
             f"{source}: model.num_classes cannot be inferred: set data.classes (the class names in index "
             "order) or model.num_classes"
@@ -363,7 +373,7 @@ def _validate_labels(cfg: DictConfig, source: str) -> None:
         what = (
             "PASCAL VOC"
             if n == 21
-            else next(ds.name for ds in (d.val, d.train) if format_keys(ds.name).own_classes is not None)
+            else next(ds.name for ds in (d.val, d.train) if own_class_count(ds) is not None)
         )
         raise ConfigError(
             f"{source}: model.num_classes={m.num_classes} but {what} has {n} classes; "

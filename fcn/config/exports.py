@@ -1,15 +1,118 @@
-"""The class lists that labelling tools' exports carry in their own files (Roboflow's _classes.csv,
-CamVid's label_colors.txt), read where the config needs their count and where the readers need the
-names: here, because fcn/config imports nothing else of fcn and model.num_classes is inferred at load
-time (FormatKeys.export_classes). Each reader returns [] when the file is not there and raises
-ValueError naming the file and line when it is there but not as the tool writes it.
+"""The classes a labelling tool's export names in its own files, read when the config is loaded.
+
+A format whose export names its classes (CVAT's labelmap.txt, the <labels> of CVAT's XML,
+Roboflow's _classes.csv, CamVid's label_colors.txt, a COCO panoptic JSON's categories) gives them
+through FormatKeys.export_classes (fcn/config/formats.py): the config loading counts them for
+model.num_classes, and fcn.data.class_names / palette take the names and colours when data.classes
+is empty. They live in the config layer because both need them and fcn/config imports nothing else
+of fcn; each reader returns ExportClasses or raises ValueError / OSError in one line naming the file.
+
+Followed: CVAT's documentation of "Segmentation mask 1.1" (docs.cvat.ai, dataset_management/formats/
+format-smask, CVAT v2.x) and of the XML annotation format 1.1 (docs.cvat.ai/docs/other/xml_format),
+and datumaro 1.13's VOC label map reader (plugins/data_formats/voc/format.py), which CVAT exports with.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+Colour = Optional[tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class ExportClasses:
+    """The class names an export's file lists, in label order, their colours and where they came from."""
+
+    names: tuple[str, ...]
+    colours: tuple[Colour, ...]  # None: the file gives the label no colour
+    source: Path  # the file they were read from (the one-line mapping names it)
+
+
+def _text(path: Path) -> str:
+    """Return a text file's contents as UTF-8 (a byte-order mark allowed); ValueError naming the file otherwise."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def read_labelmap(path: str | Path) -> ExportClasses:
+    """Return the classes of a CVAT / datumaro labelmap.txt: one 'name:r,g,b:parts:actions' line per
+    label in label order ('#' lines are comments; an empty colour field gives the label no colour)."""
+    path = Path(path)
+    names: list[str] = []
+    colours: list[Colour] = []
+    for n, line in enumerate(_text(path).splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        name, rgb = fields[0].strip(), fields[1].strip() if len(fields) > 1 else ""
+        try:
+            colour = tuple(int(c) for c in rgb.split(",")) if rgb else None
+        except ValueError:
+            colour = ()
+        if not name or (colour is not None and (len(colour) != 3 or not all(0 <= c <= 255 for c in colour))):
+            raise ValueError(f"{path}:{n}: expected 'name:r,g,b::' with r, g, b in 0..255, got {line!r}")
+        if name in names:
+            raise ValueError(f"{path}:{n}: label '{name}' is listed twice")
+        names.append(name)
+        colours.append(colour)  # type: ignore[arg-type]
+    if not names:
+        raise ValueError(f"{path}: lists no labels")
+    return ExportClasses(tuple(names), tuple(colours), path)
+
+
+def _hex_colour(text: str) -> Colour:
+    """Return the (r, g, b) of CVAT's '#rrggbb' label colour, None for anything else."""
+    text = text.strip()
+    if len(text) == 7 and text[0] == "#":
+        try:
+            return tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        except ValueError:
+            return None
+    return None
+
+
+def read_cvat_xml_labels(path: str | Path) -> ExportClasses:
+    """Return the classes of a CVAT for images 1.1 XML: 'background' (what no shape covers) first,
+    then the <label>s of its <meta> (task, job or project) in file order, with their <color>s.
+
+    A label named 'background' takes the first place itself, as CVAT's mask export puts it (datumaro's
+    VOC exporter moves it first). Only the <meta> element is read, so a large file costs little here.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CVAT XML {path} not found")
+    meta = None
+    try:
+        for _event, elem in ET.iterparse(path, events=("end",)):
+            if elem.tag == "meta":
+                meta = elem
+                break
+    except ET.ParseError as exc:
+        raise ValueError(f"{path}: not valid XML ({exc})") from None
+    labels = meta.find(".//labels") if meta is not None else None
+    if labels is None:
+        raise ValueError(f"{path}: no <meta> ... <labels> (is it a 'CVAT for images 1.1' export?)")
+    found: dict[str, Colour] = {}
+    for label in labels.findall("label"):
+        name = (label.findtext("name") or "").strip()
+        if (label.findtext("parent") or "").strip():  # a skeleton's point: no pixels of its own
+            continue
+        if not name:
+            raise ValueError(f"{path}: a <label> in <meta> has no <name>")
+        found.setdefault(name, _hex_colour(label.findtext("color") or ""))
+    background = found.pop("background", (0, 0, 0))
+    names = ("background", *found)
+    return ExportClasses(names, (background, *found.values()), path)
+
 
 ROBOFLOW_CLASSES_FILE = "_classes.csv"
 ROBOFLOW_SPLIT_DIRS = {
@@ -89,28 +192,53 @@ def read_label_colors(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
     return rows
 
 
-def _quiet(read, path: Path) -> tuple[list[str], str]:
-    """Return (names, path) of read(path), ([], '') when it is absent or unreadable: at load time
-    the reader says why, naming the file, when the split is listed."""
+def roboflow_classes(ds: Any) -> Optional[ExportClasses]:
+    """Return the classes of a 'roboflow' split's _classes.csv (no colours: Roboflow writes none);
+    None without one."""
+    path = roboflow_split_dir(ds.root, ds.split) / ROBOFLOW_CLASSES_FILE
+    names = read_roboflow_classes(path)
+    return ExportClasses(tuple(names), (None,) * len(names), path) if names else None
+
+
+def camvid_classes(ds: Any) -> Optional[ExportClasses]:
+    """Return the classes of a 'camvid' root's label_colors.txt less Void (which is ignore_index),
+    with their colours; None without one (SegNet's 11 classes, the format's own, stand)."""
+    path = Path(str(ds.root)) / CAMVID_COLOURS_FILE
+    rows = [(name, colour) for name, colour in read_label_colors(path) if name != CAMVID_VOID]
+    if not rows:
+        return None
+    return ExportClasses(tuple(n for n, _ in rows), tuple(c for _, c in rows), path)
+
+
+@functools.lru_cache(maxsize=8)
+def _json_categories(path: str, stamp: tuple) -> ExportClasses:
+    """Return the categories of a COCO (panoptic) JSON in id order (read once while the file is unchanged)."""
     try:
-        names = read(path)
-    except (OSError, ValueError):
-        return [], ""
-    return (names, str(path)) if names else ([], "")
+        meta = json.loads(Path(path).read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    categories = meta.get("categories") if isinstance(meta, dict) else None
+    if not isinstance(categories, list) or not all(
+        isinstance(c, dict) and "id" in c and "name" in c for c in categories
+    ):
+        raise ValueError(f"{path}: no 'categories' list of {{id, name}} entries")
+    ordered = sorted(categories, key=lambda c: c["id"])
+
+    def colour(c: dict) -> Colour:
+        rgb = c.get("color")
+        ok = (
+            isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in rgb)
+        )
+        return tuple(rgb) if ok else None  # type: ignore[return-value]
+
+    return ExportClasses(
+        tuple(str(c["name"]) for c in ordered), tuple(colour(c) for c in ordered), Path(path)
+    )
 
 
-def roboflow_classes(ds: Any) -> tuple[list[str], str]:
-    """Return (class names, the _classes.csv they come from) of a 'roboflow' split; ([], '') without one."""
-    return _quiet(read_roboflow_classes, roboflow_split_dir(ds.root, ds.split) / ROBOFLOW_CLASSES_FILE)
-
-
-def camvid_names(path: Path) -> list[str]:
-    """Return the class names of a label_colors.txt less CamVid's Void (which is ignore_index)."""
-    return [name for name, _ in read_label_colors(path) if name != CAMVID_VOID]
-
-
-def camvid_classes(ds: Any) -> tuple[list[str], str]:
-    """Return (class names, their file) of a 'camvid' root: label_colors.txt's less Void when the
-    root holds one, else SegNet's 11 (source '')."""
-    names, source = _quiet(camvid_names, Path(ds.root) / CAMVID_COLOURS_FILE)
-    return (names, source) if names else (list(SEGNET_CAMVID_CLASSES), "")
+def panoptic_categories(ds: Any) -> Optional[ExportClasses]:
+    """Return the categories of a COCO panoptic JSON (data.<split>.annotations) in id order, with
+    their colours; OSError when it is not there."""
+    path = Path(str(ds.annotations))
+    st = path.stat()
+    return _json_categories(str(path), (st.st_size, st.st_mtime_ns))

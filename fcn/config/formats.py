@@ -15,13 +15,18 @@ Adding a format here is one FORMAT_KEYS line (plus a DatasetConfig field for a k
 
 from __future__ import annotations
 
-import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fcn.config.exports import camvid_classes, roboflow_classes
+from fcn.config.exports import (
+    ExportClasses,
+    camvid_classes,
+    panoptic_categories,
+    read_cvat_xml_labels,
+    read_labelmap,
+    roboflow_classes,
+)
 
 # data.<split> keys beyond name/root/split/modalities/args (which every format has) that a format may
 # take; each is '' unless set. A set key its format does not accept is an error naming the formats
@@ -64,11 +69,12 @@ class FormatKeys:
     """Its own rule on data.* keys (cfg.data in, '' or the error after '<source>: ' out), run with
     the label checks."""
 
-    export_classes: Optional[Callable[[Any], tuple[list[str], str]]] = None
-    """Its export names its classes in a file of its own (Roboflow's _classes.csv, CamVid's
-    label_colors.txt): ds_cfg -> (the names in label order, the file), ([], '') when the file is not
-    there. Used when data.classes is empty: model.num_classes is inferred from their count, and
-    fcn.data.class_names prints the mapping once; own_classes is the count without the file."""
+    export_classes: Optional[Callable[[Any], Optional[ExportClasses]]] = None
+    """Its export names its classes in a file of its own (CVAT's labelmap.txt or XML labels, Roboflow's
+    _classes.csv, CamVid's label_colors.txt, a COCO panoptic JSON's categories): data.<split> in, the
+    names and colours out (None: this export has no such file, own_classes stand); OSError when the
+    export is not there (then nothing is inferred from it), ValueError for a bad file. Used when
+    data.classes is empty: model.num_classes is its count, fcn.data.class_names its names."""
 
     def takes(self, key: str) -> bool:
         """Return whether it reads data.<split>.<key> (one of OPTIONAL_KEYS)."""
@@ -85,28 +91,18 @@ def _coco_labels(d: Any) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=8)
-def _json_categories(path: str, stamp: tuple) -> Optional[list[str]]:
-    try:
-        doc = json.loads(Path(path).read_bytes())
-        return [str(c["name"]) for c in sorted(doc["categories"], key=lambda c: int(c["id"]))]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def panoptic_categories(ds: Any) -> tuple[list[str], str]:
-    """Return (the category names of a COCO panoptic JSON (data.<split>.annotations) in id order,
-    its file name), ([], '') when it cannot be read (parsed once while the file is unchanged)."""
-    path = Path(str(ds.annotations))
-    try:
-        st = path.stat()
-    except OSError:
-        return [], ""
-    names = _json_categories(str(path), (st.st_size, st.st_mtime_ns))
-    return (list(names), f"{path.name} categories") if names else ([], "")
-
-
 _SIGMOID = ("multiclass", "binary", "multilabel")
+
+
+def _cvat_labelmap(ds: Any) -> Optional[ExportClasses]:
+    """Return the classes of a CVAT mask export's labelmap.txt; None without one (CVAT then wrote
+    PASCAL VOC's labels); FileNotFoundError when data.<split>.root is no directory."""
+    root = Path(str(ds.root))
+    if not root.is_dir():
+        raise FileNotFoundError(f"cvat_mask: directory {root} not found")
+    path = root / "labelmap.txt"
+    return read_labelmap(path) if path.is_file() else None
+
 
 FORMAT_KEYS: dict[str, FormatKeys] = {
     "voc": FormatKeys(),
@@ -137,6 +133,13 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
     "pascal_context": FormatKeys(own_classes=60, rgb_only=True),
     "nyud": FormatKeys(own_classes=40, modalities=True, layer_input=True),
     "siftflow": FormatKeys(own_classes=33, rgb_only=True, geometric=True, layer_input=True),
+    "cvat_mask": FormatKeys(export_classes=_cvat_labelmap),
+    "cvat_xml": FormatKeys(
+        needs={"annotations": "CVAT's annotations.xml", "images": "the directory of its images"},
+        own_classes=None,
+        no_label_map="(their labels map to data.classes by name)",
+        export_classes=lambda ds: read_cvat_xml_labels(str(ds.annotations)),
+    ),
     "coco_panoptic": FormatKeys(
         needs={
             "annotations": "the panoptic JSON (annotations/panoptic_<subset>.json)",

@@ -172,8 +172,10 @@ class DatasetConfig:
     (ADEChallengeData2016), 'coco' (a COCO-format segmentation JSON: annotations and images below;
     root and split unused), the paper's other datasets in the layouts of the authors' data layers
     (fcn/data/paper.py): 'pascal_context' (59 classes + background), 'nyud' (NYUDv2, 40 classes) or
-    'siftflow' (33 semantic classes; masks carry the 3 geometric classes too), or your own Dataset
-    class by import path: 'package.module:Class'."""
+    'siftflow' (33 semantic classes; masks carry the 3 geometric classes too), 'cvat_mask' (CVAT's
+    "Segmentation mask 1.1" export: root; split a subset, 'default' or 'all'), 'cvat_xml' (CVAT for
+    images 1.1 XML: annotations and images below), or your own Dataset class by import path:
+    'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
     dataset's own root for 'folder' (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/),
@@ -194,10 +196,11 @@ class DatasetConfig:
     for the built-in names. See docs/datasets.md for what the class returns."""
     annotations: str = ""
     """name 'coco': the COCO-format JSON (polygons or RLE; CVAT, Label Studio, Roboflow and labelme
-    export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md). name
-    'coco_panoptic': the COCO panoptic JSON (annotations/panoptic_<subset>.json)."""
+    export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md). name 'cvat_xml':
+    CVAT's annotations.xml (masks cached in .fcn_cvat_cache/ beside it)."""
     images: str = ""
-    """name 'coco': the directory holding the JSON's images (file_name relative to it). name 'pairs':
+    """name 'coco': the directory holding the JSON's images (file_name relative to it; 'cvat_xml':
+    each <image>'s name relative to it). name 'pairs':
     the directory of the images, <stem>.jpg (.jpeg, .png, .tif, .tiff, .npy; relative to the current
     directory, as root is)."""
     masks: str = ""
@@ -576,11 +579,26 @@ def num_classes(cfg: DictConfig) -> int:
     return int(cfg.model.num_classes)
 
 
+def own_class_count(ds: DictConfig) -> Optional[int]:
+    """Return the number of classes data.<split> `ds` names itself: its export's file's (a CVAT
+    labelmap.txt: FormatKeys.export_classes), else its format's own_classes; None when it names none
+    or its export cannot be read here (a run's config on another machine: nothing is inferred)."""
+    keys = format_keys(ds.name)
+    if keys.export_classes is not None:
+        try:
+            found = keys.export_classes(ds)
+        except (OSError, ValueError):  # validate() says why when model.num_classes is then unknown
+            return None
+        if found is not None:
+            return len(found.names)
+    return keys.own_classes
+
+
 def own_class_counts(data: DictConfig) -> set[int]:
     """Return the class counts of data.train's and data.val's own class lists: a paper dataset's
-    (FormatKeys.own_classes: PASCAL VOC's 21 unless the format says); one with none (folder: data.classes
-    names them) adds nothing; an export with a class file of its own, that file's count."""
-    own = (_own_class_count(ds) for ds in (data.train, data.val))
+    (FormatKeys.own_classes: PASCAL VOC's 21 unless the format says), an export's labelmap's; one with
+    none (folder: data.classes names them) adds nothing."""
+    own = (own_class_count(ds) for ds in (data.train, data.val))
     return {n for n in own if n is not None}
 
 

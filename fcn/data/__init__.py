@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from fcn.config import VOID, label_map_dict
-from fcn.config.formats import format_keys
+from fcn.config.exports import ExportClasses
 from fcn.data.ade20k import ADE20KSegmentation
 from fcn.data.cityscapes import CityscapesSegmentation
 from fcn.data.classes import VOC_CLASSES, announce_classes, make_palette, voc_palette
@@ -51,7 +51,7 @@ __all__ = [
     "class_names",
     "class_palette",
     "display_names",
-    "held_out_side",
+    "export_classes",
     "label_map",
     "read_args",
     "mask_labels",
@@ -61,20 +61,42 @@ __all__ = [
 ]
 
 
+_SAID: set[tuple[str, str]] = set()  # the exports whose class mapping this process has printed
+
+
+def export_classes(data_cfg: Any) -> Optional[ExportClasses]:
+    """Return the classes data.val's or data.train's export names in a file of its own (CVAT's
+    labelmap.txt: FormatKeys.export_classes), None when neither does or its file cannot be read here.
+
+    The mapping is printed once per process and file, on one line ("cvat_mask: 3 classes from
+    labelmap.txt: background=0, cat=1, dog=2"), so a run says where its classes came from."""
+    for ds in (data_cfg.val, data_cfg.train):
+        read = FORMATS[ds.name].keys.export_classes if ds.name in FORMATS else None
+        if read is None:
+            continue
+        try:
+            found = read(ds)
+        except (OSError, ValueError):  # a run's config away from its data: validate() said why earlier
+            continue
+        if found is None:
+            continue
+        if (ds.name, str(found.source)) not in _SAID:
+            _SAID.add((ds.name, str(found.source)))
+            announce_classes(str(ds.name), found.names, str(found.source))
+        return found
+    return None
+
+
 def class_names(data_cfg: Any) -> list[str]:
-    """Return the class names in label order: data.classes, or those an export names in its own file
-    (Roboflow's _classes.csv, CamVid's label_colors.txt: the mapping printed once), or the datasets'
-    own (PASCAL VOC's 21, or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
+    """Return the class names in label order: data.classes, or the datasets' own (PASCAL VOC's 21,
+    or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes, a CVAT export's labels)."""
     if len(data_cfg.classes):
         return [str(c) for c in data_cfg.classes]
     if data_cfg.task == "binary":
         return ["foreground"]
-    for ds in (data_cfg.val, data_cfg.train):
-        export_classes = format_keys(ds.name).export_classes
-        names, source = export_classes(ds) if export_classes is not None else ([], "")
-        if names:
-            announce_classes(str(ds.name), tuple(names), source)
-            return list(names)
+    found = export_classes(data_cfg)
+    if found is not None:
+        return list(found.names)
     for ds in (data_cfg.val, data_cfg.train):
         own = FORMATS[ds.name].classes if ds.name in FORMATS else ()
         if own:
@@ -84,34 +106,43 @@ def class_names(data_cfg: Any) -> list[str]:
 
 def resolve_classes(cfg: Any) -> Any:
     """Return cfg with data.classes set to the class names an export's own files give
-    (FormatKeys.export_classes: _classes.csv, label_colors.txt, a panoptic JSON's categories) when
-    data.classes is empty, so that the run's config.yml, its checkpoints and Hub folders hold them
+    (FormatKeys.export_classes: labelmap.txt, _classes.csv, label_colors.txt, a panoptic JSON's
+    categories), and data.palette to their colours, when data.classes is empty, so that the run's config.yml, its checkpoints and Hub folders hold them
     and a model used away from the export still names its classes; cfg itself otherwise."""
     if len(cfg.data.classes) or cfg.data.task == "binary":
         return cfg
-    for ds in (cfg.data.val, cfg.data.train):
-        export_classes = format_keys(ds.name).export_classes
-        names, source = export_classes(ds) if export_classes is not None else ([], "")
-        if names:
-            announce_classes(str(ds.name), tuple(names), source)
-            import copy
+    found = export_classes(cfg.data)
+    if found is None:
+        return cfg
+    import copy
 
-            from omegaconf import OmegaConf
+    from omegaconf import OmegaConf
 
-            out = copy.deepcopy(cfg)
-            OmegaConf.set_readonly(out, False)
-            out.data.classes = [str(n) for n in names]
-            OmegaConf.set_readonly(out, True)
-            return out
-    return cfg
+    out = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(out, False)
+    out.data.classes = [str(n) for n in found.names]
+    if not len(cfg.data.palette) and cfg.data.task == "multiclass":
+        # the export's colours (VOC's where it gives a class none), as palette() drew them
+        out.data.palette = palette(cfg.data)[: len(found.names)].tolist()
+    OmegaConf.set_readonly(out, True)
+    return out
 
 
 def palette(data_cfg: Any) -> np.ndarray:
-    """Return the (256, 3) uint8 palette: data.palette's colours first, VOC's for the rest (VOC's void 255 = (224, 224, 192)).
+    """Return the (256, 3) uint8 palette: data.palette's colours first (else, without data.classes,
+    the export's own: a CVAT labelmap's), VOC's for the rest (VOC's void 255 = (224, 224, 192)).
 
     A sigmoid task (binary, multilabel) is drawn in display labels (display_names): row 0 (no
     class) black, row k + 1 class k's colour (data.palette[k], else VOC's colour k + 1)."""
     colours = [[int(c) for c in colour] for colour in data_cfg.palette]
+    found = (
+        None
+        if colours or len(data_cfg.classes) or data_cfg.task != "multiclass"
+        else export_classes(data_cfg)
+    )
+    if found is not None:  # the export's own colours (a label without one keeps VOC's)
+        voc = voc_palette()
+        colours = [list(c) if c is not None else voc[i].tolist() for i, c in enumerate(found.colours)]
     if data_cfg.task != "multiclass" and colours:
         colours = [[0, 0, 0], *colours]
     return make_palette(colours or None)

@@ -40,8 +40,14 @@ def colour_lookup(
     return lut
 
 
-def rgb_to_index(rgb: np.ndarray, lut: dict[int, int], path: Path) -> np.ndarray:
-    """Return the uint8 label map of an HxWx3 colour mask, or raise ValueError naming an unknown colour."""
+def rgb_to_index(
+    rgb: np.ndarray,
+    lut: dict[int, int],
+    path: Path,
+    where: str = "not in the palette; add it to data.palette (index order) or fix the mask",
+) -> np.ndarray:
+    """Return the uint8 label map of an HxWx3 colour mask, or raise ValueError naming an unknown
+    colour, its place and then `where` (what the colours come from and what to do)."""
     packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     colours, inverse = np.unique(packed, return_inverse=True)
     labels = np.empty(len(colours), dtype=np.uint8)
@@ -49,10 +55,7 @@ def rgb_to_index(rgb: np.ndarray, lut: dict[int, int], path: Path) -> np.ndarray
         if colour not in lut:
             y, x = np.argwhere(packed == colour)[0]
             rgb_t = (colour >> 16 & 255, colour >> 8 & 255, colour & 255)
-            raise ValueError(
-                f"{path}: colour {rgb_t} at (x={x}, y={y}) is not in the palette; "
-                "add it to data.palette (index order) or fix the mask"
-            )
+            raise ValueError(f"{path}: colour {rgb_t} at (x={x}, y={y}) is {where}")
         labels[k] = lut[colour]
     return labels[inverse.reshape(packed.shape)]
 

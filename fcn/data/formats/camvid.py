@@ -1,6 +1,7 @@
 """'camvid': CamVid as SegNet distributes it (train/, trainannot/, ...) or as datumaro/CVAT write it
 (with label_colors.txt); fcn/data/camvid.py. Splits: train, val, test."""
 
+from fcn.config.exports import SEGNET_CAMVID_CLASSES
 from fcn.config.formats import FORMAT_KEYS
 from fcn.data.camvid import CamvidSegmentation, camvid_dirs, list_camvid
 from fcn.data.formats.format import Format, PairDataset
@@ -23,6 +24,7 @@ FORMAT = Format(
     name="camvid",
     about="CamVid: train/ + trainannot/ (val, test); SegNet's 11 classes, or label_colors.txt's (Void ignored)",
     keys=FORMAT_KEYS["camvid"],
+    classes=SEGNET_CAMVID_CLASSES,  # without label_colors.txt (whose classes export_classes gives)
     list=lambda ds, a: list_camvid(ds.root, ds.split),
     open=_open,
     mask_reader=_mask_reader,
