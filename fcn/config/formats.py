@@ -105,6 +105,13 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
     "pascal_context": FormatKeys(own_classes=60, rgb_only=True),
     "nyud": FormatKeys(own_classes=40, modalities=True, layer_input=True),
     "siftflow": FormatKeys(own_classes=33, rgb_only=True, geometric=True, layer_input=True),
+    "labelstudio": FormatKeys(
+        needs={"annotations": "Label Studio's JSON export", "images": "the directory of its images"},
+        accepts=("masks",),
+        no_label_map="(their labels map to data.classes by name)",
+        own_classes=None,
+    ),
+    "labelme": FormatKeys(no_label_map="(their labels map to data.classes by name)", own_classes=None),
 }
 """data.<split>.name -> its key rules; the names are the schema's DATASETS, in this order."""
 

@@ -172,8 +172,10 @@ class DatasetConfig:
     (ADEChallengeData2016), 'coco' (a COCO-format segmentation JSON: annotations and images below;
     root and split unused), the paper's other datasets in the layouts of the authors' data layers
     (fcn/data/paper.py): 'pascal_context' (59 classes + background), 'nyud' (NYUDv2, 40 classes) or
-    'siftflow' (33 semantic classes; masks carry the 3 geometric classes too), or your own Dataset
-    class by import path: 'package.module:Class'."""
+    'siftflow' (33 semantic classes; masks carry the 3 geometric classes too), 'labelstudio' (Label
+    Studio's JSON export: annotations and images below, masks for its brush-to-PNG export), 'labelme'
+    (a root folder of labelme's JSON files), or your own Dataset class by import path:
+    'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
     dataset's own root for 'folder' (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/),
@@ -194,15 +196,19 @@ class DatasetConfig:
     for the built-in names. See docs/datasets.md for what the class returns."""
     annotations: str = ""
     """name 'coco': the COCO-format JSON (polygons or RLE; CVAT, Label Studio, Roboflow and labelme
-    export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md)."""
+    export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md). name
+    'labelstudio': Label Studio's JSON export (Export > JSON: its tasks, brush and polygon labels)."""
     images: str = ""
-    """name 'coco': the directory holding the JSON's images (file_name relative to it). name 'pairs':
+    """name 'coco': the directory holding the JSON's images (file_name relative to it); name
+    'labelstudio': the directory of its tasks' images (found by base name). name 'pairs':
     the directory of the images, <stem>.jpg (.jpeg, .png, .tif, .tiff, .npy; relative to the current
     directory, as root is)."""
     masks: str = ""
     """name 'pairs': the directory of the masks, <stem><mask_suffix>.png for the image <stem>.*
     (palette or grayscale class indices, 16-bit allowed, or RGB colours converted through
-    data.palette); it may be the images directory when mask_suffix is set (Roboflow)."""
+    data.palette); it may be the images directory when mask_suffix is set (Roboflow). name
+    'labelstudio' (optional): the folder of its "Brush labels to PNG" export, read instead of the
+    JSON's brush RLE (task-<id>-annotation-<id>-by-<user>-<tag>-<label>-<n>.png)."""
     ids: str = ""
     """name 'pairs': a file of the split's stems, one per line, each needing its image and mask (this
     path and masks' are relative to the current directory too);

@@ -58,12 +58,17 @@ __all__ = [
 
 
 def class_names(data_cfg: Any) -> list[str]:
-    """Return the class names in label order: data.classes, or the datasets' own (PASCAL VOC's 21,
-    or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
+    """Return the class names in label order: data.classes, or those a labelling tool's export names
+    (Format.export_classes), or the datasets' own (PASCAL VOC's 21, or PASCAL-Context's 60, NYUDv2's
+    40, SIFT Flow's 33 semantic classes)."""
     if len(data_cfg.classes):
         return [str(c) for c in data_cfg.classes]
     if data_cfg.task == "binary":
         return ["foreground"]
+    for ds in (data_cfg.train, data_cfg.val):  # a tool's export names its labels: train's first
+        found = FORMATS[ds.name].export_classes if ds.name in FORMATS else None
+        if found is not None:
+            return found(ds)
     for ds in (data_cfg.val, data_cfg.train):
         own = FORMATS[ds.name].classes if ds.name in FORMATS else ()
         if own:

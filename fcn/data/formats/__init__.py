@@ -17,6 +17,8 @@ from fcn.data.formats import (
     coco,
     external,
     folder,
+    labelme,
+    labelstudio,
     nyud,
     pairs,
     pascal_context,
@@ -39,6 +41,8 @@ FORMATS: dict[str, Format] = {
     "pascal_context": pascal_context.FORMAT,
     "nyud": nyud.FORMAT,
     "siftflow": siftflow.FORMAT,
+    "labelstudio": labelstudio.FORMAT,
+    "labelme": labelme.FORMAT,
 }
 """data.<split>.name -> its Format, in the schema's DATASETS order."""
 
