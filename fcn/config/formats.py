@@ -154,6 +154,13 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
     # SegNet's 11 classes, or label_colors.txt's less Void when the export has one
     "camvid": FormatKeys(own_classes=11, export_classes=camvid_classes),
     "kitti": FormatKeys(own_classes=19),  # Cityscapes' 19 train ids
+    "labelstudio": FormatKeys(
+        needs={"annotations": "Label Studio's JSON export", "images": "the directory of its images"},
+        accepts=("masks",),
+        no_label_map="(their labels map to data.classes by name)",
+        own_classes=None,
+    ),
+    "labelme": FormatKeys(no_label_map="(their labels map to data.classes by name)", own_classes=None),
 }
 """data.<split>.name -> its key rules; the names are the schema's DATASETS, in this order."""
 

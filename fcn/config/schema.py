@@ -174,7 +174,9 @@ class DatasetConfig:
     (fcn/data/paper.py): 'pascal_context' (59 classes + background), 'nyud' (NYUDv2, 40 classes) or
     'siftflow' (33 semantic classes; masks carry the 3 geometric classes too), 'cvat_mask' (CVAT's
     "Segmentation mask 1.1" export: root; split a subset, 'default' or 'all'), 'cvat_xml' (CVAT for
-    images 1.1 XML: annotations and images below), or your own Dataset class by import path:
+    images 1.1 XML: annotations and images below), 'labelstudio' (Label Studio's JSON export:
+    annotations and images below, masks for its brush-to-PNG export), 'labelme' (a root folder of
+    labelme's JSON files), or your own Dataset class by import path:
     'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
@@ -197,17 +199,20 @@ class DatasetConfig:
     annotations: str = ""
     """name 'coco': the COCO-format JSON (polygons or RLE; CVAT, Label Studio, Roboflow and labelme
     export it). Its masks are cached in .fcn_coco_cache/ beside it (docs/coco.md). name 'cvat_xml':
-    CVAT's annotations.xml (masks cached in .fcn_cvat_cache/ beside it)."""
+    CVAT's annotations.xml (masks cached in .fcn_cvat_cache/ beside it). name 'labelstudio': Label
+    Studio's JSON export (Export > JSON: its tasks, brush and polygon labels)."""
     images: str = ""
     """name 'coco': the directory holding the JSON's images (file_name relative to it; 'cvat_xml':
-    each <image>'s name relative to it). name 'pairs':
+    each <image>'s name relative to it; 'labelstudio': its tasks' images, found by base name). name 'pairs':
     the directory of the images, <stem>.jpg (.jpeg, .png, .tif, .tiff, .npy; relative to the current
     directory, as root is)."""
     masks: str = ""
     """name 'pairs': the directory of the masks, <stem><mask_suffix>.png for the image <stem>.*
     (palette or grayscale class indices, 16-bit allowed, or RGB colours converted through
     data.palette); it may be the images directory when mask_suffix is set (Roboflow). name
-    'coco_panoptic': its PNG folder when it is not the JSON's path less .json (the format's place)."""
+    'coco_panoptic': its PNG folder when it is not the JSON's path less .json (the format's place).
+    name 'labelstudio' (optional): the folder of its "Brush labels to PNG" export, read instead of the
+    JSON's brush RLE (task-<id>-annotation-<id>-by-<user>-<tag>-<label>-<n>.png)."""
     ids: str = ""
     """name 'pairs': a file of the split's stems, one per line, each needing its image and mask (this
     path and masks' are relative to the current directory too);

@@ -22,6 +22,8 @@ from fcn.data.formats import (
     external,
     folder,
     kitti,
+    labelme,
+    labelstudio,
     nyud,
     pairs,
     pascal_context,
@@ -51,6 +53,8 @@ FORMATS: dict[str, Format] = {
     "roboflow": roboflow.FORMAT,
     "camvid": camvid.FORMAT,
     "kitti": kitti.FORMAT,
+    "labelstudio": labelstudio.FORMAT,
+    "labelme": labelme.FORMAT,
 }
 """data.<split>.name -> its Format, in the schema's DATASETS order."""
 
