@@ -169,6 +169,7 @@ def predict_files(
     outputs: Sequence[str] = OUTPUTS,
     stems: Sequence[str] | None = None,
     calibration: Sequence[Path] | None = None,
+    finished: list[str] | None = None,
 ) -> tuple[int, list[str]]:
     """Segment every image file (as list_images lists them) with a fcn.api.Segmenter and write, per
     image, <stem>.png (class indices, palette PNG), <stem>_color.png, <stem>_overlay.png (input
@@ -179,6 +180,8 @@ def predict_files(
     fewer write faster: the overlay's PNG is most of the writing at photo sizes). stems: the output
     names (None: output_stems(files)); calibration: the images int8 calibrates on (None: files), both
     given by a process of a torchrun run segmenting its share (share_of) as one process would.
+    finished: a list the output names of the images segmented are appended to (predict.py --export
+    reads their masks back).
 
     With pipeline (the default), the next images are read and decoded, and the finished ones drawn,
     encoded and written, in background threads while the network runs (fcn.core.pipeline): the same
@@ -230,6 +233,8 @@ def predict_files(
                 continue
             behind.submit(write, segmenter, image, mask, out, stem, alpha, not pipeline, outputs)
             done += 1
+            if finished is not None:
+                finished.append(stem)
     if pipeline and done:
         sync()
     return done, errors
