@@ -114,7 +114,10 @@ def test_labels_txt_orders_the_classes_and_ignore_draws_the_ignore_index(tmp_pat
     (folder / "labels.txt").write_text("__ignore__\n_background_\ndog\ncat\n")  # labelme2voc's file
     cfg = load_config([str(_config(tmp_path, folder))])
     assert class_names(cfg.data) == ["_background_", "dog", "cat"]
-    assert "labelme: 3 classes from labels.txt: _background_=0, dog=1, cat=2" in capsys.readouterr().out
+    assert (
+        f"labelme: 3 classes from {folder / 'labels.txt'}: _background_=0, dog=1, cat=2"
+        in capsys.readouterr().out
+    )
     _, mask = build_dataset(cfg.data.train, cfg.data)[0]
     want = expected(SHAPES[:2], ["_background_", "dog", "cat"])
     want[shape_to_mask((H, W), [[0, 0], [5, 5]], "rectangle")] = 255

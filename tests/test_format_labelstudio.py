@@ -147,9 +147,8 @@ def test_masks_follow_z_order_latest_annotation_and_upload_names(tmp_path, capsy
     (tmp_path / "images" / "unlabelled.png").write_bytes((tmp_path / "images" / "two.png").read_bytes())
     cfg = load_config([str(_config(tmp_path, path))])
     assert class_names(cfg.data) == ["background", "cat", "dog"]
-    assert (
-        "labelstudio: 3 classes from the labels used in export.json (sorted): background=0, cat=1, dog=2"
-        in (capsys.readouterr().out)
+    assert f"labelstudio: 3 classes from the labels used in {path} (sorted): background=0, cat=1, dog=2" in (
+        capsys.readouterr().out
     )
     ds = build_dataset(cfg.data.train, cfg.data)
     assert ds.ids == ["photo", "two"]  # task 3 has no annotation: left out

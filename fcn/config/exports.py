@@ -32,6 +32,11 @@ class ExportClasses:
     names: tuple[str, ...]
     colours: tuple[Colour, ...]  # None: the file gives the label no colour
     source: Path  # the file they were read from (the one-line mapping names it)
+    about: str = ""  # how they were read, when not simply from source: "the labels used in <file> (sorted)"
+
+    def where(self) -> str:
+        """Return where the classes came from, for the one-line mapping."""
+        return self.about or str(self.source)
 
 
 def _text(path: Path) -> str:
@@ -242,3 +247,136 @@ def panoptic_categories(ds: Any) -> Optional[ExportClasses]:
     path = Path(str(ds.annotations))
     st = path.stat()
     return _json_categories(str(path), (st.st_size, st.st_mtime_ns))
+
+
+# Label Studio's JSON export (Export > JSON) and labelme's folder name no classes in a file: the
+# labels their regions use are the classes, scanned here (the readers in fcn/data use the same
+# functions, so both sides agree).
+LABELSTUDIO_KINDS = {"brushlabels": "brushlabels", "polygonlabels": "polygonlabels"}
+"""Label Studio result types that are regions of a class: the value key holding their label."""
+
+
+def chosen_annotation(task: dict) -> Optional[dict]:
+    """Return a Label Studio task's most recent annotation that was not cancelled (None: there is none)."""
+    good = [
+        (str(a.get("updated_at") or a.get("created_at") or ""), n, a)
+        for n, a in enumerate(task.get("annotations") or [])
+        if isinstance(a, dict) and not a.get("was_cancelled")
+    ]
+    return max(good, key=lambda t: t[:2])[2] if good else None
+
+
+def read_labelstudio_export(path: Path) -> list:
+    """Return the tasks of a Label Studio JSON export; ValueError naming the file when it is not one."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found (data.<split>.annotations)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(doc, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("data"), dict) for t in doc
+    ):
+        raise ValueError(
+            f"{path}: not Label Studio's JSON export: expected a list of tasks with 'data' (Export > JSON, "
+            "not JSON-MIN or COCO)"
+        )
+    return doc
+
+
+def region_label(result: dict, where: str) -> Optional[str]:
+    """Return the one label of a Label Studio brush or polygon result (None: another type of result);
+    ValueError naming `where` for a region without exactly one label."""
+    kind = LABELSTUDIO_KINDS.get(str(result.get("type", "")).lower())
+    value = result.get("value")
+    if kind is None or not isinstance(value, dict):
+        return None
+    labels = value.get(kind)
+    if not isinstance(labels, list) or len(labels) != 1:
+        raise ValueError(f"{where}: a {kind} region needs one label in value.{kind}, got {labels!r}")
+    return str(labels[0])
+
+
+def used_labels(tasks: list) -> set[str]:
+    """Return the labels of the brush and polygon regions of each task's chosen annotation."""
+    seen = set()
+    for task in tasks:
+        ann = chosen_annotation(task)
+        for r in (ann or {}).get("result") or []:
+            try:
+                label = region_label(r, "") if isinstance(r, dict) else None
+            except ValueError:
+                continue  # the listing reports it
+            if label is not None:
+                seen.add(label)
+    return seen
+
+
+@functools.lru_cache(maxsize=8)
+def _labelstudio_names(path: str, stamp: tuple) -> tuple[str, ...]:
+    seen = used_labels(read_labelstudio_export(Path(path))) - {"background"}
+    return ("background", *sorted(seen))
+
+
+def labelstudio_classes(ds: Any) -> ExportClasses:
+    """Return the classes of a Label Studio JSON export: background and the labels its regions use,
+    sorted (read once while the file is unchanged); OSError / ValueError naming the file."""
+    path = Path(str(ds.annotations))
+    st = path.stat()
+    names = _labelstudio_names(str(path), (st.st_size, st.st_mtime_ns))
+    return ExportClasses(names, (None,) * len(names), path, f"the labels used in {path} (sorted)")
+
+
+LABELME_BACKGROUND = ("_background_", "background")
+"""labelme labels that draw class 0 (labelme2voc.py's `_background_`, and the plain word)."""
+LABELME_IGNORE = "__ignore__"
+"""The label labelme2voc.py gives id -1, written as the void value: data.ignore_index here."""
+LABELME_LABELS_FILE = "labels.txt"
+
+
+def labelme_labels_txt(root: Path) -> Optional[list[str]]:
+    """Return the classes root/labels.txt names in labelme2voc's convention (`__ignore__` dropped,
+    `_background_` class 0), or None when there is none; ValueError naming it when 0 is not background."""
+    path = root / LABELME_LABELS_FILE
+    if not path.is_file():
+        return None
+    names = [line.strip() for line in _text(path).splitlines() if line.strip()]
+    names = [n for n in names if n != LABELME_IGNORE]
+    if not names or names[0] not in LABELME_BACKGROUND:
+        raise ValueError(
+            f"{path}: the first class (after __ignore__) must be _background_, as labelme2voc.py requires"
+        )
+    return names
+
+
+@functools.lru_cache(maxsize=8)
+def _labelme_names(root: str, stamp: tuple) -> tuple[tuple[str, ...], Path]:
+    path = Path(root)
+    own = labelme_labels_txt(path)
+    if own is not None:
+        return tuple(own), path / LABELME_LABELS_FILE
+    seen = set()
+    for p in sorted(q for q in path.iterdir() if q.suffix.lower() == ".json" and q.is_file()):
+        try:
+            doc = json.loads(p.read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            continue  # the listing reports it
+        shapes = doc.get("shapes") if isinstance(doc, dict) else None
+        if isinstance(shapes, list):
+            seen.update(str(s.get("label")) for s in shapes if isinstance(s, dict))
+    seen -= {*LABELME_BACKGROUND, LABELME_IGNORE}
+    return ("background", *sorted(seen)), path
+
+
+def labelme_classes(ds: Any) -> ExportClasses:
+    """Return the classes of a labelme folder: its labels.txt (labelme2voc's layout), else background
+    and the labels its JSON files use, sorted; OSError when root is no directory."""
+    root = Path(str(ds.root))
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(root.iterdir()))
+    names, source = _labelme_names(str(root), stamp)
+    about = "" if source.name == LABELME_LABELS_FILE else f"the labels of the JSON files in {root} (sorted)"
+    return ExportClasses(names, (None,) * len(names), source, about)

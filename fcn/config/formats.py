@@ -22,6 +22,8 @@ from typing import Any, Callable, Optional
 from fcn.config.exports import (
     ExportClasses,
     camvid_classes,
+    labelme_classes,
+    labelstudio_classes,
     panoptic_categories,
     read_cvat_xml_labels,
     read_labelmap,
@@ -159,8 +161,13 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
         accepts=("masks",),
         no_label_map="(their labels map to data.classes by name)",
         own_classes=None,
+        export_classes=labelstudio_classes,
     ),
-    "labelme": FormatKeys(no_label_map="(their labels map to data.classes by name)", own_classes=None),
+    "labelme": FormatKeys(
+        no_label_map="(their labels map to data.classes by name)",
+        own_classes=None,
+        export_classes=labelme_classes,
+    ),
 }
 """data.<split>.name -> its key rules; the names are the schema's DATASETS, in this order."""
 

@@ -82,15 +82,14 @@ def export_classes(data_cfg: Any) -> Optional[ExportClasses]:
             continue
         if (ds.name, str(found.source)) not in _SAID:
             _SAID.add((ds.name, str(found.source)))
-            announce_classes(str(ds.name), found.names, str(found.source))
+            announce_classes(str(ds.name), found.names, found.where())
         return found
     return None
 
 
 def class_names(data_cfg: Any) -> list[str]:
     """Return the class names in label order: data.classes, or those a labelling tool's export names
-    (its own file: FormatKeys.export_classes; else the labels it uses: Format.export_classes), or the
-    datasets' own (PASCAL VOC's 21, or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
+    (its own class file, or the labels its regions use: FormatKeys.export_classes), or the datasets' own (PASCAL VOC's 21, or PASCAL-Context's 60, NYUDv2's 40, SIFT Flow's 33 semantic classes)."""
     if len(data_cfg.classes):
         return [str(c) for c in data_cfg.classes]
     if data_cfg.task == "binary":
@@ -98,10 +97,6 @@ def class_names(data_cfg: Any) -> list[str]:
     found = export_classes(data_cfg)
     if found is not None:
         return list(found.names)
-    for ds in (data_cfg.train, data_cfg.val):  # a tool's export names its labels: train's first
-        found = FORMATS[ds.name].export_classes if ds.name in FORMATS else None
-        if found is not None:
-            return found(ds)
     for ds in (data_cfg.val, data_cfg.train):
         own = FORMATS[ds.name].classes if ds.name in FORMATS else ()
         if own:
@@ -112,21 +107,16 @@ def class_names(data_cfg: Any) -> list[str]:
 def resolve_classes(cfg: Any) -> Any:
     """Return cfg with data.classes set to the class names an export's own files give
     (FormatKeys.export_classes: labelmap.txt, _classes.csv, label_colors.txt, a panoptic JSON's
-    categories; else the labels a Label Studio or labelme export uses, Format.export_classes), and
+    categories, the labels a Label Studio or labelme export uses), and
     data.palette to the file's colours, when data.classes is empty, so that the run's config.yml,
     its checkpoints and Hub folders hold them and a model used away from the export still names its
     classes; cfg itself otherwise."""
     if len(cfg.data.classes) or cfg.data.task == "binary":
         return cfg
     found = export_classes(cfg.data)
-    names = list(found.names) if found is not None else []
-    for ds in () if names else (cfg.data.train, cfg.data.val):  # the labels a tool's export uses
-        used = FORMATS[ds.name].export_classes if ds.name in FORMATS else None
-        if used is not None:
-            names = used(ds)
-            break
-    if not names:
+    if found is None:
         return cfg
+    names = list(found.names)
     import copy
 
     from omegaconf import OmegaConf
@@ -134,7 +124,7 @@ def resolve_classes(cfg: Any) -> Any:
     out = copy.deepcopy(cfg)
     OmegaConf.set_readonly(out, False)
     out.data.classes = [str(n) for n in names]
-    if found is not None and not len(cfg.data.palette) and cfg.data.task == "multiclass":
+    if not len(cfg.data.palette) and cfg.data.task == "multiclass":
         # the export's colours (VOC's where it gives a class none), as palette() drew them
         out.data.palette = palette(cfg.data)[: len(found.names)].tolist()
     OmegaConf.set_readonly(out, True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import io
 import json
@@ -39,16 +38,14 @@ import numpy as np
 from PIL import Image
 
 from fcn.config import VOID
-from fcn.data.shapes import Layer, ShapeListing, files_key, mapping_line, outside, say_classes
+from fcn.config.exports import LABELME_BACKGROUND, LABELME_IGNORE
+from fcn.data.shapes import Layer, ShapeListing, files_key, outside
 from fcn.data.splits import require_dir
 
-BACKGROUND = ("_background_", "background")
-"""Labels that draw class 0 (labelme2voc.py's `_background_`, and the plain word)."""
-IGNORE = "__ignore__"
-"""The label labelme2voc.py gives id -1, written as the void value: data.ignore_index here."""
+BACKGROUND = LABELME_BACKGROUND
+IGNORE = LABELME_IGNORE
 NO_AREA = ("line", "linestrip", "point")
 """Shape types with no area: drawn by shape_to_mask with a pen width, not a label region; skipped."""
-LABELS_FILE = "labels.txt"
 
 
 class MissingImage(FileNotFoundError):
@@ -78,51 +75,6 @@ def read_json(path: Path) -> dict:
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
         raise ValueError(f"{path}: not a labelme file: expected an object with a 'shapes' list")
     return doc
-
-
-def labels_txt(root: Path) -> Optional[list[str]]:
-    """Return the classes root/labels.txt names in labelme2voc's convention (`__ignore__` dropped,
-    `_background_` class 0), or None when there is none; ValueError naming it when 0 is not background."""
-    path = root / LABELS_FILE
-    if not path.is_file():
-        return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    names = [n for n in names if n != IGNORE]
-    if not names or names[0] not in BACKGROUND:
-        raise ValueError(
-            f"{path}: the first class (after __ignore__) must be _background_, as labelme2voc.py requires"
-        )
-    return names
-
-
-@functools.lru_cache(maxsize=8)
-def _classes(root: str, stamp: tuple) -> tuple[tuple[str, ...], str]:
-    path = Path(root)
-    own = labels_txt(path)
-    if own is not None:
-        return tuple(own), LABELS_FILE
-    seen = set()
-    for p in json_files(path):
-        try:
-            doc = read_json(p)
-        except ValueError:
-            continue  # the listing reports it
-        seen.update(str(s.get("label")) for s in doc["shapes"] if isinstance(s, dict))
-    seen -= {*BACKGROUND, IGNORE}
-    return ("background", *sorted(seen)), f"the labels of the JSON files in {path} (sorted)"
-
-
-def export_classes(root: str | Path) -> list[str]:
-    """Return the classes of a labelme folder (labels.txt, else background and the labels seen,
-    sorted), printing the mapping once."""
-    path = Path(root)
-    try:
-        stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(path.iterdir()))
-    except OSError:
-        stamp = ()
-    names, source = _classes(str(path), stamp)
-    say_classes(mapping_line("labelme", names, source))
-    return list(names)
 
 
 def _image(path: Path, doc: dict, cache: Path) -> Path:

@@ -37,8 +37,6 @@ holding the count - 1; a run is one word repeated count times, else count words 
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -49,8 +47,16 @@ import numpy as np
 from PIL import Image
 
 from fcn.config import VOID
+from fcn.config.exports import (
+    LABELSTUDIO_KINDS,
+    chosen_annotation,
+)
+from fcn.config.exports import read_labelstudio_export as read_export
+from fcn.config.exports import (
+    region_label as _region_label,
+)
 from fcn.data.listing import Problem
-from fcn.data.shapes import PNG_THRESHOLD, Layer, ShapeListing, files_key, mapping_line, outside, say_classes
+from fcn.data.shapes import PNG_THRESHOLD, Layer, ShapeListing, files_key, outside
 from fcn.data.splits import list_names
 
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(.+)$")
@@ -58,7 +64,7 @@ UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(.+)$")
 PNG_NAME = re.compile(r"^task-(\d+)-annotation-(\d+)-by-([A-Za-z0-9@.]*)-(.+)\.png$")
 """A brush-to-PNG file: the user part is the annotator's e-mail or id with only letters, digits,
 '@' and '.' kept (label_studio_converter's filename rule), so the first '-' after it ends it."""
-KINDS = {"brushlabels": "brushlabels", "polygonlabels": "polygonlabels"}
+KINDS = LABELSTUDIO_KINDS
 
 
 def decode_rle(rle: Sequence[int], where: str = "RLE") -> np.ndarray:
@@ -129,87 +135,6 @@ def find_image(name: str, names_in_dir: set[str]) -> Optional[str]:
         return name
     m = UPLOAD_PREFIX.match(name)
     return m.group(1) if m and m.group(1) in names_in_dir else None
-
-
-def chosen_annotation(task: dict) -> Optional[dict]:
-    """Return a task's most recent annotation that was not cancelled (None: there is none)."""
-    good = [
-        (str(a.get("updated_at") or a.get("created_at") or ""), n, a)
-        for n, a in enumerate(task.get("annotations") or [])
-        if isinstance(a, dict) and not a.get("was_cancelled")
-    ]
-    return max(good, key=lambda t: t[:2])[2] if good else None
-
-
-def read_export(path: Path) -> list:
-    """Return the tasks of a Label Studio JSON export; ValueError naming the file when it is not one."""
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found (data.<split>.annotations)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if not isinstance(doc, list) or not all(
-        isinstance(t, dict) and isinstance(t.get("data"), dict) for t in doc
-    ):
-        raise ValueError(
-            f"{path}: not Label Studio's JSON export: expected a list of tasks with 'data' (Export > JSON, "
-            "not JSON-MIN or COCO)"
-        )
-    return doc
-
-
-def _region_label(result: dict, where: str) -> Optional[str]:
-    """Return the one label of a brush or polygon result (None: another type of result)."""
-    kind = KINDS.get(str(result.get("type", "")).lower())
-    value = result.get("value")
-    if kind is None or not isinstance(value, dict):
-        return None
-    labels = value.get(kind)
-    if not isinstance(labels, list) or len(labels) != 1:
-        raise ValueError(f"{where}: a {kind} region needs one label in value.{kind}, got {labels!r}")
-    return str(labels[0])
-
-
-def used_labels(tasks: list) -> set[str]:
-    """Return the labels of the brush and polygon regions of each task's chosen annotation."""
-    seen = set()
-    for task in tasks:
-        ann = chosen_annotation(task)
-        for r in (ann or {}).get("result") or []:
-            try:
-                label = _region_label(r, "") if isinstance(r, dict) else None
-            except ValueError:
-                continue  # the listing reports it
-            if label is not None:
-                seen.add(label)
-    return seen
-
-
-@functools.lru_cache(maxsize=8)
-def _classes(path: str, stamp: tuple) -> tuple[str, ...]:
-    seen = used_labels(read_export(Path(path))) - {"background"}
-    return ("background", *sorted(seen))
-
-
-def export_classes(annotations: str | Path) -> list[str]:
-    """Return `background` and the labels an export's annotations use, sorted; the mapping printed once."""
-    path = Path(annotations)
-    try:
-        st = path.stat()
-        stamp = (st.st_size, st.st_mtime_ns)
-    except OSError:
-        stamp = ()
-    try:
-        names = _classes(str(path), stamp)
-    except (OSError, ValueError):
-        return ["background"]  # the listing reports the file
-    say_classes(mapping_line("labelstudio", names, f"the labels used in {path.name} (sorted)"))
-    return list(names)
 
 
 def _png_files(masks: Path) -> dict[tuple[str, str, str], Path]:

@@ -76,9 +76,6 @@ class Format:
     classes: tuple[str, ...] = ()
     """The class names it has of its own, in label order (the paper's datasets); () = PASCAL VOC's
     unless data.classes names them."""
-    export_classes: Optional[Callable[[Any], list[str]]] = None
-    """ds_cfg -> the class names its export's own files give, in label order (a labelling tool's
-    labels), printing the mapping once; class_names uses them when data.classes is empty."""
     palette: bool = False
     """Its colour masks read through data.palette (folder, pairs); False: VOC's colours."""
     listed_channels: Optional[int] = None

@@ -2,7 +2,7 @@
 
 from fcn.config.formats import FORMAT_KEYS
 from fcn.data.formats.format import Format
-from fcn.data.labelme import export_classes, list_labelme
+from fcn.data.labelme import list_labelme
 from fcn.data.shapes import ShapeListing, ShapeSegmentation
 
 
@@ -32,5 +32,4 @@ FORMAT = Format(
     mask_reader=lambda fmt, ds, a, listing: _dataset(ds, a, listing),
     describe=lambda ds: f"labelme {ds.root}",
     counts_dir=lambda ds, listing: listing.cache_dir,
-    export_classes=lambda ds: export_classes(ds.root),
 )

@@ -3,7 +3,7 @@
 
 from fcn.config.formats import FORMAT_KEYS
 from fcn.data.formats.format import Format
-from fcn.data.labelstudio import export_classes, list_labelstudio
+from fcn.data.labelstudio import list_labelstudio
 from fcn.data.shapes import ShapeListing, ShapeSegmentation
 
 
@@ -38,5 +38,4 @@ FORMAT = Format(
     mask_reader=lambda fmt, ds, a, listing: _dataset(ds, a, listing),
     describe=_describe,
     counts_dir=lambda ds, listing: listing.cache_dir,
-    export_classes=lambda ds: export_classes(ds.annotations),
 )
