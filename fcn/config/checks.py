@@ -305,7 +305,8 @@ def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> N
             )
     for part in OPTIONAL_KEYS:
         if ds[part] and part not in LENIENT_KEYS and not rules.takes(part):
-            owners = " or ".join(f"'{n}'" for n, k in FORMAT_KEYS.items() if k.takes(part))
+            names = [f"'{n}'" for n, k in FORMAT_KEYS.items() if k.takes(part)]
+            owners = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)
             raise ConfigError(f"{source}: {key}.{part} is for name {owners}, not '{ds.name}'")
     suffix = str(ds.mask_suffix)
     if "/" in suffix or "\\" in suffix or suffix.lower().endswith(".png"):
