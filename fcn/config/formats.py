@@ -26,6 +26,7 @@ from fcn.config.exports import (
     read_cvat_xml_labels,
     read_labelmap,
     roboflow_classes,
+    yolo_classes,
 )
 
 # data.<split> keys beyond name/root/split/modalities/args (which every format has) that a format may
@@ -161,6 +162,12 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
         own_classes=None,
     ),
     "labelme": FormatKeys(no_label_map="(their labels map to data.classes by name)", own_classes=None),
+    # background, then data.yaml's names (class k is label k + 1)
+    "yolo": FormatKeys(
+        no_label_map="(their class ids are data.yaml's names, k -> k + 1)",
+        own_classes=None,
+        export_classes=yolo_classes,
+    ),
 }
 """data.<split>.name -> its key rules; the names are the schema's DATASETS, in this order."""
 

@@ -176,7 +176,8 @@ class DatasetConfig:
     "Segmentation mask 1.1" export: root; split a subset, 'default' or 'all'), 'cvat_xml' (CVAT for
     images 1.1 XML: annotations and images below), 'labelstudio' (Label Studio's JSON export:
     annotations and images below, masks for its brush-to-PNG export), 'labelme' (a root folder of
-    labelme's JSON files), or your own Dataset class by import path:
+    labelme's JSON files), 'yolo' (an Ultralytics YOLO segmentation dataset: root holding data.yaml;
+    split train, val or test), or your own Dataset class by import path:
     'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
