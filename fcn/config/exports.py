@@ -308,3 +308,41 @@ def yolo_classes(ds: Any) -> Optional[ExportClasses]:
     path, doc = read_yolo_yaml(str(ds.root))
     names = ("background", *yolo_names(path, doc))
     return ExportClasses(names, (None,) * len(names), path)
+
+
+def cityscapes_classes(ds: Any) -> Optional[ExportClasses]:
+    """Return the classes of a 'cityscapes' export's label_colors.txt, as datumaro 1.13's cityscapes
+    format reads what its exporter writes ('R G B name' lines, or a bare name without a colour):
+    the label coloured 0 0 0 first (else 'background', which the exporter leaves out of the file,
+    added first), then the others in file order, the gtFine *_labelIds.png values by that order;
+    None without the file (the official archives: their labelIds go through data.label_map);
+    FileNotFoundError when data.<split>.root is no directory (the export is not on this machine)."""
+    if not Path(str(ds.root)).is_dir():
+        raise FileNotFoundError(f"cityscapes: directory {ds.root} not found")
+    path = Path(str(ds.root)) / CAMVID_COLOURS_FILE
+    if not path.is_file():
+        return None
+    rows: dict[str, Colour] = {}
+    for number, line in enumerate(_text(path).splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if len(parts) >= 4 and all(p.isdigit() and int(p) <= 255 for p in parts[:3]):
+            name, colour = " ".join(parts[3:]), tuple(int(p) for p in parts[:3])
+        elif len(parts) == 1:
+            name, colour = parts[0], None
+        else:
+            raise ValueError(
+                f"{path}: line {number} {line.strip()!r} is not 'R G B name' (values 0..255) or 'name'"
+            )
+        if name in rows:
+            raise ValueError(f"{path}: line {number}: label '{name}' is listed twice")
+        rows[name] = colour  # type: ignore[assignment]
+    if not rows:
+        raise ValueError(f"{path}: lists no labels")
+    black = next((n for n, c in rows.items() if c == (0, 0, 0)), None)
+    if black is None:  # datumaro's make_cityscapes_categories adds it, black where labels have colours
+        black = "background"
+        rows.setdefault(black, (0, 0, 0) if any(c is not None for c in rows.values()) else None)
+    ordered = {black: rows.pop(black), **rows}
+    return ExportClasses(tuple(ordered), tuple(ordered.values()), path)

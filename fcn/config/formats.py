@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 from fcn.config.exports import (
     ExportClasses,
     camvid_classes,
+    cityscapes_classes,
     panoptic_categories,
     read_cvat_xml_labels,
     read_labelmap,
@@ -122,7 +123,9 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
     ),
     "cityscapes": FormatKeys(
         needs_label_map="reads raw labelIds: set data.label_map (labelIds -> train ids; "
-        "predefined_configs/cityscapes_fcn8s.yml holds the official 19-class map)"
+        "predefined_configs/cityscapes_fcn8s.yml holds the official 19-class map)",
+        # an export with label_colors.txt (datumaro's) names its labelIds: no label map needed
+        export_classes=cityscapes_classes,
     ),
     "ade20k": FormatKeys(),
     "coco": FormatKeys(

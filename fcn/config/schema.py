@@ -168,7 +168,7 @@ class DatasetConfig:
     """'voc' (PASCAL VOC 2012), 'sbd' (benchmark_RELEASE), 'voc_aug' (VOC 2012 train + SBD
     train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout), 'pairs'
     (images and masks in two folders paired by file stem, as CVAT and Roboflow export masks: images,
-    masks, ids and mask_suffix below; root and split unused), 'cityscapes' (leftImg8bit/ + gtFine/ labelIds; needs data.label_map), 'ade20k'
+    masks, ids and mask_suffix below; root and split unused), 'cityscapes' (leftImg8bit/ + gtFine/ labelIds, in city folders or not; needs data.label_map unless root holds an export's label_colors.txt), 'ade20k'
     (ADEChallengeData2016), 'coco' (a COCO-format segmentation JSON: annotations and images below;
     root and split unused), the paper's other datasets in the layouts of the authors' data layers
     (fcn/data/paper.py): 'pascal_context' (59 classes + background), 'nyud' (NYUDv2, 40 classes) or
