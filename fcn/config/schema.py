@@ -177,7 +177,9 @@ class DatasetConfig:
     images 1.1 XML: annotations and images below), 'labelstudio' (Label Studio's JSON export:
     annotations and images below, masks for its brush-to-PNG export), 'labelme' (a root folder of
     labelme's JSON files), 'yolo' (an Ultralytics YOLO segmentation dataset: root holding data.yaml;
-    split train, val or test), or your own Dataset class by import path:
+    split train, val or test), 'auto' (root's files say which of these it is, when the config
+    loads: fcn/config/detect.py; the config then holds that name and its keys), or your own Dataset
+    class by import path:
     'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the
