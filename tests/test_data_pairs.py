@@ -217,7 +217,11 @@ def write_yaml(path: Path, train: dict, classes: bool = True) -> str:
             "data.train.name='pairs' needs data.train.images: the directory",
         ),
         ({"name": "pairs", "images": "i", "masks": "m"}, False, "data.train.name='pairs' needs data.classes"),
-        ({"name": "folder", "masks": "m"}, True, "data.train.masks is for name 'pairs', 'coco_panoptic' or 'labelstudio', not 'folder'"),
+        (
+            {"name": "folder", "masks": "m"},
+            True,
+            "data.train.masks is for name 'pairs', 'coco_panoptic' or 'labelstudio', not 'folder'",
+        ),
         ({"name": "voc", "mask_suffix": "_m"}, True, "data.train.mask_suffix is for name 'pairs', not 'voc'"),
         (
             {"name": "pairs", "images": "i", "masks": "m", "mask_suffix": "_mask.png"},

@@ -272,6 +272,19 @@ def _validate_paper_options(cfg: DictConfig, source: str) -> None:
             )
 
 
+def _names_its_labels(ds: DictConfig, d: DictConfig) -> bool:
+    """Return whether a split whose format reads raw ids (needs_label_map) names its own: its export
+    has a class file (FormatKeys.export_classes: a Cityscapes-like export's label_colors.txt), or,
+    where the export cannot be read here, data.classes holds what training wrote from one."""
+    read = format_keys(ds.name).export_classes
+    if read is None:
+        return False
+    try:
+        return read(ds) is not None
+    except (OSError, ValueError):  # a run's config away from its data: resolve_classes wrote them
+        return bool(len(d.classes))
+
+
 def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> None:
     """Raise ConfigError for a dataset name that is neither built in nor an import path, args
     given to a built-in reader, or a key its format's rules (fcn/config/formats.py) refuse: a label
@@ -292,7 +305,7 @@ def _validate_dataset(source: str, key: str, ds: DictConfig, d: DictConfig) -> N
             "Dataset class named by import path ('package.module:Class')"
         )
     rules = format_keys(ds.name)
-    if rules.needs_label_map and not len(d.label_map):
+    if rules.needs_label_map and not len(d.label_map) and not _names_its_labels(ds, d):
         raise ConfigError(f"{source}: {key}.name='{ds.name}' {rules.needs_label_map}")
     if rules.needs_classes and not d.classes:
         raise ConfigError(

@@ -380,3 +380,107 @@ def labelme_classes(ds: Any) -> ExportClasses:
     names, source = _labelme_names(str(root), stamp)
     about = "" if source.name == LABELME_LABELS_FILE else f"the labels of the JSON files in {root} (sorted)"
     return ExportClasses(names, (None,) * len(names), source, about)
+
+
+YOLO_YAML = "data.yaml"
+YOLO_SPLITS = {"train": "train", "val": "val", "valid": "val", "test": "test"}
+"""data.<split>.split -> the key of data.yaml that names its images (Roboflow calls val 'valid')."""
+
+
+@functools.lru_cache(maxsize=8)
+def _yolo_yaml(path: str, stamp: tuple) -> dict:
+    import yaml  # PyYAML: OmegaConf's own dependency, already loaded with the config
+
+    try:
+        doc = yaml.safe_load(_text(Path(path)))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a mapping with 'names' (and path, train, val, test)")
+    return doc
+
+
+def read_yolo_yaml(root: str | Path) -> tuple[Path, dict]:
+    """Return (the file, its mapping) of an Ultralytics YOLO export's data.yaml in root;
+    FileNotFoundError naming it when there is none, ValueError when it is not a YAML mapping."""
+    path = Path(root) / YOLO_YAML
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file; set data.<split>.root to the folder holding the export's data.yaml"
+        )
+    st = path.stat()
+    return path, _yolo_yaml(str(path), (st.st_size, st.st_mtime_ns))
+
+
+def yolo_names(path: Path, doc: dict) -> tuple[str, ...]:
+    """Return the class names of a data.yaml by class id: `names` as a list or {id: name} with ids
+    0..n-1 (`nc` ids named class0.. as Ultralytics does when only nc is given); ValueError naming
+    the file when they are neither, or when nc disagrees."""
+    names, nc = doc.get("names"), doc.get("nc")
+    if isinstance(names, dict):
+        try:
+            by_id = {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: names must map class ids 0, 1, ... to names") from None
+        if sorted(by_id) != list(range(len(by_id))):
+            raise ValueError(f"{path}: names' ids {sorted(by_id)} are not 0..{len(by_id) - 1}")
+        found = tuple(by_id[i] for i in range(len(by_id)))
+    elif isinstance(names, list):
+        found = tuple(str(n) for n in names)
+    elif names is None and isinstance(nc, int) and nc > 0:
+        found = tuple(f"class{i}" for i in range(nc))
+    else:
+        raise ValueError(f"{path}: needs 'names' (a list, or {{id: name}}) or 'nc'")
+    if not found:
+        raise ValueError(f"{path}: names lists no classes")
+    if nc is not None and nc != len(found):
+        raise ValueError(f"{path}: nc is {nc} but names lists {len(found)} classes")
+    return found
+
+
+def yolo_classes(ds: Any) -> Optional[ExportClasses]:
+    """Return the classes of a 'yolo' root's data.yaml: 'background' (what no polygon covers), then
+    its names by class id (class k is label k + 1); no colours (YOLO writes none)."""
+    path, doc = read_yolo_yaml(str(ds.root))
+    names = ("background", *yolo_names(path, doc))
+    return ExportClasses(names, (None,) * len(names), path)
+
+
+def cityscapes_classes(ds: Any) -> Optional[ExportClasses]:
+    """Return the classes of a 'cityscapes' export's label_colors.txt, as datumaro 1.13's cityscapes
+    format reads what its exporter writes ('R G B name' lines, or a bare name without a colour):
+    the label coloured 0 0 0 first (else 'background', which the exporter leaves out of the file,
+    added first), then the others in file order, the gtFine *_labelIds.png values by that order;
+    None without the file (the official archives: their labelIds go through data.label_map);
+    FileNotFoundError when data.<split>.root is no directory (the export is not on this machine)."""
+    if not Path(str(ds.root)).is_dir():
+        raise FileNotFoundError(f"cityscapes: directory {ds.root} not found")
+    path = Path(str(ds.root)) / CAMVID_COLOURS_FILE
+    if not path.is_file():
+        return None
+    rows: dict[str, Colour] = {}
+    for number, line in enumerate(_text(path).splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if len(parts) >= 4 and all(p.isdigit() and int(p) <= 255 for p in parts[:3]):
+            name, colour = " ".join(parts[3:]), tuple(int(p) for p in parts[:3])
+        elif len(parts) == 1:
+            name, colour = parts[0], None
+        else:
+            raise ValueError(
+                f"{path}: line {number} {line.strip()!r} is not 'R G B name' (values 0..255) or 'name'"
+            )
+        if name in rows:
+            raise ValueError(f"{path}: line {number}: label '{name}' is listed twice")
+        rows[name] = colour  # type: ignore[assignment]
+    if not rows:
+        raise ValueError(f"{path}: lists no labels")
+    black = next((n for n, c in rows.items() if c == (0, 0, 0)), None)
+    if black is None:  # datumaro's make_cityscapes_categories adds it, black where labels have colours
+        black = "background"
+        rows.setdefault(black, (0, 0, 0) if any(c is not None for c in rows.values()) else None)
+    ordered = {black: rows.pop(black), **rows}
+    return ExportClasses(tuple(ordered), tuple(ordered.values()), path)

@@ -22,12 +22,14 @@ from typing import Any, Callable, Optional
 from fcn.config.exports import (
     ExportClasses,
     camvid_classes,
+    cityscapes_classes,
     labelme_classes,
     labelstudio_classes,
     panoptic_categories,
     read_cvat_xml_labels,
     read_labelmap,
     roboflow_classes,
+    yolo_classes,
 )
 
 # data.<split> keys beyond name/root/split/modalities/args (which every format has) that a format may
@@ -123,7 +125,9 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
     ),
     "cityscapes": FormatKeys(
         needs_label_map="reads raw labelIds: set data.label_map (labelIds -> train ids; "
-        "predefined_configs/cityscapes_fcn8s.yml holds the official 19-class map)"
+        "predefined_configs/cityscapes_fcn8s.yml holds the official 19-class map)",
+        # an export with label_colors.txt (datumaro's) names its labelIds: no label map needed
+        export_classes=cityscapes_classes,
     ),
     "ade20k": FormatKeys(),
     "coco": FormatKeys(
@@ -167,6 +171,12 @@ FORMAT_KEYS: dict[str, FormatKeys] = {
         no_label_map="(their labels map to data.classes by name)",
         own_classes=None,
         export_classes=labelme_classes,
+    ),
+    # background, then data.yaml's names (class k is label k + 1)
+    "yolo": FormatKeys(
+        no_label_map="(their class ids are data.yaml's names, k -> k + 1)",
+        own_classes=None,
+        export_classes=yolo_classes,
     ),
 }
 """data.<split>.name -> its key rules; the names are the schema's DATASETS, in this order."""

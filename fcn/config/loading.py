@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from fcn.config.checks import validate
+from fcn.config.detect import resolve_auto
 from fcn.config.schema import Config, ConfigError, is_import_path, own_class_counts
 
 
@@ -193,6 +194,7 @@ def _resolve(cfg: DictConfig, paths: Sequence[str]) -> None:
     default_run_dir(paths), model.num_classes=0 what _resolve_num_classes says."""
     if not cfg.training.run_dir:
         cfg.training.run_dir = default_run_dir(paths)
+    resolve_auto(cfg, paths)  # data.<split>.name: auto -> the format its folder shows (detect.py)
     _resolve_num_classes(cfg)
 
 

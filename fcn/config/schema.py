@@ -168,7 +168,7 @@ class DatasetConfig:
     """'voc' (PASCAL VOC 2012), 'sbd' (benchmark_RELEASE), 'voc_aug' (VOC 2012 train + SBD
     train/val minus VOC 2012 val; 10,582 images), 'folder' (any dataset in VOC layout), 'pairs'
     (images and masks in two folders paired by file stem, as CVAT and Roboflow export masks: images,
-    masks, ids and mask_suffix below; root and split unused), 'cityscapes' (leftImg8bit/ + gtFine/ labelIds; needs data.label_map), 'ade20k'
+    masks, ids and mask_suffix below; root and split unused), 'cityscapes' (leftImg8bit/ + gtFine/ labelIds, in city folders or not; needs data.label_map unless root holds an export's label_colors.txt), 'ade20k'
     (ADEChallengeData2016), 'coco' (a COCO-format segmentation JSON: annotations and images below;
     root and split unused), the paper's other datasets in the layouts of the authors' data layers
     (fcn/data/paper.py): 'pascal_context' (59 classes + background), 'nyud' (NYUDv2, 40 classes) or
@@ -176,7 +176,10 @@ class DatasetConfig:
     "Segmentation mask 1.1" export: root; split a subset, 'default' or 'all'), 'cvat_xml' (CVAT for
     images 1.1 XML: annotations and images below), 'labelstudio' (Label Studio's JSON export:
     annotations and images below, masks for its brush-to-PNG export), 'labelme' (a root folder of
-    labelme's JSON files), or your own Dataset class by import path:
+    labelme's JSON files), 'yolo' (an Ultralytics YOLO segmentation dataset: root holding data.yaml;
+    split train, val or test), 'auto' (root's files say which of these it is, when the config
+    loads: fcn/config/detect.py; the config then holds that name and its keys), or your own Dataset
+    class by import path:
     'package.module:Class'."""
     root: str = "data"
     """Directory holding VOCdevkit/ and/or benchmark_RELEASE/ (voc, sbd, voc_aug), or the

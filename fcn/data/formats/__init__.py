@@ -32,6 +32,7 @@ from fcn.data.formats import (
     siftflow,
     voc,
     voc_aug,
+    yolo,
 )
 from fcn.data.formats.format import Format, ReadArgs
 
@@ -55,6 +56,7 @@ FORMATS: dict[str, Format] = {
     "kitti": kitti.FORMAT,
     "labelstudio": labelstudio.FORMAT,
     "labelme": labelme.FORMAT,
+    "yolo": yolo.FORMAT,
 }
 """data.<split>.name -> its Format, in the schema's DATASETS order."""
 
