@@ -117,3 +117,18 @@ def test_serve_bench_times_the_server_batched_and_not_against_the_segmenter(tmp_
     ]
     assert all(r["wrong"] == 0 and r["images_per_s"] > 0 for r in result["rows"])
     assert "p99 ms" in capsys.readouterr().out
+
+
+def test_own_data_trains_ours_and_smp_on_the_same_batches_and_prints_the_table(tmp_path, capsys):
+    pytest.importorskip("segmentation_models_pytorch")
+    own_data = load_bench("own_data")
+    out = tmp_path / "r.json"
+    args = ["--seconds", "1", "--seeds", "0", "--tasks", "binary", "--train-images", "16"]
+    args += ["--heldout-images", "2", "--size", "64", "--probe", "1", "--data", str(tmp_path / "d")]
+    result = own_data.main([*args, "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "| binary | 0    | ours fcn4s |" in printed and "| binary | 0    | smp Unet   |" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["ours fcn4s", "smp Unet"] == [r["model"] for r in result["rows"]]
+    assert all(r["iterations"] >= 1 and 0.0 <= r["metric"] <= 1.0 for r in rows)
+    assert "cpu" in json.loads(out.read_text())["machine"]

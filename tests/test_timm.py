@@ -271,3 +271,19 @@ def test_a_timm_resnet_from_scratch_starts_its_blocks_as_torchvision_does():
     # timm's zero_init_last would start every block's last BatchNorm at 0 (an identity block);
     # from scratch, the blocks start as torchvision's: BatchNorm weights at 1.
     assert all(bool((block.bn2.weight == 1).all()) for block in net.layer1)
+
+
+def test_a_timm_fcn_exported_at_one_size_gives_torchs_logits_at_another(tmp_path):
+    # TimmBackbone pads to a multiple of 32 and crops back: traced at 64x64 (no padding needed) the
+    # export once left the padding out and kept 64x64's crops, so a 37x50 image came out wrong.
+    pytest.importorskip("onnxruntime")
+    from fcn.inference.onnx import check_onnx, export_onnx
+
+    torch.manual_seed(0)
+    model = FCN8s(num_classes=2, backbone="timm:resnet18", geometry="same").eval()
+    with torch.no_grad():
+        for layer in (model.score_fr, model.score_pool4, model.score_pool3):
+            nn.init.normal_(layer.weight, std=0.1)  # every path counts in the logits
+    export_onnx(model, tmp_path / "m.onnx", sample_shape=(1, 3, 64, 64))
+    diffs = check_onnx(model, tmp_path / "m.onnx", shapes=[(1, 3, 64, 64), (2, 3, 37, 50)])
+    assert max(diffs) < 1e-3, diffs

@@ -33,6 +33,7 @@ from fcn.config.schema import (
     TASKS,
     TORCHVISION_FCN_OPTIONS,
     TRACKERS,
+    UNET_UNUSED_OPTIONS,
     VGG_BACKBONES,
     VOID,
     ConfigError,
@@ -152,6 +153,16 @@ def _validate_model(cfg: DictConfig, source: str) -> None:
     if m.arch == "fcn4s" and m.fusion != "skip":
         raise ConfigError(
             f"{source}: model.arch=fcn4s is skip fusion down to stride 4; set model.fusion=skip"
+        )
+    if m.arch == "unet" and m.geometry != "same":
+        raise ConfigError(f"{source}: model.arch=unet (U-Net's decoder) needs model.geometry=same")
+    unused = [k for k, v in UNET_UNUSED_OPTIONS.items() if m.arch == "unet" and m[k] != v]
+    if unused:
+        raise ConfigError(
+            f"{source}: model.arch=unet is U-Net's decoder, which has no {', '.join('model.' + k for k in unused)}: "
+            f"leave {'them' if len(unused) > 1 else 'it'} unset ("
+            + " ".join(f"model.{k}={str(UNET_UNUSED_OPTIONS[k]).lower()}" for k in unused)
+            + ")"
         )
     pretrained = str(m.pretrained)
     if pretrained.lower() not in ("true", "false") and not pretrained:

@@ -26,7 +26,7 @@ from fcn.config.formats import FORMAT_KEYS, format_keys
 
 PAPER_ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
 """The paper's four nets (the authors' Caffe weights fit these)."""
-ARCHS = (*PAPER_ARCHS, "fcn4s", "torchvision_fcn")
+ARCHS = (*PAPER_ARCHS, "fcn4s", "unet", "torchvision_fcn")
 TORCHVISION_FCN_OPTIONS = {
     "geometry": "same",
     "upsampling": "bilinear",
@@ -36,6 +36,14 @@ TORCHVISION_FCN_OPTIONS = {
     "dropout_p": 0.0,
 }
 """model.arch=torchvision_fcn: the only values of these keys that say what it builds (fcn/models/torchvision_fcn.py)."""
+UNET_UNUSED_OPTIONS = {
+    "upsampling": "transposed",
+    "learnable_upsampling": False,
+    "fusion": "skip",
+    "head": "score",
+    "geometric_classes": 0,
+}
+"""model.arch=unet: the FCN decoders' keys it has no use for, at their defaults, the only values it takes."""
 BACKBONES = (
     "vgg16",
     "vgg16_bn",
@@ -98,7 +106,12 @@ class ModelConfig:
     """Which FCN: fcn32s, fcn16s, fcn8s or fcn8s_atonce (the paper's four); fcn4s (FCN-8s fused once
     more, with the stride-4 features: score_pool2 on VGG16's pool2, ResNet's layer1, ...; scores every
     4 px place the edges of thin structures, a few pixels wide, that stride 8 blurs; fusion=skip
-    only, docs/models.md); or torchvision_fcn:
+    only, docs/models.md); unet (not an FCN: U-Net's decoder on the same backbones, as
+    segmentation_models_pytorch's Unet: from the stride-32 features, five blocks that each upsample
+    2x, concatenate the backbone's features of that stride and refine them with two 3x3 conv + BN +
+    ReLU, 256/128/64/32/16 channels, then a 1x1 score at stride 1; any backbone, geometry=same only;
+    upsampling, learnable_upsampling, fusion and head are FCN-decoder keys it refuses other values
+    of; docs/models.md); or torchvision_fcn:
     torchvision's fcn_resnet50/101 (backbone resnet50 or resnet101, dilated to output stride 8,
     FCNHead on layer4, bilinear upsampling; its state dicts load as they are), which takes
     geometry=same, upsampling=bilinear, head=fcn, dropout_p=0 (predefined_configs/torchvision_fcn_resnet50.yml)."""

@@ -8,7 +8,10 @@ of the forward and the class decision, the larger of two stages:
 - the backbone's early layers: ACTIVATION_BYTES[backbone] per pixel the backbone sees (the image, or
   the image padded by 100 on each side in the paper's geometry);
 - the class scores: SCORE_STAGE_BYTES per pixel (the features still held, the labels) plus
-  SCORE_MAPS float32 maps of C channels at the image's size (the upsampled scores and their crop).
+  SCORE_MAPS float32 maps of C channels at the image's size (the upsampled scores and their crop);
+- model.arch=unet only: its decoder's last blocks, UNET_DECODER_BYTES[backbone] per pixel (the 2x
+  upsampled features, their concatenation with the skip, the convolutions' and BatchNorms' outputs
+  at strides 2 and 1).
 
 Calibrated on this project's machine (bench/slide.py --classes 4 21 measures it; docs/performance.md)
 from the peak RSS that fp32 whole-image passes in inference mode add, at 0.75, 3 and 12 megapixels
@@ -51,6 +54,12 @@ measured peak less its score maps)."""
 SCORE_MAPS = 2.25
 """Float32 C x H x W score maps a whole-image pass holds at its peak (measured on ResNet-18: 8.6 bytes
 per class and pixel)."""
+UNET_DECODER_BYTES = {"resnet18": 470.0, "vgg16": 1290.0}
+"""Peak bytes per input pixel of the U-Net decoder's fp32 forward (model.arch=unet), measured as the
+others at 0.75 and 3 megapixels (463 and 1278 bytes a pixel, 2 and 21 classes alike: its peak comes
+before the scores). VGG16's is the larger: its conv1_2 skip (64 channels at stride 1) is held from
+the backbone's first block to the decoder's last. Unmeasured backbones get the larger (MobileNetV3-Large
+measured 374)."""
 OVERHEAD = 64 * 2**20
 """Bytes a forward adds whatever its size (oneDNN's scratch space, the allocator): the measured
 peaks' excess over the per-pixel costs at 0.75 megapixels."""
@@ -86,16 +95,23 @@ def _activation_bytes(cfg: DictConfig) -> float:
     return ACTIVATION_BYTES.get(str(cfg.model.backbone), max(ACTIVATION_BYTES.values()))
 
 
+def _decoder_bytes(cfg: DictConfig) -> float:
+    if str(cfg.model.arch) != "unet":
+        return 0.0
+    return UNET_DECODER_BYTES.get(str(cfg.model.backbone), max(UNET_DECODER_BYTES.values()))
+
+
 def _classes(cfg: DictConfig) -> int:
     return int(cfg.model.num_classes) + int(cfg.model.geometric_classes)
 
 
 def _forward_bytes(cfg: DictConfig, height: int, width: int, windows: int = 1) -> float:
     """Return the peak that `windows` forwards of height x width at once add, with their class
-    decision: the larger of the early layers' and the scores' stage."""
+    decision: the largest of the early layers', the U-Net decoder's and the scores' stage."""
     early = _activation_bytes(cfg) * _seen_pixels(cfg, height, width)
+    decoder = _decoder_bytes(cfg) * height * width
     scores = (SCORE_STAGE_BYTES + SCORE_MAPS * 4 * _classes(cfg)) * height * width
-    return OVERHEAD + windows * max(early, scores)
+    return OVERHEAD + windows * max(early, decoder, scores)
 
 
 def _averaging(cfg: DictConfig, probabilities: bool) -> bool:

@@ -2,7 +2,8 @@
 
 - ``FCN32s``, ``FCN16s``, ``FCN8s``, ``FCN8sAtOnce`` (``fcn.models.fcn``): the paper's nets on VGG16
   by default, with options for geometry, upsampling, fusion, dropout and other backbones; ``FCN4s``:
-  FCN-8s fused once more with the stride-4 features, for thin structures.
+  FCN-8s fused once more with the stride-4 features, for thin structures; ``UNet``
+  (``fcn.models.unet``, ``model.arch=unet``): U-Net's decoder on the same backbones, to stride 1.
 - ``build_model(cfg.model)``: any model the config describes, on a torchvision backbone or any timm
   model (``model.backbone=timm:<name>``), with the paper's score layers or ``FCNHead`` (``model.head``).
 - ``resolve_normalization(cfg)``: the config with a timm backbone's own input mean/std filled in.
@@ -31,6 +32,7 @@ from fcn.models.fcn import (
     describe_init,
     init_from_state_dict,
 )
+from fcn.models.unet import UNet
 from fcn.models.upsampling import upsample_filt
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "FCN8sAtOnce",
     "FCN4s",
     "FCNHead",
+    "UNet",
     "build_model",
     "describe_init",
     "init_from_state_dict",

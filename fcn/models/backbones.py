@@ -10,6 +10,10 @@ reference's drop7; an added one for non-VGG backbones) before the FCN's ``score_
 ``feature_info`` lists (timm's ``features_only`` extractor), whatever the family. With
 ``finest_stride=4`` (FCN-4s) the dict also holds the stride-4 map: VGG16's ``pool2``, ResNet's
 ``layer1``, MobileNetV3's last block before the stride-8 downsampling, timm's last stride-4 feature.
+With ``finest_stride=1`` (the U-Net decoder) it holds every finer map the backbone has as well:
+VGG16's conv1_2 (stride 1) and pool1 (2), ResNet's stem after its ReLU and before the max-pool (2),
+MobileNetV3's last block before the stride-4 downsampling (2), and timm's stride-1 and -2 features
+where its feature_info lists them (ResNets and EfficientNets do; ConvNeXt's 4x4 stem has none).
 
 Every backbone rounds sizes up: a stride-s map of an H-pixel input has ceil(H / s) pixels, so the
 'same' geometry's fusion needs no offsets. VGG16 (pools without padding) centres pixel u of a
@@ -164,10 +168,9 @@ class VGG16Backbone(nn.Module):
         if geometry not in ("paper", "same"):
             raise ValueError(f"geometry='{geometry}' must be 'paper' or 'same'")
         self.batch_norm, self.geometry = batch_norm, geometry
-        self.channels = (
-            {4: 128, 8: 256, 16: 512, 32: 4096} if finest_stride == 4 else {8: 256, 16: 512, 32: 4096}
-        )
-        self.scored = (2, 3, 4) if finest_stride == 4 else (3, 4)  # the pools returned
+        self.channels = {1: 64, 2: 64, 4: 128, 8: 256, 16: 512, 32: 4096}
+        self.channels = {s: c for s, c in self.channels.items() if s >= finest_stride}
+        self.scored = tuple(stage for stage in (1, 2, 3, 4) if 2**stage in self.channels)  # pools returned
         for block in VGG16_BLOCKS:
             for name, c_in, c_out in block:
                 # conv1_1 { pad: 100 } (voc-fcn*/net.py): the paper's margin that lets any input
@@ -202,6 +205,8 @@ class VGG16Backbone(nn.Module):
                 if self.batch_norm:
                     x = getattr(self, "bn" + name[4:])(x)
                 x = F.relu(x, inplace=True)
+            if stage == 1 and 1 in self.channels:
+                pools[1] = x  # conv1_2, the U-Net decoder's stride-1 skip
             # pool1..pool5: Pooling { pool: MAX kernel_size: 2 stride: 2 }; Caffe rounds up.
             x = F.max_pool2d(x, 2, 2, ceil_mode=True)
             if stage in self.scored:  # only the scored pools are kept: the others are freed at once
@@ -232,7 +237,8 @@ class VGG16Backbone(nn.Module):
 
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without its pooling and classifier (fcn.models.resnet: the same modules,
-    names and initialisation); layer2/3/4 give strides 8/16/32, and layer1 stride 4 with finest_stride=4."""
+    names and initialisation); layer2/3/4 give strides 8/16/32, layer1 stride 4 with finest_stride=4,
+    and the stem (conv1, bn1, relu: before the max-pool) stride 2 with finest_stride 1 or 2."""
 
     def __init__(self, name: str, dropout: str = "element", dropout_p: float = 0.5, finest_stride: int = 8):
         super().__init__()
@@ -241,17 +247,22 @@ class ResNetBackbone(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         width = net.expansion
         self.channels = {8: 128 * width, 16: 256 * width, 32: 512 * width}
-        if finest_stride == 4:
+        if finest_stride <= 4:
             self.channels = {4: 64 * width, **self.channels}
+        if finest_stride <= 2:
+            self.channels = {2: 64, **self.channels}
         self.drop = make_dropout(dropout, dropout_p)
 
     def forward(self, x: Tensor) -> Dict[int, Tensor]:
-        c2 = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        c1 = self.relu(self.bn1(self.conv1(x)))
+        c2 = self.layer1(self.maxpool(c1))
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
         feats = {8: c3, 16: c4, 32: self.drop(c5)}
-        return {4: c2, **feats} if 4 in self.channels else feats
+        if 4 in self.channels:
+            feats = {4: c2, **feats}
+        return {2: c1, **feats} if 2 in self.channels else feats
 
     def torchvision_key_map(self) -> Dict[str, str]:
         """Return {torchvision key: own key} (the classifier 'fc' has no counterpart)."""
@@ -269,7 +280,7 @@ class MobileNetV3Backbone(nn.Module):
         # Blocks with _is_cn downsample (as torchvision's LR-ASPP finds its stages); the last three
         # start the stride-8, -16 and -32 stages: the map before each is the previous stride's last.
         downsampling = [i for i, block in enumerate(self.features) if getattr(block, "_is_cn", False)]
-        strides = (4, 8, 16) if finest_stride == 4 else (8, 16)
+        strides = {1: (2, 4, 8, 16), 2: (2, 4, 8, 16), 4: (4, 8, 16)}.get(finest_stride, (8, 16))
         self.splits = dict(zip(downsampling[-len(strides) :], strides))  # {block index: stride before it}
         self.channels = {stride: self.features[i - 1].out_channels for i, stride in self.splits.items()}
         self.channels[32] = self.features[-1].out_channels
@@ -399,7 +410,8 @@ def _timm_features(
 
 class TimmBackbone(nn.Module):
     """Any timm model through timm.create_model(name, features_only=True): the last feature map of
-    each of the strides 8, 16 and 32 in its feature_info, the stride-32 one through dropout."""
+    each of the strides 8, 16 and 32 in its feature_info (and 4 with finest_stride=4; 1 and 2 as well
+    where it lists them with finest_stride 1 or 2), the stride-32 one through dropout."""
 
     def __init__(
         self,
@@ -416,10 +428,16 @@ class TimmBackbone(nn.Module):
             info = _timm().create_model(name, pretrained=False, features_only=True).feature_info
         reductions = info.reduction()
         indices = {}
-        for stride in (4, 8, 16, 32) if finest_stride == 4 else (8, 16, 32):
+        for stride in (1, 2, 4, 8, 16, 32):
             found = [i for i, r in enumerate(reductions) if r == stride]
+            if stride < finest_stride or (stride < 4 and not found):  # the finer U-Net skips are optional
+                continue
             if not found:
-                needs = "4, 8, 16 and 32 (model.arch=fcn4s)" if finest_stride == 4 else "8, 16 and 32"
+                needs = (
+                    "8, 16 and 32"
+                    if finest_stride == 8
+                    else f"4, 8, 16 and 32 (model.arch={'fcn4s' if finest_stride == 4 else 'unet'})"
+                )
                 raise ValueError(
                     f"model.backbone='timm:{name}': its features are at strides {reductions}; an FCN needs "
                     f"{needs} (a convolutional or hierarchical model, not a plain ViT)"
@@ -438,11 +456,14 @@ class TimmBackbone(nn.Module):
     def forward(self, x: Tensor) -> Dict[int, Tensor]:
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % 32, -width % 32
-        if pad_h or pad_w:
+        # An ONNX export traces this: the padding is recorded whatever the sample's size (a pad of 0
+        # changes nothing) and the crops are floor divisions of the traced sizes, not math.ceil's
+        # constants, so the exported graph is right at every size, not only at the sample's.
+        if pad_h or pad_w or torch.jit.is_tracing():
             x = F.pad(x, (0, pad_w, 0, pad_h))
         *finer, c5 = self.body(x)
         feats = {**dict(zip(self.channels, finer)), 32: self.drop(c5)}
-        return {s: f[..., : math.ceil(height / s), : math.ceil(width / s)] for s, f in feats.items()}
+        return {s: f[..., : (height + s - 1) // s, : (width + s - 1) // s] for s, f in feats.items()}
 
 
 def build_backbone(
@@ -455,13 +476,14 @@ def build_backbone(
     finest_stride: int = 8,
 ) -> nn.Module:
     """Return the backbone ``name`` (one of BACKBONES, or 'timm:<name>') taking in_channels inputs
-    and giving the maps of strides finest_stride (8, or 4 for FCN-4s) to 32; torchvision backbones
+    and giving the maps of strides finest_stride (8, 4 for FCN-4s, 1 for the U-Net decoder: every finer
+    map it has) to 32; torchvision backbones
     are randomly initialised (see load_torchvision_weights), a timm one has the weights
     ``pretrained`` names."""
     if not is_timm(name) and name not in BACKBONES:
         raise ValueError(f"backbone='{name}' is not one of {', '.join(BACKBONES)}, timm:<name>")
-    if finest_stride not in (4, 8):
-        raise ValueError(f"finest_stride={finest_stride} must be 4 or 8")
+    if finest_stride not in (1, 2, 4, 8):
+        raise ValueError(f"finest_stride={finest_stride} must be 1, 2, 4 or 8")
     if is_timm(name) and geometry == "same":
         return TimmBackbone(
             name.removeprefix("timm:"), dropout, dropout_p, pretrained, in_channels, finest_stride

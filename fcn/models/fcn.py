@@ -48,6 +48,7 @@ from fcn.models.backbones import (
     torchvision_state_dict,
 )
 from fcn.models.torchvision_fcn import TORCHVISION_FCN_BACKBONES, FCNHead, TorchvisionFCN
+from fcn.models.unet import UNet
 from fcn.models.upsampling import make_upsampling
 
 # Crop offsets of the reference nets (crop_param { offset: ... } in voc-fcn*/train.prototxt).
@@ -382,7 +383,14 @@ class FCN4s(FCN):
         super().__init__(4, num_classes, pretrained, **options)
 
 
-MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FCN8sAtOnce, "fcn4s": FCN4s}
+MODELS = {
+    "fcn32s": FCN32s,
+    "fcn16s": FCN16s,
+    "fcn8s": FCN8s,
+    "fcn8s_atonce": FCN8sAtOnce,
+    "fcn4s": FCN4s,
+    "unet": UNet,
+}
 assert (*MODELS, TorchvisionFCN.arch) == ARCHS
 
 
@@ -410,7 +418,7 @@ def _no_initialisation() -> Iterator[None]:
                 setattr(nn.init, name, function)
 
 
-def build_model(model_cfg: Any, initialize: bool = True) -> FCN | TorchvisionFCN:
+def build_model(model_cfg: Any, initialize: bool = True) -> FCN | UNet | TorchvisionFCN:
     """Return the model that cfg.model describes (an OmegaConf node or any object with its fields).
 
     ``init_from`` is not handled here: the caller loads that checkpoint and calls init_from_state_dict.
