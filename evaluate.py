@@ -165,10 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.save_predictions:
             print(f"wrote {report['num_images']} predictions to {args.save_predictions}")
 
+    code = 1
     try:
-        return run_phases(prepare, work)
+        code = run_phases(prepare, work)
+        return code
     finally:
-        distributed.cleanup()
+        distributed.cleanup(synchronize=code == 0)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ size and frame rate (and with --frames, each frame's class-index PNG).
 Under torchrun each process segments every N-th input (the same files and bytes as one process);
 --resume skips the images whose output files all exist (a run stopped before its end goes on).
 --export FORMAT PATH also writes the images' masks as pre-annotations a labelling tool imports
-(fcn.preannotations: Label Studio JSON, COCO RLE JSON, CVAT's Segmentation mask 1.1 folder or .zip).
+(fcn.inference.preannotations: Label Studio JSON, COCO RLE JSON, CVAT's Segmentation mask 1.1 folder or .zip).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from fcn.cli import add_config_arguments, add_eval_arguments, eval_overrides
 from fcn.core.errors import EXIT_FAILURE, leave, run_phases
 
 if TYPE_CHECKING:
-    from fcn.preannotations import Export
+    from fcn.inference.preannotations import Export
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -79,7 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-EXPORT_FORMATS = ("coco", "cvat_mask", "labelstudio")  # fcn.preannotations.FORMATS (a test says so)
+EXPORT_FORMATS = ("coco", "cvat_mask", "labelstudio")  # fcn.inference.preannotations.FORMATS (a test says so)
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,10 +118,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def export_target(args: argparse.Namespace, segmenter) -> Export | None:
-    """Return the fcn.preannotations.Export that args ask for (None without --export), checked."""
+    """Return the fcn.inference.preannotations.Export that args ask for (None without --export), checked."""
     import os
 
-    from fcn.preannotations import LOCAL_FILES, Export, check_export
+    from fcn.inference.preannotations import LOCAL_FILES, Export, check_export
 
     if not args.export:
         return None
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_outputs(args.outputs, segmenter.task)  # before any work: one line naming the bad kind
         export = export_target(args, segmenter)
         if export is not None and export.format != "cvat_mask":
-            from fcn.preannotations import image_reference
+            from fcn.inference.preannotations import image_reference
 
             for file in files:
                 if not is_video(file):
@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # This process's share of the images segmented now or skipped by --resume (a failed one is
         # left out); their masks are read back from the files just written, then one process writes.
         from fcn.files import output_stems
-        from fcn.preannotations import export_share, write_export
+        from fcn.inference.preannotations import export_share, write_export
 
         share = list(enumerate(zip(images, output_stems(images))))[info.rank :: info.world_size]
         jobs = [(i, f, s) for i, (f, s) in share if s not in to_do or s in finished]
@@ -251,10 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = write_export(export, gathered)
             print(f"wrote {path} ({export.format}, {len(gathered)} image(s))")
 
+    code = 1
     try:
-        return run_phases(prepare, work)
+        code = run_phases(prepare, work)
+        return code
     finally:
-        distributed.cleanup()
+        distributed.cleanup(synchronize=code == 0)
 
 
 if __name__ == "__main__":

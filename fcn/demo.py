@@ -169,11 +169,21 @@ def analyse(
     return segmenter.overlay(rgb, alpha=alpha, mask=mask), segmenter.colorize(mask), segmenter.shares(mask)
 
 
+BOMB_PIXELS = 89_478_485
+"""Pillow's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS's default: a quarter of a GiB of
+RGB pixels): the page's bound even where another library in the process set Pillow's to None (labelme
+does, on import)."""
+
+
+def bomb_pixels() -> int:
+    """Return the decompression-bomb limit the page applies: Pillow's, or BOMB_PIXELS where it is unset."""
+    return min(n for n in (Image.MAX_IMAGE_PIXELS, BOMB_PIXELS) if n)
+
+
 def decode_limit(max_pixels: int | None = MAX_PIXELS) -> int | None:
     """Return the most pixels the page decodes of one upload: DECODE_FACTOR times max_pixels, at most
-    Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS); that limit for max_pixels=None, and
-    None where neither is set."""
-    limits = [n for n in (Image.MAX_IMAGE_PIXELS, max_pixels and DECODE_FACTOR * max_pixels) if n]
+    the decompression-bomb limit (bomb_pixels); that limit for max_pixels=None."""
+    limits = [n for n in (bomb_pixels(), max_pixels and DECODE_FACTOR * max_pixels) if n]
     return min(limits) if limits else None
 
 
@@ -204,7 +214,7 @@ def open_image(image: Any, max_pixels: int | None = MAX_PIXELS) -> tuple[Image.I
         ) from None
     with opened:
         width, height = opened.size  # the header's: nothing decoded yet
-        _refuse_over(width, height, width * height, Image.MAX_IMAGE_PIXELS, "takes")
+        _refuse_over(width, height, width * height, bomb_pixels(), "takes")
         if max_pixels is not None and width * height > max_pixels:
             scale = math.sqrt(max_pixels / (width * height))
             # JPEG: decoded at 1/2, 1/4 or 1/8 of its size (opened.size says which); others as they are

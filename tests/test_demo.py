@@ -546,3 +546,13 @@ def test_the_page_deletes_uploads_from_its_cache(seg, images, tmp_path):  # noqa
             app.fcn_run({"path": uploads[0]}, 0.7)  # the slider moved after the upload was deleted
     finally:
         app.close()
+
+
+def test_the_page_keeps_its_bomb_limit_when_another_library_turned_pillows_off(monkeypatch):
+    from PIL import Image
+
+    from fcn.demo import BOMB_PIXELS, decode_limit
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # what `import labelme` does to the process
+    assert decode_limit(None) == BOMB_PIXELS
+    assert decode_limit(1000) == 8000

@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Modules that name a layout for another reason than reading it: toy.py writes its toy dataset in
 # one of three layouts (voc, pairs, coco), chosen by its own --format.
-WRITERS = {"fcn/data/toy.py", "fcn/preannotations.py"}  # predict.py --export writes the tools' formats
+WRITERS = {
+    "fcn/data/toy.py",
+    "fcn/inference/preannotations.py",
+}  # predict.py --export writes the tools' formats
 
 
 def test_schema_names_config_rules_and_readers_are_one_list():

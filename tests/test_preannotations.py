@@ -18,7 +18,7 @@ from PIL import Image
 import predict
 from fcn.config import load_config, to_dict
 from fcn.core.checkpoint import save_checkpoint
-from fcn.preannotations import FORMATS, brush_rle
+from fcn.inference.preannotations import FORMATS, brush_rle
 from tests.test_evaluate_predict import CLASSES, SIZES, _brightness_detector, _overrides, _sample
 from tests.test_sigmoid import _brightness_logit
 

@@ -146,9 +146,16 @@ def _round_store(info: DistInfo, timeout: datetime.timedelta) -> dist.Store:
         time.sleep(0.2)
 
 
-def cleanup() -> None:
-    """Leave the process group, if this process joined one."""
+def cleanup(synchronize: bool = False) -> None:
+    """Leave the process group, if this process joined one; with synchronize (a run that ended well
+    on every rank), first wait for the others, so that no rank tears its gloo connections down while
+    another still writes (which aborted rank 1 with 'terminate called without an active exception')."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize and dist.get_world_size() > 1:
+            try:
+                dist.barrier()
+            except RuntimeError:  # a peer that is gone: leave anyway
+                pass
         dist.destroy_process_group()
 
 
