@@ -152,10 +152,8 @@ def cleanup(synchronize: bool = False) -> None:
     another still writes (which aborted rank 1 with 'terminate called without an active exception')."""
     if dist.is_available() and dist.is_initialized():
         if synchronize and dist.get_world_size() > 1:
-            try:
+            with contextlib.suppress(RuntimeError):  # a peer that is gone: leave anyway
                 dist.barrier()
-            except RuntimeError:  # a peer that is gone: leave anyway
-                pass
         dist.destroy_process_group()
 
 
