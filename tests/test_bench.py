@@ -117,3 +117,17 @@ def test_serve_bench_times_the_server_batched_and_not_against_the_segmenter(tmp_
     ]
     assert all(r["wrong"] == 0 and r["images_per_s"] > 0 for r in result["rows"])
     assert "p99 ms" in capsys.readouterr().out
+
+
+def test_a_benchmark_writes_its_table_as_markdown_and_json_with_the_machine(tmp_path, capsys):
+    argmax = load_bench("argmax")
+    common = __import__("common")  # bench/common.py, as the benchmark imported it
+    argmax.CASES = [(4, 20, 30)]
+    argmax.write_table = lambda *a, **k: common.write_table(*a, directory=tmp_path, **k)
+    argmax.main()
+    text = (tmp_path / "argmax.md").read_text()
+    assert text in capsys.readouterr().out
+    assert "torch " + torch.__version__ in text and "CPU flags:" in text and "| classes |" in text
+    record = json.loads((tmp_path / "argmax.json").read_text())
+    assert record["machine"]["torch"] == torch.__version__ and "flags" in record["machine"]["cpu"]
+    assert len(record["date"]) == 10 and record["rows"][0][:2] == [4, "20x30"]

@@ -469,3 +469,46 @@ def test_page_opens_with_its_command(page):
 def test_command_check_rejects_a_page_that_opens_with_prose():
     assert opens_with_command("# Training\n\n```bash\npython train.py\n```\n")
     assert not opens_with_command("# Training\n\nTrain a model:\n\n```bash\npython train.py\n```\n")
+
+
+# --- docs/ is a manual: no issue numbers, commit hashes or verdicts of the work. ---
+
+DOCS = sorted((REPO / "docs").glob("*.md"))
+ISSUE_NUMBER = re.compile(r"(?<![\w&/#])#\d+\b|\b[Ii]ssues? \d+")
+# A commit hash: a word of 7-40 hex digits with a digit and a letter, not part of a file name or URL.
+COMMIT_HASH = re.compile(r"(?<![\w\-./])(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}(?![\w\-./])")
+VERDICT = re.compile(r"\b(?:PASS|MISS|FAIL)\b")  # `FAIL` in code is a state's name (Optuna's)
+
+
+def _without_fences(text: str) -> str:
+    """Return text less its fenced blocks (inline code kept)."""
+    return _prose(text, code=True)
+
+
+def work_notes(text: str) -> list[str]:
+    """Return the issue numbers, commit hashes and verdict words a page's text holds outside its
+    fenced blocks (a verdict also outside inline code)."""
+    kept = _without_fences(text)
+    # A checksum that says so (`MD5 ...`, `SHA-1 ...`, `sha256 ...`) is a file's, not a commit's.
+    hashes = [
+        m.group(0)
+        for m in COMMIT_HASH.finditer(kept)
+        if not re.search(r"(?i)(md5|sha-?\d+)\W{0,3}$", kept[max(m.start() - 12, 0) : m.start()])
+    ]
+    return ISSUE_NUMBER.findall(kept) + hashes + VERDICT.findall(_prose(text))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_docs_hold_no_issue_numbers_hashes_or_verdicts(page):
+    assert work_notes(page.read_text()) == [], f"{page.relative_to(REPO)}: notes of the work, not the manual"
+
+
+def test_work_notes_check_finds_each_kind():
+    text = "Fixed in #31 (issue 45), commit `85d8910`: PASS, 0.8 MISS.\n"
+    assert work_notes(text) == ["#31", "issue 45", "85d8910", "PASS", "MISS"]
+    clean = (
+        "See [the table](performance.md#speed), colour `#ff0000`, fcn_resnet50_coco-1167a1af.pth, "
+        "1234567 pixels, an Optuna trial `FAIL`s, FAILED in MLflow, MD5 `c03b2953ebd846c270da1a8e8f200c09`."
+        "\n```\nrev 85d8910\n```\n"
+    )
+    assert work_notes(clean) == []
