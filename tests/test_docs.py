@@ -493,7 +493,7 @@ def work_notes(text: str) -> list[str]:
     hashes = [
         m.group(0)
         for m in COMMIT_HASH.finditer(kept)
-        if not re.search(r"(?i)(md5|sha-?\d+)\W{0,3}$", kept[max(m.start() - 12, 0) : m.start()])
+        if not re.search(r"(?i)(md5|sha-?\d+)\W{0,6}$", kept[max(m.start() - 12, 0) : m.start()])
     ]
     return ISSUE_NUMBER.findall(kept) + hashes + VERDICT.findall(_prose(text))
 
@@ -512,3 +512,46 @@ def test_work_notes_check_finds_each_kind():
         "\n```\nrev 85d8910\n```\n"
     )
     assert work_notes(clean) == []
+
+
+def shared_run_dirs(text: str) -> list[str]:
+    """Return the train.py commands whose run directory is a shipped recipe's (their last --config is
+    under predefined_configs/) while they give a dataset of their own on the command line (data.train,
+    data.val, data.classes): a second dataset trained the same way would be refused in that run
+    directory, so each must name training.run_dir."""
+    bad = []
+    for name, args in commands(text):
+        if name != "train.py":
+            continue
+        configs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+        own_data = any(
+            a.startswith(("data.train=", "data.val=", "data.classes=", "data.train.name=")) for a in args
+        )
+        if configs and configs[-1].startswith("predefined_configs/") and own_data:
+            if not any(a.startswith("training.run_dir=") for a in args):
+                bad.append(" ".join(["train.py", *args]))
+    return bad
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_a_command_line_dataset_names_its_run_directory(page):
+    assert shared_run_dirs(page.read_text()) == [], f"{page.relative_to(REPO)}: give training.run_dir"
+
+
+def test_run_directory_check_finds_a_shared_one():
+    text = "`python train.py --config predefined_configs/starter.yml data.classes=[a,b]`"
+    assert shared_run_dirs(text) == ["train.py --config predefined_configs/starter.yml data.classes=[a,b]"]
+    assert shared_run_dirs(text.replace("]`", "] training.run_dir=runs/ab`")) == []
+    assert shared_run_dirs("`python train.py --config predefined_configs/starter.yml --config my.yml`") == []
+
+
+# The seed's numbers by its name, the authors' by their page (fcn.berkeleyvision.org).
+SEED_NUMBERS = ("62.3", "73.3", "75.5", "75.8")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_seeds_numbers_are_cited_by_name(page):
+    text = page.read_text()
+    if any(re.search(rf"(?<![\d.]){re.escape(n)}(?![\d])", _prose(text, code=True)) for n in SEED_NUMBERS):
+        assert "xevolesi/pytorch-fcn" in text, f"{page.relative_to(REPO)}: name the seed's README"
+    assert "the document this project started from" not in text
