@@ -527,9 +527,9 @@ def shared_run_dirs(text: str) -> list[str]:
         own_data = any(
             a.startswith(("data.train=", "data.val=", "data.classes=", "data.train.name=")) for a in args
         )
-        if configs and configs[-1].startswith("predefined_configs/") and own_data:
-            if not any(a.startswith("training.run_dir=") for a in args):
-                bad.append(" ".join(["train.py", *args]))
+        named = any(a.startswith("training.run_dir=") for a in args)
+        if configs and configs[-1].startswith("predefined_configs/") and own_data and not named:
+            bad.append(" ".join(["train.py", *args]))
     return bad
 
 
@@ -555,3 +555,9 @@ def test_the_seeds_numbers_are_cited_by_name(page):
     if any(re.search(rf"(?<![\d.]){re.escape(n)}(?![\d])", _prose(text, code=True)) for n in SEED_NUMBERS):
         assert "xevolesi/pytorch-fcn" in text, f"{page.relative_to(REPO)}: name the seed's README"
     assert "the document this project started from" not in text
+
+
+@pytest.mark.parametrize("name", ["your_data.md", "api.md", "deployment.md"])
+def test_the_manual_pages_run_their_offline_commands(name):
+    ids = [p.id for p in runnable_blocks()]
+    assert any(i.startswith(f"docs/{name}:") for i in ids), f"docs/{name}: mark its offline blocks runnable"
