@@ -3,7 +3,8 @@
 python tune.py --config predefined_configs/toy.yml --space space.yml --trials 20
 python tune.py --config base.yml --space space.yml --trials 50 --study lr --storage postgresql://user@host/db
 
-The study is kept in --storage (default sqlite:///runs/<study>/study.db): run the same command again
+The study is named by --study (default tune-<the --space file's stem>: runs/tune-toy/, never train.py's
+runs/toy/ of a config of the same stem) and kept in --storage (default sqlite:///runs/<study>/study.db): run the same command again
 to resume it after a kill, or on several processes or machines at once. At the end: the table of
 trials (printed, and runs/<study>/trials.csv) and runs/<study>/best.yml, which train.py takes.
 """
@@ -37,7 +38,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--trials", type=int, required=True, metavar="N", help="trials the study holds when done")
     p.add_argument(
-        "--study", metavar="NAME", help="study name, and runs/<NAME>/ (default: the --space file's stem)"
+        "--study",
+        metavar="NAME",
+        help="study name, and runs/<NAME>/ (default: tune-<the --space file's stem>)",
     )
     p.add_argument(
         "--storage",
@@ -70,6 +73,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def default_study(space: str) -> str:
+    """Return the study name without --study: tune-<space stem>. The tune- prefix keeps the study's
+    runs/<study>/ apart from train.py's runs/<config stem>/ (search_spaces/toy.yml beside
+    predefined_configs/toy.yml: the demo's runs/toy/ is never written into)."""
+    return f"tune-{Path(space).stem}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study; return the exit code (2: a bad command line, config, space or --storage URL;
     1: no trial completed, or the storage cannot be opened; 130, 143, 75: a trial stopped by Ctrl-C,
@@ -78,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fcn.config import load_config
     from fcn.training import search
 
-    study_name = args.study or Path(args.space).stem
+    study_name = args.study or default_study(args.space)
     configs = args.config or ["config.yml"]
 
     def prepare() -> tuple[dict, str]:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import markdown_table  # noqa: E402
+from common import write_table  # noqa: E402
 
 from fcn.core.sliding import class_argmax  # noqa: E402
 
@@ -50,8 +50,7 @@ def main() -> None:
             [classes, f"{height}x{width}", f"{plain / 2:.1f}", f"{fast / 2:.1f}", f"{plain / fast:.1f}x"]
         )
     headers = ["classes", "H x W", "argmax(1) ms", "class_argmax ms", "speed-up"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(markdown_table(headers, rows))
+    print(write_table("argmax", "The class decision: argmax(1) vs class_argmax, CPU", headers, rows))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import markdown_table  # noqa: E402
+from common import write_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[list[str]]:
@@ -49,8 +47,8 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
                 times[initialize].append(time.perf_counter() - start)
         drawn, bare = min(times[True]), min(times[False])
         rows.append([f"{args.arch} {backbone}", f"{drawn:.3f}", f"{bare:.3f}", f"{drawn / bare:.1f}x"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fastest of {args.rounds} rounds")
-    print(markdown_table(["net", "built with random weights s", "built bare s", "speed-up"], rows))
+    headers = ["net", "built with random weights s", "built bare s", "speed-up"]
+    print(write_table("build", f"Building a net, fastest of {args.rounds} rounds", headers, rows))
     return rows
 
 

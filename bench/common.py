@@ -107,3 +107,39 @@ def write_json(path: str | Path, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_table(
+    name: str,
+    title: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    device: torch.device | str = "cpu",
+    directory: str | Path = RESULTS,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Return the benchmark's table as markdown (a title line, the machine line, the table) and write
+    it to directory/<name>.md, with directory/<name>.json holding the same rows and the machine
+    (CPU model and flags, torch version, device, threads, load) and the date: the table
+    docs/performance.md copies, and the facts that say where its numbers hold."""
+    machine = machine_info(torch.device(device))
+    date = time.strftime("%Y-%m-%d")
+    flags = (
+        ", ".join(f for f, present in machine["cpu"]["flags"].items() if present) or "none of those probed"
+    )
+    where = machine.get("gpu") or machine["cpu"]["model"]
+    line = (
+        f"{where}; CPU flags: {flags}; torch {machine['torch']}, {machine['torch_threads']} threads; "
+        f"device {machine['device']}; {date}"
+    )
+    text = f"**{title}** ({line})\n\n{markdown_table(headers, rows)}\n"
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.md").write_text(text)
+    record = {"title": title, "date": date, "machine": machine, "headers": list(headers)}
+    record["rows"] = [list(row) for row in rows]
+    write_json(directory / f"{name}.json", {**record, **dict(extra or {})})
+    return text

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import markdown_table, write_json  # noqa: E402
+from common import write_table  # noqa: E402
 
 CLASSES = "data.classes=[background,circle,square,triangle]"
 
@@ -131,8 +131,8 @@ def main() -> None:
             print(f"{name}, seed {seed}: {rows[-1]}", flush=True)
     headers = list(rows[0])
     print()
-    print(markdown_table(headers, [[r[h] for h in headers] for r in rows]))
-    write_json(ROOT / "bench" / "results" / "starter.json", {"work": str(work), "rows": rows})
+    table = [[r[h] for h in headers] for r in rows]
+    print(write_table("starter", "The starter recipe's CPU check", headers, table, extra={"work": str(work)}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import markdown_table  # noqa: E402
+from common import write_table  # noqa: E402
 
 from fcn.config import load_config  # noqa: E402
 from fcn.config.schema import TRACKERS  # noqa: E402
@@ -91,18 +91,14 @@ def main() -> None:
                     f"{closed:.2f} s",
                 ]
             )
-    print(
-        markdown_table(
-            [
-                "tracker",
-                "start",
-                "one training log (3 scalars)",
-                "one evaluation's log (9 scalars, 3 pictures)",
-                "close",
-            ],
-            rows,
-        )
-    )
+    headers = [
+        "tracker",
+        "start",
+        "one training log (3 scalars)",
+        "one evaluation's log (9 scalars, 3 pictures)",
+        "close",
+    ]
+    print(write_table("trackers", "What each tracker adds to a run", headers, rows))
 
 
 if __name__ == "__main__":

@@ -181,9 +181,11 @@ class Segmenter:
         config: Sequence[str | os.PathLike] = (),
         overrides: Sequence[str] = (),
     ) -> Segmenter:
-        """Return the Segmenter of a checkpoint of this project (or imported reference weights).
+        """Return the Segmenter of a checkpoint of this project (or imported reference weights), a
+        folder save_pretrained wrote, or a Hugging Face Hub repository '<user>/<repo>' holding one
+        (its default branch; from_pretrained takes a revision).
 
-        device: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'. engine: 'torch',
+        device: 'auto' (CUDA, else Apple's MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'. engine: 'torch',
         'onnxruntime' or 'openvino' (None: the config's eval.engine; fast_path='auto' may choose one).
         fast_path, flip, scales, mode, tile, stride and amp override the checkpoint config's eval.*
         keys of the same names (None keeps the config's); config (YAML files) and overrides
@@ -191,7 +193,10 @@ class Segmenter:
         use_ema=None follows eval.use_ema. Errors: ConfigError / ValueError / CheckpointError
         naming the file or key."""
         from fcn.core.runtime import select_device
+        from fcn.inference.loading import resolve_checkpoint
 
+        # '<user>/<repo>': its downloaded folder, so .checkpoint names the files the weights came from.
+        checkpoint = resolve_checkpoint(checkpoint)
         dev = device if isinstance(device, torch.device) else select_device(str(device))
         every = [*overrides, *_eval_overrides(fast_path, flip, scales, mode, tile, stride, amp)]
         model, cfg = _load(

@@ -63,7 +63,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tile", type=int, metavar="PX", help="sliding-window side in pixels (eval.tile)")
     p.add_argument("--stride", type=int, metavar="PX", help="pixels between sliding windows (eval.stride)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -132,3 +132,17 @@ def test_own_data_trains_ours_and_smp_on_the_same_batches_and_prints_the_table(t
     assert [r["model"] for r in rows] == ["ours fcn4s", "smp Unet"] == [r["model"] for r in result["rows"]]
     assert all(r["iterations"] >= 1 and 0.0 <= r["metric"] <= 1.0 for r in rows)
     assert "cpu" in json.loads(out.read_text())["machine"]
+
+
+def test_a_benchmark_writes_its_table_as_markdown_and_json_with_the_machine(tmp_path, capsys):
+    argmax = load_bench("argmax")
+    common = __import__("common")  # bench/common.py, as the benchmark imported it
+    argmax.CASES = [(4, 20, 30)]
+    argmax.write_table = lambda *a, **k: common.write_table(*a, directory=tmp_path, **k)
+    argmax.main()
+    text = (tmp_path / "argmax.md").read_text()
+    assert text in capsys.readouterr().out
+    assert "torch " + torch.__version__ in text and "CPU flags:" in text and "| classes |" in text
+    record = json.loads((tmp_path / "argmax.json").read_text())
+    assert record["machine"]["torch"] == torch.__version__ and "flags" in record["machine"]["cpu"]
+    assert len(record["date"]) == 10 and record["rows"][0][:2] == [4, "20x30"]

@@ -469,3 +469,95 @@ def test_page_opens_with_its_command(page):
 def test_command_check_rejects_a_page_that_opens_with_prose():
     assert opens_with_command("# Training\n\n```bash\npython train.py\n```\n")
     assert not opens_with_command("# Training\n\nTrain a model:\n\n```bash\npython train.py\n```\n")
+
+
+# --- docs/ is a manual: no issue numbers, commit hashes or verdicts of the work. ---
+
+DOCS = sorted((REPO / "docs").glob("*.md"))
+ISSUE_NUMBER = re.compile(r"(?<![\w&/#])#\d+\b|\b[Ii]ssues? \d+")
+# A commit hash: a word of 7-40 hex digits with a digit and a letter, not part of a file name or URL.
+COMMIT_HASH = re.compile(r"(?<![\w\-./])(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}(?![\w\-./])")
+VERDICT = re.compile(r"\b(?:PASS|MISS|FAIL)\b")  # `FAIL` in code is a state's name (Optuna's)
+
+
+def _without_fences(text: str) -> str:
+    """Return text less its fenced blocks (inline code kept)."""
+    return _prose(text, code=True)
+
+
+def work_notes(text: str) -> list[str]:
+    """Return the issue numbers, commit hashes and verdict words a page's text holds outside its
+    fenced blocks (a verdict also outside inline code)."""
+    kept = _without_fences(text)
+    # A checksum that says so (`MD5 ...`, `SHA-1 ...`, `sha256 ...`) is a file's, not a commit's.
+    hashes = [
+        m.group(0)
+        for m in COMMIT_HASH.finditer(kept)
+        if not re.search(r"(?i)(md5|sha-?\d+)\W{0,6}$", kept[max(m.start() - 12, 0) : m.start()])
+    ]
+    return ISSUE_NUMBER.findall(kept) + hashes + VERDICT.findall(_prose(text))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_docs_hold_no_issue_numbers_hashes_or_verdicts(page):
+    assert work_notes(page.read_text()) == [], f"{page.relative_to(REPO)}: notes of the work, not the manual"
+
+
+def test_work_notes_check_finds_each_kind():
+    text = "Fixed in #31 (issue 45), commit `85d8910`: PASS, 0.8 MISS.\n"
+    assert work_notes(text) == ["#31", "issue 45", "85d8910", "PASS", "MISS"]
+    clean = (
+        "See [the table](performance.md#speed), colour `#ff0000`, fcn_resnet50_coco-1167a1af.pth, "
+        "1234567 pixels, an Optuna trial `FAIL`s, FAILED in MLflow, MD5 `c03b2953ebd846c270da1a8e8f200c09`."
+        "\n```\nrev 85d8910\n```\n"
+    )
+    assert work_notes(clean) == []
+
+
+def shared_run_dirs(text: str) -> list[str]:
+    """Return the train.py commands whose run directory is a shipped recipe's (their last --config is
+    under predefined_configs/) while they give a dataset of their own on the command line (data.train,
+    data.val, data.classes): a second dataset trained the same way would be refused in that run
+    directory, so each must name training.run_dir."""
+    bad = []
+    for name, args in commands(text):
+        if name != "train.py":
+            continue
+        configs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+        own_data = any(
+            a.startswith(("data.train=", "data.val=", "data.classes=", "data.train.name=")) for a in args
+        )
+        named = any(a.startswith("training.run_dir=") for a in args)
+        if configs and configs[-1].startswith("predefined_configs/") and own_data and not named:
+            bad.append(" ".join(["train.py", *args]))
+    return bad
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_a_command_line_dataset_names_its_run_directory(page):
+    assert shared_run_dirs(page.read_text()) == [], f"{page.relative_to(REPO)}: give training.run_dir"
+
+
+def test_run_directory_check_finds_a_shared_one():
+    text = "`python train.py --config predefined_configs/starter.yml data.classes=[a,b]`"
+    assert shared_run_dirs(text) == ["train.py --config predefined_configs/starter.yml data.classes=[a,b]"]
+    assert shared_run_dirs(text.replace("]`", "] training.run_dir=runs/ab`")) == []
+    assert shared_run_dirs("`python train.py --config predefined_configs/starter.yml --config my.yml`") == []
+
+
+# The seed's numbers by its name, the authors' by their page (fcn.berkeleyvision.org).
+SEED_NUMBERS = ("62.3", "73.3", "75.5", "75.8")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_seeds_numbers_are_cited_by_name(page):
+    text = page.read_text()
+    if any(re.search(rf"(?<![\d.]){re.escape(n)}(?![\d])", _prose(text, code=True)) for n in SEED_NUMBERS):
+        assert "xevolesi/pytorch-fcn" in text, f"{page.relative_to(REPO)}: name the seed's README"
+    assert "the document this project started from" not in text
+
+
+@pytest.mark.parametrize("name", ["your_data.md", "api.md", "deployment.md"])
+def test_the_manual_pages_run_their_offline_commands(name):
+    ids = [p.id for p in runnable_blocks()]
+    assert any(i.startswith(f"docs/{name}:") for i in ids), f"docs/{name}: mark its offline blocks runnable"

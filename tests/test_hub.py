@@ -289,3 +289,57 @@ def test_from_pretrained_takes_a_revision_of_a_hub_repository(run_checkpoint, tm
         Segmenter.from_pretrained("alice/tiny-fcn", revision="v9", device="cpu")
     with pytest.raises(ValueError, match="revision='main' is for a Hub repository"):
         Segmenter.from_pretrained(folder, revision="main", device="cpu")
+
+
+def test_predict_and_evaluate_take_a_hub_repository_id_as_from_pretrained_does(tmp_path, monkeypatch, capsys):
+    import evaluate
+    import predict
+    from fcn.data.toy import main as toy_main
+
+    root = tmp_path / "toy"
+    toy_main(["--root", str(root), "--train", "1", "--val", "2", "--size", "32"])
+    cfg = load_config(
+        [str(Path(__file__).resolve().parent.parent / "predefined_configs" / "toy.yml")],
+        [f"data.train.root={root}", f"data.val.root={root}"],
+    )
+    torch.manual_seed(0)
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(weights_checkpoint(model=build_model(cfg.model), config=to_dict(cfg)), ckpt)
+    folder = Path(Segmenter.from_checkpoint(ckpt, device="cpu").save_pretrained(tmp_path / "f"))
+    snapshot = populate_hub_cache(tmp_path / "hf", "alice/toy-fcn", folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    image = next((root / "JPEGImages").glob("*.jpg"))
+    common = ["--device", "cpu", "--no-progress"]
+    for name, out in (("alice/toy-fcn", "hub"), (str(ckpt), "file")):
+        assert (
+            predict.main(
+                ["--checkpoint", name, "--input", str(image), "--output", str(tmp_path / out), *common]
+            )
+            == 0
+        )
+    assert (tmp_path / "hub" / f"{image.stem}.png").read_bytes() == (
+        tmp_path / "file" / f"{image.stem}.png"
+    ).read_bytes()
+    report = tmp_path / "val.json"
+    assert evaluate.main(["--checkpoint", "alice/toy-fcn", "--output", str(report), *common]) == 0
+    assert json.loads(report.read_text())["checkpoint"] == "alice/toy-fcn"  # as the user named it
+    assert snapshot.is_dir()
+    capsys.readouterr()
+    # Not in the cache, offline: exit 2 and one line; a missing .pt file is never looked for on the Hub.
+    assert (
+        predict.main(
+            ["--checkpoint", "bob/not-cached", "--input", str(image), "--output", str(tmp_path / "x")]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: bob/not-cached: cannot get it from the Hugging Face Hub")
+        and err.count("\n") == 1
+    )
+    assert (
+        predict.main(["--checkpoint", "runs/best.pt", "--input", str(image), "--output", str(tmp_path / "x")])
+        == 2
+    )
+    assert "Hugging Face" not in capsys.readouterr().err

@@ -184,3 +184,26 @@ def test_amp_forward_of_an_fcn_equals_autocasts_bit_for_bit(backbone):
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(amp_forward(model, x), model(x))
         assert torch.equal(amp_forward(model, x), model(x))  # from the kept copies
+
+
+def test_device_auto_picks_cuda_then_apples_mps_then_the_cpu(monkeypatch, flags):
+    from fcn.core.runtime import select_device
+
+    flags({"avx512_bf16"})
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("mps")
+    assert select_device("mps") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert select_device("auto") == CPU
+    with pytest.raises(ValueError, match="no MPS device"):
+        select_device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device("auto") == CUDA
+    assert resolve_amp("auto", torch.device("mps")) == "none"  # never the CPU's flags for the GPU
+
+
+def test_training_device_takes_mps():
+    assert load_config(overrides=["training.device=mps"]).training.device == "mps"

@@ -449,3 +449,17 @@ def test_a_storage_url_is_shown_with_its_password_masked(url, shown):
     from fcn.training.search import masked
 
     assert masked(url) == shown
+
+
+def test_the_default_study_is_not_the_run_directory_of_a_config_of_the_same_stem():
+    import importlib.util
+
+    from fcn.config import load_config
+
+    spec = importlib.util.spec_from_file_location("tune_script", REPO / "tune.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    study = tune.default_study("search_spaces/toy.yml")
+    assert study == "tune-toy"
+    demo_run = Path(load_config([str(REPO / "predefined_configs" / "toy.yml")]).training.run_dir)
+    assert Path("runs", study) != demo_run

@@ -631,8 +631,8 @@ def _validate_training(cfg: DictConfig, source: str) -> None:
     _positive(source, "training.log_every", t.log_every)
     _positive(source, "training.dist_timeout", t.dist_timeout)
     _positive(source, "training.early_stop_patience", t.early_stop_patience, allow_zero=True)
-    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
-        raise ConfigError(f"{source}: training.device='{t.device}' must be auto, cpu, cuda or cuda:N")
+    if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
+        raise ConfigError(f"{source}: training.device='{t.device}' must be auto, cpu, cuda, cuda:N or mps")
     if t.overwrite and t.resume:
         raise ConfigError(
             f"{source}: training.overwrite=true replaces the run in training.run_dir and "

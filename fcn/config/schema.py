@@ -482,7 +482,7 @@ class TrainingConfig:
     directory that holds a run, without resume, stops before any work (exit 2) and says how to
     continue it, start beside it or replace it."""
     device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    """'auto' (CUDA if available, else Apple's MPS if available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     sync_bn: bool = False
     """Under torchrun, convert BatchNorm layers to SyncBatchNorm."""
     dist_timeout: int = 1800

@@ -12,16 +12,29 @@ import torch
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """Return the device for 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    """Return the device for 'auto' (CUDA if available, else Apple's MPS if available, else CPU),
+    'cpu', 'cuda', 'cuda:N' or 'mps'."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device '{name}' is not auto, cpu, cuda or cuda:N") from None
+        raise ValueError(f"device '{name}' is not auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{name}' was asked for but no CUDA device is available; use auto or cpu")
+    if device.type == "mps" and not _mps_available():
+        raise ValueError(f"device '{name}' was asked for but torch has no MPS device here; use auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device '{name}' is not auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def _mps_available() -> bool:
+    """Return whether torch can run on Apple's Metal GPU (torch.backends.mps, macOS builds)."""
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -119,6 +132,8 @@ def native_bf16(device: torch.device) -> bool:
     generic kernel 10-50x slower than fp32)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":  # mps: not the CPU's flags; fp32 there
+        return False
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 

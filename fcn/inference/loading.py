@@ -4,7 +4,8 @@ eval.fast_path=auto resolved, the net rebuilt without downloading anything, the 
 its ONNX export in ONNX Runtime or OpenVINO (fcn.inference.engines).
 
 Everything that predicts from a checkpoint loads it here: fcn.api.Segmenter (predict.py, video,
-demo.py), fcn.inference.evaluation (evaluate.py), the ONNX export command and the benchmarks."""
+demo.py), fcn.inference.evaluation (evaluate.py), the ONNX export command and the benchmarks; each
+takes a Hugging Face Hub repository '<user>/<repo>' where it takes a checkpoint (resolve_checkpoint)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,22 @@ from fcn.config import config_from_dict, with_overrides
 from fcn.core.checkpoint import CheckpointError, describe_mismatch, load_checkpoint, model_weights
 from fcn.inference.engines import Engine, check_engine, find_cached_onnx, make_engine, to_engine
 from fcn.inference.fastpath import resolve_fast_path
-from fcn.inference.hub import WEIGHTS_NAME, is_folder, read_folder
+from fcn.inference.hub import REPO_ID, WEIGHTS_NAME, download_repo, is_folder, read_folder
+
+# A name with one of these endings is a file the user meant, even when it looks like '<user>/<repo>'
+# (runs/best.pt): its absence is "no such file", never a Hub download.
+_FILE_ENDINGS = (".pt", ".pth", ".ckpt", ".safetensors", ".onnx", ".caffemodel", ".yml", ".yaml", ".json")
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike, revision: str | None = None) -> str:
+    """Return the local path of checkpoint: itself when it exists (a .pt file, a folder
+    save_pretrained wrote); for a Hugging Face Hub repository '<user>/<repo>' that is no local path,
+    its downloaded folder (fcn.inference.hub.download_repo: huggingface_hub's cache, HF_HUB_OFFLINE
+    honoured), as Segmenter.from_pretrained resolves one. OSError in one line when it cannot be had."""
+    text = str(checkpoint)
+    if os.path.exists(text) or not REPO_ID.match(text) or text.lower().endswith(_FILE_ENDINGS):
+        return text
+    return str(download_repo(text, revision))
 
 
 def _check_weights(model: nn.Module, state: dict, path: str, cfg: DictConfig) -> None:
@@ -58,7 +74,7 @@ def load_model_weights(
 ) -> tuple[nn.Module, DictConfig, str]:
     """Return (model, config, weights) as load_model does, weights naming which were loaded:
     'ema' or 'model'."""
-    path = str(checkpoint_path)
+    path = resolve_checkpoint(checkpoint_path)
     ckpt, cfg = _read(path, device, paths, overrides, trust_remote_code=False, datasets=False)
     return _build(ckpt, cfg, path, device, use_ema)
 
@@ -169,7 +185,7 @@ def load_with_weights(
     'ema' or 'model'. datasets=True: the caller builds the config's datasets (evaluate.py), so a
     dataset class the checkpoint's config names by import path is refused unless the user's own
     config replaces it or trust_remote_code (fcn.config.config_from_dict)."""
-    path = str(checkpoint_path)
+    path = resolve_checkpoint(checkpoint_path)
     ckpt, cfg = _read(path, device, paths, overrides, trust_remote_code=trust_remote_code, datasets=datasets)
     # A folder's ONNX export is cached beside its model.safetensors.
     source = str(Path(path) / WEIGHTS_NAME) if is_folder(path) else path
