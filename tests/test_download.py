@@ -563,3 +563,21 @@ def test_every_registry_address_is_https_unless_its_host_serves_only_http():
         parts = urlsplit(resource.url)
         assert parts.scheme == ("http" if parts.hostname in HTTP_ONLY_HOSTS else "https"), resource.url
     assert dl.RESOURCES["voc2012"].url.startswith("https://host.robots.ox.ac.uk/")
+
+
+def test_the_download_command_follows_the_projects_exit_code_rule(tmp_path, capsys, monkeypatch):
+    from fcn.data import download as dl
+
+    root_file = tmp_path / "afile"
+    root_file.write_text("x")
+    assert dl.main(["--root", str(root_file), "--what", "seg11valid"]) == 2  # bad input, before any work
+    assert dl.main(["--root", str(tmp_path), "--mirror", "ftp:/nope", "--what", "seg11valid"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "download", interrupted)
+    assert dl.main(["--root", str(tmp_path), "--what", "seg11valid"]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted; run the same command again to resume"

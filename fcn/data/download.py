@@ -374,7 +374,9 @@ def download(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Parse the command line and download; return the exit code (0 ok, 1 error, 130 interrupted)."""
+    """Parse the command line and download; return the exit code, the project's rule
+    (fcn.core.errors): 2 for a bad --root or --mirror, 1 for a failed download, 130 on Ctrl-C, each
+    with one 'error:' line."""
     parser = argparse.ArgumentParser(prog="python -m fcn.data.download", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="data", help="data root (default: data)")
     parser.add_argument(
@@ -395,17 +397,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    from fcn.core.errors import run_phases
+
+    def prepare() -> None:
+        root = Path(args.root)
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"--root {root} is a file; give the directory the data goes into")
+        mirror = args.mirror if args.mirror is not None else os.environ.get(MIRROR_ENV)
+        if mirror and not re.match(r"^(https?|file)://", mirror):
+            source = "--mirror" if args.mirror is not None else MIRROR_ENV
+            raise ValueError(f"{source}={mirror!r} is not an http://, https:// or file:// URL")
+
+    def work(_: None) -> None:
+        try:
+            download(
+                args.root,
+                args.what,
+                args.mirror,
+                progress=not args.no_progress,
+                keep_archives=args.keep_archives,
+            )
+        except KeyboardInterrupt:
+            print("error: interrupted; run the same command again to resume", file=sys.stderr)
+            raise SystemExit(130) from None
+
     try:
-        download(
-            args.root, args.what, args.mirror, progress=not args.no_progress, keep_archives=args.keep_archives
-        )
-    except (DownloadError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+        return run_phases(prepare, work)
+    except SystemExit as exc:
+        return int(exc.code)
 
 
 if __name__ == "__main__":
