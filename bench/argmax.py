@@ -2,25 +2,18 @@
 against fcn.core.sliding.class_argmax (a channels-last copy, a slice of rows at a time), on the CPU,
 for VOC-sized and photo-sized score maps; the labels are checked equal before timing.
 
-    python bench/argmax.py
+    python -m bench.argmax
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import markdown_table  # noqa: E402
-
-from fcn.core.sliding import class_argmax  # noqa: E402
+from bench.common import markdown_table
+from fcn.core.sliding import class_argmax
 
 CASES = [(4, 500, 500), (21, 500, 500), (21, 1500, 2000), (4, 3000, 4000)]
 
