@@ -7,6 +7,7 @@ for VOC-sized and photo-sized score maps; the labels are checked equal before ti
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -29,7 +30,11 @@ def median_ms(fn, rounds: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    # no flags: a parser all the same, so that --help answers instead of running the benchmark
+    argparse.ArgumentParser(prog="python -m bench.argmax", description=__doc__.splitlines()[0]).parse_args(
+        argv
+    )
     rows = []
     for classes, height, width in CASES:
         scores = torch.randn(1, classes, height, width, generator=torch.Generator().manual_seed(0))

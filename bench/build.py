@@ -16,7 +16,7 @@ from bench.common import markdown_table
 
 
 def main(argv: list[str] | None = None) -> list[list[str]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.build", description=__doc__.split("\n\n")[0])
     p.add_argument("--backbones", nargs="+", default=["vgg16", "resnet18", "resnet50"])
     p.add_argument("--arch", default="fcn8s")
     p.add_argument("--rounds", type=int, default=3)

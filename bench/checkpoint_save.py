@@ -60,7 +60,7 @@ def save_times(backbone: str, directory: Path, rounds: int) -> tuple[int, list[f
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.checkpoint_save", description=__doc__.split("\n")[0])
     p.add_argument("--backbones", nargs="+", default=["vgg16", "resnet18"])
     p.add_argument("--dir", type=Path, default=Path("runs"), help="where to write (the run directory's disk)")
     p.add_argument("--rounds", type=int, default=3)

@@ -79,7 +79,7 @@ def run_checker(config: Path, workers: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.data_check", description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=400, help="generated image/mask pairs")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the fastest of each variant counts")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "data_check.json"))

@@ -165,7 +165,7 @@ def time_layouts(images: int, size: int, epochs: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.data_loading", description=__doc__.splitlines()[0])
     parser.add_argument("--step-rate", type=float, default=20.0, help="model images/s to keep fed")
     parser.add_argument("--images", type=int, default=48, help="distinct generated images")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per preset and round")

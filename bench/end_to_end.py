@@ -199,7 +199,7 @@ def in_process(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.end_to_end", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, help="a checkpoint (default: a random ResNet-18 FCN-8s)")
     p.add_argument("--images", type=int, default=24, help="how many JPEGs (default 24)")
     p.add_argument("--size", type=int, default=500, help="their side in pixels (default 500)")

@@ -188,7 +188,7 @@ def bench_model(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.engines", description=__doc__.splitlines()[0])
     p.add_argument(
         "--models", nargs="*", choices=list(MODELS), default=list(MODELS), help="random-weight models"
     )

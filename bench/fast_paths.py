@@ -65,7 +65,7 @@ def described(cfg) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.fast_paths", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) written by train.py or imported")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.val.root=…")
     p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS), help="default: all")

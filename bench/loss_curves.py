@@ -73,7 +73,7 @@ def compare(a: Dict[int, float], b: Dict[int, float], window: int) -> list[dict]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.loss_curves", description=__doc__.splitlines()[0])
     p.add_argument("run_a", help="the reference run directory (e.g. fp32)")
     p.add_argument("run_b", help="the run compared with it (e.g. bf16)")
     p.add_argument("--window", type=int, default=25, help="logged iterations per window (default 25)")

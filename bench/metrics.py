@@ -78,7 +78,7 @@ def best_times(variants: dict, repeats: int, inner: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.metrics", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=500, help="maps are size x size (default 500)")
     parser.add_argument("--classes", type=int, default=21, help="number of classes (default 21, VOC)")
     parser.add_argument("--repeats", type=int, default=15, help="timing repeats; the best is kept")

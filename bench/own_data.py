@@ -242,7 +242,7 @@ def train_smp(run: Any, seed: int, seconds: float, probe: int) -> dict:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.own_data", description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="training time per run (default 60)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="toy sets")

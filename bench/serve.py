@@ -125,7 +125,7 @@ def summary(latencies: list[float], wall: float) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark; print the table and return the results."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--size", type=int, nargs=2, default=[320, 240], metavar=("W", "H"))
     p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")

@@ -174,7 +174,7 @@ def _run_variant(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.slide", description=__doc__.splitlines()[0])
     p.add_argument("--nets", nargs="+", choices=("vgg16", "resnet18"), default=["vgg16", "resnet18"])
     p.add_argument("--classes", type=int, nargs="+", default=[21], help="class counts (default 21)")
     p.add_argument("--size", type=int, nargs=2, default=[2000, 1500], metavar=("W", "H"))

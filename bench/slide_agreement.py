@@ -35,7 +35,7 @@ def mean_iou(preds, truths, classes: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.slide_agreement", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--root", required=True, help="dataset root with JPEGImages/val_* and SegmentationClass/")
     p.add_argument("--windows", type=int, nargs="+", default=[64, 43, 48, 32, 128, 85], metavar="TILE STRIDE")

@@ -69,7 +69,7 @@ def run(args: list[str], log: Path) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.starter", description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (training.seed)")
     p.add_argument("--heldout-seed", type=int, default=7, help="seed of the held-out toy set")
     p.add_argument(

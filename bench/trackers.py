@@ -8,6 +8,7 @@ through the fcn.training.trackers.Trackers object the loop calls, in a temporary
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import tempfile
@@ -34,7 +35,11 @@ def median_ms(fn, rounds: int) -> tuple[float, float]:
     return 1e3 * statistics.median(times), 1e3 * max(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    # no flags: a parser all the same, so that --help answers instead of running the benchmark
+    argparse.ArgumentParser(prog="python -m bench.trackers", description=__doc__.splitlines()[0]).parse_args(
+        argv
+    )
     import importlib.util
 
     os.environ["WANDB_MODE"] = "offline"  # nothing leaves the machine

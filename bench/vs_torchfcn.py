@@ -38,7 +38,7 @@ def their_fcn8s(models_dir: str) -> type:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.vs_torchfcn", description=__doc__.splitlines()[0])
     p.add_argument("--models-dir", required=True, help="torchfcn/models of the unpacked torchfcn sdist")
     p.add_argument("--size", type=int, default=500)
     p.add_argument("--rounds", type=int, default=5)

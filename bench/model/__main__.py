@@ -259,7 +259,7 @@ def probe_variants(args: argparse.Namespace, device: torch.device) -> tuple[Dict
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick",
         action="store_true",
