@@ -263,7 +263,7 @@ def test_engines_time_torch_on_a_random_resnet18(tmp_path):
     assert "torch" in out and json.loads((tmp_path / "e.json").read_text())
 
 
-@pytest.mark.slow  # the matmul calibration and a compiled-free quick group
+@pytest.mark.slow  # the matmul rate calibration and one quick inference group: about 50 s here
 def test_model_bench_quick_inference_group(tmp_path):
     args = ["--quick", "--infer-only", "--size", "64", "--rounds", "1", "--max-seconds", "5"]
     out = run_bench("model", *args, "--variants", "winograd", "--json", tmp_path / "m.json")
