@@ -2,25 +2,19 @@
 against fcn.core.sliding.class_argmax (a channels-last copy, a slice of rows at a time), on the CPU,
 for VOC-sized and photo-sized score maps; the labels are checked equal before timing.
 
-    python bench/argmax.py
+    python -m bench.argmax
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import write_table  # noqa: E402
-
-from fcn.core.sliding import class_argmax  # noqa: E402
+from bench.common import write_table
+from fcn.core.sliding import class_argmax
 
 CASES = [(4, 500, 500), (21, 500, 500), (21, 1500, 2000), (4, 3000, 4000)]
 
@@ -36,7 +30,11 @@ def median_ms(fn, rounds: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    # no flags: a parser all the same, so that --help answers instead of running the benchmark
+    argparse.ArgumentParser(prog="python -m bench.argmax", description=__doc__.splitlines()[0]).parse_args(
+        argv
+    )
     rows = []
     for classes, height, width in CASES:
         scores = torch.randn(1, classes, height, width, generator=torch.Generator().manual_seed(0))

@@ -1,26 +1,20 @@
 """Building a net to load a checkpoint into: with the random initialisation (train.py's build) and
 without it (fcn.inference.loading's: every weight is loaded next), interleaved rounds, fastest of each.
 
-    python bench/build.py
-    python bench/build.py --backbones vgg16 resnet50 --rounds 5
+    python -m bench.build
+    python -m bench.build --backbones vgg16 resnet50 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import write_table  # noqa: E402
+from bench.common import write_table
 
 
 def main(argv: list[str] | None = None) -> list[list[str]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.build", description=__doc__.split("\n\n")[0])
     p.add_argument("--backbones", nargs="+", default=["vgg16", "resnet18", "resnet50"])
     p.add_argument("--arch", default="fcn8s")
     p.add_argument("--rounds", type=int, default=3)

@@ -5,7 +5,7 @@ the model and optimizer, fills the optimizer's momentum buffers (the state a tra
 and times fcn.core.checkpoint.save_checkpoint (torch.save to a temporary file, fsync, rename) --rounds
 times into --dir (the file system the run directory is on: it is what is measured).
 
-    python bench/checkpoint_save.py [--backbones vgg16 resnet18] [--dir runs] [--rounds 3]
+    python -m bench.checkpoint_save [--backbones vgg16 resnet18] [--dir runs] [--rounds 3]
 
 Prints a markdown table: size, best and worst save time.
 """
@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fcn.config import load_config, to_dict  # noqa: E402
-from fcn.core.checkpoint import save_checkpoint, training_checkpoint  # noqa: E402
-from fcn.models import build_model  # noqa: E402
-from fcn.training.loop import build_optimizer  # noqa: E402
+from fcn.config import load_config, to_dict
+from fcn.core.checkpoint import save_checkpoint, training_checkpoint
+from fcn.models import build_model
+from fcn.training.loop import build_optimizer
 
 
 def save_times(backbone: str, directory: Path, rounds: int) -> tuple[int, list[float]]:
@@ -63,7 +60,7 @@ def save_times(backbone: str, directory: Path, rounds: int) -> tuple[int, list[f
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.checkpoint_save", description=__doc__.split("\n")[0])
     p.add_argument("--backbones", nargs="+", default=["vgg16", "resnet18"])
     p.add_argument("--dir", type=Path, default=Path("runs"), help="where to write (the run directory's disk)")
     p.add_argument("--rounds", type=int, default=3)

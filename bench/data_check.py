@@ -1,13 +1,13 @@
 """Dataset checker throughput: pairs/s of `python -m fcn.data.check` against decoding the same files.
 
-Generates --pairs 500x375 JPEG + palette-PNG pairs (bench/data.py's photo-like images, VOC's commonest
+Generates --pairs 500x375 JPEG + palette-PNG pairs (bench/data_loading.py's photo-like images, VOC's commonest
 size) in VOC folder layout in a temporary directory (4/5 train, 1/5 val), then times in interleaved
 rounds, fastest round counting: 'decode only' (PIL open + load of every image and mask in this one
 process: the floor any checker pays) and the checker's whole main() (config, listing, reading in
 data.num_workers processes, report) with 0, 1 and 2 workers. Wall time: workers run in processes
 of their own.
 
-    python bench/data_check.py [--pairs 400] [--rounds 3]
+    python -m bench.data_check [--pairs 400] [--rounds 3]
 
 Prints a table and writes bench/results/data_check.json.
 """
@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import io
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -26,15 +25,12 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from bench.common import cpu_info, load_average, markdown_table, time_interleaved, write_json
+from bench.data_loading import HEIGHT, WIDTH, make_images
+from fcn.data import VOC_CLASSES
+from fcn.data.check import main as check_main
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import cpu_info, load_average, markdown_table, time_interleaved, write_json  # noqa: E402
-from data import HEIGHT, WIDTH, make_images  # noqa: E402
-
-from fcn.data import VOC_CLASSES  # noqa: E402
-from fcn.data.check import main as check_main  # noqa: E402
 
 WORKERS = (0, 1, 2)
 
@@ -83,7 +79,7 @@ def run_checker(config: Path, workers: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.data_check", description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=400, help="generated image/mask pairs")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the fastest of each variant counts")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "data_check.json"))

@@ -17,8 +17,8 @@ On a folder of generated 500x500 JPEGs (natural-looking scenes) and a ResNet-18 
 Variants run in interleaved rounds, so that load from other processes falls on all alike; compare
 ratios within a run. On a GPU (--device cuda) the same table.
 
-    python bench/end_to_end.py                        # none and auto, 24 images, 3 rounds
-    python bench/end_to_end.py --fast-paths none auto winograd --engines onnxruntime --rounds 5
+    python -m bench.end_to_end                        # none and auto, 24 images, 3 rounds
+    python -m bench.end_to_end --fast-paths none auto winograd --engines onnxruntime --rounds 5
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.common import machine_info, markdown_table, write_json
 
-from common import machine_info, markdown_table, write_json  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = ["background", "circle", "square", "triangle"]
 
@@ -201,7 +199,7 @@ def in_process(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.end_to_end", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, help="a checkpoint (default: a random ResNet-18 FCN-8s)")
     p.add_argument("--images", type=int, default=24, help="how many JPEGs (default 24)")
     p.add_argument("--size", type=int, default=500, help="their side in pixels (default 500)")

@@ -6,15 +6,15 @@ Each row is loaded as evaluate.py loads it (fcn.inference.loading.load: the ONNX
 checkpoint; int8 calibrated as evaluate.py calibrates it), then all rows of a model are called in
 interleaved rounds (one warm-up call each first), so that load from other processes falls on every
 row alike; a row's time is the median over the rounds. The random-weight models get small random
-score layers (bench/model.py's make_model) and are timed on a generated scene (bench/model.py's
+score layers (bench/model/setup.py's make_model) and are timed on a generated scene (bench/model/setup.py's
 make_scene), int8 calibrated on two other scenes; a checkpoint is timed on its own validation
 images (the sum over them per round, divided by their count) and scored on them. Agreement is the
 share of pixels (void excluded) whose argmax equals torch fp32's; `auto` names the row that
 eval.fast_path=auto resolves to on this machine and compares it with the fastest exact row.
 
-    python bench/engines.py                                    # VGG16 + ResNet-18, 2 threads
-    python bench/engines.py --checkpoint runs/toy/checkpoints/best.pt --models
-    python bench/engines.py --models resnet18 --rows torch onnxruntime openvino --rounds 3
+    python -m bench.engines                                    # VGG16 + ResNet-18, 2 threads
+    python -m bench.engines --checkpoint runs/toy/checkpoints/best.pt --models
+    python -m bench.engines --models resnet18 --rows torch onnxruntime openvino --rounds 3
 
 Prints a markdown table per model and writes JSON (bench/results/engines.json by default).
 """
@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import io
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,25 +32,18 @@ from typing import Callable, Sequence
 
 import torch
 
+from bench.common import load_average, machine_info, markdown_table, write_json
+from bench.model.setup import make_model, make_scene, model_config
+from fcn.config import VOID, to_dict
+from fcn.core.checkpoint import save_checkpoint
+from fcn.core.metrics import ConfusionMatrix
+from fcn.core.runtime import autocast, cpu_flags, native_bf16
+from fcn.core.sliding import model_logits
+from fcn.inference.engines import available
+from fcn.inference.fastpath import prepare_fast_path
+from fcn.inference.loading import load, load_model_weights
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import load_average, machine_info, markdown_table, write_json  # noqa: E402
-
-try:  # bench/model.py's helpers, in bench/model_setup.py once bench/model.py is split (#23)
-    from model_setup import make_model, make_scene, model_config  # noqa: E402
-except ImportError:
-    from model import make_model, make_scene, model_config  # noqa: E402
-
-from fcn.config import VOID, to_dict  # noqa: E402
-from fcn.core.checkpoint import save_checkpoint  # noqa: E402
-from fcn.core.metrics import ConfusionMatrix  # noqa: E402
-from fcn.core.runtime import autocast, cpu_flags, native_bf16  # noqa: E402
-from fcn.core.sliding import model_logits  # noqa: E402
-from fcn.inference.engines import available  # noqa: E402
-from fcn.inference.fastpath import prepare_fast_path  # noqa: E402
-from fcn.inference.loading import load, load_model_weights  # noqa: E402
 
 ROWS = {
     "torch": (["eval.engine=torch", "eval.fast_path=none"], True),
@@ -196,7 +188,7 @@ def bench_model(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.engines", description=__doc__.splitlines()[0])
     p.add_argument(
         "--models", nargs="*", choices=list(MODELS), default=list(MODELS), help="random-weight models"
     )

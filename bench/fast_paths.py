@@ -9,8 +9,8 @@ turn, so that load from other processes falls on all paths alike; each path's ti
 forward passes. Agreement is the share of scored pixels (not void) where a path's argmax equals
 fp32's; logit err is |logits - fp32| / |fp32| over all images.
 
-    python bench/fast_paths.py --checkpoint runs/toy/checkpoints/best.pt
-    python bench/fast_paths.py --checkpoint best.pt data.val.root=/data/VOC2012 --limit 100
+    python -m bench.fast_paths --checkpoint runs/toy/checkpoints/best.pt
+    python -m bench.fast_paths --checkpoint best.pt data.val.root=/data/VOC2012 --limit 100
 
 Prints a markdown table and writes JSON (bench/results/fast_paths.json by default).
 """
@@ -19,26 +19,22 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from bench.common import load_average, machine_info, markdown_table, time_call, write_json
+from fcn.config import VOID
+from fcn.core.metrics import ConfusionMatrix
+from fcn.core.runtime import autocast, cpu_flags
+from fcn.data import build_dataset
+from fcn.data.transforms import build_transforms
+from fcn.inference.fastpath import prepare_fast_path
+from fcn.inference.loading import load
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import load_average, machine_info, markdown_table, time_call, write_json  # noqa: E402
-
-from fcn.config import VOID  # noqa: E402
-from fcn.core.metrics import ConfusionMatrix  # noqa: E402
-from fcn.core.runtime import autocast, cpu_flags  # noqa: E402
-from fcn.data import build_dataset  # noqa: E402
-from fcn.data.transforms import build_transforms  # noqa: E402
-from fcn.inference.fastpath import prepare_fast_path  # noqa: E402
-from fcn.inference.loading import load  # noqa: E402
 
 PATHS = {
     "none": ["eval.fast_path=none"],
@@ -69,7 +65,7 @@ def described(cfg) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.fast_paths", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) written by train.py or imported")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.val.root=…")
     p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS), help="default: all")

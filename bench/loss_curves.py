@@ -9,7 +9,7 @@ the precision's doing, not the data's.
 
     python train.py --config predefined_configs/toy.yml training.iters=150 training.run_dir=runs/toy_fp32
     python train.py --config predefined_configs/toy.yml training.iters=150 training.amp=bf16 training.run_dir=runs/toy_bf16
-    python bench/loss_curves.py runs/toy_fp32 runs/toy_bf16
+    python -m bench.loss_curves runs/toy_fp32 runs/toy_bf16
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 from pathlib import Path
 from typing import Dict, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.common import markdown_table, write_json
 
-from common import markdown_table, write_json  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TAG = "train/loss"
 
@@ -75,7 +73,7 @@ def compare(a: Dict[int, float], b: Dict[int, float], window: int) -> list[dict]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.loss_curves", description=__doc__.splitlines()[0])
     p.add_argument("run_a", help="the reference run directory (e.g. fp32)")
     p.add_argument("run_b", help="the run compared with it (e.g. bf16)")
     p.add_argument("--window", type=int, default=25, help="logged iterations per window (default 25)")

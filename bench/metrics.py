@@ -5,7 +5,7 @@ The reference (score.py, fcn.berkeleyvision.org) accumulates ``fast_hist(gt, pre
 data loader yields it, a prediction as ``argmax`` yields it); uint8 maps (masks as stored on
 disk) and one torch thread are timed too. Run from the repository root::
 
-    python bench/metrics.py [--size 500] [--classes 21] [--repeats 15]
+    python -m bench.metrics [--size 500] [--classes 21] [--repeats 15]
 
 Prints a table and writes bench/results/metrics.json. Target (issue 8): update >= 2x faster than NumPy.
 """
@@ -16,17 +16,15 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from fcn.core.metrics import ConfusionMatrix
 
-from fcn.core.metrics import ConfusionMatrix  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TARGET_RATIO = 2.0
 
@@ -80,7 +78,7 @@ def best_times(variants: dict, repeats: int, inner: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.metrics", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=500, help="maps are size x size (default 500)")
     parser.add_argument("--classes", type=int, default=21, help="number of classes (default 21, VOC)")
     parser.add_argument("--repeats", type=int, default=15, help="timing repeats; the best is kept")

@@ -1,8 +1,8 @@
 """Ours (the starter recipes) against segmentation_models_pytorch's Unet at equal training time, on
 the project's binary, multi-label and multiclass toy sets: held-out IoU and ms per iteration.
 
-    python bench/own_data.py --seconds 60 --seeds 0 1 --tasks binary    # about 5 minutes on 2 cores
-    python bench/own_data.py --seconds 120 --seeds 0 1 --archs fcn4s unet
+    python -m bench.own_data --seconds 60 --seeds 0 1 --tasks binary    # about 5 minutes on 2 cores
+    python -m bench.own_data --seconds 120 --seeds 0 1 --archs fcn4s unet
 
 Ours is predefined_configs/starter.yml + cpu_check.yml (+ binary.yml or multilabel.yml), trained by
 fcn.training.loop's setup() and train(), the code train.py runs: ResNet-18 from scratch, 96 px crops,
@@ -40,11 +40,9 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT))
+from bench.common import machine_info, markdown_table, write_json
 
-from common import machine_info, markdown_table, write_json  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TASKS = {
     # task: (recipe over starter + cpu_check, classes, the metric's name in the table)
@@ -244,7 +242,7 @@ def train_smp(run: Any, seed: int, seconds: float, probe: int) -> dict:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.own_data", description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="training time per run (default 60)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="toy sets")

@@ -3,8 +3,8 @@ batching (--max-batch) and without (--max-batch 1), against the Segmenter in-pro
 images, in one run. Each client sends the binary tensor extension's request (UINT8 [H, W, 3] in,
 MASK out) over its own keep-alive connection; every answer is checked against the Segmenter's mask.
 
-    python bench/serve.py --checkpoint runs/toy/checkpoints/best.pt
-    python bench/serve.py --checkpoint best.pt --size 500 500 --requests 64 --max-batch 8 --json r.json
+    python -m bench.serve --checkpoint runs/toy/checkpoints/best.pt
+    python -m bench.serve --checkpoint best.pt --size 500 500 --requests 64 --max-batch 8 --json r.json
 """
 
 from __future__ import annotations
@@ -24,13 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.common import machine_info, markdown_table, write_json
+from fcn import Segmenter
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import machine_info, markdown_table, write_json  # noqa: E402
-
-from fcn import Segmenter  # noqa: E402
 
 
 def request_body(image: np.ndarray) -> tuple[bytes, dict]:
@@ -128,7 +125,7 @@ def summary(latencies: list[float], wall: float) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark; print the table and return the results."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--size", type=int, nargs=2, default=[320, 240], metavar=("W", "H"))
     p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")

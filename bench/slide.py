@@ -2,11 +2,11 @@
 for the paper's FCN-8s VGG16 and FCN-8s ResNet-18, beside fcn.inference.budget's estimates.
 
 Each net (--nets: vgg16 in --geometry, paper by default; resnet18 in the 'same' geometry, as the toy
-checkpoint) predicts the labels of a generated natural-looking scene (bench/model.py's make_scene)
+checkpoint) predicts the labels of a generated natural-looking scene (bench/model/setup.py's make_scene)
 with eval.mode=whole at --whole-sizes and eval.mode=slide at --size (--tile, --stride,
 --window-batch; the labels-only path, fcn.core.sliding.slide_labels), and whole at --size too
 unless --no-whole-at-size; with --classes 4 21 each at both class counts (the calibration of
-fcn/inference/budget.py). Random weights, small random score layers (bench/model.py): memory and time
+fcn/inference/budget.py). Random weights, small random score layers (bench/model/setup.py): memory and time
 do not depend on the weights.
 
 Each variant runs in a fresh subprocess, so its peak memory is its own. On the CPU: peak RSS (VmHWM
@@ -19,9 +19,9 @@ input), to read against 'added'. A variant over --timeout seconds or killed (out
 reported as such. The slide labels are compared with the whole ones at the same size (agreement of
 the argmax: the untrained net's margins are tiny; see docs/evaluation.md for a trained one).
 
-    python bench/slide.py                       # both nets, 21 classes: about 10 minutes on 2 cores
-    python bench/slide.py --nets resnet18 --classes 4 21 --whole-sizes 1000 750 2000 1500 4000 3000
-    python bench/slide.py --nets vgg16 --size 4000 3000 --window-batch 1
+    python -m bench.slide                       # both nets, 21 classes: about 10 minutes on 2 cores
+    python -m bench.slide --nets resnet18 --classes 4 21 --whole-sizes 1000 750 2000 1500 4000 3000
+    python -m bench.slide --nets vgg16 --size 4000 3000 --window-batch 1
 
 Prints a markdown table; writes bench/results/slide.json.
 """
@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 MB = 2**20
 
@@ -65,9 +63,9 @@ def _child(args: argparse.Namespace) -> None:
     """Run one variant in this process; print its result as one JSON line."""
     import numpy as np
     import torch
-    from model_memory import _current_memory, _peak_rss, _reset_peak_rss
-    from model_setup import make_model, make_scene
 
+    from bench.model.memory import _current_memory, _peak_rss, _reset_peak_rss
+    from bench.model.setup import make_model, make_scene
     from fcn.inference.segment import predict_labels
 
     width, height = args.size
@@ -121,7 +119,18 @@ def _run_variant(
     args: argparse.Namespace, net: str, classes: int, mode: str, size: Sequence[int], labels: Path
 ) -> Dict[str, Any]:
     """Return one variant's row, run in a subprocess."""
-    command = [sys.executable, __file__, "--child", "--net", net, "--classes", str(classes), "--mode", mode]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.slide",
+        "--child",
+        "--net",
+        net,
+        "--classes",
+        str(classes),
+        "--mode",
+        mode,
+    ]
     command += ["--size", *map(str, size), "--geometry", args.geometry, "--device", args.device]
     command += [
         "--tile",
@@ -144,7 +153,7 @@ def _run_variant(
     }
     print(f"{row['net']} {classes} classes {mode} {row['size']} ...", flush=True)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return {**row, "status": f"over {args.timeout:.0f} s"}
     if done.returncode != 0:
@@ -165,7 +174,7 @@ def _run_variant(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.slide", description=__doc__.splitlines()[0])
     p.add_argument("--nets", nargs="+", choices=("vgg16", "resnet18"), default=["vgg16", "resnet18"])
     p.add_argument("--classes", type=int, nargs="+", default=[21], help="class counts (default 21)")
     p.add_argument("--size", type=int, nargs=2, default=[2000, 1500], metavar=("W", "H"))
@@ -205,14 +214,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return {}
     import numpy as np
     import torch
-    from common import machine_info, markdown_table, write_json
+
+    from bench.common import machine_info, markdown_table, write_json
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     info = machine_info(torch.device(args.device))
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else info["cpu"]["model"]
     print(
-        f"# bench/slide.py on {args.device} ({where}), {info['torch_threads']} threads, torch {info['torch']}; "
+        f"# python -m bench.slide on {args.device} ({where}), {info['torch_threads']} threads, torch {info['torch']}; "
         f"load average {info['load_average']}",
         flush=True,
     )

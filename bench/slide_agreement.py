@@ -5,7 +5,7 @@ The toy data's images are 96 x 96: a tile at least that large is one window and 
 labels bit for bit; smaller tiles split them. The mosaics (4 x 4 validation images, 384 x 384 for the
 toy data) show the seams on images larger than the tile, as a photo is.
 
-    python bench/slide_agreement.py --checkpoint runs/toy/checkpoints/best.pt --root data/toy
+    python -m bench.slide_agreement --checkpoint runs/toy/checkpoints/best.pt --root data/toy
 
 Prints one line per image set and tile/stride (eval.max_memory=none: eval.mode as asked).
 """
@@ -13,16 +13,12 @@ Prints one line per image set and tile/stride (eval.max_memory=none: eval.mode a
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from fcn import Segmenter  # noqa: E402
+from fcn import Segmenter
 
 
 def mean_iou(preds, truths, classes: int) -> float:
@@ -39,7 +35,7 @@ def mean_iou(preds, truths, classes: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.slide_agreement", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--root", required=True, help="dataset root with JPEGImages/val_* and SegmentationClass/")
     p.add_argument("--windows", type=int, nargs="+", default=[64, 43, 48, 32, 128, 85], metavar="TILE STRIDE")

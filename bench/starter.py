@@ -1,8 +1,8 @@
 """The starter recipe's CPU check against the CPU demo, trained one after the other on the same toy
 data and scored on the toy validation split and on a held-out toy set of another seed.
 
-    python bench/starter.py                        # about 10 minutes on 2 cores
-    python bench/starter.py --seeds 0 1 --starter-iters 0 1000   # two seeds; the check also run longer
+    python -m bench.starter                        # about 10 minutes on 2 cores
+    python -m bench.starter --seeds 0 1 --starter-iters 0 1000   # two seeds; the check also run longer
 
 Rows: `demo` is predefined_configs/toy.yml (what `make demo` trains); `starter + cpu_check` is
 predefined_configs/starter.yml with predefined_configs/cpu_check.yml over it, given the same data
@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.common import write_table
 
-from common import write_table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = "data.classes=[background,circle,square,triangle]"
 
@@ -70,7 +69,7 @@ def run(args: list[str], log: Path) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.starter", description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (training.seed)")
     p.add_argument("--heldout-seed", type=int, default=7, help="seed of the held-out toy set")
     p.add_argument(

@@ -3,29 +3,24 @@ W&B offline), the time to start it, one training log (3 scalars, every training.
 iterations) and one evaluation's log (the toy's 9 scalars and the three pictures at 400 x 400),
 through the fcn.training.trackers.Trackers object the loop calls, in a temporary directory.
 
-    python bench/trackers.py                 # MLflow and W&B only where installed (requirements.track.txt)
+    python -m bench.trackers                 # MLflow and W&B only where installed (requirements.track.txt)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import write_table  # noqa: E402
-
-from fcn.config import load_config  # noqa: E402
-from fcn.config.schema import TRACKERS  # noqa: E402
-from fcn.training.trackers import Trackers  # noqa: E402
+from bench.common import write_table
+from fcn.config import load_config
+from fcn.config.schema import TRACKERS
+from fcn.training.trackers import Trackers
 
 ROUNDS = 20
 
@@ -40,7 +35,11 @@ def median_ms(fn, rounds: int) -> tuple[float, float]:
     return 1e3 * statistics.median(times), 1e3 * max(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    # no flags: a parser all the same, so that --help answers instead of running the benchmark
+    argparse.ArgumentParser(prog="python -m bench.trackers", description=__doc__.splitlines()[0]).parse_args(
+        argv
+    )
     import importlib.util
 
     os.environ["WANDB_MODE"] = "offline"  # nothing leaves the machine

@@ -6,7 +6,7 @@ torchfcn is read from its unpacked sdist, not installed (``pip install torchfcn`
 a PyPI package named ``fcn`` over this project's):
 
     pip download --no-deps --no-binary :all: torchfcn==1.9.7 -d /tmp/t && tar xzf /tmp/t/*.tar.gz -C /tmp/t
-    python bench/vs_torchfcn.py --models-dir /tmp/t/torchfcn-1.9.7/torchfcn/models --rounds 5
+    python -m bench.vs_torchfcn --models-dir /tmp/t/torchfcn-1.9.7/torchfcn/models --rounds 5
 """
 
 from __future__ import annotations
@@ -17,15 +17,11 @@ import statistics
 import sys
 import time
 import types
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from fcn.config import load_config  # noqa: E402
-from fcn.models import build_model  # noqa: E402
+from fcn.config import load_config
+from fcn.models import build_model
 
 
 def their_fcn8s(models_dir: str) -> type:
@@ -42,7 +38,7 @@ def their_fcn8s(models_dir: str) -> type:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.vs_torchfcn", description=__doc__.splitlines()[0])
     p.add_argument("--models-dir", required=True, help="torchfcn/models of the unpacked torchfcn sdist")
     p.add_argument("--size", type=int, default=500)
     p.add_argument("--rounds", type=int, default=5)

@@ -267,8 +267,8 @@ def _is_python(token: str) -> bool:
 
 
 def commands(text: str) -> list[tuple[str, list[str]]]:
-    """Return (script or module, its arguments) for each `python SCRIPT ...`, `python -m fcn... ...` or
-    `torchrun ... train.py ...` in a page's code."""
+    """Return (script or module, its arguments) for each `python SCRIPT ...`, `python -m fcn... ...`,
+    `python -m bench... ...` or `torchrun ... train.py ...` in a page's code."""
     found = []
     for line in _code(text):
         try:
@@ -279,8 +279,8 @@ def commands(text: str) -> list[tuple[str, list[str]]]:
             continue
         for i, token in enumerate(tokens):
             before = tokens[max(i - 2, 0) : i]
-            module = before[-1:] == ["-m"] and token.startswith("fcn") and _is_python(before[0])
-            script = (token in SCRIPTS or re.fullmatch(r"bench/\w+\.py", token)) and (
+            module = before[-1:] == ["-m"] and re.match(r"fcn|bench\.\w", token) and _is_python(before[0])
+            script = token in SCRIPTS and (
                 _is_python(before[-1] if before else "") or "torchrun" in tokens[:i]
             )
             if module or script:
@@ -302,12 +302,12 @@ _PARSERS: dict[str, argparse.ArgumentParser | None] = {}
 
 
 def command_parser(name: str) -> argparse.ArgumentParser | None:
-    """Return the argparse parser of a script (train.py, bench/x.py) or a module (fcn.data.toy), built
+    """Return the argparse parser of a script (train.py) or a module (fcn.data.toy, bench.model), built
     by calling its parse_args() or main() with parsing replaced by a raise; None for a module without
     one (python -m fcn.config)."""
     if name in _PARSERS:
         return _PARSERS[name]
-    saved_path, saved_modules = list(sys.path), set(sys.modules)
+    saved_path = list(sys.path)
     originals = {m: getattr(argparse.ArgumentParser, m) for m in ("parse_args", "parse_intermixed_args")}
 
     def capture(self, *args, **kwargs):
@@ -324,6 +324,8 @@ def command_parser(name: str) -> argparse.ArgumentParser | None:
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(name)
+            if hasattr(module, "__path__") and importlib.util.find_spec(f"{name}.__main__"):
+                module = importlib.import_module(f"{name}.__main__")  # python -m bench.model
         entry = getattr(module, "parse_args", None) or getattr(module, "main", None)
         parser = None
         if entry is not None:
@@ -335,9 +337,6 @@ def command_parser(name: str) -> argparse.ArgumentParser | None:
         for method, original in originals.items():
             setattr(argparse.ArgumentParser, method, original)
         sys.path[:] = saved_path
-        for added in set(sys.modules) - saved_modules:  # bench's `common`, `data`: not fcn's
-            if str(getattr(sys.modules[added], "__file__", "") or "").startswith(str(REPO / "bench")):
-                del sys.modules[added]
     _PARSERS[name] = parser
     return parser
 
@@ -389,13 +388,16 @@ def test_flag_check_rejects_a_made_up_flag():
         "fcn.data.toy --format vco"
     ]
     assert bad_flags("`torchrun --nproc_per_node=2 train.py --config a.yml`") == []
+    assert bad_flags("`python -m bench.model --quick --quik` and `python -m bench.metrics --size 9`") == [
+        "bench.model --quik"
+    ]
     assert bad_flags(
         "Run `python predict.py --checkpoint x.pt\n--input a.jpg --output out/ --frame` once."
     ) == ["predict.py --frame"]
 
 
 def modules_named(text: str) -> set[str]:
-    """Return the fcn modules a text runs with `python -m`."""
+    """Return the fcn and bench modules a text runs with `python -m`."""
     return {name for name, _ in commands(text) if not name.endswith(".py")}
 
 
@@ -412,6 +414,9 @@ def test_module_check_rejects_a_made_up_module():
     assert missing_modules(
         "`python -m fcn.engine --checkpoint x` and `python -m fcn.export --checkpoint x`"
     ) == ["fcn.engine"]
+    assert missing_modules("`python -m bench.model_memory` or `python -m bench.model`") == [
+        "bench.model_memory"
+    ]
 
 
 def missing_names(text: str) -> list[str]:

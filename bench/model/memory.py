@@ -1,8 +1,7 @@
-"""bench/model.py's memory measurements: peak memory of a training step and growth over many steps."""
+"""`python -m bench.model`'s memory measurements: peak memory of a training step and growth over many steps."""
 
 import gc
 import resource
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -11,17 +10,12 @@ from typing import Dict
 import torch
 from torch import Tensor
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import (  # noqa: E402
+from bench.common import (
     synchronize,
     time_call,
 )
-from model_setup import MB, make_model, make_scene, model_config, train_step_fn  # noqa: E402
-
-from fcn.training.loop import build_optimizer  # noqa: E402
+from bench.model.setup import MB, make_model, make_scene, model_config, train_step_fn
+from fcn.training.loop import build_optimizer
 
 # ----------------------------------------------------------------------------- memory
 

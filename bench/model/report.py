@@ -1,17 +1,11 @@
-"""bench/model.py's report: the results table and the issue-8 targets with their verdicts."""
+"""`python -m bench.model`'s report: the results table and the issue-8 targets with their verdicts."""
 
-import sys
-from pathlib import Path
 from typing import Any, Dict, List
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import (  # noqa: E402
+from bench.common import (
     markdown_table,
 )
-from model_setup import (  # noqa: E402
+from bench.model.setup import (
     GB,
     TARGET_AGREEMENT,
     TARGET_FP32_FRACTION,

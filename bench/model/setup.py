@@ -1,11 +1,9 @@
-"""What bench/model.py's measurements are made of: the variants and targets, a generated natural-looking
+"""What `python -m bench.model`'s measurements are made of: the variants and targets, a generated natural-looking
 scene, the models with small random score layers, their FLOPs, the dense matmul rate achieved FLOP/s are
 compared with, and the timed functions (inference, a training step)."""
 
 import functools
 import math
-import sys
-from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple
 
 import numpy as np
@@ -14,18 +12,13 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import (  # noqa: E402
+from bench.common import (
     time_call,
 )
-
-from fcn.config import load_config  # noqa: E402
-from fcn.core.runtime import autocast  # noqa: E402
-from fcn.models import build_model  # noqa: E402
-from fcn.training.loop import segmentation_loss  # noqa: E402
+from fcn.config import load_config
+from fcn.core.runtime import autocast
+from fcn.models import build_model
+from fcn.training.loop import segmentation_loss
 
 ARCHS = ("fcn32s", "fcn16s", "fcn8s")
 GEOMETRIES = ("paper", "same")

@@ -21,7 +21,7 @@ ends up. The fp32 matmul is timed again in every group's rounds; '% mm' of fp32 
 Also: peak memory of an fp32 training step (FCN-8s, paper geometry, --size) and a check that 100
 training steps (FCN-8s, paper geometry, at --growth-size) retain no memory or tensors (step 10 vs 100).
 
-    python bench/model.py [--quick] [--size 500] [--archs fcn32s fcn16s fcn8s] [--no-compile]
+    python -m bench.model [--quick] [--size 500] [--archs fcn32s fcn16s fcn8s] [--no-compile]
                           [--backbones vgg16 resnet50 timm:resnet50d]
                           [--json bench/results/model.json]
 
@@ -44,11 +44,7 @@ from typing import Any, Callable, Dict, List, Sequence
 import torch
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import (  # noqa: E402
+from bench.common import (
     load_average,
     machine_info,
     markdown_table,
@@ -56,17 +52,17 @@ from common import (  # noqa: E402
     time_interleaved,
     write_json,
 )
-from model_memory import (  # noqa: E402
+from bench.model.memory import (
     memory_growth,
     peak_train_memory,
 )
-from model_report import (  # noqa: E402
+from bench.model.report import (
     _format_value,
     evaluate_targets,
     fraction_of_matmul,
     results_table,
 )
-from model_setup import (  # noqa: E402
+from bench.model.setup import (
     ARCHS,
     CALIBRATION_SEEDS,
     GB,
@@ -84,10 +80,11 @@ from model_setup import (  # noqa: E402
     reset_compiler,
     train_step_fn,
 )
+from fcn.core.runtime import autocast, select_device
+from fcn.inference.fastpath import quantize_int8, use_winograd
+from fcn.training.loop import build_optimizer
 
-from fcn.core.runtime import autocast, select_device  # noqa: E402
-from fcn.inference.fastpath import quantize_int8, use_winograd  # noqa: E402
-from fcn.training.loop import build_optimizer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_group(
@@ -262,7 +259,7 @@ def probe_variants(args: argparse.Namespace, device: torch.device) -> tuple[Dict
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -334,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     started = time.time()
     info = machine_info(device)
     flags = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in info["cpu"]["flags"].items())
-    print(f"# bench/model.py on {info['cpu']['model']} ({info['device']}), torch {info['torch']}")
+    print(f"# python -m bench.model on {info['cpu']['model']} ({info['device']}), torch {info['torch']}")
     print(
         f"torch threads {info['torch_threads']}, cpu count {info['cpu_count']}, capability {info['cpu_capability']}"
     )
@@ -493,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         )
     )
     print(f"\nload average at end: {info['load_average_end']}; total {elapsed / 60:.1f} min")
-    print(f"command: python bench/model.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print(f"command: python -m bench.model {' '.join(sys.argv[1:] if argv is None else argv)}")
 
     results = {
         "machine": info,

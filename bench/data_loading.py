@@ -6,8 +6,8 @@ load (JPEG + PNG decode, as the datasets do) plus the transform of each preset, 
 (what a worker with a core of its own spends; wall time is shown too). From the rate it states how
 many worker processes keep a model running at --step-rate images/s fed.
 
-    python bench/data.py [--step-rate 20] [--images 48] [--seconds 3]
-    python bench/data.py --layouts-only [--layout-images 200 --layout-size 256]
+    python -m bench.data_loading [--step-rate 20] [--images 48] [--seconds 3]
+    python -m bench.data_loading --layouts-only [--layout-images 200 --layout-size 256]
 
 Then the same toy images (fcn.data.toy) in VOC layout and as COCO JSON, read as training reads them
 (decode only, no transform), epoch after epoch: COCO's first epoch rasterises each mask and writes
@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +31,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common import load_average  # noqa: E402
-
-from fcn.config import load_config  # noqa: E402
-from fcn.data.transforms import build_transforms  # noqa: E402
+from bench.common import load_average
+from fcn.config import load_config
+from fcn.data.transforms import build_transforms
 
 WIDTH, HEIGHT = 500, 375  # the commonest PASCAL VOC image size
 TARGET = 150  # images/s per worker for the 'standard' preset (issue 8)
@@ -169,7 +165,7 @@ def time_layouts(images: int, size: int, epochs: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.data_loading", description=__doc__.splitlines()[0])
     parser.add_argument("--step-rate", type=float, default=20.0, help="model images/s to keep fed")
     parser.add_argument("--images", type=int, default=48, help="distinct generated images")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per preset and round")
