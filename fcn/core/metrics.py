@@ -11,6 +11,9 @@ The four numbers are those of the reference ``score.py`` (fcn.berkeleyvision.org
 A class absent from both ground truth and prediction has IU 0/0 = nan and is left out of the mean;
 a class absent from the ground truth only has accuracy nan (left out of mean accuracy) and IU 0
 (counted, as the reference counts it).
+
+The compared metrics (Dice, F-score, precision, recall: class_ratios) follow the same 0/0 = nan rule;
+fcn.core.scoring.Scorer is what training and evaluate.py score with, and its docstring has the table.
 """
 
 from __future__ import annotations
