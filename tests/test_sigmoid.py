@@ -194,8 +194,10 @@ def test_eval_metric_is_one_key_for_best_pt_and_tune_with_the_sigmoid_metrics():
     assert (
         load_config(overrides=_pairs("binary", "[a]", ["loss.terms=[{name: bce}]"])).eval.metric == "mean_iu"
     )
-    with pytest.raises(ConfigError, match="eval.metric='mean_dice'"):  # not a multiclass metric
-        load_config(overrides=["eval.metric=mean_dice"])
+    # every task has the compared means (fcn/core/scoring.py); fwavacc is the multiclass paper's only
+    assert load_config(overrides=["eval.metric=mean_dice"]).eval.metric == "mean_dice"
+    with pytest.raises(ConfigError, match="eval.metric='fwavacc'"):
+        load_config(overrides=_pairs("binary", "[a]", ["loss.terms=[{name: bce}]", "eval.metric=fwavacc"]))
     # tune.py reads what chose best.pt: the record's mean_dice, the EMA's where there is one
     assert metric_value({"mean_iou": 0.5, "mean_dice": 0.6}, "mean_dice") == 0.6
     assert metric_value({"mean_dice": 0.6, "ema": {"mean_dice": 0.7}}, "mean_dice") == 0.7

@@ -669,6 +669,10 @@ def _validate_eval(cfg: DictConfig, source: str) -> None:
         )
     if not 0.0 < e.threshold < 1.0:
         raise ConfigError(f"{source}: eval.threshold={e.threshold} must be a probability in (0, 1)")
+    if not e.fscore_beta > 0:
+        raise ConfigError(
+            f"{source}: eval.fscore_beta={e.fscore_beta} must be positive (1: F1, the Dice score)"
+        )
     task = cfg.data.task
     _choice(source, "eval.metric", e.metric, SIGMOID_METRICS if task in SIGMOID_TASKS else MULTICLASS_METRICS)
     _choice(source, "eval.mode", e.mode, ("whole", "slide"))

@@ -79,8 +79,16 @@ SIGMOID_LOSSES = ("bce",)
 TASKS = ("multiclass", "binary", "multilabel")  # data.task
 SIGMOID_TASKS = ("binary", "multilabel")
 """Tasks whose model gives one sigmoid logit per class (fcn/core/tasks.py)."""
-MULTICLASS_METRICS = ("mean_iu", "pixel_acc", "mean_acc", "fwavacc")  # eval.metric, multiclass
-SIGMOID_METRICS = ("mean_iu", "mean_dice", "mean_precision", "mean_recall", "pixel_acc")  # sigmoid tasks
+COMPARED_METRICS = ("mean_dice", "mean_fscore", "mean_precision", "mean_recall")
+"""The metrics users compare (mmseg's mDice, mFscore, ...), every task's: fcn/core/scoring.py."""
+MULTICLASS_METRICS = (
+    "mean_iu",
+    "pixel_acc",
+    "mean_acc",
+    "fwavacc",
+    *COMPARED_METRICS,
+)  # eval.metric, multiclass
+SIGMOID_METRICS = ("mean_iu", *COMPARED_METRICS, "pixel_acc")  # eval.metric, sigmoid tasks
 CLASS_WEIGHTINGS = ("inverse_frequency", "median_frequency")  # loss.class_weights as a string
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # logging.trackers: pip name
 EVAL_METRICS = {
@@ -89,6 +97,7 @@ EVAL_METRICS = {
     "mean_acc": "mean_acc",
     "fwavacc": "fwavacc",
     "mean_dice": "mean_dice",
+    "mean_fscore": "mean_fscore",
     "mean_precision": "mean_precision",
     "mean_recall": "mean_recall",
 }
@@ -505,9 +514,14 @@ class EvalConfig:
     metric: str = "mean_iu"
     """The validation metric that chooses best.pt, counts for training.early_stop_patience and
     that tune.py maximises and prunes on (the EMA's with training.ema_decay > 0): 'mean_iu' (the
-    default), 'pixel_acc', 'mean_acc' or 'fwavacc'; with a sigmoid task (data.task binary or
-    multilabel) 'mean_iu', 'mean_dice', 'mean_precision', 'mean_recall' or 'pixel_acc' (the means
-    over classes at eval.threshold)."""
+    default), 'pixel_acc', 'mean_acc', 'fwavacc' (the paper's four), 'mean_dice', 'mean_fscore'
+    (at eval.fscore_beta), 'mean_precision' or 'mean_recall' (nan-means over classes:
+    docs/evaluation.md); with a sigmoid task (data.task binary or multilabel) all but 'mean_acc'
+    and 'fwavacc', at eval.threshold."""
+    fscore_beta: float = 1.0
+    """The beta of the F-score (mean_fscore, fscore) that evaluate.py, metrics.jsonl and
+    eval.metric=mean_fscore report: (1 + beta^2) tp / ((1 + beta^2) tp + beta^2 fn + fp), recall
+    weighted beta times as much as precision; 1 (the default) is F1, equal to Dice. Positive."""
     flip: bool = False
     """Test-time augmentation: average with the horizontally flipped prediction."""
     scales: List[float] = field(default_factory=lambda: [1.0])

@@ -11,6 +11,9 @@ The four numbers are those of the reference ``score.py`` (fcn.berkeleyvision.org
 A class absent from both ground truth and prediction has IU 0/0 = nan and is left out of the mean;
 a class absent from the ground truth only has accuracy nan (left out of mean accuracy) and IU 0
 (counted, as the reference counts it).
+
+The compared metrics (Dice, F-score, precision, recall: class_ratios) follow the same 0/0 = nan rule;
+fcn.core.scoring.Scorer is what training and evaluate.py score with, and its docstring has the table.
 """
 
 from __future__ import annotations
@@ -173,8 +176,31 @@ def _fmt(x: float, width: int = 6) -> str:
     return f"{'-' if math.isnan(x) else f'{100 * x:.2f}':>{width}}"
 
 
+COMPARED_COLUMNS = (("Dice", "dice"), ("F1", "fscore"), ("prec", "precision"), ("recall", "recall"))
+"""The metrics users compare (mmseg's mDice, mFscore, precision, recall): (table label, key)."""
+
+
+def _label(label: str, metrics: dict) -> str:
+    """Return a column's label, F1 as F<beta> when the metrics' fscore_beta is not 1."""
+    return f"F{metrics.get('fscore_beta', 1.0):g}" if label == "F1" else label
+
+
+def _columns(cells: list[str], header: str, width: int) -> list[str]:
+    """Return the header and the cells in at most 3 columns (lines of at most about ``width``
+    characters), each at most 16 rows long when that suffices."""
+    sep = "   "
+    fit = max(1, (width + len(sep)) // (len(header) + len(sep)))
+    columns = min(3, fit, max(1, math.ceil(len(cells) / 16)))
+    rows = math.ceil(len(cells) / columns)
+    lines = [sep.join([header] * min(columns, len(cells))).rstrip()]
+    for r in range(rows):
+        lines.append(sep.join(cells[c * rows + r] for c in range(columns) if c * rows + r < len(cells)))
+    return lines
+
+
 def format_table(metrics: dict, class_names: Sequence[str]) -> str:
-    """Return a one-screen summary: the four metrics, then per-class IU and accuracy (%) in columns."""
+    """Return a one-screen summary: the four metrics, the compared means (where the metrics hold
+    them: fcn.core.scoring), then per-class IU, accuracy and those metrics (%) in columns."""
     iou = list(metrics["iou"])
     acc = list(metrics.get("acc", [math.nan] * len(iou)))
     if len(class_names) != len(iou):
@@ -191,19 +217,41 @@ def format_table(metrics: dict, class_names: Sequence[str]) -> str:
         )
         + "  (%)"
     ]
+    compared = [(_label(label, metrics), key) for label, key in COMPARED_COLUMNS if key in metrics]
+    if compared:
+        means = "  ".join(f"{label} {_fmt(metrics[f'mean_{key}'], 0)}" for label, key in compared)
+        lines.append(f"mean {means}  (%)")
     name_width = min(16, max([5] + [len(name) for name in class_names]))
+    values = [iou, acc, *[list(metrics[key]) for _, key in compared]]
     cells = [
-        f"{name[:name_width]:<{name_width}} {_fmt(i)} {_fmt(a)}" for name, i, a in zip(class_names, iou, acc)
+        f"{name[:name_width]:<{name_width}} " + " ".join(_fmt(v[c]) for v in values)
+        for c, name in enumerate(class_names)
     ]
-    # At most 3 columns (about 100 characters), each at most 16 rows long when that suffices.
-    columns = min(3, max(1, math.ceil(len(cells) / 16)))
-    rows = math.ceil(len(cells) / columns)
-    header = f"{'class':<{name_width}} {'IU':>6} {'acc':>6}"
-    sep = "   "
-    lines.append(sep.join([header] * min(columns, len(cells))).rstrip())
-    for r in range(rows):
-        lines.append(sep.join(cells[c * rows + r] for c in range(columns) if c * rows + r < len(cells)))
+    labels = ["IU", "acc", *[label for label, _ in compared]]
+    header = f"{'class':<{name_width}} " + " ".join(f"{label:>6}" for label in labels)
+    lines.extend(_columns(cells, header, 120))
     return "\n".join(lines)
+
+
+def class_ratios(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, fscore_beta: float = 1.0) -> dict:
+    """Return per-class float64 tensors iou, dice, fscore, precision, recall of the counts tp, fp, fn
+    (float64, one per class); 0/0 is nan (as score.py's numpy division), left out of every mean.
+
+    F-score is the count form of ``(1 + b^2) P R / (b^2 P + R)`` (torchmetrics' FBetaScore): nan only
+    where tp + fp + fn = 0, as IU and Dice, and equal to Dice at beta = 1."""
+    b2 = float(fscore_beta) ** 2
+    return {
+        "iou": tp / (tp + fp + fn),
+        "dice": 2 * tp / (2 * tp + fp + fn),
+        "fscore": (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp),
+        "precision": tp / (tp + fp),
+        "recall": tp / (tp + fn),
+    }
+
+
+def nan_mean(values: torch.Tensor) -> float:
+    """Return the mean of the values that are not nan (score.py's np.nanmean), nan when all are."""
+    return float(torch.nanmean(values)) if bool((~values.isnan()).any()) else math.nan
 
 
 class ThresholdCounts:
@@ -281,48 +329,44 @@ class ThresholdCounts:
         fn, tn = total[:, 1] - tp, total[:, 0] - fp
         return torch.stack([tp, fp, fn, tn], dim=1)
 
-    def compute(self, k: int = 0) -> dict:
-        """Return the metrics at the k-th threshold: per-class lists iou, dice (= F1), precision,
-        recall (nan where undefined: 0/0), their nan-means mean_iou, mean_dice, mean_precision,
-        mean_recall, and pixel_acc (the share of right decisions over all labelled pixel-class pairs)."""
+    def compute(self, k: int = 0, fscore_beta: float = 1.0) -> dict:
+        """Return the metrics at the k-th threshold: per-class lists iou, dice, fscore (F-beta at
+        fscore_beta; = dice at 1), precision, recall (nan where undefined: 0/0; class_ratios), their
+        nan-means mean_iou, mean_dice, mean_fscore, mean_precision, mean_recall, fscore_beta, and
+        pixel_acc (the share of right decisions over all labelled pixel-class pairs)."""
         tp, fp, fn, tn = self.confusion(k).unbind(1)
-        per_class = {
-            "iou": tp / (tp + fp + fn),
-            "dice": 2 * tp / (2 * tp + fp + fn),
-            "precision": tp / (tp + fp),
-            "recall": tp / (tp + fn),
-        }
+        per_class = class_ratios(tp, fp, fn, fscore_beta)
         total = float((tp + fp + fn + tn).sum())
         out: dict = {
             "threshold": self.thresholds[k],
             "pixel_acc": float((tp + tn).sum()) / total if total else math.nan,
         }
         for key, values in per_class.items():
-            out[f"mean_{key}"] = float(torch.nanmean(values)) if bool((~values.isnan()).any()) else math.nan
+            out[f"mean_{key}"] = nan_mean(values)
+        out["fscore_beta"] = float(fscore_beta)
         out.update({key: values.tolist() for key, values in per_class.items()})
         return out
 
-    def sweep(self) -> list[dict]:
+    def sweep(self, fscore_beta: float = 1.0) -> list[dict]:
         """Return compute() at every threshold, in increasing order."""
-        return [self.compute(k) for k in range(len(self.thresholds))]
+        return [self.compute(k, fscore_beta) for k in range(len(self.thresholds))]
 
 
-SIGMOID_COLUMNS = (("IoU", "iou"), ("Dice", "dice"), ("prec", "precision"), ("recall", "recall"))
+SIGMOID_COLUMNS = (("IoU", "iou"), *COMPARED_COLUMNS)
 
 
 def format_sigmoid_table(metrics: dict, class_names: Sequence[str]) -> str:
     """Return a sigmoid task's summary: the means at the threshold, then per class IoU, Dice,
-    precision and recall (%), one row each."""
-    head = "  ".join(f"{label} {_fmt(metrics[f'mean_{key}'], 0)}" for label, key in SIGMOID_COLUMNS)
+    F-score, precision and recall (%), one row each."""
+    columns = [(_label(label, metrics), key) for label, key in SIGMOID_COLUMNS if key in metrics]
+    head = "  ".join(f"{label} {_fmt(metrics[f'mean_{key}'], 0)}" for label, key in columns)
     lines = [
         f"threshold {metrics['threshold']:g}: mean {head}  pixel acc {_fmt(metrics['pixel_acc'], 0)}  (%)"
     ]
     if len(class_names) != len(metrics["iou"]):
         raise ValueError(f"{len(class_names)} class names for {len(metrics['iou'])} classes in the metrics")
     width = min(16, max([5] + [len(name) for name in class_names]))
-    lines.append(f"{'class':<{width}} " + " ".join(f"{label:>6}" for label, _ in SIGMOID_COLUMNS))
+    lines.append(f"{'class':<{width}} " + " ".join(f"{label:>6}" for label, _ in columns))
     for c, name in enumerate(class_names):
-        lines.append(
-            f"{name[:width]:<{width}} " + " ".join(_fmt(metrics[key][c]) for _, key in SIGMOID_COLUMNS)
-        )
+        lines.append(f"{name[:width]:<{width}} " + " ".join(_fmt(metrics[key][c]) for _, key in columns))
     return "\n".join(lines)

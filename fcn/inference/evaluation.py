@@ -1,5 +1,5 @@
 """Evaluation against ground truth (evaluate.py): a checkpoint's data.val split scored at each
-image's native resolution with the eval.* test-time augmentation (fcn.core.metrics' ConfusionMatrix),
+image's native resolution with the eval.* test-time augmentation (fcn.core.scoring's Scorer),
 each image's own scores and the worst images drawn, the report written as JSON (and the per-image
 rows as CSV), and the error plots: the confusion matrix and the per-class IU chart.
 
@@ -25,6 +25,7 @@ from fcn.core import distributed
 from fcn.core.files import atomic_write, sync
 from fcn.core.pipeline import WRITE_NICE, Behind, NetworkThreads, background_threads
 from fcn.core.runtime import select_device
+from fcn.core.scoring import Scorer
 from fcn.core.sliding import window_options
 from fcn.core.visualize import save_index_png
 from fcn.data.common import VOID
@@ -92,74 +93,45 @@ def _threads(model: nn.Module | Engine, device: torch.device, loader: DataLoader
 def evaluate_model(
     model: nn.Module,
     dataset: torch.utils.data.Dataset,
-    num_classes: int,
+    scorer: Scorer,
     *,
     batch_size: int = 1,
     num_workers: int = 0,
-    flip: bool = False,
-    scales: Sequence[float] = (1.0,),
-    amp: str = "none",
-    channels_last: bool = False,
-    window: dict | None = None,
+    options: dict | None = None,
     save_predictions: str | os.PathLike | None = None,
     palette: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
     progress: bool = True,
     per_image: bool = False,
-    ignore_index: int = VOID,
-    geometric_classes: int = 0,
-    task: str = "multiclass",
-    threshold: float = 0.5,
-    sweep: Sequence[float] = (),
-    class_names: Sequence[str] | None = None,
 ) -> dict:
-    """Return the metrics dict (ConfusionMatrix.compute() plus 'confusion') of model on dataset at
-    each image's native resolution, pixels labelled ignore_index left out; optionally write each
-    prediction as <id>.png in palette. geometric_classes > 0 (SIFT Flow's two-headed net, masks
-    2 x H x W): the metrics are the semantic head's, plus 'geometric_pixel_acc' and 'geometric'
-    (the geometric head's ConfusionMatrix.compute()); predictions and per-image scores are semantic.
-    window: window_options() (whole or sliding windows); None is whole. per_image adds
-    'per_image': one image_scores() dict per image, with its 'id', 'index', 'height', 'width'.
-
-    A sigmoid task (binary, multilabel): evaluate_sigmoid's metrics at `threshold` (and at each of
-    `sweep`'s thresholds, under 'sweep')."""
+    """Return scorer.compute() (fcn.core.scoring: the metrics, 'confusion', a geometric head's and
+    a sigmoid task's sweep) of model on dataset at each image's native resolution, pixels labelled
+    the scorer's ignore_index left out. options: predict_labels' keywords (flip, scales, amp,
+    channels_last and window_options()'s; the task, threshold and heads are the scorer's).
+    save_predictions writes each prediction: multiclass <id>.png in palette (the semantic head's),
+    a sigmoid task as write_sigmoid_masks does (class_names). per_image adds 'per_image': one row
+    per image (its 'id', 'index', 'height', 'width', and pixel_acc, mean_iou, iou of its own
+    fresh scorer: the semantic head's)."""
     from tqdm import tqdm
 
-    from fcn.core.metrics import ConfusionMatrix
+    from fcn.core.tasks import threshold_labels
 
-    if task != "multiclass":
-        return evaluate_sigmoid(
-            model,
-            dataset,
-            num_classes,
-            task=task,
-            threshold=threshold,
-            sweep=sweep,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            options=dict(flip=flip, scales=scales, amp=amp, channels_last=channels_last, **(window or {})),
-            save_predictions=save_predictions,
-            progress=progress,
-            per_image=per_image,
-            ignore_index=ignore_index,
-            class_names=class_names,
-        )
     device = model_device(model)
+    task, sigmoid = scorer.task, scorer.sigmoid
     indices = _share(dataset)
-    loader = _loader(dataset, batch_size, num_workers, ignore_index, device, indices)
+    loader = _loader(dataset, batch_size, num_workers, scorer.ignore_index, device, indices)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     if save_predictions is not None:
         Path(save_predictions).mkdir(parents=True, exist_ok=True)
-        if palette is None:
+        if palette is None and not sigmoid:
             raise ValueError("save_predictions needs the dataset's palette")
-    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
-    heads = [num_classes, geometric_classes] if geometric_classes else None
-    geo = ConfusionMatrix(geometric_classes, ignore_index=ignore_index, device=device) if heads else None
+    options = dict(options or {})
+    tta = options.get("flip", False) or [float(s) for s in options.get("scales", (1.0,))] != [1.0]
+    # Sliding windows over a padded image would tile the padding too, and mirroring or rescaling a
+    # padded image would move or blend the padding into it: those go image by image (see _predict).
+    one_by_one = tta or options.get("mode", "whole") == "slide"
     rows: list[dict] = []
-    tta = flip or [float(s) for s in scales] != [1.0]
-    window = dict(window or {})
-    # Sliding windows over a padded image would tile the padding too: slide image by image.
-    one_by_one = tta or window.get("mode", "whole") == "slide"
-    index = 0
+    seen = 0
     bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
     # Predictions are encoded and written behind the network (one sync at the end makes them durable).
     with _threads(model, device, loader) as threads, Behind(background_threads(), nice=WRITE_NICE) as behind:
@@ -167,48 +139,67 @@ def evaluate_model(
             threads.step()
             images = images.to(device, non_blocking=True)
             masks = masks.to(device, non_blocking=True)
-            options = dict(
-                flip=flip, scales=scales, amp=amp, channels_last=channels_last, heads=heads, **window
-            )
-            if one_by_one and any(size != tuple(images.shape[-2:]) for size in sizes):
-                # Mirroring or rescaling a padded image would move or blend the padding into the
-                # image, so a padded batch gets test-time augmentation image by image.
-                preds = torch.zeros(masks.shape, dtype=torch.long, device=device)
-                for i, (h, w) in enumerate(sizes):
-                    preds[i, ..., :h, :w] = predict_labels(model, images[i : i + 1, :, :h, :w], **options)[0]
-            else:
-                preds = predict_labels(model, images, **options)
-            if geo is not None:  # two heads: the geometric one scored on its own, the rest is semantic
-                geo.update(preds[:, 1], masks[:, 1])
-                preds, masks = preds[:, 0], masks[:, 0]
-            # pad_collate pads bottom/right with void, so padded pixels never enter the matrix.
-            matrix.update(preds, masks)
-            if per_image:
-                for k, (h, w) in enumerate(sizes):
-                    scores = image_scores(preds[k, :h, :w], masks[k, :h, :w], num_classes, ignore_index)
-                    position = indices[index + k]
+            output = _predict(model, images, masks, sizes, scorer, options, one_by_one)
+            # pad_collate pads bottom/right with void, so padded pixels are never counted.
+            scorer.update(output, masks, probs=sigmoid)
+            for k, (h, w) in enumerate(sizes):
+                position, seen = indices[seen], seen + 1
+                mine = output[k : k + 1, ..., :h, :w]
+                if per_image:
+                    one = scorer.fresh()
+                    one.update(mine, masks[k : k + 1, ..., :h, :w], probs=sigmoid)
+                    scores = {key: value for key, value in one.compute().items() if key in _ROW_KEYS}
                     rows.append(
                         {"id": str(ids[position]), "index": position, "height": h, "width": w, **scores}
                     )
-            if save_predictions is not None:
-                for k, (pred, (h, w)) in enumerate(zip(preds.cpu().numpy().astype(np.uint8), sizes)):
-                    # Encoded and written behind the network; made durable by one sync at the end.
-                    path = Path(save_predictions) / f"{ids[indices[index + k]]}.png"
-                    behind.submit(save_index_png, pred[:h, :w], palette, path, durable=False)
-            index += len(sizes)
-    if index and save_predictions is not None:
+                if save_predictions is None:
+                    continue
+                # Encoded and written behind the network; made durable by one sync at the end.
+                if sigmoid:
+                    labels = threshold_labels(mine, task, scorer.threshold)[0].cpu().numpy()
+                    directory, stem = Path(save_predictions), str(ids[position])
+                    behind.submit(write_sigmoid_masks, labels, directory, stem, class_names, durable=False)
+                else:
+                    semantic = (mine[:, 0] if scorer.heads else mine)[0].cpu().numpy().astype(np.uint8)
+                    path = Path(save_predictions) / f"{ids[position]}.png"
+                    behind.submit(save_index_png, semantic, palette, path, durable=False)
+    if seen and save_predictions is not None:
         sync()
-    matrix.all_reduce()  # torchrun: every process's counts summed, so each computes the whole set's metrics
-    if geo is not None:
-        geo.all_reduce()
-    metrics = matrix.compute()
-    metrics["confusion"] = matrix.mat.cpu().tolist()
-    if geo is not None:
-        metrics["geometric"] = geo.compute()
-        metrics["geometric_pixel_acc"] = metrics["geometric"]["pixel_acc"]
+    scorer.all_reduce()  # torchrun: every process's counts summed, so each computes the whole set's metrics
+    metrics = scorer.compute()
     if per_image:
         metrics["per_image"] = _gather_rows(rows)
     return metrics
+
+
+_ROW_KEYS = ("pixel_acc", "mean_iou", "iou")
+"""What a per-image row holds (evaluate.py --per-image's CSV columns)."""
+
+
+def _predict(
+    model: nn.Module | Engine,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    sizes: list[tuple[int, int]],
+    scorer: Scorer,
+    options: dict,
+    one_by_one: bool,
+) -> torch.Tensor:
+    """Return what the scorer counts of a batch: a sigmoid task's probabilities (N, C, H, W), else
+    the labels (N, H, W), (N, 2, H, W) with a geometric head; image by image (zeros in the padding)
+    when one_by_one and the batch is padded, and always for a sigmoid task (as it always was: the
+    same bits whatever data.val_batch_size)."""
+    if scorer.sigmoid:
+        out = torch.zeros((images.shape[0], scorer.num_classes, *images.shape[-2:]), device=images.device)
+        predict, options = predict_probs, {**options, "task": scorer.task}
+    else:
+        out = torch.zeros(masks.shape, dtype=torch.long, device=images.device)
+        predict, options = predict_labels, {**options, "heads": scorer.heads}
+    if not scorer.sigmoid and (not one_by_one or all(size == tuple(images.shape[-2:]) for size in sizes)):
+        return predict(model, images, **options)
+    for i, (h, w) in enumerate(sizes):
+        out[i, ..., :h, :w] = predict(model, images[i : i + 1, :, :h, :w], **options)[0]
+    return out
 
 
 def _gather_rows(rows: list[dict]) -> list[dict]:
@@ -216,97 +207,6 @@ def _gather_rows(rows: list[dict]) -> list[dict]:
     return sorted(
         (r for share in distributed.all_gather_object(rows) for r in share), key=lambda r: r["index"]
     )
-
-
-def evaluate_sigmoid(
-    model: nn.Module,
-    dataset: torch.utils.data.Dataset,
-    num_classes: int,
-    *,
-    task: str,
-    threshold: float = 0.5,
-    sweep: Sequence[float] = (),
-    batch_size: int = 1,
-    num_workers: int = 0,
-    options: dict | None = None,
-    save_predictions: str | os.PathLike | None = None,
-    progress: bool = True,
-    per_image: bool = False,
-    ignore_index: int = VOID,
-    class_names: Sequence[str] | None = None,
-) -> dict:
-    """Return a sigmoid task's metrics of model on dataset at native resolution: ThresholdCounts.compute()
-    at `threshold` plus 'confusion' (tp, fp, fn, tn per class), and with `sweep` 'sweep' (compute()
-    at each threshold of sweep and `threshold`) and 'best' ({metric: the sweep's row of its highest
-    value}). options: predict_probs' keywords (flip, scales, amp, channels_last, window). Predictions
-    are saved as masks_png() writes them; per_image adds a row per image (pixel_acc, mean_iou, iou)."""
-    from tqdm import tqdm
-
-    from fcn.core.metrics import ThresholdCounts
-    from fcn.core.tasks import threshold_labels
-
-    device = model_device(model)
-    indices = _share(dataset)
-    loader = _loader(dataset, batch_size, num_workers, ignore_index, device, indices)
-    ids = list(getattr(dataset, "ids", range(len(dataset))))
-    grid = sorted({*[float(t) for t in sweep], float(threshold)})
-    counts = ThresholdCounts(num_classes, grid, ignore_index=ignore_index, device=device)
-    main = grid.index(float(threshold))
-    options = dict(options or {})
-    rows: list[dict] = []
-    seen = 0
-    # Predictions are encoded and written behind the network (one sync at the end makes them durable).
-    with _threads(model, device, loader) as threads, Behind(background_threads(), nice=WRITE_NICE) as behind:
-        for images, masks, sizes in tqdm(
-            loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True
-        ):
-            threads.step()
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            probs = torch.zeros((images.shape[0], num_classes, *images.shape[-2:]), device=device)
-            for i, (h, w) in enumerate(sizes):  # image by image: flip, scales and windows never see padding
-                x = images[i : i + 1, :, :h, :w]
-                probs[i, :, :h, :w] = predict_probs(model, x, task=task, **options)[0]
-            counts.update(probs, masks)
-            for k, (h, w) in enumerate(sizes):
-                position, seen = indices[seen], seen + 1
-                if per_image:
-                    one = ThresholdCounts(
-                        num_classes, [float(threshold)], ignore_index=ignore_index, device=device
-                    )
-                    one.update(probs[k : k + 1, :, :h, :w], masks[k : k + 1, ..., :h, :w])
-                    scores = one.compute()
-                    row = {
-                        "pixel_acc": scores["pixel_acc"],
-                        "mean_iou": scores["mean_iou"],
-                        "iou": scores["iou"],
-                    }
-                    rows.append({"id": str(ids[position]), "index": position, "height": h, "width": w, **row})
-                if save_predictions is not None:
-                    labels = threshold_labels(probs[k : k + 1, :, :h, :w], task, threshold)[0].cpu().numpy()
-                    # Encoded and written behind the network; made durable by one sync at the end.
-                    behind.submit(
-                        write_sigmoid_masks,
-                        labels,
-                        Path(save_predictions),
-                        str(ids[position]),
-                        class_names,
-                        durable=False,
-                    )
-    if save_predictions is not None:
-        sync()
-    counts.all_reduce()
-    metrics = counts.compute(main)
-    metrics["confusion"] = counts.confusion(main).tolist()
-    if sweep:
-        metrics["sweep"] = counts.sweep()
-        metrics["best"] = {
-            key: max(metrics["sweep"], key=lambda r: -math.inf if math.isnan(r[key]) else r[key])
-            for key in ("mean_iou", "mean_dice", "mean_precision", "mean_recall", "pixel_acc")
-        }
-    if per_image:
-        metrics["per_image"] = _gather_rows(rows)
-    return metrics
 
 
 def write_sigmoid_masks(
@@ -339,12 +239,10 @@ def image_scores(pred: torch.Tensor, mask: torch.Tensor, num_classes: int, ignor
     """Return one image's pixel_acc, mean_iou and per-class iou (list): the IU of a class absent
     from both its ground truth and its prediction is NaN, and the mean is over the others (the
     classes present in the image's ground truth or prediction); NaN where nothing is labelled."""
-    from fcn.core.metrics import ConfusionMatrix
-
-    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=pred.device)
-    matrix.update(pred[None], mask[None])
-    scores = matrix.compute()
-    return {"pixel_acc": scores["pixel_acc"], "mean_iou": scores["mean_iou"], "iou": scores["iou"]}
+    scorer = Scorer(num_classes, ignore_index=ignore_index, device=pred.device)
+    scorer.update(pred[None], mask[None])
+    scores = scorer.compute()
+    return {key: scores[key] for key in _ROW_KEYS}
 
 
 def worst_images(rows: Sequence[dict], count: int = 5) -> list[dict]:
@@ -498,64 +396,71 @@ def run_evaluation(
 
     cfg, dataset, e = ev.cfg, ev.dataset, ev.cfg.eval
     prepare_fast_path(ev.model, cfg, (dataset[i][0][None] for i in range(len(dataset))))
-    metrics = evaluate_model(
-        ev.model,
-        dataset,
+    names = class_names(cfg.data)
+    scorer = Scorer(
         int(cfg.model.num_classes),
-        batch_size=int(cfg.data.val_batch_size),
-        num_workers=int(cfg.data.num_workers),
+        task=str(cfg.data.task),
+        ignore_index=int(cfg.data.ignore_index),
+        geometric_classes=int(cfg.model.geometric_classes),
+        threshold=float(e.threshold),
+        sweep=sweep,
+        fscore_beta=float(e.fscore_beta),
+        device=model_device(ev.model),
+    )
+    options = dict(
         flip=bool(e.flip),
         scales=list(e.scales),
         amp=e.amp,
         channels_last=bool(e.channels_last),
-        window=window_options(cfg),
+        **window_options(cfg),
+    )
+    metrics = evaluate_model(
+        ev.model,
+        dataset,
+        scorer,
+        batch_size=int(cfg.data.val_batch_size),
+        num_workers=int(cfg.data.num_workers),
+        options=options,
         save_predictions=save_predictions,
         palette=palette(cfg.data),
+        class_names=names,
         progress=progress,
         per_image=per_image,
-        ignore_index=int(cfg.data.ignore_index),
-        geometric_classes=int(cfg.model.geometric_classes),
-        **task_options(cfg),
-        sweep=sweep,
-        class_names=class_names(cfg.data),
     )
-    names = class_names(cfg.data)
-    if cfg.data.task != "multiclass":
-        per_class = {
-            name: {key: metrics[key][c] for key in ("iou", "dice", "precision", "recall")}
-            for c, name in enumerate(names)
-        }
-        extra = {key: metrics[key] for key in ("sweep", "best", "per_image") if key in metrics}
-        return {
-            "checkpoint": ev.checkpoint,
-            "weights": ev.weights,
-            "dataset": to_dict(cfg.data.val),
-            "num_images": len(dataset),
-            "eval": to_dict(cfg.eval),
-            "task": str(cfg.data.task),
-            **{k: v for k, v in metrics.items() if k not in extra},
-            "per_class": per_class,
-            **extra,
-        }
-    return {
+    head = {
         "checkpoint": ev.checkpoint,
         "weights": ev.weights,
         "dataset": to_dict(cfg.data.val),
         "num_images": len(dataset),
         "eval": to_dict(cfg.eval),
-        "pixel_acc": metrics["pixel_acc"],
-        "mean_acc": metrics["mean_acc"],
-        "mean_iou": metrics["mean_iou"],
-        "fwavacc": metrics["fwavacc"],
+    }
+    if cfg.data.task != "multiclass":
+        per_class = {name: {key: metrics[key][c] for key in PER_CLASS} for c, name in enumerate(names)}
+        extra = {key: metrics[key] for key in ("sweep", "best", "per_image") if key in metrics}
+        return {
+            **head,
+            "task": str(cfg.data.task),
+            **{k: v for k, v in metrics.items() if k not in extra},
+            "per_class": per_class,
+            **extra,
+        }
+    keys = ("iou", "acc", *PER_CLASS[1:])
+    return {
+        **head,
+        # the paper's four first, as they always were, then the compared means
+        **{k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fwavacc")},
         **({"geometric_pixel_acc": metrics["geometric_pixel_acc"]} if "geometric" in metrics else {}),
-        "per_class": {
-            name: {"iou": iou, "acc": acc} for name, iou, acc in zip(names, metrics["iou"], metrics["acc"])
-        },
-        "iou": metrics["iou"],
-        "acc": metrics["acc"],
+        **{f"mean_{k}": metrics[f"mean_{k}"] for k in PER_CLASS if k != "iou"},
+        "fscore_beta": metrics["fscore_beta"],
+        "per_class": {name: {k: metrics[k][c] for k in keys} for c, name in enumerate(names)},
+        **{k: metrics[k] for k in keys},
         "confusion": metrics["confusion"],
         **({"per_image": metrics["per_image"]} if per_image else {}),
     }
+
+
+PER_CLASS = ("iou", "dice", "fscore", "precision", "recall")
+"""The per-class metrics of every task in a report's per_class (multiclass adds the paper's acc)."""
 
 
 def plot_paths(output: str | os.PathLike | None, plots: str | os.PathLike | None) -> list[tuple[Path, Path]]:

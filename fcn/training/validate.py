@@ -5,7 +5,7 @@ confusion matrix and per-class IU pictures, the fixed-batch grid, metrics.jsonl)
 for early stopping and save last.pt and, when the mean IU improved, best.pt (fcn.training.state).
 
 evaluate.py's evaluation (test-time augmentation, saved predictions, per-image scores) is
-fcn.inference.evaluation's; both score with fcn.core.metrics.ConfusionMatrix.
+fcn.inference.evaluation's; both score with fcn.core.scoring.Scorer.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from torch.utils.data import DataLoader
 from fcn.config import VOID
 from fcn.config.schema import EVAL_METRICS
 from fcn.core import distributed
-from fcn.core.metrics import ConfusionMatrix, ThresholdCounts, format_sigmoid_table, format_table
+from fcn.core.metrics import format_sigmoid_table, format_table
 from fcn.core.runtime import autocast
-from fcn.core.sliding import argmax_heads, class_argmax, model_logits, window_options
-from fcn.core.tasks import display_labels, is_sigmoid, task_labels, task_probs
+from fcn.core.scoring import Scorer
+from fcn.core.sliding import class_argmax, model_logits, window_options
+from fcn.core.tasks import display_labels, is_sigmoid, task_labels
 from fcn.training.state import Run, save_best, save_last
 
 
@@ -48,55 +49,38 @@ def evaluate(
     geometric_classes: int = 0,
     task: str = "multiclass",
     threshold: float = 0.5,
+    fscore_beta: float = 1.0,
 ) -> dict:
-    """Return the paper's metrics of a model over a loader, summed across processes, at the masks'
-    own resolution (padding is void); the ConfusionMatrix.compute() dict plus 'confusion'. With
-    mode='slide', each batch is predicted by tile x tile windows (fcn.core.sliding.slide_logits). A
-    two-headed model (geometric_classes > 0, SIFT Flow): the semantic head's metrics, plus
-    'geometric_pixel_acc' and 'geometric' (the geometric head's compute()).
-
-    A sigmoid task (binary, multilabel): ThresholdCounts.compute() at `threshold` (per-class IoU,
-    Dice, precision, recall and their means) plus 'confusion' (tp, fp, fn, tn per class).
+    """Return the metrics of a model over a loader, summed across processes, at the masks' own
+    resolution (padding is void): fcn.core.scoring.Scorer.compute() of its logits (the paper's four,
+    then Dice, F-score, precision, recall; a two-headed model (geometric_classes > 0, SIFT Flow)
+    adds 'geometric' and 'geometric_pixel_acc'; a sigmoid task's at `threshold`) with 'confusion'.
+    With mode='slide', each batch is predicted by tile x tile windows (fcn.core.sliding.slide_logits).
 
     Evaluation during training; evaluate.py adds test-time augmentation and saved predictions
-    (fcn.inference.evaluation.evaluate_model)."""
+    (fcn.inference.evaluation.evaluate_model) and scores with the same Scorer."""
     from tqdm import tqdm
 
     was_training = model.training
     model.eval()
-    if is_sigmoid(task):
-        counts = ThresholdCounts(num_classes, [threshold], ignore_index=ignore_index, device=device)
-        window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
-        for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
-            images = images.to(device, non_blocking=True)
-            with autocast(device, amp):
-                logits = model_logits(model, images, channels_last, **window)
-            counts.update(task_probs(logits, task), masks.to(device, non_blocking=True))
-        counts.all_reduce()
-        model.train(was_training)
-        return {**counts.compute(), "confusion": counts.confusion().tolist()}
-    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
-    heads = [num_classes, geometric_classes] if geometric_classes else None
-    geo = ConfusionMatrix(geometric_classes, ignore_index=ignore_index, device=device) if heads else None
+    scorer = Scorer(
+        num_classes,
+        task=task,
+        ignore_index=ignore_index,
+        geometric_classes=geometric_classes,
+        threshold=threshold,
+        fscore_beta=fscore_beta,
+        device=device,
+    )
+    window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
         with autocast(device, amp):
-            window = dict(mode=mode, tile=tile, stride=stride, window_batch=window_batch)
-            pred = argmax_heads(model_logits(model, images, channels_last, **window), heads)
-        if geo is not None:
-            geo.update(pred[:, 1], masks[:, 1])
-            pred, masks = pred[:, 0], masks[:, 0]
-        matrix.update(pred, masks)
-    matrix.all_reduce()
+            logits = model_logits(model, images, channels_last, **window)
+        scorer.update(logits, masks.to(device, non_blocking=True))
+    scorer.all_reduce()
     model.train(was_training)
-    result = matrix.compute()
-    result["confusion"] = matrix.mat.cpu().tolist()
-    if geo is not None:
-        geo.all_reduce()
-        result["geometric"] = geo.compute()
-        result["geometric_pixel_acc"] = result["geometric"]["pixel_acc"]
-    return result
+    return scorer.compute()
 
 
 def evaluate_and_save(run: Run) -> dict:
@@ -112,7 +96,9 @@ def evaluate_and_save(run: Run) -> dict:
     n = cfg.model.num_classes
     ignore, window = cfg.data.ignore_index, window_options(cfg)
     window["geometric_classes"] = int(cfg.model.geometric_classes)
-    window.update(task=str(cfg.data.task), threshold=float(cfg.eval.threshold))
+    window.update(
+        task=str(cfg.data.task), threshold=float(cfg.eval.threshold), fscore_beta=float(cfg.eval.fscore_beta)
+    )
     metrics = evaluate(
         run.model, run.val_loader, n, run.device, amp=run.amp, desc="eval", ignore_index=ignore, **window
     )
@@ -162,8 +148,9 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
     if "geometric" in metrics:
         run.log(f"geometric pixel accuracy {100 * metrics['geometric_pixel_acc']:.2f}")
         scalars["val/geometric_pixel_acc"] = metrics["geometric_pixel_acc"]
-    keys = ("pixel_acc", "mean_iou", "mean_dice", "mean_precision", "mean_recall") if sigmoid else ()
-    for key in keys or ("pixel_acc", "mean_acc", "mean_iou", "fwavacc"):
+    compared = ("mean_dice", "mean_fscore", "mean_precision", "mean_recall")
+    keys = ("pixel_acc", "mean_iou") if sigmoid else ("pixel_acc", "mean_acc", "mean_iou", "fwavacc")
+    for key in (*keys, *compared):
         scalars[f"val/{key}"] = metrics[key]
         if "ema" in record:
             scalars[f"val_ema/{key}"] = record["ema"][key]
