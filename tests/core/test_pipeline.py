@@ -103,7 +103,7 @@ def test_behind_with_no_workers_runs_each_call_at_once():
 
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priorities on this OS")
 def test_behind_runs_its_calls_at_lower_priority_by_nice_and_predict_files_asks_write_nice(
-    setup,  # noqa: F811
+    setup,
     tmp_path,
     monkeypatch,
 ):
@@ -231,7 +231,7 @@ def test_network_threads_changes_nothing_where_disabled_or_too_short(enabled, fu
     assert calls == [] and threads.chosen == full
 
 
-def test_predict_files_writes_the_same_bytes_and_gives_torch_its_threads_back(setup, tmp_path):  # noqa: F811
+def test_predict_files_writes_the_same_bytes_and_gives_torch_its_threads_back(setup, tmp_path):
     """A folder long enough for NetworkThreads' trial: the files equal those of the unpipelined run
     byte for byte, and torch has the threads it had."""
     import numpy as np

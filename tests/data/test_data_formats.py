@@ -429,7 +429,7 @@ def test_check_reads_a_dataset_class_and_names_a_bad_item(user_module, capsys):
 # --- evaluate.py builds data.val through the same label map ----------------------------------------
 
 
-def test_evaluate_scores_cityscapes_layout_with_label_map_as_the_same_data_in_voc_layout(setup, tmp_path):  # noqa: F811
+def test_evaluate_scores_cityscapes_layout_with_label_map_as_the_same_data_in_voc_layout(setup, tmp_path):
     """The evaluation fixture's checkpoint and data, the data written again as Cityscapes raw labelIds:
     evaluate.py, given data.label_map, scores the very same confusion matrix."""
     import json

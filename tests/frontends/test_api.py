@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flip", [False, True])
-def test_seg_equals_predict_index_png_bit_for_bit(setup, images, tmp_path, flip):  # noqa: F811
+def test_seg_equals_predict_index_png_bit_for_bit(setup, images, tmp_path, flip):
     # from a path (str or Path), a PIL image and arrays (RGBA and RGB): the same pixels as predict.py
     _, _, ckpt = setup
     out = tmp_path / "out"
@@ -41,7 +41,7 @@ def test_seg_equals_predict_index_png_bit_for_bit(setup, images, tmp_path, flip)
     assert set(np.unique(written)) <= {0, 1, 2}
 
 
-def test_segmenter_predicts_the_known_labels_and_takes_a_list(setup, images):  # noqa: F811
+def test_segmenter_predicts_the_known_labels_and_takes_a_list(setup, images):
     _, _, ckpt = setup
     seg = Segmenter.from_checkpoint(ckpt, device="cpu", use_ema=False)  # the weights set to detect brightness
     masks = seg([np.asarray(Image.open(p).convert("RGB")) for p in images])
@@ -52,7 +52,7 @@ def test_segmenter_predicts_the_known_labels_and_takes_a_list(setup, images):  #
         assert np.array_equal(mask[known != 255], known[known != 255])
 
 
-def test_prepare_then_segment_is_seg_and_an_image_over_the_budget_waits_for_segment(setup, images):  # noqa: F811
+def test_prepare_then_segment_is_seg_and_an_image_over_the_budget_waits_for_segment(setup, images):
     from fcn.inference.budget import MemoryBudgetError
 
     _, _, ckpt = setup
@@ -68,7 +68,7 @@ def test_prepare_then_segment_is_seg_and_an_image_over_the_budget_waits_for_segm
         tiny.segment(picture, x)
 
 
-def test_probabilities_are_a_softmax_whose_argmax_is_the_mask(setup, images):  # noqa: F811
+def test_probabilities_are_a_softmax_whose_argmax_is_the_mask(setup, images):
     _, _, ckpt = setup
     seg = Segmenter.from_checkpoint(ckpt, device="cpu", scales=[0.75, 1.0])
     probs = seg.probabilities(images[0])
@@ -81,7 +81,7 @@ def test_probabilities_are_a_softmax_whose_argmax_is_the_mask(setup, images):  #
     assert np.array_equal(probs.argmax(0)[clear], mask[clear])
 
 
-def test_classes_palette_shares_and_repr(setup, images):  # noqa: F811
+def test_classes_palette_shares_and_repr(setup, images):
     _, _, ckpt = setup
     seg = Segmenter.from_checkpoint(ckpt, device="cpu", fast_path="none", mode="slide", tile=32, stride=24)
     assert seg.classes == CLASSES and seg.num_classes == 3
@@ -97,7 +97,7 @@ def test_classes_palette_shares_and_repr(setup, images):  # noqa: F811
     assert "mode=slide" in text
 
 
-def test_onnxruntime_engine_gives_the_torch_mask(setup, images):  # noqa: F811
+def test_onnxruntime_engine_gives_the_torch_mask(setup, images):
     pytest.importorskip("onnxruntime")
     _, _, ckpt = setup
     torch_seg = Segmenter.from_checkpoint(ckpt, device="cpu")
@@ -108,7 +108,7 @@ def test_onnxruntime_engine_gives_the_torch_mask(setup, images):  # noqa: F811
         assert a.shape == b.shape and (a == b).mean() >= 0.9999
 
 
-def test_unknown_engine_and_bad_inputs_are_value_errors(setup):  # noqa: F811
+def test_unknown_engine_and_bad_inputs_are_value_errors(setup):
     _, _, ckpt = setup
     with pytest.raises(ValueError, match="engine 'tensorrt' is not one of torch, onnxruntime, openvino"):
         Segmenter.from_checkpoint(ckpt, device="cpu", engine="tensorrt")
@@ -131,7 +131,7 @@ def _docs_example() -> str:
     return found.group(1)
 
 
-def test_the_five_line_example_of_docs_api_md_runs(setup, images, tmp_path, monkeypatch):  # noqa: F811
+def test_the_five_line_example_of_docs_api_md_runs(setup, images, tmp_path, monkeypatch):
     _, _, ckpt = setup
     code = _docs_example()
     assert len([line for line in code.splitlines() if line.strip()]) <= 5

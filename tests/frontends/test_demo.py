@@ -42,11 +42,11 @@ from tests.helpers import CLASSES
 
 
 @pytest.fixture(scope="module")
-def seg(setup):  # noqa: F811
+def seg(setup):
     return Segmenter.from_checkpoint(setup[2], device="cpu", use_ema=False)  # the brightness detector
 
 
-def test_analyse_gives_predicts_overlay_colour_mask_and_shares(seg, images):  # noqa: F811
+def test_analyse_gives_predicts_overlay_colour_mask_and_shares(seg, images):
     picture, colour, shares = analyse(seg, images[0], 0.3)
     mask = seg(images[0])
     assert (mask != 0).any()  # tinted pixels, which the opacity changes
@@ -65,14 +65,14 @@ def test_shares_html_is_a_legend_with_percentages(seg):
     assert "(no image)" in shares_html([], seg.palette)
 
 
-def test_describe_says_engine_device_and_fast_path(setup):  # noqa: F811
+def test_describe_says_engine_device_and_fast_path(setup):
     auto = Segmenter.from_checkpoint(setup[2], device="cpu", fast_path="auto")
     line = describe(auto)
     assert f"engine **{auto.engine}** on **cpu**" in line and "chosen by `--fast-path auto`" in line
     assert f"fast path **{auto.fast_path}**" in line and "best.pt" in line
 
 
-def test_examples_come_from_images_dir_or_the_validation_split(seg, images, tmp_path):  # noqa: F811
+def test_examples_come_from_images_dir_or_the_validation_split(seg, images, tmp_path):
     assert example_images(seg, images[0].parent) == [str(p) for p in sorted(images)]
     val = example_images(seg)  # the fixture's config names its generated validation folder
     assert len(val) == 4 and all(p.endswith(".png") for p in val)
@@ -80,7 +80,7 @@ def test_examples_come_from_images_dir_or_the_validation_split(seg, images, tmp_
         example_images(seg, tmp_path)
 
 
-def test_demo_without_gradio_is_one_error_line_naming_the_pip_command(setup, monkeypatch, capsys):  # noqa: F811
+def test_demo_without_gradio_is_one_error_line_naming_the_pip_command(setup, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
     assert demo.main(["--checkpoint", str(setup[2])]) == 2
     err = capsys.readouterr().err.strip()
@@ -95,7 +95,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_the_pages_http_api_returns_what_analyse_returns(seg, images):  # noqa: F811
+def test_the_pages_http_api_returns_what_analyse_returns(seg, images):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
     app = build_app(seg, examples=[str(p) for p in images])
@@ -149,7 +149,7 @@ def _fake_serve(calls: list):
     return fake
 
 
-def test_demo_py_listens_where_gradios_variables_say_and_its_flags_win(setup, monkeypatch, capsys):  # noqa: F811
+def test_demo_py_listens_where_gradios_variables_say_and_its_flags_win(setup, monkeypatch, capsys):
     pytest.importorskip("gradio")
     import fcn.demo
 
@@ -175,7 +175,7 @@ def test_a_bad_port_is_one_error_line_before_the_checkpoint_is_read(monkeypatch,
     assert err == "error: GRADIO_SERVER_PORT=seventy is not a port number (1..65535)"
 
 
-def test_demo_py_serves_on_the_port_gradio_server_port_names(setup, monkeypatch, capsys):  # noqa: F811
+def test_demo_py_serves_on_the_port_gradio_server_port_names(setup, monkeypatch, capsys):
     pytest.importorskip("gradio")
     import urllib.request
 
@@ -300,7 +300,7 @@ def test_the_page_downscales_a_large_upload_says_so_and_survives_a_broken_one(se
         app.close()
 
 
-def test_the_page_shows_a_binary_models_overlay_mask_and_share(binary_setup):  # noqa: F811
+def test_the_page_shows_a_binary_models_overlay_mask_and_share(binary_setup):
     """A binary checkpoint (tests/training/test_sigmoid.py's brightness logit) on the page: the overlay and the
     colour mask in its two palette colours, the foreground's share in the legend."""
     root, ckpt, _, _ = binary_setup
@@ -323,7 +323,7 @@ def _get(url: str) -> tuple[int, bytes]:
         return exc.code, b""
 
 
-def test_the_page_serves_its_example_images_and_no_other_file_of_their_folder(seg, images, tmp_path):  # noqa: F811
+def test_the_page_serves_its_example_images_and_no_other_file_of_their_folder(seg, images, tmp_path):
     pytest.importorskip("gradio")
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -430,7 +430,7 @@ def test_the_pages_formats_are_those_of_the_images_predict_reads():
 
 def test_the_page_refuses_an_eps_and_a_png_bomb_with_its_message_decoding_neither(
     seg, bomb, tmp_path, monkeypatch
-):  # noqa: F811
+):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
     eps = tmp_path / "figure.eps"
@@ -459,7 +459,7 @@ def _with_eval(checkpoint, path, **keys):
     return path
 
 
-def test_a_checkpoints_eval_settings_give_way_to_the_pages(setup, tmp_path, monkeypatch):  # noqa: F811
+def test_a_checkpoints_eval_settings_give_way_to_the_pages(setup, tmp_path, monkeypatch):
     pytest.importorskip("gradio")
     import fcn.demo
 
@@ -492,7 +492,7 @@ def test_a_checkpoints_eval_settings_give_way_to_the_pages(setup, tmp_path, monk
     assert (e.flip, list(e.scales), str(e.max_memory)) == (True, [1.0], "4")
 
 
-def test_the_first_segmentation_calibrates_alone_while_a_second_request_waits(setup, images, monkeypatch):  # noqa: F811
+def test_the_first_segmentation_calibrates_alone_while_a_second_request_waits(setup, images, monkeypatch):
     pytest.importorskip("gradio")
     fresh = load_segmenter(setup[2], "cpu")  # not yet calibrated: its first image calibrates it
     app = build_app(fresh, concurrency=2)
@@ -521,7 +521,7 @@ def test_the_first_segmentation_calibrates_alone_while_a_second_request_waits(se
     assert most[0] == 1 and len(calls) == 1  # one calibration; the other request used it
 
 
-def test_the_page_deletes_uploads_from_its_cache(seg, images, tmp_path):  # noqa: F811
+def test_the_page_deletes_uploads_from_its_cache(seg, images, tmp_path):
     gr = pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
     assert build_app(seg).delete_cache == DELETE_CACHE

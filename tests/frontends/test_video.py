@@ -26,7 +26,7 @@ def _write_clip(path, frames: int = 8, height: int = 48, width: int = 64, fps: i
             sink.mux(packet)
 
 
-def test_predict_writes_an_overlay_video_with_the_clips_frames_size_and_rate(setup, tmp_path, capsys):  # noqa: F811
+def test_predict_writes_an_overlay_video_with_the_clips_frames_size_and_rate(setup, tmp_path, capsys):
     _, _, ckpt = setup
     clip, out = tmp_path / "clip.mp4", tmp_path / "out"
     _write_clip(clip)
@@ -53,7 +53,7 @@ def test_predict_writes_an_overlay_video_with_the_clips_frames_size_and_rate(set
         assert np.array_equal(np.asarray(Image.open(mask)), seg(picture)), mask.name
 
 
-def test_predict_names_a_broken_video_and_still_does_the_others(setup, tmp_path, capsys):  # noqa: F811
+def test_predict_names_a_broken_video_and_still_does_the_others(setup, tmp_path, capsys):
     _, _, ckpt = setup
     broken, clip = tmp_path / "broken.mp4", tmp_path / "clip.mp4"
     broken.write_bytes(b"not a video")

@@ -112,7 +112,7 @@ def test_a_bad_max_memory_is_a_config_error_naming_the_key(value):
         _cfg(f"eval.max_memory={value}")
 
 
-def test_segmenter_slides_an_image_over_the_budget_to_full_size_labels_said_once(setup):  # noqa: F811
+def test_segmenter_slides_an_image_over_the_budget_to_full_size_labels_said_once(setup):
     _, _, ckpt = setup
     photo = _photo(240, 180)
     window = dict(tile=64, stride=48, device="cpu", use_ema=False)
@@ -133,7 +133,7 @@ def test_segmenter_slides_an_image_over_the_budget_to_full_size_labels_said_once
     assert (mask != whole(photo)).mean() < 0.05  # the seams
 
 
-def test_predict_names_the_image_too_large_for_the_budget_and_writes_the_others(setup, tmp_path, capsys):  # noqa: F811
+def test_predict_names_the_image_too_large_for_the_budget_and_writes_the_others(setup, tmp_path, capsys):
     _, _, ckpt = setup
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -157,7 +157,7 @@ def test_predict_names_the_image_too_large_for_the_budget_and_writes_the_others(
     assert not any(p.name.startswith("b_large") for p in out.iterdir())
 
 
-def test_int8_calibrates_on_the_window_of_an_image_that_slides(setup, monkeypatch):  # noqa: F811
+def test_int8_calibrates_on_the_window_of_an_image_that_slides(setup, monkeypatch):
     import fcn.inference.fastpath
 
     _, _, ckpt = setup
