@@ -205,8 +205,9 @@ def test_all_reduce_sums_across_ranks(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # fork: the workers need no fresh interpreter (spawn would re-import torch, seconds per process)
-    mp.start_processes(_all_reduce_worker, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork")
+    # spawn, not fork (faster): a fork of a process whose OpenMP pool has run, as after an in-process
+    # training earlier in the session (tests/config/test_starter.py's), hangs its children in a futex.
+    mp.start_processes(_all_reduce_worker, args=(2, port, str(tmp_path)), nprocs=2, start_method="spawn")
     expected = ConfusionMatrix(N)
     for rank in range(2):
         gt, pred = random_maps(100 + rank)
@@ -281,7 +282,9 @@ def test_threshold_counts_all_reduce_sums_across_ranks(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_threshold_counts_worker, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork")
+    mp.start_processes(
+        _threshold_counts_worker, args=(2, port, str(tmp_path)), nprocs=2, start_method="spawn"
+    )
     expected = ThresholdCounts(2, [0.3, 0.5, 0.7])
     for rank in range(2):
         expected.update(*_sigmoid_batch(rank))
