@@ -15,9 +15,14 @@ from fcn.config import load_config
 from fcn.data import build_dataset, class_names
 from fcn.data.check import main as check_main
 
+PILLOW_LIMIT = Image.MAX_IMAGE_PIXELS
 labelme = pytest.importorskip("labelme")  # tests only (requirements.dev.txt): labelme's own writer
 from labelme import LabelFile  # noqa: E402
 from labelme.utils import shape_to_mask  # noqa: E402
+
+# labelme's import sets Pillow's decompression-bomb limit to None for the whole process: put it back, so
+# that the tests collected after this module (tests/frontends/test_demo.py's) see Pillow's default.
+Image.MAX_IMAGE_PIXELS = PILLOW_LIMIT
 
 H, W = 40, 56  # not square: a swapped height and width would show
 SHAPES = [

@@ -103,6 +103,7 @@ REASONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("fault", list(REASONS))
 def test_a_broken_file_met_in_training_is_one_line_naming_it(tmp_path, capsys, fault, workers):
@@ -115,6 +116,7 @@ def test_a_broken_file_met_in_training_is_one_line_naming_it(tmp_path, capsys, f
     assert str(bad) in line and REASONS[fault] in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_evaluate_on_labels_beyond_the_checkpoints_classes_names_the_mask(tmp_path, capsys, workers):
     root = tmp_path / "data"
@@ -155,6 +157,7 @@ def test_a_config_file_that_is_not_utf8_is_named_and_exits_2(tmp_path, capsys):
     assert str(bad) in line and "not UTF-8" in line and "0xe9" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_split_file_saved_as_utf16_is_named_and_exits_2(tmp_path, capsys, workers):
     root = tmp_path / "data"
@@ -219,6 +222,7 @@ def test_a_checkpoint_that_does_not_fit_on_disk_names_the_file_and_keeps_the_pre
     assert path.read_bytes() == before and os.listdir(path.parent) == ["last.pt"]
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_exits_1_and_keeps_the_last_checkpoint(tmp_path):
     root = tmp_path / "data"
     _write_dataset(root)

@@ -270,6 +270,7 @@ def test_a_bearer_token_guards_all_but_health_and_metrics_count_the_requests(ser
     assert KEY not in server.log.read_text()
 
 
+@pytest.mark.slow
 def test_same_size_requests_batch_and_sigterm_drains_the_one_in_flight_then_exits_0(
     checkpoint, segmenter, tmp_path
 ):

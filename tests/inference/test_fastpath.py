@@ -140,6 +140,7 @@ def test_winograd_layer_still_runs_bf16_through_conv2d():
     assert torch.equal(out, ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["resnet18", "vgg16_bn", "mobilenet_v3_large"])
 def test_int8_backbone_is_quantized_and_close_to_fp32(backbone):
     model = _model(backbone)

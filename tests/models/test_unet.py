@@ -144,6 +144,7 @@ print(json.dumps({"added": peak - before, "estimate": whole_bytes(cfg, h, w) - 4
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 @pytest.mark.parametrize("backbone", ["resnet18", "vgg16"])
 def test_the_budget_estimate_of_a_unet_bounds_its_measured_peak_closely(backbone):

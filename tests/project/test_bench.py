@@ -110,6 +110,7 @@ def test_serve_bench_times_the_server_batched_and_not_against_the_segmenter(tmp_
     assert "p99 ms" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_own_data_trains_ours_and_smp_on_the_same_batches_and_prints_the_table(tmp_path, capsys):
     pytest.importorskip("segmentation_models_pytorch")
     own_data = load_bench("own_data")

@@ -3,7 +3,7 @@ identical, distributed evaluation is exact, resume and Ctrl-C work, only rank 0 
 fails the run.
 
 The multi-process tests start the real ``torchrun`` (``python -m torch.distributed.run --standalone``).
-Most of them run this file as the worker (``-m tests.test_distributed child ...``): the worker swaps
+Most of them run this file as the worker (``-m tests.training.test_distributed child ...``): the worker swaps
 ``fcn.models.build_model`` for a tiny conv net, calls ``train.main`` (train.py's command line) and
 saves each rank's final state for the test to compare. One test runs train.py itself.
 """
@@ -122,7 +122,7 @@ def _torchrun(args: list[str], timeout: float = TIMEOUT) -> tuple[int, str, floa
 
 def _torchrun_child(mode: str, spec: dict, path: Path) -> tuple[int, str, float]:
     path.write_text(json.dumps(spec))
-    return _torchrun(["-m", "tests.test_distributed", "child", mode, str(path)])
+    return _torchrun(["-m", "tests.training.test_distributed", "child", mode, str(path)])
 
 
 @pytest.fixture(scope="module")
@@ -492,6 +492,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_torchrun_predict_writes_the_bytes_of_one_process(infer_ckpt, toy_root, tmp_path):
     from predict import main as predict_main
 
@@ -515,6 +516,7 @@ def test_torchrun_predict_writes_the_bytes_of_one_process(infer_ckpt, toy_root, 
     assert out.count("wrote 32 image(s)") == 1, out[-3000:]  # rank 0 reports the run's total, once
 
 
+@pytest.mark.slow
 def test_torchrun_evaluate_reports_the_metrics_of_one_process(infer_ckpt, tmp_path):
     from evaluate import main as evaluate_main
 

@@ -89,6 +89,7 @@ def test_an_improving_run_and_patience_zero_run_to_the_end(toy_root, tmp_path, f
     assert summary["iteration"] == 10 and not summary["stopped_early"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_goes_on_counting_and_an_older_checkpoint_starts_at_zero(
     toy_root, tmp_path, flat_scores
 ):

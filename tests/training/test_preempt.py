@@ -4,8 +4,8 @@ SIGKILLed under ``torchrun --max-restarts 1`` (one node, or two c10d agents on 1
 restarted, resumes and ends bitwise equal to an uninterrupted run; a lost peer without restarts is
 exit 1 with one ``error:`` line.
 
-Each subprocess run executes this file as the worker (``-m tests.test_preempt child spec.json``): it swaps
-``fcn.models.build_model`` for tests.test_distributed.TinyNet (with dropout, so that an inexact
+Each subprocess run executes this file as the worker (``-m tests.training.test_preempt child spec.json``): it swaps
+``fcn.models.build_model`` for tests.helpers.TinyNet (with dropout, so that an inexact
 resume of the RNGs shows), calls train.py's ``main`` and prints its exit code. Synchronisation is by
 files, never by sleeping: a worker told to pause at an iteration writes ``paused.rankN`` and waits
 for ``go``; the signal handler writes ``signal.rankN.K`` for the K-th signal it gets.
@@ -107,11 +107,11 @@ def _env() -> dict[str, str]:
 
 
 def _start(prefix: list[str], spec: dict, tmp: Path, name: str, env: dict | None = None) -> subprocess.Popen:
-    """Start `prefix + [-m tests.test_preempt child spec]` with the spec written to tmp/name.json."""
+    """Start `prefix + [-m tests.training.test_preempt child spec]` with the spec written to tmp/name.json."""
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(spec))
     return subprocess.Popen(
-        [*prefix, "-m", "tests.test_preempt", "child", str(path)],
+        [*prefix, "-m", "tests.training.test_preempt", "child", str(path)],
         cwd=REPO,
         env=env or _env(),
         stdout=subprocess.PIPE,

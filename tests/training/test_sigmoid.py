@@ -456,6 +456,7 @@ def test_multilabel_inverse_frequency_is_each_class_negatives_over_positives(tmp
         load_config(overrides=overrides + ["loss.class_weights=median_frequency"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
 def test_int8_keeps_the_sigmoid_boolean_masks_and_0_255_pngs(binary_setup, tmp_path, engine):
     """eval.fast_path=int8 (torch's FX quantization, or ONNX Runtime's static int8) on a binary model:

@@ -253,6 +253,7 @@ def _raises(exc):  # a second Ctrl-C (or one outside training), a second SIGTERM
     return first_trial
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stop", "code", "why"),
     [
