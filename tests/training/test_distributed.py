@@ -287,6 +287,7 @@ def test_two_processes_equal_one_process_with_the_global_batch(ddp_runs, toy_roo
     assert logged == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_only_the_primary_process_logs_to_the_trackers(ddp_runs):
     pytest.importorskip("mlflow")
     from mlflow import MlflowClient
