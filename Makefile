@@ -1,7 +1,7 @@
 PYTHON ?= python
 SOURCES = fcn tests bench train.py evaluate.py predict.py demo.py tune.py serve.py
 
-.PHONY: install lint format verify_format run_tests pre_push_test demo demo_web
+.PHONY: install lint format verify_format run_tests test_quick pre_push_test demo demo_web
 
 install:
 	$(PYTHON) -m pip install -r requirements.dev.txt
@@ -20,6 +20,10 @@ verify_format:
 
 run_tests:
 	$(PYTHON) -m pytest --durations=20  # the 20 slowest tests listed last: CI keeps under 20 minutes
+
+# The inner loop: every test but those marked slow (end to end, more than ~3 s each); run_tests runs them all.
+test_quick:
+	$(PYTHON) -m pytest -m "not slow" --durations=10
 
 pre_push_test: verify_format lint run_tests
 

@@ -20,7 +20,7 @@ depends on kubernetes, grpcio-tools, pandas, cryptography and aiohttp among 30 p
 Python server batches nothing itself (KServe batches in a sidecar agent); mlserver 1.7 pulls gevent,
 aiokafka and OpenTelemetry and pins fastapi<0.116, below what Gradio 6 (requirements.demo.txt)
 needs. FastAPI and uvicorn come with Gradio already; the protocol's part we speak is two JSON
-shapes and one binary layout, checked against NVIDIA's own client in tests/test_serve.py.
+shapes and one binary layout, checked against NVIDIA's own client in tests/frontends/test_serve.py.
 
 Load: requests of one image size (and the same outputs) that arrive within --batch-wait-ms go
 through the network as one batch of up to --max-batch (Segmenter.segment_many: the same pixels as

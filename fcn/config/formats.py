@@ -5,7 +5,7 @@ Why two tables. fcn/data/formats/ holds one module per layout (how to list, read
 FORMATS; fcn/config imports nothing else of fcn (the layers contract in pyproject.toml), so its
 checks cannot ask those modules. The part of a format that the config checks need is therefore here,
 as data: FORMAT_KEYS maps each data.<split>.name to its FormatKeys, a data module's Format names its
-entry (``keys=FORMAT_KEYS["voc"]``), and tests/test_formats_table.py holds the two tables' names and
+entry (``keys=FORMAT_KEYS["voc"]``), and tests/config/test_formats_table.py holds the two tables' names and
 the schema's DATASETS equal. The checks stay where they were (checks.py, at load time, naming the key
 and the file); they read these fields instead of naming datasets. A Dataset class by import path
 ('package.module:Class') is no entry: it is every name with a colon (IMPORT_PATH_KEYS).

@@ -56,7 +56,7 @@ def amp_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     builds; training's are not) under autocast without gradients, with the convolution and linear
     weights cast to autocast's dtype once and kept (recast when a weight changes in place or is
     replaced) instead of at every call. autocast casts them the same way: the same outputs, bit for
-    bit (tests/test_runtime.py); 1.1x faster for a bf16 ResNet-18 FCN-8s at 500x500 on the CPU."""
+    bit (tests/core/test_runtime.py); 1.1x faster for a bf16 ResNet-18 FCN-8s at 500x500 on the CPU."""
     kind = x.device.type
     if (
         not isinstance(model, torch.nn.Module)

@@ -2,7 +2,7 @@
 
 build_dataset, fcn.data.check and the docs read FORMATS; the config checks read the same names' key
 rules in fcn/config/formats.py (FORMAT_KEYS), which each Format carries as .keys, because fcn/config
-imports nothing of fcn/data. tests/test_formats_table.py holds FORMATS, FORMAT_KEYS and the schema's
+imports nothing of fcn/data. tests/config/test_formats_table.py holds FORMATS, FORMAT_KEYS and the schema's
 DATASETS to the same names in the same order.
 
 Adding a format: one module here (its FORMAT), one line below, its FORMAT_KEYS line (docs/development.md).
