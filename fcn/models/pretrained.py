@@ -130,7 +130,7 @@ def _torchvision(backbone: str, digest: str, miou: float, pixel_acc: float) -> P
         f"{miou} mean IU / {pixel_acc} pixel acc on COCO val2017 with VOC labels (torchvision's "
         f"FCN_{backbone.replace('resnet', 'ResNet')}_Weights.COCO_WITH_VOC_LABELS_V1 metadata)",
         # torchvision publishes only these 32 bits: kept as torch hub checks them, not a full hash.
-        f"SHA-256 prefix {digest} (torchvision's file name; torch hub's check); SHA-256 recorded on first download",
+        "the SHA-256 prefix in torchvision's file name (torch hub's check); SHA-256 recorded on first download",
         (
             "model.arch=torchvision_fcn",
             f"model.backbone={backbone}",

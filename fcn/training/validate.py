@@ -150,9 +150,9 @@ def _log_evaluation(run: Run, metrics: dict, record: dict) -> None:
         scalars["val/geometric_pixel_acc"] = metrics["geometric_pixel_acc"]
     compared = ("mean_dice", "mean_fscore", "mean_precision", "mean_recall")
     keys = ("pixel_acc", "mean_iou") if sigmoid else ("pixel_acc", "mean_acc", "mean_iou", "fwavacc")
-    for key in (*keys, *compared):
+    for key in (*keys, *(k for k in compared if k in metrics)):
         scalars[f"val/{key}"] = metrics[key]
-        if "ema" in record:
+        if "ema" in record and key in record["ema"]:
             scalars[f"val_ema/{key}"] = record["ema"][key]
     for name, value in zip(run.class_names, metrics["iou"]):
         if not math.isnan(value):

@@ -299,7 +299,7 @@ def test_predict_and_evaluate_take_a_hub_repository_id_as_from_pretrained_does(t
     root = tmp_path / "toy"
     toy_main(["--root", str(root), "--train", "1", "--val", "2", "--size", "32"])
     cfg = load_config(
-        [str(Path(__file__).resolve().parent.parent / "predefined_configs" / "toy.yml")],
+        [str(Path(__file__).resolve().parents[2] / "predefined_configs" / "toy.yml")],
         [f"data.train.root={root}", f"data.val.root={root}"],
     )
     torch.manual_seed(0)
